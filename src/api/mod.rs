@@ -1,0 +1,74 @@
+//! The REST API of `agentdeck serve`: the core over HTTP (axum).
+
+mod auth;
+mod error;
+mod events;
+mod metrics;
+mod sessions;
+
+pub use auth::{ALL_TEAMS, Caller};
+pub use error::ApiError;
+
+use crate::core::Core;
+use axum::Router;
+use axum::routing::{get, post};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub core: Core,
+    pub metrics: Arc<metrics::HttpMetrics>,
+}
+
+/// The whole API as a router.
+pub fn router(core: Core) -> Router {
+    let state = AppState {
+        core,
+        metrics: Arc::new(metrics::HttpMetrics::default()),
+    };
+    Router::new()
+        .route("/api/sessions", post(sessions::create).get(sessions::list))
+        .route(
+            "/api/sessions/{id}",
+            get(sessions::show).delete(sessions::end),
+        )
+        .route(
+            "/api/sessions/{id}/messages",
+            post(sessions::send).get(sessions::messages),
+        )
+        .route("/api/sessions/{id}/events", get(events::stream))
+        .route("/api/sessions/{id}/{action}", post(sessions::act))
+        .route("/api/agents", get(sessions::agents))
+        .route("/healthz", get(metrics::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(|| async { ApiError::not_found("no such route; the API lives under /api") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
+        .with_state(state)
+}
+
+/// Why `serve` refuses an address.
+pub fn check_listen(addr: SocketAddr, tokens_configured: bool) -> Result<(), String> {
+    if !tokens_configured && !addr.ip().is_loopback() {
+        return Err(format!(
+            "refusing to serve on {addr} with auth off: configure [[api.tokens]] in the config \
+             file, or listen on a loopback address such as 127.0.0.1:{}",
+            addr.port()
+        ));
+    }
+    Ok(())
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    core: Core,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(core))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,304 @@
+//! Session, message and agent routes.
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::core::CreateSession;
+use crate::model::{Message, Session, SessionQuery, SessionStatus};
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// A JSON body whose every rejection is a JSON error saying what is wrong.
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            )),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {}", e.body_text()),
+            )),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                e.body_text(),
+            )),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejection is a JSON error.
+pub struct Params<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Params<T>
+where
+    Query<T>: axum::extract::FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}
+
+pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id)
+        .map_err(|_| ApiError::not_found(format!("session {id:?} not found (not a session id)")))
+}
+
+/// The session, if the caller may see it; 404 otherwise (another team's session does not
+/// exist for the caller).
+pub(super) async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Session, ApiError> {
+    let id = parse_id(id)?;
+    let session = state.core.get_session(id).await?;
+    if !caller.may_see(&session) {
+        return Err(crate::core::CoreError::SessionNotFound(id).into());
+    }
+    Ok(session)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    agent_id: Option<String>,
+    title: Option<String>,
+    initial_prompt: Option<String>,
+    #[serde(default)]
+    env_vars: BTreeMap<String, String>,
+    team: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<CreateBody>,
+) -> Result<Response, ApiError> {
+    let team = caller.team_for_new(body.team)?;
+    let session = state
+        .core
+        .create_session(CreateSession {
+            agent_id: body.agent_id,
+            title: body.title,
+            initial_prompt: body.initial_prompt,
+            env: body.env_vars,
+            team,
+        })
+        .await?;
+    let location = format!("/api/sessions/{}", session.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(session),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    team: Option<String>,
+    agent: Option<String>,
+    /// Comma-separated statuses.
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SessionPage {
+    sessions: Vec<Session>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<Uuid>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(p): Params<ListParams>,
+) -> Result<Json<SessionPage>, ApiError> {
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let statuses = match p.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|s| s.trim().parse::<SessionStatus>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+    };
+    let teams = match (caller.teams(), p.team) {
+        (None, asked) => asked.map(|t| vec![t]),
+        (Some(mine), None) => Some(mine),
+        (Some(mine), Some(asked)) => Some(mine.into_iter().filter(|t| *t == asked).collect()),
+    };
+    let before = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            Uuid::parse_str(c)
+                .map_err(|_| ApiError::bad_request(format!("invalid cursor {c:?}")))?,
+        ),
+    };
+    let sessions = state
+        .core
+        .list_sessions(&SessionQuery {
+            teams,
+            agent_id: p.agent,
+            statuses,
+            before,
+            limit: Some(limit + 1),
+            ..Default::default()
+        })
+        .await?;
+    let mut sessions = sessions;
+    let next_cursor = if sessions.len() as i64 > limit {
+        sessions.truncate(limit as usize);
+        sessions.last().map(|s| s.id)
+    } else {
+        None
+    };
+    Ok(Json(SessionPage {
+        sessions,
+        next_cursor,
+    }))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(visible(&state, &caller, &id).await?))
+}
+
+pub async fn end(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(state.core.end(session.id).await?),
+    ))
+}
+
+pub async fn act(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
+    let core = &state.core;
+    // Check the action before the session so that a typo says so even for a valid id.
+    if !matches!(action.as_str(), "restart" | "suspend" | "resume" | "abort") {
+        return Err(ApiError::not_found(format!(
+            "unknown action {action:?}; use restart, suspend, resume or abort"
+        )));
+    }
+    let session = visible(&state, &caller, &id).await?;
+    let session = match action.as_str() {
+        "restart" => core.restart(session.id).await?,
+        "suspend" => core.suspend(session.id).await?,
+        "resume" => core.resume(session.id).await?,
+        _ => core.abort(session.id).await?,
+    };
+    Ok((StatusCode::ACCEPTED, Json(session)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    text: String,
+}
+
+pub async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<SendBody>,
+) -> Result<(StatusCode, Json<Message>), ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    let message = state.core.send_message(session.id, &body.text).await?;
+    Ok((StatusCode::ACCEPTED, Json(message)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageParams {
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub struct MessagePage {
+    messages: Vec<Message>,
+    /// Pass as `after_seq` for the next page; absent on the last page.
+    next_after_seq: Option<i64>,
+}
+
+pub async fn messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Params(p): Params<MessageParams>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let after = p.after_seq.unwrap_or(0).max(0);
+    let messages = state.core.messages(session.id, after, limit).await?;
+    let next_after_seq = match messages.last() {
+        Some(last) if messages.len() as i64 == limit => Some(last.seq),
+        _ => None,
+    };
+    Ok(Json(MessagePage {
+        messages,
+        next_after_seq,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct AgentList {
+    agents: Vec<crate::config::AgentSpec>,
+}
+
+pub async fn agents(State(state): State<AppState>, _caller: Caller) -> Json<AgentList> {
+    Json(AgentList {
+        agents: state.core.agents(),
+    })
+}

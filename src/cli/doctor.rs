@@ -1,0 +1,146 @@
+//! `agentdeck doctor`: checks the store, the runtime, the gateway and the harness, and says
+//! what is wrong and how to fix it.
+
+use super::output::{Output, Table, json};
+use crate::config::Config;
+use crate::runtime::Check;
+
+fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+pub async fn checks(config: &Config) -> Vec<Check> {
+    let mut checks = Vec::new();
+    checks.push(Check {
+        name: "config".into(),
+        ok: true,
+        detail: config
+            .sources
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" + "),
+        fix: None,
+    });
+
+    let shown = crate::store::redact_url(&config.database_url);
+    let store = match crate::store::open(&config.database_url).await {
+        Ok(store) => match store.ping().await {
+            Ok(()) => Check {
+                name: "store".into(),
+                ok: true,
+                detail: format!("{} answers", store.describe()),
+                fix: None,
+            },
+            Err(e) => Check {
+                name: "store".into(),
+                ok: false,
+                detail: format!("{shown}: {e}"),
+                fix: Some("check that the database is running and the URL is right".into()),
+            },
+        },
+        Err(e) => Check {
+            name: "store".into(),
+            ok: false,
+            detail: format!("{shown}: {e}"),
+            fix: Some(if config.database_url.starts_with("postgres") {
+                "start Postgres, or set AGENTDECK_DATABASE_URL / --database-url to a reachable one"
+                    .into()
+            } else {
+                "check that the data directory is writable".into()
+            }),
+        },
+    };
+    checks.push(store);
+
+    let runtime = super::runtime_for(config);
+    checks.extend(runtime.check().await);
+
+    match &config.gateway_url {
+        None => checks.push(Check {
+            name: "gateway".into(),
+            ok: false,
+            detail: "no gateway configured".into(),
+            fix: Some("set [gateway] url in the config file".into()),
+        }),
+        Some(url) => checks.push(match crate::gateway::check_health(url).await {
+            Ok(()) => Check {
+                name: "gateway".into(),
+                ok: true,
+                detail: format!("{url} is live"),
+                fix: None,
+            },
+            Err(e) => Check {
+                name: "gateway".into(),
+                ok: false,
+                detail: e,
+                fix: Some(
+                    "start LiteLLM (`eval \"$(scripts/offline-stack.sh up)\"` for an offline one) or fix [gateway] url"
+                        .into(),
+                ),
+            },
+        }),
+    }
+
+    if config.runtime == crate::config::RuntimeKind::Local {
+        for agent in config.agents.values() {
+            let name = format!("harness ({})", agent.id);
+            checks.push(match agent.command.first() {
+                None => Check {
+                    name,
+                    ok: false,
+                    detail: "the agent has no command to run locally".into(),
+                    fix: Some(format!("set command = [...] under [agents.{}]", agent.id)),
+                },
+                Some(program) => match on_path(program) {
+                    Some(path) => Check {
+                        name,
+                        ok: true,
+                        detail: format!("{program} found at {}", path.display()),
+                        fix: None,
+                    },
+                    None => Check {
+                        name,
+                        ok: false,
+                        detail: format!("{program} not found on PATH"),
+                        fix: Some(if program == "opencode" {
+                            "install it with `npm i -g opencode-ai`, or run `eval \"$(scripts/offline-stack.sh up)\"`".into()
+                        } else {
+                            format!("install {program} or fix the agent's command")
+                        }),
+                    },
+                },
+            });
+        }
+    }
+    checks
+}
+
+pub async fn run(config: &Config, output: Output) -> anyhow::Result<bool> {
+    let checks = checks(config).await;
+    let all_ok = checks.iter().all(|c| c.ok);
+    match output {
+        Output::Json => println!("{}", json(&checks)?),
+        Output::Table => {
+            let mut table = Table::new(&["", "CHECK", "DETAIL", "FIX"]);
+            for c in &checks {
+                table.row(vec![
+                    if c.ok { "ok" } else { "FAIL" }.to_string(),
+                    c.name.clone(),
+                    c.detail.clone(),
+                    c.fix.clone().unwrap_or_default(),
+                ]);
+            }
+            print!("{}", table.render());
+        }
+    }
+    Ok(all_ok)
+}

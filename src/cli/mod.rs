@@ -1,0 +1,438 @@
+//! The command line: the cockpit (no subcommand), `serve`, `worker`, `sessions`, `agents`,
+//! `migrate` and `doctor`.
+
+mod doctor;
+pub mod output;
+
+use crate::config::{self, Config, Overrides, RuntimeKind};
+use crate::core::{Core, CreateSession};
+use crate::model::{SessionQuery, SessionStatus};
+use crate::runtime::{NotBuilt, SandboxRuntime};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use output::{Output, Table, ago, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agentdeck",
+    version,
+    about = "An operator cockpit and control core for AI agents in production",
+    long_about = "With no subcommand, opens the cockpit. `agentdeck serve` runs the REST API and \
+                  the worker. With no configuration at all, agentdeck keeps its data in an \
+                  embedded SQLite file and runs sandboxes as local processes."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file (default: config.toml in the XDG config dir).
+    #[arg(long, global = true, env = "AGENTDECK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Store URL: postgres://… or sqlite://… (default: the embedded SQLite file).
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTDECK_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Where sandboxes run.
+    #[arg(long, global = true, env = "AGENTDECK_RUNTIME", value_enum)]
+    pub runtime: Option<RuntimeArg>,
+    /// Log filter (tracing syntax), e.g. `info` or `agentdeck=debug`.
+    #[arg(long, global = true, env = "AGENTDECK_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Local,
+    Kubernetes,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the REST API and the worker.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:3000).
+        #[arg(long, env = "AGENTDECK_LISTEN", value_name = "ADDR")]
+        listen: Option<String>,
+        /// Serve the API only; leave tasks to other workers.
+        #[arg(long)]
+        no_worker: bool,
+    },
+    /// Run only the worker (provisioning, lifecycle, reaping, queued tasks).
+    Worker,
+    /// Sessions: list, show, create, end.
+    #[command(subcommand)]
+    Sessions(SessionsCmd),
+    /// Agents from the configuration.
+    #[command(subcommand)]
+    Agents(AgentsCmd),
+    /// Bring the database schema up to date, and nothing else.
+    Migrate,
+    /// Check the store, the runtime, the gateway and the harness; say what to fix.
+    Doctor {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCmd {
+    /// List sessions, newest first.
+    List {
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only these statuses (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one session and its latest messages.
+    Show {
+        id: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Create a session; a worker (serve or a cockpit) provisions it.
+    Create {
+        /// The agent (default: the configured default agent).
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        title: Option<String>,
+        /// The first message to the agent.
+        #[arg(long)]
+        prompt: Option<String>,
+        /// NAME=VALUE for the sandbox; repeatable.
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// End a session: its sandbox is destroyed, its transcript kept.
+    End {
+        id: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCmd {
+    /// List the configured agents.
+    List {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// Exit codes beyond 0/1.
+pub const EXIT_NOT_BUILT: i32 = 2;
+
+pub fn load_config(global: &Global, listen: Option<String>) -> Result<Config> {
+    let overrides = Overrides {
+        config_file: global.config.clone(),
+        database_url: global.database_url.clone(),
+        listen,
+        runtime: global.runtime.map(|r| match r {
+            RuntimeArg::Local => RuntimeKind::Local,
+            RuntimeArg::Kubernetes => RuntimeKind::Kubernetes,
+        }),
+        worker: None,
+    };
+    Ok(config::load(&overrides)?)
+}
+
+/// The sandbox runtime the configuration asks for.
+pub fn runtime_for(config: &Config) -> Arc<dyn SandboxRuntime> {
+    Arc::new(NotBuilt {
+        kind: config.runtime.as_str(),
+    })
+}
+
+async fn open_core(config: Config) -> Result<Core> {
+    let runtime = runtime_for(&config);
+    Core::open(config, runtime, Arc::new(crate::harness::NotBuilt)).await
+}
+
+/// Runs the command; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    let listen = match &cli.command {
+        Some(Command::Serve { listen, .. }) => listen.clone(),
+        _ => None,
+    };
+    let config = load_config(&cli.global, listen)?;
+    match cli.command {
+        None => {
+            eprintln!(
+                "agentdeck: the cockpit is not built yet in this version.\n\
+                 Try `agentdeck serve` (REST API on {}), `agentdeck sessions list` or `agentdeck doctor`.",
+                config.listen
+            );
+            Ok(EXIT_NOT_BUILT)
+        }
+        Some(Command::Serve { no_worker, .. }) => serve(config, !no_worker).await.map(|()| 0),
+        Some(Command::Worker) => worker(config).await.map(|()| 0),
+        Some(Command::Migrate) => {
+            let shown = crate::store::redact_url(&config.database_url);
+            let store = crate::store::open(&config.database_url)
+                .await
+                .with_context(|| format!("cannot open the store at {shown}"))?;
+            store.migrate().await.context("migration failed")?;
+            println!("{shown}: schema is up to date");
+            Ok(0)
+        }
+        Some(Command::Doctor { output }) => Ok(if doctor::run(&config, output).await? {
+            0
+        } else {
+            1
+        }),
+        Some(Command::Agents(AgentsCmd::List { output })) => {
+            agents_list(&config, output)?;
+            Ok(0)
+        }
+        Some(Command::Sessions(cmd)) => {
+            let core = open_core(config).await?;
+            sessions(&core, cmd).await.map(|()| 0)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn serve(config: Config, with_worker: bool) -> Result<()> {
+    crate::api::check_listen(config.listen, !config.tokens.is_empty())
+        .map_err(anyhow::Error::msg)?;
+    let listen = config.listen;
+    let core = open_core(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let worker = with_worker.then(|| crate::core::worker::spawn(core.clone()));
+    tracing::info!(
+        %listen,
+        store = %core.store().describe(),
+        worker = with_worker,
+        "agentdeck serve is up"
+    );
+    eprintln!(
+        "agentdeck serve: listening on http://{listen} (store: {})",
+        core.store().describe()
+    );
+    crate::api::serve(core, listener, shutdown_signal())
+        .await
+        .context("the API server stopped")?;
+    if let Some(worker) = worker {
+        worker.stop(Duration::from_secs(10)).await;
+    }
+    Ok(())
+}
+
+async fn worker(config: Config) -> Result<()> {
+    let core = open_core(config).await?;
+    let worker = crate::core::worker::spawn(core.clone());
+    eprintln!(
+        "agentdeck worker {} is running (store: {})",
+        core.instance(),
+        core.store().describe()
+    );
+    shutdown_signal().await;
+    worker.stop(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+fn agents_list(config: &Config, output: Output) -> Result<()> {
+    let agents: Vec<_> = config.agents.values().collect();
+    match output {
+        Output::Json => println!("{}", json(&agents)?),
+        Output::Table => {
+            let mut t = Table::new(&["ID", "NAME", "HARNESS", "MODEL", "IDLE TIMEOUT"]);
+            for a in agents {
+                t.row(vec![
+                    a.id.clone(),
+                    a.name.clone(),
+                    a.harness.as_str().to_string(),
+                    a.model.clone(),
+                    humantime::format_duration(a.idle_timeout).to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+        }
+    }
+    Ok(())
+}
+
+fn parse_id(id: &str) -> Result<Uuid> {
+    Uuid::parse_str(id.trim()).with_context(|| format!("{id:?} is not a session id"))
+}
+
+fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for pair in pairs {
+        let Some((name, value)) = pair.split_once('=') else {
+            bail!("--env {pair:?}: write it as NAME=VALUE");
+        };
+        env.insert(name.to_string(), value.to_string());
+    }
+    Ok(env)
+}
+
+fn session_table(sessions: &[crate::model::Session]) -> String {
+    let mut t = Table::new(&["ID", "STATUS", "AGENT", "TEAM", "PHASE", "CREATED", "TITLE"]);
+    for s in sessions {
+        t.row(vec![
+            s.id.to_string(),
+            s.status.to_string(),
+            s.agent_id.clone(),
+            s.team.clone(),
+            s.phase.to_string(),
+            ago(s.created_at),
+            s.title.clone(),
+        ]);
+    }
+    t.render()
+}
+
+async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
+    match cmd {
+        SessionsCmd::List {
+            team,
+            agent,
+            status,
+            limit,
+            output,
+        } => {
+            let statuses = if status.is_empty() {
+                None
+            } else {
+                Some(
+                    status
+                        .iter()
+                        .map(|s| s.trim().parse::<SessionStatus>())
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            };
+            let sessions = core
+                .list_sessions(&SessionQuery {
+                    teams: team.map(|t| vec![t]),
+                    agent_id: agent,
+                    statuses,
+                    limit: Some(limit.clamp(1, 100_000)),
+                    ..Default::default()
+                })
+                .await?;
+            match output {
+                Output::Json => println!("{}", json(&sessions)?),
+                Output::Table => print!("{}", session_table(&sessions)),
+            }
+        }
+        SessionsCmd::Show { id, output } => {
+            let id = parse_id(&id)?;
+            let session = core.get_session(id).await?;
+            let from = (session.last_message_seq - 20).max(0);
+            let messages = core.messages(id, from, 20).await?;
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    json(&serde_json::json!({"session": session, "messages": messages}))?
+                ),
+                Output::Table => {
+                    print!("{}", session_table(std::slice::from_ref(&session)));
+                    if let Some(reason) = &session.failure_reason {
+                        println!("\nfailed: {}", crate::sanitize::line(reason));
+                    }
+                    if let Some(detail) = &session.phase_detail {
+                        println!("phase detail: {}", crate::sanitize::line(detail));
+                    }
+                    if !messages.is_empty() {
+                        println!();
+                        for m in &messages {
+                            println!(
+                                "#{} {} ({}): {}",
+                                m.seq,
+                                m.role,
+                                m.status,
+                                crate::sanitize::text(&m.text())
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        SessionsCmd::Create {
+            agent,
+            title,
+            prompt,
+            env,
+            team,
+            output,
+        } => {
+            let session = core
+                .create_session(CreateSession {
+                    agent_id: agent,
+                    title,
+                    initial_prompt: prompt,
+                    env: parse_env(&env)?,
+                    team,
+                })
+                .await?;
+            match output {
+                Output::Json => println!("{}", json(&session)?),
+                Output::Table => {
+                    print!("{}", session_table(std::slice::from_ref(&session)));
+                    eprintln!(
+                        "queued: a worker (`agentdeck serve`, `agentdeck worker` or a cockpit) provisions it"
+                    );
+                }
+            }
+        }
+        SessionsCmd::End { id, output } => {
+            let session = core.end(parse_id(&id)?).await?;
+            match output {
+                Output::Json => println!("{}", json(&session)?),
+                Output::Table => print!("{}", session_table(std::slice::from_ref(&session))),
+            }
+        }
+    }
+    Ok(())
+}

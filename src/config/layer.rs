@@ -1,0 +1,147 @@
+//! One configuration layer as written in a file: every field optional, unknown keys refused.
+//! Layers are merged field by field (an upper layer wins); agents are merged by id, an upper
+//! layer's agent replacing the lower one's whole.
+
+use super::duration;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    #[serde(default)]
+    pub store: StoreLayer,
+    #[serde(default)]
+    pub runtime: RuntimeLayer,
+    #[serde(default)]
+    pub worker: WorkerLayer,
+    #[serde(default)]
+    pub api: ApiLayer,
+    #[serde(default)]
+    pub sessions: SessionsLayer,
+    #[serde(default)]
+    pub gateway: GatewayLayer,
+    #[serde(default)]
+    pub agents: BTreeMap<Spanned<String>, AgentLayer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreLayer {
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    Local,
+    Kubernetes,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Local => "local",
+            RuntimeKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeLayer {
+    pub kind: Option<RuntimeKind>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerLayer {
+    pub enabled: Option<bool>,
+    pub concurrency: Option<Spanned<u32>>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub lease: Option<Duration>,
+    pub max_attempts: Option<Spanned<i32>>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub backoff: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub max_backoff: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiLayer {
+    pub listen: Option<Spanned<String>>,
+    pub tokens: Option<Vec<TokenLayer>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLayer {
+    pub token: Spanned<String>,
+    pub team: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleAction {
+    Suspend,
+    End,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsLayer {
+    pub default_team: Option<String>,
+    pub default_agent: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub phase_timeout: Option<Duration>,
+    pub idle_action: Option<IdleAction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayLayer {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HarnessKind {
+    Opencode,
+}
+
+impl HarnessKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HarnessKind::Opencode => "opencode",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    pub cpu_limit: Option<String>,
+    pub memory_limit: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLayer {
+    pub name: Option<String>,
+    pub harness: Option<HarnessKind>,
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
+    pub image: Option<String>,
+    #[serde(default)]
+    pub resources: Resources,
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub idle_timeout: Option<Duration>,
+}

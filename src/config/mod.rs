@@ -1,0 +1,474 @@
+//! Layered configuration: the built-in `config/default.toml` < the user's file (XDG config dir,
+//! or `AGENTDECK_CONFIG`) < `AGENTDECK_*` environment variables < flags.
+//!
+//! Every layer is checked on its own as it is read, so that a mistake is reported with the file,
+//! line and column where it was made, and what was expected there.
+
+pub mod duration;
+mod error;
+mod layer;
+
+pub use error::{ConfigError, Source};
+pub use layer::{HarnessKind, IdleAction, Resources, RuntimeKind};
+
+use layer::{AgentLayer, Layer};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The built-in defaults, embedded in the binary.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Where agentdeck keeps its files (XDG on Linux).
+#[derive(Debug, Clone, Serialize)]
+pub struct Dirs {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+impl Dirs {
+    pub fn discover() -> Result<Dirs, ConfigError> {
+        let dirs = directories::ProjectDirs::from("", "", "agentdeck").ok_or_else(|| {
+            ConfigError::Value(
+                "cannot find a home directory for agentdeck's files; set HOME".to_string(),
+            )
+        })?;
+        Ok(Dirs {
+            config_dir: dirs.config_dir().to_path_buf(),
+            data_dir: dirs.data_dir().to_path_buf(),
+            state_dir: dirs
+                .state_dir()
+                .unwrap_or_else(|| dirs.data_local_dir())
+                .to_path_buf(),
+            cache_dir: dirs.cache_dir().to_path_buf(),
+        })
+    }
+
+    pub fn user_config_file(&self) -> PathBuf {
+        self.config_dir.join("config.toml")
+    }
+
+    /// The embedded store's file, used when no database URL is configured.
+    pub fn default_database_url(&self) -> String {
+        format!("sqlite://{}", self.data_dir.join("agentdeck.db").display())
+    }
+}
+
+/// An agent as configured: what it runs, on which model, in what sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentSpec {
+    pub id: String,
+    pub name: String,
+    pub harness: HarnessKind,
+    pub model: String,
+    pub system_prompt: Option<String>,
+    pub image: Option<String>,
+    pub resources: Resources,
+    pub command: Vec<String>,
+    /// Environment for this agent's sandboxes (may hold secrets; never shown or stored).
+    #[serde(skip)]
+    pub env: BTreeMap<String, String>,
+    #[serde(serialize_with = "duration::serialize")]
+    pub idle_timeout: Duration,
+}
+
+impl AgentSpec {
+    /// What the store keeps of the agent: everything but the values of its env.
+    pub fn to_record(&self) -> crate::model::AgentRecord {
+        let mut spec = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = spec.as_object_mut() {
+            map.insert(
+                "env_keys".to_string(),
+                serde_json::json!(self.env.keys().collect::<Vec<_>>()),
+            );
+        }
+        crate::model::AgentRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            harness: self.harness.as_str().to_string(),
+            model: self.model.clone(),
+            spec,
+            present: true,
+            updated_at: chrono::Utc::now(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    pub token: String,
+    pub team: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub enabled: bool,
+    pub concurrency: u32,
+    pub lease: Duration,
+    pub max_attempts: i32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionsConfig {
+    pub default_team: String,
+    pub default_agent: Option<String>,
+    pub phase_timeout: Duration,
+    pub idle_action: IdleAction,
+}
+
+/// The configuration every part of agentdeck reads, all layers applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dirs: Dirs,
+    /// The store's URL; the embedded SQLite file when none was configured.
+    pub database_url: String,
+    pub runtime: RuntimeKind,
+    pub worker: WorkerConfig,
+    pub listen: SocketAddr,
+    pub tokens: Vec<ApiToken>,
+    pub sessions: SessionsConfig,
+    pub gateway_url: Option<String>,
+    pub agents: BTreeMap<String, AgentSpec>,
+    /// The files that were read, lowest first.
+    pub sources: Vec<Source>,
+}
+
+/// What the environment and flags say; each wins over the files.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub listen: Option<String>,
+    pub runtime: Option<RuntimeKind>,
+    pub worker: Option<bool>,
+}
+
+struct Parsed {
+    source: Source,
+    text: String,
+    layer: Layer,
+}
+
+fn parse_layer(source: Source, text: String) -> Result<Parsed, ConfigError> {
+    let layer =
+        toml::from_str::<Layer>(&text).map_err(|e| ConfigError::from_toml(&source, &text, &e))?;
+    Ok(Parsed {
+        source,
+        text,
+        layer,
+    })
+}
+
+fn read_file(path: &Path) -> Result<Parsed, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    parse_layer(Source::File(path.to_path_buf()), text)
+}
+
+fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// Loads the configuration: built-in defaults, the user's file and the overrides.
+pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+    load_with_dirs(overrides, Dirs::discover()?)
+}
+
+pub fn load_with_dirs(overrides: &Overrides, dirs: Dirs) -> Result<Config, ConfigError> {
+    let mut layers = vec![parse_layer(Source::BuiltIn, DEFAULT_TOML.to_string())?];
+    match &overrides.config_file {
+        Some(path) => layers.push(read_file(path)?),
+        None => {
+            let path = dirs.user_config_file();
+            if path.exists() {
+                layers.push(read_file(&path)?);
+            }
+        }
+    }
+    build(layers, overrides, dirs)
+}
+
+/// Parses configuration text as a user's file would be (for tests and `doctor`).
+pub fn load_text(text: &str, name: &str, dirs: Dirs) -> Result<Config, ConfigError> {
+    let layers = vec![
+        parse_layer(Source::BuiltIn, DEFAULT_TOML.to_string())?,
+        parse_layer(Source::File(PathBuf::from(name)), text.to_string())?,
+    ];
+    build(layers, &Overrides::default(), dirs)
+}
+
+fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Config, ConfigError> {
+    // Agents: an upper layer's agent replaces a lower one's whole.
+    let mut agent_layers: BTreeMap<String, (&Parsed, std::ops::Range<usize>, &AgentLayer)> =
+        BTreeMap::new();
+    for parsed in &layers {
+        for (id, agent) in &parsed.layer.agents {
+            agent_layers.insert(id.get_ref().clone(), (parsed, id.span(), agent));
+        }
+    }
+    let mut agents = BTreeMap::new();
+    for (id, (parsed, span, a)) in agent_layers {
+        if !valid_agent_id(&id) {
+            return Err(ConfigError::at(
+                &parsed.source,
+                &parsed.text,
+                span,
+                format!(
+                    "invalid agent id {id:?}: use 1 to 63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+                ),
+            ));
+        }
+        let Some(model) = a.model.clone().filter(|m| !m.trim().is_empty()) else {
+            return Err(ConfigError::at(
+                &parsed.source,
+                &parsed.text,
+                span,
+                format!("agent {id:?} has no model: add model = \"provider/model\""),
+            ));
+        };
+        agents.insert(
+            id.clone(),
+            AgentSpec {
+                name: a.name.clone().unwrap_or_else(|| id.clone()),
+                harness: a.harness.unwrap_or(HarnessKind::Opencode),
+                model,
+                system_prompt: a.system_prompt.clone(),
+                image: a.image.clone(),
+                resources: a.resources.clone(),
+                command: a.command.clone().unwrap_or_default(),
+                env: a.env.clone(),
+                idle_timeout: a.idle_timeout.unwrap_or(Duration::from_secs(30 * 60)),
+                id,
+            },
+        );
+    }
+
+    // Scalars: the uppermost layer that sets a field wins.
+    macro_rules! top {
+        ($($path:tt)+) => {
+            layers.iter().rev().find_map(|p| p.layer.$($path)+.clone())
+        };
+    }
+    /// The uppermost layer that sets a field, with the layer (for locating errors).
+    macro_rules! top_located {
+        ($($path:tt)+) => {
+            layers.iter().rev().find_map(|p| p.layer.$($path)+.as_ref().map(|v| (p, v)))
+        };
+    }
+
+    let default_agent = match top_located!(sessions.default_agent) {
+        Some((p, name)) if !name.get_ref().is_empty() => {
+            if !agents.contains_key(name.get_ref()) {
+                let known: Vec<&str> = agents.keys().map(String::as_str).collect();
+                return Err(ConfigError::at(
+                    &p.source,
+                    &p.text,
+                    name.span(),
+                    format!(
+                        "unknown agent {:?}; the configured agents are: {}",
+                        name.get_ref(),
+                        if known.is_empty() {
+                            "(none)".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            Some(name.get_ref().clone())
+        }
+        _ => None,
+    };
+
+    let listen = match &overrides.listen {
+        Some(text) => text.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::Value(format!(
+                "invalid listen address {text:?} (from --listen or AGENTDECK_LISTEN): {e}; write it like 127.0.0.1:3000"
+            ))
+        })?,
+        None => match top_located!(api.listen) {
+            Some((p, addr)) => addr.get_ref().parse::<SocketAddr>().map_err(|e| {
+                ConfigError::at(
+                    &p.source,
+                    &p.text,
+                    addr.span(),
+                    format!("invalid listen address: {e}; write it like 127.0.0.1:3000"),
+                )
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 3000)),
+        },
+    };
+
+    let mut tokens = Vec::new();
+    if let Some((p, list)) = top_located!(api.tokens) {
+        for t in list {
+            if t.token.get_ref().len() < 16 {
+                return Err(ConfigError::at(
+                    &p.source,
+                    &p.text,
+                    t.token.span(),
+                    "API token too short: use at least 16 characters (e.g. `openssl rand -hex 24`)",
+                ));
+            }
+            if tokens
+                .iter()
+                .any(|x: &ApiToken| x.token == *t.token.get_ref())
+            {
+                return Err(ConfigError::at(
+                    &p.source,
+                    &p.text,
+                    t.token.span(),
+                    "the same API token is listed twice",
+                ));
+            }
+            tokens.push(ApiToken {
+                token: t.token.get_ref().clone(),
+                team: t.team.clone(),
+            });
+        }
+    }
+
+    let concurrency = match top_located!(worker.concurrency) {
+        Some((p, n)) if *n.get_ref() == 0 || *n.get_ref() > 256 => {
+            return Err(ConfigError::at(
+                &p.source,
+                &p.text,
+                n.span(),
+                "worker.concurrency must be between 1 and 256",
+            ));
+        }
+        Some((_, n)) => *n.get_ref(),
+        None => 4,
+    };
+    let max_attempts = match top_located!(worker.max_attempts) {
+        Some((p, n)) if *n.get_ref() < 1 => {
+            return Err(ConfigError::at(
+                &p.source,
+                &p.text,
+                n.span(),
+                "worker.max_attempts must be at least 1",
+            ));
+        }
+        Some((_, n)) => *n.get_ref(),
+        None => 5,
+    };
+
+    let database_url = overrides
+        .database_url
+        .clone()
+        .or_else(|| top!(store.database_url))
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| dirs.default_database_url());
+
+    let gateway_url = top!(gateway.url).filter(|u| !u.trim().is_empty());
+
+    Ok(Config {
+        database_url,
+        runtime: overrides
+            .runtime
+            .or_else(|| top!(runtime.kind))
+            .unwrap_or(RuntimeKind::Local),
+        worker: WorkerConfig {
+            enabled: overrides
+                .worker
+                .or_else(|| top!(worker.enabled))
+                .unwrap_or(true),
+            concurrency,
+            lease: top!(worker.lease).unwrap_or(Duration::from_secs(30)),
+            max_attempts,
+            backoff: top!(worker.backoff).unwrap_or(Duration::from_secs(2)),
+            max_backoff: top!(worker.max_backoff).unwrap_or(Duration::from_secs(300)),
+        },
+        listen,
+        tokens,
+        sessions: SessionsConfig {
+            default_team: top!(sessions.default_team).unwrap_or_else(|| "default".to_string()),
+            default_agent,
+            phase_timeout: top!(sessions.phase_timeout).unwrap_or(Duration::from_secs(300)),
+            idle_action: top!(sessions.idle_action).unwrap_or(IdleAction::Suspend),
+        },
+        gateway_url,
+        agents,
+        sources: layers.into_iter().map(|p| p.source).collect(),
+        dirs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs() -> Dirs {
+        Dirs {
+            config_dir: "/c".into(),
+            data_dir: "/d".into(),
+            state_dir: "/s".into(),
+            cache_dir: "/k".into(),
+        }
+    }
+
+    #[test]
+    fn built_in_defaults_load_on_their_own() -> Result<(), ConfigError> {
+        let config = load_text("", "empty.toml", dirs())?;
+        assert_eq!(config.database_url, "sqlite:///d/agentdeck.db");
+        assert_eq!(config.runtime, RuntimeKind::Local);
+        assert!(config.agents.contains_key("opencode"));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:3000");
+        Ok(())
+    }
+
+    #[test]
+    fn upper_layer_wins_and_agents_merge_by_id() -> Result<(), ConfigError> {
+        let config = load_text(
+            "[worker]\nconcurrency = 9\n[agents.reviewer]\nmodel = \"m\"\ncommand = [\"x\"]\n",
+            "user.toml",
+            dirs(),
+        )?;
+        assert_eq!(config.worker.concurrency, 9);
+        assert_eq!(config.worker.lease, Duration::from_secs(30));
+        assert_eq!(config.agents.len(), 2);
+        assert_eq!(config.agents["reviewer"].name, "reviewer");
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let err = load_text("[worker]\nconcurency = 3\n", "bad.toml", dirs()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("bad.toml:2:1: unknown field `concurency`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("concurrency"),
+            "expected fields are listed: {text}"
+        );
+    }
+
+    #[test]
+    fn flag_overrides_win() -> Result<(), ConfigError> {
+        let overrides = Overrides {
+            database_url: Some("postgres://x@h/db".into()),
+            listen: Some("0.0.0.0:8080".into()),
+            ..Default::default()
+        };
+        let layers = vec![parse_layer(Source::BuiltIn, DEFAULT_TOML.to_string())?];
+        let config = build(layers, &overrides, dirs())?;
+        assert_eq!(config.database_url, "postgres://x@h/db");
+        assert_eq!(config.listen.port(), 8080);
+        Ok(())
+    }
+}

@@ -1,0 +1,534 @@
+//! What the worker does for each task kind. Every handler reads the session's current state
+//! from the store and brings the world in line with it, so running a task twice, or after a
+//! newer command, does no harm.
+
+use super::{Core, tasks};
+use crate::model::{
+    MessagePatch, MessageRole, MessageStatus, NewEvent, Phase, Session, SessionPatch,
+    SessionStatus, Task,
+};
+use crate::runtime::{HealthPhase, RuntimeError, SandboxRef, SandboxSpec, env};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Why a task did not finish.
+#[derive(Debug)]
+pub struct TaskError {
+    pub message: String,
+    /// Retrying will not help.
+    pub permanent: bool,
+}
+
+impl TaskError {
+    pub fn retry(message: impl Into<String>) -> Self {
+        TaskError {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        TaskError {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for TaskError {
+    fn from(err: crate::store::StoreError) -> Self {
+        TaskError::retry(format!("store: {err}"))
+    }
+}
+
+impl From<super::CoreError> for TaskError {
+    fn from(err: super::CoreError) -> Self {
+        match err {
+            super::CoreError::Store(e) => TaskError::retry(format!("store: {e}")),
+            other => TaskError::permanent(other.to_string()),
+        }
+    }
+}
+
+type TaskResult = Result<(), TaskError>;
+
+/// How often a sandbox coming up is looked at.
+const HEALTH_POLL: Duration = Duration::from_millis(500);
+
+/// Task kinds that drive a session's lifecycle: when one gives up for good, the session is
+/// marked failed with its last error.
+pub(crate) fn is_lifecycle(kind: &str) -> bool {
+    matches!(
+        kind,
+        tasks::PROVISION | tasks::RESTART | tasks::RESUME | tasks::SUSPEND | tasks::END
+    )
+}
+
+impl Core {
+    pub(crate) async fn run_task(&self, task: &Task, worker: &str) -> TaskResult {
+        if task.kind == tasks::DIAG_ECHO {
+            return self.diag_echo(task, worker).await;
+        }
+        let Some(id) = task.session_id else {
+            return Err(TaskError::permanent(format!(
+                "task kind {} needs a session",
+                task.kind
+            )));
+        };
+        let Some(session) = self.store().get_session(id).await? else {
+            // The session was deleted: nothing left to do.
+            return Ok(());
+        };
+        match task.kind.as_str() {
+            tasks::PROVISION => self.on_provision(session).await,
+            tasks::RESTART => self.on_restart(session).await,
+            tasks::SUSPEND => self.on_suspend(session).await,
+            tasks::RESUME => self.on_resume(session).await,
+            tasks::END => self.on_end(session).await,
+            tasks::DELIVER => self.on_deliver(session).await,
+            tasks::ABORT => self.on_abort(session).await,
+            other => Err(TaskError::permanent(format!("unknown task kind {other:?}"))),
+        }
+    }
+
+    async fn set_phase(
+        &self,
+        id: Uuid,
+        status: Option<SessionStatus>,
+        phase: Phase,
+        detail: Option<String>,
+    ) -> Result<Session, TaskError> {
+        let patch = SessionPatch {
+            status,
+            phase: Some(phase),
+            phase_detail: Some(detail),
+            ..Default::default()
+        };
+        let session = self.store().update_session(id, &patch).await?;
+        self.log_phase(&session).await;
+        Ok(session)
+    }
+
+    /// Marks a session failed with a reason an operator can act on.
+    pub(crate) async fn fail_session(&self, id: Uuid, reason: &str) -> TaskResult {
+        tracing::warn!(session = %id, reason, "session failed");
+        let patch = SessionPatch {
+            status: Some(SessionStatus::Failed),
+            phase: Some(Phase::Failed),
+            phase_detail: Some(None),
+            failure_reason: Some(Some(reason.to_string())),
+            idle_deadline: Some(None),
+            ..Default::default()
+        };
+        let session = self.store().update_session(id, &patch).await?;
+        self.log_phase(&session).await;
+        Ok(())
+    }
+
+    pub(crate) fn sandbox_of(session: &Session) -> Option<SandboxRef> {
+        match (&session.runtime, &session.sandbox_ref) {
+            (Some(runtime), Some(name)) => Some(SandboxRef {
+                runtime: runtime.clone(),
+                name: name.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A runtime error as a task outcome: transient ones retry, the rest fail the session.
+    async fn runtime_failure(&self, id: Uuid, what: &str, err: RuntimeError) -> TaskResult {
+        if err.is_transient() {
+            return Err(TaskError::retry(format!("{what}: {err}")));
+        }
+        self.fail_session(id, &format!("{what}: {err}")).await
+    }
+
+    async fn on_provision(&self, session: Session) -> TaskResult {
+        if !session.status.wants_sandbox() {
+            return Ok(());
+        }
+        self.bring_up(session, true).await
+    }
+
+    async fn on_restart(&self, session: Session) -> TaskResult {
+        if session.status != SessionStatus::Creating {
+            return Ok(());
+        }
+        let mut fresh = true;
+        if let Some(sandbox) = Self::sandbox_of(&session) {
+            match self.runtime().restart(&sandbox).await {
+                Ok(()) => fresh = false,
+                Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return self.runtime_failure(session.id, "restart failed", e).await,
+            }
+        }
+        self.bring_up(session, fresh).await
+    }
+
+    async fn on_resume(&self, session: Session) -> TaskResult {
+        if session.status != SessionStatus::Creating {
+            return Ok(());
+        }
+        let mut fresh = true;
+        if let Some(sandbox) = Self::sandbox_of(&session) {
+            match self.runtime().resume(&sandbox).await {
+                Ok(()) => fresh = false,
+                Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return self.runtime_failure(session.id, "resume failed", e).await,
+            }
+        }
+        self.bring_up(session, fresh).await
+    }
+
+    async fn on_suspend(&self, session: Session) -> TaskResult {
+        if !session.status.wants_sandbox() {
+            return Ok(());
+        }
+        if let Some(sandbox) = Self::sandbox_of(&session) {
+            match self.runtime().suspend(&sandbox).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return self.runtime_failure(session.id, "suspend failed", e).await,
+            }
+        }
+        let patch = SessionPatch {
+            status: Some(SessionStatus::Suspended),
+            phase: Some(Phase::Suspended),
+            phase_detail: Some(None),
+            idle_deadline: Some(None),
+            ..Default::default()
+        };
+        let session = self.store().update_session(session.id, &patch).await?;
+        self.log_phase(&session).await;
+        Ok(())
+    }
+
+    async fn on_end(&self, session: Session) -> TaskResult {
+        if let Some(sandbox) = Self::sandbox_of(&session) {
+            match self.runtime().destroy(&sandbox).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(e) if e.is_transient() => {
+                    return Err(TaskError::retry(format!("destroy failed: {e}")));
+                }
+                Err(e) => {
+                    // The session ends anyway; the reconciler retries the sandbox later.
+                    tracing::warn!(session = %session.id, %e, "sandbox not destroyed");
+                }
+            }
+        }
+        let patch = SessionPatch {
+            status: Some(SessionStatus::Dead),
+            phase: Some(Phase::Dead),
+            phase_detail: Some(None),
+            idle_deadline: Some(None),
+            stopped_at: Some(Some(chrono::Utc::now())),
+            ..Default::default()
+        };
+        let session = self.store().update_session(session.id, &patch).await?;
+        self.log_phase(&session).await;
+        Ok(())
+    }
+
+    /// Provisions (or finds) the sandbox, waits for it and its harness, opens a harness session
+    /// and delivers what is pending.
+    async fn bring_up(&self, session: Session, provision: bool) -> TaskResult {
+        let id = session.id;
+        let Some(agent) = self.config().agents.get(&session.agent_id).cloned() else {
+            return self
+                .fail_session(
+                    id,
+                    &format!(
+                        "agent {:?} is no longer configured; add it back or end this session",
+                        session.agent_id
+                    ),
+                )
+                .await;
+        };
+        let sandbox = if provision || Self::sandbox_of(&session).is_none() {
+            self.set_phase(
+                id,
+                Some(SessionStatus::Creating),
+                Phase::CreatingSandbox,
+                None,
+            )
+            .await?;
+            let session_env = self.store().session_env(id).await?;
+            let spec = SandboxSpec {
+                session_id: id,
+                team: session.team.clone(),
+                env: env::sandbox_env(&self.inner.container_env, &agent.env, &session_env),
+                agent: agent.clone(),
+            };
+            let sandbox = match self.runtime().provision(&spec).await {
+                Ok(sandbox) => sandbox,
+                Err(e) => {
+                    return self
+                        .runtime_failure(id, "cannot create the sandbox", e)
+                        .await;
+                }
+            };
+            let patch = SessionPatch {
+                runtime: Some(Some(sandbox.runtime.clone())),
+                sandbox_ref: Some(Some(sandbox.name.clone())),
+                ..SessionPatch::status(SessionStatus::Creating, Phase::SandboxPending)
+            };
+            let s = self.store().update_session(id, &patch).await?;
+            self.log_phase(&s).await;
+            sandbox
+        } else {
+            match Self::sandbox_of(&session) {
+                Some(sandbox) => sandbox,
+                None => return Err(TaskError::retry("session lost its sandbox reference")),
+            }
+        };
+
+        let endpoint = match self.await_ready(id, &sandbox).await? {
+            Some(endpoint) => endpoint,
+            None => return Ok(()), // the session was failed with the reason
+        };
+
+        self.set_phase(id, None, Phase::HarnessStarting, Some(endpoint.clone()))
+            .await?;
+        let deadline = Instant::now() + self.config().sessions.phase_timeout;
+        loop {
+            match self.harness().health(&endpoint).await {
+                Ok(()) => break,
+                Err(crate::harness::HarnessError::NotBuilt) => {
+                    return self
+                        .fail_session(id, &crate::harness::HarnessError::NotBuilt.to_string())
+                        .await;
+                }
+                Err(e) if Instant::now() > deadline => {
+                    return self
+                        .fail_session(
+                            id,
+                            &format!(
+                                "the harness did not answer within {}: {e}",
+                                humantime::format_duration(self.config().sessions.phase_timeout)
+                            ),
+                        )
+                        .await;
+                }
+                Err(_) => tokio::time::sleep(HEALTH_POLL).await,
+            }
+        }
+        let harness_session = match self
+            .harness()
+            .create_session(&endpoint, &session.title)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => return Err(TaskError::retry(format!("harness session: {e}"))),
+        };
+        self.set_phase(id, None, Phase::HarnessReady, None).await?;
+        let patch = SessionPatch {
+            harness_session_id: Some(Some(harness_session)),
+            failure_reason: Some(None),
+            idle_deadline: Some(Some(
+                chrono::Utc::now()
+                    + chrono::Duration::from_std(agent.idle_timeout)
+                        .unwrap_or(chrono::Duration::MAX),
+            )),
+            last_activity_at: Some(chrono::Utc::now()),
+            ..SessionPatch::status(SessionStatus::Ready, Phase::Ready)
+        };
+        let s = self.store().update_session(id, &patch).await?;
+        self.log_phase(&s).await;
+        self.on_deliver(s).await
+    }
+
+    /// Waits until the sandbox is ready and has an endpoint, mirroring its health in the
+    /// session's phase. `None` when the session was failed instead.
+    async fn await_ready(
+        &self,
+        id: Uuid,
+        sandbox: &SandboxRef,
+    ) -> Result<Option<String>, TaskError> {
+        let timeout = self.config().sessions.phase_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut shown: Option<(Phase, Option<String>)> = None;
+        loop {
+            let health = match self.runtime().health(sandbox).await {
+                Ok(h) => h,
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(session = %id, %e, "sandbox health not readable yet");
+                    tokio::time::sleep(HEALTH_POLL).await;
+                    continue;
+                }
+                Err(e) => {
+                    self.runtime_failure(id, "sandbox health", e).await?;
+                    return Ok(None);
+                }
+            };
+            let phase = match health.phase {
+                HealthPhase::Ready if health.endpoint.is_some() => {
+                    return Ok(health.endpoint);
+                }
+                HealthPhase::Failed | HealthPhase::Gone => {
+                    let reason = health
+                        .reason
+                        .unwrap_or_else(|| format!("sandbox is {:?}", health.phase));
+                    self.fail_session(id, &format!("sandbox failed: {reason}"))
+                        .await?;
+                    return Ok(None);
+                }
+                HealthPhase::Pending | HealthPhase::Scheduling | HealthPhase::Pulling => {
+                    Phase::SandboxPending
+                }
+                _ => Phase::SandboxRunning,
+            };
+            let now_shown = (phase, health.reason.clone());
+            if shown.as_ref() != Some(&now_shown) {
+                self.set_phase(id, None, phase, health.reason.clone())
+                    .await?;
+                shown = Some(now_shown);
+            }
+            if Instant::now() > deadline {
+                let reason = health
+                    .reason
+                    .unwrap_or_else(|| format!("{:?}", health.phase));
+                self.fail_session(
+                    id,
+                    &format!(
+                        "sandbox not ready within {} (last seen: {reason})",
+                        humantime::format_duration(timeout)
+                    ),
+                )
+                .await?;
+                return Ok(None);
+            }
+            tokio::time::sleep(HEALTH_POLL).await;
+        }
+    }
+
+    async fn endpoint_of(&self, session: &Session) -> Result<String, TaskError> {
+        let Some(sandbox) = Self::sandbox_of(session) else {
+            return Err(TaskError::retry("the session has no sandbox yet"));
+        };
+        match self.runtime().health(&sandbox).await {
+            Ok(h) => h
+                .endpoint
+                .ok_or_else(|| TaskError::retry("the sandbox has no endpoint yet")),
+            Err(e) => Err(TaskError::retry(format!("sandbox health: {e}"))),
+        }
+    }
+
+    /// Sends the session's pending user messages to the harness, oldest first.
+    async fn on_deliver(&self, session: Session) -> TaskResult {
+        let ready = matches!(
+            session.status,
+            SessionStatus::Ready | SessionStatus::Idle | SessionStatus::Busy
+        );
+        let Some(harness_session) = session.harness_session_id.clone().filter(|_| ready) else {
+            // Not up yet: bringing it up delivers what is pending.
+            return Ok(());
+        };
+        let mut pending = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store().list_messages(session.id, after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            pending.extend(
+                page.into_iter()
+                    .filter(|m| m.role == MessageRole::User && m.status == MessageStatus::Pending),
+            );
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let endpoint = self.endpoint_of(&session).await?;
+        for message in pending {
+            let text = message.text();
+            match self
+                .harness()
+                .send(&endpoint, &harness_session, &text)
+                .await
+            {
+                Ok(()) => {
+                    self.store()
+                        .update_message(
+                            session.id,
+                            message.seq,
+                            &MessagePatch {
+                                status: Some(MessageStatus::Complete),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                    let patch = SessionPatch {
+                        idle_deadline: Some(None),
+                        last_activity_at: Some(chrono::Utc::now()),
+                        ..SessionPatch::status(SessionStatus::Busy, Phase::Busy)
+                    };
+                    self.store().update_session(session.id, &patch).await?;
+                }
+                Err(crate::harness::HarnessError::Unreachable { endpoint, reason }) => {
+                    return Err(TaskError::retry(format!(
+                        "harness at {endpoint} unreachable: {reason}"
+                    )));
+                }
+                Err(e) => {
+                    self.store()
+                        .update_message(
+                            session.id,
+                            message.seq,
+                            &MessagePatch {
+                                status: Some(MessageStatus::Failed),
+                                error: Some(Some(e.to_string())),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_abort(&self, session: Session) -> TaskResult {
+        if session.status != SessionStatus::Busy {
+            return Ok(());
+        }
+        let Some(harness_session) = session.harness_session_id.clone() else {
+            return Ok(());
+        };
+        let endpoint = self.endpoint_of(&session).await?;
+        self.harness()
+            .abort(&endpoint, &harness_session)
+            .await
+            .map_err(|e| TaskError::retry(format!("abort: {e}")))?;
+        self.set_phase(
+            session.id,
+            Some(SessionStatus::Idle),
+            Phase::Idle,
+            Some("aborted".into()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `diag.echo`: records `started` and `finished` events (with the worker's name) in the
+    /// task's session, pausing `sleep_ms` in between.
+    async fn diag_echo(&self, task: &Task, worker: &str) -> TaskResult {
+        let Some(session) = task.session_id else {
+            return Err(TaskError::permanent("diag.echo needs a session"));
+        };
+        let sleep_ms = task.payload["sleep_ms"].as_u64().unwrap_or(0);
+        let event = |stage: &str| {
+            NewEvent::new(
+                "diag.echo",
+                serde_json::json!({"task": task.id, "stage": stage, "worker": worker,
+                                   "attempt": task.attempts}),
+            )
+        };
+        self.store()
+            .append_events(session, &[event("started")])
+            .await?;
+        if sleep_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+        }
+        self.store()
+            .append_events(session, &[event("finished")])
+            .await?;
+        Ok(())
+    }
+}

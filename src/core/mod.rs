@@ -1,0 +1,549 @@
+//! The control core: the one API that the cockpit, the CLI and the REST API call.
+//!
+//! Every command is written to the store first and carried out by the worker through a task,
+//! so that it survives a crash of whoever asked: a session created here is provisioned even if
+//! this process dies the next moment, by this core or by any other on the same store.
+
+mod error;
+mod lifecycle;
+pub mod worker;
+
+pub use error::{CoreError, Result};
+
+use crate::config::{AgentSpec, Config};
+use crate::harness::Harness;
+use crate::model::{
+    Event, Message, MessageRole, MessageStatus, NewEvent, NewMessage, NewSession, NewTask, Part,
+    Phase, Session, SessionPatch, SessionQuery, SessionStatus, Task, TaskStatus,
+};
+use crate::runtime::{SandboxRuntime, env};
+use crate::store::{ChangeFeed, Store};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Task kinds the worker knows.
+pub mod tasks {
+    pub const PROVISION: &str = "session.provision";
+    pub const DELIVER: &str = "session.deliver";
+    pub const RESTART: &str = "session.restart";
+    pub const SUSPEND: &str = "session.suspend";
+    pub const RESUME: &str = "session.resume";
+    pub const END: &str = "session.end";
+    pub const ABORT: &str = "session.abort";
+    /// Appends an event to a session's log (optionally after a pause): used to check that a
+    /// worker fleet runs every task exactly once.
+    pub const DIAG_ECHO: &str = "diag.echo";
+}
+
+/// Longest title kept; longer ones are cut.
+const MAX_TITLE_CHARS: usize = 200;
+/// Largest message an operator may send.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// What it takes to start a session.
+#[derive(Debug, Clone, Default)]
+pub struct CreateSession {
+    /// The agent to run; the configured default agent when absent.
+    pub agent_id: Option<String>,
+    pub title: Option<String>,
+    pub initial_prompt: Option<String>,
+    pub env: BTreeMap<String, String>,
+    /// The team the session belongs to; the configured default team when absent.
+    pub team: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Core {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Arc<dyn Store>,
+    runtime: Arc<dyn SandboxRuntime>,
+    harness: Arc<dyn Harness>,
+    /// `CONTAINER_ENV_*` of this process, prefix stripped, read once.
+    container_env: BTreeMap<String, String>,
+    instance: String,
+}
+
+/// A name for this process that other cores can read in a task's `locked_by`.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".to_string());
+    let tag: u32 = rand::random();
+    format!("{host}:{}:{tag:08x}", std::process::id())
+}
+
+impl Core {
+    /// Opens the configured store, runs its migrations and records the configured agents.
+    pub async fn open(
+        config: Config,
+        runtime: Arc<dyn SandboxRuntime>,
+        harness: Arc<dyn Harness>,
+    ) -> anyhow::Result<Core> {
+        use anyhow::Context;
+        let store = crate::store::open(&config.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the store at {}",
+                    crate::store::redact_url(&config.database_url)
+                )
+            })?;
+        store
+            .migrate()
+            .await
+            .context("cannot bring the database schema up to date")?;
+        let core = Core::with_store(config, store, runtime, harness);
+        core.sync_agents().await?;
+        Ok(core)
+    }
+
+    /// A core over an already open (and migrated) store.
+    pub fn with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+        runtime: Arc<dyn SandboxRuntime>,
+        harness: Arc<dyn Harness>,
+    ) -> Core {
+        Core {
+            inner: Arc::new(Inner {
+                container_env: env::from_prefixed(std::env::vars()),
+                config,
+                store,
+                runtime,
+                harness,
+                instance: instance_name(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The store, for the worker and for diagnostics; front ends use the methods below.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn SandboxRuntime> {
+        &self.inner.runtime
+    }
+
+    pub(crate) fn harness(&self) -> &Arc<dyn Harness> {
+        &self.inner.harness
+    }
+
+    /// This process's name among the cores sharing the store.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Records the configured agents in the store.
+    pub async fn sync_agents(&self) -> Result<()> {
+        let records: Vec<_> = self
+            .inner
+            .config
+            .agents
+            .values()
+            .map(AgentSpec::to_record)
+            .collect();
+        self.inner.store.sync_agents(&records).await?;
+        Ok(())
+    }
+
+    pub fn agents(&self) -> Vec<AgentSpec> {
+        self.inner.config.agents.values().cloned().collect()
+    }
+
+    pub fn agent(&self, id: &str) -> Result<&AgentSpec> {
+        self.inner
+            .config
+            .agents
+            .get(id)
+            .ok_or_else(|| CoreError::UnknownAgent {
+                id: id.to_string(),
+                known: self.known_agents(),
+            })
+    }
+
+    fn known_agents(&self) -> String {
+        let ids: Vec<&str> = self
+            .inner
+            .config
+            .agents
+            .keys()
+            .map(String::as_str)
+            .collect();
+        if ids.is_empty() {
+            "(none configured)".to_string()
+        } else {
+            ids.join(", ")
+        }
+    }
+
+    pub fn subscribe(&self) -> ChangeFeed {
+        self.inner.store.subscribe()
+    }
+
+    // ------------------------------------------------------------------ sessions
+
+    /// Creates a session: stored at once (with its initial prompt, pending), then provisioned
+    /// by the worker.
+    pub async fn create_session(&self, req: CreateSession) -> Result<Session> {
+        let agent_id = match req.agent_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => self
+                .inner
+                .config
+                .sessions
+                .default_agent
+                .clone()
+                .ok_or_else(|| {
+                    CoreError::Invalid(format!(
+                        "no agent given and no default agent configured; pick one of: {}",
+                        self.known_agents()
+                    ))
+                })?,
+        };
+        let agent = self.agent(&agent_id)?.clone();
+        env::validate_session_env(&req.env)?;
+        let team = match req.team.as_deref().map(str::trim) {
+            Some(team) if !team.is_empty() => team.to_string(),
+            _ => self.inner.config.sessions.default_team.clone(),
+        };
+        let prompt = req
+            .initial_prompt
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty());
+        if let Some(p) = prompt {
+            check_message(p)?;
+        }
+        let title = match req
+            .title
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            Some(t) => t.chars().take(MAX_TITLE_CHARS).collect(),
+            None => prompt
+                .map(|p| p.lines().next().unwrap_or(p).chars().take(60).collect())
+                .unwrap_or_else(|| format!("{} session", agent.name)),
+        };
+        let store = &self.inner.store;
+        let session = store
+            .insert_session(&NewSession {
+                id: None,
+                agent_id: agent.id.clone(),
+                team,
+                title,
+                env: req.env.clone(),
+            })
+            .await?;
+        store
+            .append_events(
+                session.id,
+                &[NewEvent::new(
+                    "session.created",
+                    serde_json::json!({
+                        "agent_id": session.agent_id,
+                        "team": session.team,
+                        "by": self.inner.instance,
+                        "env_keys": session.env_keys,
+                    }),
+                )],
+            )
+            .await?;
+        if let Some(p) = prompt {
+            store
+                .append_message(
+                    session.id,
+                    &NewMessage {
+                        role: MessageRole::User,
+                        status: MessageStatus::Pending,
+                        parts: vec![Part::text(p)],
+                        harness_message_id: None,
+                    },
+                )
+                .await?;
+        }
+        self.enqueue(tasks::PROVISION, session.id).await?;
+        tracing::info!(session = %session.id, agent = %session.agent_id, team = %session.team, "session created");
+        Ok(self.get_session(session.id).await?)
+    }
+
+    pub async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<Session>> {
+        Ok(self.inner.store.list_sessions(query).await?)
+    }
+
+    pub async fn get_session(&self, id: Uuid) -> Result<Session> {
+        self.inner
+            .store
+            .get_session(id)
+            .await?
+            .ok_or(CoreError::SessionNotFound(id))
+    }
+
+    /// Messages after `after_seq`, in order.
+    pub async fn messages(&self, id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Message>> {
+        self.get_session(id).await?;
+        Ok(self
+            .inner
+            .store
+            .list_messages(id, after_seq, limit.clamp(1, 1000))
+            .await?)
+    }
+
+    /// The raw event log after `after_seq`, in order.
+    pub async fn events(&self, id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Event>> {
+        self.get_session(id).await?;
+        Ok(self
+            .inner
+            .store
+            .list_events(id, after_seq, limit.clamp(1, 1000))
+            .await?)
+    }
+
+    /// Stores an operator's message (pending) and has the worker deliver it. A suspended
+    /// session is resumed first; one still starting gets it once ready.
+    pub async fn send_message(&self, id: Uuid, text: &str) -> Result<Message> {
+        let text = text.trim_end();
+        check_message(text)?;
+        let session = self.get_session(id).await?;
+        match session.status {
+            SessionStatus::Dead => {
+                return Err(CoreError::Conflict(format!(
+                    "session {id} has ended; start a new one"
+                )));
+            }
+            SessionStatus::Failed => {
+                return Err(CoreError::Conflict(format!(
+                    "session {id} failed ({}); restart it first",
+                    session
+                        .failure_reason
+                        .as_deref()
+                        .unwrap_or("no reason recorded")
+                )));
+            }
+            _ => {}
+        }
+        let message = self
+            .inner
+            .store
+            .append_message(
+                id,
+                &NewMessage {
+                    role: MessageRole::User,
+                    status: MessageStatus::Pending,
+                    parts: vec![Part::text(text)],
+                    harness_message_id: None,
+                },
+            )
+            .await?;
+        if session.status == SessionStatus::Suspended {
+            self.resume(id).await?;
+        } else {
+            self.enqueue(tasks::DELIVER, id).await?;
+        }
+        Ok(message)
+    }
+
+    /// Stops the agent's running turn.
+    pub async fn abort(&self, id: Uuid) -> Result<Session> {
+        let session = self.get_session(id).await?;
+        if session.status != SessionStatus::Busy {
+            return Err(CoreError::Conflict(format!(
+                "session {id} is {}: no turn is running",
+                session.status
+            )));
+        }
+        self.enqueue(tasks::ABORT, id).await?;
+        Ok(session)
+    }
+
+    /// Restarts the sandbox (a failed session is provisioned again).
+    pub async fn restart(&self, id: Uuid) -> Result<Session> {
+        let session = self
+            .transition(
+                id,
+                &[
+                    SessionStatus::Creating,
+                    SessionStatus::Ready,
+                    SessionStatus::Idle,
+                    SessionStatus::Busy,
+                    SessionStatus::Failed,
+                    SessionStatus::Suspended,
+                ],
+                SessionPatch {
+                    status: Some(SessionStatus::Creating),
+                    phase: Some(Phase::Restarting),
+                    phase_detail: Some(Some("restart requested".to_string())),
+                    failure_reason: Some(None),
+                    ..Default::default()
+                },
+                "restart",
+            )
+            .await?;
+        self.enqueue(tasks::RESTART, id).await?;
+        Ok(session)
+    }
+
+    /// Suspends the sandbox: it stops using resources; the session and its transcript stay.
+    pub async fn suspend(&self, id: Uuid) -> Result<Session> {
+        let current = self.get_session(id).await?;
+        if current.status == SessionStatus::Suspended {
+            return Ok(current);
+        }
+        let session = self
+            .transition(
+                id,
+                &[
+                    SessionStatus::Creating,
+                    SessionStatus::Ready,
+                    SessionStatus::Idle,
+                    SessionStatus::Busy,
+                ],
+                SessionPatch {
+                    phase: Some(Phase::Suspending),
+                    phase_detail: Some(Some("suspend requested".to_string())),
+                    ..Default::default()
+                },
+                "suspend",
+            )
+            .await?;
+        self.enqueue(tasks::SUSPEND, id).await?;
+        Ok(session)
+    }
+
+    pub async fn resume(&self, id: Uuid) -> Result<Session> {
+        let session = self
+            .transition(
+                id,
+                &[SessionStatus::Suspended],
+                SessionPatch {
+                    status: Some(SessionStatus::Creating),
+                    phase: Some(Phase::Resuming),
+                    phase_detail: Some(Some("resume requested".to_string())),
+                    idle_deadline: Some(None),
+                    ..Default::default()
+                },
+                "resume",
+            )
+            .await?;
+        self.enqueue(tasks::RESUME, id).await?;
+        Ok(session)
+    }
+
+    /// Ends the session for good: its sandbox is destroyed; the transcript stays.
+    pub async fn end(&self, id: Uuid) -> Result<Session> {
+        let current = self.get_session(id).await?;
+        if current.status == SessionStatus::Dead {
+            return Ok(current);
+        }
+        let session = self
+            .inner
+            .store
+            .update_session(
+                id,
+                &SessionPatch {
+                    phase: Some(Phase::Ending),
+                    phase_detail: Some(Some("end requested".to_string())),
+                    idle_deadline: Some(None),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        self.enqueue(tasks::END, id).await?;
+        Ok(session)
+    }
+
+    /// Applies `patch` if the session is in one of `from`; a clear conflict otherwise.
+    async fn transition(
+        &self,
+        id: Uuid,
+        from: &[SessionStatus],
+        patch: SessionPatch,
+        verb: &str,
+    ) -> Result<Session> {
+        let patch = SessionPatch {
+            only_if_status: Some(from.to_vec()),
+            ..patch
+        };
+        match self.inner.store.update_session(id, &patch).await {
+            Ok(session) => {
+                self.log_phase(&session).await;
+                Ok(session)
+            }
+            Err(e) if e.is_not_found() => Err(CoreError::SessionNotFound(id)),
+            Err(crate::store::StoreError::Conflict(_)) => {
+                let found = self.get_session(id).await?;
+                Err(CoreError::Conflict(format!(
+                    "cannot {verb} session {id}: it is {}",
+                    found.status
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records a session's status and phase in its event log (its phase history).
+    pub(crate) async fn log_phase(&self, session: &Session) {
+        let event = NewEvent::new(
+            "session.phase",
+            serde_json::json!({
+                "status": session.status,
+                "phase": session.phase,
+                "detail": session.phase_detail,
+                "failure_reason": session.failure_reason,
+            }),
+        );
+        if let Err(err) = self.inner.store.append_events(session.id, &[event]).await {
+            tracing::warn!(session = %session.id, %err, "cannot record phase change");
+        }
+    }
+
+    async fn enqueue(&self, kind: &str, session: Uuid) -> Result<Task> {
+        let task = NewTask::new(kind, serde_json::json!({}))
+            .for_session(session)
+            .dedupe(format!("{kind}:{session}"))
+            .max_attempts(self.inner.config.worker.max_attempts);
+        Ok(self.inner.store.enqueue_task(&task).await?)
+    }
+
+    /// Queues any task (for operators' tooling and tests of the worker fleet).
+    pub async fn enqueue_task(&self, task: &NewTask) -> Result<Task> {
+        Ok(self.inner.store.enqueue_task(task).await?)
+    }
+
+    /// Counts for `/metrics` and the status line.
+    pub async fn stats(&self) -> Result<Stats> {
+        Ok(Stats {
+            sessions: self.inner.store.count_sessions().await?,
+            tasks: self.inner.store.count_tasks().await?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub sessions: Vec<(SessionStatus, i64)>,
+    pub tasks: Vec<(TaskStatus, i64)>,
+}
+
+fn check_message(text: &str) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(CoreError::Invalid("the message is empty".to_string()));
+    }
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(CoreError::Invalid(format!(
+            "the message is {} bytes; at most {MAX_MESSAGE_BYTES} are accepted",
+            text.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The worker: claims tasks from the store with a lease, runs them, retries with backoff and
+//! dead-letters what keeps failing; and, in one process at a time, the singletons: the idle
+//! reaper and the reconciler.
+//!
+//! Any number of workers may share a store (every cockpit and every `serve` replica runs one).
+//! A worker that dies mid-task stops renewing its lease; once the lease runs out, another
+//! worker takes the task again.
+
+use super::lifecycle::{TaskError, is_lifecycle};
+use super::{Core, tasks};
+use crate::config::IdleAction;
+use crate::model::{SessionQuery, SessionStatus, Task, TaskStatus};
+use crate::store::{Change, SingletonGuard};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+/// How often the singletons look around.
+const SINGLETON_TICK: Duration = Duration::from_secs(5);
+/// Longest wait for a task notice before looking anyway (for tasks due later).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// A running worker; stop it with [`WorkerHandle::stop`].
+pub struct WorkerHandle {
+    shutdown: watch::Sender<bool>,
+    join: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops claiming, lets running tasks finish (up to `grace`), then returns.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(grace, self.join).await.is_err() {
+            tracing::warn!("worker did not stop within {grace:?}; its leases will expire");
+        }
+    }
+}
+
+/// Starts the worker (and its singletons) on the current runtime.
+pub fn spawn(core: Core) -> WorkerHandle {
+    let (shutdown, rx) = watch::channel(false);
+    let join = tokio::spawn(run(core, rx));
+    WorkerHandle { shutdown, join }
+}
+
+fn backoff(core: &Core, attempts: i32) -> Duration {
+    let cfg = &core.config().worker;
+    let exp = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
+    let base = cfg.backoff.saturating_mul(2u32.saturating_pow(exp));
+    let capped = base.min(cfg.max_backoff);
+    // up to 20% jitter so that a fleet does not retry in lockstep
+    let jitter = capped.mul_f64(rand::random::<f64>() * 0.2);
+    capped + jitter
+}
+
+async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
+    let cfg = core.config().worker.clone();
+    let worker = core.instance().to_string();
+    let slots = Arc::new(Semaphore::new(cfg.concurrency as usize));
+    let mut feed = core.subscribe();
+    let singletons = tokio::spawn(run_singletons(core.clone(), shutdown.clone()));
+    tracing::info!(%worker, concurrency = cfg.concurrency, "worker started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        match core
+            .store()
+            .claim_task(&worker, cfg.lease, cfg.backoff)
+            .await
+        {
+            Ok(Some(task)) => {
+                let core = core.clone();
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    execute(&core, &worker, task).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => {
+                drop(permit);
+                let wait = async {
+                    loop {
+                        match feed.next().await {
+                            Some(Change::Task | Change::Resync) | None => break,
+                            Some(_) => {}
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = wait => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+            Err(err) => {
+                drop(permit);
+                tracing::warn!(%err, "cannot claim tasks; retrying in 1s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }
+    }
+    // Let running tasks finish: take every slot back.
+    let _ = slots.acquire_many(cfg.concurrency).await;
+    singletons.abort();
+    tracing::info!(%worker, "worker stopped");
+}
+
+/// Runs one task with its lease renewed until it is done, and records the outcome.
+async fn execute(core: &Core, worker: &str, task: Task) {
+    let lease = core.config().worker.lease;
+    let renew = {
+        let core = core.clone();
+        let worker = worker.to_string();
+        let id = task.id;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(lease / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match core.store().renew_lease(id, &worker, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(task = %id, "lost the lease on a running task");
+                        break;
+                    }
+                    Err(err) => tracing::warn!(task = %id, %err, "cannot renew lease"),
+                }
+            }
+        })
+    };
+    let span =
+        tracing::info_span!("task", id = %task.id, kind = %task.kind, attempt = task.attempts);
+    let outcome = {
+        let core = core.clone();
+        let task = task.clone();
+        let worker = worker.to_string();
+        // A panicking handler is a failed attempt, not a dead worker.
+        tokio::spawn(async move { core.run_task(&task, &worker).await }).await
+    };
+    renew.abort();
+    let _enter = span.enter();
+    let outcome = match outcome {
+        Ok(result) => result,
+        Err(join) => Err(TaskError::retry(format!("handler crashed: {join}"))),
+    };
+    let store = core.store();
+    match outcome {
+        Ok(()) => match store.complete_task(task.id, worker).await {
+            Ok(true) => tracing::debug!("task done"),
+            Ok(false) => tracing::warn!("task finished after its lease was taken over"),
+            Err(err) => tracing::warn!(%err, "cannot record task as done; it will run again"),
+        },
+        Err(failure) => {
+            let retry_in = backoff(core, task.attempts);
+            tracing::warn!(error = %failure.message, permanent = failure.permanent, "task failed");
+            match store
+                .fail_task(
+                    task.id,
+                    worker,
+                    &failure.message,
+                    retry_in,
+                    failure.permanent,
+                )
+                .await
+            {
+                Ok(Some(TaskStatus::Dead)) => {
+                    tracing::error!(error = %failure.message, "task dead-lettered");
+                    if let Some(session) = task.session_id.filter(|_| is_lifecycle(&task.kind)) {
+                        let reason = format!(
+                            "{} gave up after {} attempt(s): {}",
+                            task.kind, task.attempts, failure.message
+                        );
+                        if let Err(err) = core.fail_session(session, &reason).await {
+                            tracing::warn!(error = %err.message, "cannot mark session failed");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, "cannot record task failure"),
+            }
+        }
+    }
+}
+
+/// Holds (or waits for) the singleton roles and runs them every tick.
+async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
+    let mut reaper: Option<Box<dyn SingletonGuard>> = None;
+    let mut reconciler: Option<Box<dyn SingletonGuard>> = None;
+    loop {
+        if acquire(&core, "idle-reaper", &mut reaper).await {
+            if let Err(err) = reap_idle(&core).await {
+                tracing::warn!(%err, "idle reaper pass failed");
+            }
+        }
+        if acquire(&core, "reconciler", &mut reconciler).await {
+            if let Err(err) = reconcile(&core).await {
+                tracing::warn!(%err, "reconciler pass failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SINGLETON_TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// True while this process holds the role `name`.
+async fn acquire(core: &Core, name: &str, slot: &mut Option<Box<dyn SingletonGuard>>) -> bool {
+    if let Some(guard) = slot {
+        if guard.still_held().await {
+            return true;
+        }
+        tracing::warn!(role = name, "lost singleton role");
+        *slot = None;
+    }
+    match core.store().try_singleton(name, core.instance()).await {
+        Ok(Some(guard)) => {
+            *slot = Some(guard);
+            true
+        }
+        Ok(None) => false,
+        Err(err) => {
+            tracing::warn!(role = name, %err, "cannot take singleton role");
+            false
+        }
+    }
+}
+
+/// Suspends (or ends) sessions idle past their deadline.
+async fn reap_idle(core: &Core) -> super::Result<()> {
+    let due = core
+        .list_sessions(&SessionQuery {
+            statuses: Some(vec![SessionStatus::Ready, SessionStatus::Idle]),
+            idle_before: Some(chrono::Utc::now()),
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await?;
+    for session in due {
+        tracing::info!(session = %session.id, "idle past its deadline");
+        let result = match core.config().sessions.idle_action {
+            IdleAction::Suspend => core.suspend(session.id).await,
+            IdleAction::End => core.end(session.id).await,
+        };
+        if let Err(err) = result {
+            tracing::debug!(session = %session.id, %err, "idle reaping skipped");
+        }
+    }
+    Ok(())
+}
+
+/// Brings sandboxes in line with sessions: a live session whose sandbox vanished is
+/// provisioned again; an ended session's leftover sandbox is destroyed.
+async fn reconcile(core: &Core) -> super::Result<()> {
+    let live = [
+        SessionStatus::Ready,
+        SessionStatus::Idle,
+        SessionStatus::Busy,
+    ];
+    let mut before = None;
+    loop {
+        let page = core
+            .list_sessions(&SessionQuery {
+                statuses: Some(live.to_vec()),
+                before,
+                limit: Some(500),
+                ..Default::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        for session in &page {
+            let Some(sandbox) = Core::sandbox_of(session) else {
+                continue;
+            };
+            if sandbox.runtime != core.runtime().kind() {
+                continue;
+            }
+            match core.runtime().health(&sandbox).await {
+                Ok(h) if h.phase != crate::runtime::HealthPhase::Gone => {}
+                Err(e) if !matches!(e, crate::runtime::RuntimeError::NotFound(_)) => {}
+                _ => {
+                    tracing::warn!(session = %session.id, "sandbox vanished; provisioning again");
+                    let patch = crate::model::SessionPatch {
+                        sandbox_ref: Some(None),
+                        ..crate::model::SessionPatch::status(
+                            SessionStatus::Creating,
+                            crate::model::Phase::CreatingSandbox,
+                        )
+                        .detail("sandbox vanished; provisioning again")
+                        .only_if(&live)
+                    };
+                    if core
+                        .store()
+                        .update_session(session.id, &patch)
+                        .await
+                        .is_ok()
+                    {
+                        core.enqueue(tasks::PROVISION, session.id).await?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! agentdeck: an operator cockpit and control core for AI agents in production.
+//!
+//! The layers, bottom up: [`model`] (domain types), [`store`] (Postgres / SQLite),
+//! [`runtime`] (sandboxes), [`harness`] (the agent inside a sandbox), [`gateway`] (the LLM
+//! gateway), [`core`] (the one API every front end calls, and the worker), and the front ends:
+//! [`api`] (REST), [`tui`] (the cockpit) and the CLI in `main.rs`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod gateway;
+pub mod harness;
+pub mod model;
+pub mod runtime;
+pub mod sanitize;
+pub mod store;
+pub mod telemetry;

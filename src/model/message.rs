@@ -1,0 +1,132 @@
+//! Messages of a transcript and the parts they are made of.
+
+use super::{MessageRole, MessageStatus};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    /// Position in the session's transcript, from 1, assigned by the store without gaps or races.
+    pub seq: i64,
+    pub role: MessageRole,
+    pub status: MessageStatus,
+    pub parts: Vec<Part>,
+    pub error: Option<String>,
+    /// The harness's own id for this message, once it is known.
+    pub harness_message_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Message {
+    /// All text parts joined, for previews and search.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            if let Part::Text { text } = part {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(text);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolStatus {
+    Pending,
+    Running,
+    Completed,
+    Error,
+}
+
+/// One piece of a message. Parts of a kind this version does not know are kept as they came
+/// (`Other`), so nothing the harness said is lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    Text {
+        text: String,
+    },
+    Reasoning {
+        text: String,
+    },
+    Tool {
+        call_id: String,
+        tool: String,
+        status: ToolStatus,
+        #[serde(default)]
+        input: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    File {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mime: Option<String>,
+    },
+    Patch {
+        files: Vec<String>,
+    },
+    #[serde(untagged)]
+    Other(serde_json::Value),
+}
+
+impl Part {
+    pub fn text(text: impl Into<String>) -> Self {
+        Part::Text { text: text.into() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub role: MessageRole,
+    pub status: MessageStatus,
+    pub parts: Vec<Part>,
+    pub harness_message_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MessagePatch {
+    pub status: Option<MessageStatus>,
+    pub parts: Option<Vec<Part>>,
+    pub error: Option<Option<String>>,
+    pub harness_message_id: Option<Option<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_round_trip_and_unknown_parts_are_kept() -> Result<(), serde_json::Error> {
+        let json = r#"[
+            {"type":"text","text":"hi"},
+            {"type":"tool","call_id":"c1","tool":"bash","status":"completed","input":{"cmd":"ls"},"output":"a\nb"},
+            {"type":"step-start","snapshot":"abc"}
+        ]"#;
+        let parts: Vec<Part> = serde_json::from_str(json)?;
+        assert_eq!(parts[0], Part::text("hi"));
+        assert!(
+            matches!(&parts[1], Part::Tool { status: ToolStatus::Completed, output: Some(o), .. } if o == "a\nb")
+        );
+        match &parts[2] {
+            Part::Other(v) => assert_eq!(v["snapshot"], "abc"),
+            other => panic!("unknown part was not kept: {other:?}"),
+        }
+        let back: Vec<Part> = serde_json::from_str(&serde_json::to_string(&parts)?)?;
+        assert_eq!(back, parts);
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! Domain types shared by every layer: what a session, a message, an event, a task and an agent
+//! are. Pure data: no I/O, no dependency on any other module of the crate, so the store, the
+//! runtimes and the front ends can all speak the same language.
+
+mod agent;
+mod enums;
+mod event;
+mod message;
+mod session;
+mod task;
+
+pub use agent::AgentRecord;
+pub use enums::{MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskStatus};
+pub use event::{Event, NewEvent};
+pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus};
+pub use session::{NewSession, Session, SessionPatch, SessionQuery};
+pub use task::{NewTask, Task, TaskQuery};

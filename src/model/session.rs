@@ -1,0 +1,98 @@
+//! A session: one conversation with one agent in one sandbox.
+
+use super::{Phase, SessionStatus};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// A session as stored. Its per-session environment is kept apart (it may hold secrets) and
+/// only the names of its variables travel with the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: Uuid,
+    pub agent_id: String,
+    pub team: String,
+    pub title: String,
+    pub status: SessionStatus,
+    pub phase: Phase,
+    pub phase_detail: Option<String>,
+    /// The runtime that owns the sandbox (`local`, `kubernetes`), once provisioned.
+    pub runtime: Option<String>,
+    /// The runtime's name for the sandbox (a namespace/name, a process id …).
+    pub sandbox_ref: Option<String>,
+    pub harness_session_id: Option<String>,
+    pub failure_reason: Option<String>,
+    /// Names of the per-session environment variables (never their values).
+    pub env_keys: Vec<String>,
+    /// Highest message seq assigned so far (0 when there is none).
+    pub last_message_seq: i64,
+    /// Highest event seq assigned so far (0 when there is none).
+    pub last_event_seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+    /// When an idle session will be reaped, if it is idle.
+    pub idle_deadline: Option<DateTime<Utc>>,
+    pub stopped_at: Option<DateTime<Utc>>,
+}
+
+/// What it takes to create a session row.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    pub id: Option<Uuid>,
+    pub agent_id: String,
+    pub team: String,
+    pub title: String,
+    pub env: BTreeMap<String, String>,
+}
+
+/// A partial update of a session; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionPatch {
+    pub status: Option<SessionStatus>,
+    pub phase: Option<Phase>,
+    pub phase_detail: Option<Option<String>>,
+    pub title: Option<String>,
+    pub runtime: Option<Option<String>>,
+    pub sandbox_ref: Option<Option<String>>,
+    pub harness_session_id: Option<Option<String>>,
+    pub failure_reason: Option<Option<String>>,
+    pub last_activity_at: Option<DateTime<Utc>>,
+    pub idle_deadline: Option<Option<DateTime<Utc>>>,
+    pub stopped_at: Option<Option<DateTime<Utc>>>,
+    /// Apply only when the session's status is one of these (a compare-and-set); the update
+    /// then fails with a conflict naming the status it found.
+    pub only_if_status: Option<Vec<SessionStatus>>,
+}
+
+impl SessionPatch {
+    pub fn status(status: SessionStatus, phase: Phase) -> Self {
+        SessionPatch {
+            status: Some(status),
+            phase: Some(phase),
+            ..Default::default()
+        }
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.phase_detail = Some(Some(detail.into()));
+        self
+    }
+    pub fn only_if(mut self, statuses: &[SessionStatus]) -> Self {
+        self.only_if_status = Some(statuses.to_vec());
+        self
+    }
+}
+
+/// Which sessions to list: filters, newest first, paged by id.
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    pub teams: Option<Vec<String>>,
+    pub agent_id: Option<String>,
+    pub statuses: Option<Vec<SessionStatus>>,
+    /// Only sessions whose idle deadline is before this time.
+    pub idle_before: Option<DateTime<Utc>>,
+    /// Only sessions older than this one (ids are time-ordered UUIDv7).
+    pub before: Option<Uuid>,
+    pub limit: Option<i64>,
+}

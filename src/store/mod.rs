@@ -1,0 +1,215 @@
+//! The store: the source of truth for agents, sessions, transcripts, event logs and tasks.
+//!
+//! One [`Store`] trait with two implementations: [`postgres`] for production and [`sqlite`] for
+//! the embedded default. Both keep the same change feed (see [`feed`]) so that every cockpit and
+//! worker learns what changed without polling the tables.
+
+pub mod feed;
+pub mod postgres;
+pub mod sqlite;
+
+use crate::model::{
+    AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
+    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+};
+use async_trait::async_trait;
+pub use feed::{Change, ChangeFeed};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+    #[error(
+        "unsupported database URL {0:?}: use postgres://user@host/db or sqlite:///path/to/file.db"
+    )]
+    BadUrl(String),
+    #[error("cannot prepare the database file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
+        StoreError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A singleton role (the reconciler, the idle reaper) held by this process until dropped.
+#[async_trait]
+pub trait SingletonGuard: Send + Sync {
+    /// Confirms (and, for lease-based locks, renews) that this process still holds the role.
+    async fn still_held(&self) -> bool;
+}
+
+/// Everything the control core keeps. Every write is durable when the call returns and is
+/// announced on the change feed.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// A URL safe to show: no password.
+    fn describe(&self) -> String;
+    async fn migrate(&self) -> Result<()>;
+    async fn ping(&self) -> Result<()>;
+
+    // --- agents
+    /// Records the configured agents; agents not in `agents` are kept but marked absent.
+    async fn sync_agents(&self, agents: &[AgentRecord]) -> Result<()>;
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
+
+    // --- sessions
+    async fn insert_session(&self, new: &NewSession) -> Result<Session>;
+    async fn get_session(&self, id: Uuid) -> Result<Option<Session>>;
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<Session>>;
+    async fn count_sessions(&self) -> Result<Vec<(SessionStatus, i64)>>;
+    /// Applies a patch; `NotFound` when the session does not exist, `Conflict` when
+    /// `only_if_status` does not hold.
+    async fn update_session(&self, id: Uuid, patch: &SessionPatch) -> Result<Session>;
+    /// The per-session environment (may hold secrets; never shown).
+    async fn session_env(&self, id: Uuid) -> Result<BTreeMap<String, String>>;
+
+    // --- transcript
+    async fn append_message(&self, session: Uuid, new: &NewMessage) -> Result<Message>;
+    async fn update_message(
+        &self,
+        session: Uuid,
+        seq: i64,
+        patch: &MessagePatch,
+    ) -> Result<Message>;
+    /// Messages with `seq > after_seq`, in order.
+    async fn list_messages(
+        &self,
+        session: Uuid,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>>;
+
+    // --- raw event log
+    /// Appends in order; returns the events with their seqs.
+    async fn append_events(&self, session: Uuid, events: &[NewEvent]) -> Result<Vec<Event>>;
+    /// Events with `seq > after_seq`, in order.
+    async fn list_events(&self, session: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Event>>;
+
+    // --- tasks
+    /// Queues a task. With a dedupe key, an already queued task with that key is returned
+    /// instead of a new one.
+    async fn enqueue_task(&self, new: &NewTask) -> Result<Task>;
+    /// Takes the next due task for `worker` with a lease. Tasks whose holder's lease ran out are
+    /// first put back in the queue (with `backoff`), or dead-lettered if they had no attempts
+    /// left.
+    async fn claim_task(
+        &self,
+        worker: &str,
+        lease: Duration,
+        backoff: Duration,
+    ) -> Result<Option<Task>>;
+    /// Extends the lease; false if `worker` no longer holds the task.
+    async fn renew_lease(&self, id: Uuid, worker: &str, lease: Duration) -> Result<bool>;
+    /// Marks the task done; false if `worker` no longer held it.
+    async fn complete_task(&self, id: Uuid, worker: &str) -> Result<bool>;
+    /// Records a failure: queued again after `retry_in`, or dead when no attempts are left
+    /// (or `permanent`). Returns the new status, or None if `worker` no longer held it.
+    async fn fail_task(
+        &self,
+        id: Uuid,
+        worker: &str,
+        error: &str,
+        retry_in: Duration,
+        permanent: bool,
+    ) -> Result<Option<TaskStatus>>;
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>>;
+    async fn count_tasks(&self) -> Result<Vec<(TaskStatus, i64)>>;
+
+    // --- coordination
+    /// Takes a singleton role if nobody holds it. Postgres: an advisory lock on a dedicated
+    /// connection. SQLite: a renewable lease row.
+    async fn try_singleton(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> Result<Option<Box<dyn SingletonGuard>>>;
+
+    // --- change feed
+    fn subscribe(&self) -> ChangeFeed;
+}
+
+/// Opens the store a URL names (`postgres://…` or `sqlite://…`), without migrating.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    match scheme {
+        "postgres" | "postgresql" => Ok(Arc::new(postgres::PgStore::connect(url).await?)),
+        "sqlite" => Ok(Arc::new(sqlite::SqliteStore::open(url).await?)),
+        _ => Err(StoreError::BadUrl(redact_url(url))),
+    }
+}
+
+/// Hides the password of a URL (`postgres://u:secret@h/db` → `postgres://u:***@h/db`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact_url("postgres://bob:s3cret@db:5432/x"),
+            "postgres://bob:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://bob@db/x"), "postgres://bob@db/x");
+        assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+    }
+}

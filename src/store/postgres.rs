@@ -1,0 +1,715 @@
+//! The production store: Postgres. Sequence numbers come from a per-session counter row updated
+//! in the same statement as the insert, so concurrent writers never collide; the change feed is
+//! LISTEN/NOTIFY fed by triggers (see the migration), so a notice is sent exactly when the
+//! writing transaction commits.
+
+use super::feed::{CHANNEL, FANOUT_CAPACITY};
+use super::{Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, redact_url};
+use crate::model::{
+    AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
+    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Connection, PgConnection, QueryBuilder, Row};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::{Mutex, broadcast};
+use uuid::Uuid;
+
+const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_detail, runtime, \
+    sandbox_ref, harness_session_id, failure_reason, \
+    ARRAY(SELECT jsonb_object_keys(env)) AS env_keys, last_message_seq, last_event_seq, \
+    created_at, updated_at, last_activity_at, idle_deadline, stopped_at";
+const MESSAGE_COLUMNS: &str =
+    "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
+const TASK_COLUMNS: &str = "id, kind, session_id, payload, status, attempts, max_attempts, \
+    run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, created_at, updated_at";
+
+pub struct PgStore {
+    pool: PgPool,
+    url: String,
+    changes: broadcast::Sender<Change>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PgStore {
+    /// Connects and starts listening for changes; the feed is live when this returns.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let shown = redact_url(url);
+        let options =
+            PgConnectOptions::from_str(url).map_err(|_| StoreError::BadUrl(shown.clone()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        let (changes, _) = broadcast::channel(FANOUT_CAPACITY);
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(CHANNEL).await?;
+        let tx = changes.clone();
+        let listener = tokio::spawn(async move { run_listener(listener, tx).await });
+        Ok(PgStore {
+            pool,
+            url: shown,
+            changes,
+            listener,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn run_listener(mut listener: PgListener, tx: broadcast::Sender<Change>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(notice)) => {
+                let _ = tx.send(Change::from_payload(notice.payload()));
+            }
+            Ok(None) => {
+                // The connection dropped; the next call reconnects. Notices sent in between
+                // are lost, so everyone re-reads.
+                tracing::warn!("change feed connection to Postgres lost; reconnecting");
+                let _ = tx.send(Change::Resync);
+            }
+            Err(err) => {
+                tracing::warn!(%err, "change feed cannot reach Postgres; retrying in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = tx.send(Change::Resync);
+            }
+        }
+    }
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {err}"))
+}
+
+fn parse<T: FromStr>(row: &PgRow, column: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.try_get(column)?;
+    text.parse::<T>().map_err(|e| corrupt(column, e))
+}
+
+fn session_from_row(row: &PgRow) -> Result<Session> {
+    let mut env_keys: Vec<String> = row.try_get("env_keys")?;
+    env_keys.sort();
+    Ok(Session {
+        id: row.try_get("id")?,
+        agent_id: row.try_get("agent_id")?,
+        team: row.try_get("team")?,
+        title: row.try_get("title")?,
+        status: parse(row, "status")?,
+        phase: parse(row, "phase")?,
+        phase_detail: row.try_get("phase_detail")?,
+        runtime: row.try_get("runtime")?,
+        sandbox_ref: row.try_get("sandbox_ref")?,
+        harness_session_id: row.try_get("harness_session_id")?,
+        failure_reason: row.try_get("failure_reason")?,
+        env_keys,
+        last_message_seq: row.try_get("last_message_seq")?,
+        last_event_seq: row.try_get("last_event_seq")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        last_activity_at: row.try_get("last_activity_at")?,
+        idle_deadline: row.try_get("idle_deadline")?,
+        stopped_at: row.try_get("stopped_at")?,
+    })
+}
+
+fn message_from_row(row: &PgRow) -> Result<Message> {
+    let Json(parts) = row
+        .try_get::<Json<_>, _>("parts")
+        .map_err(|e| corrupt("message parts", e))?;
+    Ok(Message {
+        id: row.try_get("id")?,
+        session_id: row.try_get("session_id")?,
+        seq: row.try_get("seq")?,
+        role: parse(row, "role")?,
+        status: parse(row, "status")?,
+        parts,
+        error: row.try_get("error")?,
+        harness_message_id: row.try_get("harness_message_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<Event> {
+    let Json(payload) = row.try_get::<Json<serde_json::Value>, _>("payload")?;
+    Ok(Event {
+        session_id: row.try_get("session_id")?,
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        kind: row.try_get("kind")?,
+        payload,
+    })
+}
+
+fn task_from_row(row: &PgRow) -> Result<Task> {
+    let Json(payload) = row.try_get::<Json<serde_json::Value>, _>("payload")?;
+    Ok(Task {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        session_id: row.try_get("session_id")?,
+        payload,
+        status: parse(row, "status")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        run_at: row.try_get("run_at")?,
+        lease_until: row.try_get("lease_until")?,
+        locked_by: row.try_get("locked_by")?,
+        completed_by: row.try_get("completed_by")?,
+        last_error: row.try_get("last_error")?,
+        dedupe_key: row.try_get("dedupe_key")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn agent_from_row(row: &PgRow) -> Result<AgentRecord> {
+    let Json(spec) = row.try_get::<Json<serde_json::Value>, _>("spec")?;
+    Ok(AgentRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        harness: row.try_get("harness")?,
+        model: row.try_get("model")?,
+        spec,
+        present: row.try_get("present")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn statuses_text<T: Copy + std::fmt::Display>(items: &[T]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// A stable 64-bit key for an advisory lock name (FNV-1a).
+pub(crate) fn lock_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+struct PgSingleton {
+    conn: Mutex<PgConnection>,
+}
+
+#[async_trait]
+impl SingletonGuard for PgSingleton {
+    async fn still_held(&self) -> bool {
+        // The advisory lock lives as long as its connection; a working connection holds it.
+        let mut conn = self.conn.lock().await;
+        sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok()
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn sync_agents(&self, agents: &[AgentRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+        sqlx::query("UPDATE agents SET present = false, updated_at = now() WHERE present AND NOT (id = ANY($1))")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        for agent in agents {
+            sqlx::query(
+                "INSERT INTO agents (id, name, harness, model, spec, present, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, true, now()) \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, harness = excluded.harness, \
+                 model = excluded.model, spec = excluded.spec, present = true, updated_at = now() \
+                 WHERE agents.name IS DISTINCT FROM excluded.name \
+                    OR agents.harness IS DISTINCT FROM excluded.harness \
+                    OR agents.model IS DISTINCT FROM excluded.model \
+                    OR agents.spec IS DISTINCT FROM excluded.spec OR NOT agents.present",
+            )
+            .bind(&agent.id)
+            .bind(&agent.name)
+            .bind(&agent.harness)
+            .bind(&agent.model)
+            .bind(Json(&agent.spec))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn insert_session(&self, new: &NewSession) -> Result<Session> {
+        let id = new.id.unwrap_or_else(Uuid::now_v7);
+        let sql = format!(
+            "INSERT INTO sessions (id, agent_id, team, title, status, phase, env) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {SESSION_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(&new.agent_id)
+            .bind(&new.team)
+            .bind(&new.title)
+            .bind(SessionStatus::Creating.as_str())
+            .bind(crate::model::Phase::CreatingSandbox.as_str())
+            .bind(Json(&new.env))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    StoreError::Conflict(format!("session {id} already exists"))
+                }
+                _ => StoreError::Database(e),
+            })?;
+        session_from_row(&row)
+    }
+
+    async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<Session>> {
+        let mut b = QueryBuilder::new(format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE true"));
+        if let Some(teams) = &q.teams {
+            b.push(" AND team = ANY(")
+                .push_bind(teams.clone())
+                .push(")");
+        }
+        if let Some(agent) = &q.agent_id {
+            b.push(" AND agent_id = ").push_bind(agent.clone());
+        }
+        if let Some(statuses) = &q.statuses {
+            b.push(" AND status = ANY(")
+                .push_bind(statuses_text(statuses))
+                .push(")");
+        }
+        if let Some(t) = q.idle_before {
+            b.push(" AND idle_deadline < ").push_bind(t);
+        }
+        if let Some(before) = q.before {
+            b.push(" AND id < ").push_bind(before);
+        }
+        b.push(" ORDER BY id DESC");
+        if let Some(limit) = q.limit {
+            b.push(" LIMIT ").push_bind(limit);
+        }
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn count_sessions(&self) -> Result<Vec<(SessionStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, count(*) AS n FROM sessions GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((parse(r, "status")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn update_session(&self, id: Uuid, p: &SessionPatch) -> Result<Session> {
+        let mut b = QueryBuilder::new("UPDATE sessions SET updated_at = now()");
+        if let Some(v) = p.status {
+            b.push(", status = ").push_bind(v.as_str());
+        }
+        if let Some(v) = p.phase {
+            b.push(", phase = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &p.phase_detail {
+            b.push(", phase_detail = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.title {
+            b.push(", title = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.runtime {
+            b.push(", runtime = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.sandbox_ref {
+            b.push(", sandbox_ref = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.harness_session_id {
+            b.push(", harness_session_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.failure_reason {
+            b.push(", failure_reason = ").push_bind(v.clone());
+        }
+        if let Some(v) = p.last_activity_at {
+            b.push(", last_activity_at = ").push_bind(v);
+        }
+        if let Some(v) = p.idle_deadline {
+            b.push(", idle_deadline = ").push_bind(v);
+        }
+        if let Some(v) = p.stopped_at {
+            b.push(", stopped_at = ").push_bind(v);
+        }
+        b.push(" WHERE id = ").push_bind(id);
+        if let Some(only) = &p.only_if_status {
+            b.push(" AND status = ANY(")
+                .push_bind(statuses_text(only))
+                .push(")");
+        }
+        b.push(format!(" RETURNING {SESSION_COLUMNS}"));
+        match b.build().fetch_optional(&self.pool).await? {
+            Some(row) => session_from_row(&row),
+            None => match self.get_session(id).await? {
+                None => Err(StoreError::not_found("session", id)),
+                Some(found) => Err(StoreError::Conflict(format!(
+                    "session {id} is {}",
+                    found.status
+                ))),
+            },
+        }
+    }
+
+    async fn session_env(&self, id: Uuid) -> Result<BTreeMap<String, String>> {
+        let row = sqlx::query("SELECT env FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("session", id))?;
+        let Json(env) = row
+            .try_get::<Json<BTreeMap<String, String>>, _>("env")
+            .map_err(|e| corrupt("session env", e))?;
+        Ok(env)
+    }
+
+    async fn append_message(&self, session: Uuid, new: &NewMessage) -> Result<Message> {
+        let sql = format!(
+            "WITH s AS (UPDATE sessions SET last_message_seq = last_message_seq + 1, \
+                 last_activity_at = now() WHERE id = $1 RETURNING last_message_seq) \
+             INSERT INTO messages (session_id, seq, id, role, status, parts, harness_message_id) \
+             SELECT $1, s.last_message_seq, $2, $3, $4, $5, $6 FROM s RETURNING {MESSAGE_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(session)
+            .bind(Uuid::now_v7())
+            .bind(new.role.as_str())
+            .bind(new.status.as_str())
+            .bind(Json(&new.parts))
+            .bind(&new.harness_message_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("session", session))?;
+        message_from_row(&row)
+    }
+
+    async fn update_message(&self, session: Uuid, seq: i64, p: &MessagePatch) -> Result<Message> {
+        let mut b = QueryBuilder::new("UPDATE messages SET updated_at = now()");
+        if let Some(v) = p.status {
+            b.push(", status = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &p.parts {
+            b.push(", parts = ").push_bind(Json(v.clone()));
+        }
+        if let Some(v) = &p.error {
+            b.push(", error = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.harness_message_id {
+            b.push(", harness_message_id = ").push_bind(v.clone());
+        }
+        b.push(" WHERE session_id = ")
+            .push_bind(session)
+            .push(" AND seq = ")
+            .push_bind(seq)
+            .push(format!(" RETURNING {MESSAGE_COLUMNS}"));
+        let row = b
+            .build()
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("message", format!("{session}#{seq}")))?;
+        message_from_row(&row)
+    }
+
+    async fn list_messages(&self, session: Uuid, after: i64, limit: i64) -> Result<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(session)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn append_events(&self, session: Uuid, events: &[NewEvent]) -> Result<Vec<Event>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+        let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "WITH s AS (UPDATE sessions SET last_event_seq = last_event_seq + $2 WHERE id = $1 \
+                 RETURNING last_event_seq - $2 AS base) \
+             INSERT INTO events (session_id, seq, kind, payload) \
+             SELECT $1, s.base + e.ord, e.kind, e.payload::jsonb \
+             FROM s, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(kind, payload, ord) \
+             RETURNING session_id, seq, at, kind, payload",
+        )
+        .bind(session)
+        .bind(n)
+        .bind(&kinds)
+        .bind(&payloads)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Err(StoreError::not_found("session", session));
+        }
+        let mut out = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|e| e.seq);
+        Ok(out)
+    }
+
+    async fn list_events(&self, session: Uuid, after: i64, limit: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT session_id, seq, at, kind, payload FROM events \
+             WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(session)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn enqueue_task(&self, new: &NewTask) -> Result<Task> {
+        let insert = format!(
+            "INSERT INTO tasks (id, kind, session_id, payload, status, max_attempts, run_at, dedupe_key) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, coalesce($6, now()), $7) \
+             ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING RETURNING {TASK_COLUMNS}"
+        );
+        // A racing enqueue with the same key may finish its task between our insert and our
+        // read; try again a few times before giving up.
+        for _ in 0..5 {
+            let row = sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+                .bind(Uuid::now_v7())
+                .bind(&new.kind)
+                .bind(new.session_id)
+                .bind(Json(&new.payload))
+                .bind(new.max_attempts.max(1))
+                .bind(new.run_at)
+                .bind(&new.dedupe_key)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(row) = row {
+                return task_from_row(&row);
+            }
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE dedupe_key = $1 AND status = 'queued'"
+            );
+            if let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&new.dedupe_key)
+                .fetch_optional(&self.pool)
+                .await?
+            {
+                return task_from_row(&row);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "task with key {:?} keeps changing; try again",
+            new.dedupe_key
+        )))
+    }
+
+    async fn claim_task(
+        &self,
+        worker: &str,
+        lease: Duration,
+        backoff: Duration,
+    ) -> Result<Option<Task>> {
+        sqlx::query(
+            "UPDATE tasks SET \
+                 status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+                 run_at = now() + $1 * interval '1 millisecond', \
+                 last_error = 'lease expired: worker ' || coalesce(locked_by, '?') || ' stopped renewing it', \
+                 lease_until = NULL, locked_by = NULL, updated_at = now() \
+             WHERE id IN (SELECT id FROM tasks WHERE status = 'running' AND lease_until < now() \
+                          FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(millis(backoff))
+        .execute(&self.pool)
+        .await?;
+        let sql = format!(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = $1, \
+                 lease_until = now() + $2 * interval '1 millisecond', updated_at = now() \
+             WHERE id = (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= now() \
+                         ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING {TASK_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(millis(lease))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn renew_lease(&self, id: Uuid, worker: &str, lease: Duration) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tasks SET lease_until = now() + $3 * interval '1 millisecond' \
+             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(millis(lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn complete_task(&self, id: Uuid, worker: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tasks SET status = 'done', completed_by = $2, locked_by = NULL, \
+                 lease_until = NULL, updated_at = now() \
+             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_task(
+        &self,
+        id: Uuid,
+        worker: &str,
+        error: &str,
+        retry_in: Duration,
+        permanent: bool,
+    ) -> Result<Option<TaskStatus>> {
+        let row = sqlx::query(
+            "UPDATE tasks SET \
+                 status = CASE WHEN $5 OR attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+                 run_at = now() + $4 * interval '1 millisecond', last_error = $3, \
+                 locked_by = NULL, lease_until = NULL, updated_at = now() \
+             WHERE id = $1 AND locked_by = $2 AND status = 'running' RETURNING status",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(error)
+        .bind(millis(retry_in))
+        .bind(permanent)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(|r| parse(r, "status")).transpose()
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn list_tasks(&self, q: &TaskQuery) -> Result<Vec<Task>> {
+        let mut b = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE true"));
+        if let Some(statuses) = &q.statuses {
+            b.push(" AND status = ANY(")
+                .push_bind(statuses_text(statuses))
+                .push(")");
+        }
+        if let Some(kind) = &q.kind {
+            b.push(" AND kind = ").push_bind(kind.clone());
+        }
+        if let Some(session) = q.session_id {
+            b.push(" AND session_id = ").push_bind(session);
+        }
+        b.push(" ORDER BY created_at, id");
+        if let Some(limit) = q.limit {
+            b.push(" LIMIT ").push_bind(limit);
+        }
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn count_tasks(&self) -> Result<Vec<(TaskStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, count(*) AS n FROM tasks GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((parse(r, "status")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn try_singleton(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> Result<Option<Box<dyn SingletonGuard>>> {
+        let options = self.pool.connect_options();
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(lock_key(name))
+            .fetch_one(&mut conn)
+            .await?;
+        if !got {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        tracing::info!(role = name, holder, "took singleton role");
+        Ok(Some(Box::new(PgSingleton {
+            conn: Mutex::new(conn),
+        })))
+    }
+
+    fn subscribe(&self) -> ChangeFeed {
+        ChangeFeed::new(self.changes.subscribe())
+    }
+}

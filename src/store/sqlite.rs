@@ -1,0 +1,938 @@
+//! The embedded store: one SQLite file (WAL), used when no database URL is configured.
+//!
+//! SQLite serialises writers, so sequence numbers are assigned inside `BEGIN IMMEDIATE`
+//! transactions. The change feed is the `changes` table, filled by triggers in the writing
+//! transaction; a poller reads new rows when a local write wakes it or when `PRAGMA
+//! data_version` shows that another process (a `serve` beside a cockpit) wrote to the file.
+
+use super::feed::FANOUT_CAPACITY;
+use super::{Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError};
+use crate::model::{
+    AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
+    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, SqliteConnection};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast};
+use uuid::Uuid;
+
+const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_detail, runtime, \
+    sandbox_ref, harness_session_id, failure_reason, \
+    (SELECT json_group_array(key) FROM (SELECT key FROM json_each(env) ORDER BY key)) AS env_keys, \
+    last_message_seq, last_event_seq, created_at, updated_at, last_activity_at, idle_deadline, \
+    stopped_at";
+const MESSAGE_COLUMNS: &str =
+    "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
+const TASK_COLUMNS: &str = "id, kind, session_id, payload, status, attempts, max_attempts, \
+    run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, created_at, updated_at";
+
+/// How often the poller looks for writes by other processes.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Change rows older than this are pruned; a reader further behind resyncs.
+const CHANGE_RETENTION: Duration = Duration::from_secs(600);
+/// How long a singleton lease lasts without renewal.
+const SINGLETON_LEASE: Duration = Duration::from_secs(15);
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: String,
+    changes: broadcast::Sender<Change>,
+    wake: Arc<Notify>,
+    poller: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    options: SqliteConnectOptions,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Ok(mut poller) = self.poller.try_lock()
+            && let Some(handle) = poller.take()
+        {
+            handle.abort();
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn at(ms: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt("time", ms))
+}
+
+fn opt_at(ms: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    ms.map(at).transpose()
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {err}"))
+}
+
+fn parse<T: FromStr>(row: &SqliteRow, column: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.try_get(column)?;
+    text.parse::<T>().map_err(|e| corrupt(column, e))
+}
+
+fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid> {
+    parse(row, column)
+}
+
+fn opt_uuid(row: &SqliteRow, column: &str) -> Result<Option<Uuid>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| Uuid::parse_str(&t).map_err(|e| corrupt(column, e)))
+        .transpose()
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| corrupt(column, e))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| corrupt("json", e))
+}
+
+fn session_from_row(row: &SqliteRow) -> Result<Session> {
+    Ok(Session {
+        id: uuid(row, "id")?,
+        agent_id: row.try_get("agent_id")?,
+        team: row.try_get("team")?,
+        title: row.try_get("title")?,
+        status: parse(row, "status")?,
+        phase: parse(row, "phase")?,
+        phase_detail: row.try_get("phase_detail")?,
+        runtime: row.try_get("runtime")?,
+        sandbox_ref: row.try_get("sandbox_ref")?,
+        harness_session_id: row.try_get("harness_session_id")?,
+        failure_reason: row.try_get("failure_reason")?,
+        env_keys: json(row, "env_keys")?,
+        last_message_seq: row.try_get("last_message_seq")?,
+        last_event_seq: row.try_get("last_event_seq")?,
+        created_at: at(row.try_get("created_at")?)?,
+        updated_at: at(row.try_get("updated_at")?)?,
+        last_activity_at: at(row.try_get("last_activity_at")?)?,
+        idle_deadline: opt_at(row.try_get("idle_deadline")?)?,
+        stopped_at: opt_at(row.try_get("stopped_at")?)?,
+    })
+}
+
+fn message_from_row(row: &SqliteRow) -> Result<Message> {
+    Ok(Message {
+        id: uuid(row, "id")?,
+        session_id: uuid(row, "session_id")?,
+        seq: row.try_get("seq")?,
+        role: parse(row, "role")?,
+        status: parse(row, "status")?,
+        parts: json(row, "parts")?,
+        error: row.try_get("error")?,
+        harness_message_id: row.try_get("harness_message_id")?,
+        created_at: at(row.try_get("created_at")?)?,
+        updated_at: at(row.try_get("updated_at")?)?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<Event> {
+    Ok(Event {
+        session_id: uuid(row, "session_id")?,
+        seq: row.try_get("seq")?,
+        at: at(row.try_get("at")?)?,
+        kind: row.try_get("kind")?,
+        payload: json(row, "payload")?,
+    })
+}
+
+fn task_from_row(row: &SqliteRow) -> Result<Task> {
+    Ok(Task {
+        id: uuid(row, "id")?,
+        kind: row.try_get("kind")?,
+        session_id: opt_uuid(row, "session_id")?,
+        payload: json(row, "payload")?,
+        status: parse(row, "status")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        run_at: at(row.try_get("run_at")?)?,
+        lease_until: opt_at(row.try_get("lease_until")?)?,
+        locked_by: row.try_get("locked_by")?,
+        completed_by: row.try_get("completed_by")?,
+        last_error: row.try_get("last_error")?,
+        dedupe_key: row.try_get("dedupe_key")?,
+        created_at: at(row.try_get("created_at")?)?,
+        updated_at: at(row.try_get("updated_at")?)?,
+    })
+}
+
+fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord> {
+    Ok(AgentRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        harness: row.try_get("harness")?,
+        model: row.try_get("model")?,
+        spec: json(row, "spec")?,
+        present: row.try_get::<i64, _>("present")? != 0,
+        updated_at: at(row.try_get("updated_at")?)?,
+    })
+}
+
+/// `?, ?, ?` for an IN list.
+fn push_in<'a, T: ToString>(b: &mut QueryBuilder<sqlx::Sqlite>, items: impl Iterator<Item = &'a T>)
+where
+    T: 'a,
+{
+    b.push("(");
+    let mut sep = b.separated(", ");
+    let mut any = false;
+    for item in items {
+        sep.push_bind(item.to_string());
+        any = true;
+    }
+    if !any {
+        sep.push("NULL");
+    }
+    b.push(")");
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file a `sqlite://` URL names, and starts the
+    /// change feed; the feed is live when this returns.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::BadUrl(url.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let path = options.get_filename().to_string_lossy().into_owned();
+        if let Some(parent) = options.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options.clone())
+            .await?;
+        let (changes, _) = broadcast::channel(FANOUT_CAPACITY);
+        Ok(SqliteStore {
+            pool,
+            path,
+            changes,
+            wake: Arc::new(Notify::new()),
+            poller: tokio::sync::Mutex::new(None),
+            options,
+        })
+    }
+
+    /// Starts the change poller (after migrations, since it reads the `changes` table).
+    async fn start_poller(&self) -> Result<()> {
+        let mut slot = self.poller.lock().await;
+        if slot.is_some() {
+            return Ok(());
+        }
+        let mut conn = SqliteConnection::connect_with(&self.options).await?;
+        let last: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM changes")
+            .fetch_one(&mut conn)
+            .await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut conn)
+            .await?;
+        let poller = Poller {
+            conn,
+            last,
+            version,
+            tx: self.changes.clone(),
+            wake: self.wake.clone(),
+            last_prune: std::time::Instant::now(),
+        };
+        *slot = Some(tokio::spawn(poller.run()));
+        Ok(())
+    }
+
+    fn wrote(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+struct Poller {
+    conn: SqliteConnection,
+    last: i64,
+    version: i64,
+    tx: broadcast::Sender<Change>,
+    wake: Arc<Notify>,
+    last_prune: std::time::Instant,
+}
+
+impl Poller {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+            if let Err(err) = self.tick().await {
+                tracing::warn!(%err, "change feed poll failed; readers will resync");
+                let _ = self.tx.send(Change::Resync);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn tick(&mut self) -> Result<()> {
+        let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut self.conn)
+            .await?;
+        if version == self.version {
+            return Ok(());
+        }
+        self.version = version;
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT min(id) FROM changes")
+            .fetch_one(&mut self.conn)
+            .await?;
+        if oldest.is_some_and(|oldest| oldest > self.last + 1) {
+            // Rows we never read were pruned: we were asleep too long.
+            let _ = self.tx.send(Change::Resync);
+        }
+        loop {
+            let rows = sqlx::query(
+                "SELECT id, kind, session_id, seq FROM changes WHERE id > ? ORDER BY id LIMIT 1000",
+            )
+            .bind(self.last)
+            .fetch_all(&mut self.conn)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            self.last = last.try_get("id")?;
+            let mut previous: Option<Change> = None;
+            for row in &rows {
+                let kind: String = row.try_get("kind")?;
+                let session: Option<String> = row.try_get("session_id")?;
+                let seq: Option<i64> = row.try_get("seq")?;
+                let change = Change::from_parts(&kind, session.as_deref(), seq);
+                if previous.as_ref() != Some(&change) {
+                    let _ = self.tx.send(change.clone());
+                }
+                previous = Some(change);
+            }
+            if rows.len() < 1000 {
+                break;
+            }
+        }
+        if self.last_prune.elapsed() > Duration::from_secs(60) {
+            self.last_prune = std::time::Instant::now();
+            sqlx::query("DELETE FROM changes WHERE at < ?")
+                .bind(now_ms() - ms(CHANGE_RETENTION))
+                .execute(&mut self.conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+struct SqliteSingleton {
+    pool: SqlitePool,
+    name: String,
+    holder: String,
+}
+
+async fn take_lease(pool: &SqlitePool, name: &str, holder: &str) -> Result<bool> {
+    let now = now_ms();
+    let row = sqlx::query(
+        "INSERT INTO singletons (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+         WHERE singletons.holder = excluded.holder OR singletons.expires_at < ?4 \
+         RETURNING holder",
+    )
+    .bind(name)
+    .bind(holder)
+    .bind(now + ms(SINGLETON_LEASE))
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.is_some())
+}
+
+#[async_trait]
+impl SingletonGuard for SqliteSingleton {
+    async fn still_held(&self) -> bool {
+        take_lease(&self.pool, &self.name, &self.holder)
+            .await
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for SqliteSingleton {
+    fn drop(&mut self) {
+        let pool = self.pool.clone();
+        let name = std::mem::take(&mut self.name);
+        let holder = std::mem::take(&mut self.holder);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = sqlx::query("DELETE FROM singletons WHERE name = ? AND holder = ?")
+                    .bind(name)
+                    .bind(holder)
+                    .execute(&pool)
+                    .await;
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite://{}", self.path)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        self.start_poller().await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn sync_agents(&self, agents: &[AgentRecord]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let mut b = QueryBuilder::new("UPDATE agents SET present = 0, updated_at = ");
+        b.push_bind(now).push(" WHERE present = 1 AND id NOT IN ");
+        push_in(&mut b, agents.iter().map(|a| &a.id));
+        b.build().execute(&mut *tx).await?;
+        for agent in agents {
+            sqlx::query(
+                "INSERT INTO agents (id, name, harness, model, spec, present, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, harness = excluded.harness, \
+                 model = excluded.model, spec = excluded.spec, present = 1, updated_at = excluded.updated_at \
+                 WHERE agents.name IS NOT excluded.name OR agents.harness IS NOT excluded.harness \
+                    OR agents.model IS NOT excluded.model OR agents.spec IS NOT excluded.spec \
+                    OR agents.present = 0",
+            )
+            .bind(&agent.id)
+            .bind(&agent.name)
+            .bind(&agent.harness)
+            .bind(&agent.model)
+            .bind(to_json(&agent.spec)?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.wrote();
+        Ok(())
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn insert_session(&self, new: &NewSession) -> Result<Session> {
+        let id = new.id.unwrap_or_else(Uuid::now_v7);
+        let now = now_ms();
+        let sql = format!(
+            "INSERT INTO sessions (id, agent_id, team, title, status, phase, env, created_at, \
+                 updated_at, last_activity_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8) RETURNING {SESSION_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(&new.agent_id)
+            .bind(&new.team)
+            .bind(&new.title)
+            .bind(SessionStatus::Creating.as_str())
+            .bind(crate::model::Phase::CreatingSandbox.as_str())
+            .bind(to_json(&new.env)?)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    StoreError::Conflict(format!("session {id} already exists"))
+                }
+                _ => StoreError::Database(e),
+            })?;
+        self.wrote();
+        session_from_row(&row)
+    }
+
+    async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<Session>> {
+        let mut b = QueryBuilder::new(format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE 1"));
+        if let Some(teams) = &q.teams {
+            b.push(" AND team IN ");
+            push_in(&mut b, teams.iter());
+        }
+        if let Some(agent) = &q.agent_id {
+            b.push(" AND agent_id = ").push_bind(agent.clone());
+        }
+        if let Some(statuses) = &q.statuses {
+            b.push(" AND status IN ");
+            push_in(&mut b, statuses.iter());
+        }
+        if let Some(t) = q.idle_before {
+            b.push(" AND idle_deadline < ")
+                .push_bind(t.timestamp_millis());
+        }
+        if let Some(before) = q.before {
+            b.push(" AND id < ").push_bind(before.to_string());
+        }
+        b.push(" ORDER BY id DESC");
+        if let Some(limit) = q.limit {
+            b.push(" LIMIT ").push_bind(limit);
+        }
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn count_sessions(&self) -> Result<Vec<(SessionStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, count(*) AS n FROM sessions GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((parse(r, "status")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn update_session(&self, id: Uuid, p: &SessionPatch) -> Result<Session> {
+        let mut b = QueryBuilder::new("UPDATE sessions SET updated_at = ");
+        b.push_bind(now_ms());
+        if let Some(v) = p.status {
+            b.push(", status = ").push_bind(v.as_str());
+        }
+        if let Some(v) = p.phase {
+            b.push(", phase = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &p.phase_detail {
+            b.push(", phase_detail = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.title {
+            b.push(", title = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.runtime {
+            b.push(", runtime = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.sandbox_ref {
+            b.push(", sandbox_ref = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.harness_session_id {
+            b.push(", harness_session_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.failure_reason {
+            b.push(", failure_reason = ").push_bind(v.clone());
+        }
+        if let Some(v) = p.last_activity_at {
+            b.push(", last_activity_at = ")
+                .push_bind(v.timestamp_millis());
+        }
+        if let Some(v) = p.idle_deadline {
+            b.push(", idle_deadline = ")
+                .push_bind(v.map(|t| t.timestamp_millis()));
+        }
+        if let Some(v) = p.stopped_at {
+            b.push(", stopped_at = ")
+                .push_bind(v.map(|t| t.timestamp_millis()));
+        }
+        b.push(" WHERE id = ").push_bind(id.to_string());
+        if let Some(only) = &p.only_if_status {
+            b.push(" AND status IN ");
+            push_in(&mut b, only.iter());
+        }
+        b.push(format!(" RETURNING {SESSION_COLUMNS}"));
+        let row = b.build().fetch_optional(&self.pool).await?;
+        match row {
+            Some(row) => {
+                self.wrote();
+                session_from_row(&row)
+            }
+            None => match self.get_session(id).await? {
+                None => Err(StoreError::not_found("session", id)),
+                Some(found) => Err(StoreError::Conflict(format!(
+                    "session {id} is {}",
+                    found.status
+                ))),
+            },
+        }
+    }
+
+    async fn session_env(&self, id: Uuid) -> Result<BTreeMap<String, String>> {
+        let row = sqlx::query("SELECT env FROM sessions WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("session", id))?;
+        json(&row, "env")
+    }
+
+    async fn append_message(&self, session: Uuid, new: &NewMessage) -> Result<Message> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE sessions SET last_message_seq = last_message_seq + 1, last_activity_at = ?2 \
+             WHERE id = ?1 RETURNING last_message_seq",
+        )
+        .bind(session.to_string())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let seq = seq.ok_or_else(|| StoreError::not_found("session", session))?;
+        let sql = format!(
+            "INSERT INTO messages (session_id, seq, id, role, status, parts, harness_message_id, \
+                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) \
+             RETURNING {MESSAGE_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(session.to_string())
+            .bind(seq)
+            .bind(Uuid::now_v7().to_string())
+            .bind(new.role.as_str())
+            .bind(new.status.as_str())
+            .bind(to_json(&new.parts)?)
+            .bind(&new.harness_message_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let message = message_from_row(&row)?;
+        tx.commit().await?;
+        self.wrote();
+        Ok(message)
+    }
+
+    async fn update_message(&self, session: Uuid, seq: i64, p: &MessagePatch) -> Result<Message> {
+        let mut b = QueryBuilder::new("UPDATE messages SET updated_at = ");
+        b.push_bind(now_ms());
+        if let Some(v) = p.status {
+            b.push(", status = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &p.parts {
+            b.push(", parts = ").push_bind(to_json(v)?);
+        }
+        if let Some(v) = &p.error {
+            b.push(", error = ").push_bind(v.clone());
+        }
+        if let Some(v) = &p.harness_message_id {
+            b.push(", harness_message_id = ").push_bind(v.clone());
+        }
+        b.push(" WHERE session_id = ")
+            .push_bind(session.to_string())
+            .push(" AND seq = ")
+            .push_bind(seq)
+            .push(format!(" RETURNING {MESSAGE_COLUMNS}"));
+        let row = b
+            .build()
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("message", format!("{session}#{seq}")))?;
+        self.wrote();
+        message_from_row(&row)
+    }
+
+    async fn list_messages(&self, session: Uuid, after: i64, limit: i64) -> Result<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? \
+             ORDER BY seq LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(session.to_string())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn append_events(&self, session: Uuid, events: &[NewEvent]) -> Result<Vec<Event>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let mut tx = self.begin().await?;
+        let last: Option<i64> = sqlx::query_scalar(
+            "UPDATE sessions SET last_event_seq = last_event_seq + ?2 WHERE id = ?1 \
+             RETURNING last_event_seq",
+        )
+        .bind(session.to_string())
+        .bind(n)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let last = last.ok_or_else(|| StoreError::not_found("session", session))?;
+        let at_time = at(now)?;
+        let mut out = Vec::with_capacity(events.len());
+        for (i, chunk) in events.chunks(200).enumerate() {
+            let base = last - n + 1 + (i as i64) * 200;
+            let mut b =
+                QueryBuilder::new("INSERT INTO events (session_id, seq, at, kind, payload) ");
+            let mut payloads = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                payloads.push(to_json(&e.payload)?);
+            }
+            b.push_values(
+                chunk.iter().zip(payloads).enumerate(),
+                |mut row, (j, (e, p))| {
+                    row.push_bind(session.to_string())
+                        .push_bind(base + j as i64)
+                        .push_bind(now)
+                        .push_bind(e.kind.clone())
+                        .push_bind(p);
+                },
+            );
+            b.build().execute(&mut *tx).await?;
+            for (j, e) in chunk.iter().enumerate() {
+                out.push(Event {
+                    session_id: session,
+                    seq: base + j as i64,
+                    at: at_time,
+                    kind: e.kind.clone(),
+                    payload: e.payload.clone(),
+                });
+            }
+        }
+        tx.commit().await?;
+        self.wrote();
+        Ok(out)
+    }
+
+    async fn list_events(&self, session: Uuid, after: i64, limit: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT session_id, seq, at, kind, payload FROM events \
+             WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(session.to_string())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn enqueue_task(&self, new: &NewTask) -> Result<Task> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        if let Some(key) = &new.dedupe_key {
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE dedupe_key = ? AND status = 'queued'"
+            );
+            if let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                return task_from_row(&row);
+            }
+        }
+        let sql = format!(
+            "INSERT INTO tasks (id, kind, session_id, payload, status, max_attempts, run_at, \
+                 dedupe_key, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?8) RETURNING {TASK_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(Uuid::now_v7().to_string())
+            .bind(&new.kind)
+            .bind(new.session_id.map(|s| s.to_string()))
+            .bind(to_json(&new.payload)?)
+            .bind(new.max_attempts.max(1))
+            .bind(new.run_at.map_or(now, |t| t.timestamp_millis()))
+            .bind(&new.dedupe_key)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let task = task_from_row(&row)?;
+        tx.commit().await?;
+        self.wrote();
+        Ok(task)
+    }
+
+    async fn claim_task(
+        &self,
+        worker: &str,
+        lease: Duration,
+        backoff: Duration,
+    ) -> Result<Option<Task>> {
+        let now = now_ms();
+        let expired = sqlx::query(
+            "UPDATE tasks SET \
+                 status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+                 run_at = ?1 + ?2, \
+                 last_error = 'lease expired: worker ' || coalesce(locked_by, '?') || ' stopped renewing it', \
+                 lease_until = NULL, locked_by = NULL, updated_at = ?1 \
+             WHERE status = 'running' AND lease_until < ?1",
+        )
+        .bind(now)
+        .bind(ms(backoff))
+        .execute(&self.pool)
+        .await?;
+        if expired.rows_affected() > 0 {
+            self.wrote();
+        }
+        let sql = format!(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?1, \
+                 lease_until = ?2 + ?3, updated_at = ?2 \
+             WHERE id = (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= ?2 \
+                         ORDER BY run_at, id LIMIT 1) \
+             RETURNING {TASK_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(now)
+            .bind(ms(lease))
+            .fetch_optional(&self.pool)
+            .await?;
+        if row.is_some() {
+            self.wrote();
+        }
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn renew_lease(&self, id: Uuid, worker: &str, lease: Duration) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tasks SET lease_until = ?3 WHERE id = ?1 AND locked_by = ?2 AND status = 'running'",
+        )
+        .bind(id.to_string())
+        .bind(worker)
+        .bind(now_ms() + ms(lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn complete_task(&self, id: Uuid, worker: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tasks SET status = 'done', completed_by = ?2, locked_by = NULL, \
+                 lease_until = NULL, updated_at = ?3 \
+             WHERE id = ?1 AND locked_by = ?2 AND status = 'running'",
+        )
+        .bind(id.to_string())
+        .bind(worker)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        self.wrote();
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_task(
+        &self,
+        id: Uuid,
+        worker: &str,
+        error: &str,
+        retry_in: Duration,
+        permanent: bool,
+    ) -> Result<Option<TaskStatus>> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE tasks SET \
+                 status = CASE WHEN ?5 OR attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+                 run_at = ?6 + ?4, last_error = ?3, locked_by = NULL, lease_until = NULL, \
+                 updated_at = ?6 \
+             WHERE id = ?1 AND locked_by = ?2 AND status = 'running' RETURNING status",
+        )
+        .bind(id.to_string())
+        .bind(worker)
+        .bind(error)
+        .bind(ms(retry_in))
+        .bind(permanent)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        self.wrote();
+        row.as_ref().map(|r| parse(r, "status")).transpose()
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn list_tasks(&self, q: &TaskQuery) -> Result<Vec<Task>> {
+        let mut b = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1"));
+        if let Some(statuses) = &q.statuses {
+            b.push(" AND status IN ");
+            push_in(&mut b, statuses.iter());
+        }
+        if let Some(kind) = &q.kind {
+            b.push(" AND kind = ").push_bind(kind.clone());
+        }
+        if let Some(session) = q.session_id {
+            b.push(" AND session_id = ").push_bind(session.to_string());
+        }
+        b.push(" ORDER BY created_at, id");
+        if let Some(limit) = q.limit {
+            b.push(" LIMIT ").push_bind(limit);
+        }
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn count_tasks(&self) -> Result<Vec<(TaskStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, count(*) AS n FROM tasks GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((parse(r, "status")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn try_singleton(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> Result<Option<Box<dyn SingletonGuard>>> {
+        if !take_lease(&self.pool, name, holder).await? {
+            return Ok(None);
+        }
+        tracing::info!(role = name, holder, "took singleton role");
+        Ok(Some(Box::new(SqliteSingleton {
+            pool: self.pool.clone(),
+            name: name.to_string(),
+            holder: holder.to_string(),
+        })))
+    }
+
+    fn subscribe(&self) -> ChangeFeed {
+        ChangeFeed::new(self.changes.subscribe())
+    }
+}
