@@ -1,0 +1,154 @@
+//! An in-test sandbox runtime and harness: in-memory stand-ins that let the core's own tests
+//! drive sessions through their whole lifecycle before the real runtimes and harness exist
+//! (those are tested against real processes in their own test files). Named as what they are.
+
+use agentdeck::harness::{Harness, HarnessError};
+use agentdeck::runtime::{
+    Check, HealthPhase, RuntimeError, SandboxHealth, SandboxRef, SandboxRuntime, SandboxSpec,
+};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone)]
+pub struct InTestSandbox {
+    pub env: BTreeMap<String, String>,
+    pub suspended: bool,
+    pub restarts: u32,
+}
+
+#[derive(Default)]
+pub struct InTestRuntime {
+    pub sandboxes: Mutex<HashMap<String, InTestSandbox>>,
+    /// When set, provisioning fails with this (permanent) reason.
+    pub refuse: Mutex<Option<String>>,
+    pub provisions: Mutex<u32>,
+}
+
+impl InTestRuntime {
+    pub fn sandbox(&self, name: &str) -> Option<InTestSandbox> {
+        self.sandboxes.lock().ok()?.get(name).cloned()
+    }
+    /// Makes a sandbox vanish, as if someone deleted it behind agentdeck's back.
+    pub fn vanish(&self, name: &str) {
+        if let Ok(mut s) = self.sandboxes.lock() {
+            s.remove(name);
+        }
+    }
+}
+
+#[async_trait]
+impl SandboxRuntime for InTestRuntime {
+    fn kind(&self) -> &'static str {
+        "in-test"
+    }
+    async fn provision(&self, spec: &SandboxSpec) -> Result<SandboxRef, RuntimeError> {
+        if let Some(reason) = self.refuse.lock().ok().and_then(|r| r.clone()) {
+            return Err(RuntimeError::Failed(reason));
+        }
+        let name = format!("sbx-{}", spec.session_id);
+        *self.provisions.lock().map_err(|_| RuntimeError::Transient("poisoned".into()))? += 1;
+        self.sandboxes
+            .lock()
+            .map_err(|_| RuntimeError::Transient("poisoned".into()))?
+            .entry(name.clone())
+            .or_insert(InTestSandbox {
+                env: spec.env.clone(),
+                suspended: false,
+                restarts: 0,
+            });
+        Ok(SandboxRef {
+            runtime: "in-test".into(),
+            name,
+        })
+    }
+    async fn health(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError> {
+        let s = self
+            .sandbox(&sandbox.name)
+            .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
+        Ok(SandboxHealth {
+            phase: if s.suspended {
+                HealthPhase::Suspended
+            } else {
+                HealthPhase::Ready
+            },
+            reason: None,
+            restarts: s.restarts,
+            since: chrono::Utc::now(),
+            endpoint: (!s.suspended).then(|| format!("in-test://{}", sandbox.name)),
+            recent_events: Vec::new(),
+        })
+    }
+    async fn restart(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
+        let mut all = self.sandboxes.lock().map_err(|_| RuntimeError::Transient("poisoned".into()))?;
+        let s = all
+            .get_mut(&sandbox.name)
+            .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
+        s.restarts += 1;
+        s.suspended = false;
+        Ok(())
+    }
+    async fn suspend(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
+        let mut all = self.sandboxes.lock().map_err(|_| RuntimeError::Transient("poisoned".into()))?;
+        let s = all
+            .get_mut(&sandbox.name)
+            .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
+        s.suspended = true;
+        Ok(())
+    }
+    async fn resume(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
+        let mut all = self.sandboxes.lock().map_err(|_| RuntimeError::Transient("poisoned".into()))?;
+        let s = all
+            .get_mut(&sandbox.name)
+            .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
+        s.suspended = false;
+        Ok(())
+    }
+    async fn destroy(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
+        self.vanish(&sandbox.name);
+        Ok(())
+    }
+    async fn check(&self) -> Vec<Check> {
+        Vec::new()
+    }
+}
+
+#[derive(Default)]
+pub struct InTestHarness {
+    /// (endpoint, harness session, text) of every message sent.
+    pub sent: Mutex<Vec<(String, String, String)>>,
+    pub sessions: Mutex<u32>,
+    pub aborts: Mutex<u32>,
+}
+
+impl InTestHarness {
+    pub fn sent_texts(&self) -> Vec<String> {
+        self.sent
+            .lock()
+            .map(|s| s.iter().map(|(_, _, t)| t.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Harness for InTestHarness {
+    async fn health(&self, _: &str) -> Result<(), HarnessError> {
+        Ok(())
+    }
+    async fn create_session(&self, _: &str, _: &str) -> Result<String, HarnessError> {
+        let mut n = self.sessions.lock().map_err(|_| HarnessError::Refused("poisoned".into()))?;
+        *n += 1;
+        Ok(format!("hs-{n}"))
+    }
+    async fn send(&self, endpoint: &str, session: &str, text: &str) -> Result<(), HarnessError> {
+        self.sent
+            .lock()
+            .map_err(|_| HarnessError::Refused("poisoned".into()))?
+            .push((endpoint.to_string(), session.to_string(), text.to_string()));
+        Ok(())
+    }
+    async fn abort(&self, _: &str, _: &str) -> Result<(), HarnessError> {
+        *self.aborts.lock().map_err(|_| HarnessError::Refused("poisoned".into()))? += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! Shared fixtures for the integration tests, written once: a fresh Postgres database per test
+//! (dropped afterwards), a temporary SQLite store, an in-test sandbox runtime and harness, a
+//! running API server on a free port, and helpers to run the real binary.
+#![allow(dead_code)]
+
+pub mod fakes;
+
+use agentdeck::config::{self, Config, Dirs};
+use agentdeck::store::{self, Store};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The server the Postgres tests use (trust auth on these machines); override with
+/// AGENTDECK_TEST_PG (a URL to a database the tests may create databases from).
+pub fn pg_admin_url() -> String {
+    std::env::var("AGENTDECK_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct PgDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDb {
+    pub async fn create() -> PgDb {
+        use sqlx::Connection;
+        let admin = pg_admin_url();
+        let name = format!("agentdeck_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("Postgres is needed for this test at {admin}: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let _ = conn.close().await;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        PgDb {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let admin = pg_admin_url();
+        let name = self.name.clone();
+        // Drop runs outside any async context we could block on: use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async move {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()?;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// A temporary SQLite store file.
+pub struct SqliteDb {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl SqliteDb {
+    pub fn create() -> SqliteDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("agentdeck.db").display());
+        SqliteDb { dir, url }
+    }
+}
+
+/// A backend to run a test on, keeping its database alive as long as the test holds it.
+pub enum TestDb {
+    Pg(PgDb),
+    Sqlite(SqliteDb),
+}
+
+impl TestDb {
+    pub async fn postgres() -> TestDb {
+        TestDb::Pg(PgDb::create().await)
+    }
+    pub fn sqlite() -> TestDb {
+        TestDb::Sqlite(SqliteDb::create())
+    }
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Pg(db) => &db.url,
+            TestDb::Sqlite(db) => &db.url,
+        }
+    }
+    /// A new, migrated store on this database (call twice for two "processes").
+    pub async fn open(&self) -> Arc<dyn Store> {
+        let store = store::open(self.url()).await.expect("open store");
+        store.migrate().await.expect("migrate");
+        store
+    }
+}
+
+/// Directories under `root` (for a config that touches no real home).
+pub fn dirs_in(root: &Path) -> Dirs {
+    Dirs {
+        config_dir: root.join("config"),
+        data_dir: root.join("data"),
+        state_dir: root.join("state"),
+        cache_dir: root.join("cache"),
+    }
+}
+
+/// A configuration from TOML text (on top of the built-in defaults), with the store URL set.
+pub fn config_with(text: &str, database_url: &str, root: &Path) -> Config {
+    let mut config = config::load_text(text, "test.toml", dirs_in(root)).expect("test config");
+    config.database_url = database_url.to_string();
+    config
+}
+
+/// The agentdeck binary built for these tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agentdeck"))
+}
+
+/// A command running the real binary with a home of its own under `root`.
+pub fn agentdeck(root: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(binary());
+    cmd.env("HOME", root)
+        .env("XDG_CONFIG_HOME", root.join("config"))
+        .env("XDG_DATA_HOME", root.join("data"))
+        .env("XDG_STATE_HOME", root.join("state"))
+        .env("XDG_CACHE_HOME", root.join("cache"))
+        .env_remove("AGENTDECK_DATABASE_URL")
+        .env_remove("AGENTDECK_CONFIG")
+        .env_remove("AGENTDECK_LISTEN");
+    cmd
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,474 @@
+//! One conformance suite for both stores: every test runs on a fresh database of the real
+//! Postgres at 127.0.0.1:5432 and on a fresh SQLite file.
+
+mod common;
+
+use agentdeck::model::{
+    AgentRecord, MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, NewSession,
+    NewTask, Part, Phase, SessionPatch, SessionQuery, SessionStatus, TaskQuery, TaskStatus,
+};
+use agentdeck::store::{Change, ChangeFeed, Store, StoreError};
+use common::{TestDb, eventually};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn new_session(agent: &str, team: &str) -> NewSession {
+    NewSession {
+        id: None,
+        agent_id: agent.into(),
+        team: team.into(),
+        title: format!("{agent} for {team}"),
+        env: BTreeMap::new(),
+    }
+}
+
+fn user(text: &str) -> NewMessage {
+    NewMessage {
+        role: MessageRole::User,
+        status: MessageStatus::Pending,
+        parts: vec![Part::text(text)],
+        harness_message_id: None,
+    }
+}
+
+/// Waits for a change matching `pred` on `feed`.
+async fn expect_change(feed: &mut ChangeFeed, what: &str, pred: impl Fn(&Change) -> bool) {
+    let found = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(change) = feed.next().await {
+            if pred(&change) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "no change feed notice for {what}");
+}
+
+async fn sessions_round_trip(db: TestDb) {
+    let store = db.open().await;
+    let mut env = BTreeMap::new();
+    env.insert("API_TOKEN".to_string(), "s3cret".to_string());
+    env.insert("A".to_string(), "1".to_string());
+    let created = store
+        .insert_session(&NewSession {
+            env,
+            ..new_session("coder", "red")
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.status, SessionStatus::Creating);
+    assert_eq!(created.phase, Phase::CreatingSandbox);
+    assert_eq!(created.env_keys, vec!["A", "API_TOKEN"]);
+    assert_eq!(created.last_message_seq, 0);
+    let json = serde_json::to_string(&created).unwrap();
+    assert!(!json.contains("s3cret"), "env values must not travel with the session: {json}");
+    assert_eq!(store.session_env(created.id).await.unwrap()["API_TOKEN"], "s3cret");
+
+    let got = store.get_session(created.id).await.unwrap().unwrap();
+    assert_eq!(got, created);
+    assert!(store.get_session(Uuid::now_v7()).await.unwrap().is_none());
+
+    let updated = store
+        .update_session(
+            created.id,
+            &SessionPatch {
+                sandbox_ref: Some(Some("ns/sbx".into())),
+                runtime: Some(Some("kubernetes".into())),
+                ..SessionPatch::status(SessionStatus::Ready, Phase::Ready).detail("up")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.status, SessionStatus::Ready);
+    assert_eq!(updated.phase_detail.as_deref(), Some("up"));
+    assert_eq!(updated.sandbox_ref.as_deref(), Some("ns/sbx"));
+    assert!(updated.updated_at >= created.updated_at);
+
+    // Clearing a field with Some(None).
+    let cleared = store
+        .update_session(
+            created.id,
+            &SessionPatch {
+                phase_detail: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.phase_detail, None);
+    assert_eq!(cleared.sandbox_ref.as_deref(), Some("ns/sbx"));
+
+    // Compare-and-set on status.
+    let err = store
+        .update_session(
+            created.id,
+            &SessionPatch::status(SessionStatus::Creating, Phase::Resuming)
+                .only_if(&[SessionStatus::Suspended]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("is ready")), "{err}");
+    let err = store
+        .update_session(Uuid::now_v7(), &SessionPatch::default())
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+async fn sessions_filter_and_page(db: TestDb) {
+    let store = db.open().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let team = if i % 2 == 0 { "red" } else { "blue" };
+        let agent = if i < 4 { "coder" } else { "reviewer" };
+        ids.push(store.insert_session(&new_session(agent, team)).await.unwrap().id);
+    }
+    store
+        .update_session(ids[6], &SessionPatch::status(SessionStatus::Failed, Phase::Failed))
+        .await
+        .unwrap();
+
+    let all = store.list_sessions(&SessionQuery::default()).await.unwrap();
+    assert_eq!(all.iter().map(|s| s.id).collect::<Vec<_>>(), ids.iter().rev().copied().collect::<Vec<_>>(), "newest first");
+
+    let red = store
+        .list_sessions(&SessionQuery {
+            teams: Some(vec!["red".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(red.len(), 4);
+    assert!(red.iter().all(|s| s.team == "red"));
+
+    let failed_reviewers = store
+        .list_sessions(&SessionQuery {
+            agent_id: Some("reviewer".into()),
+            statuses: Some(vec![SessionStatus::Failed]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed_reviewers.iter().map(|s| s.id).collect::<Vec<_>>(), vec![ids[6]]);
+
+    // Paging by id: three pages of 3, 3, 1 cover everything once.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_sessions(&SessionQuery {
+                before,
+                limit: Some(3),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        seen.extend(page.iter().map(|s| s.id));
+    }
+    assert_eq!(seen.len(), 7);
+    assert_eq!(seen, all.iter().map(|s| s.id).collect::<Vec<_>>());
+
+    let counts = store.count_sessions().await.unwrap();
+    assert!(counts.contains(&(SessionStatus::Creating, 6)), "{counts:?}");
+    assert!(counts.contains(&(SessionStatus::Failed, 1)), "{counts:?}");
+}
+
+async fn message_seqs_have_no_gaps_or_races(db: TestDb) {
+    let store = db.open().await;
+    let session = store.insert_session(&new_session("coder", "red")).await.unwrap();
+    let other = store.insert_session(&new_session("coder", "red")).await.unwrap();
+    // 40 concurrent writers on one session (and a few on another).
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        let id = if i % 8 == 7 { other.id } else { session.id };
+        handles.push(tokio::spawn(async move {
+            store.append_message(id, &user(&format!("m{i}"))).await
+        }));
+    }
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let messages = store.list_messages(session.id, 0, 1000).await.unwrap();
+    assert_eq!(messages.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=35).collect::<Vec<_>>());
+    let others = store.list_messages(other.id, 0, 1000).await.unwrap();
+    assert_eq!(others.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=5).collect::<Vec<_>>());
+    assert_eq!(store.get_session(session.id).await.unwrap().unwrap().last_message_seq, 35);
+
+    // Paging after a seq.
+    let page = store.list_messages(session.id, 30, 3).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![31, 32, 33]);
+
+    // Updating a message's parts and status.
+    let tool = Part::Tool {
+        call_id: "c1".into(),
+        tool: "bash".into(),
+        status: agentdeck::model::ToolStatus::Completed,
+        input: serde_json::json!({"command": "ls"}),
+        output: Some("a\nb".into()),
+        error: None,
+    };
+    let updated = store
+        .update_message(
+            session.id,
+            2,
+            &MessagePatch {
+                status: Some(MessageStatus::Failed),
+                parts: Some(vec![Part::text("edited"), tool.clone()]),
+                error: Some(Some("harness refused".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.status, MessageStatus::Failed);
+    assert_eq!(updated.parts[1], tool);
+    let again = store.list_messages(session.id, 1, 1).await.unwrap();
+    assert_eq!(again[0], updated);
+    assert!(store.update_message(session.id, 999, &MessagePatch::default()).await.unwrap_err().is_not_found());
+    assert!(store.append_message(Uuid::now_v7(), &user("x")).await.unwrap_err().is_not_found());
+}
+
+async fn event_batches_get_contiguous_seqs(db: TestDb) {
+    let store = db.open().await;
+    let session = store.insert_session(&new_session("coder", "red")).await.unwrap();
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for b in 0..5 {
+                let batch: Vec<NewEvent> = (0..(w * 100 + 3))
+                    .map(|i| NewEvent::new("harness.delta", serde_json::json!({"w": w, "b": b, "i": i})))
+                    .collect();
+                let events = store.append_events(session.id, &batch).await.unwrap();
+                // a batch is one contiguous run, in the order given
+                for pair in events.windows(2) {
+                    assert_eq!(pair[1].seq, pair[0].seq + 1);
+                }
+                assert_eq!(events.iter().map(|e| e.payload["i"].as_i64().unwrap()).collect::<Vec<_>>(), (0..events.len() as i64).collect::<Vec<_>>());
+                seqs.extend(events.iter().map(|e| e.seq));
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort_unstable();
+    let total = all.len() as i64;
+    assert_eq!(all, (1..=total).collect::<Vec<_>>());
+    let mut read = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.list_events(session.id, after, 250).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        read.extend(page);
+    }
+    assert_eq!(read.len() as i64, total);
+    assert_eq!(store.get_session(session.id).await.unwrap().unwrap().last_event_seq, total);
+    assert!(store.append_events(session.id, &[]).await.unwrap().is_empty());
+}
+
+async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
+    let store = db.open().await;
+    let lease = Duration::from_secs(30);
+    let none = Duration::ZERO;
+
+    // Dedupe: a second enqueue with the same key returns the queued task.
+    let a = store.enqueue_task(&NewTask::new("k", serde_json::json!({"n": 1})).dedupe("one")).await.unwrap();
+    let b = store.enqueue_task(&NewTask::new("k", serde_json::json!({"n": 2})).dedupe("one")).await.unwrap();
+    assert_eq!(a.id, b.id);
+    assert_eq!(b.payload["n"], 1);
+
+    let claimed = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    assert_eq!(claimed.id, a.id);
+    assert_eq!(claimed.status, TaskStatus::Running);
+    assert_eq!(claimed.attempts, 1);
+    assert_eq!(claimed.locked_by.as_deref(), Some("w1"));
+    assert!(store.claim_task("w2", lease, none).await.unwrap().is_none(), "nothing else is due");
+    // While it runs, the same key may be queued again.
+    let c = store.enqueue_task(&NewTask::new("k", serde_json::json!({})).dedupe("one")).await.unwrap();
+    assert_ne!(c.id, a.id);
+
+    assert!(!store.complete_task(a.id, "w2").await.unwrap(), "only the holder completes");
+    assert!(store.renew_lease(a.id, "w1", lease).await.unwrap());
+    assert!(store.complete_task(a.id, "w1").await.unwrap());
+    let done = store.get_task(a.id).await.unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Done);
+    assert_eq!(done.completed_by.as_deref(), Some("w1"));
+    assert!(!store.renew_lease(a.id, "w1", lease).await.unwrap());
+
+    // Failure → queued again after the backoff → dead after the last attempt.
+    let t = store.enqueue_task(&NewTask::new("flaky", serde_json::json!({})).max_attempts(2)).await.unwrap();
+    let _ = store.claim_task("w1", lease, none).await.unwrap().unwrap(); // c
+    let got = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    assert_eq!(got.id, t.id);
+    let status = store.fail_task(t.id, "w1", "boom", Duration::from_secs(3600), false).await.unwrap();
+    assert_eq!(status, Some(TaskStatus::Queued));
+    assert!(store.claim_task("w1", lease, none).await.unwrap().is_none(), "backoff holds it back");
+    let waiting = store.get_task(t.id).await.unwrap().unwrap();
+    assert_eq!(waiting.last_error.as_deref(), Some("boom"));
+    assert!(waiting.run_at > chrono::Utc::now() + chrono::Duration::minutes(50));
+
+    let t2 = store.enqueue_task(&NewTask::new("flaky", serde_json::json!({})).max_attempts(2)).await.unwrap();
+    let got = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    assert_eq!(got.id, t2.id);
+    assert_eq!(store.fail_task(t2.id, "w1", "once", none, false).await.unwrap(), Some(TaskStatus::Queued));
+    let got = store.claim_task("w2", lease, none).await.unwrap().unwrap();
+    assert_eq!((got.id, got.attempts), (t2.id, 2));
+    assert_eq!(store.fail_task(t2.id, "w2", "twice", none, false).await.unwrap(), Some(TaskStatus::Dead));
+    assert_eq!(store.fail_task(t2.id, "w2", "again", none, false).await.unwrap(), None, "no longer held");
+
+    // A permanent failure dead-letters at once.
+    let t3 = store.enqueue_task(&NewTask::new("bad", serde_json::json!({}))).await.unwrap();
+    store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    assert_eq!(store.fail_task(t3.id, "w1", "no such thing", none, true).await.unwrap(), Some(TaskStatus::Dead));
+
+    let dead = store.list_tasks(&TaskQuery { statuses: Some(vec![TaskStatus::Dead]), ..Default::default() }).await.unwrap();
+    assert_eq!(dead.iter().map(|t| t.id).collect::<Vec<_>>(), vec![t2.id, t3.id]);
+}
+
+async fn expired_leases_are_taken_over(db: TestDb) {
+    let store = db.open().await;
+    let short = Duration::from_millis(300);
+    let t = store.enqueue_task(&NewTask::new("slow", serde_json::json!({})).max_attempts(2)).await.unwrap();
+    let first = store.claim_task("crashed", short, Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(first.id, t.id);
+    assert!(store.claim_task("other", short, Duration::ZERO).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = store.claim_task("other", Duration::from_secs(30), Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!((second.id, second.attempts, second.locked_by.as_deref()), (t.id, 2, Some("other")));
+    assert!(second.last_error.as_deref().unwrap_or("").contains("crashed"), "{:?}", second.last_error);
+    assert!(!store.complete_task(t.id, "crashed").await.unwrap(), "the old holder lost it");
+    assert!(!store.renew_lease(t.id, "crashed", short).await.unwrap());
+
+    // With no attempts left, an expired lease dead-letters the task.
+    let lease = Duration::from_millis(200);
+    let _ = store.fail_task(t.id, "other", "x", Duration::ZERO, false).await; // attempts 2 of 2 → dead
+    let u = store.enqueue_task(&NewTask::new("slow", serde_json::json!({})).max_attempts(1)).await.unwrap();
+    store.claim_task("crashed", lease, Duration::ZERO).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.claim_task("other", lease, Duration::ZERO).await.unwrap().is_none());
+    assert_eq!(store.get_task(u.id).await.unwrap().unwrap().status, TaskStatus::Dead);
+}
+
+async fn change_feed_reaches_other_processes(db: TestDb) {
+    let writer = db.open().await;
+    // A second store on the same database stands for another process (a serve beside a cockpit).
+    let reader = db.open().await;
+    let mut local = writer.subscribe();
+    let mut remote = reader.subscribe();
+
+    let s = writer.insert_session(&new_session("coder", "red")).await.unwrap();
+    let id = s.id;
+    expect_change(&mut local, "session insert (local)", |c| *c == Change::Session(id)).await;
+    expect_change(&mut remote, "session insert (remote)", |c| *c == Change::Session(id)).await;
+
+    writer.append_message(id, &user("hi")).await.unwrap();
+    expect_change(&mut remote, "message", |c| *c == Change::Message { session: id, seq: 1 }).await;
+
+    writer.append_events(id, &[NewEvent::new("a", serde_json::json!({})), NewEvent::new("b", serde_json::json!({}))]).await.unwrap();
+    expect_change(&mut remote, "events", |c| matches!(c, Change::Event { session, seq: 2 } if *session == id)).await;
+
+    writer.enqueue_task(&NewTask::new("k", serde_json::json!({}))).await.unwrap();
+    expect_change(&mut remote, "task", |c| *c == Change::Task).await;
+
+    writer.update_session(id, &SessionPatch::status(SessionStatus::Ready, Phase::Ready)).await.unwrap();
+    expect_change(&mut remote, "session update", |c| *c == Change::Session(id)).await;
+
+    writer.sync_agents(&[agent("coder")]).await.unwrap();
+    expect_change(&mut remote, "agents", |c| *c == Change::Agents).await;
+}
+
+fn agent(id: &str) -> AgentRecord {
+    AgentRecord {
+        id: id.into(),
+        name: id.to_uppercase(),
+        harness: "opencode".into(),
+        model: "litellm/mock-gpt".into(),
+        spec: serde_json::json!({"idle_timeout": "30m"}),
+        present: true,
+        updated_at: chrono::Utc::now(),
+    }
+}
+
+async fn agents_sync_marks_absent(db: TestDb) {
+    let store = db.open().await;
+    store.sync_agents(&[agent("a"), agent("b")]).await.unwrap();
+    let mut b2 = agent("b");
+    b2.model = "other".into();
+    store.sync_agents(&[b2]).await.unwrap();
+    let agents = store.list_agents().await.unwrap();
+    assert_eq!(agents.len(), 2);
+    assert!(!agents[0].present, "a left the config");
+    assert!(agents[1].present);
+    assert_eq!(agents[1].model, "other");
+    store.sync_agents(&[agent("a")]).await.unwrap();
+    let agents = store.list_agents().await.unwrap();
+    assert!(agents[0].present && !agents[1].present);
+}
+
+async fn one_singleton_holder_at_a_time(db: TestDb) {
+    let one = db.open().await;
+    let two = db.open().await;
+    let guard = one.try_singleton("reaper", "p1").await.unwrap().expect("first takes it");
+    assert!(two.try_singleton("reaper", "p2").await.unwrap().is_none());
+    assert!(guard.still_held().await);
+    // another role is independent
+    let other = two.try_singleton("reconciler", "p2").await.unwrap();
+    assert!(other.is_some());
+    drop(guard);
+    let taken = eventually(Duration::from_secs(5), "the role to be free again", || {
+        let two = two.clone();
+        async move { two.try_singleton("reaper", "p2").await.unwrap() }
+    })
+    .await;
+    assert!(taken.still_held().await);
+    assert!(one.try_singleton("reaper", "p1").await.unwrap().is_none());
+}
+
+async fn deleting_nothing_is_harmless(db: TestDb) {
+    // Migrations are idempotent: running them again on a migrated store changes nothing.
+    let store: Arc<dyn Store> = db.open().await;
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    assert!(store.list_sessions(&SessionQuery::default()).await.unwrap().is_empty());
+}
+
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name(super::TestDb::postgres().await).await }
+            )+
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name(super::TestDb::sqlite()).await }
+            )+
+        }
+    };
+}
+
+conformance!(
+    sessions_round_trip,
+    sessions_filter_and_page,
+    message_seqs_have_no_gaps_or_races,
+    event_batches_get_contiguous_seqs,
+    tasks_lease_retry_and_dead_letter,
+    expired_leases_are_taken_over,
+    change_feed_reaches_other_processes,
+    agents_sync_marks_absent,
+    one_singleton_holder_at_a_time,
+    deleting_nothing_is_harmless,
+);
