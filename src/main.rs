@@ -12,7 +12,7 @@ fn main() {
         eprintln!("agentdeck: {err:#}");
         std::process::exit(1);
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    agentdeck::net::ensure_crypto();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

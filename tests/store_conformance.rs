@@ -86,6 +86,13 @@ async fn sessions_round_trip(db: TestDb) {
     assert_eq!(updated.phase_detail.as_deref(), Some("up"));
     assert_eq!(updated.sandbox_ref.as_deref(), Some("ns/sbx"));
     assert!(updated.updated_at >= created.updated_at);
+    // A change of status or phase is in the session's history, written with it.
+    let history = store.list_events(created.id, 0, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].seq, history[0].kind.as_str()), (1, "session.phase"));
+    assert_eq!(history[0].payload["phase"], "ready");
+    assert_eq!(history[0].payload["detail"], "up");
+    assert_eq!(updated.last_event_seq, 1);
 
     // Clearing a field with Some(None).
     let cleared = store

@@ -103,9 +103,7 @@ impl Core {
             phase_detail: Some(detail),
             ..Default::default()
         };
-        let session = self.store().update_session(id, &patch).await?;
-        self.log_phase(&session).await;
-        Ok(session)
+        Ok(self.store().update_session(id, &patch).await?)
     }
 
     /// Marks a session failed with a reason an operator can act on.
@@ -119,8 +117,7 @@ impl Core {
             idle_deadline: Some(None),
             ..Default::default()
         };
-        let session = self.store().update_session(id, &patch).await?;
-        self.log_phase(&session).await;
+        self.store().update_session(id, &patch).await?;
         Ok(())
     }
 
@@ -196,8 +193,7 @@ impl Core {
             idle_deadline: Some(None),
             ..Default::default()
         };
-        let session = self.store().update_session(session.id, &patch).await?;
-        self.log_phase(&session).await;
+        self.store().update_session(session.id, &patch).await?;
         Ok(())
     }
 
@@ -222,8 +218,7 @@ impl Core {
             stopped_at: Some(Some(chrono::Utc::now())),
             ..Default::default()
         };
-        let session = self.store().update_session(session.id, &patch).await?;
-        self.log_phase(&session).await;
+        self.store().update_session(session.id, &patch).await?;
         Ok(())
     }
 
@@ -270,8 +265,7 @@ impl Core {
                 sandbox_ref: Some(Some(sandbox.name.clone())),
                 ..SessionPatch::status(SessionStatus::Creating, Phase::SandboxPending)
             };
-            let s = self.store().update_session(id, &patch).await?;
-            self.log_phase(&s).await;
+            self.store().update_session(id, &patch).await?;
             sandbox
         } else {
             match Self::sandbox_of(&session) {
@@ -330,9 +324,8 @@ impl Core {
             last_activity_at: Some(chrono::Utc::now()),
             ..SessionPatch::status(SessionStatus::Ready, Phase::Ready)
         };
-        let s = self.store().update_session(id, &patch).await?;
-        self.log_phase(&s).await;
-        self.on_deliver(s).await
+        let session = self.store().update_session(id, &patch).await?;
+        self.on_deliver(session).await
     }
 
     /// Waits until the sandbox is ready and has an endpoint, mirroring its health in the

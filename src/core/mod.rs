@@ -476,7 +476,6 @@ impl Core {
         };
         match self.inner.store.update_session(id, &patch).await {
             Ok(session) => {
-                self.log_phase(&session).await;
                 Ok(session)
             }
             Err(e) if e.is_not_found() => Err(CoreError::SessionNotFound(id)),
@@ -488,22 +487,6 @@ impl Core {
                 )))
             }
             Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Records a session's status and phase in its event log (its phase history).
-    pub(crate) async fn log_phase(&self, session: &Session) {
-        let event = NewEvent::new(
-            "session.phase",
-            serde_json::json!({
-                "status": session.status,
-                "phase": session.phase,
-                "detail": session.phase_detail,
-                "failure_reason": session.failure_reason,
-            }),
-        );
-        if let Err(err) = self.inner.store.append_events(session.id, &[event]).await {
-            tracing::warn!(session = %session.id, %err, "cannot record phase change");
         }
     }
 

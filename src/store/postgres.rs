@@ -355,7 +355,12 @@ impl Store for PgStore {
     }
 
     async fn update_session(&self, id: Uuid, p: &SessionPatch) -> Result<Session> {
-        let mut b = QueryBuilder::new("UPDATE sessions SET updated_at = now()");
+        // A change of status or phase and its entry in the session's history are one write.
+        let log = p.status.is_some() || p.phase.is_some();
+        let mut b = QueryBuilder::new("WITH u AS (UPDATE sessions SET updated_at = now()");
+        if log {
+            b.push(", last_event_seq = last_event_seq + 1");
+        }
         if let Some(v) = p.status {
             b.push(", status = ").push_bind(v.as_str());
         }
@@ -395,7 +400,15 @@ impl Store for PgStore {
                 .push_bind(statuses_text(only))
                 .push(")");
         }
-        b.push(format!(" RETURNING {SESSION_COLUMNS}"));
+        b.push(" RETURNING *)");
+        if log {
+            b.push(
+                ", e AS (INSERT INTO events (session_id, seq, kind, payload) \
+                 SELECT id, last_event_seq, 'session.phase', jsonb_build_object('status', status, \
+                 'phase', phase, 'detail', phase_detail, 'failure_reason', failure_reason) FROM u)",
+            );
+        }
+        b.push(format!(" SELECT {SESSION_COLUMNS} FROM u"));
         match b.build().fetch_optional(&self.pool).await? {
             Some(row) => session_from_row(&row),
             None => match self.get_session(id).await? {

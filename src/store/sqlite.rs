@@ -534,8 +534,14 @@ impl Store for SqliteStore {
     }
 
     async fn update_session(&self, id: Uuid, p: &SessionPatch) -> Result<Session> {
+        // A change of status or phase and its entry in the session's history are one write.
+        let log = p.status.is_some() || p.phase.is_some();
+        let now = now_ms();
         let mut b = QueryBuilder::new("UPDATE sessions SET updated_at = ");
-        b.push_bind(now_ms());
+        b.push_bind(now);
+        if log {
+            b.push(", last_event_seq = last_event_seq + 1");
+        }
         if let Some(v) = p.status {
             b.push(", status = ").push_bind(v.as_str());
         }
@@ -578,13 +584,37 @@ impl Store for SqliteStore {
             push_in(&mut b, only.iter());
         }
         b.push(format!(" RETURNING {SESSION_COLUMNS}"));
-        let row = b.build().fetch_optional(&self.pool).await?;
+        let mut tx = self.begin().await?;
+        let row = b.build().fetch_optional(&mut *tx).await?;
         match row {
             Some(row) => {
+                let session = session_from_row(&row)?;
+                if log {
+                    let payload = serde_json::json!({
+                        "status": session.status,
+                        "phase": session.phase,
+                        "detail": session.phase_detail,
+                        "failure_reason": session.failure_reason,
+                    });
+                    sqlx::query(
+                        "INSERT INTO events (session_id, seq, at, kind, payload) \
+                         VALUES (?, ?, ?, 'session.phase', ?)",
+                    )
+                    .bind(id.to_string())
+                    .bind(session.last_event_seq)
+                    .bind(now)
+                    .bind(to_json(&payload)?)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
                 self.wrote();
-                session_from_row(&row)
+                Ok(session)
             }
-            None => match self.get_session(id).await? {
+            None => match {
+                tx.rollback().await?;
+                self.get_session(id).await?
+            } {
                 None => Err(StoreError::not_found("session", id)),
                 Some(found) => Err(StoreError::Conflict(format!(
                     "session {id} is {}",

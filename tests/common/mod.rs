@@ -173,3 +173,80 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A core with the in-test runtime and harness, its worker, and the REST API on a free port.
+pub struct ApiServer {
+    pub base: String,
+    pub core: agentdeck::core::Core,
+    pub runtime: Arc<fakes::InTestRuntime>,
+    pub harness: Arc<fakes::InTestHarness>,
+    pub http: reqwest::Client,
+    worker: Option<agentdeck::core::worker::WorkerHandle>,
+    server: tokio::task::JoinHandle<()>,
+    _root: tempfile::TempDir,
+}
+
+/// The test agents and a quick worker, on top of the built-in defaults.
+pub const TEST_CONFIG: &str = r#"
+[worker]
+concurrency = 4
+lease = "5s"
+backoff = "100ms"
+max_backoff = "1s"
+
+[sessions]
+phase_timeout = "10s"
+
+[agents.coder]
+model = "litellm/mock-gpt"
+command = ["true"]
+env = { AGENT_LEVEL = "agent", SHARED = "agent" }
+
+[agents.sleepy]
+model = "litellm/mock-gpt"
+command = ["true"]
+idle_timeout = "1s"
+"#;
+
+impl ApiServer {
+    pub async fn start(db: &TestDb, extra_config: &str) -> ApiServer {
+        agentdeck::net::ensure_crypto();
+        let root = tempfile::tempdir().expect("temp dir");
+        let config = config_with(&format!("{TEST_CONFIG}\n{extra_config}"), db.url(), root.path());
+        let runtime = Arc::new(fakes::InTestRuntime::default());
+        let harness = Arc::new(fakes::InTestHarness::default());
+        let store = db.open().await;
+        let core = agentdeck::core::Core::with_store(config, store, runtime.clone(), harness.clone());
+        core.sync_agents().await.expect("sync agents");
+        let worker = agentdeck::core::worker::spawn(core.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = {
+            let core = core.clone();
+            tokio::spawn(async move {
+                let _ = agentdeck::api::serve(core, listener, std::future::pending()).await;
+            })
+        };
+        ApiServer {
+            base,
+            core,
+            runtime,
+            harness,
+            http: reqwest::Client::new(),
+            worker: Some(worker),
+            server,
+            _root: root,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn stop(mut self) {
+        self.server.abort();
+        if let Some(w) = self.worker.take() {
+            w.stop(Duration::from_secs(5)).await;
+        }
+    }
+}

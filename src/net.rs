@@ -1,0 +1,18 @@
+//! HTTP clients for talking to gateways, harnesses and clusters. TLS uses rustls with the ring
+//! provider, installed once per process before the first client is built.
+
+use std::time::Duration;
+
+/// Installs the process-wide TLS crypto provider (idempotent).
+pub fn ensure_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// An HTTP client with a whole-request timeout.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    ensure_crypto();
+    reqwest::Client::builder().timeout(timeout).build()
+}
