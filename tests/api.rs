@@ -58,10 +58,16 @@ async fn a_session_goes_through_its_whole_life() {
     // Up, and busy with the initial prompt at once.
     let ready = wait_status(&s, &id, "busy").await;
     assert_eq!(ready["phase"], "busy");
-    assert!(ready["idle_deadline"].is_null(), "no idle countdown while busy");
+    assert!(
+        ready["idle_deadline"].is_null(),
+        "no idle countdown while busy"
+    );
     let sandbox = ready["sandbox_ref"].as_str().unwrap().to_string();
     let env = s.runtime.sandbox(&sandbox).unwrap().env;
-    assert_eq!(env["SHARED"], "session", "the session's env wins over the agent's");
+    assert_eq!(
+        env["SHARED"], "session",
+        "the session's env wins over the agent's"
+    );
     assert_eq!(env["AGENT_LEVEL"], "agent");
     assert_eq!(env["TICKET"], "OPS-1");
 
@@ -75,9 +81,17 @@ async fn a_session_goes_through_its_whole_life() {
     assert_eq!(page["messages"][0]["status"], "complete");
     assert_eq!(page["messages"][0]["parts"][0]["text"], "fix the build");
 
-    let (status, msg) = post_json(&s, &format!("/api/sessions/{id}/messages"), json!({"text": "and add a test"})).await;
+    let (status, msg) = post_json(
+        &s,
+        &format!("/api/sessions/{id}/messages"),
+        json!({"text": "and add a test"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!((msg["seq"].as_i64(), msg["status"].as_str()), (Some(2), Some("pending")));
+    assert_eq!(
+        (msg["seq"].as_i64(), msg["status"].as_str()),
+        (Some(2), Some("pending"))
+    );
     eventually(WAIT, "the second message", || async {
         (s.harness.sent_texts().len() == 2).then_some(())
     })
@@ -89,7 +103,12 @@ async fn a_session_goes_through_its_whole_life() {
     assert_eq!(status, StatusCode::ACCEPTED);
     wait_status(&s, &id, "suspended").await;
     assert!(s.runtime.sandbox(&sandbox).unwrap().suspended);
-    let (status, _) = post_json(&s, &format!("/api/sessions/{id}/messages"), json!({"text": "still there?"})).await;
+    let (status, _) = post_json(
+        &s,
+        &format!("/api/sessions/{id}/messages"),
+        json!({"text": "still there?"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     eventually(WAIT, "the message sent while suspended", || async {
         (s.harness.sent_texts().last().map(String::as_str) == Some("still there?")).then_some(())
@@ -101,17 +120,35 @@ async fn a_session_goes_through_its_whole_life() {
     assert_eq!(status, StatusCode::ACCEPTED);
     eventually(WAIT, "the restart", || async {
         let (_, b) = get_json(&s, &format!("/api/sessions/{id}")).await;
-        (b["status"] == "ready" && s.runtime.sandbox(&sandbox).map(|x| x.restarts) == Some(1)).then_some(())
+        (b["status"] == "ready" && s.runtime.sandbox(&sandbox).map(|x| x.restarts) == Some(1))
+            .then_some(())
     })
     .await;
-    assert_eq!(*s.runtime.provisions.lock().unwrap(), 1, "a restart keeps the sandbox");
+    assert_eq!(
+        *s.runtime.provisions.lock().unwrap(),
+        1,
+        "a restart keeps the sandbox"
+    );
 
-    let resp = s.http.delete(s.url(&format!("/api/sessions/{id}"))).send().await.unwrap();
+    let resp = s
+        .http
+        .delete(s.url(&format!("/api/sessions/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let dead = wait_status(&s, &id, "dead").await;
     assert!(dead["stopped_at"].is_string());
-    assert!(s.runtime.sandbox(&sandbox).is_none(), "the sandbox is destroyed");
-    let (status, body) = post_json(&s, &format!("/api/sessions/{id}/messages"), json!({"text": "hello?"})).await;
+    assert!(
+        s.runtime.sandbox(&sandbox).is_none(),
+        "the sandbox is destroyed"
+    );
+    let (status, body) = post_json(
+        &s,
+        &format!("/api/sessions/{id}/messages"),
+        json!({"text": "hello?"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // The transcript stays.
     let (_, page) = get_json(&s, &format!("/api/sessions/{id}/messages")).await;
@@ -127,8 +164,20 @@ async fn a_session_goes_through_its_whole_life() {
         .filter(|e| e.kind == "session.phase")
         .map(|e| e.payload["phase"].as_str().unwrap_or("").to_string())
         .collect();
-    for expected in ["creating_sandbox", "sandbox_pending", "harness_starting", "ready", "suspended", "resuming", "restarting", "dead"] {
-        assert!(phases.iter().any(|p| p == expected), "{expected} missing from {phases:?}");
+    for expected in [
+        "creating_sandbox",
+        "sandbox_pending",
+        "harness_starting",
+        "ready",
+        "suspended",
+        "resuming",
+        "restarting",
+        "dead",
+    ] {
+        assert!(
+            phases.iter().any(|p| p == expected),
+            "{expected} missing from {phases:?}"
+        );
     }
     s.stop().await;
 }
@@ -162,52 +211,135 @@ async fn bad_input_gets_a_clear_4xx() {
         assert_eq!(status, want, "{body}");
         assert_eq!(body["error"], error, "{body}");
         let message = body["message"].as_str().unwrap_or("");
-        assert!(message.contains(says), "{message:?} should mention {says:?}");
+        assert!(
+            message.contains(says),
+            "{message:?} should mention {says:?}"
+        );
     };
 
     let (st, b) = post_json(&s, "/api/sessions", json!({"agent_id": "nope"})).await;
     check(st, &b, StatusCode::NOT_FOUND, "unknown_agent", "coder");
 
-    let resp = s.http.post(s.url("/api/sessions")).header("content-type", "application/json").body("{\"agent_id\": ").send().await.unwrap();
+    let resp = s
+        .http
+        .post(s.url("/api/sessions"))
+        .header("content-type", "application/json")
+        .body("{\"agent_id\": ")
+        .send()
+        .await
+        .unwrap();
     let (st, b) = (resp.status(), resp.json::<Value>().await.unwrap());
-    check(st, &b, StatusCode::BAD_REQUEST, "malformed_json", "not valid JSON");
+    check(
+        st,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        "not valid JSON",
+    );
 
-    let resp = s.http.post(s.url("/api/sessions")).body("{\"agent_id\": \"coder\"}").send().await.unwrap();
+    let resp = s
+        .http
+        .post(s.url("/api/sessions"))
+        .body("{\"agent_id\": \"coder\"}")
+        .send()
+        .await
+        .unwrap();
     let (st, b) = (resp.status(), resp.json::<Value>().await.unwrap());
-    check(st, &b, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "application/json");
+    check(
+        st,
+        &b,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "application/json",
+    );
 
     let (st, b) = post_json(&s, "/api/sessions", json!({"agent_id": 7})).await;
     check(st, &b, StatusCode::BAD_REQUEST, "invalid_body", "agent_id");
     let (st, b) = post_json(&s, "/api/sessions", json!({"agent": "coder"})).await;
-    check(st, &b, StatusCode::BAD_REQUEST, "invalid_body", "unknown field");
+    check(
+        st,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "invalid_body",
+        "unknown field",
+    );
 
-    let many: serde_json::Map<String, Value> = (0..51).map(|i| (format!("V{i}"), json!("x"))).collect();
-    let (st, b) = post_json(&s, "/api/sessions", json!({"agent_id": "coder", "env_vars": many})).await;
+    let many: serde_json::Map<String, Value> =
+        (0..51).map(|i| (format!("V{i}"), json!("x"))).collect();
+    let (st, b) = post_json(
+        &s,
+        "/api/sessions",
+        json!({"agent_id": "coder", "env_vars": many}),
+    )
+    .await;
     check(st, &b, StatusCode::BAD_REQUEST, "bad_request", "at most 50");
-    let (st, b) = post_json(&s, "/api/sessions", json!({"agent_id": "coder", "env_vars": {"BIG": "x".repeat(17 * 1024)}})).await;
+    let (st, b) = post_json(
+        &s,
+        "/api/sessions",
+        json!({"agent_id": "coder", "env_vars": {"BIG": "x".repeat(17 * 1024)}}),
+    )
+    .await;
     check(st, &b, StatusCode::BAD_REQUEST, "bad_request", "16384");
-    let (st, b) = post_json(&s, "/api/sessions", json!({"agent_id": "coder", "env_vars": {"PATH": "/evil"}})).await;
+    let (st, b) = post_json(
+        &s,
+        "/api/sessions",
+        json!({"agent_id": "coder", "env_vars": {"PATH": "/evil"}}),
+    )
+    .await;
     check(st, &b, StatusCode::BAD_REQUEST, "bad_request", "reserved");
-    let (st, b) = post_json(&s, "/api/sessions", json!({"agent_id": "coder", "env_vars": {"X": 1}})).await;
+    let (st, b) = post_json(
+        &s,
+        "/api/sessions",
+        json!({"agent_id": "coder", "env_vars": {"X": 1}}),
+    )
+    .await;
     check(st, &b, StatusCode::BAD_REQUEST, "invalid_body", "env_vars");
 
     let missing = uuid::Uuid::now_v7();
     let (st, b) = get_json(&s, &format!("/api/sessions/{missing}")).await;
-    check(st, &b, StatusCode::NOT_FOUND, "not_found", &missing.to_string());
+    check(
+        st,
+        &b,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &missing.to_string(),
+    );
     let (st, b) = get_json(&s, "/api/sessions/not-a-uuid").await;
-    check(st, &b, StatusCode::NOT_FOUND, "not_found", "not a session id");
-    let (st, b) = post_json(&s, &format!("/api/sessions/{missing}/messages"), json!({"text": "hi"})).await;
+    check(
+        st,
+        &b,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "not a session id",
+    );
+    let (st, b) = post_json(
+        &s,
+        &format!("/api/sessions/{missing}/messages"),
+        json!({"text": "hi"}),
+    )
+    .await;
     check(st, &b, StatusCode::NOT_FOUND, "not_found", "not found");
 
     let (_, created) = post_json(&s, "/api/sessions", json!({"agent_id": "coder"})).await;
     let id = created["id"].as_str().unwrap();
     let (st, b) = post_json(&s, &format!("/api/sessions/{id}/explode"), json!({})).await;
     check(st, &b, StatusCode::NOT_FOUND, "not_found", "unknown action");
-    let (st, b) = post_json(&s, &format!("/api/sessions/{id}/messages"), json!({"text": "   "})).await;
+    let (st, b) = post_json(
+        &s,
+        &format!("/api/sessions/{id}/messages"),
+        json!({"text": "   "}),
+    )
+    .await;
     check(st, &b, StatusCode::BAD_REQUEST, "bad_request", "empty");
     wait_status(&s, id, "ready").await;
     let (st, b) = post_json(&s, &format!("/api/sessions/{id}/abort"), json!({})).await;
-    check(st, &b, StatusCode::CONFLICT, "conflict", "no turn is running");
+    check(
+        st,
+        &b,
+        StatusCode::CONFLICT,
+        "conflict",
+        "no turn is running",
+    );
     let (st, b) = post_json(&s, &format!("/api/sessions/{id}/resume"), json!({})).await;
     check(st, &b, StatusCode::CONFLICT, "conflict", "it is ready");
 
@@ -231,7 +363,12 @@ async fn listing_filters_and_pages() {
     let mut ids = Vec::new();
     for i in 0..5 {
         let agent = if i < 3 { "coder" } else { "sleepy" };
-        let (st, b) = post_json(&s, "/api/sessions", json!({"agent_id": agent, "title": format!("s{i}")})).await;
+        let (st, b) = post_json(
+            &s,
+            "/api/sessions",
+            json!({"agent_id": agent, "title": format!("s{i}")}),
+        )
+        .await;
         assert_eq!(st, StatusCode::CREATED);
         ids.push(b["id"].as_str().unwrap().to_string());
     }
@@ -244,7 +381,13 @@ async fn listing_filters_and_pages() {
         };
         let (st, page) = get_json(&s, &path).await;
         assert_eq!(st, StatusCode::OK);
-        seen.extend(page["sessions"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap().to_string()));
+        seen.extend(
+            page["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["id"].as_str().unwrap().to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
@@ -254,14 +397,26 @@ async fn listing_filters_and_pages() {
     assert_eq!(seen, ids);
     let (_, page) = get_json(&s, "/api/sessions?agent=sleepy").await;
     assert_eq!(page["sessions"].as_array().unwrap().len(), 2);
-    let (_, page) = get_json(&s, "/api/sessions?status=creating,ready,idle,busy&team=default").await;
+    let (_, page) = get_json(
+        &s,
+        "/api/sessions?status=creating,ready,idle,busy&team=default",
+    )
+    .await;
     assert_eq!(page["sessions"].as_array().unwrap().len(), 5);
     let (_, page) = get_json(&s, "/api/sessions?team=nobody").await;
     assert_eq!(page["sessions"].as_array().unwrap().len(), 0);
     let (_, agents) = get_json(&s, "/api/agents").await;
-    let agent_ids: Vec<&str> = agents["agents"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    let agent_ids: Vec<&str> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
     assert_eq!(agent_ids, vec!["coder", "opencode", "sleepy"]);
-    assert!(!agents.to_string().contains("\"agent\""), "agent env values are not exposed: {agents}");
+    assert!(
+        !agents.to_string().contains("\"agent\""),
+        "agent env values are not exposed: {agents}"
+    );
     s.stop().await;
 }
 
@@ -284,7 +439,10 @@ async fn a_team_sees_and_touches_only_its_sessions() {
     let as_team = |token: &'static str| {
         let http = s.http.clone();
         let base = s.base.clone();
-        move |method: reqwest::Method, path: &str| http.request(method, format!("{base}{path}")).bearer_auth(token)
+        move |method: reqwest::Method, path: &str| {
+            http.request(method, format!("{base}{path}"))
+                .bearer_auth(token)
+        }
     };
     let red = as_team("red-team-token-0123456789");
     let blue = as_team("blue-team-token-0123456789");
@@ -293,32 +451,90 @@ async fn a_team_sees_and_touches_only_its_sessions() {
     let resp = s.http.get(s.url("/api/sessions")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");
-    let resp = s.http.get(s.url("/api/sessions")).bearer_auth("wrong-token-0123456789").send().await.unwrap();
+    let resp = s
+        .http
+        .get(s.url("/api/sessions"))
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
-    let created: Value = red(reqwest::Method::POST, "/api/sessions").json(&json!({"agent_id": "coder"})).send().await.unwrap().json().await.unwrap();
+    let created: Value = red(reqwest::Method::POST, "/api/sessions")
+        .json(&json!({"agent_id": "coder"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(created["team"], "red");
     let id = created["id"].as_str().unwrap();
 
-    let resp = blue(reqwest::Method::GET, &format!("/api/sessions/{id}")).send().await.unwrap();
+    let resp = blue(reqwest::Method::GET, &format!("/api/sessions/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = blue(reqwest::Method::DELETE, &format!("/api/sessions/{id}")).send().await.unwrap();
+    let resp = blue(reqwest::Method::DELETE, &format!("/api/sessions/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = blue(reqwest::Method::POST, &format!("/api/sessions/{id}/messages")).json(&json!({"text": "hi"})).send().await.unwrap();
+    let resp = blue(
+        reqwest::Method::POST,
+        &format!("/api/sessions/{id}/messages"),
+    )
+    .json(&json!({"text": "hi"}))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = blue(reqwest::Method::GET, &format!("/api/sessions/{id}/events")).send().await.unwrap();
+    let resp = blue(reqwest::Method::GET, &format!("/api/sessions/{id}/events"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let list: Value = blue(reqwest::Method::GET, "/api/sessions?team=red").send().await.unwrap().json().await.unwrap();
+    let list: Value = blue(reqwest::Method::GET, "/api/sessions?team=red")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["sessions"], json!([]));
-    let resp = blue(reqwest::Method::POST, "/api/sessions").json(&json!({"agent_id": "coder", "team": "red"})).send().await.unwrap();
+    let resp = blue(reqwest::Method::POST, "/api/sessions")
+        .json(&json!({"agent_id": "coder", "team": "red"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 
-    let resp = red(reqwest::Method::GET, &format!("/api/sessions/{id}")).send().await.unwrap();
+    let resp = red(reqwest::Method::GET, &format!("/api/sessions/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    blue(reqwest::Method::POST, "/api/sessions").json(&json!({"agent_id": "coder"})).send().await.unwrap();
-    let all: Value = admin(reqwest::Method::GET, "/api/sessions").send().await.unwrap().json().await.unwrap();
+    blue(reqwest::Method::POST, "/api/sessions")
+        .json(&json!({"agent_id": "coder"}))
+        .send()
+        .await
+        .unwrap();
+    let all: Value = admin(reqwest::Method::GET, "/api/sessions")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(all["sessions"].as_array().unwrap().len(), 2);
-    let mine: Value = red(reqwest::Method::GET, "/api/sessions").send().await.unwrap().json().await.unwrap();
+    let mine: Value = red(reqwest::Method::GET, "/api/sessions")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(mine["sessions"].as_array().unwrap().len(), 1);
     s.stop().await;
 }
@@ -336,13 +552,25 @@ async fn read_sse(resp: reqwest::Response, want: usize) -> Vec<(i64, String, Val
                 let frame: String = buf.drain(..end + 2).collect();
                 let (mut id, mut event, mut data) = (None, String::new(), String::new());
                 for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("id:") { id = v.trim().parse().ok(); }
-                    if let Some(v) = line.strip_prefix("event:") { event = v.trim().to_string(); }
-                    if let Some(v) = line.strip_prefix("data:") { data.push_str(v.trim()); }
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    }
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    }
+                    if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
                 }
                 if let Some(id) = id {
-                    out.push((id, event, serde_json::from_str(&data).unwrap_or(Value::Null)));
-                    if out.len() >= want { return; }
+                    out.push((
+                        id,
+                        event,
+                        serde_json::from_str(&data).unwrap_or(Value::Null),
+                    ));
+                    if out.len() >= want {
+                        return;
+                    }
                 }
             }
         }
@@ -357,31 +585,76 @@ async fn events_stream_live_and_resume_from_last_event_id() {
     let s = ApiServer::start(&db, "").await;
     let (_, created) = post_json(&s, "/api/sessions", json!({"agent_id": "coder"})).await;
     let id = created["id"].as_str().unwrap().to_string();
-    let resp = s.http.get(s.url(&format!("/api/sessions/{id}/events"))).send().await.unwrap();
+    let resp = s
+        .http
+        .get(s.url(&format!("/api/sessions/{id}/events")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let first = read_sse(resp, 4).await;
-    assert_eq!(first.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3, 4], "{first:?}");
+    assert_eq!(
+        first.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4],
+        "{first:?}"
+    );
     assert_eq!(first[0].1, "session.created");
 
     wait_status(&s, &id, "ready").await;
     // New events arrive live on an open stream.
-    let resp = s.http.get(s.url(&format!("/api/sessions/{id}/events"))).header("Last-Event-ID", "2").send().await.unwrap();
+    let resp = s
+        .http
+        .get(s.url(&format!("/api/sessions/{id}/events")))
+        .header("Last-Event-ID", "2")
+        .send()
+        .await
+        .unwrap();
     let live = tokio::spawn(read_sse(resp, 100));
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.core.suspend(id.parse().unwrap()).await.unwrap();
     wait_status(&s, &id, "suspended").await;
-    let total = s.core.get_session(id.parse().unwrap()).await.unwrap().last_event_seq;
+    let total = s
+        .core
+        .get_session(id.parse().unwrap())
+        .await
+        .unwrap()
+        .last_event_seq;
     s.core.end(id.parse().unwrap()).await.unwrap();
     wait_status(&s, &id, "dead").await;
     let got = live.await.unwrap();
-    assert_eq!(got.first().map(|e| e.0), Some(3), "resumes right after Last-Event-ID");
+    assert_eq!(
+        got.first().map(|e| e.0),
+        Some(3),
+        "resumes right after Last-Event-ID"
+    );
     let ids: Vec<i64> = got.iter().map(|e| e.0).collect();
-    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "no gaps, no repeats: {ids:?}");
-    assert!(*ids.last().unwrap() > total, "saw events written after it connected");
-    assert_eq!(got.last().unwrap().2["payload"]["status"], "dead", "the stream ends with the session");
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gaps, no repeats: {ids:?}"
+    );
+    assert!(
+        *ids.last().unwrap() > total,
+        "saw events written after it connected"
+    );
+    assert_eq!(
+        got.last().unwrap().2["payload"]["status"],
+        "dead",
+        "the stream ends with the session"
+    );
 
-    let resp = s.http.get(s.url(&format!("/api/sessions/{id}/events"))).header("Last-Event-ID", "soon").send().await.unwrap();
+    let resp = s
+        .http
+        .get(s.url(&format!("/api/sessions/{id}/events")))
+        .header("Last-Event-ID", "soon")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
 }
@@ -395,7 +668,12 @@ async fn health_and_metrics() {
     post_json(&s, "/api/sessions", json!({"agent_id": "coder"})).await;
     post_json(&s, "/api/sessions", json!({"agent_id": "ghost"})).await;
     let resp = s.http.get(s.url("/metrics")).send().await.unwrap();
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = resp.text().await.unwrap();
     assert!(text.contains("agentdeck_store_up 1"), "{text}");
     assert!(text.contains("agentdeck_http_requests_total{method=\"POST\",route=\"/api/sessions\",status=\"201\"} 1"), "{text}");
@@ -414,16 +692,37 @@ async fn a_sandbox_that_cannot_be_made_fails_the_session_with_the_reason() {
     let db = TestDb::postgres().await;
     let s = ApiServer::start(&db, "").await;
     *s.runtime.refuse.lock().unwrap() = Some("image registry.example/agent:1 not found".into());
-    let (_, created) = post_json(&s, "/api/sessions", json!({"agent_id": "coder", "initial_prompt": "hi"})).await;
+    let (_, created) = post_json(
+        &s,
+        "/api/sessions",
+        json!({"agent_id": "coder", "initial_prompt": "hi"}),
+    )
+    .await;
     let id = created["id"].as_str().unwrap();
     let failed = wait_status(&s, id, "failed").await;
-    assert!(failed["failure_reason"].as_str().unwrap().contains("registry.example/agent:1 not found"), "{failed}");
+    assert!(
+        failed["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("registry.example/agent:1 not found"),
+        "{failed}"
+    );
     // The operator's prompt is not lost.
     let (_, page) = get_json(&s, &format!("/api/sessions/{id}/messages")).await;
     assert_eq!(page["messages"][0]["status"], "pending");
-    let (st, body) = post_json(&s, &format!("/api/sessions/{id}/messages"), json!({"text": "more"})).await;
+    let (st, body) = post_json(
+        &s,
+        &format!("/api/sessions/{id}/messages"),
+        json!({"text": "more"}),
+    )
+    .await;
     assert_eq!(st, StatusCode::CONFLICT);
-    assert!(body["message"].as_str().unwrap().contains("restart it first"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("restart it first")
+    );
     // Once the cause is gone, a restart brings it up and delivers the prompt.
     *s.runtime.refuse.lock().unwrap() = None;
     post_json(&s, &format!("/api/sessions/{id}/restart"), json!({})).await;
@@ -444,9 +743,11 @@ async fn idle_sessions_are_suspended_and_vanished_sandboxes_come_back() {
     let sandbox = ready["sandbox_ref"].as_str().unwrap().to_string();
     s.runtime.vanish(&sandbox);
     wait_status(&s, sleepy["id"].as_str().unwrap(), "suspended").await;
-    eventually(WAIT, "the reconciler to provision the vanished sandbox again", || async {
-        (s.runtime.sandbox(&sandbox).is_some()).then_some(())
-    })
+    eventually(
+        WAIT,
+        "the reconciler to provision the vanished sandbox again",
+        || async { (s.runtime.sandbox(&sandbox).is_some()).then_some(()) },
+    )
     .await;
     wait_status(&s, coder_id, "ready").await;
     s.stop().await;

@@ -64,8 +64,14 @@ async fn sessions_round_trip(db: TestDb) {
     assert_eq!(created.env_keys, vec!["A", "API_TOKEN"]);
     assert_eq!(created.last_message_seq, 0);
     let json = serde_json::to_string(&created).unwrap();
-    assert!(!json.contains("s3cret"), "env values must not travel with the session: {json}");
-    assert_eq!(store.session_env(created.id).await.unwrap()["API_TOKEN"], "s3cret");
+    assert!(
+        !json.contains("s3cret"),
+        "env values must not travel with the session: {json}"
+    );
+    assert_eq!(
+        store.session_env(created.id).await.unwrap()["API_TOKEN"],
+        "s3cret"
+    );
 
     let got = store.get_session(created.id).await.unwrap().unwrap();
     assert_eq!(got, created);
@@ -89,7 +95,10 @@ async fn sessions_round_trip(db: TestDb) {
     // A change of status or phase is in the session's history, written with it.
     let history = store.list_events(created.id, 0, 10).await.unwrap();
     assert_eq!(history.len(), 1);
-    assert_eq!((history[0].seq, history[0].kind.as_str()), (1, "session.phase"));
+    assert_eq!(
+        (history[0].seq, history[0].kind.as_str()),
+        (1, "session.phase")
+    );
     assert_eq!(history[0].payload["phase"], "ready");
     assert_eq!(history[0].payload["detail"], "up");
     assert_eq!(updated.last_event_seq, 1);
@@ -117,7 +126,10 @@ async fn sessions_round_trip(db: TestDb) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("is ready")), "{err}");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("is ready")),
+        "{err}"
+    );
     let err = store
         .update_session(Uuid::now_v7(), &SessionPatch::default())
         .await
@@ -131,15 +143,28 @@ async fn sessions_filter_and_page(db: TestDb) {
     for i in 0..7 {
         let team = if i % 2 == 0 { "red" } else { "blue" };
         let agent = if i < 4 { "coder" } else { "reviewer" };
-        ids.push(store.insert_session(&new_session(agent, team)).await.unwrap().id);
+        ids.push(
+            store
+                .insert_session(&new_session(agent, team))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     store
-        .update_session(ids[6], &SessionPatch::status(SessionStatus::Failed, Phase::Failed))
+        .update_session(
+            ids[6],
+            &SessionPatch::status(SessionStatus::Failed, Phase::Failed),
+        )
         .await
         .unwrap();
 
     let all = store.list_sessions(&SessionQuery::default()).await.unwrap();
-    assert_eq!(all.iter().map(|s| s.id).collect::<Vec<_>>(), ids.iter().rev().copied().collect::<Vec<_>>(), "newest first");
+    assert_eq!(
+        all.iter().map(|s| s.id).collect::<Vec<_>>(),
+        ids.iter().rev().copied().collect::<Vec<_>>(),
+        "newest first"
+    );
 
     let red = store
         .list_sessions(&SessionQuery {
@@ -159,7 +184,10 @@ async fn sessions_filter_and_page(db: TestDb) {
         })
         .await
         .unwrap();
-    assert_eq!(failed_reviewers.iter().map(|s| s.id).collect::<Vec<_>>(), vec![ids[6]]);
+    assert_eq!(
+        failed_reviewers.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![ids[6]]
+    );
 
     // Paging by id: three pages of 3, 3, 1 cover everything once.
     let mut seen = Vec::new();
@@ -187,8 +215,14 @@ async fn sessions_filter_and_page(db: TestDb) {
 
 async fn message_seqs_have_no_gaps_or_races(db: TestDb) {
     let store = db.open().await;
-    let session = store.insert_session(&new_session("coder", "red")).await.unwrap();
-    let other = store.insert_session(&new_session("coder", "red")).await.unwrap();
+    let session = store
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
+    let other = store
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
     // 40 concurrent writers on one session (and a few on another).
     let mut handles = Vec::new();
     for i in 0..40 {
@@ -202,14 +236,31 @@ async fn message_seqs_have_no_gaps_or_races(db: TestDb) {
         h.await.unwrap().unwrap();
     }
     let messages = store.list_messages(session.id, 0, 1000).await.unwrap();
-    assert_eq!(messages.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=35).collect::<Vec<_>>());
+    assert_eq!(
+        messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=35).collect::<Vec<_>>()
+    );
     let others = store.list_messages(other.id, 0, 1000).await.unwrap();
-    assert_eq!(others.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=5).collect::<Vec<_>>());
-    assert_eq!(store.get_session(session.id).await.unwrap().unwrap().last_message_seq, 35);
+    assert_eq!(
+        others.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=5).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store
+            .get_session(session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_message_seq,
+        35
+    );
 
     // Paging after a seq.
     let page = store.list_messages(session.id, 30, 3).await.unwrap();
-    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![31, 32, 33]);
+    assert_eq!(
+        page.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![31, 32, 33]
+    );
 
     // Updating a message's parts and status.
     let tool = Part::Tool {
@@ -237,13 +288,28 @@ async fn message_seqs_have_no_gaps_or_races(db: TestDb) {
     assert_eq!(updated.parts[1], tool);
     let again = store.list_messages(session.id, 1, 1).await.unwrap();
     assert_eq!(again[0], updated);
-    assert!(store.update_message(session.id, 999, &MessagePatch::default()).await.unwrap_err().is_not_found());
-    assert!(store.append_message(Uuid::now_v7(), &user("x")).await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .update_message(session.id, 999, &MessagePatch::default())
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        store
+            .append_message(Uuid::now_v7(), &user("x"))
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 }
 
 async fn event_batches_get_contiguous_seqs(db: TestDb) {
     let store = db.open().await;
-    let session = store.insert_session(&new_session("coder", "red")).await.unwrap();
+    let session = store
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
     let mut handles = Vec::new();
     for w in 0..4 {
         let store = store.clone();
@@ -251,14 +317,22 @@ async fn event_batches_get_contiguous_seqs(db: TestDb) {
             let mut seqs = Vec::new();
             for b in 0..5 {
                 let batch: Vec<NewEvent> = (0..(w * 100 + 3))
-                    .map(|i| NewEvent::new("harness.delta", serde_json::json!({"w": w, "b": b, "i": i})))
+                    .map(|i| {
+                        NewEvent::new("harness.delta", serde_json::json!({"w": w, "b": b, "i": i}))
+                    })
                     .collect();
                 let events = store.append_events(session.id, &batch).await.unwrap();
                 // a batch is one contiguous run, in the order given
                 for pair in events.windows(2) {
                     assert_eq!(pair[1].seq, pair[0].seq + 1);
                 }
-                assert_eq!(events.iter().map(|e| e.payload["i"].as_i64().unwrap()).collect::<Vec<_>>(), (0..events.len() as i64).collect::<Vec<_>>());
+                assert_eq!(
+                    events
+                        .iter()
+                        .map(|e| e.payload["i"].as_i64().unwrap())
+                        .collect::<Vec<_>>(),
+                    (0..events.len() as i64).collect::<Vec<_>>()
+                );
                 seqs.extend(events.iter().map(|e| e.seq));
             }
             seqs
@@ -280,8 +354,22 @@ async fn event_batches_get_contiguous_seqs(db: TestDb) {
         read.extend(page);
     }
     assert_eq!(read.len() as i64, total);
-    assert_eq!(store.get_session(session.id).await.unwrap().unwrap().last_event_seq, total);
-    assert!(store.append_events(session.id, &[]).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .get_session(session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_event_seq,
+        total
+    );
+    assert!(
+        store
+            .append_events(session.id, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
@@ -290,8 +378,14 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
     let none = Duration::ZERO;
 
     // Dedupe: a second enqueue with the same key returns the queued task.
-    let a = store.enqueue_task(&NewTask::new("k", serde_json::json!({"n": 1})).dedupe("one")).await.unwrap();
-    let b = store.enqueue_task(&NewTask::new("k", serde_json::json!({"n": 2})).dedupe("one")).await.unwrap();
+    let a = store
+        .enqueue_task(&NewTask::new("k", serde_json::json!({"n": 1})).dedupe("one"))
+        .await
+        .unwrap();
+    let b = store
+        .enqueue_task(&NewTask::new("k", serde_json::json!({"n": 2})).dedupe("one"))
+        .await
+        .unwrap();
     assert_eq!(a.id, b.id);
     assert_eq!(b.payload["n"], 1);
 
@@ -300,12 +394,21 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
     assert_eq!(claimed.status, TaskStatus::Running);
     assert_eq!(claimed.attempts, 1);
     assert_eq!(claimed.locked_by.as_deref(), Some("w1"));
-    assert!(store.claim_task("w2", lease, none).await.unwrap().is_none(), "nothing else is due");
+    assert!(
+        store.claim_task("w2", lease, none).await.unwrap().is_none(),
+        "nothing else is due"
+    );
     // While it runs, the same key may be queued again.
-    let c = store.enqueue_task(&NewTask::new("k", serde_json::json!({})).dedupe("one")).await.unwrap();
+    let c = store
+        .enqueue_task(&NewTask::new("k", serde_json::json!({})).dedupe("one"))
+        .await
+        .unwrap();
     assert_ne!(c.id, a.id);
 
-    assert!(!store.complete_task(a.id, "w2").await.unwrap(), "only the holder completes");
+    assert!(
+        !store.complete_task(a.id, "w2").await.unwrap(),
+        "only the holder completes"
+    );
     assert!(store.renew_lease(a.id, "w1", lease).await.unwrap());
     assert!(store.complete_task(a.id, "w1").await.unwrap());
     let done = store.get_task(a.id).await.unwrap().unwrap();
@@ -314,57 +417,155 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
     assert!(!store.renew_lease(a.id, "w1", lease).await.unwrap());
 
     // Failure → queued again after the backoff → dead after the last attempt.
-    let t = store.enqueue_task(&NewTask::new("flaky", serde_json::json!({})).max_attempts(2)).await.unwrap();
+    let t = store
+        .enqueue_task(&NewTask::new("flaky", serde_json::json!({})).max_attempts(2))
+        .await
+        .unwrap();
     let _ = store.claim_task("w1", lease, none).await.unwrap().unwrap(); // c
     let got = store.claim_task("w1", lease, none).await.unwrap().unwrap();
     assert_eq!(got.id, t.id);
-    let status = store.fail_task(t.id, "w1", "boom", Duration::from_secs(3600), false).await.unwrap();
+    let status = store
+        .fail_task(t.id, "w1", "boom", Duration::from_secs(3600), false)
+        .await
+        .unwrap();
     assert_eq!(status, Some(TaskStatus::Queued));
-    assert!(store.claim_task("w1", lease, none).await.unwrap().is_none(), "backoff holds it back");
+    assert!(
+        store.claim_task("w1", lease, none).await.unwrap().is_none(),
+        "backoff holds it back"
+    );
     let waiting = store.get_task(t.id).await.unwrap().unwrap();
     assert_eq!(waiting.last_error.as_deref(), Some("boom"));
     assert!(waiting.run_at > chrono::Utc::now() + chrono::Duration::minutes(50));
 
-    let t2 = store.enqueue_task(&NewTask::new("flaky", serde_json::json!({})).max_attempts(2)).await.unwrap();
+    let t2 = store
+        .enqueue_task(&NewTask::new("flaky", serde_json::json!({})).max_attempts(2))
+        .await
+        .unwrap();
     let got = store.claim_task("w1", lease, none).await.unwrap().unwrap();
     assert_eq!(got.id, t2.id);
-    assert_eq!(store.fail_task(t2.id, "w1", "once", none, false).await.unwrap(), Some(TaskStatus::Queued));
+    assert_eq!(
+        store
+            .fail_task(t2.id, "w1", "once", none, false)
+            .await
+            .unwrap(),
+        Some(TaskStatus::Queued)
+    );
     let got = store.claim_task("w2", lease, none).await.unwrap().unwrap();
     assert_eq!((got.id, got.attempts), (t2.id, 2));
-    assert_eq!(store.fail_task(t2.id, "w2", "twice", none, false).await.unwrap(), Some(TaskStatus::Dead));
-    assert_eq!(store.fail_task(t2.id, "w2", "again", none, false).await.unwrap(), None, "no longer held");
+    assert_eq!(
+        store
+            .fail_task(t2.id, "w2", "twice", none, false)
+            .await
+            .unwrap(),
+        Some(TaskStatus::Dead)
+    );
+    assert_eq!(
+        store
+            .fail_task(t2.id, "w2", "again", none, false)
+            .await
+            .unwrap(),
+        None,
+        "no longer held"
+    );
 
     // A permanent failure dead-letters at once.
-    let t3 = store.enqueue_task(&NewTask::new("bad", serde_json::json!({}))).await.unwrap();
+    let t3 = store
+        .enqueue_task(&NewTask::new("bad", serde_json::json!({})))
+        .await
+        .unwrap();
     store.claim_task("w1", lease, none).await.unwrap().unwrap();
-    assert_eq!(store.fail_task(t3.id, "w1", "no such thing", none, true).await.unwrap(), Some(TaskStatus::Dead));
+    assert_eq!(
+        store
+            .fail_task(t3.id, "w1", "no such thing", none, true)
+            .await
+            .unwrap(),
+        Some(TaskStatus::Dead)
+    );
 
-    let dead = store.list_tasks(&TaskQuery { statuses: Some(vec![TaskStatus::Dead]), ..Default::default() }).await.unwrap();
-    assert_eq!(dead.iter().map(|t| t.id).collect::<Vec<_>>(), vec![t2.id, t3.id]);
+    let dead = store
+        .list_tasks(&TaskQuery {
+            statuses: Some(vec![TaskStatus::Dead]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        dead.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![t2.id, t3.id]
+    );
 }
 
 async fn expired_leases_are_taken_over(db: TestDb) {
     let store = db.open().await;
     let short = Duration::from_millis(300);
-    let t = store.enqueue_task(&NewTask::new("slow", serde_json::json!({})).max_attempts(2)).await.unwrap();
-    let first = store.claim_task("crashed", short, Duration::ZERO).await.unwrap().unwrap();
+    let t = store
+        .enqueue_task(&NewTask::new("slow", serde_json::json!({})).max_attempts(2))
+        .await
+        .unwrap();
+    let first = store
+        .claim_task("crashed", short, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.id, t.id);
-    assert!(store.claim_task("other", short, Duration::ZERO).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_task("other", short, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none()
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let second = store.claim_task("other", Duration::from_secs(30), Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!((second.id, second.attempts, second.locked_by.as_deref()), (t.id, 2, Some("other")));
-    assert!(second.last_error.as_deref().unwrap_or("").contains("crashed"), "{:?}", second.last_error);
-    assert!(!store.complete_task(t.id, "crashed").await.unwrap(), "the old holder lost it");
+    let second = store
+        .claim_task("other", Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (second.id, second.attempts, second.locked_by.as_deref()),
+        (t.id, 2, Some("other"))
+    );
+    assert!(
+        second
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("crashed"),
+        "{:?}",
+        second.last_error
+    );
+    assert!(
+        !store.complete_task(t.id, "crashed").await.unwrap(),
+        "the old holder lost it"
+    );
     assert!(!store.renew_lease(t.id, "crashed", short).await.unwrap());
 
     // With no attempts left, an expired lease dead-letters the task.
     let lease = Duration::from_millis(200);
-    let _ = store.fail_task(t.id, "other", "x", Duration::ZERO, false).await; // attempts 2 of 2 → dead
-    let u = store.enqueue_task(&NewTask::new("slow", serde_json::json!({})).max_attempts(1)).await.unwrap();
-    store.claim_task("crashed", lease, Duration::ZERO).await.unwrap().unwrap();
+    let _ = store
+        .fail_task(t.id, "other", "x", Duration::ZERO, false)
+        .await; // attempts 2 of 2 → dead
+    let u = store
+        .enqueue_task(&NewTask::new("slow", serde_json::json!({})).max_attempts(1))
+        .await
+        .unwrap();
+    store
+        .claim_task("crashed", lease, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(store.claim_task("other", lease, Duration::ZERO).await.unwrap().is_none());
-    assert_eq!(store.get_task(u.id).await.unwrap().unwrap().status, TaskStatus::Dead);
+    assert!(
+        store
+            .claim_task("other", lease, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.get_task(u.id).await.unwrap().unwrap().status,
+        TaskStatus::Dead
+    );
 }
 
 async fn change_feed_reaches_other_processes(db: TestDb) {
@@ -374,21 +575,59 @@ async fn change_feed_reaches_other_processes(db: TestDb) {
     let mut local = writer.subscribe();
     let mut remote = reader.subscribe();
 
-    let s = writer.insert_session(&new_session("coder", "red")).await.unwrap();
+    let s = writer
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
     let id = s.id;
-    expect_change(&mut local, "session insert (local)", |c| *c == Change::Session(id)).await;
-    expect_change(&mut remote, "session insert (remote)", |c| *c == Change::Session(id)).await;
+    expect_change(&mut local, "session insert (local)", |c| {
+        *c == Change::Session(id)
+    })
+    .await;
+    expect_change(&mut remote, "session insert (remote)", |c| {
+        *c == Change::Session(id)
+    })
+    .await;
 
     writer.append_message(id, &user("hi")).await.unwrap();
-    expect_change(&mut remote, "message", |c| *c == Change::Message { session: id, seq: 1 }).await;
+    expect_change(&mut remote, "message", |c| {
+        *c == Change::Message {
+            session: id,
+            seq: 1,
+        }
+    })
+    .await;
 
-    writer.append_events(id, &[NewEvent::new("a", serde_json::json!({})), NewEvent::new("b", serde_json::json!({}))]).await.unwrap();
-    expect_change(&mut remote, "events", |c| matches!(c, Change::Event { session, seq: 2 } if *session == id)).await;
+    writer
+        .append_events(
+            id,
+            &[
+                NewEvent::new("a", serde_json::json!({})),
+                NewEvent::new("b", serde_json::json!({})),
+            ],
+        )
+        .await
+        .unwrap();
+    expect_change(
+        &mut remote,
+        "events",
+        |c| matches!(c, Change::Event { session, seq: 2 } if *session == id),
+    )
+    .await;
 
-    writer.enqueue_task(&NewTask::new("k", serde_json::json!({}))).await.unwrap();
+    writer
+        .enqueue_task(&NewTask::new("k", serde_json::json!({})))
+        .await
+        .unwrap();
     expect_change(&mut remote, "task", |c| *c == Change::Task).await;
 
-    writer.update_session(id, &SessionPatch::status(SessionStatus::Ready, Phase::Ready)).await.unwrap();
+    writer
+        .update_session(
+            id,
+            &SessionPatch::status(SessionStatus::Ready, Phase::Ready),
+        )
+        .await
+        .unwrap();
     expect_change(&mut remote, "session update", |c| *c == Change::Session(id)).await;
 
     writer.sync_agents(&[agent("coder")]).await.unwrap();
@@ -426,7 +665,11 @@ async fn agents_sync_marks_absent(db: TestDb) {
 async fn one_singleton_holder_at_a_time(db: TestDb) {
     let one = db.open().await;
     let two = db.open().await;
-    let guard = one.try_singleton("reaper", "p1").await.unwrap().expect("first takes it");
+    let guard = one
+        .try_singleton("reaper", "p1")
+        .await
+        .unwrap()
+        .expect("first takes it");
     assert!(two.try_singleton("reaper", "p2").await.unwrap().is_none());
     assert!(guard.still_held().await);
     // another role is independent
@@ -447,7 +690,13 @@ async fn deleting_nothing_is_harmless(db: TestDb) {
     let store: Arc<dyn Store> = db.open().await;
     store.migrate().await.unwrap();
     store.ping().await.unwrap();
-    assert!(store.list_sessions(&SessionQuery::default()).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_sessions(&SessionQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 macro_rules! conformance {

@@ -475,9 +475,7 @@ impl Core {
             ..patch
         };
         match self.inner.store.update_session(id, &patch).await {
-            Ok(session) => {
-                Ok(session)
-            }
+            Ok(session) => Ok(session),
             Err(e) if e.is_not_found() => Err(CoreError::SessionNotFound(id)),
             Err(crate::store::StoreError::Conflict(_)) => {
                 let found = self.get_session(id).await?;

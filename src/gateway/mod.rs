@@ -5,7 +5,8 @@ use std::time::Duration;
 /// Whether the gateway answers its liveness probe; `Err` says why not, for `doctor`.
 pub async fn check_health(base_url: &str) -> Result<(), String> {
     let url = format!("{}/health/liveliness", base_url.trim_end_matches('/'));
-    let client = crate::net::http_client(Duration::from_secs(3)).map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let client = crate::net::http_client(Duration::from_secs(3))
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     match client.get(&url).send().await {
         Ok(resp) if resp.status().is_success() => Ok(()),
         Ok(resp) => Err(format!("{url} answered {}", resp.status())),

@@ -47,7 +47,10 @@ impl SandboxRuntime for InTestRuntime {
             return Err(RuntimeError::Failed(reason));
         }
         let name = format!("sbx-{}", spec.session_id);
-        *self.provisions.lock().map_err(|_| RuntimeError::Transient("poisoned".into()))? += 1;
+        *self
+            .provisions
+            .lock()
+            .map_err(|_| RuntimeError::Transient("poisoned".into()))? += 1;
         self.sandboxes
             .lock()
             .map_err(|_| RuntimeError::Transient("poisoned".into()))?
@@ -80,7 +83,10 @@ impl SandboxRuntime for InTestRuntime {
         })
     }
     async fn restart(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
-        let mut all = self.sandboxes.lock().map_err(|_| RuntimeError::Transient("poisoned".into()))?;
+        let mut all = self
+            .sandboxes
+            .lock()
+            .map_err(|_| RuntimeError::Transient("poisoned".into()))?;
         let s = all
             .get_mut(&sandbox.name)
             .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
@@ -89,7 +95,10 @@ impl SandboxRuntime for InTestRuntime {
         Ok(())
     }
     async fn suspend(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
-        let mut all = self.sandboxes.lock().map_err(|_| RuntimeError::Transient("poisoned".into()))?;
+        let mut all = self
+            .sandboxes
+            .lock()
+            .map_err(|_| RuntimeError::Transient("poisoned".into()))?;
         let s = all
             .get_mut(&sandbox.name)
             .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
@@ -97,7 +106,10 @@ impl SandboxRuntime for InTestRuntime {
         Ok(())
     }
     async fn resume(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
-        let mut all = self.sandboxes.lock().map_err(|_| RuntimeError::Transient("poisoned".into()))?;
+        let mut all = self
+            .sandboxes
+            .lock()
+            .map_err(|_| RuntimeError::Transient("poisoned".into()))?;
         let s = all
             .get_mut(&sandbox.name)
             .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
@@ -136,7 +148,10 @@ impl Harness for InTestHarness {
         Ok(())
     }
     async fn create_session(&self, _: &str, _: &str) -> Result<String, HarnessError> {
-        let mut n = self.sessions.lock().map_err(|_| HarnessError::Refused("poisoned".into()))?;
+        let mut n = self
+            .sessions
+            .lock()
+            .map_err(|_| HarnessError::Refused("poisoned".into()))?;
         *n += 1;
         Ok(format!("hs-{n}"))
     }
@@ -148,7 +163,10 @@ impl Harness for InTestHarness {
         Ok(())
     }
     async fn abort(&self, _: &str, _: &str) -> Result<(), HarnessError> {
-        *self.aborts.lock().map_err(|_| HarnessError::Refused("poisoned".into()))? += 1;
+        *self
+            .aborts
+            .lock()
+            .map_err(|_| HarnessError::Refused("poisoned".into()))? += 1;
         Ok(())
     }
 }

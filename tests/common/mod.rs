@@ -212,14 +212,21 @@ impl ApiServer {
     pub async fn start(db: &TestDb, extra_config: &str) -> ApiServer {
         agentdeck::net::ensure_crypto();
         let root = tempfile::tempdir().expect("temp dir");
-        let config = config_with(&format!("{TEST_CONFIG}\n{extra_config}"), db.url(), root.path());
+        let config = config_with(
+            &format!("{TEST_CONFIG}\n{extra_config}"),
+            db.url(),
+            root.path(),
+        );
         let runtime = Arc::new(fakes::InTestRuntime::default());
         let harness = Arc::new(fakes::InTestHarness::default());
         let store = db.open().await;
-        let core = agentdeck::core::Core::with_store(config, store, runtime.clone(), harness.clone());
+        let core =
+            agentdeck::core::Core::with_store(config, store, runtime.clone(), harness.clone());
         core.sync_agents().await.expect("sync agents");
         let worker = agentdeck::core::worker::spawn(core.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let server = {
             let core = core.clone();

@@ -1,0 +1,315 @@
+//! The real binary: `serve` with the seed's curl example on the embedded SQLite default and on
+//! Postgres, the `sessions` commands, `doctor`, and refusing bad configuration files with the
+//! file, line and column.
+
+mod common;
+
+use common::{TestDb, agentdeck, eventually, free_port};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(root: &Path, args: &[&str], db: Option<&str>) -> Output {
+    let mut cmd = agentdeck(root);
+    cmd.args(args);
+    if let Some(url) = db {
+        cmd.env("AGENTDECK_DATABASE_URL", url);
+    }
+    cmd.output().expect("run agentdeck")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `agentdeck serve` + the seed's curl example → `agentdeck sessions list --output json`.
+async fn serve_then_list(db: Option<&str>) {
+    agentdeck::net::ensure_crypto();
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = agentdeck(root.path());
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(url) = db {
+        cmd.env("AGENTDECK_DATABASE_URL", url);
+    }
+    let _serve = Serve(cmd.spawn().expect("start serve"));
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(20), "serve to answer /healthz", || {
+        let http = http.clone();
+        let url = format!("{base}/healthz");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        }
+    })
+    .await;
+    let resp = http
+        .post(format!("{base}/api/sessions"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"agent_id": "opencode"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+
+    let out = run(root.path(), &["sessions", "list", "--output", "json"], db);
+    let listed = stdout_json(&out);
+    assert_eq!(listed[0]["id"], created["id"], "{listed}");
+    assert_eq!(listed[0]["agent_id"], "opencode");
+    if db.is_none() {
+        assert!(
+            root.path().join("data/agentdeck/agentdeck.db").exists(),
+            "the embedded store lives in the XDG data dir"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_curl_on_the_embedded_default() {
+    serve_then_list(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_curl_on_postgres() {
+    let db = TestDb::postgres().await;
+    serve_then_list(Some(db.url())).await;
+}
+
+#[test]
+fn sessions_commands_round_trip() {
+    let root = tempfile::tempdir().unwrap();
+    let out = run(
+        root.path(),
+        &[
+            "sessions",
+            "create",
+            "--title",
+            "from the cli",
+            "--prompt",
+            "hello",
+            "--env",
+            "TICKET=OPS-7",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let created = stdout_json(&out);
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["env_keys"], serde_json::json!(["TICKET"]));
+
+    let shown = stdout_json(&run(
+        root.path(),
+        &["sessions", "show", &id, "-o", "json"],
+        None,
+    ));
+    assert_eq!(shown["session"]["title"], "from the cli");
+    assert_eq!(shown["messages"][0]["parts"][0]["text"], "hello");
+    assert_eq!(shown["messages"][0]["status"], "pending");
+
+    let table = run(root.path(), &["sessions", "list"], None);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("ID"), "{text}");
+    assert!(
+        text.contains(&id) && text.contains("from the cli"),
+        "{text}"
+    );
+
+    let filtered = stdout_json(&run(
+        root.path(),
+        &["sessions", "list", "--status", "dead", "-o", "json"],
+        None,
+    ));
+    assert_eq!(filtered, serde_json::json!([]));
+
+    let ended = stdout_json(&run(
+        root.path(),
+        &["sessions", "end", &id, "-o", "json"],
+        None,
+    ));
+    assert_eq!(ended["phase"], "ending");
+
+    let bad = run(root.path(), &["sessions", "show", "nope"], None);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"nope\" is not a session id"));
+    let bad = run(
+        root.path(),
+        &["sessions", "create", "--agent", "ghost"],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("unknown agent \"ghost\"; known agents: opencode")
+    );
+    let bad = run(
+        root.path(),
+        &["sessions", "create", "--env", "PATH=/x"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("reserved"));
+    let bad = run(
+        root.path(),
+        &["sessions", "list", "--status", "zombie"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown session status \"zombie\""));
+}
+
+#[test]
+fn agents_list_and_migrate() {
+    let root = tempfile::tempdir().unwrap();
+    let agents = stdout_json(&run(root.path(), &["agents", "list", "-o", "json"], None));
+    assert_eq!(agents[0]["id"], "opencode");
+    assert_eq!(agents[0]["idle_timeout"], "30m");
+    let out = run(root.path(), &["migrate"], None);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema is up to date"));
+}
+
+#[test]
+fn the_cockpit_says_it_is_not_built_yet() {
+    let root = tempfile::tempdir().unwrap();
+    let out = run(root.path(), &[], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cockpit is not built yet"));
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_tokens() {
+    let root = tempfile::tempdir().unwrap();
+    let out = run(root.path(), &["serve", "--listen", "0.0.0.0:0"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve on 0.0.0.0:0 with auth off"),
+        "{err}"
+    );
+}
+
+#[test]
+fn doctor_says_what_is_wrong_and_how_to_fix_it() {
+    let root = tempfile::tempdir().unwrap();
+    let out = run(
+        root.path(),
+        &["doctor", "-o", "json"],
+        Some("postgres://nobody@127.0.0.1:1/none"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let checks: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let store = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "store")
+        .unwrap();
+    assert_eq!(store["ok"], false);
+    assert!(
+        store["fix"].as_str().unwrap().contains("start Postgres"),
+        "{store}"
+    );
+    let ok = run(root.path(), &["doctor", "-o", "json"], None);
+    let checks: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    let store = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "store")
+        .unwrap();
+    assert_eq!(store["ok"], true, "{store}");
+}
+
+#[test]
+fn bad_config_files_are_refused_with_file_line_and_column() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
+    let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 10);
+    let root = tempfile::tempdir().unwrap();
+    for fixture in fixtures {
+        let text = std::fs::read_to_string(&fixture).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} needs a first line `# expect: LINE:COL: message`",
+                    fixture.display()
+                )
+            });
+        let out = run(
+            root.path(),
+            &["--config", fixture.to_str().unwrap(), "agents", "list"],
+            None,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{} was accepted",
+            fixture.display()
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{}:{expect}", fixture.display());
+        assert!(
+            err.contains(&want),
+            "{}:\n  want {want:?}\n  got  {err}",
+            fixture.display()
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let missing = run(
+        root.path(),
+        &["--config", "/nonexistent/agentdeck.toml", "agents", "list"],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("cannot read the config file /nonexistent/agentdeck.toml")
+    );
+}
+
+#[test]
+fn a_user_config_file_in_the_xdg_dir_is_read() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("config/agentdeck");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        "[agents.reviewer]\nmodel = \"litellm/mock-gpt\"\n",
+    )
+    .unwrap();
+    let agents = stdout_json(&run(root.path(), &["agents", "list", "-o", "json"], None));
+    let ids: Vec<&str> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["opencode", "reviewer"]);
+}
