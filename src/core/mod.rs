@@ -274,7 +274,7 @@ impl Core {
         }
         self.enqueue(tasks::PROVISION, session.id).await?;
         tracing::info!(session = %session.id, agent = %session.agent_id, team = %session.team, "session created");
-        Ok(self.get_session(session.id).await?)
+        self.get_session(session.id).await
     }
 
     pub async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<Session>> {

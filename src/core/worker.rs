@@ -196,15 +196,15 @@ async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
     let mut reaper: Option<Box<dyn SingletonGuard>> = None;
     let mut reconciler: Option<Box<dyn SingletonGuard>> = None;
     loop {
-        if acquire(&core, "idle-reaper", &mut reaper).await {
-            if let Err(err) = reap_idle(&core).await {
-                tracing::warn!(%err, "idle reaper pass failed");
-            }
+        if acquire(&core, "idle-reaper", &mut reaper).await
+            && let Err(err) = reap_idle(&core).await
+        {
+            tracing::warn!(%err, "idle reaper pass failed");
         }
-        if acquire(&core, "reconciler", &mut reconciler).await {
-            if let Err(err) = reconcile(&core).await {
-                tracing::warn!(%err, "reconciler pass failed");
-            }
+        if acquire(&core, "reconciler", &mut reconciler).await
+            && let Err(err) = reconcile(&core).await
+        {
+            tracing::warn!(%err, "reconciler pass failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(SINGLETON_TICK) => {}

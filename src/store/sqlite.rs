@@ -190,10 +190,10 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord> {
 }
 
 /// `?, ?, ?` for an IN list.
-fn push_in<'a, T: ToString>(b: &mut QueryBuilder<sqlx::Sqlite>, items: impl Iterator<Item = &'a T>)
-where
-    T: 'a,
-{
+fn push_in<'a, T: ToString + 'a>(
+    b: &mut QueryBuilder<sqlx::Sqlite>,
+    items: impl Iterator<Item = &'a T>,
+) {
     b.push("(");
     let mut sep = b.separated(", ");
     let mut any = false;
@@ -611,16 +611,16 @@ impl Store for SqliteStore {
                 self.wrote();
                 Ok(session)
             }
-            None => match {
+            None => {
                 tx.rollback().await?;
-                self.get_session(id).await?
-            } {
-                None => Err(StoreError::not_found("session", id)),
-                Some(found) => Err(StoreError::Conflict(format!(
-                    "session {id} is {}",
-                    found.status
-                ))),
-            },
+                match self.get_session(id).await? {
+                    None => Err(StoreError::not_found("session", id)),
+                    Some(found) => Err(StoreError::Conflict(format!(
+                        "session {id} is {}",
+                        found.status
+                    ))),
+                }
+            }
         }
     }
 

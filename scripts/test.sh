@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs agentdeck's whole test suite on a fresh machine: starts (or installs) what the tests need,
+# then the tests. Real Postgres, real processes; see tests/ for what each file covers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/ensure-postgres.sh
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast --all-targets
+else
+  cargo test --locked --all-targets
+fi
