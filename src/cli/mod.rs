@@ -68,7 +68,7 @@ pub enum Command {
         /// Address to listen on (default 127.0.0.1:3000).
         #[arg(long, env = "AGENTDECK_LISTEN", value_name = "ADDR")]
         listen: Option<String>,
-        /// Serve the API only; leave tasks to other workers.
+        /// Serve the API only; leave tasks to other workers (as `[worker] enabled = false`).
         #[arg(long)]
         no_worker: bool,
     },
@@ -191,7 +191,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
             );
             Ok(EXIT_NOT_BUILT)
         }
-        Some(Command::Serve { no_worker, .. }) => serve(config, !no_worker).await.map(|()| 0),
+        Some(Command::Serve { no_worker, .. }) => {
+            let with_worker = config.worker.enabled && !no_worker;
+            serve(config, with_worker).await.map(|()| 0)
+        }
         Some(Command::Worker) => worker(config).await.map(|()| 0),
         Some(Command::Migrate) => {
             let shown = crate::store::redact_url(&config.database_url);
