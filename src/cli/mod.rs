@@ -165,9 +165,7 @@ pub fn load_config(global: &Global, listen: Option<String>) -> Result<Config> {
 
 /// The sandbox runtime the configuration asks for.
 pub fn runtime_for(config: &Config) -> Arc<dyn SandboxRuntime> {
-    Arc::new(NotBuilt {
-        kind: config.runtime.as_str(),
-    })
+    Arc::new(NotBuilt::new(config.runtime.as_str()))
 }
 
 async fn open_core(config: Config) -> Result<Core> {

@@ -24,6 +24,10 @@ pub struct Layer {
     #[serde(default)]
     pub gateway: GatewayLayer,
     #[serde(default)]
+    pub local: LocalLayer,
+    #[serde(default)]
+    pub kubernetes: KubernetesLayer,
+    #[serde(default)]
     pub agents: BTreeMap<Spanned<String>, AgentLayer>,
 }
 
@@ -104,6 +108,46 @@ pub struct SessionsLayer {
 #[serde(deny_unknown_fields)]
 pub struct GatewayLayer {
     pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalLayer {
+    pub root: Option<String>,
+    pub env_allowlist: Option<Vec<String>>,
+}
+
+/// Which agents.x-k8s.io version to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxApiVersion {
+    /// v1beta1 when the cluster serves it, else v1alpha1.
+    Auto,
+    V1alpha1,
+    V1beta1,
+}
+
+/// How agentdeck reaches a sandbox's harness on Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointMode {
+    /// The Sandbox's service DNS inside the cluster, a port-forward from outside.
+    Auto,
+    Service,
+    PodIp,
+    PortForward,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesLayer {
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+    pub team_namespaces: Option<BTreeMap<String, String>>,
+    pub api_version: Option<SandboxApiVersion>,
+    pub endpoint: Option<EndpointMode>,
+    pub harness_port: Option<Spanned<u16>>,
+    pub service_account: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

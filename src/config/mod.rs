@@ -9,7 +9,7 @@ mod error;
 mod layer;
 
 pub use error::{ConfigError, Source};
-pub use layer::{HarnessKind, IdleAction, Resources, RuntimeKind};
+pub use layer::{EndpointMode, HarnessKind, IdleAction, Resources, RuntimeKind, SandboxApiVersion};
 
 use layer::{AgentLayer, Layer};
 use serde::Serialize;
@@ -122,6 +122,38 @@ pub struct SessionsConfig {
     pub idle_action: IdleAction,
 }
 
+/// The local process runtime.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Where each session's working folder lives.
+    pub root: PathBuf,
+    /// Variables of agentdeck's own environment a sandbox inherits (besides `CONTAINER_ENV_*`).
+    pub env_allowlist: Vec<String>,
+}
+
+/// The Kubernetes runtime (agent-sandbox).
+#[derive(Debug, Clone)]
+pub struct KubernetesConfig {
+    /// The kubeconfig context; in-cluster config or the current context when absent.
+    pub context: Option<String>,
+    pub namespace: String,
+    /// Team → namespace; other teams use `namespace`.
+    pub team_namespaces: BTreeMap<String, String>,
+    pub api_version: SandboxApiVersion,
+    pub endpoint: EndpointMode,
+    /// The port the harness listens on inside the pod.
+    pub harness_port: u16,
+    pub service_account: Option<String>,
+}
+
+impl KubernetesConfig {
+    pub fn namespace_for(&self, team: &str) -> &str {
+        self.team_namespaces
+            .get(team)
+            .map_or(self.namespace.as_str(), String::as_str)
+    }
+}
+
 /// The configuration every part of agentdeck reads, all layers applied.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -134,6 +166,8 @@ pub struct Config {
     pub tokens: Vec<ApiToken>,
     pub sessions: SessionsConfig,
     pub gateway_url: Option<String>,
+    pub local: LocalConfig,
+    pub kubernetes: KubernetesConfig,
     pub agents: BTreeMap<String, AgentSpec>,
     /// The files that were read, lowest first.
     pub sources: Vec<Source>,
@@ -375,6 +409,35 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
 
     let gateway_url = top!(gateway.url).filter(|u| !u.trim().is_empty());
 
+    let harness_port = match top_located!(kubernetes.harness_port) {
+        Some((p, port)) if *port.get_ref() == 0 => {
+            return Err(ConfigError::at(
+                &p.source,
+                &p.text,
+                port.span(),
+                "kubernetes.harness_port must be a port number from 1 to 65535",
+            ));
+        }
+        Some((_, port)) => *port.get_ref(),
+        None => 4096,
+    };
+    let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let kubernetes = KubernetesConfig {
+        context: non_empty(top!(kubernetes.context)),
+        namespace: non_empty(top!(kubernetes.namespace)).unwrap_or_else(|| "agentdeck".to_string()),
+        team_namespaces: top!(kubernetes.team_namespaces).unwrap_or_default(),
+        api_version: top!(kubernetes.api_version).unwrap_or(SandboxApiVersion::Auto),
+        endpoint: top!(kubernetes.endpoint).unwrap_or(EndpointMode::Auto),
+        harness_port,
+        service_account: non_empty(top!(kubernetes.service_account)),
+    };
+    let local = LocalConfig {
+        root: non_empty(top!(local.root))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dirs.data_dir.join("sandboxes")),
+        env_allowlist: top!(local.env_allowlist).unwrap_or_default(),
+    };
+
     Ok(Config {
         database_url,
         runtime: overrides
@@ -401,6 +464,8 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
             idle_action: top!(sessions.idle_action).unwrap_or(IdleAction::Suspend),
         },
         gateway_url,
+        local,
+        kubernetes,
         agents,
         sources: layers.into_iter().map(|p| p.source).collect(),
         dirs,

@@ -250,6 +250,7 @@ impl Core {
                 session_id: id,
                 team: session.team.clone(),
                 env: env::sandbox_env(&self.inner.container_env, &agent.env, &session_env),
+                files: std::collections::BTreeMap::new(),
                 agent: agent.clone(),
             };
             let sandbox = match self.runtime().provision(&spec).await {

@@ -5,12 +5,15 @@
 //! what environment a sandbox gets.
 
 pub mod env;
+pub mod kubernetes;
 
 use crate::config::AgentSpec;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +46,13 @@ pub struct SandboxSpec {
     pub session_id: Uuid,
     pub team: String,
     pub agent: AgentSpec,
-    /// The sandbox's whole environment, already resolved by [`env::sandbox_env`].
+    /// The sandbox's whole environment, already resolved by [`env::sandbox_env`]. Secret
+    /// values may be among them: a runtime never logs them and (on Kubernetes) passes them by
+    /// reference only.
     pub env: BTreeMap<String, String>,
+    /// Files to place in the sandbox's working folder before the agent starts (relative path →
+    /// content), such as the harness's own configuration.
+    pub files: BTreeMap<String, String>,
 }
 
 /// A runtime's handle on a sandbox, stored on the session.
@@ -70,16 +78,112 @@ pub enum HealthPhase {
     Gone,
 }
 
+impl HealthPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthPhase::Pending => "pending",
+            HealthPhase::Scheduling => "scheduling",
+            HealthPhase::Pulling => "pulling",
+            HealthPhase::Starting => "starting",
+            HealthPhase::Running => "running",
+            HealthPhase::Ready => "ready",
+            HealthPhase::Suspended => "suspended",
+            HealthPhase::CrashLooping => "crash-looping",
+            HealthPhase::Failed => "failed",
+            HealthPhase::Gone => "gone",
+        }
+    }
+    /// Something an operator should look at.
+    pub fn is_trouble(self) -> bool {
+        matches!(
+            self,
+            HealthPhase::CrashLooping | HealthPhase::Failed | HealthPhase::Gone
+        )
+    }
+}
+
+/// A condition as Kubernetes reports them (`Ready=False`, reason, message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    pub kind: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Something that happened to a sandbox (a Kubernetes Event, a process exit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxEvent {
+    pub at: DateTime<Utc>,
+    /// `Normal` or `Warning`.
+    pub kind: String,
+    pub reason: String,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxHealth {
     pub phase: HealthPhase,
     /// A human reason: ImagePullBackOff, OOMKilled, "exit code 1" …
     pub reason: Option<String>,
     pub restarts: u32,
+    /// Since when it is in this phase.
     pub since: DateTime<Utc>,
-    /// Where the harness listens, once it does.
+    /// Where the harness listens, once it does (`http://host:port`).
     pub endpoint: Option<String>,
-    pub recent_events: Vec<String>,
+    /// The node (Kubernetes) or host (local) it runs on.
+    pub node: Option<String>,
+    /// Why the last run ended: OOMKilled, Error, "exit code 137" …
+    pub last_termination: Option<String>,
+    pub conditions: Vec<Condition>,
+    /// The most recent events, newest last.
+    pub recent_events: Vec<SandboxEvent>,
+}
+
+impl SandboxHealth {
+    pub fn new(phase: HealthPhase) -> Self {
+        SandboxHealth {
+            phase,
+            reason: None,
+            restarts: 0,
+            since: Utc::now(),
+            endpoint: None,
+            node: None,
+            last_termination: None,
+            conditions: Vec::new(),
+            recent_events: Vec::new(),
+        }
+    }
+}
+
+/// A change of one sandbox's health, as a runtime's watch reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthChange {
+    pub sandbox: SandboxRef,
+    /// The session it belongs to, when the runtime knows (labels, its own records).
+    pub session_id: Option<Uuid>,
+    pub health: SandboxHealth,
+}
+
+/// What part of a sandbox's log to read.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// Only the last N lines (all when absent).
+    pub tail: Option<usize>,
+    /// Only lines newer than this.
+    pub since: Option<Duration>,
+    /// Keep the stream open and send lines as they are written.
+    pub follow: bool,
+}
+
+/// A sandbox's log, line by line.
+pub type LogStream = BoxStream<'static, Result<String, RuntimeError>>;
+
+/// A sandbox that exists, as the runtime lists them (for reconciling against sessions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedSandbox {
+    pub sandbox: SandboxRef,
+    pub session_id: Option<Uuid>,
 }
 
 /// One line of `agentdeck doctor`.
@@ -99,6 +203,17 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// Creates the session's sandbox, or finds the one already created for it (idempotent).
     async fn provision(&self, spec: &SandboxSpec) -> Result<SandboxRef, RuntimeError>;
     async fn health(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError>;
+    /// Health changes of every sandbox of this runtime as they happen (from watches and
+    /// process events, not polling). A receiver that lags should re-read with `health`.
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<HealthChange>;
+    /// Every sandbox this runtime manages that exists now.
+    async fn list(&self) -> Result<Vec<ListedSandbox>, RuntimeError>;
+    /// The sandbox's log (the agent's stdout and stderr).
+    async fn logs(
+        &self,
+        sandbox: &SandboxRef,
+        options: LogOptions,
+    ) -> Result<LogStream, RuntimeError>;
     async fn restart(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError>;
     async fn suspend(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError>;
     async fn resume(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError>;
@@ -112,6 +227,16 @@ pub trait SandboxRuntime: Send + Sync + 'static {
 /// reason an operator can read on the session; nothing pretends to work.
 pub struct NotBuilt {
     pub kind: &'static str,
+    pub changes: tokio::sync::broadcast::Sender<HealthChange>,
+}
+
+impl NotBuilt {
+    pub fn new(kind: &'static str) -> Self {
+        NotBuilt {
+            kind,
+            changes: tokio::sync::broadcast::channel(1).0,
+        }
+    }
 }
 
 impl NotBuilt {
@@ -132,6 +257,15 @@ impl SandboxRuntime for NotBuilt {
         Err(self.error())
     }
     async fn health(&self, _: &SandboxRef) -> Result<SandboxHealth, RuntimeError> {
+        Err(self.error())
+    }
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<HealthChange> {
+        self.changes.subscribe()
+    }
+    async fn list(&self) -> Result<Vec<ListedSandbox>, RuntimeError> {
+        Ok(Vec::new())
+    }
+    async fn logs(&self, _: &SandboxRef, _: LogOptions) -> Result<LogStream, RuntimeError> {
         Err(self.error())
     }
     async fn restart(&self, _: &SandboxRef) -> Result<(), RuntimeError> {

@@ -4,7 +4,8 @@
 
 use agentdeck::harness::{Harness, HarnessError};
 use agentdeck::runtime::{
-    Check, HealthPhase, RuntimeError, SandboxHealth, SandboxRef, SandboxRuntime, SandboxSpec,
+    Check, HealthChange, HealthPhase, ListedSandbox, LogOptions, LogStream, RuntimeError,
+    SandboxHealth, SandboxRef, SandboxRuntime, SandboxSpec,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -17,12 +18,23 @@ pub struct InTestSandbox {
     pub restarts: u32,
 }
 
-#[derive(Default)]
 pub struct InTestRuntime {
+    pub changes: tokio::sync::broadcast::Sender<HealthChange>,
     pub sandboxes: Mutex<HashMap<String, InTestSandbox>>,
     /// When set, provisioning fails with this (permanent) reason.
     pub refuse: Mutex<Option<String>>,
     pub provisions: Mutex<u32>,
+}
+
+impl Default for InTestRuntime {
+    fn default() -> Self {
+        InTestRuntime {
+            changes: tokio::sync::broadcast::channel(16).0,
+            sandboxes: Mutex::default(),
+            refuse: Mutex::default(),
+            provisions: Mutex::default(),
+        }
+    }
 }
 
 impl InTestRuntime {
@@ -69,18 +81,39 @@ impl SandboxRuntime for InTestRuntime {
         let s = self
             .sandbox(&sandbox.name)
             .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
-        Ok(SandboxHealth {
-            phase: if s.suspended {
-                HealthPhase::Suspended
-            } else {
-                HealthPhase::Ready
-            },
-            reason: None,
-            restarts: s.restarts,
-            since: chrono::Utc::now(),
-            endpoint: (!s.suspended).then(|| format!("in-test://{}", sandbox.name)),
-            recent_events: Vec::new(),
-        })
+        let mut health = SandboxHealth::new(if s.suspended {
+            HealthPhase::Suspended
+        } else {
+            HealthPhase::Ready
+        });
+        health.restarts = s.restarts;
+        health.endpoint = (!s.suspended).then(|| format!("in-test://{}", sandbox.name));
+        Ok(health)
+    }
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<HealthChange> {
+        self.changes.subscribe()
+    }
+    async fn list(&self) -> Result<Vec<ListedSandbox>, RuntimeError> {
+        let all = self
+            .sandboxes
+            .lock()
+            .map_err(|_| RuntimeError::Transient("poisoned".into()))?;
+        Ok(all
+            .keys()
+            .map(|name| ListedSandbox {
+                sandbox: SandboxRef {
+                    runtime: "in-test".into(),
+                    name: name.clone(),
+                },
+                session_id: name.strip_prefix("sbx-").and_then(|id| id.parse().ok()),
+            })
+            .collect())
+    }
+    async fn logs(&self, sandbox: &SandboxRef, _: LogOptions) -> Result<LogStream, RuntimeError> {
+        Err(RuntimeError::Unavailable(format!(
+            "the in-test runtime keeps no logs for {}",
+            sandbox.name
+        )))
     }
     async fn restart(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
         let mut all = self

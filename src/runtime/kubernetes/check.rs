@@ -1,0 +1,130 @@
+//! What `agentdeck doctor` says about the cluster: reachable, agent-sandbox installed (and which
+//! version is used), and whether agentdeck may do everything it needs in its namespaces.
+
+use super::{KubernetesRuntime, names};
+use crate::runtime::Check;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use kube::Api;
+use kube::api::PostParams;
+
+/// (API group, resource, verbs) agentdeck needs in each of its namespaces.
+const NEEDS: &[(&str, &str, &[&str])] = &[
+    (
+        names::GROUP,
+        "sandboxes",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    ("", "pods", &["get", "list", "watch", "delete"]),
+    ("", "pods/log", &["get"]),
+    ("", "pods/portforward", &["create"]),
+    ("", "secrets", &["get", "create", "patch", "delete"]),
+    ("", "events", &["list", "watch"]),
+];
+
+async fn allowed(
+    rt: &KubernetesRuntime,
+    ns: &str,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> Result<bool, String> {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (resource, None),
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.to_string()),
+                group: Some(group.to_string()),
+                resource: Some(resource.to_string()),
+                subresource,
+                verb: Some(verb.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(rt.client.clone());
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+pub async fn run(rt: &KubernetesRuntime) -> Vec<Check> {
+    let mut checks = Vec::new();
+    match rt.client.apiserver_version().await {
+        Ok(v) => checks.push(Check {
+            name: "cluster".into(),
+            ok: true,
+            detail: format!(
+                "reachable, Kubernetes {}.{} ({})",
+                v.major, v.minor, v.git_version
+            ),
+            fix: None,
+        }),
+        Err(e) => {
+            checks.push(Check {
+                name: "cluster".into(),
+                ok: false,
+                detail: format!("not reachable: {e}"),
+                fix: Some("check your kubeconfig context ([kubernetes] context) and that the cluster is up".into()),
+            });
+            return checks;
+        }
+    }
+    match rt.discover_version().await {
+        Ok(version) => checks.push(Check {
+            name: "agent-sandbox".into(),
+            ok: true,
+            detail: format!("{} served; using {}", names::GROUP, version.as_str()),
+            fix: None,
+        }),
+        Err(e) => checks.push(Check {
+            name: "agent-sandbox".into(),
+            ok: false,
+            detail: e.to_string(),
+            fix: Some("install agent-sandbox (scripts/kind-up.sh shows how) or set [kubernetes] api_version".into()),
+        }),
+    }
+    for ns in rt.namespaces() {
+        let mut granted = Vec::new();
+        let mut missing = Vec::new();
+        let mut error = None;
+        for (group, resource, verbs) in NEEDS {
+            for verb in *verbs {
+                match allowed(rt, &ns, group, resource, verb).await {
+                    Ok(true) => granted.push(format!("{verb} {resource}")),
+                    Ok(false) => missing.push(format!("{verb} {resource}")),
+                    Err(e) => error = Some(e),
+                }
+            }
+        }
+        checks.push(match (error, missing.is_empty()) {
+            (Some(e), _) => Check {
+                name: format!("rbac ({ns})"),
+                ok: false,
+                detail: format!("cannot ask the cluster what is allowed: {e}"),
+                fix: None,
+            },
+            (None, true) => Check {
+                name: format!("rbac ({ns})"),
+                ok: true,
+                detail: format!("all {} verbs allowed", granted.len()),
+                fix: None,
+            },
+            (None, false) => Check {
+                name: format!("rbac ({ns})"),
+                ok: false,
+                detail: format!("not allowed: {}", missing.join(", ")),
+                fix: Some("apply config/kubernetes/rbac.yaml in this namespace".into()),
+            },
+        });
+    }
+    checks
+}

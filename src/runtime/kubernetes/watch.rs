@@ -1,0 +1,372 @@
+//! What agentdeck knows of its sandboxes in the cluster, kept current by watches: one watcher
+//! per kind (Sandboxes, Pods, Events) and namespace, never one per session and never polling.
+//! A dropped watch or a 410 Gone makes `kube::runtime::watcher` relist by itself; a relist
+//! replaces what was known of that kind and namespace at once.
+
+use super::names;
+use super::template::Version;
+use crate::runtime::{HealthChange, SandboxHealth, SandboxRef};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, DynamicObject};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, watch as tokio_watch};
+
+/// (namespace, name)
+pub type Key = (String, String);
+
+/// Events kept per pod.
+const EVENTS_PER_POD: usize = 20;
+
+#[derive(Default)]
+pub struct State {
+    pub sandboxes: HashMap<Key, serde_json::Value>,
+    pub pods: HashMap<Key, Pod>,
+    /// Events about pods, by the pod's key.
+    pub events: HashMap<Key, Vec<Event>>,
+    pub health: HashMap<Key, SandboxHealth>,
+}
+
+/// Computes a sandbox's endpoint from what is known of it (the runtime decides how).
+pub type EndpointFn =
+    dyn Fn(&Key, Option<&serde_json::Value>, Option<&Pod>) -> Option<String> + Send + Sync;
+
+pub struct Watches {
+    pub state: Mutex<State>,
+    pub changes: broadcast::Sender<HealthChange>,
+    /// How many watchers have finished their first list.
+    synced: tokio_watch::Sender<usize>,
+    pub expected: usize,
+    version: Version,
+    endpoint: Box<EndpointFn>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}
+
+enum Kind {
+    Sandbox,
+    Pod,
+    Event,
+}
+
+/// A watcher event with its object as JSON (one code path for every kind).
+fn as_json<K: serde::Serialize>(event: watcher::Event<K>) -> watcher::Event<serde_json::Value> {
+    let json = |o: K| serde_json::to_value(o).unwrap_or_default();
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(json(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(json(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(json(o)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+fn key_of(ns: &str, name: &str) -> Key {
+    (ns.to_string(), name.to_string())
+}
+
+impl Watches {
+    /// Starts the watchers for `namespaces`.
+    pub fn start(
+        client: &Client,
+        version: Version,
+        namespaces: &[String],
+        endpoint: Box<EndpointFn>,
+    ) -> Arc<Watches> {
+        let (changes, _) = broadcast::channel(1024);
+        let (synced, _) = tokio_watch::channel(0);
+        let watches = Arc::new(Watches {
+            state: Mutex::new(State::default()),
+            changes,
+            synced,
+            expected: namespaces.len() * 3,
+            version,
+            endpoint,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let managed = format!("{}={}", names::LABEL_MANAGED, names::MANAGED_BY);
+        let mut tasks = Vec::new();
+        for ns in namespaces {
+            let sandboxes: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), ns, &version.api_resource());
+            let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+            let events: Api<Event> = Api::namespaced(client.clone(), ns);
+            let cfg = watcher::Config::default().labels(&managed);
+            tasks.push(tokio::spawn(Self::run(
+                watches.clone(),
+                ns.clone(),
+                Kind::Sandbox,
+                watcher(sandboxes, cfg.clone())
+                    .default_backoff()
+                    .map(|e| e.map(as_json))
+                    .boxed(),
+            )));
+            tasks.push(tokio::spawn(Self::run(
+                watches.clone(),
+                ns.clone(),
+                Kind::Pod,
+                watcher(pods, cfg)
+                    .default_backoff()
+                    .map(|e| e.map(as_json))
+                    .boxed(),
+            )));
+            tasks.push(tokio::spawn(Self::run(
+                watches.clone(),
+                ns.clone(),
+                Kind::Event,
+                watcher(
+                    events,
+                    watcher::Config::default().fields("involvedObject.kind=Pod"),
+                )
+                .default_backoff()
+                .map(|e| e.map(as_json))
+                .boxed(),
+            )));
+        }
+        if let Ok(mut slot) = watches.tasks.lock() {
+            *slot = tasks;
+        }
+        watches
+    }
+
+    /// Waits (up to `timeout`) until every watcher listed once; false on timeout.
+    pub async fn wait_synced(&self, timeout: std::time::Duration) -> bool {
+        let mut rx = self.synced.subscribe();
+        let expected = self.expected;
+        tokio::time::timeout(timeout, rx.wait_for(|n| *n >= expected))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        ns: String,
+        kind: Kind,
+        mut stream: futures::stream::BoxStream<
+            'static,
+            Result<watcher::Event<serde_json::Value>, watcher::Error>,
+        >,
+    ) {
+        let mut buffer: Option<Vec<serde_json::Value>> = None;
+        let mut first = true;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init) => buffer = Some(Vec::new()),
+                Ok(watcher::Event::InitApply(o)) => buffer.get_or_insert_with(Vec::new).push(o),
+                Ok(watcher::Event::InitDone) => {
+                    let objects = buffer.take().unwrap_or_default();
+                    self.replace_all(&ns, &kind, objects);
+                    if first {
+                        first = false;
+                        self.synced.send_modify(|n| *n += 1);
+                    }
+                }
+                Ok(watcher::Event::Apply(o)) => self.apply(&ns, &kind, o, false),
+                Ok(watcher::Event::Delete(o)) => self.apply(&ns, &kind, o, true),
+                Err(err) => {
+                    tracing::warn!(namespace = %ns, %err, "watch interrupted; it resumes by itself");
+                }
+            }
+        }
+    }
+
+    fn apply(&self, ns: &str, kind: &Kind, object: serde_json::Value, deleted: bool) {
+        let affected = {
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            match kind {
+                Kind::Sandbox => {
+                    let key = key_of(ns, &name);
+                    if deleted {
+                        state.sandboxes.remove(&key);
+                    } else {
+                        state.sandboxes.insert(key.clone(), object);
+                    }
+                    vec![key]
+                }
+                Kind::Pod => {
+                    let key = key_of(ns, &name);
+                    if deleted {
+                        state.pods.remove(&key);
+                    } else if let Ok(pod) = serde_json::from_value::<Pod>(object) {
+                        state.pods.insert(key.clone(), pod);
+                    }
+                    vec![key]
+                }
+                Kind::Event => {
+                    let Ok(event) = serde_json::from_value::<Event>(object) else {
+                        return;
+                    };
+                    let Some(pod) = event.involved_object.name.clone() else {
+                        return;
+                    };
+                    if !pod.starts_with("ad-") {
+                        return;
+                    }
+                    let key = key_of(ns, &pod);
+                    let list = state.events.entry(key.clone()).or_default();
+                    list.retain(|e| e.metadata.name != event.metadata.name);
+                    if !deleted {
+                        list.push(event);
+                    }
+                    let excess = list.len().saturating_sub(EVENTS_PER_POD);
+                    list.drain(..excess);
+                    vec![key]
+                }
+            }
+        };
+        self.recompute(&affected);
+    }
+
+    fn replace_all(&self, ns: &str, kind: &Kind, objects: Vec<serde_json::Value>) {
+        let affected: Vec<Key> = {
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            let mut affected: Vec<Key> = state
+                .sandboxes
+                .keys()
+                .chain(state.pods.keys())
+                .filter(|(n, _)| n == ns)
+                .cloned()
+                .collect();
+            match kind {
+                Kind::Sandbox => state.sandboxes.retain(|(n, _), _| n != ns),
+                Kind::Pod => state.pods.retain(|(n, _), _| n != ns),
+                Kind::Event => state.events.retain(|(n, _), _| n != ns),
+            }
+            drop(state);
+            for o in objects {
+                let name = o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                affected.push(key_of(ns, &name));
+                self.apply_quiet(ns, kind, o);
+            }
+            affected.sort();
+            affected.dedup();
+            affected
+        };
+        self.recompute(&affected);
+    }
+
+    /// Like `apply` without recomputing (for relists, recomputed once at the end).
+    fn apply_quiet(&self, ns: &str, kind: &Kind, object: serde_json::Value) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match kind {
+            Kind::Sandbox => {
+                state.sandboxes.insert(key_of(ns, &name), object);
+            }
+            Kind::Pod => {
+                if let Ok(pod) = serde_json::from_value::<Pod>(object) {
+                    state.pods.insert(key_of(ns, &name), pod);
+                }
+            }
+            Kind::Event => {
+                if let Ok(event) = serde_json::from_value::<Event>(object)
+                    && let Some(pod) = event.involved_object.name.clone()
+                    && pod.starts_with("ad-")
+                {
+                    state
+                        .events
+                        .entry(key_of(ns, &pod))
+                        .or_default()
+                        .push(event);
+                }
+            }
+        }
+    }
+
+    /// Recomputes the health of `keys` and announces those that changed.
+    fn recompute(&self, keys: &[Key]) {
+        let mut changed = Vec::new();
+        {
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            for key in keys {
+                let sandbox = state.sandboxes.get(key);
+                let pod = state.pods.get(key);
+                if sandbox.is_none() && pod.is_none() {
+                    if state.health.remove(key).is_some() {
+                        let mut gone =
+                            super::health::derive(self.version, None, None, &[], None, None);
+                        gone.reason = Some("the Sandbox was deleted".to_string());
+                        changed.push((key.clone(), gone));
+                    }
+                    continue;
+                }
+                let endpoint = (self.endpoint)(key, sandbox, pod);
+                let events = state.events.get(key).map(Vec::as_slice).unwrap_or_default();
+                let health = super::health::derive(
+                    self.version,
+                    sandbox,
+                    pod,
+                    events,
+                    endpoint,
+                    state.health.get(key),
+                );
+                if state.health.get(key) != Some(&health) {
+                    state.health.insert(key.clone(), health.clone());
+                    changed.push((key.clone(), health));
+                }
+            }
+        }
+        for ((ns, name), health) in changed {
+            let _ = self.changes.send(HealthChange {
+                session_id: names::session_of(&name),
+                sandbox: SandboxRef {
+                    runtime: "kubernetes".to_string(),
+                    name: names::sandbox_ref(&ns, &name),
+                },
+                health,
+            });
+        }
+    }
+
+    /// The current health of a sandbox, if it is known.
+    pub fn health(&self, key: &Key) -> Option<SandboxHealth> {
+        let state = self.state.lock().ok()?;
+        if !state.sandboxes.contains_key(key) {
+            return None;
+        }
+        state.health.get(key).cloned()
+    }
+
+    pub fn pod_uid(&self, key: &Key) -> Option<String> {
+        let state = self.state.lock().ok()?;
+        state.pods.get(key).and_then(|p| p.uid())
+    }
+
+    /// Every sandbox known, by key.
+    pub fn sandboxes(&self) -> Vec<Key> {
+        self.state
+            .lock()
+            .map(|s| s.sandboxes.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
