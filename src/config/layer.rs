@@ -83,7 +83,10 @@ pub struct ApiLayer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenLayer {
-    pub token: Spanned<String>,
+    /// The token itself, or
+    pub token: Option<Spanned<String>>,
+    /// the environment variable that holds it (keeps it out of the file).
+    pub token_env: Option<Spanned<String>>,
     pub team: String,
 }
 

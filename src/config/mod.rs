@@ -349,27 +349,44 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
     let mut tokens = Vec::new();
     if let Some((p, list)) = top_located!(api.tokens) {
         for t in list {
-            if t.token.get_ref().len() < 16 {
-                return Err(ConfigError::at(
-                    &p.source,
-                    &p.text,
-                    t.token.span(),
-                    "API token too short: use at least 16 characters (e.g. `openssl rand -hex 24`)",
+            let at = |span: std::ops::Range<usize>, msg: String| {
+                ConfigError::at(&p.source, &p.text, span, msg)
+            };
+            let (token, span) = match (&t.token, &t.token_env) {
+                (Some(token), None) => (token.get_ref().clone(), token.span()),
+                (None, Some(var)) => match std::env::var(var.get_ref()) {
+                    Ok(value) => (value.trim().to_string(), var.span()),
+                    Err(_) => {
+                        return Err(at(
+                            var.span(),
+                            format!("environment variable {} is not set", var.get_ref()),
+                        ));
+                    }
+                },
+                (Some(token), Some(_)) => {
+                    return Err(at(token.span(), "give either token or token_env, not both".into()));
+                }
+                (None, None) => {
+                    return Err(ConfigError::Unlocated {
+                        origin: p.source.clone(),
+                        message: format!(
+                            "an [[api.tokens]] entry for team {:?} has neither token nor token_env",
+                            t.team
+                        ),
+                    });
+                }
+            };
+            if token.len() < 16 {
+                return Err(at(
+                    span,
+                    "API token too short: use at least 16 characters (e.g. `openssl rand -hex 24`)".into(),
                 ));
             }
-            if tokens
-                .iter()
-                .any(|x: &ApiToken| x.token == *t.token.get_ref())
-            {
-                return Err(ConfigError::at(
-                    &p.source,
-                    &p.text,
-                    t.token.span(),
-                    "the same API token is listed twice",
-                ));
+            if tokens.iter().any(|x: &ApiToken| x.token == token) {
+                return Err(at(span, "the same API token is listed twice".into()));
             }
             tokens.push(ApiToken {
-                token: t.token.get_ref().clone(),
+                token,
                 team: t.team.clone(),
             });
         }
