@@ -6,6 +6,7 @@
 
 mod error;
 mod lifecycle;
+mod reconciler;
 pub mod worker;
 
 pub use error::{CoreError, Result};
@@ -488,7 +489,7 @@ impl Core {
         }
     }
 
-    async fn enqueue(&self, kind: &str, session: Uuid) -> Result<Task> {
+    pub(crate) async fn enqueue(&self, kind: &str, session: Uuid) -> Result<Task> {
         let task = NewTask::new(kind, serde_json::json!({}))
             .for_session(session)
             .dedupe(format!("{kind}:{session}"))

@@ -6,8 +6,9 @@
 //! A worker that dies mid-task stops renewing its lease; once the lease runs out, another
 //! worker takes the task again.
 
+use super::Core;
 use super::lifecycle::{TaskError, is_lifecycle};
-use super::{Core, tasks};
+use super::reconciler::Reconciler;
 use crate::config::IdleAction;
 use crate::model::{SessionQuery, SessionStatus, Task, TaskStatus};
 use crate::store::{Change, SingletonGuard};
@@ -195,19 +196,36 @@ async fn execute(core: &Core, worker: &str, task: Task) {
 async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
     let mut reaper: Option<Box<dyn SingletonGuard>> = None;
     let mut reconciler: Option<Box<dyn SingletonGuard>> = None;
+    let mut state = Reconciler::default();
+    let mut health = core.runtime().watch();
+    let mut tick = tokio::time::interval(SINGLETON_TICK);
     loop {
-        if acquire(&core, "idle-reaper", &mut reaper).await
-            && let Err(err) = reap_idle(&core).await
-        {
-            tracing::warn!(%err, "idle reaper pass failed");
-        }
-        if acquire(&core, "reconciler", &mut reconciler).await
-            && let Err(err) = reconcile(&core).await
-        {
-            tracing::warn!(%err, "reconciler pass failed");
-        }
         tokio::select! {
-            _ = tokio::time::sleep(SINGLETON_TICK) => {}
+            _ = tick.tick() => {
+                if acquire(&core, "idle-reaper", &mut reaper).await
+                    && let Err(err) = reap_idle(&core).await
+                {
+                    tracing::warn!(%err, "idle reaper pass failed");
+                }
+                if acquire(&core, "reconciler", &mut reconciler).await
+                    && let Err(err) = state.pass(&core).await
+                {
+                    tracing::warn!(%err, "reconciler pass failed");
+                }
+            }
+            change = health.recv() => match change {
+                Ok(change) => {
+                    if reconciler.is_some() {
+                        state.on_health(&core, change).await;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    // The runtime's watch is not running (yet): look again later.
+                    tokio::time::sleep(SINGLETON_TICK).await;
+                    health = core.runtime().watch();
+                }
+            },
             _ = shutdown.changed() => return,
         }
     }
@@ -253,62 +271,6 @@ async fn reap_idle(core: &Core) -> super::Result<()> {
         };
         if let Err(err) = result {
             tracing::debug!(session = %session.id, %err, "idle reaping skipped");
-        }
-    }
-    Ok(())
-}
-
-/// Brings sandboxes in line with sessions: a live session whose sandbox vanished is
-/// provisioned again; an ended session's leftover sandbox is destroyed.
-async fn reconcile(core: &Core) -> super::Result<()> {
-    let live = [
-        SessionStatus::Ready,
-        SessionStatus::Idle,
-        SessionStatus::Busy,
-    ];
-    let mut before = None;
-    loop {
-        let page = core
-            .list_sessions(&SessionQuery {
-                statuses: Some(live.to_vec()),
-                before,
-                limit: Some(500),
-                ..Default::default()
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        before = Some(last.id);
-        for session in &page {
-            let Some(sandbox) = Core::sandbox_of(session) else {
-                continue;
-            };
-            if sandbox.runtime != core.runtime().kind() {
-                continue;
-            }
-            match core.runtime().health(&sandbox).await {
-                Ok(h) if h.phase != crate::runtime::HealthPhase::Gone => {}
-                Err(e) if !matches!(e, crate::runtime::RuntimeError::NotFound(_)) => {}
-                _ => {
-                    tracing::warn!(session = %session.id, "sandbox vanished; provisioning again");
-                    let patch = crate::model::SessionPatch {
-                        sandbox_ref: Some(None),
-                        ..crate::model::SessionPatch::status(
-                            SessionStatus::Creating,
-                            crate::model::Phase::CreatingSandbox,
-                        )
-                        .detail("sandbox vanished; provisioning again")
-                        .only_if(&live)
-                    };
-                    if core
-                        .store()
-                        .update_session(session.id, &patch)
-                        .await
-                        .is_ok()
-                    {
-                        core.enqueue(tasks::PROVISION, session.id).await?;
-                    }
-                }
-            }
         }
     }
     Ok(())

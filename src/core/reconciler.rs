@@ -1,0 +1,181 @@
+//! The reconciler (a singleton): brings sandboxes in line with sessions.
+//!
+//! - A live session whose sandbox vanished is provisioned again, with the reason recorded.
+//! - A sandbox whose session ended (or that no session knows) is destroyed after a grace
+//!   period, so a sandbox is never left running and billing.
+//! - Health changes the runtime reports (from its watches) are recorded in the session's event
+//!   log, and trouble (OOMKilled, CrashLoopBackOff …) shows in the session's phase detail.
+
+use super::{Core, tasks};
+use crate::model::{NewEvent, Phase, SessionPatch, SessionQuery, SessionStatus};
+use crate::runtime::{HealthChange, HealthPhase, SandboxHealth};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How long an ended session's (or an unknown) sandbox may linger before it is destroyed.
+const GRACE: Duration = Duration::from_secs(60);
+
+const LIVE: [SessionStatus; 3] = [
+    SessionStatus::Ready,
+    SessionStatus::Idle,
+    SessionStatus::Busy,
+];
+
+#[derive(Default)]
+pub struct Reconciler {
+    /// Sandboxes with no live session, and since when they were seen so.
+    orphans: HashMap<String, Instant>,
+    /// The last health recorded per session, so that only changes are logged.
+    last: HashMap<Uuid, (HealthPhase, Option<String>, u32)>,
+}
+
+impl Reconciler {
+    pub async fn pass(&mut self, core: &Core) -> super::Result<()> {
+        self.revive_vanished(core).await?;
+        self.reap_leftovers(core).await
+    }
+
+    async fn revive_vanished(&mut self, core: &Core) -> super::Result<()> {
+        let mut before = None;
+        loop {
+            let page = core
+                .list_sessions(&SessionQuery {
+                    statuses: Some(LIVE.to_vec()),
+                    before,
+                    limit: Some(500),
+                    ..Default::default()
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.id);
+            for session in &page {
+                let Some(sandbox) = Core::sandbox_of(session) else {
+                    continue;
+                };
+                if sandbox.runtime != core.runtime().kind() {
+                    continue;
+                }
+                let gone = match core.runtime().health(&sandbox).await {
+                    Ok(h) => h.phase == HealthPhase::Gone,
+                    Err(crate::runtime::RuntimeError::NotFound(_)) => true,
+                    Err(_) => false,
+                };
+                if gone {
+                    self.reprovision(core, session.id, "sandbox vanished; provisioning again")
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reprovision(&mut self, core: &Core, id: Uuid, why: &str) -> super::Result<()> {
+        tracing::warn!(session = %id, why, "provisioning the session's sandbox again");
+        let patch = SessionPatch {
+            sandbox_ref: Some(None),
+            ..SessionPatch::status(SessionStatus::Creating, Phase::CreatingSandbox)
+                .detail(why)
+                .only_if(&LIVE)
+        };
+        if core.store().update_session(id, &patch).await.is_ok() {
+            core.enqueue(tasks::PROVISION, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Destroys sandboxes of ended sessions and sandboxes no session knows, after a grace.
+    async fn reap_leftovers(&mut self, core: &Core) -> super::Result<()> {
+        let listed = match core.runtime().list().await {
+            Ok(listed) => listed,
+            Err(err) => {
+                tracing::debug!(%err, "cannot list sandboxes this pass");
+                return Ok(());
+            }
+        };
+        let mut seen = Vec::new();
+        for item in listed {
+            let Some(session_id) = item.session_id else {
+                continue;
+            };
+            let leftover = match core.store().get_session(session_id).await? {
+                None => true,
+                Some(s) => s.status == SessionStatus::Dead,
+            };
+            if !leftover {
+                continue;
+            }
+            seen.push(item.sandbox.name.clone());
+            let since = *self
+                .orphans
+                .entry(item.sandbox.name.clone())
+                .or_insert_with(Instant::now);
+            if since.elapsed() >= GRACE {
+                tracing::info!(sandbox = %item.sandbox.name, session = %session_id, "destroying a leftover sandbox");
+                match core.runtime().destroy(&item.sandbox).await {
+                    Ok(()) => {
+                        self.orphans.remove(&item.sandbox.name);
+                    }
+                    Err(err) => {
+                        tracing::warn!(sandbox = %item.sandbox.name, %err, "cannot destroy")
+                    }
+                }
+            }
+        }
+        self.orphans.retain(|name, _| seen.contains(name));
+        Ok(())
+    }
+
+    /// Records a health change in the session's log; trouble shows in its phase detail.
+    pub async fn on_health(&mut self, core: &Core, change: HealthChange) {
+        let Some(id) = change.session_id else { return };
+        let h: &SandboxHealth = &change.health;
+        let summary = (h.phase, h.reason.clone(), h.restarts);
+        if self.last.get(&id) == Some(&summary) {
+            return;
+        }
+        self.last.insert(id, summary);
+        let Ok(Some(session)) = core.store().get_session(id).await else {
+            return;
+        };
+        if session.sandbox_ref.as_deref() != Some(change.sandbox.name.as_str()) {
+            return;
+        }
+        let event = NewEvent::new(
+            "sandbox.health",
+            serde_json::json!({
+                "phase": h.phase.as_str(),
+                "reason": h.reason,
+                "restarts": h.restarts,
+                "last_termination": h.last_termination,
+                "node": h.node,
+            }),
+        );
+        if let Err(err) = core.store().append_events(id, &[event]).await {
+            tracing::warn!(session = %id, %err, "cannot record sandbox health");
+        }
+        if !LIVE.contains(&session.status) {
+            return;
+        }
+        let detail = match (h.phase, &h.reason, &h.last_termination) {
+            (HealthPhase::Ready, _, _) => None,
+            (phase, Some(reason), _) => Some(format!("sandbox {}: {reason}", phase.as_str())),
+            (phase, None, Some(last)) => {
+                Some(format!("sandbox {} (last exit: {last})", phase.as_str()))
+            }
+            (phase, None, None) => Some(format!("sandbox {}", phase.as_str())),
+        };
+        if detail != session.phase_detail {
+            let patch = SessionPatch {
+                phase_detail: Some(detail),
+                ..Default::default()
+            };
+            let _ = core.store().update_session(id, &patch).await;
+        }
+        if h.phase == HealthPhase::Gone {
+            let _ = self
+                .reprovision(core, id, "sandbox vanished; provisioning again")
+                .await;
+        }
+    }
+}
