@@ -2,6 +2,8 @@
 //!
 //! The core drives it through the [`Harness`] trait; the opencode client implements it.
 
+pub mod sse;
+
 use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
