@@ -364,7 +364,10 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
                     }
                 },
                 (Some(token), Some(_)) => {
-                    return Err(at(token.span(), "give either token or token_env, not both".into()));
+                    return Err(at(
+                        token.span(),
+                        "give either token or token_env, not both".into(),
+                    ));
                 }
                 (None, None) => {
                     return Err(ConfigError::Unlocated {
@@ -379,7 +382,8 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
             if token.len() < 16 {
                 return Err(at(
                     span,
-                    "API token too short: use at least 16 characters (e.g. `openssl rand -hex 24`)".into(),
+                    "API token too short: use at least 16 characters (e.g. `openssl rand -hex 24`)"
+                        .into(),
                 ));
             }
             if tokens.iter().any(|x: &ApiToken| x.token == token) {
