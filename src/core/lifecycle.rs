@@ -54,6 +54,28 @@ type TaskResult = Result<(), TaskError>;
 /// How often a sandbox coming up is looked at.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
 
+/// Waits for a health change of `sandbox` (or any sign that something may have been missed),
+/// at most [`HEALTH_POLL`] × 4.
+async fn wait_for_change(
+    changes: &mut tokio::sync::broadcast::Receiver<crate::runtime::HealthChange>,
+    sandbox: &SandboxRef,
+) {
+    let wait = async {
+        loop {
+            match changes.recv().await {
+                Ok(c) if c.sandbox == *sandbox => return,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                // No watch from this runtime: fall back to the timer.
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(HEALTH_POLL * 4, wait).await;
+}
+
 /// Task kinds that drive a session's lifecycle: when one gives up for good, the session is
 /// marked failed with its last error.
 pub(crate) fn is_lifecycle(kind: &str) -> bool {
@@ -339,6 +361,8 @@ impl Core {
         let timeout = self.config().sessions.phase_timeout;
         let deadline = Instant::now() + timeout;
         let mut shown: Option<(Phase, Option<String>)> = None;
+        // Woken by the runtime's health changes; the timeout is only a safety net.
+        let mut changes = self.runtime().watch();
         loop {
             let health = match self.runtime().health(sandbox).await {
                 Ok(h) => h,
@@ -389,7 +413,7 @@ impl Core {
                 .await?;
                 return Ok(None);
             }
-            tokio::time::sleep(HEALTH_POLL).await;
+            wait_for_change(&mut changes, sandbox).await;
         }
     }
 
