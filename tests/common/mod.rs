@@ -3,6 +3,7 @@
 //! running API server on a free port, and helpers to run the real binary.
 #![allow(dead_code)]
 
+pub mod fake_kube;
 pub mod fakes;
 
 use agentdeck::config::{self, Config, Dirs};
