@@ -79,17 +79,17 @@ impl Forwards {
                 });
             }
         });
-        if let Ok(mut open) = self.open.lock() {
-            if let Some(old) = open.insert(
+        if let Ok(mut open) = self.open.lock()
+            && let Some(old) = open.insert(
                 key,
                 Forward {
                     pod_uid: pod_uid.to_string(),
                     addr,
                     task,
                 },
-            ) {
-                old.task.abort();
-            }
+            )
+        {
+            old.task.abort();
         }
         Ok(addr)
     }
