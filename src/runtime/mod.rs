@@ -6,6 +6,7 @@
 
 pub mod env;
 pub mod kubernetes;
+pub mod local;
 
 use crate::config::AgentSpec;
 use async_trait::async_trait;

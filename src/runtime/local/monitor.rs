@@ -1,0 +1,86 @@
+//! The background task behind each run: waits for the process to exit (our own child: an
+//! event; an adopted process: /proc looked at every 500 ms), and until the harness answers,
+//! probes its health endpoint to tell `Starting` from `Ready`.
+
+use super::launch::HOST;
+use super::process::{self, ExitInfo};
+use super::sandbox::Sandbox;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::process::Child;
+use tokio::task::AbortHandle;
+
+/// How often an adopted process (not our child) is looked at.
+const ADOPTED_POLL: Duration = Duration::from_millis(500);
+/// How often the harness is asked whether it is up, while it is starting.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What a run's exit is learnt from.
+pub enum Watched {
+    Child(Child),
+    Adopted { pid: i32, start_time: Option<u64> },
+}
+
+async fn poll_until_gone(pid: i32, start_time: Option<u64>) -> ExitInfo {
+    loop {
+        tokio::time::sleep(ADOPTED_POLL).await;
+        if !process::is_alive(pid, start_time) {
+            return ExitInfo::Unknown;
+        }
+    }
+}
+
+impl Watched {
+    async fn wait(&mut self, pid: i32) -> ExitInfo {
+        match self {
+            Watched::Child(child) => match child.wait().await {
+                Ok(status) => ExitInfo::from_status(status),
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "cannot wait for the sandbox's process; watching /proc instead");
+                    poll_until_gone(pid, None).await
+                }
+            },
+            Watched::Adopted { pid, start_time } => poll_until_gone(*pid, *start_time).await,
+        }
+    }
+}
+
+pub fn endpoint(port: u16) -> String {
+    format!("http://{HOST}:{port}")
+}
+
+async fn probe(http: &reqwest::Client, port: u16) -> bool {
+    tokio::time::sleep(PROBE_INTERVAL).await;
+    let url = format!("{}/global/health", endpoint(port));
+    matches!(http.get(&url).send().await, Ok(r) if r.status().is_success())
+}
+
+/// Starts watching run `generation` (pid `pid`, harness on `port`).
+pub fn spawn(
+    sandbox: Arc<Sandbox>,
+    generation: u64,
+    pid: i32,
+    port: u16,
+    mut watched: Watched,
+    http: reqwest::Client,
+) -> AbortHandle {
+    let task = tokio::spawn(async move {
+        let mut ready = false;
+        let exit = loop {
+            tokio::select! {
+                exit = watched.wait(pid) => break exit,
+                up = probe(&http, port), if !ready => {
+                    if up {
+                        sandbox.mark_ready(generation, endpoint(port));
+                        ready = true;
+                    }
+                }
+            }
+        };
+        if sandbox.mark_exited(generation, exit) {
+            // What the leader left behind in its group (its children) goes with it.
+            process::kill_leftovers(pid);
+        }
+    });
+    task.abort_handle()
+}
