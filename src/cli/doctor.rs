@@ -61,8 +61,15 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     };
     checks.push(store);
 
-    let runtime = super::runtime_for(config);
-    checks.extend(runtime.check().await);
+    match super::runtime_for(config) {
+        Ok(runtime) => checks.extend(runtime.check().await),
+        Err(e) => checks.push(Check {
+            name: format!("{} runtime", config.runtime.as_str()),
+            ok: false,
+            detail: format!("{e:#}"),
+            fix: None,
+        }),
+    }
 
     match &config.gateway_url {
         None => checks.push(Check {

@@ -7,6 +7,7 @@ pub mod output;
 use crate::config::{self, Config, Overrides, RuntimeKind};
 use crate::core::{Core, CreateSession};
 use crate::model::{SessionQuery, SessionStatus};
+use crate::runtime::local::LocalRuntime;
 use crate::runtime::{NotBuilt, SandboxRuntime};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -164,12 +165,17 @@ pub fn load_config(global: &Global, listen: Option<String>) -> Result<Config> {
 }
 
 /// The sandbox runtime the configuration asks for.
-pub fn runtime_for(config: &Config) -> Arc<dyn SandboxRuntime> {
-    Arc::new(NotBuilt::new(config.runtime.as_str()))
+pub fn runtime_for(config: &Config) -> Result<Arc<dyn SandboxRuntime>> {
+    Ok(match config.runtime {
+        RuntimeKind::Local => Arc::new(
+            LocalRuntime::new(&config.local).context("cannot start the local sandbox runtime")?,
+        ),
+        RuntimeKind::Kubernetes => Arc::new(NotBuilt::new(config.runtime.as_str())),
+    })
 }
 
 async fn open_core(config: Config) -> Result<Core> {
-    let runtime = runtime_for(&config);
+    let runtime = runtime_for(&config)?;
     Core::open(config, runtime, Arc::new(crate::harness::NotBuilt)).await
 }
 
