@@ -135,6 +135,10 @@ impl KubernetesRuntime {
                     "agent-sandbox is not installed in the cluster (no {} API); install it (see scripts/kind-up.sh)",
                     names::GROUP
                 )),
+                kube::Error::Discovery(_) => RuntimeError::Unavailable(format!(
+                    "agent-sandbox is not installed in the cluster (no {} API); install it (see scripts/kind-up.sh)",
+                    names::GROUP
+                )),
                 _ => classify("discovering agent-sandbox", e),
             })?;
         let served: Vec<&str> = group.versions().collect();

@@ -1,0 +1,633 @@
+//! The Kubernetes runtime against the in-process FAKE API server (tests/common/fake_kube: there
+//! is no real kube-apiserver on these machines), through the real `kube::Client`, watcher and
+//! patch content types. The fake plays the agent-sandbox controller and the kubelet.
+//!
+//! The contract parts also run against a real cluster with agent-sandbox installed when
+//! `AGENTDECK_TEST_KUBECONFIG` names a kubeconfig (see scripts/kind-up.sh); the parts that need
+//! the fake's knobs (OOMKilled, ImagePullBackOff, dropped watches …) are skipped there.
+
+mod common;
+
+use agentdeck::config::{
+    AgentSpec, EndpointMode, HarnessKind, KubernetesConfig, Resources, SandboxApiVersion,
+};
+use agentdeck::runtime::kubernetes::KubernetesRuntime;
+use agentdeck::runtime::{
+    HealthChange, HealthPhase, LogOptions, RuntimeError, SandboxHealth, SandboxRef, SandboxRuntime,
+    SandboxSpec,
+};
+use common::eventually;
+use common::fake_kube::{FakeKube, FakeOptions, PodScenario};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(20);
+const SECRET_VALUE: &str = "ghp_do_not_leak_0123456789";
+
+struct Env {
+    fake: Option<FakeKube>,
+    runtime: KubernetesRuntime,
+    namespace: String,
+    port: u16,
+}
+
+fn kconfig(namespace: &str, port: u16) -> KubernetesConfig {
+    KubernetesConfig {
+        context: None,
+        namespace: namespace.to_string(),
+        team_namespaces: BTreeMap::from([("blue".to_string(), format!("{namespace}-blue"))]),
+        api_version: SandboxApiVersion::Auto,
+        endpoint: EndpointMode::PodIp,
+        harness_port: port,
+        service_account: None,
+    }
+}
+
+/// A runtime on the fake (serving `versions`), or on the real cluster when one is configured.
+async fn env(versions: Vec<&'static str>) -> Env {
+    let port = common::free_port();
+    let namespace = format!("t-{}", &Uuid::new_v4().simple().to_string()[..10]);
+    if let Ok(path) = std::env::var("AGENTDECK_TEST_KUBECONFIG") {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("read kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("kubeconfig");
+        let client = kube::Client::try_from(config.clone()).expect("client");
+        for ns in [namespace.clone(), format!("{namespace}-blue")] {
+            let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+                kube::Api::all(client.clone());
+            let obj =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+            let _ = api.create(&Default::default(), &obj).await;
+        }
+        let runtime =
+            KubernetesRuntime::with_client(config, kconfig(&namespace, port), false).unwrap();
+        return Env {
+            fake: None,
+            runtime,
+            namespace,
+            port,
+        };
+    }
+    let fake = FakeKube::start(FakeOptions {
+        sandbox_versions: versions,
+        ..Default::default()
+    })
+    .await;
+    let config = kube::Config::new(fake.url.parse().unwrap());
+    let runtime = KubernetesRuntime::with_client(config, kconfig(&namespace, port), false).unwrap();
+    Env {
+        fake: Some(fake),
+        runtime,
+        namespace,
+        port,
+    }
+}
+
+fn spec(team: &str) -> SandboxSpec {
+    SandboxSpec {
+        session_id: Uuid::now_v7(),
+        team: team.to_string(),
+        agent: AgentSpec {
+            id: "coder".into(),
+            name: "Coder".into(),
+            harness: HarnessKind::Opencode,
+            model: "litellm/mock-gpt".into(),
+            system_prompt: None,
+            image: Some("ghcr.io/example/agent:1".into()),
+            resources: Resources {
+                cpu: Some("250m".into()),
+                memory: Some("512Mi".into()),
+                cpu_limit: None,
+                memory_limit: Some("1Gi".into()),
+            },
+            command: vec![
+                "opencode".into(),
+                "serve".into(),
+                "--hostname".into(),
+                "{host}".into(),
+                "--port".into(),
+                "{port}".into(),
+            ],
+            env: BTreeMap::new(),
+            idle_timeout: Duration::from_secs(600),
+        },
+        env: BTreeMap::from([
+            ("GITHUB_TOKEN".to_string(), SECRET_VALUE.to_string()),
+            ("TICKET".to_string(), "OPS-1".to_string()),
+        ]),
+        files: BTreeMap::from([(
+            "opencode.json".to_string(),
+            "{\"model\": \"litellm/mock-gpt\"}".to_string(),
+        )]),
+    }
+}
+
+async fn health(
+    rt: &KubernetesRuntime,
+    sandbox: &SandboxRef,
+) -> Result<SandboxHealth, RuntimeError> {
+    rt.health(sandbox).await
+}
+
+async fn wait_phase(
+    rt: &KubernetesRuntime,
+    sandbox: &SandboxRef,
+    phase: HealthPhase,
+) -> SandboxHealth {
+    eventually(
+        WAIT,
+        &format!("{} to be {phase:?}", sandbox.name),
+        || async { health(rt, sandbox).await.ok().filter(|h| h.phase == phase) },
+    )
+    .await
+}
+
+fn name_of(sandbox: &SandboxRef) -> (String, String) {
+    let (ns, name) = sandbox.name.split_once('/').unwrap();
+    (ns.to_string(), name.to_string())
+}
+
+async fn provision_and_come_up(versions: Vec<&'static str>, expect_version: &str) {
+    let e = env(versions).await;
+    let s = spec("red");
+    let sandbox = e.runtime.provision(&s).await.unwrap();
+    assert_eq!(sandbox.runtime, "kubernetes");
+    let (ns, name) = name_of(&sandbox);
+    assert_eq!(ns, e.namespace, "team red has no namespace of its own");
+    assert_eq!(name, format!("ad-{}", s.session_id));
+    // Provisioning again finds the same sandbox.
+    assert_eq!(e.runtime.provision(&s).await.unwrap(), sandbox);
+
+    let mut changes = e.runtime.watch();
+    let ready = wait_phase(&e.runtime, &sandbox, HealthPhase::Ready).await;
+    assert_eq!(ready.endpoint, Some(format!("http://127.0.0.1:{}", e.port)));
+    let mut seen = Vec::new();
+    while let Ok(Ok(change)) = tokio::time::timeout(Duration::from_millis(50), changes.recv()).await
+    {
+        let HealthChange {
+            sandbox: which,
+            session_id,
+            health,
+        } = change;
+        if which == sandbox {
+            assert_eq!(session_id, Some(s.session_id));
+            seen.push(health.phase);
+        }
+    }
+    assert!(
+        seen.contains(&HealthPhase::Ready),
+        "the watch reported the transitions: {seen:?}"
+    );
+
+    let Some(fake) = &e.fake else { return };
+    let obj = fake.get("sandboxes", &ns, &name).unwrap();
+    let text = obj.to_string();
+    assert!(
+        !text.contains(SECRET_VALUE),
+        "a secret value is in the Sandbox: {text}"
+    );
+    let template = &obj["spec"]["podTemplate"];
+    assert_eq!(
+        template["metadata"]["labels"]["agentdeck.dev/session"],
+        s.session_id.to_string()
+    );
+    assert_eq!(
+        template["metadata"]["labels"]["agentdeck.dev/agent"],
+        "coder"
+    );
+    assert_eq!(template["metadata"]["labels"]["agentdeck.dev/team"], "red");
+    let container = &template["spec"]["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/example/agent:1");
+    assert_eq!(container["ports"][0]["containerPort"], e.port);
+    let env = container["env"].as_array().unwrap();
+    let token = env.iter().find(|v| v["name"] == "GITHUB_TOKEN").unwrap();
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"]["name"],
+        format!("{name}-env")
+    );
+    let secret = fake.get("secrets", &ns, &format!("{name}-env")).unwrap();
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Sandbox");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["name"], name);
+    let stored = secret["data"]["env.GITHUB_TOKEN"].as_str().unwrap();
+    assert_ne!(
+        stored, SECRET_VALUE,
+        "stored base64-encoded, as Kubernetes does"
+    );
+    assert!(fake.get("pods", &ns, &name).is_some());
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.contains(&format!("/apis/agents.x-k8s.io/{expect_version}/"))),
+        "used {expect_version}"
+    );
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.contains("/pods?") && r.contains("watch=true")),
+        "health comes from a watch"
+    );
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET") && r.contains(&format!("/pods/{name}"))),
+        "no polling of the pod"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisions_on_v1alpha1() {
+    provision_and_come_up(vec!["v1alpha1"], "v1alpha1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisions_on_v1beta1_when_served() {
+    provision_and_come_up(vec!["v1alpha1", "v1beta1"], "v1beta1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_get_their_own_namespace() {
+    let e = env(vec!["v1alpha1", "v1beta1"]).await;
+    let sandbox = e.runtime.provision(&spec("blue")).await.unwrap();
+    assert_eq!(name_of(&sandbox).0, format!("{}-blue", e.namespace));
+    wait_phase(&e.runtime, &sandbox, HealthPhase::Ready).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_suspend_resume_destroy() {
+    for versions in [vec!["v1alpha1"], vec!["v1alpha1", "v1beta1"]] {
+        let e = env(versions).await;
+        let sandbox = e.runtime.provision(&spec("red")).await.unwrap();
+        wait_phase(&e.runtime, &sandbox, HealthPhase::Ready).await;
+        let (ns, name) = name_of(&sandbox);
+        let uid = e
+            .fake
+            .as_ref()
+            .map(|f| f.get("pods", &ns, &name).unwrap()["metadata"]["uid"].clone());
+
+        e.runtime.restart(&sandbox).await.unwrap();
+        if let (Some(fake), Some(uid)) = (&e.fake, uid) {
+            eventually(WAIT, "a new pod", || async {
+                fake.get("pods", &ns, &name)
+                    .filter(|p| p["metadata"]["uid"] != uid)
+                    .map(|_| ())
+            })
+            .await;
+        }
+        wait_phase(&e.runtime, &sandbox, HealthPhase::Ready).await;
+
+        e.runtime.suspend(&sandbox).await.unwrap();
+        wait_phase(&e.runtime, &sandbox, HealthPhase::Suspended).await;
+        if let Some(fake) = &e.fake {
+            eventually(WAIT, "the pod to go", || async {
+                fake.get("pods", &ns, &name).is_none().then_some(())
+            })
+            .await;
+            assert!(
+                fake.get("sandboxes", &ns, &name).is_some(),
+                "the Sandbox stays while suspended"
+            );
+        }
+        e.runtime.resume(&sandbox).await.unwrap();
+        wait_phase(&e.runtime, &sandbox, HealthPhase::Ready).await;
+
+        e.runtime.destroy(&sandbox).await.unwrap();
+        eventually(WAIT, "the sandbox to be gone", || async {
+            matches!(
+                health(&e.runtime, &sandbox).await,
+                Err(RuntimeError::NotFound(_))
+            )
+            .then_some(())
+        })
+        .await;
+        if let Some(fake) = &e.fake {
+            assert!(fake.get("sandboxes", &ns, &name).is_none());
+            assert!(fake.get("secrets", &ns, &format!("{name}-env")).is_none());
+        }
+        // Destroying twice, or something that never existed, is fine; acting on it is not.
+        e.runtime.destroy(&sandbox).await.unwrap();
+        assert!(matches!(
+            e.runtime.restart(&sandbox).await,
+            Err(RuntimeError::NotFound(_))
+        ));
+        assert!(matches!(
+            e.runtime.suspend(&sandbox).await,
+            Err(RuntimeError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_trouble_shows_in_health() {
+    let e = env(vec!["v1alpha1", "v1beta1"]).await;
+    let Some(fake) = &e.fake else { return };
+
+    let sandbox = e.runtime.provision(&spec("red")).await.unwrap();
+    let (ns, name) = name_of(&sandbox);
+    wait_phase(&e.runtime, &sandbox, HealthPhase::Ready).await;
+    fake.set_pod(&ns, &name, PodScenario::OomKilled);
+    let h = eventually(WAIT, "OOMKilled to show", || async {
+        health(&e.runtime, &sandbox).await.ok().filter(|h| {
+            h.last_termination
+                .as_deref()
+                .is_some_and(|t| t.contains("OOMKilled"))
+        })
+    })
+    .await;
+    assert!(h.restarts >= 1, "{h:?}");
+    assert!(
+        matches!(
+            h.phase,
+            HealthPhase::CrashLooping | HealthPhase::Running | HealthPhase::Starting
+        ),
+        "{h:?}"
+    );
+
+    fake.default_pod_scenario(PodScenario::ImagePullBackOff);
+    let pulling = e.runtime.provision(&spec("red")).await.unwrap();
+    let h = eventually(WAIT, "ImagePullBackOff to show", || async {
+        health(&e.runtime, &pulling).await.ok().filter(|h| {
+            h.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("ImagePullBackOff"))
+        })
+    })
+    .await;
+    assert_eq!(h.phase, HealthPhase::Pulling, "{h:?}");
+    assert!(
+        h.recent_events
+            .iter()
+            .any(|ev| ev.kind == "Warning" || ev.reason == "Failed" || ev.reason == "BackOff"),
+        "{:?}",
+        h.recent_events
+    );
+
+    fake.default_pod_scenario(PodScenario::Unschedulable);
+    let stuck = e.runtime.provision(&spec("red")).await.unwrap();
+    let h = eventually(WAIT, "Unschedulable to show", || async {
+        health(&e.runtime, &stuck).await.ok().filter(|h| {
+            h.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("Unschedulable"))
+        })
+    })
+    .await;
+    assert_eq!(h.phase, HealthPhase::Scheduling, "{h:?}");
+
+    fake.default_pod_scenario(PodScenario::Exit(3));
+    let exits = e.runtime.provision(&spec("red")).await.unwrap();
+    let h = eventually(WAIT, "the exit to show", || async {
+        health(&e.runtime, &exits).await.ok().filter(|h| {
+            h.last_termination
+                .as_deref()
+                .is_some_and(|t| t.contains("exit code 3"))
+                || h.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("exit code 3"))
+        })
+    })
+    .await;
+    assert_ne!(h.phase, HealthPhase::Ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_recover_from_drops_and_410_gone() {
+    let e = env(vec!["v1alpha1", "v1beta1"]).await;
+    let Some(fake) = &e.fake else { return };
+    let sandbox = e.runtime.provision(&spec("red")).await.unwrap();
+    let (ns, name) = name_of(&sandbox);
+    wait_phase(&e.runtime, &sandbox, HealthPhase::Ready).await;
+
+    fake.drop_watches();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fake.set_pod(&ns, &name, PodScenario::CrashLoopBackOff);
+    wait_phase(&e.runtime, &sandbox, HealthPhase::CrashLooping).await;
+
+    fake.expire_watches();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fake.set_pod(&ns, &name, PodScenario::Ready);
+    wait_phase(&e.runtime, &sandbox, HealthPhase::Ready).await;
+
+    // A Sandbox deleted behind agentdeck's back while the watches were being re-established.
+    fake.expire_watches();
+    fake.delete("sandboxes", &ns, &name);
+    eventually(WAIT, "the deletion to be seen", || async {
+        matches!(
+            health(&e.runtime, &sandbox).await,
+            Err(RuntimeError::NotFound(_))
+        )
+        .then_some(())
+    })
+    .await;
+    let relists = fake
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/sandboxes?") && !r.contains("watch=true"))
+        .count();
+    assert!(
+        relists >= 2,
+        "410 Gone made the watcher list again ({relists} lists)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_tail_and_follow() {
+    let e = env(vec!["v1alpha1", "v1beta1"]).await;
+    let Some(fake) = &e.fake else { return };
+    let sandbox = e.runtime.provision(&spec("red")).await.unwrap();
+    let (ns, name) = name_of(&sandbox);
+    wait_phase(&e.runtime, &sandbox, HealthPhase::Ready).await;
+    for i in 1..=5 {
+        fake.append_log(&ns, &name, &format!("line {i}"));
+    }
+    let tail: Vec<String> = e
+        .runtime
+        .logs(
+            &sandbox,
+            LogOptions {
+                tail: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .map(|l| l.unwrap())
+        .collect()
+        .await;
+    assert_eq!(tail, vec!["line 4", "line 5"]);
+
+    let mut follow = e
+        .runtime
+        .logs(
+            &sandbox,
+            LogOptions {
+                tail: Some(1),
+                follow: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(follow.next().await.unwrap().unwrap(), "line 5");
+    fake.append_log(&ns, &name, "line 6");
+    let next = tokio::time::timeout(WAIT, follow.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, "line 6");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_reports_what_exists() {
+    let e = env(vec!["v1alpha1", "v1beta1"]).await;
+    let a = spec("red");
+    let b = spec("blue");
+    let sa = e.runtime.provision(&a).await.unwrap();
+    let sb = e.runtime.provision(&b).await.unwrap();
+    eventually(WAIT, "both to be listed", || async {
+        let listed = e.runtime.list().await.ok()?;
+        let ids: Vec<_> = listed.iter().filter_map(|l| l.session_id).collect();
+        (ids.contains(&a.session_id) && ids.contains(&b.session_id)).then_some(())
+    })
+    .await;
+    e.runtime.destroy(&sa).await.unwrap();
+    eventually(WAIT, "the destroyed one to leave the list", || async {
+        let listed = e.runtime.list().await.ok()?;
+        (!listed.iter().any(|l| l.sandbox == sa) && listed.iter().any(|l| l.sandbox == sb))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_cluster_crd_and_rbac() {
+    let e = env(vec!["v1alpha1"]).await;
+    let Some(fake) = &e.fake else { return };
+    let checks = e.runtime.check().await;
+    let find = |n: &str| {
+        checks
+            .iter()
+            .find(|c| c.name.starts_with(n))
+            .unwrap_or_else(|| panic!("no {n} check in {checks:?}"))
+            .clone()
+    };
+    assert!(find("cluster").ok);
+    let sandbox = find("agent-sandbox");
+    assert!(
+        sandbox.ok && sandbox.detail.contains("using v1alpha1"),
+        "{sandbox:?}"
+    );
+    assert!(
+        checks
+            .iter()
+            .filter(|c| c.name.starts_with("rbac"))
+            .all(|c| c.ok),
+        "{checks:?}"
+    );
+
+    fake.deny("create", "pods/portforward");
+    let checks = e.runtime.check().await;
+    let rbac = checks
+        .iter()
+        .find(|c| c.name == format!("rbac ({})", e.namespace))
+        .unwrap();
+    assert!(!rbac.ok);
+    assert!(rbac.detail.contains("create pods/portforward"), "{rbac:?}");
+    assert!(rbac.fix.as_deref().unwrap_or("").contains("rbac.yaml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_without_agent_sandbox_is_a_clear_failure() {
+    let e = env(vec![]).await;
+    if e.fake.is_none() {
+        return;
+    }
+    let err = e.runtime.provision(&spec("red")).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::Unavailable(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("agent-sandbox is not installed"),
+        "{err}"
+    );
+    let checks = e.runtime.check().await;
+    assert!(checks.iter().any(|c| c.name == "agent-sandbox" && !c.ok));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_an_image_is_refused() {
+    let e = env(vec!["v1alpha1", "v1beta1"]).await;
+    let mut s = spec("red");
+    s.agent.image = None;
+    let err = e.runtime.provision(&s).await.unwrap_err();
+    assert!(err.to_string().contains("has no image"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_created_through_the_core_get_a_sandbox() {
+    use agentdeck::core::{Core, CreateSession};
+    use std::sync::Arc;
+    let e = env(vec!["v1alpha1", "v1beta1"]).await;
+    let Some(fake) = e.fake.as_ref() else { return };
+    let db = common::TestDb::sqlite();
+    let root = tempfile::tempdir().unwrap();
+    let mut config = common::config_with(
+        "[agents.coder]\nmodel = \"litellm/mock-gpt\"\nimage = \"ghcr.io/example/agent:1\"\n",
+        db.url(),
+        root.path(),
+    );
+    config.kubernetes = kconfig(&e.namespace, e.port);
+    let harness = Arc::new(common::fakes::InTestHarness::default());
+    let runtime = Arc::new(e.runtime);
+    let core = Core::with_store(config, db.open().await, runtime.clone(), harness.clone());
+    let worker = agentdeck::core::worker::spawn(core.clone());
+
+    let session = core
+        .create_session(CreateSession {
+            agent_id: Some("coder".into()),
+            initial_prompt: Some("hello".into()),
+            env: BTreeMap::from([("TICKET".to_string(), "OPS-9".to_string())]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let busy = eventually(
+        WAIT,
+        "the session to be up and busy with its prompt",
+        || async {
+            core.get_session(session.id)
+                .await
+                .ok()
+                .filter(|s| s.status == agentdeck::model::SessionStatus::Busy)
+        },
+    )
+    .await;
+    assert_eq!(busy.runtime.as_deref(), Some("kubernetes"));
+    let name = format!("ad-{}", session.id);
+    assert_eq!(busy.sandbox_ref, Some(format!("{}/{name}", e.namespace)));
+    let sandbox = fake.get("sandboxes", &e.namespace, &name).unwrap();
+    assert_eq!(
+        sandbox["metadata"]["labels"]["agentdeck.dev/session"],
+        session.id.to_string()
+    );
+    assert_eq!(harness.sent_texts(), vec!["hello"]);
+    assert_eq!(
+        harness.sent.lock().unwrap()[0].0,
+        format!("http://127.0.0.1:{}", e.port)
+    );
+
+    core.end(session.id).await.unwrap();
+    eventually(WAIT, "the Sandbox to be deleted", || async {
+        fake.get("sandboxes", &e.namespace, &name)
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        fake.get("secrets", &e.namespace, &format!("{name}-env"))
+            .is_none()
+    );
+    worker.stop(Duration::from_secs(5)).await;
+}
