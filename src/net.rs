@@ -16,3 +16,13 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error>
     ensure_crypto();
     reqwest::Client::builder().timeout(timeout).build()
 }
+
+/// An HTTP client for sandboxes and harnesses (loopback, pod IPs, cluster services): never
+/// through an HTTP(S)_PROXY, which could not reach them.
+pub fn direct_http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    ensure_crypto();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+}

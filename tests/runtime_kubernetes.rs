@@ -631,3 +631,58 @@ async fn sessions_created_through_the_core_get_a_sandbox() {
     );
     worker.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_from_the_command_line_reads_the_kubeconfig() {
+    let e = env(vec!["v1alpha1", "v1beta1"]).await;
+    let Some(fake) = e.fake.as_ref() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let kubeconfig = root.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\nusers:\n- name: me\n  user:\n    token: t\ncurrent-context: fake\n",
+            fake.url
+        ),
+    )
+    .unwrap();
+    fake.deny("delete", "secrets");
+    let out = tokio::task::spawn_blocking({
+        let root = root.path().to_path_buf();
+        move || {
+            common::agentdeck(&root)
+                .args(["--runtime", "kubernetes", "doctor", "-o", "json"])
+                .env("KUBECONFIG", &kubeconfig)
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let find = |n: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {n}: {checks}"))
+    };
+    assert_eq!(find("cluster")["ok"], true, "{checks}");
+    assert!(
+        find("agent-sandbox")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("using v1beta1")
+    );
+    let rbac = find("rbac (agentdeck)");
+    assert_eq!(rbac["ok"], false);
+    assert!(
+        rbac["detail"].as_str().unwrap().contains("delete secrets"),
+        "{rbac}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

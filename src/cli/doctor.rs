@@ -61,7 +61,7 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     };
     checks.push(store);
 
-    match super::runtime_for(config) {
+    match super::runtime_for(config).await {
         Ok(runtime) => checks.extend(runtime.check().await),
         Err(e) => checks.push(Check {
             name: format!("{} runtime", config.runtime.as_str()),

@@ -7,8 +7,9 @@ pub mod output;
 use crate::config::{self, Config, Overrides, RuntimeKind};
 use crate::core::{Core, CreateSession};
 use crate::model::{SessionQuery, SessionStatus};
+use crate::runtime::kubernetes::KubernetesRuntime;
 use crate::runtime::local::LocalRuntime;
-use crate::runtime::{NotBuilt, SandboxRuntime};
+use crate::runtime::{SandboxRuntime, Unavailable};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use output::{Output, Table, ago, json};
@@ -165,17 +166,30 @@ pub fn load_config(global: &Global, listen: Option<String>) -> Result<Config> {
 }
 
 /// The sandbox runtime the configuration asks for.
-pub fn runtime_for(config: &Config) -> Result<Arc<dyn SandboxRuntime>> {
+///
+/// A Kubernetes runtime without a usable cluster configuration is not an error here: sessions
+/// can still be listed and read, and anything that needs a sandbox fails with the reason.
+pub async fn runtime_for(config: &Config) -> Result<Arc<dyn SandboxRuntime>> {
     Ok(match config.runtime {
         RuntimeKind::Local => Arc::new(
             LocalRuntime::new(&config.local).context("cannot start the local sandbox runtime")?,
         ),
-        RuntimeKind::Kubernetes => Arc::new(NotBuilt::new(config.runtime.as_str())),
+        RuntimeKind::Kubernetes => match KubernetesRuntime::connect(&config.kubernetes).await {
+            Ok(rt) => Arc::new(rt),
+            Err(err) => {
+                tracing::debug!(%err, "the Kubernetes runtime is unavailable");
+                Arc::new(Unavailable::new(
+                    "kubernetes",
+                    err.to_string(),
+                    Some("point KUBECONFIG (or [kubernetes] context) at a cluster with agent-sandbox; scripts/kind-up.sh makes one".into()),
+                ))
+            }
+        },
     })
 }
 
 async fn open_core(config: Config) -> Result<Core> {
-    let runtime = runtime_for(&config)?;
+    let runtime = runtime_for(&config).await?;
     Core::open(config, runtime, Arc::new(crate::harness::NotBuilt)).await
 }
 

@@ -265,6 +265,16 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
                 ),
             ));
         }
+        if let Some(name) = a.env.keys().find(|k| crate::runtime::env::is_reserved(k)) {
+            return Err(ConfigError::at(
+                &parsed.source,
+                &parsed.text,
+                span,
+                format!(
+                    "agent {id:?} sets env {name:?}, which agentdeck reserves for itself (HOME, PATH, AGENTDECK_*, OPENCODE_*, XDG_* …)"
+                ),
+            ));
+        }
         let Some(model) = a.model.clone().filter(|m| !m.trim().is_empty()) else {
             return Err(ConfigError::at(
                 &parsed.source,

@@ -1,8 +1,9 @@
 //! The reconciler (a singleton): brings sandboxes in line with sessions.
 //!
 //! - A live session whose sandbox vanished is provisioned again, with the reason recorded.
-//! - A sandbox whose session ended (or that no session knows) is destroyed after a grace
-//!   period, so a sandbox is never left running and billing.
+//! - A sandbox whose session ended is destroyed after a grace period, so a sandbox is never
+//!   left running and billing. Sandboxes of sessions this store does not know are left alone:
+//!   they may belong to another agentdeck sharing the namespace or the local root.
 //! - Health changes the runtime reports (from its watches) are recorded in the session's event
 //!   log, and trouble (OOMKilled, CrashLoopBackOff …) shows in the session's phase detail.
 
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// How long an ended session's (or an unknown) sandbox may linger before it is destroyed.
+/// How long an ended session's sandbox may linger before it is destroyed.
 const GRACE: Duration = Duration::from_secs(60);
 
 const LIVE: [SessionStatus; 3] = [
@@ -84,7 +85,7 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Destroys sandboxes of ended sessions and sandboxes no session knows, after a grace.
+    /// Destroys sandboxes of ended sessions, after a grace.
     async fn reap_leftovers(&mut self, core: &Core) -> super::Result<()> {
         let listed = match core.runtime().list().await {
             Ok(listed) => listed,
@@ -98,8 +99,10 @@ impl Reconciler {
             let Some(session_id) = item.session_id else {
                 continue;
             };
+            // A sandbox whose session this store does not know may belong to another
+            // agentdeck (another store sharing a namespace or a local root): leave it alone.
             let leftover = match core.store().get_session(session_id).await? {
-                None => true,
+                None => false,
                 Some(s) => s.status == SessionStatus::Dead,
             };
             if !leftover {

@@ -224,33 +224,36 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     async fn check(&self) -> Vec<Check>;
 }
 
-/// The runtime for a configured kind that this build cannot drive yet. Every call fails with a
-/// reason an operator can read on the session; nothing pretends to work.
-pub struct NotBuilt {
+/// The runtime of a configured kind that cannot be used (no cluster configuration, say).
+/// Every call fails with the reason, which an operator reads on the session; listing sessions
+/// and everything else that needs no sandbox keeps working.
+pub struct Unavailable {
     pub kind: &'static str,
+    pub reason: String,
+    pub fix: Option<String>,
     pub changes: tokio::sync::broadcast::Sender<HealthChange>,
 }
 
-impl NotBuilt {
-    pub fn new(kind: &'static str) -> Self {
-        NotBuilt {
+impl Unavailable {
+    pub fn new(kind: &'static str, reason: impl Into<String>, fix: Option<String>) -> Self {
+        Unavailable {
             kind,
+            reason: reason.into(),
+            fix,
             changes: tokio::sync::broadcast::channel(1).0,
         }
     }
-}
 
-impl NotBuilt {
     fn error(&self) -> RuntimeError {
         RuntimeError::Unavailable(format!(
-            "the {} sandbox runtime is not available in this build of agentdeck yet",
-            self.kind
+            "the {} runtime is unavailable: {}",
+            self.kind, self.reason
         ))
     }
 }
 
 #[async_trait]
-impl SandboxRuntime for NotBuilt {
+impl SandboxRuntime for Unavailable {
     fn kind(&self) -> &'static str {
         self.kind
     }
@@ -285,8 +288,8 @@ impl SandboxRuntime for NotBuilt {
         vec![Check {
             name: format!("{} runtime", self.kind),
             ok: false,
-            detail: self.error().to_string(),
-            fix: None,
+            detail: self.reason.clone(),
+            fix: self.fix.clone(),
         }]
     }
 }

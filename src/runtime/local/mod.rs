@@ -89,7 +89,7 @@ impl LocalRuntime {
         if let Err(e) = std::fs::create_dir_all(&root) {
             tracing::warn!(root = %root.display(), error = %e, "cannot create the sandboxes' folder");
         }
-        let http = crate::net::http_client(PROBE_TIMEOUT)
+        let http = crate::net::direct_http_client(PROBE_TIMEOUT)
             .map_err(|e| RuntimeError::Unavailable(format!("cannot build an HTTP client: {e}")))?;
         let runtime = LocalRuntime {
             root,

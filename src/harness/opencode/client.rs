@@ -1,0 +1,169 @@
+//! HTTP calls to opencode's server API (`opencode serve`), the harness in each sandbox.
+
+use crate::harness::HarnessError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// How long a plain request may take (prompts are sent async; they return at once).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+/// One message as `GET /session/:id/message` returns it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WireMessage {
+    pub info: Value,
+    #[serde(default)]
+    pub parts: Vec<Value>,
+}
+
+/// `provider/model` as opencode wants it: `{"providerID", "modelID"}`.
+pub fn model_ref(model: &str) -> Value {
+    match model.split_once('/') {
+        Some((provider, model)) => json!({"providerID": provider, "modelID": model}),
+        None => json!({"providerID": "litellm", "modelID": model}),
+    }
+}
+
+fn base(endpoint: &str) -> &str {
+    endpoint.trim_end_matches('/')
+}
+
+impl Client {
+    pub fn new() -> Result<Self, HarnessError> {
+        let http = crate::net::direct_http_client(REQUEST_TIMEOUT)
+            .map_err(|e| HarnessError::Refused(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Client { http })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn unreachable(endpoint: &str, err: reqwest::Error) -> HarnessError {
+        HarnessError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason: if err.is_connect() {
+                "connection refused".to_string()
+            } else if err.is_timeout() {
+                "timed out".to_string()
+            } else {
+                err.to_string()
+            },
+        }
+    }
+
+    /// Sends a request and reads a JSON answer (or none, for 204), turning errors into
+    /// [`HarnessError`]s that say what opencode said.
+    async fn call(
+        &self,
+        endpoint: &str,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Value, HarnessError> {
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| Self::unreachable(endpoint, e))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| Self::unreachable(endpoint, e))?;
+        if status.is_success() {
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_str(&text).map_err(|e| {
+                HarnessError::Refused(format!("{what}: opencode answered something unreadable: {e}"))
+            });
+        }
+        let detail = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| {
+                v["data"]["message"]
+                    .as_str()
+                    .or_else(|| v["message"].as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| text.chars().take(300).collect());
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(HarnessError::UnknownSession(format!("{what}: {detail}")));
+        }
+        Err(HarnessError::Refused(format!("{what}: {status}: {detail}")))
+    }
+
+    pub async fn health(&self, endpoint: &str) -> Result<(), HarnessError> {
+        let req = self
+            .http
+            .get(format!("{}/global/health", base(endpoint)))
+            .timeout(Duration::from_secs(3));
+        let v = self.call(endpoint, req, "health").await?;
+        if v["healthy"].as_bool() == Some(false) {
+            return Err(HarnessError::Refused("opencode says it is not healthy".into()));
+        }
+        Ok(())
+    }
+
+    pub async fn create_session(&self, endpoint: &str, title: &str) -> Result<String, HarnessError> {
+        let req = self
+            .http
+            .post(format!("{}/session", base(endpoint)))
+            .json(&json!({"title": title}));
+        let v = self.call(endpoint, req, "create session").await?;
+        v["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| HarnessError::Refused("opencode created a session without an id".into()))
+    }
+
+    /// Whether opencode still knows `session` (it forgets them when its process restarts).
+    pub async fn has_session(&self, endpoint: &str, session: &str) -> Result<bool, HarnessError> {
+        let req = self.http.get(format!("{}/session/{session}", base(endpoint)));
+        match self.call(endpoint, req, "get session").await {
+            Ok(_) => Ok(true),
+            Err(HarnessError::UnknownSession(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts a turn; returns once opencode accepted it (the reply streams on `/event`).
+    pub async fn prompt_async(
+        &self,
+        endpoint: &str,
+        session: &str,
+        model: &str,
+        system: Option<&str>,
+        parts: Vec<Value>,
+    ) -> Result<(), HarnessError> {
+        let mut body = json!({"model": model_ref(model), "parts": parts});
+        if let Some(system) = system {
+            body["system"] = json!(system);
+        }
+        let req = self
+            .http
+            .post(format!("{}/session/{session}/prompt_async", base(endpoint)))
+            .json(&body);
+        self.call(endpoint, req, "send prompt").await.map(|_| ())
+    }
+
+    pub async fn abort(&self, endpoint: &str, session: &str) -> Result<(), HarnessError> {
+        let req = self
+            .http
+            .post(format!("{}/session/{session}/abort", base(endpoint)));
+        self.call(endpoint, req, "abort").await.map(|_| ())
+    }
+
+    pub async fn messages(&self, endpoint: &str, session: &str) -> Result<Vec<WireMessage>, HarnessError> {
+        let req = self
+            .http
+            .get(format!("{}/session/{session}/message", base(endpoint)));
+        let v = self.call(endpoint, req, "list messages").await?;
+        serde_json::from_value(v)
+            .map_err(|e| HarnessError::Refused(format!("unreadable message list: {e}")))
+    }
+}
