@@ -204,6 +204,32 @@ impl KubernetesRuntime {
         Api::namespaced_with(self.client.clone(), ns, &version.api_resource())
     }
 
+    /// Health read from the API directly, for a sandbox the watches have not reported yet.
+    async fn read_health(
+        &self,
+        version: Version,
+        key: &Key,
+    ) -> Result<SandboxHealth, RuntimeError> {
+        let sandbox = self
+            .sandboxes(version, &key.0)
+            .get_opt(&key.1)
+            .await
+            .map_err(|e| classify("reading the Sandbox", e))?
+            .ok_or_else(|| RuntimeError::NotFound(names::sandbox_ref(&key.0, &key.1)))?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &key.0);
+        let pod = pods
+            .get_opt(&key.1)
+            .await
+            .map_err(|e| classify("reading the pod", e))?;
+        let sandbox = serde_json::to_value(&sandbox).unwrap_or_default();
+        let mut health = health::derive(version, Some(&sandbox), pod.as_ref(), &[], None, None);
+        // The endpoint comes once the watch has it; until then the sandbox is still coming up.
+        if health.phase == crate::runtime::HealthPhase::Ready {
+            health.phase = crate::runtime::HealthPhase::Running;
+        }
+        Ok(health)
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -262,10 +288,12 @@ impl SandboxRuntime for KubernetesRuntime {
 
     async fn health(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError> {
         let key = key_of(sandbox)?;
-        let (_, watches) = self.synced().await?;
-        let mut health = watches
-            .health(&key)
-            .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
+        let (version, watches) = self.synced().await?;
+        let mut health = match watches.health(&key) {
+            Some(h) => h,
+            // Not (yet) seen by the watch, as right after it was created: ask the API.
+            None => self.read_health(version, &key).await?,
+        };
         if health.phase == crate::runtime::HealthPhase::Ready
             && health.endpoint.is_none()
             && self.endpoint_mode() == EndpointMode::PortForward
