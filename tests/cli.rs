@@ -313,3 +313,115 @@ fn a_user_config_file_in_the_xdg_dir_is_read() {
         .collect();
     assert_eq!(ids, vec!["opencode", "reviewer"]);
 }
+
+/// Through the real binary: `CONTAINER_ENV_X` in agentdeck's environment reaches a local
+/// sandbox as `X`, the session's env vars win, and agentdeck's own secrets stay out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_env_reaches_a_local_sandbox_and_nothing_else_does() {
+    agentdeck::net::ensure_crypto();
+    let root = tempfile::tempdir().unwrap();
+    let script = root.path().join("dump_env.py");
+    std::fs::write(
+        &script,
+        "import json, os, sys, time\njson.dump(dict(os.environ), open('env.json', 'w'))\ntime.sleep(60)\n",
+    )
+    .unwrap();
+    let config = root.path().join("agentdeck.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agents.dumper]\nmodel = \"litellm/mock-gpt\"\ncommand = [\"python3\", \"{}\", \"{{port}}\"]\nenv = {{ FROM_AGENT = \"agent\", OVERRIDDEN = \"agent\" }}\n[sessions]\nphase_timeout = \"3s\"\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut cmd = agentdeck(root.path());
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("AGENTDECK_CONFIG", &config)
+        .env("CONTAINER_ENV_GITHUB_TOKEN", "from-container-env")
+        .env("CONTAINER_ENV_OVERRIDDEN", "container")
+        .env("AGENTDECK_GATEWAY_MASTER_KEY", "sk-master-must-not-leak")
+        .env("DATABASE_PASSWORD", "must-not-leak")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _serve = Serve(cmd.spawn().unwrap());
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(20), "serve to answer", || {
+        let http = http.clone();
+        let url = format!("{base}/healthz");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        }
+    })
+    .await;
+    let created: Value = http
+        .post(format!("{base}/api/sessions"))
+        .json(&serde_json::json!({"agent_id": "dumper", "env_vars": {"OVERRIDDEN": "session"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let dump = root
+        .path()
+        .join(format!("data/agentdeck/sandboxes/{id}/env.json"));
+    let env: Value = eventually(
+        Duration::from_secs(20),
+        "the sandbox to dump its env",
+        || {
+            let dump = dump.clone();
+            async move { serde_json::from_slice(&std::fs::read(&dump).ok()?).ok() }
+        },
+    )
+    .await;
+    assert_eq!(env["GITHUB_TOKEN"], "from-container-env");
+    assert_eq!(env["FROM_AGENT"], "agent");
+    assert_eq!(
+        env["OVERRIDDEN"], "session",
+        "session > agent > CONTAINER_ENV_"
+    );
+    assert!(env.get("CONTAINER_ENV_GITHUB_TOKEN").is_none());
+    assert!(env.get("AGENTDECK_GATEWAY_MASTER_KEY").is_none());
+    assert!(env.get("DATABASE_PASSWORD").is_none());
+    assert!(
+        env["HOME"].as_str().unwrap().contains(id),
+        "{}",
+        env["HOME"]
+    );
+
+    // With no harness answering, the session fails with the reason once the phase times out.
+    let failed = eventually(Duration::from_secs(30), "the session to fail", || {
+        let http = http.clone();
+        let url = format!("{base}/api/sessions/{id}");
+        async move {
+            let s: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            (s["status"] == "failed").then_some(s)
+        }
+    })
+    .await;
+    assert!(
+        failed["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("not ready within 3s"),
+        "{failed}"
+    );
+    // Ending it removes the sandbox and its process.
+    http.delete(format!("{base}/api/sessions/{id}"))
+        .send()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "the sandbox folder to go", || {
+        let dir = dump.parent().unwrap().to_path_buf();
+        async move { (!dir.exists()).then_some(()) }
+    })
+    .await;
+}
