@@ -356,12 +356,13 @@ PY
 }
 
 start_gateway() {
-  local port=$1 pid deadline timeout=120
+  local port=$1 pid deadline timeout=120 i
   ((DB_ON)) && timeout=600
   timeout=${AGENTDECK_GATEWAY_START_TIMEOUT:-$timeout}
   [[ -f $LOG ]] && mv -f "$LOG" "$LOG.1"
   : >"$LOG"
   log "starting LiteLLM on 127.0.0.1:$port (log: $LOG)"
+  rm -f "$PID_FILE.new"
   (
     cd "$GW_DIR"
     exec 9>&- # the stack lock stays with this script, not with the gateway
@@ -372,12 +373,21 @@ start_gateway() {
     if ((DB_ON)); then
       export DATABASE_URL=$DB_URL PRISMA_HOME_DIR=$PRISMA_DIR PRISMA_NODEENV_CACHE_DIR=$PRISMA_DIR/nodeenv
     fi
-    # A session of its own: a Ctrl-C or the end of the shell that ran `up` does not reach it.
-    exec setsid "$VENV/bin/litellm" --config "$GW_DIR/config.yaml" --host 127.0.0.1 --port "$port" \
+    # A session of its own, so a Ctrl-C in (or the end of) the shell that ran `up` does not reach
+    # it and `down` can signal its whole process group. setsid forks when its caller leads a
+    # process group, so the new session's leader writes its own pid before becoming litellm.
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    exec setsid bash -c 'printf "%s\n" "$$" >"$1" && shift && exec "$@"' _ "$PID_FILE.new" \
+      "$VENV/bin/litellm" --config "$GW_DIR/config.yaml" --host 127.0.0.1 --port "$port" \
       </dev/null >>"$LOG" 2>&1
   ) &
-  pid=$!
-  printf '%s\n' "$pid" >"$PID_FILE"
+  for ((i = 0; i < 200; i++)); do
+    [[ -s $PID_FILE.new ]] && break
+    sleep 0.05
+  done
+  [[ -s $PID_FILE.new ]] || die "LiteLLM did not start (no pid after 10 s); see $LOG"
+  pid=$(<"$PID_FILE.new")
+  mv -f "$PID_FILE.new" "$PID_FILE"
   printf '%s\n' "$port" >"$PORT_FILE"
   deadline=$((SECONDS + timeout))
   until http_ok "http://127.0.0.1:$port/health/liveliness"; do

@@ -26,9 +26,16 @@ cleanup() {
   local rc=$?
   if [[ -n $EV_PID ]]; then kill "$EV_PID" 2>/dev/null || true; fi
   if [[ -n $OC_PID ]]; then
+    # opencode takes from 0.2 s to several seconds to exit on SIGTERM after a turn.
     kill -TERM -- "-$OC_PID" 2>/dev/null || kill -TERM "$OC_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$OC_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$OC_PID" 2>/dev/null || true
+    local t0=$SECONDS
+    for _ in $(seq 150); do kill -0 "$OC_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$OC_PID" 2>/dev/null; then
+      say "opencode still running 15 s after SIGTERM; SIGKILL"
+      kill -KILL -- "-$OC_PID" 2>/dev/null || kill -KILL "$OC_PID" 2>/dev/null || true
+    else
+      say "opencode stopped $((SECONDS - t0)) s after SIGTERM"
+    fi
   fi
   if ((STARTED_GATEWAY)) && [[ ${AGENTDECK_SMOKE_KEEP_GATEWAY:-0} != 1 ]]; then
     "$STACK" down || true
@@ -126,6 +133,14 @@ config = {
 }
 json.dump(config, open(sys.argv[1], "w"), indent=2)
 PY
+# On start, opencode npm-installs @opencode-ai/plugin into its global config dir
+# ($XDG_CONFIG_HOME/opencode) in the background, from the npm registry, unless that dir already
+# has node_modules and a lock listing it. Seed that state: no registry traffic, and no install
+# still running when we stop it.
+mkdir -p "$TMP/xdg/config/opencode/node_modules"
+printf '{"dependencies":{"@opencode-ai/plugin":"*"}}\n' >"$TMP/xdg/config/opencode/package.json"
+printf '{"lockfileVersion":3,"packages":{"":{"dependencies":{"@opencode-ai/plugin":"*"}}}}\n' \
+  >"$TMP/xdg/config/opencode/package-lock.json"
 PORT=$(free_port)
 BASE=http://127.0.0.1:$PORT
 (
@@ -134,9 +149,14 @@ BASE=http://127.0.0.1:$PORT
     XDG_CACHE_HOME=$TMP/xdg/cache XDG_STATE_HOME=$TMP/xdg/state \
     OPENCODE_DISABLE_AUTOUPDATE=1 OPENCODE_DISABLE_MODELS_FETCH=1 OPENCODE_DISABLE_SHARE=1 \
     OPENCODE_DISABLE_LSP_DOWNLOAD=1 OPENCODE_DISABLE_DEFAULT_PLUGINS=1
-  exec setsid opencode serve --hostname 127.0.0.1 --port "$PORT" </dev/null >"$TMP/opencode.log" 2>&1
+  # Its own session (so cleanup can signal the group); the leader writes its pid, as setsid
+  # forks when its caller leads a process group.
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  exec setsid bash -c 'printf "%s\n" "$$" >"$1" && shift && exec "$@"' _ "$TMP/opencode.pid" \
+    opencode serve --hostname 127.0.0.1 --port "$PORT" </dev/null >"$TMP/opencode.log" 2>&1
 ) &
-OC_PID=$!
+for _ in $(seq 100); do [[ -s $TMP/opencode.pid ]] && break; sleep 0.05; done
+OC_PID=$(cat "$TMP/opencode.pid")
 say "opencode serve on $BASE (pid $OC_PID, dir $TMP)"
 for i in $(seq 120); do
   if curl -fsS --noproxy '*' -m 2 "$BASE/global/health" >"$TMP/health.json" 2>/dev/null; then break; fi
