@@ -371,7 +371,13 @@ start_gateway() {
     LITELLM_MASTER_KEY=$(<"$KEY_FILE")
     export LITELLM_MASTER_KEY
     if ((DB_ON)); then
-      export DATABASE_URL=$DB_URL PRISMA_HOME_DIR=$PRISMA_DIR PRISMA_NODEENV_CACHE_DIR=$PRISMA_DIR/nodeenv
+      # Everything Prisma caches (its CLI, and its engines in ~/.cache/prisma, a path only HOME
+      # moves) goes under the stack dir; npm, which installs the CLI, keeps the user's npmrc.
+      if [[ -z ${NPM_CONFIG_USERCONFIG:-} && -f $HOME/.npmrc ]]; then
+        export NPM_CONFIG_USERCONFIG=$HOME/.npmrc
+      fi
+      export DATABASE_URL=$DB_URL HOME=$PRISMA_DIR PRISMA_HOME_DIR=$PRISMA_DIR \
+        PRISMA_NODEENV_CACHE_DIR=$PRISMA_DIR/nodeenv
     fi
     # A session of its own, so a Ctrl-C in (or the end of) the shell that ran `up` does not reach
     # it and `down` can signal its whole process group. setsid forks when its caller leads a
@@ -395,6 +401,10 @@ start_gateway() {
       rm -f "$PID_FILE"
       log "LiteLLM exited during startup; the end of $LOG:"
       tail -n 40 "$LOG" >&2
+      if ((DB_ON)) && grep -q 'binaries.prisma.sh' "$LOG"; then
+        die "the gateway did not start: AGENTDECK_STACK_DB=1 needs Prisma's engines, which come only" \
+          "from binaries.prisma.sh (not reachable here); run without AGENTDECK_STACK_DB"
+      fi
       die "the gateway did not start"
     fi
     if ((SECONDS >= deadline)); then
