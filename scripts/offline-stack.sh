@@ -15,13 +15,14 @@
 #
 # What it installs, once, into ${AGENTDECK_STACK_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agentdeck/stack}:
 #   venv/       a Python venv with litellm[proxy]==1.106.2 (PyPI; pip -c offline_stack/constraints.txt)
-#               about 55-70 s and 740 MB
+#               about 50-60 s and 740 MB
 #   opencode/   npm install --prefix opencode opencode-ai@1.18.33 (npm registry; the Linux binary
 #               comes as the optional dependency opencode-linux-x64, and opencode-ai's postinstall
 #               hard-links it to node_modules/opencode-ai/bin/opencode.exe, which is what
 #               node_modules/.bin/opencode points at); about 8-10 s and 355 MB
-# A fresh machine needs about 70-80 s and 1.1 GB in all; a second `up` skips both installs
-# (markers record the pinned versions) and reuses a healthy running gateway.
+# A fresh machine needs about 70-80 s and 1.1 GB in all (measured here: 68-71 s for both installs,
+# then 8 s to start the gateway). A second `up` skips both installs (markers record the pinned
+# versions and each binary is asked its version) and reuses a healthy running gateway: about 1 s.
 #
 # The gateway: `litellm --config <stack>/gateway/config.yaml --host 127.0.0.1 --port PORT` with
 # LITELLM_LOCAL_MODEL_COST_MAP=True, its master key from <stack>/master_key (generated once, mode
@@ -31,15 +32,19 @@
 # deterministic agent turns, including a streamed `bash` tool call for prompts with "run: CMD").
 # Changing the config or the provider restarts the gateway on the next `up`.
 #
-# Requires: python3 >= 3.10 (AGENTDECK_STACK_PYTHON to pick one), node + npm, curl.
+# Requires: python3 >= 3.10 (AGENTDECK_STACK_PYTHON to pick one), node + npm, curl, setsid.
+# Concurrent `up`/`down` on one stack dir are serialised by flock on <stack>/.lock.
 #
 # Virtual keys (/key/generate) need LiteLLM's database, and so Prisma: AGENTDECK_STACK_DB=1 installs
 # prisma==0.15.0 into the venv, creates the database in $AGENTDECK_STACK_DB_URL (default
 # postgresql://postgres@127.0.0.1:5432/litellm_stack) and starts the gateway with DATABASE_URL.
-# Offline it cannot work: Prisma downloads its query and schema engines from binaries.prisma.sh,
-# which is not a package registry, and no registry package carries them. So it is off by default,
-# and with it on, `up` fails with Prisma's own error unless the engines are already cached in
-# <stack>/prisma (a machine with internet fetches them on the first start).
+# Offline it cannot work: the pip package carries no Prisma engines; on start LiteLLM installs the
+# Prisma CLI (npm prisma@5.17.0, fine) and that downloads its query and schema engines from
+# binaries.prisma.sh, which is no package registry ("Error: request to https://binaries.prisma.sh/
+# all_commits/393aa359…/debian-openssl-3.0.x/query-engine.gz.sha256 failed, reason: getaddrinfo
+# ENOTFOUND binaries.prisma.sh"; npm's @prisma/engines fetches from there too). So it is off by
+# default, and with it on `up` fails with that error unless the engines are cached in <stack>/prisma.
+# Only that offline failure is verified here; with internet this is LiteLLM's standard DB setup.
 #
 # Other knobs: AGENTDECK_GATEWAY_START_TIMEOUT (seconds, default 120; 600 with the database).
 
