@@ -205,6 +205,14 @@ check "events: server.connected first, bash tool part pending -> running -> comp
     and "running" in tool_statuses(d) and tool_statuses(d)[-1:] == ["completed"]
     and any(e["type"] == "session.idle" for e in d)'
 
+
+# --- the other model -----------------------------------------------------------------------------
+curl_json POST "/session/$SID/message" \
+  '{"model":{"providerID":"litellm","modelID":"mock-gpt"},"parts":[{"type":"text","text":"hello?"}]}' \
+  >"$TMP/reply3.json"
+check "mock-gpt -> Hello from mock" pyjson "$TMP/reply3.json" \
+  '"Hello from mock" in texts(d["parts"]) and d["info"]["modelID"] == "mock-gpt"'
+
 if [[ -n ${AGENTDECK_SMOKE_SAMPLES:-} ]]; then
   mkdir -p "$AGENTDECK_SMOKE_SAMPLES"
   grep -v '^$' "$TMP/events.txt" >"$AGENTDECK_SMOKE_SAMPLES/sample-events.txt"
