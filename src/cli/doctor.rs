@@ -71,7 +71,7 @@ pub async fn checks(config: &Config) -> Vec<Check> {
         }),
     }
 
-    match &config.gateway_url {
+    match &config.gateway.url {
         None => checks.push(Check {
             name: "gateway".into(),
             ok: false,

@@ -52,6 +52,9 @@ pub struct Global {
     /// Where sandboxes run.
     #[arg(long, global = true, env = "AGENTDECK_RUNTIME", value_enum)]
     pub runtime: Option<RuntimeArg>,
+    /// The LLM gateway's URL.
+    #[arg(long, global = true, env = "AGENTDECK_GATEWAY_URL", value_name = "URL")]
+    pub gateway_url: Option<String>,
     /// Log filter (tracing syntax), e.g. `info` or `agentdeck=debug`.
     #[arg(long, global = true, env = "AGENTDECK_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -161,6 +164,7 @@ pub fn load_config(global: &Global, listen: Option<String>) -> Result<Config> {
             RuntimeArg::Kubernetes => RuntimeKind::Kubernetes,
         }),
         worker: None,
+        gateway_url: global.gateway_url.clone(),
     };
     Ok(config::load(&overrides)?)
 }
@@ -190,7 +194,9 @@ pub async fn runtime_for(config: &Config) -> Result<Arc<dyn SandboxRuntime>> {
 
 async fn open_core(config: Config) -> Result<Core> {
     let runtime = runtime_for(&config).await?;
-    Core::open(config, runtime, Arc::new(crate::harness::NotBuilt)).await
+    let harness = crate::harness::opencode::Opencode::new()
+        .context("cannot start the opencode harness client")?;
+    Core::open(config, runtime, Arc::new(harness)).await
 }
 
 /// Runs the command; returns the process exit code.

@@ -111,6 +111,13 @@ pub struct SessionsLayer {
 #[serde(deny_unknown_fields)]
 pub struct GatewayLayer {
     pub url: Option<String>,
+    pub sandbox_url: Option<String>,
+    pub master_key_env: Option<String>,
+    pub virtual_keys: Option<bool>,
+    pub sandbox_key_env: Option<String>,
+    pub key_budget: Option<f64>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub key_duration: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

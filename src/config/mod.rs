@@ -122,6 +122,24 @@ pub struct SessionsConfig {
     pub idle_action: IdleAction,
 }
 
+/// The LLM gateway (LiteLLM) and how sandboxes get to use it.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Where agentdeck reaches the gateway (health, key management).
+    pub url: Option<String>,
+    /// Where sandboxes reach it (defaults to `url`; differs on Kubernetes).
+    pub sandbox_url: Option<String>,
+    /// The environment variable holding the gateway's master key (never enters a sandbox).
+    pub master_key_env: String,
+    /// Give each session its own virtual key (`/key/generate`), revoked when it ends.
+    pub virtual_keys: bool,
+    /// Without virtual keys: the environment variable holding the key sandboxes use.
+    pub sandbox_key_env: Option<String>,
+    /// A virtual key's budget (USD) and lifetime.
+    pub key_budget: Option<f64>,
+    pub key_duration: Duration,
+}
+
 /// The local process runtime.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
@@ -165,7 +183,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub tokens: Vec<ApiToken>,
     pub sessions: SessionsConfig,
-    pub gateway_url: Option<String>,
+    pub gateway: GatewayConfig,
     pub local: LocalConfig,
     pub kubernetes: KubernetesConfig,
     pub agents: BTreeMap<String, AgentSpec>,
@@ -181,6 +199,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub runtime: Option<RuntimeKind>,
     pub worker: Option<bool>,
+    pub gateway_url: Option<String>,
 }
 
 struct Parsed {
@@ -438,7 +457,19 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| dirs.default_database_url());
 
-    let gateway_url = top!(gateway.url).filter(|u| !u.trim().is_empty());
+    let non_blank = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let gateway_url =
+        non_blank(overrides.gateway_url.clone()).or_else(|| non_blank(top!(gateway.url)));
+    let gateway = GatewayConfig {
+        sandbox_url: non_blank(top!(gateway.sandbox_url)).or_else(|| gateway_url.clone()),
+        url: gateway_url,
+        master_key_env: non_blank(top!(gateway.master_key_env))
+            .unwrap_or_else(|| "AGENTDECK_GATEWAY_MASTER_KEY".to_string()),
+        virtual_keys: top!(gateway.virtual_keys).unwrap_or(false),
+        sandbox_key_env: non_blank(top!(gateway.sandbox_key_env)),
+        key_budget: top!(gateway.key_budget),
+        key_duration: top!(gateway.key_duration).unwrap_or(Duration::from_secs(24 * 3600)),
+    };
 
     let harness_port = match top_located!(kubernetes.harness_port) {
         Some((p, port)) if *port.get_ref() == 0 => {
@@ -494,7 +525,7 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
             phase_timeout: top!(sessions.phase_timeout).unwrap_or(Duration::from_secs(300)),
             idle_action: top!(sessions.idle_action).unwrap_or(IdleAction::Suspend),
         },
-        gateway_url,
+        gateway,
         local,
         kubernetes,
         agents,

@@ -11,6 +11,12 @@ use crate::runtime::{HealthPhase, RuntimeError, SandboxRef, SandboxSpec, env};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// Why a session could not get its gateway key.
+enum KeyError {
+    Retry(String),
+    Fail(String),
+}
+
 /// Why a task did not finish.
 #[derive(Debug)]
 pub struct TaskError {
@@ -220,6 +226,7 @@ impl Core {
     }
 
     async fn on_end(&self, session: Session) -> TaskResult {
+        self.revoke_gateway_key(session.id).await;
         if let Some(sandbox) = Self::sandbox_of(&session) {
             match self.runtime().destroy(&sandbox).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => {}
@@ -267,12 +274,30 @@ impl Core {
                 None,
             )
             .await?;
+            if let Err(reason) = self.ensure_gateway_key(id, &agent).await {
+                return match reason {
+                    KeyError::Retry(e) => Err(TaskError::retry(e)),
+                    KeyError::Fail(e) => self.fail_session(id, &e).await,
+                };
+            }
             let session_env = self.store().session_env(id).await?;
+            let mut env = env::sandbox_env(&self.inner.container_env, &agent.env, &session_env);
+            env.entry(super::GATEWAY_KEY_ENV.to_string())
+                .or_insert_with(|| "sk-agentdeck-no-key".to_string());
+            let access = crate::harness::GatewayAccess {
+                base_url: self
+                    .config()
+                    .gateway
+                    .sandbox_url
+                    .clone()
+                    .unwrap_or_else(|| "http://127.0.0.1:4000".to_string()),
+                key_env: super::GATEWAY_KEY_ENV.to_string(),
+            };
             let spec = SandboxSpec {
                 session_id: id,
                 team: session.team.clone(),
-                env: env::sandbox_env(&self.inner.container_env, &agent.env, &session_env),
-                files: std::collections::BTreeMap::new(),
+                env,
+                files: self.harness().sandbox_files(&agent, &access),
                 agent: agent.clone(),
             };
             let sandbox = match self.runtime().provision(&spec).await {
@@ -327,14 +352,9 @@ impl Core {
                 Err(_) => tokio::time::sleep(HEALTH_POLL).await,
             }
         }
-        let harness_session = match self
-            .harness()
-            .create_session(&endpoint, &session.title)
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => return Err(TaskError::retry(format!("harness session: {e}"))),
-        };
+        let harness_session = self
+            .open_harness_session(&session, &endpoint, &agent)
+            .await?;
         self.set_phase(id, None, Phase::HarnessReady, None).await?;
         let patch = SessionPatch {
             harness_session_id: Some(Some(harness_session)),
@@ -455,10 +475,28 @@ impl Core {
         }
         let endpoint = self.endpoint_of(&session).await?;
         for message in pending {
-            let text = message.text();
+            let agent = self.config().agents.get(&session.agent_id);
+            let prompt = crate::harness::Prompt {
+                text: message.text(),
+                model: agent.map(|a| a.model.clone()).unwrap_or_default(),
+                system: agent.and_then(|a| a.system_prompt.clone()),
+                no_reply: false,
+            };
+            // Busy before sending: the harness's "idle" at the end of the turn may come back
+            // before this task would get to say "busy".
+            let busy = SessionPatch {
+                idle_deadline: Some(None),
+                last_activity_at: Some(chrono::Utc::now()),
+                ..SessionPatch::status(SessionStatus::Busy, Phase::Busy).only_if(&[
+                    SessionStatus::Ready,
+                    SessionStatus::Idle,
+                    SessionStatus::Busy,
+                ])
+            };
+            self.store().update_session(session.id, &busy).await?;
             match self
                 .harness()
-                .send(&endpoint, &harness_session, &text)
+                .send(&endpoint, &harness_session, &prompt)
                 .await
             {
                 Ok(()) => {
@@ -472,12 +510,6 @@ impl Core {
                             },
                         )
                         .await?;
-                    let patch = SessionPatch {
-                        idle_deadline: Some(None),
-                        last_activity_at: Some(chrono::Utc::now()),
-                        ..SessionPatch::status(SessionStatus::Busy, Phase::Busy)
-                    };
-                    self.store().update_session(session.id, &patch).await?;
                 }
                 Err(crate::harness::HarnessError::Unreachable { endpoint, reason }) => {
                     return Err(TaskError::retry(format!(
@@ -496,6 +528,10 @@ impl Core {
                             },
                         )
                         .await?;
+                    let idle = SessionPatch::status(SessionStatus::Idle, Phase::Idle)
+                        .detail(format!("the agent refused the last message: {e}"))
+                        .only_if(&[SessionStatus::Busy]);
+                    let _ = self.store().update_session(session.id, &idle).await;
                 }
             }
         }
@@ -522,6 +558,226 @@ impl Core {
         )
         .await?;
         Ok(())
+    }
+
+    /// Makes sure the session has its gateway key (a virtual key made for it, or the configured
+    /// sandbox key), kept in its secret env so that a new sandbox gets the same one.
+    async fn ensure_gateway_key(
+        &self,
+        id: Uuid,
+        agent: &crate::config::AgentSpec,
+    ) -> Result<(), KeyError> {
+        let env = self
+            .store()
+            .session_env(id)
+            .await
+            .map_err(|e| KeyError::Retry(format!("store: {e}")))?;
+        if env.contains_key(super::GATEWAY_KEY_ENV) {
+            return Ok(());
+        }
+        let Some(gateway) = self.gateway() else {
+            return Ok(());
+        };
+        use crate::gateway::GatewayError;
+        match gateway.key_for(id, &agent.model).await {
+            Ok(Some(key)) => {
+                self.store()
+                    .set_session_env(id, super::GATEWAY_KEY_ENV, Some(&key.key))
+                    .await
+                    .map_err(|e| KeyError::Retry(format!("store: {e}")))?;
+                if key.revocable {
+                    self.store()
+                        .set_session_env(id, super::GATEWAY_KEY_VIRTUAL_ENV, Some("1"))
+                        .await
+                        .map_err(|e| KeyError::Retry(format!("store: {e}")))?;
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e @ GatewayError::Unreachable { .. }) => Err(KeyError::Retry(e.to_string())),
+            Err(e) => Err(KeyError::Fail(format!(
+                "cannot get a gateway key for the sandbox: {e}"
+            ))),
+        }
+    }
+
+    /// Revokes the session's virtual key, if it has one (best effort: it expires anyway).
+    async fn revoke_gateway_key(&self, id: Uuid) {
+        let Ok(env) = self.store().session_env(id).await else {
+            return;
+        };
+        let (Some(key), Some(_)) = (
+            env.get(super::GATEWAY_KEY_ENV),
+            env.get(super::GATEWAY_KEY_VIRTUAL_ENV),
+        ) else {
+            return;
+        };
+        let Some(gateway) = self.gateway() else {
+            return;
+        };
+        match gateway.revoke(key).await {
+            Ok(()) => {
+                let _ = self
+                    .store()
+                    .set_session_env(id, super::GATEWAY_KEY_ENV, None)
+                    .await;
+                let _ = self
+                    .store()
+                    .set_session_env(id, super::GATEWAY_KEY_VIRTUAL_ENV, None)
+                    .await;
+            }
+            Err(e) => tracing::warn!(session = %id, %e, "cannot revoke the session's gateway key"),
+        }
+    }
+
+    /// The harness conversation for a session coming up: the one it had if the harness still
+    /// knows it, else a new one into which the stored conversation is replayed.
+    async fn open_harness_session(
+        &self,
+        session: &Session,
+        endpoint: &str,
+        agent: &crate::config::AgentSpec,
+    ) -> Result<String, TaskError> {
+        let id = session.id;
+        if let Some(known) = &session.harness_session_id {
+            match self.harness().has_session(endpoint, known).await {
+                Ok(true) => {
+                    self.note_recovery(id, false, known).await?;
+                    return Ok(known.clone());
+                }
+                Ok(false) => {}
+                Err(e) => return Err(TaskError::retry(format!("harness: {e}"))),
+            }
+        }
+        let created = self
+            .harness()
+            .create_session(endpoint, &session.title)
+            .await
+            .map_err(|e| TaskError::retry(format!("harness session: {e}")))?;
+        if session.harness_session_id.is_some() || session.last_message_seq > 0 {
+            if let Some(history) = self.history_for_replay(id).await? {
+                let prompt = crate::harness::Prompt {
+                    text: history,
+                    model: agent.model.clone(),
+                    system: None,
+                    no_reply: true,
+                };
+                self.harness()
+                    .send(endpoint, &created, &prompt)
+                    .await
+                    .map_err(|e| TaskError::retry(format!("replaying history: {e}")))?;
+                self.note_recovery(id, true, &created).await?;
+            }
+        }
+        Ok(created)
+    }
+
+    /// Records in the transcript that the session came back after its sandbox restarted, and
+    /// fails the assistant turns that the restart interrupted.
+    async fn note_recovery(&self, id: Uuid, rehydrated: bool, harness_session: &str) -> TaskResult {
+        let mut after = 0;
+        let mut interrupted = Vec::new();
+        loop {
+            let page = self.store().list_messages(id, after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            interrupted.extend(page.into_iter().filter(|m| {
+                m.role == MessageRole::Assistant && m.status == MessageStatus::Pending
+            }));
+        }
+        for m in interrupted {
+            self.store()
+                .update_message(
+                    id,
+                    m.seq,
+                    &MessagePatch {
+                        status: Some(MessageStatus::Failed),
+                        error: Some(Some(
+                            "interrupted: the agent's sandbox stopped during this turn".into(),
+                        )),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
+        self.store()
+            .append_events(
+                id,
+                &[NewEvent::new(
+                    "session.recovered",
+                    serde_json::json!({"rehydrated": rehydrated, "harness_session": harness_session}),
+                )],
+            )
+            .await?;
+        if rehydrated {
+            self.store()
+                .append_message(
+                    id,
+                    &crate::model::NewMessage {
+                        role: MessageRole::System,
+                        status: MessageStatus::Complete,
+                        parts: vec![crate::model::Part::text(
+                            "Recovered: the agent's sandbox was restarted and the conversation so far was replayed to it.",
+                        )],
+                        harness_message_id: None,
+                    },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The stored conversation as text for a new harness conversation, newest kept when long.
+    async fn history_for_replay(&self, id: Uuid) -> Result<Option<String>, TaskError> {
+        const LIMIT: usize = 100 * 1024;
+        let mut turns = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store().list_messages(id, after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for m in page {
+                if m.status == MessageStatus::Pending && m.role == MessageRole::User {
+                    continue; // not yet delivered: it goes next, as itself
+                }
+                let mut text = m.text();
+                for part in &m.parts {
+                    if let crate::model::Part::Tool {
+                        tool,
+                        input,
+                        output,
+                        ..
+                    } = part
+                    {
+                        text.push_str(&format!(
+                            "\n[tool {tool} {input}{}]",
+                            output
+                                .as_deref()
+                                .map(|o| format!(" → {}", o.chars().take(500).collect::<String>()))
+                                .unwrap_or_default()
+                        ));
+                    }
+                }
+                if text.trim().is_empty() || m.role == MessageRole::System {
+                    continue;
+                }
+                turns.push(format!("{}: {}", m.role, text.trim()));
+            }
+        }
+        if turns.is_empty() {
+            return Ok(None);
+        }
+        let mut body = String::new();
+        for turn in turns.iter().rev() {
+            if body.len() + turn.len() > LIMIT {
+                break;
+            }
+            body = format!("{turn}\n\n{body}");
+        }
+        Ok(Some(format!(
+            "[agentdeck] This conversation is being restored after the agent's sandbox restarted. \
+             Here is the conversation so far, for context; do not answer it, wait for the next message.\n\n{body}"
+        )))
     }
 
     /// `diag.echo`: records `started` and `finished` events (with the worker's name) in the

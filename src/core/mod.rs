@@ -5,6 +5,7 @@
 //! this process dies the next moment, by this core or by any other on the same store.
 
 mod error;
+pub mod ingest;
 mod lifecycle;
 mod reconciler;
 pub mod worker;
@@ -37,6 +38,11 @@ pub mod tasks {
     pub const DIAG_ECHO: &str = "diag.echo";
 }
 
+/// Where a sandbox finds its gateway key (set by agentdeck; users cannot set AGENTDECK_*).
+pub const GATEWAY_KEY_ENV: &str = "AGENTDECK_GATEWAY_KEY";
+/// Set when that key is a virtual key agentdeck made and must revoke.
+pub const GATEWAY_KEY_VIRTUAL_ENV: &str = "AGENTDECK_GATEWAY_KEY_VIRTUAL";
+
 /// Longest title kept; longer ones are cut.
 const MAX_TITLE_CHARS: usize = 200;
 /// Largest message an operator may send.
@@ -64,6 +70,8 @@ struct Inner {
     store: Arc<dyn Store>,
     runtime: Arc<dyn SandboxRuntime>,
     harness: Arc<dyn Harness>,
+    gateway: Option<Arc<crate::gateway::Gateway>>,
+    deltas: tokio::sync::broadcast::Sender<ingest::LiveDelta>,
     /// `CONTAINER_ENV_*` of this process, prefix stripped, read once.
     container_env: BTreeMap<String, String>,
     instance: String,
@@ -112,6 +120,11 @@ impl Core {
     ) -> Core {
         Core {
             inner: Arc::new(Inner {
+                gateway: crate::gateway::Gateway::new(config.gateway.clone())
+                    .ok()
+                    .filter(|g| g.config().url.is_some())
+                    .map(Arc::new),
+                deltas: tokio::sync::broadcast::channel(4096).0,
                 container_env: env::from_prefixed(std::env::vars()),
                 config,
                 store,
@@ -137,6 +150,10 @@ impl Core {
 
     pub(crate) fn harness(&self) -> &Arc<dyn Harness> {
         &self.inner.harness
+    }
+
+    pub(crate) fn gateway(&self) -> Option<&Arc<crate::gateway::Gateway>> {
+        self.inner.gateway.as_ref()
     }
 
     /// This process's name among the cores sharing the store.
@@ -189,6 +206,16 @@ impl Core {
 
     pub fn subscribe(&self) -> ChangeFeed {
         self.inner.store.subscribe()
+    }
+
+    /// Streamed text as it arrives from the harnesses this process follows (the store has it
+    /// too, a moment later).
+    pub fn subscribe_deltas(&self) -> tokio::sync::broadcast::Receiver<ingest::LiveDelta> {
+        self.inner.deltas.subscribe()
+    }
+
+    pub(crate) fn publish_delta(&self, delta: ingest::LiveDelta) {
+        let _ = self.inner.deltas.send(delta);
     }
 
     // ------------------------------------------------------------------ sessions

@@ -61,6 +61,7 @@ async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(cfg.concurrency as usize));
     let mut feed = core.subscribe();
     let singletons = tokio::spawn(run_singletons(core.clone(), shutdown.clone()));
+    let ingest = tokio::spawn(super::ingest::run(core.clone(), shutdown.clone()));
     tracing::info!(%worker, concurrency = cfg.concurrency, "worker started");
     loop {
         if *shutdown.borrow() {
@@ -112,6 +113,7 @@ async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
     // Let running tasks finish: take every slot back.
     let _ = slots.acquire_many(cfg.concurrency).await;
     singletons.abort();
+    ingest.abort();
     tracing::info!(%worker, "worker stopped");
 }
 
@@ -232,7 +234,11 @@ async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// True while this process holds the role `name`.
-async fn acquire(core: &Core, name: &str, slot: &mut Option<Box<dyn SingletonGuard>>) -> bool {
+pub(super) async fn acquire(
+    core: &Core,
+    name: &str,
+    slot: &mut Option<Box<dyn SingletonGuard>>,
+) -> bool {
     if let Some(guard) = slot {
         if guard.still_held().await {
             return true;

@@ -1,16 +1,23 @@
 //! The agent inside a sandbox: the harness (opencode's server API) that the core talks to.
 //!
-//! The core drives it through the [`Harness`] trait; the opencode client implements it.
+//! The core drives it through the [`Harness`] trait: open a conversation, send a prompt, abort,
+//! read the whole conversation, and follow the harness's event bus, decoded into [`Update`]s
+//! that the core turns into stored messages.
 
+pub mod opencode;
 pub mod sse;
 
+use crate::config::AgentSpec;
+use crate::model::{MessageRole, Part};
 use async_trait::async_trait;
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
     #[error("the harness at {endpoint} is not reachable: {reason}")]
     Unreachable { endpoint: String, reason: String },
-    #[error("the harness does not know session {0}")]
+    #[error("the harness does not know the session: {0}")]
     UnknownSession(String),
     #[error("the harness refused the request: {0}")]
     Refused(String),
@@ -18,19 +25,111 @@ pub enum HarnessError {
     NotBuilt,
 }
 
+/// What the core sends for one turn.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    pub text: String,
+    /// `provider/model`.
+    pub model: String,
+    pub system: Option<String>,
+    /// Add the text to the conversation without asking for a reply (used to replay history).
+    pub no_reply: bool,
+}
+
+/// How a sandbox reaches the LLM gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayAccess {
+    /// The gateway's OpenAI-compatible base URL as seen from inside the sandbox.
+    pub base_url: String,
+    /// The environment variable that holds the sandbox's key.
+    pub key_env: String,
+}
+
+/// A message's state as the harness reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageInfo {
+    pub id: String,
+    pub role: MessageRole,
+    /// The turn (or this step of it) is over.
+    pub done: bool,
+    pub error: Option<String>,
+}
+
+/// One decoded event of the harness's bus.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    Message(MessageInfo),
+    Part {
+        message_id: String,
+        part_id: String,
+        part: Part,
+    },
+    /// Streamed text appended to a part.
+    Delta {
+        message_id: String,
+        part_id: String,
+        field: String,
+        delta: String,
+    },
+    Busy,
+    Idle,
+    Error(String),
+    /// Anything else (kept in the raw event log only).
+    Other,
+}
+
+/// An event with the session it belongs to and its raw form (for the event log).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HarnessEvent {
+    /// The harness's session id, when the event is about one.
+    pub session: Option<String>,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub update: Update,
+}
+
+/// A whole message as the harness keeps it (for catching up after a gap).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HarnessMessage {
+    pub info: MessageInfo,
+    /// (the harness's part id, the part)
+    pub parts: Vec<(String, Part)>,
+}
+
+pub type EventStream = BoxStream<'static, Result<HarnessEvent, HarnessError>>;
+
 #[async_trait]
 pub trait Harness: Send + Sync + 'static {
     /// Whether the harness at `endpoint` answers.
     async fn health(&self, endpoint: &str) -> Result<(), HarnessError>;
     /// Creates a conversation in the harness; returns its id.
     async fn create_session(&self, endpoint: &str, title: &str) -> Result<String, HarnessError>;
-    /// Sends a user's text; returns once the harness accepted it (the reply streams later).
-    async fn send(&self, endpoint: &str, session: &str, text: &str) -> Result<(), HarnessError>;
+    /// Whether the harness still knows a conversation (it may have lost it in a restart).
+    async fn has_session(&self, endpoint: &str, session: &str) -> Result<bool, HarnessError>;
+    /// Sends a prompt; returns once the harness accepted it (the reply streams as events).
+    async fn send(
+        &self,
+        endpoint: &str,
+        session: &str,
+        prompt: &Prompt,
+    ) -> Result<(), HarnessError>;
     /// Stops the running turn.
     async fn abort(&self, endpoint: &str, session: &str) -> Result<(), HarnessError>;
+    /// The whole conversation as the harness has it.
+    async fn messages(
+        &self,
+        endpoint: &str,
+        session: &str,
+    ) -> Result<Vec<HarnessMessage>, HarnessError>;
+    /// The harness's event bus, decoded; ends when the connection does (reconnect to go on).
+    async fn events(&self, endpoint: &str) -> Result<EventStream, HarnessError>;
+    /// The harness's own configuration files for a sandbox of `agent` (relative path →
+    /// content). No secret is written in them: keys come from the environment.
+    fn sandbox_files(&self, agent: &AgentSpec, gateway: &GatewayAccess)
+    -> BTreeMap<String, String>;
 }
 
-/// The harness for a build that has no harness client yet: every call says so.
+/// The harness for a build that has no harness client: every call says so.
 pub struct NotBuilt;
 
 #[async_trait]
@@ -41,10 +140,22 @@ impl Harness for NotBuilt {
     async fn create_session(&self, _: &str, _: &str) -> Result<String, HarnessError> {
         Err(HarnessError::NotBuilt)
     }
-    async fn send(&self, _: &str, _: &str, _: &str) -> Result<(), HarnessError> {
+    async fn has_session(&self, _: &str, _: &str) -> Result<bool, HarnessError> {
+        Err(HarnessError::NotBuilt)
+    }
+    async fn send(&self, _: &str, _: &str, _: &Prompt) -> Result<(), HarnessError> {
         Err(HarnessError::NotBuilt)
     }
     async fn abort(&self, _: &str, _: &str) -> Result<(), HarnessError> {
         Err(HarnessError::NotBuilt)
+    }
+    async fn messages(&self, _: &str, _: &str) -> Result<Vec<HarnessMessage>, HarnessError> {
+        Err(HarnessError::NotBuilt)
+    }
+    async fn events(&self, _: &str) -> Result<EventStream, HarnessError> {
+        Err(HarnessError::NotBuilt)
+    }
+    fn sandbox_files(&self, _: &AgentSpec, _: &GatewayAccess) -> BTreeMap<String, String> {
+        BTreeMap::new()
     }
 }

@@ -104,6 +104,10 @@ pub trait Store: Send + Sync + 'static {
     async fn update_session(&self, id: Uuid, patch: &SessionPatch) -> Result<Session>;
     /// The per-session environment (may hold secrets; never shown).
     async fn session_env(&self, id: Uuid) -> Result<BTreeMap<String, String>>;
+    /// Sets (or, with `None`, removes) one variable of the per-session environment. Names
+    /// starting with `AGENTDECK_` are agentdeck's own (a session's gateway key, say) and are
+    /// left out of `env_keys`.
+    async fn set_session_env(&self, id: Uuid, name: &str, value: Option<&str>) -> Result<()>;
 
     // --- transcript
     async fn append_message(&self, session: Uuid, new: &NewMessage) -> Result<Message>;

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_detail, runtime, \
     sandbox_ref, harness_session_id, failure_reason, \
-    ARRAY(SELECT jsonb_object_keys(env)) AS env_keys, last_message_seq, last_event_seq, \
+    ARRAY(SELECT k FROM jsonb_object_keys(env) AS k WHERE k NOT LIKE 'AGENTDECK\\_%') AS env_keys, last_message_seq, last_event_seq, \
     created_at, updated_at, last_activity_at, idle_deadline, stopped_at";
 const MESSAGE_COLUMNS: &str =
     "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
@@ -431,6 +431,26 @@ impl Store for PgStore {
             .try_get::<Json<BTreeMap<String, String>>, _>("env")
             .map_err(|e| corrupt("session env", e))?;
         Ok(env)
+    }
+
+    async fn set_session_env(&self, id: Uuid, name: &str, value: Option<&str>) -> Result<()> {
+        let done = match value {
+            Some(v) => sqlx::query("UPDATE sessions SET env = env || jsonb_build_object($2::text, $3::text) WHERE id = $1")
+                .bind(id)
+                .bind(name)
+                .bind(v)
+                .execute(&self.pool)
+                .await?,
+            None => sqlx::query("UPDATE sessions SET env = env - $2::text WHERE id = $1")
+                .bind(id)
+                .bind(name)
+                .execute(&self.pool)
+                .await?,
+        };
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("session", id));
+        }
+        Ok(())
     }
 
     async fn append_message(&self, session: Uuid, new: &NewMessage) -> Result<Message> {

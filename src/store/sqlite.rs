@@ -27,7 +27,8 @@ use uuid::Uuid;
 
 const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_detail, runtime, \
     sandbox_ref, harness_session_id, failure_reason, \
-    (SELECT json_group_array(key) FROM (SELECT key FROM json_each(env) ORDER BY key)) AS env_keys, \
+    (SELECT json_group_array(key) FROM (SELECT key FROM json_each(env) \
+        WHERE key NOT LIKE 'AGENTDECK\\_%' ESCAPE '\\' ORDER BY key)) AS env_keys, \
     last_message_seq, last_event_seq, created_at, updated_at, last_activity_at, idle_deadline, \
     stopped_at";
 const MESSAGE_COLUMNS: &str =
@@ -631,6 +632,30 @@ impl Store for SqliteStore {
             .await?
             .ok_or_else(|| StoreError::not_found("session", id))?;
         json(&row, "env")
+    }
+
+    async fn set_session_env(&self, id: Uuid, name: &str, value: Option<&str>) -> Result<()> {
+        let done = match value {
+            Some(v) => sqlx::query(
+                "UPDATE sessions SET env = json_set(env, '$.' || json_quote(?2), ?3) WHERE id = ?1",
+            )
+            .bind(id.to_string())
+            .bind(name)
+            .bind(v)
+            .execute(&self.pool)
+            .await?,
+            None => sqlx::query(
+                "UPDATE sessions SET env = json_remove(env, '$.' || json_quote(?2)) WHERE id = ?1",
+            )
+            .bind(id.to_string())
+            .bind(name)
+            .execute(&self.pool)
+            .await?,
+        };
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("session", id));
+        }
+        Ok(())
     }
 
     async fn append_message(&self, session: Uuid, new: &NewMessage) -> Result<Message> {

@@ -2,12 +2,16 @@
 //! drive sessions through their whole lifecycle before the real runtimes and harness exist
 //! (those are tested against real processes in their own test files). Named as what they are.
 
-use agentdeck::harness::{Harness, HarnessError};
+use agentdeck::config::AgentSpec;
+use agentdeck::harness::{
+    EventStream, GatewayAccess, Harness, HarnessError, HarnessMessage, Prompt,
+};
 use agentdeck::runtime::{
     Check, HealthChange, HealthPhase, ListedSandbox, LogOptions, LogStream, RuntimeError,
     SandboxHealth, SandboxRef, SandboxRuntime, SandboxSpec,
 };
 use async_trait::async_trait;
+use std::collections::BTreeMap as Map;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -188,12 +192,47 @@ impl Harness for InTestHarness {
         *n += 1;
         Ok(format!("hs-{n}"))
     }
-    async fn send(&self, endpoint: &str, session: &str, text: &str) -> Result<(), HarnessError> {
+    async fn has_session(&self, _: &str, session: &str) -> Result<bool, HarnessError> {
+        let n = *self
+            .sessions
+            .lock()
+            .map_err(|_| HarnessError::Refused("poisoned".into()))?;
+        Ok(session
+            .strip_prefix("hs-")
+            .and_then(|s| s.parse::<u32>().ok())
+            .is_some_and(|k| k <= n))
+    }
+    async fn send(
+        &self,
+        endpoint: &str,
+        session: &str,
+        prompt: &Prompt,
+    ) -> Result<(), HarnessError> {
         self.sent
             .lock()
             .map_err(|_| HarnessError::Refused("poisoned".into()))?
-            .push((endpoint.to_string(), session.to_string(), text.to_string()));
+            .push((
+                endpoint.to_string(),
+                session.to_string(),
+                prompt.text.clone(),
+            ));
         Ok(())
+    }
+    async fn messages(&self, _: &str, _: &str) -> Result<Vec<HarnessMessage>, HarnessError> {
+        Ok(Vec::new())
+    }
+    async fn events(&self, _: &str) -> Result<EventStream, HarnessError> {
+        // The in-test harness says nothing on its bus; it stays open.
+        Ok(Box::pin(futures::stream::pending()))
+    }
+    fn sandbox_files(&self, agent: &AgentSpec, gateway: &GatewayAccess) -> Map<String, String> {
+        Map::from([(
+            "harness.json".to_string(),
+            format!(
+                "{{\"model\": \"{}\", \"gateway\": \"{}\"}}",
+                agent.model, gateway.base_url
+            ),
+        )])
     }
     async fn abort(&self, _: &str, _: &str) -> Result<(), HarnessError> {
         *self

@@ -40,10 +40,6 @@ impl Client {
         Ok(Client { http })
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     fn unreachable(endpoint: &str, err: reqwest::Error) -> HarnessError {
         HarnessError::Unreachable {
             endpoint: endpoint.to_string(),
@@ -79,7 +75,9 @@ impl Client {
                 return Ok(Value::Null);
             }
             return serde_json::from_str(&text).map_err(|e| {
-                HarnessError::Refused(format!("{what}: opencode answered something unreadable: {e}"))
+                HarnessError::Refused(format!(
+                    "{what}: opencode answered something unreadable: {e}"
+                ))
             });
         }
         let detail = serde_json::from_str::<Value>(&text)
@@ -104,12 +102,18 @@ impl Client {
             .timeout(Duration::from_secs(3));
         let v = self.call(endpoint, req, "health").await?;
         if v["healthy"].as_bool() == Some(false) {
-            return Err(HarnessError::Refused("opencode says it is not healthy".into()));
+            return Err(HarnessError::Refused(
+                "opencode says it is not healthy".into(),
+            ));
         }
         Ok(())
     }
 
-    pub async fn create_session(&self, endpoint: &str, title: &str) -> Result<String, HarnessError> {
+    pub async fn create_session(
+        &self,
+        endpoint: &str,
+        title: &str,
+    ) -> Result<String, HarnessError> {
         let req = self
             .http
             .post(format!("{}/session", base(endpoint)))
@@ -123,7 +127,9 @@ impl Client {
 
     /// Whether opencode still knows `session` (it forgets them when its process restarts).
     pub async fn has_session(&self, endpoint: &str, session: &str) -> Result<bool, HarnessError> {
-        let req = self.http.get(format!("{}/session/{session}", base(endpoint)));
+        let req = self
+            .http
+            .get(format!("{}/session/{session}", base(endpoint)));
         match self.call(endpoint, req, "get session").await {
             Ok(_) => Ok(true),
             Err(HarnessError::UnknownSession(_)) => Ok(false),
@@ -138,11 +144,15 @@ impl Client {
         session: &str,
         model: &str,
         system: Option<&str>,
+        no_reply: bool,
         parts: Vec<Value>,
     ) -> Result<(), HarnessError> {
         let mut body = json!({"model": model_ref(model), "parts": parts});
         if let Some(system) = system {
             body["system"] = json!(system);
+        }
+        if no_reply {
+            body["noReply"] = json!(true);
         }
         let req = self
             .http
@@ -158,7 +168,11 @@ impl Client {
         self.call(endpoint, req, "abort").await.map(|_| ())
     }
 
-    pub async fn messages(&self, endpoint: &str, session: &str) -> Result<Vec<WireMessage>, HarnessError> {
+    pub async fn messages(
+        &self,
+        endpoint: &str,
+        session: &str,
+    ) -> Result<Vec<WireMessage>, HarnessError> {
         let req = self
             .http
             .get(format!("{}/session/{session}/message", base(endpoint)));

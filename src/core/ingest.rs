@@ -1,0 +1,527 @@
+//! Ingest: follows each live session's harness event bus and keeps the store current.
+//!
+//! One process at a time holds the `ingest` role and runs one pump per live session. A pump
+//! subscribes to the harness's bus, then catches up from the harness's full message list, so a
+//! pump that starts late (or after the role moved to another process) misses nothing. Every
+//! event is appended to the session's raw event log (in batches); messages and their parts are
+//! kept current as they stream; text deltas reach in-process subscribers at once and the store
+//! every [`FLUSH_EVERY`]; the stored message is complete when the turn ends.
+
+use super::Core;
+use super::worker::acquire;
+use crate::harness::{HarnessEvent, HarnessMessage, MessageInfo, Update};
+use crate::model::{
+    MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, Part, Phase, SessionPatch,
+    SessionQuery, SessionStatus,
+};
+use crate::store::SingletonGuard;
+use futures::StreamExt;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// How often streamed text is written to the store (and raw events flushed).
+const FLUSH_EVERY: Duration = Duration::from_millis(150);
+/// Raw events written at most per batch.
+const BATCH: usize = 200;
+/// How often the set of live sessions is looked at.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+
+const LIVE: [SessionStatus; 3] = [
+    SessionStatus::Ready,
+    SessionStatus::Idle,
+    SessionStatus::Busy,
+];
+
+/// Streamed text as it arrives, for whoever shows it live in this process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveDelta {
+    pub session: Uuid,
+    /// The message's seq in the transcript.
+    pub seq: i64,
+    /// The part's index in the message.
+    pub part: usize,
+    pub text: String,
+}
+
+/// Holds (or waits for) the ingest role and runs the pumps.
+pub async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
+    let mut role: Option<Box<dyn SingletonGuard>> = None;
+    let mut pumps: HashMap<Uuid, JoinHandle<()>> = HashMap::new();
+    let mut tick = tokio::time::interval(SCAN_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        if !acquire(&core, "ingest", &mut role).await {
+            for (_, pump) in pumps.drain() {
+                pump.abort();
+            }
+            continue;
+        }
+        let live = match live_sessions(&core).await {
+            Ok(live) => live,
+            Err(err) => {
+                tracing::warn!(%err, "cannot list live sessions");
+                continue;
+            }
+        };
+        pumps.retain(|id, pump| {
+            let keep = live.contains(id) && !pump.is_finished();
+            if !keep {
+                pump.abort();
+            }
+            keep
+        });
+        for id in live {
+            pumps
+                .entry(id)
+                .or_insert_with(|| tokio::spawn(pump(core.clone(), id)));
+        }
+    }
+    for (_, pump) in pumps.drain() {
+        pump.abort();
+    }
+}
+
+async fn live_sessions(core: &Core) -> super::Result<BTreeSet<Uuid>> {
+    let mut out = BTreeSet::new();
+    let mut before = None;
+    loop {
+        let page = core
+            .list_sessions(&SessionQuery {
+                statuses: Some(LIVE.to_vec()),
+                before,
+                limit: Some(500),
+                ..Default::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        out.extend(
+            page.iter()
+                .filter(|s| s.harness_session_id.is_some() && s.sandbox_ref.is_some())
+                .map(|s| s.id),
+        );
+    }
+    Ok(out)
+}
+
+/// Follows one session's harness until the session is no longer live.
+async fn pump(core: Core, id: Uuid) {
+    let mut state = match State::load(&core, id).await {
+        Ok(state) => state,
+        Err(err) => {
+            tracing::warn!(session = %id, %err, "cannot start following the harness");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let session = match core.store().get_session(id).await {
+            Ok(Some(s)) if LIVE.contains(&s.status) => s,
+            _ => return,
+        };
+        let (Some(harness_session), Some(sandbox)) = (
+            session.harness_session_id.clone(),
+            Core::sandbox_of(&session),
+        ) else {
+            return;
+        };
+        let endpoint = match core.runtime().health(&sandbox).await {
+            Ok(h) => h.endpoint,
+            Err(_) => None,
+        };
+        let Some(endpoint) = endpoint else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        };
+        let mut events = match core.harness().events(&endpoint).await {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::debug!(session = %id, %err, "harness bus not reachable yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(250);
+        // Subscribed first, then caught up: nothing falls in between.
+        match core.harness().messages(&endpoint, &harness_session).await {
+            Ok(messages) => {
+                if let Err(err) = state.catch_up(&core, messages).await {
+                    tracing::warn!(session = %id, %err, "catching up with the harness failed");
+                }
+            }
+            Err(err) => tracing::debug!(session = %id, %err, "cannot list the harness's messages"),
+        }
+        let mut batch: Vec<NewEvent> = Vec::new();
+        let mut flush_at = Instant::now() + FLUSH_EVERY;
+        loop {
+            let next = tokio::time::timeout_at(flush_at, events.next()).await;
+            let event = match next {
+                Err(_) => {
+                    state.flush(&core, &mut batch).await;
+                    flush_at = Instant::now() + FLUSH_EVERY;
+                    continue;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(err))) => {
+                    tracing::debug!(session = %id, %err, "harness bus interrupted; reconnecting");
+                    break;
+                }
+                Ok(Some(Ok(event))) => event,
+            };
+            if event.session.as_deref() != Some(harness_session.as_str()) {
+                continue;
+            }
+            let HarnessEvent {
+                kind,
+                payload,
+                update,
+                ..
+            } = event;
+            batch.push(NewEvent::new(format!("harness.{kind}"), payload));
+            let urgent = state.apply(&core, update).await;
+            if urgent || batch.len() >= BATCH {
+                state.flush(&core, &mut batch).await;
+                flush_at = Instant::now() + FLUSH_EVERY;
+            }
+        }
+        state.flush(&core, &mut batch).await;
+    }
+}
+
+/// What a pump knows of its session's transcript.
+struct State {
+    session: Uuid,
+    /// The harness's message id → our seq and role.
+    links: HashMap<String, (i64, MessageRole)>,
+    /// Parts of messages being streamed (our seq → (harness part id, part)).
+    parts: HashMap<i64, Vec<(String, Part)>>,
+    /// Parts that arrived before their message.
+    early: HashMap<String, Vec<(String, Part)>>,
+    /// Our user messages the harness has not echoed yet, oldest first.
+    unlinked_users: VecDeque<i64>,
+    /// Highest seq read from the store.
+    read_to: i64,
+    dirty: BTreeSet<i64>,
+}
+
+fn upsert(parts: &mut Vec<(String, Part)>, id: String, part: Part) {
+    match parts.iter_mut().find(|(pid, _)| *pid == id) {
+        Some(slot) => slot.1 = part,
+        None => parts.push((id, part)),
+    }
+}
+
+impl State {
+    async fn load(core: &Core, session: Uuid) -> crate::store::Result<State> {
+        let mut state = State {
+            session,
+            links: HashMap::new(),
+            parts: HashMap::new(),
+            early: HashMap::new(),
+            unlinked_users: VecDeque::new(),
+            read_to: 0,
+            dirty: BTreeSet::new(),
+        };
+        state.read_new(core).await?;
+        Ok(state)
+    }
+
+    /// Reads messages stored since the last look (our users' messages in particular).
+    async fn read_new(&mut self, core: &Core) -> crate::store::Result<()> {
+        loop {
+            let page = core
+                .store()
+                .list_messages(self.session, self.read_to, 500)
+                .await?;
+            let Some(last) = page.last() else { break };
+            self.read_to = last.seq;
+            for m in page {
+                match &m.harness_message_id {
+                    Some(h) => {
+                        self.links.insert(h.clone(), (m.seq, m.role));
+                    }
+                    None if m.role == MessageRole::User => self.unlinked_users.push_back(m.seq),
+                    None => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Links (or records) a message the harness reports; returns our seq.
+    async fn on_message(
+        &mut self,
+        core: &Core,
+        info: &MessageInfo,
+    ) -> crate::store::Result<Option<i64>> {
+        if let Some((seq, role)) = self.links.get(&info.id).copied() {
+            if role == MessageRole::Assistant && info.done {
+                self.write_parts(core, seq).await?;
+                let patch = MessagePatch {
+                    status: Some(if info.error.is_some() {
+                        MessageStatus::Failed
+                    } else {
+                        MessageStatus::Complete
+                    }),
+                    error: info.error.clone().map(Some),
+                    ..Default::default()
+                };
+                core.store()
+                    .update_message(self.session, seq, &patch)
+                    .await?;
+            }
+            return Ok(Some(seq));
+        }
+        let early = self.early.remove(&info.id).unwrap_or_default();
+        match info.role {
+            MessageRole::User => {
+                if self.unlinked_users.is_empty() {
+                    self.read_new(core).await?;
+                }
+                // Our own message, echoed: link it (the oldest one sent and not yet linked).
+                while let Some(seq) = self.unlinked_users.pop_front() {
+                    let patch = MessagePatch {
+                        harness_message_id: Some(Some(info.id.clone())),
+                        ..Default::default()
+                    };
+                    if core
+                        .store()
+                        .update_message(self.session, seq, &patch)
+                        .await
+                        .is_ok()
+                    {
+                        self.links.insert(info.id.clone(), (seq, MessageRole::User));
+                        return Ok(Some(seq));
+                    }
+                }
+                // Someone talked to the harness directly: keep what they said.
+                let m = core
+                    .store()
+                    .append_message(
+                        self.session,
+                        &NewMessage {
+                            role: MessageRole::User,
+                            status: MessageStatus::Complete,
+                            parts: early.into_iter().map(|(_, p)| p).collect(),
+                            harness_message_id: Some(info.id.clone()),
+                        },
+                    )
+                    .await?;
+                self.read_to = self.read_to.max(m.seq);
+                self.links
+                    .insert(info.id.clone(), (m.seq, MessageRole::User));
+                Ok(Some(m.seq))
+            }
+            role => {
+                let status = match (&info.error, info.done) {
+                    (Some(_), _) => MessageStatus::Failed,
+                    (None, true) => MessageStatus::Complete,
+                    (None, false) => MessageStatus::Pending,
+                };
+                let m = core
+                    .store()
+                    .append_message(
+                        self.session,
+                        &NewMessage {
+                            role,
+                            status,
+                            parts: early.iter().map(|(_, p)| p.clone()).collect(),
+                            harness_message_id: Some(info.id.clone()),
+                        },
+                    )
+                    .await?;
+                if let Some(error) = &info.error {
+                    let patch = MessagePatch {
+                        error: Some(Some(error.clone())),
+                        ..Default::default()
+                    };
+                    core.store()
+                        .update_message(self.session, m.seq, &patch)
+                        .await?;
+                }
+                self.read_to = self.read_to.max(m.seq);
+                self.links.insert(info.id.clone(), (m.seq, role));
+                self.parts.insert(m.seq, early);
+                Ok(Some(m.seq))
+            }
+        }
+    }
+
+    /// Applies one update; true when it should reach the store at once.
+    async fn apply(&mut self, core: &Core, update: Update) -> bool {
+        let result: crate::store::Result<bool> = async {
+            match update {
+                Update::Message(info) => {
+                    self.on_message(core, &info).await?;
+                    Ok(info.done)
+                }
+                Update::Part {
+                    message_id,
+                    part_id,
+                    part,
+                } => match self.links.get(&message_id).copied() {
+                    Some((_, MessageRole::User)) => Ok(false),
+                    Some((seq, _)) => {
+                        let urgent = matches!(part, Part::Tool { .. });
+                        upsert(self.parts.entry(seq).or_default(), part_id, part);
+                        self.dirty.insert(seq);
+                        Ok(urgent)
+                    }
+                    None => {
+                        upsert(self.early.entry(message_id).or_default(), part_id, part);
+                        Ok(false)
+                    }
+                },
+                Update::Delta {
+                    message_id,
+                    part_id,
+                    field,
+                    delta,
+                } => {
+                    let Some((seq, role)) = self.links.get(&message_id).copied() else {
+                        return Ok(false);
+                    };
+                    if role == MessageRole::User || field != "text" {
+                        return Ok(false);
+                    }
+                    let parts = self.parts.entry(seq).or_default();
+                    let index = match parts.iter().position(|(pid, _)| *pid == part_id) {
+                        Some(i) => i,
+                        None => {
+                            parts.push((part_id, Part::text("")));
+                            parts.len() - 1
+                        }
+                    };
+                    if let Part::Text { text } | Part::Reasoning { text } = &mut parts[index].1 {
+                        text.push_str(&delta);
+                    }
+                    core.publish_delta(LiveDelta {
+                        session: self.session,
+                        seq,
+                        part: index,
+                        text: delta,
+                    });
+                    self.dirty.insert(seq);
+                    Ok(false)
+                }
+                Update::Busy => {
+                    let patch = SessionPatch {
+                        idle_deadline: Some(None),
+                        last_activity_at: Some(chrono::Utc::now()),
+                        ..SessionPatch::status(SessionStatus::Busy, Phase::Busy)
+                            .only_if(&[SessionStatus::Ready, SessionStatus::Idle])
+                    };
+                    let _ = core.store().update_session(self.session, &patch).await;
+                    Ok(false)
+                }
+                Update::Idle => {
+                    self.idle(core).await?;
+                    Ok(true)
+                }
+                Update::Error(message) => {
+                    let patch = SessionPatch {
+                        phase_detail: Some(Some(format!("agent error: {message}"))),
+                        ..Default::default()
+                    };
+                    let _ = core.store().update_session(self.session, &patch).await;
+                    Ok(true)
+                }
+                Update::Other => Ok(false),
+            }
+        }
+        .await;
+        result.unwrap_or_else(|err| {
+            tracing::warn!(session = %self.session, %err, "cannot record a harness update");
+            false
+        })
+    }
+
+    /// The turn is over: everything streamed is written and the session is idle.
+    async fn idle(&mut self, core: &Core) -> crate::store::Result<()> {
+        let seqs: Vec<i64> = self.dirty.iter().copied().collect();
+        for seq in seqs {
+            self.write_parts(core, seq).await?;
+        }
+        let Some(session) = core.store().get_session(self.session).await? else {
+            return Ok(());
+        };
+        let idle_for = core
+            .config()
+            .agents
+            .get(&session.agent_id)
+            .map_or(Duration::from_secs(1800), |a| a.idle_timeout);
+        let patch = SessionPatch {
+            idle_deadline: Some(Some(
+                chrono::Utc::now()
+                    + chrono::Duration::from_std(idle_for).unwrap_or(chrono::Duration::MAX),
+            )),
+            last_activity_at: Some(chrono::Utc::now()),
+            ..SessionPatch::status(SessionStatus::Idle, Phase::Idle)
+                .only_if(&[SessionStatus::Busy, SessionStatus::Ready])
+        };
+        let _ = core.store().update_session(self.session, &patch).await;
+        Ok(())
+    }
+
+    async fn write_parts(&mut self, core: &Core, seq: i64) -> crate::store::Result<()> {
+        self.dirty.remove(&seq);
+        let Some(parts) = self.parts.get(&seq) else {
+            return Ok(());
+        };
+        let patch = MessagePatch {
+            parts: Some(parts.iter().map(|(_, p)| p.clone()).collect()),
+            ..Default::default()
+        };
+        core.store()
+            .update_message(self.session, seq, &patch)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes streamed parts and the raw events gathered so far.
+    async fn flush(&mut self, core: &Core, batch: &mut Vec<NewEvent>) {
+        if !batch.is_empty() {
+            if let Err(err) = core.store().append_events(self.session, batch).await {
+                tracing::warn!(session = %self.session, %err, "cannot record harness events");
+            }
+            batch.clear();
+        }
+        let seqs: Vec<i64> = self.dirty.iter().copied().collect();
+        for seq in seqs {
+            if let Err(err) = self.write_parts(core, seq).await {
+                tracing::warn!(session = %self.session, %err, "cannot record streamed text");
+            }
+        }
+    }
+
+    /// Brings the store in line with the harness's whole conversation.
+    async fn catch_up(
+        &mut self,
+        core: &Core,
+        messages: Vec<HarnessMessage>,
+    ) -> crate::store::Result<()> {
+        for m in messages {
+            let Some(seq) = self.on_message(core, &m.info).await? else {
+                continue;
+            };
+            if m.info.role == MessageRole::User {
+                continue;
+            }
+            let parts = self.parts.entry(seq).or_default();
+            for (id, part) in m.parts {
+                upsert(parts, id, part);
+            }
+            self.write_parts(core, seq).await?;
+        }
+        Ok(())
+    }
+}

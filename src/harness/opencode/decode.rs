@@ -1,0 +1,222 @@
+//! opencode's bus events and message parts, decoded into agentdeck's model. Unknown event
+//! types and part types are kept (as `Other`), never an error.
+
+use crate::harness::{HarnessEvent, HarnessMessage, MessageInfo, Update};
+use crate::model::{MessageRole, Part, ToolStatus};
+use serde_json::Value;
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+fn error_text(error: &Value) -> Option<String> {
+    if error.is_null() {
+        return None;
+    }
+    Some(
+        error["data"]["message"]
+            .as_str()
+            .or_else(|| error["message"].as_str())
+            .or_else(|| error["name"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| error.to_string()),
+    )
+}
+
+pub fn message_info(info: &Value) -> Option<MessageInfo> {
+    let role = match info["role"].as_str()? {
+        "user" => MessageRole::User,
+        "assistant" => MessageRole::Assistant,
+        _ => MessageRole::System,
+    };
+    let error = error_text(&info["error"]);
+    Some(MessageInfo {
+        id: text(&info["id"])?,
+        role,
+        done: !info["time"]["completed"].is_null() || error.is_some(),
+        error,
+    })
+}
+
+/// An opencode part as an agentdeck part.
+pub fn part(p: &Value) -> Part {
+    match p["type"].as_str().unwrap_or_default() {
+        "text" => Part::Text {
+            text: p["text"].as_str().unwrap_or_default().to_string(),
+        },
+        "reasoning" => Part::Reasoning {
+            text: p["text"].as_str().unwrap_or_default().to_string(),
+        },
+        "tool" => {
+            let state = &p["state"];
+            let status = match state["status"].as_str() {
+                Some("completed") => ToolStatus::Completed,
+                Some("error") => ToolStatus::Error,
+                Some("running") => ToolStatus::Running,
+                _ => ToolStatus::Pending,
+            };
+            let output = text(&state["output"]).or_else(|| text(&state["metadata"]["output"]));
+            Part::Tool {
+                call_id: p["callID"].as_str().unwrap_or_default().to_string(),
+                tool: p["tool"].as_str().unwrap_or_default().to_string(),
+                status,
+                input: state["input"].clone(),
+                output,
+                error: text(&state["error"]),
+            }
+        }
+        "file" => Part::File {
+            path: text(&p["filename"]).or_else(|| text(&p["source"]["path"])),
+            url: text(&p["url"]),
+            mime: text(&p["mime"]),
+        },
+        "patch" => Part::Patch {
+            files: p["files"]
+                .as_array()
+                .map(|f| {
+                    f.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        _ => Part::Other(p.clone()),
+    }
+}
+
+/// One bus event (`{"id","type","properties"}`) decoded.
+pub fn event(raw: &Value) -> HarnessEvent {
+    let kind = raw["type"].as_str().unwrap_or("unknown").to_string();
+    let props = &raw["properties"];
+    let mut session = text(&props["sessionID"]);
+    let update = match kind.as_str() {
+        "message.updated" => {
+            session = session.or_else(|| text(&props["info"]["sessionID"]));
+            message_info(&props["info"]).map_or(Update::Other, Update::Message)
+        }
+        "message.part.updated" => {
+            let p = &props["part"];
+            session = session.or_else(|| text(&p["sessionID"]));
+            match (text(&p["messageID"]), text(&p["id"])) {
+                (Some(message_id), Some(part_id)) => Update::Part {
+                    message_id,
+                    part_id,
+                    part: part(p),
+                },
+                _ => Update::Other,
+            }
+        }
+        "message.part.delta" => match (text(&props["messageID"]), text(&props["partID"])) {
+            (Some(message_id), Some(part_id)) => Update::Delta {
+                message_id,
+                part_id,
+                field: text(&props["field"]).unwrap_or_else(|| "text".to_string()),
+                delta: text(&props["delta"]).unwrap_or_default(),
+            },
+            _ => Update::Other,
+        },
+        "session.status" => match props["status"]["type"].as_str() {
+            Some("busy") | Some("retry") => Update::Busy,
+            Some("idle") => Update::Idle,
+            _ => Update::Other,
+        },
+        "session.idle" => Update::Idle,
+        "session.error" => Update::Error(
+            error_text(&props["error"]).unwrap_or_else(|| "the harness reported an error".into()),
+        ),
+        _ => Update::Other,
+    };
+    HarnessEvent {
+        session,
+        kind,
+        payload: props.clone(),
+        update,
+    }
+}
+
+/// One entry of `GET /session/:id/message`.
+pub fn message(info: &Value, parts: &[Value]) -> Option<HarnessMessage> {
+    Some(HarnessMessage {
+        info: message_info(info)?,
+        parts: parts
+            .iter()
+            .filter_map(|p| Some((text(&p["id"])?, part(p))))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(line: &str) -> HarnessEvent {
+        event(&serde_json::from_str(line).unwrap_or_default())
+    }
+
+    #[test]
+    fn real_events_decode() {
+        let e = decode(
+            r#"{"id":"evt_1","type":"message.part.updated","properties":{"sessionID":"ses_1","part":{"type":"tool","tool":"bash","callID":"call_1","state":{"status":"completed","input":{"command":"echo ok"},"output":"ok\n","metadata":{"exit":0}},"id":"prt_1","sessionID":"ses_1","messageID":"msg_1"}}}"#,
+        );
+        assert_eq!(e.session.as_deref(), Some("ses_1"));
+        match e.update {
+            Update::Part {
+                part:
+                    Part::Tool {
+                        status,
+                        output,
+                        input,
+                        ..
+                    },
+                message_id,
+                ..
+            } => {
+                assert_eq!(status, ToolStatus::Completed);
+                assert_eq!(output.as_deref(), Some("ok\n"));
+                assert_eq!(input["command"], "echo ok");
+                assert_eq!(message_id, "msg_1");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = decode(
+            r#"{"id":"evt_2","type":"message.part.delta","properties":{"sessionID":"ses_1","messageID":"msg_2","partID":"prt_2","field":"text","delta":"Ran "}}"#,
+        );
+        assert_eq!(
+            e.update,
+            Update::Delta {
+                message_id: "msg_2".into(),
+                part_id: "prt_2".into(),
+                field: "text".into(),
+                delta: "Ran ".into()
+            }
+        );
+        let e = decode(
+            r#"{"type":"message.updated","properties":{"sessionID":"ses_1","info":{"id":"msg_3","role":"assistant","time":{"created":1,"completed":2}}}}"#,
+        );
+        assert!(matches!(
+            e.update,
+            Update::Message(MessageInfo {
+                done: true,
+                role: MessageRole::Assistant,
+                ..
+            })
+        ));
+        let e = decode(
+            r#"{"type":"message.updated","properties":{"info":{"id":"msg_4","sessionID":"ses_9","role":"assistant","time":{"created":1},"error":{"name":"APIError","data":{"message":"rate limited"}}}}}"#,
+        );
+        assert_eq!(e.session.as_deref(), Some("ses_9"));
+        assert!(
+            matches!(e.update, Update::Message(MessageInfo { done: true, error: Some(ref m), .. }) if m == "rate limited")
+        );
+        assert_eq!(decode(r#"{"type":"session.status","properties":{"sessionID":"s","status":{"type":"idle"}}}"#).update, Update::Idle);
+        assert_eq!(
+            decode(r#"{"type":"server.heartbeat","properties":{}}"#).update,
+            Update::Other
+        );
+        assert_eq!(decode("[1,2]").update, Update::Other);
+        assert!(matches!(
+            part(&serde_json::json!({"type":"step-start","id":"p"})),
+            Part::Other(_)
+        ));
+    }
+}

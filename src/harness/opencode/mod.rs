@@ -1,0 +1,200 @@
+//! The opencode harness: `opencode serve` in each sandbox, driven over its HTTP API and
+//! followed on its `/event` bus.
+
+mod client;
+mod decode;
+
+use crate::config::AgentSpec;
+use crate::harness::sse::SseParser;
+use crate::harness::{EventStream, GatewayAccess, Harness, HarnessError, HarnessMessage, Prompt};
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// opencode sends a heartbeat about every 10 s; a bus silent for this long is dead.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(35);
+/// Largest single event kept (a huge tool output, say); larger ones are logged and skipped.
+const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
+pub struct Opencode {
+    client: client::Client,
+    /// For the event bus: no overall timeout (it is long-lived), a connect timeout only.
+    streaming: reqwest::Client,
+}
+
+impl Opencode {
+    pub fn new() -> Result<Self, HarnessError> {
+        crate::net::ensure_crypto();
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .no_proxy()
+            .build()
+            .map_err(|e| HarnessError::Refused(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Opencode {
+            client: client::Client::new()?,
+            streaming,
+        })
+    }
+}
+
+/// The provider and model ids of `provider/model`.
+fn split_model(model: &str) -> (&str, &str) {
+    model.split_once('/').unwrap_or(("litellm", model))
+}
+
+#[async_trait]
+impl Harness for Opencode {
+    async fn health(&self, endpoint: &str) -> Result<(), HarnessError> {
+        self.client.health(endpoint).await
+    }
+
+    async fn create_session(&self, endpoint: &str, title: &str) -> Result<String, HarnessError> {
+        self.client.create_session(endpoint, title).await
+    }
+
+    async fn has_session(&self, endpoint: &str, session: &str) -> Result<bool, HarnessError> {
+        self.client.has_session(endpoint, session).await
+    }
+
+    async fn send(
+        &self,
+        endpoint: &str,
+        session: &str,
+        prompt: &Prompt,
+    ) -> Result<(), HarnessError> {
+        self.client
+            .prompt_async(
+                endpoint,
+                session,
+                &prompt.model,
+                prompt.system.as_deref(),
+                prompt.no_reply,
+                vec![json!({"type": "text", "text": prompt.text})],
+            )
+            .await
+    }
+
+    async fn abort(&self, endpoint: &str, session: &str) -> Result<(), HarnessError> {
+        self.client.abort(endpoint, session).await
+    }
+
+    async fn messages(
+        &self,
+        endpoint: &str,
+        session: &str,
+    ) -> Result<Vec<HarnessMessage>, HarnessError> {
+        let wire = self.client.messages(endpoint, session).await?;
+        Ok(wire
+            .iter()
+            .filter_map(|m| decode::message(&m.info, &m.parts))
+            .collect())
+    }
+
+    async fn events(&self, endpoint: &str) -> Result<EventStream, HarnessError> {
+        let url = format!("{}/event", endpoint.trim_end_matches('/'));
+        let resp = self
+            .streaming
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| HarnessError::Unreachable {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            })?;
+        if !resp.status().is_success() {
+            return Err(HarnessError::Refused(format!(
+                "{url} answered {}",
+                resp.status()
+            )));
+        }
+        let endpoint = endpoint.to_string();
+        let bytes = resp.bytes_stream();
+        let state = (
+            bytes,
+            SseParser::new(MAX_EVENT_BYTES),
+            std::collections::VecDeque::new(),
+        );
+        let stream = futures::stream::unfold(state, move |(mut bytes, mut parser, mut queue)| {
+            let endpoint = endpoint.clone();
+            async move {
+                loop {
+                    if let Some(event) = queue.pop_front() {
+                        return Some((Ok(event), (bytes, parser, queue)));
+                    }
+                    let chunk = match tokio::time::timeout(HEARTBEAT_TIMEOUT, bytes.next()).await {
+                        Err(_) => {
+                            let err = HarnessError::Unreachable {
+                                endpoint,
+                                reason: format!(
+                                    "no heartbeat for {}s",
+                                    HEARTBEAT_TIMEOUT.as_secs()
+                                ),
+                            };
+                            return Some((Err(err), (bytes, parser, queue)));
+                        }
+                        Ok(None) => return None,
+                        Ok(Some(Err(e))) => {
+                            let err = HarnessError::Unreachable {
+                                endpoint,
+                                reason: e.to_string(),
+                            };
+                            return Some((Err(err), (bytes, parser, queue)));
+                        }
+                        Ok(Some(Ok(chunk))) => chunk,
+                    };
+                    for sse in parser.feed(&chunk) {
+                        match serde_json::from_str::<serde_json::Value>(&sse.data) {
+                            Ok(raw) => queue.push_back(decode::event(&raw)),
+                            Err(err) => {
+                                tracing::warn!(%err, bytes = sse.data.len(), "skipping a malformed harness event");
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        // An error ends the stream: the caller reconnects and catches up.
+        let mut failed = false;
+        Ok(stream
+            .take_while(move |item| {
+                let go = !failed;
+                failed = item.is_err();
+                futures::future::ready(go)
+            })
+            .boxed())
+    }
+
+    fn sandbox_files(
+        &self,
+        agent: &AgentSpec,
+        gateway: &GatewayAccess,
+    ) -> BTreeMap<String, String> {
+        let (provider, model) = split_model(&agent.model);
+        let config = json!({
+            "$schema": "https://opencode.ai/config.json",
+            "provider": {
+                provider: {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "name": "agentdeck gateway",
+                    "options": {
+                        "baseURL": format!("{}/v1", gateway.base_url.trim_end_matches('/')),
+                        "apiKey": format!("{{env:{}}}", gateway.key_env),
+                    },
+                    "models": { model: { "tool_call": true } }
+                }
+            },
+            "model": agent.model,
+            "small_model": agent.model,
+            "autoupdate": false,
+            "share": "disabled",
+            "permission": { "edit": "allow", "bash": "allow", "webfetch": "allow" }
+        });
+        BTreeMap::from([(
+            "opencode.json".to_string(),
+            serde_json::to_string_pretty(&config).unwrap_or_default(),
+        )])
+    }
+}
