@@ -10,7 +10,7 @@
 #
 # `up` prints ONLY these lines on stdout (everything else goes to stderr):
 #   export AGENTDECK_GATEWAY_URL=http://127.0.0.1:4000
-#   export AGENTDECK_GATEWAY_MASTER_KEY=sk-agentdeck-…
+#   export AGENTDECK_GATEWAY_MASTER_KEY=sk-agentdeck-…   (only with AGENTDECK_STACK_AUTH=1)
 #   export PATH=<stack>/opencode/node_modules/.bin:"$PATH"
 #
 # What it installs, once, into ${AGENTDECK_STACK_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agentdeck/stack}:
@@ -66,6 +66,8 @@ PID_FILE=$STACK_DIR/litellm.pid
 PORT_FILE=$STACK_DIR/litellm.port
 STATE_FILE=$STACK_DIR/litellm.state
 KEY_FILE=$STACK_DIR/master_key
+AUTH_ON=0
+[[ ${AGENTDECK_STACK_AUTH:-0} == 1 ]] && AUTH_ON=1
 PRISMA_DIR=$STACK_DIR/prisma
 LITELLM_MARKER=$VENV/.agentdeck-installed
 PRISMA_MARKER=$VENV/.agentdeck-prisma
@@ -298,9 +300,13 @@ litellm_settings:
   custom_provider_map:
     - provider: scripted
       custom_handler: scripted_provider.handler
-general_settings:
-  master_key: os.environ/LITELLM_MASTER_KEY
 YAML
+  # Without its database a LiteLLM proxy accepts only its master key, and that key must never
+  # enter a sandbox; so on this loopback-only stack the gateway runs without auth unless
+  # AGENTDECK_STACK_AUTH=1 (then sandboxes need a key of their own, see the README).
+  if ((AUTH_ON)); then
+    printf 'general_settings:\n  master_key: os.environ/LITELLM_MASTER_KEY\n' >>"$GW_DIR/config.yaml"
+  fi
 }
 
 # What the running gateway was started with: a change means restart.
@@ -309,7 +315,7 @@ desired_state() {
   ((DB_ON)) && db=$DB_URL
   {
     cat "$GW_DIR/config.yaml" "$GW_DIR/scripted_provider.py"
-    printf 'litellm=%s db=%s\n' "$LITELLM_VERSION" "$db"
+    printf 'litellm=%s db=%s auth=%s\n' "$LITELLM_VERSION" "$db" "$AUTH_ON"
   } | cksum | cut -d' ' -f1
 }
 
@@ -373,8 +379,14 @@ start_gateway() {
     exec 9>&- # the stack lock stays with this script, not with the gateway
     unset DATABASE_URL DIRECT_URL
     export LITELLM_LOCAL_MODEL_COST_MAP=True
-    LITELLM_MASTER_KEY=$(<"$KEY_FILE")
-    export LITELLM_MASTER_KEY
+    unset LITELLM_MASTER_KEY
+    if ((AUTH_ON)); then
+      LITELLM_MASTER_KEY=$(<"$KEY_FILE")
+      export LITELLM_MASTER_KEY
+    else
+      # loopback only, mock models only: LiteLLM's own switch for running without auth
+      export LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY=true
+    fi
     if ((DB_ON)); then
       # Everything Prisma caches (its CLI, and its engines in ~/.cache/prisma, a path only HOME
       # moves) goes under the stack dir; npm, which installs the CLI, keeps the user's npmrc.
@@ -428,7 +440,9 @@ print_env() {
   local port=$1 key
   key=$(<"$KEY_FILE")
   printf 'export AGENTDECK_GATEWAY_URL=http://127.0.0.1:%s\n' "$port"
-  printf 'export AGENTDECK_GATEWAY_MASTER_KEY=%s\n' "$key"
+  if ((AUTH_ON)); then
+    printf 'export AGENTDECK_GATEWAY_MASTER_KEY=%s\n' "$key"
+  fi
   # shellcheck disable=SC2016 # $PATH is for the shell that evals this line
   printf 'export PATH=%s:"$PATH"\n' "$(printf '%q' "$OC_BIN_DIR")"
 }

@@ -118,7 +118,7 @@ config = {
         "litellm": {
             "npm": "@ai-sdk/openai-compatible",
             "name": "LiteLLM (offline stack)",
-            "options": {"baseURL": url + "/v1", "apiKey": os.environ["AGENTDECK_GATEWAY_MASTER_KEY"]},
+            "options": {"baseURL": url + "/v1", "apiKey": os.environ.get("AGENTDECK_GATEWAY_MASTER_KEY", "sk-no-auth")},
             "models": {
                 "mock-gpt": {"name": "mock-gpt", "tool_call": True},
                 "scripted": {"name": "scripted", "tool_call": True},

@@ -86,6 +86,9 @@ pub async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
     for (_, pump) in pumps.drain() {
         pump.abort();
     }
+    if let Some(role) = role {
+        role.release().await;
+    }
 }
 
 async fn live_sessions(core: &Core) -> super::Result<BTreeSet<Uuid>> {
@@ -509,6 +512,13 @@ impl State {
         core: &Core,
         messages: Vec<HarnessMessage>,
     ) -> crate::store::Result<()> {
+        // The harness is mid-turn if an assistant message is open or a user's has no answer yet.
+        let open = messages
+            .iter()
+            .any(|m| m.info.role == MessageRole::Assistant && !m.info.done)
+            || messages
+                .last()
+                .is_some_and(|m| m.info.role == MessageRole::User);
         for m in messages {
             let Some(seq) = self.on_message(core, &m.info).await? else {
                 continue;
@@ -521,6 +531,14 @@ impl State {
                 upsert(parts, id, part);
             }
             self.write_parts(core, seq).await?;
+        }
+        // Events missed while nobody followed this harness may include the end of a turn: a
+        // busy session whose harness is not mid-turn is idle.
+        if !open
+            && let Some(s) = core.store().get_session(self.session).await?
+            && s.status == SessionStatus::Busy
+        {
+            self.idle(core).await?;
         }
         Ok(())
     }

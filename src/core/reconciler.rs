@@ -57,14 +57,23 @@ impl Reconciler {
                 if sandbox.runtime != core.runtime().kind() {
                     continue;
                 }
-                let gone = match core.runtime().health(&sandbox).await {
-                    Ok(h) => h.phase == HealthPhase::Gone,
-                    Err(crate::runtime::RuntimeError::NotFound(_)) => true,
-                    Err(_) => false,
-                };
-                if gone {
-                    self.reprovision(core, session.id, "sandbox vanished; provisioning again")
-                        .await?;
+                match core.runtime().health(&sandbox).await {
+                    Ok(h) if h.phase == HealthPhase::Gone => {
+                        self.reprovision(core, session.id, "sandbox vanished; provisioning again")
+                            .await?;
+                    }
+                    Err(crate::runtime::RuntimeError::NotFound(_)) => {
+                        self.reprovision(core, session.id, "sandbox vanished; provisioning again")
+                            .await?;
+                    }
+                    // A failure the watch reported while no process held this role.
+                    Ok(h) if h.phase == HealthPhase::Failed => {
+                        tracing::warn!(session = %session.id, reason = ?h.reason, "sandbox failed under a live session; restarting it");
+                        if let Err(err) = core.restart(session.id).await {
+                            tracing::warn!(session = %session.id, %err, "cannot restart the failed sandbox");
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

@@ -110,10 +110,10 @@ async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
-    // Let running tasks finish: take every slot back.
+    // Let running tasks finish: take every slot back; the singletons give their roles up.
     let _ = slots.acquire_many(cfg.concurrency).await;
-    singletons.abort();
-    ingest.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(3), singletons).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), ingest).await;
     tracing::info!(%worker, "worker stopped");
 }
 
@@ -228,8 +228,11 @@ async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
                     health = core.runtime().watch();
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         }
+    }
+    for guard in [reaper, reconciler].into_iter().flatten() {
+        guard.release().await;
     }
 }
 

@@ -77,6 +77,8 @@ impl Backend {
 pub trait SingletonGuard: Send + Sync {
     /// Confirms (and, for lease-based locks, renews) that this process still holds the role.
     async fn still_held(&self) -> bool;
+    /// Gives the role up now, so that another process can take it at once.
+    async fn release(self: Box<Self>);
 }
 
 /// Everything the control core keeps. Every write is durable when the call returns and is

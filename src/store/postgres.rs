@@ -221,6 +221,11 @@ impl SingletonGuard for PgSingleton {
         let mut conn = self.conn.lock().await;
         sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok()
     }
+
+    async fn release(self: Box<Self>) {
+        // Closing the session releases its advisory locks.
+        let _ = self.conn.into_inner().close().await;
+    }
 }
 
 #[async_trait]

@@ -382,6 +382,15 @@ impl SingletonGuard for SqliteSingleton {
             .await
             .unwrap_or(false)
     }
+
+    async fn release(self: Box<Self>) {
+        let _ = sqlx::query("DELETE FROM singletons WHERE name = ? AND holder = ?")
+            .bind(&self.name)
+            .bind(&self.holder)
+            .execute(&self.pool)
+            .await;
+        // Drop then finds nothing left to do.
+    }
 }
 
 impl Drop for SqliteSingleton {

@@ -192,9 +192,26 @@ impl Harness for Opencode {
             "share": "disabled",
             "permission": { "edit": "allow", "bash": "allow", "webfetch": "allow" }
         });
-        BTreeMap::from([(
-            "opencode.json".to_string(),
-            serde_json::to_string_pretty(&config).unwrap_or_default(),
-        )])
+        // opencode installs its plugin package from npm at start unless its config dir already
+        // lists it as installed; seed that, so a sandbox makes no registry call and stops
+        // promptly. The config dir is `$HOME/.config/opencode`, and HOME is `home/` in the
+        // sandbox's working folder on every runtime.
+        let config_dir = "home/.config/opencode";
+        BTreeMap::from([
+            (
+                "opencode.json".to_string(),
+                serde_json::to_string_pretty(&config).unwrap_or_default(),
+            ),
+            (
+                format!("{config_dir}/package.json"),
+                r#"{"dependencies":{"@opencode-ai/plugin":"*"}}"#.to_string(),
+            ),
+            (
+                format!("{config_dir}/package-lock.json"),
+                r#"{"lockfileVersion":3,"packages":{"":{"dependencies":{"@opencode-ai/plugin":"*"}}}}"#
+                    .to_string(),
+            ),
+            (format!("{config_dir}/node_modules/.agentdeck"), String::new()),
+        ])
     }
 }
