@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 
 scripts/ensure-postgres.sh
 
+# The real agent stack for the end-to-end tests (installed once into the cache dir, ~70 s and
+# 1.1 GB the first time); the tests that need it fail, rather than skip, when it is missing.
+eval "$(scripts/offline-stack.sh up)"
+export AGENTDECK_E2E_REQUIRED=1
+trap 'scripts/offline-stack.sh down >/dev/null 2>&1 || true' EXIT
+
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -5,6 +5,7 @@
 
 pub mod fake_kube;
 pub mod fakes;
+pub mod stack;
 
 use agentdeck::config::{self, Config, Dirs};
 use agentdeck::store::{self, Store};

@@ -1,0 +1,367 @@
+//! End to end with the real programs: `agentdeck serve` on real Postgres with the local
+//! runtime, a real opencode per session, a real LiteLLM gateway with a scripted model (from
+//! scripts/offline-stack.sh). A prompt gets an answer; a tool call is stored with its output;
+//! the harness is killed and the session recovers its conversation; the next message works.
+
+mod common;
+
+use common::{TestDb, agentdeck, eventually, free_port};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+const TURN: Duration = Duration::from_secs(90);
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn get(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        resp.json().await.unwrap_or(Value::Null)
+    }
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+    async fn messages(&self, id: &str) -> Vec<Value> {
+        self.get(&format!("/api/sessions/{id}/messages?limit=1000"))
+            .await["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+    /// Waits until the last message is a complete assistant reply whose text contains `want`.
+    async fn reply_containing(&self, id: &str, want: &str) -> Vec<Value> {
+        eventually(TURN, &format!("a reply containing {want:?}"), || async {
+            let messages = self.messages(id).await;
+            let last = messages.last()?;
+            let text: String = last["parts"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect();
+            (last["role"] == "assistant" && last["status"] == "complete" && text.contains(want))
+                .then_some(messages)
+        })
+        .await
+    }
+}
+
+fn start_serve(root: &Path, db: &str, stack: &common::stack::Stack, port: u16) -> Serve {
+    let config = root.join("agentdeck.toml");
+    std::fs::write(
+        &config,
+        "[agents.coder]\nmodel = \"litellm/scripted\"\n\
+         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n\
+         [sessions]\nphase_timeout = \"90s\"\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(root.join("serve.log")).unwrap();
+    let child = agentdeck(root)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("AGENTDECK_CONFIG", &config)
+        .env("AGENTDECK_DATABASE_URL", db)
+        .env("AGENTDECK_GATEWAY_URL", &stack.gateway_url)
+        .env("PATH", &stack.path)
+        .env("AGENTDECK_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Serve(child)
+}
+
+fn texts(messages: &[Value]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|m| {
+            let text: String = m["parts"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|p| p["text"].as_str()).collect())
+                .unwrap_or_default();
+            (m["role"].as_str().unwrap_or("").to_string(), text)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    agentdeck::net::ensure_crypto();
+    let db = TestDb::postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _serve = start_serve(root.path(), db.url(), &stack, port);
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    eventually(Duration::from_secs(30), "serve to answer", || async {
+        api.http
+            .get(format!("{}/healthz", api.base))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+
+    // 1. A prompt at creation gets an answer.
+    let (status, created) = api
+        .post(
+            "/api/sessions",
+            json!({"agent_id": "coder", "initial_prompt": "say hi"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    api.reply_containing(&id, "Scripted reply to: say hi").await;
+    let session = api.get(&format!("/api/sessions/{id}")).await;
+    assert!(
+        session["harness_session_id"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ses_"),
+        "{session}"
+    );
+    let events: Vec<Value> = agentdeck::store::open(db.url())
+        .await
+        .unwrap()
+        .list_events(id.parse().unwrap(), 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| json!({"kind": e.kind, "payload": e.payload}))
+        .collect();
+    for phase in [
+        "creating_sandbox",
+        "sandbox_pending",
+        "harness_starting",
+        "harness_ready",
+        "ready",
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["kind"] == "session.phase" && e["payload"]["phase"] == phase),
+            "no {phase} in the phase history"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "harness.message.part.delta"),
+        "raw harness events are logged"
+    );
+
+    // 2. A tool call: the tool part is stored with its input and output.
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{id}/messages"),
+            json!({"text": "run: echo agentdeck-e2e"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let messages = api
+        .reply_containing(&id, "Ran it. Output: agentdeck-e2e")
+        .await;
+    let tool = messages
+        .iter()
+        .flat_map(|m| m["parts"].as_array().cloned().unwrap_or_default())
+        .find(|p| p["type"] == "tool")
+        .expect("a tool part");
+    assert_eq!(tool["tool"], "bash");
+    assert_eq!(tool["status"], "completed");
+    assert_eq!(tool["input"]["command"], "echo agentdeck-e2e");
+    assert!(
+        tool["output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("agentdeck-e2e"),
+        "{tool}"
+    );
+    eventually(TURN, "the session to be idle after the turn", || async {
+        let s = api.get(&format!("/api/sessions/{id}")).await;
+        (s["status"] == "idle" && s["idle_deadline"].is_string()).then_some(())
+    })
+    .await;
+
+    // 3. The harness dies and loses what it knew (as a pod with an emptyDir would).
+    let workdir = root.path().join(format!("data/agentdeck/sandboxes/{id}"));
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(workdir.join("sandbox.json")).unwrap()).unwrap();
+    let pid = record["pid"].as_i64().unwrap() as i32;
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+    let _ = std::fs::remove_dir_all(workdir.join("home/.local/share/opencode"));
+    eventually(TURN, "the session to recover", || async {
+        let events = api.get(&format!("/api/sessions/{id}")).await;
+        let msgs = api.messages(&id).await;
+        let recovered = msgs.iter().any(|m| {
+            m["role"] == "system"
+                && m["parts"][0]["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Recovered")
+        });
+        (recovered && matches!(events["status"].as_str(), Some("ready" | "idle"))).then_some(())
+    })
+    .await;
+
+    // 4. The next message works as if nothing happened.
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{id}/messages"),
+            json!({"text": "are you still there?"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let messages = api
+        .reply_containing(&id, "Scripted reply to: are you still there?")
+        .await;
+    let turns: Vec<(String, String)> = texts(&messages)
+        .into_iter()
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    let users: Vec<&str> = turns
+        .iter()
+        .filter(|(r, _)| r == "user")
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(
+        users,
+        vec!["say hi", "run: echo agentdeck-e2e", "are you still there?"],
+        "{turns:?}"
+    );
+    let seqs: Vec<i64> = messages
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "the transcript is in order: {seqs:?}"
+    );
+    let last_system = turns.iter().position(|(r, _)| r == "system").unwrap();
+    let third = turns
+        .iter()
+        .position(|(_, t)| t == "are you still there?")
+        .unwrap();
+    assert!(
+        last_system < third,
+        "the recovery note comes before the third turn"
+    );
+
+    // Ending the session stops its harness.
+    let resp = api
+        .http
+        .delete(format!("{}/api/sessions/{id}", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    eventually(
+        Duration::from_secs(30),
+        "the sandbox to be removed",
+        || async { (!workdir.exists()).then_some(()) },
+    )
+    .await;
+}
+
+/// The README's promise: with no configuration at all (the embedded SQLite store, the local
+/// runtime, the built-in `opencode` agent on the gateway's mock model), a session created with
+/// an initial prompt has the agent's answer within a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_answers_a_first_prompt() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    agentdeck::net::ensure_crypto();
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(root.path().join("serve.log")).unwrap();
+    let _serve = Serve(
+        agentdeck(root.path())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("AGENTDECK_GATEWAY_URL", &stack.gateway_url)
+            .env("PATH", &stack.path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    eventually(Duration::from_secs(30), "serve to answer", || async {
+        api.http
+            .get(format!("{}/healthz", api.base))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    let (status, created) = api
+        .post(
+            "/api/sessions",
+            json!({"agent_id": "opencode", "initial_prompt": "hello"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let messages = api.reply_containing(&id, "Hello from mock").await;
+    assert_eq!(
+        texts(&messages)[0],
+        ("user".to_string(), "hello".to_string())
+    );
+    assert!(root.path().join("data/agentdeck/agentdeck.db").exists());
+    let resp = api
+        .http
+        .delete(format!("{}/api/sessions/{id}", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    eventually(Duration::from_secs(30), "the session to end", || async {
+        (api.get(&format!("/api/sessions/{id}")).await["status"] == "dead").then_some(())
+    })
+    .await;
+}
