@@ -654,20 +654,20 @@ impl Core {
             .create_session(endpoint, &session.title)
             .await
             .map_err(|e| TaskError::retry(format!("harness session: {e}")))?;
-        if session.harness_session_id.is_some() || session.last_message_seq > 0 {
-            if let Some(history) = self.history_for_replay(id).await? {
-                let prompt = crate::harness::Prompt {
-                    text: history,
-                    model: agent.model.clone(),
-                    system: None,
-                    no_reply: true,
-                };
-                self.harness()
-                    .send(endpoint, &created, &prompt)
-                    .await
-                    .map_err(|e| TaskError::retry(format!("replaying history: {e}")))?;
-                self.note_recovery(id, true, &created).await?;
-            }
+        if (session.harness_session_id.is_some() || session.last_message_seq > 0)
+            && let Some(history) = self.history_for_replay(id).await?
+        {
+            let prompt = crate::harness::Prompt {
+                text: history,
+                model: agent.model.clone(),
+                system: None,
+                no_reply: true,
+            };
+            self.harness()
+                .send(endpoint, &created, &prompt)
+                .await
+                .map_err(|e| TaskError::retry(format!("replaying history: {e}")))?;
+            self.note_recovery(id, true, &created).await?;
         }
         Ok(created)
     }
