@@ -365,3 +365,165 @@ async fn the_embedded_default_answers_a_first_prompt() {
     })
     .await;
 }
+
+/// The same flow on the Kubernetes runtime, against the FAKE API server (no real cluster can
+/// run here): the simulated pod's endpoint (pod IP 127.0.0.1 and the harness port) is a real
+/// opencode this test starts with the configuration the harness would put in the sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
+    use agentdeck::config::{EndpointMode, KubernetesConfig, SandboxApiVersion};
+    use agentdeck::core::{Core, CreateSession};
+    use agentdeck::harness::{GatewayAccess, Harness, opencode::Opencode};
+    use agentdeck::runtime::kubernetes::KubernetesRuntime;
+    use common::fake_kube::{FakeKube, FakeOptions};
+    use std::sync::Arc;
+
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let harness = Opencode::new().unwrap();
+    let db = TestDb::postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let mut config = common::config_with(
+        "[agents.coder]\nmodel = \"litellm/scripted\"\nimage = \"ghcr.io/example/opencode:1\"\n\
+         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n\
+         [sessions]\nphase_timeout = \"90s\"\n",
+        db.url(),
+        root.path(),
+    );
+    config.gateway.url = Some(stack.gateway_url.clone());
+    config.gateway.sandbox_url = Some(stack.gateway_url.clone());
+
+    // The "pod": a real opencode with the files the harness generates for this agent.
+    let port = free_port();
+    let pod_dir = root.path().join("pod");
+    let files = harness.sandbox_files(
+        &config.agents["coder"],
+        &GatewayAccess {
+            base_url: stack.gateway_url.clone(),
+            key_env: "AGENTDECK_GATEWAY_KEY".into(),
+        },
+    );
+    for (path, content) in &files {
+        let target = pod_dir.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, content).unwrap();
+    }
+    let home = pod_dir.join("home");
+    let mut opencode = std::process::Command::new("opencode")
+        .args([
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .current_dir(&pod_dir)
+        .env_clear()
+        .env("PATH", &stack.path)
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("AGENTDECK_GATEWAY_KEY", "sk-agentdeck-no-key")
+        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
+        .env("OPENCODE_DISABLE_SHARE", "1")
+        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1")
+        .env("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop<'a>(&'a mut Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _opencode = KillOnDrop(&mut opencode);
+
+    let fake = FakeKube::start(FakeOptions::default()).await;
+    let kconfig = KubernetesConfig {
+        context: None,
+        namespace: "agents".into(),
+        team_namespaces: Default::default(),
+        api_version: SandboxApiVersion::Auto,
+        endpoint: EndpointMode::PodIp,
+        harness_port: port,
+        service_account: None,
+    };
+    config.kubernetes = kconfig.clone();
+    let runtime = KubernetesRuntime::with_client(
+        kube::Config::new(fake.url.parse().unwrap()),
+        kconfig,
+        false,
+    )
+    .unwrap();
+    let core = Core::with_store(
+        config,
+        db.open().await,
+        Arc::new(runtime),
+        Arc::new(harness),
+    );
+    let worker = agentdeck::core::worker::spawn(core.clone());
+
+    let session = core
+        .create_session(CreateSession {
+            agent_id: Some("coder".into()),
+            initial_prompt: Some("say hi".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let reply = |want: &'static str| {
+        let core = core.clone();
+        async move {
+            eventually(TURN, want, || async {
+                let messages = core.messages(session.id, 0, 1000).await.ok()?;
+                let last = messages.last()?;
+                (last.role == agentdeck::model::MessageRole::Assistant
+                    && last.status == agentdeck::model::MessageStatus::Complete
+                    && last.text().contains(want))
+                .then_some(messages)
+            })
+            .await
+        }
+    };
+    reply("Scripted reply to: say hi").await;
+    let name = format!("ad-{}", session.id);
+    let sandbox = fake.get("sandboxes", "agents", &name).expect("a Sandbox");
+    assert!(
+        sandbox.to_string().contains("opencode.json"),
+        "the harness config is mounted"
+    );
+    let secret = fake
+        .get("secrets", "agents", &format!("{name}-env"))
+        .expect("its Secret");
+    assert!(
+        secret["data"].get("env.AGENTDECK_GATEWAY_KEY").is_some(),
+        "the gateway key is in the Secret"
+    );
+
+    core.send_message(session.id, "run: echo k8s-ok")
+        .await
+        .unwrap();
+    let messages = reply("Ran it. Output: k8s-ok").await;
+    assert!(messages.iter().flat_map(|m| m.parts.iter()).any(|p| matches!(p,
+        agentdeck::model::Part::Tool { tool, output: Some(o), .. } if tool == "bash" && o.contains("k8s-ok"))));
+
+    core.end(session.id).await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the Sandbox to be deleted",
+        || async {
+            fake.get("sandboxes", "agents", &name)
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    worker.stop(Duration::from_secs(5)).await;
+}
