@@ -507,10 +507,21 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         "the gateway key is in the Secret"
     );
 
+    let mut deltas = core.subscribe_deltas();
     core.send_message(session.id, "run: echo k8s-ok")
         .await
         .unwrap();
     let messages = reply("Ran it. Output: k8s-ok").await;
+    // The text streamed live, delta by delta, as well as being stored.
+    let mut streamed = String::new();
+    while let Ok(d) = deltas.try_recv() {
+        assert_eq!(d.session, session.id);
+        streamed.push_str(&d.text);
+    }
+    assert!(
+        streamed.contains("Ran it. Output: k8s-ok"),
+        "streamed: {streamed:?}"
+    );
     assert!(messages.iter().flat_map(|m| m.parts.iter()).any(|p| matches!(p,
         agentdeck::model::Part::Tool { tool, output: Some(o), .. } if tool == "bash" && o.contains("k8s-ok"))));
 
