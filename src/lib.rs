@@ -17,3 +17,4 @@ pub mod runtime;
 pub mod sanitize;
 pub mod store;
 pub mod telemetry;
+pub mod tui;

@@ -6,6 +6,11 @@ fn main() {
     let cli = Cli::parse();
     let sink = match &cli.command {
         Some(Command::Serve { .. } | Command::Worker) => Sink::Stderr { default: "info" },
+        // The cockpit draws on the terminal: its logs go to a file in the state dir.
+        None => match agentdeck::config::Dirs::discover() {
+            Ok(dirs) => Sink::File(dirs.state_dir.join("agentdeck.log")),
+            Err(_) => Sink::Stderr { default: "error" },
+        },
         _ => Sink::Stderr { default: "warn" },
     };
     if let Err(err) = telemetry::init(cli.global.log.as_deref(), sink) {

@@ -190,11 +190,13 @@ fn agents_list_and_migrate() {
 }
 
 #[test]
-fn the_cockpit_says_it_is_not_built_yet() {
+fn the_cockpit_without_a_terminal_says_what_to_use_instead() {
     let root = tempfile::tempdir().unwrap();
     let out = run(root.path(), &[], None);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cockpit is not built yet"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the cockpit needs a terminal"), "{err}");
+    assert!(err.contains("agentdeck sessions list"), "{err}");
 }
 
 #[test]

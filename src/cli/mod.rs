@@ -31,6 +31,16 @@ use uuid::Uuid;
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
+    /// The cockpit's theme: default, light, 16-colour, mono, or one in the config dir's
+    /// themes/ folder (NO_COLOR picks mono).
+    #[arg(long, env = "AGENTDECK_THEME")]
+    pub theme: Option<String>,
+    /// No dangerous action (restart, suspend, end, abort) in the cockpit.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let the cockpit take the mouse (off by default, so selecting text to copy works).
+    #[arg(long)]
+    pub mouse: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -152,7 +162,7 @@ pub enum AgentsCmd {
 }
 
 /// Exit codes beyond 0/1.
-pub const EXIT_NOT_BUILT: i32 = 2;
+pub const EXIT_NOT_A_TERMINAL: i32 = 2;
 
 pub fn load_config(global: &Global, listen: Option<String>) -> Result<Config> {
     let overrides = Overrides {
@@ -208,12 +218,31 @@ pub async fn run(cli: Cli) -> Result<i32> {
     let config = load_config(&cli.global, listen)?;
     match cli.command {
         None => {
-            eprintln!(
-                "agentdeck: the cockpit is not built yet in this version.\n\
-                 Try `agentdeck serve` (REST API on {}), `agentdeck sessions list` or `agentdeck doctor`.",
-                config.listen
-            );
-            Ok(EXIT_NOT_BUILT)
+            use std::io::IsTerminal;
+            if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+                eprintln!(
+                    "agentdeck: the cockpit needs a terminal. For scripts use `agentdeck sessions list`, \
+                     `agentdeck serve` (REST API on {}) or `agentdeck doctor`.",
+                    config.listen
+                );
+                return Ok(EXIT_NOT_A_TERMINAL);
+            }
+            let with_worker = config.worker.enabled;
+            let core = open_core(config).await?;
+            let worker = with_worker.then(|| crate::core::worker::spawn(core.clone()));
+            let result = crate::tui::run(
+                core,
+                crate::tui::Options {
+                    theme: cli.theme.clone(),
+                    read_only: cli.read_only,
+                    mouse: cli.mouse,
+                },
+            )
+            .await;
+            if let Some(worker) = worker {
+                worker.stop(Duration::from_secs(5)).await;
+            }
+            result.map(|()| 0)
         }
         Some(Command::Serve { no_worker, .. }) => {
             let with_worker = config.worker.enabled && !no_worker;

@@ -1,0 +1,345 @@
+//! The cockpit: `agentdeck` with no subcommand. It calls `core` only.
+//!
+//! One loop owns the state. Background tasks (the terminal's input, the store's change feed,
+//! live deltas, a clock) send messages into one channel; the loop applies a burst of them, then
+//! draws once, and only if something changed. I/O (loading, sending, lifecycle commands) runs
+//! in tasks that report back as messages, never on the render path.
+
+pub mod actions;
+pub mod app;
+pub mod sessions;
+pub mod theme;
+pub mod transcript;
+pub mod views;
+
+use crate::core::{Core, CreateSession};
+use crate::model::SessionQuery;
+use crate::store::Change;
+use actions::{Action, Keymap};
+use anyhow::Context;
+use app::{App, Effect, Msg};
+use crossterm::event::{Event, EventStream, KeyCode, KeyEventKind, KeyModifiers};
+use futures::StreamExt;
+use std::io::Stdout;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+pub struct Options {
+    pub theme: Option<String>,
+    pub read_only: bool,
+    pub mouse: bool,
+}
+
+type Term = ratatui::Terminal<ratatui::backend::CrosstermBackend<Stdout>>;
+
+fn enter(mouse: bool) -> std::io::Result<Term> {
+    crossterm::terminal::enable_raw_mode()?;
+    let mut out = std::io::stdout();
+    crossterm::execute!(out, crossterm::terminal::EnterAlternateScreen)?;
+    if mouse {
+        crossterm::execute!(out, crossterm::event::EnableMouseCapture)?;
+    }
+    let mut term = ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(out))?;
+    term.clear()?;
+    Ok(term)
+}
+
+/// Puts the terminal back as it was. Safe to call more than once, and from the panic hook.
+fn leave() {
+    let mut out = std::io::stdout();
+    let _ = crossterm::execute!(
+        out,
+        crossterm::event::DisableMouseCapture,
+        crossterm::terminal::LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+    let _ = crossterm::terminal::disable_raw_mode();
+}
+
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        leave();
+    }
+}
+
+pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
+    let theme = theme::Theme::choose(options.theme.as_deref(), &core.config().dirs.config_dir)
+        .map_err(anyhow::Error::msg)?;
+    let keymap = Keymap::new(options.read_only);
+    let mut app = App::new(
+        keymap,
+        theme,
+        core.agents(),
+        core.store().describe(),
+        core.runtime().kind().to_string(),
+    );
+
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        leave();
+        previous(info);
+    }));
+    let mut term = enter(options.mouse).context("cannot set up the terminal")?;
+    let _restore = Restore;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let (attached_tx, attached_rx) = watch::channel::<Option<Uuid>>(None);
+    let mut tasks = vec![
+        tokio::spawn(input(tx.clone())),
+        tokio::spawn(follow_changes(
+            core.clone(),
+            tx.clone(),
+            attached_rx.clone(),
+        )),
+        tokio::spawn(follow_deltas(core.clone(), tx.clone(), attached_rx)),
+        tokio::spawn(clock(tx.clone())),
+    ];
+    run_effect(&core, &tx, Effect::LoadSessions);
+
+    let now = chrono::Utc::now;
+    term.draw(|f| views::render(f, &app, now()))?;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        for msg in batch {
+            if let Msg::Key(k) = &msg
+                && k.code == KeyCode::Char('z')
+                && k.modifiers.contains(KeyModifiers::CONTROL)
+            {
+                suspend_self(&mut term, options.mouse)?;
+                app.dirty = true;
+                continue;
+            }
+            for effect in app.update(msg) {
+                run_effect(&core, &tx, effect);
+            }
+        }
+        if app.quit {
+            break;
+        }
+        let attached = app.transcript.as_ref().map(|t| t.session);
+        if *attached_tx.borrow() != attached {
+            let _ = attached_tx.send(attached);
+        }
+        if app.dirty {
+            app.dirty = false;
+            term.draw(|f| views::render(f, &app, now()))?;
+        }
+    }
+    for t in tasks.drain(..) {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// Ctrl-Z: give the terminal back, stop, and take it again when continued.
+fn suspend_self(term: &mut Term, mouse: bool) -> anyhow::Result<()> {
+    leave();
+    #[cfg(unix)]
+    unsafe {
+        libc::raise(libc::SIGTSTP);
+    }
+    *term = enter(mouse)?;
+    Ok(())
+}
+
+async fn input(tx: mpsc::UnboundedSender<Msg>) {
+    let mut events = EventStream::new();
+    while let Some(event) = events.next().await {
+        let msg = match event {
+            Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => Msg::Key(k),
+            Ok(Event::Resize(..)) => Msg::Resize,
+            Ok(_) => continue,
+            Err(err) => Msg::Error(format!("terminal input: {err}")),
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+async fn clock(tx: mpsc::UnboundedSender<Msg>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if tx.send(Msg::Tick).is_err() {
+            return;
+        }
+    }
+}
+
+/// Turns the store's change feed into fresh data for the app.
+async fn follow_changes(
+    core: Core,
+    tx: mpsc::UnboundedSender<Msg>,
+    attached: watch::Receiver<Option<Uuid>>,
+) {
+    let mut feed = core.subscribe();
+    while let Some(change) = feed.next().await {
+        let msg = match change {
+            Change::Session(id) => match core.get_session(id).await {
+                Ok(s) => Some(Msg::Session(Box::new(s))),
+                Err(_) => None,
+            },
+            Change::Resync => {
+                run_effect(&core, &tx, Effect::LoadSessions);
+                if let Some(id) = *attached.borrow() {
+                    run_effect(
+                        &core,
+                        &tx,
+                        Effect::LoadMessages {
+                            session: id,
+                            after: 0,
+                        },
+                    );
+                }
+                None
+            }
+            Change::Message { session, seq } if Some(session) == *attached.borrow() => {
+                match core.messages(session, seq - 1, 1000).await {
+                    Ok(messages) => Some(Msg::Messages {
+                        session,
+                        messages,
+                        complete: true,
+                    }),
+                    Err(e) => Some(Msg::Error(e.to_string())),
+                }
+            }
+            _ => None,
+        };
+        if let Some(msg) = msg
+            && tx.send(msg).is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn follow_deltas(
+    core: Core,
+    tx: mpsc::UnboundedSender<Msg>,
+    attached: watch::Receiver<Option<Uuid>>,
+) {
+    let mut deltas = core.subscribe_deltas();
+    loop {
+        match deltas.recv().await {
+            Ok(d) if Some(d.session) == *attached.borrow() => {
+                if tx.send(Msg::Delta(d)).is_err() {
+                    return;
+                }
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Runs an effect in a task; its outcome comes back as a message.
+fn run_effect(core: &Core, tx: &mpsc::UnboundedSender<Msg>, effect: Effect) {
+    let core = core.clone();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let msg = match effect {
+            Effect::LoadSessions => {
+                let mut all = Vec::new();
+                let mut before = None;
+                loop {
+                    let page = core
+                        .list_sessions(&SessionQuery {
+                            before,
+                            limit: Some(5000),
+                            ..Default::default()
+                        })
+                        .await;
+                    match page {
+                        Ok(page) => {
+                            let Some(last) = page.last() else { break };
+                            before = Some(last.id);
+                            all.extend(page);
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Msg::Error(format!("cannot list sessions: {e}")));
+                            return;
+                        }
+                    }
+                }
+                Msg::Sessions(all)
+            }
+            Effect::LoadMessages { session, after } => {
+                let mut after = after;
+                loop {
+                    match core.messages(session, after, 1000).await {
+                        Ok(page) => {
+                            let complete = page.len() < 1000;
+                            after = page.last().map_or(after, |m| m.seq);
+                            let _ = tx.send(Msg::Messages {
+                                session,
+                                messages: page,
+                                complete,
+                            });
+                            if complete {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Msg::Error(format!("cannot read the transcript: {e}")));
+                            return;
+                        }
+                    }
+                }
+            }
+            Effect::Send { session, text } => match core.send_message(session, &text).await {
+                Ok(m) => Msg::Messages {
+                    session,
+                    messages: vec![m],
+                    complete: true,
+                },
+                Err(e) => Msg::Error(format!(
+                    "not sent: {e} (your text: {})",
+                    text.chars().take(60).collect::<String>()
+                )),
+            },
+            Effect::Lifecycle { action, session } => {
+                let result = match action {
+                    Action::Restart => core.restart(session).await,
+                    Action::Suspend => core.suspend(session).await,
+                    Action::Resume => core.resume(session).await,
+                    Action::End => core.end(session).await,
+                    Action::Abort => core.abort(session).await,
+                    _ => return,
+                };
+                match result {
+                    Ok(s) => Msg::Info(
+                        format!("{action:?} requested for \"{}\"", s.title).to_lowercase(),
+                    ),
+                    Err(e) => Msg::Error(e.to_string()),
+                }
+            }
+            Effect::Create {
+                agent,
+                title,
+                prompt,
+            } => {
+                let req = CreateSession {
+                    agent_id: Some(agent),
+                    title: Some(title).filter(|t| !t.trim().is_empty()),
+                    initial_prompt: Some(prompt).filter(|p| !p.trim().is_empty()),
+                    ..Default::default()
+                };
+                match core.create_session(req).await {
+                    Ok(s) => {
+                        let _ = tx.send(Msg::Session(Box::new(s.clone())));
+                        Msg::Info(format!("session \"{}\" created", s.title))
+                    }
+                    Err(e) => Msg::Error(format!("cannot create the session: {e}")),
+                }
+            }
+        };
+        let _ = tx.send(msg);
+    });
+}

@@ -1,0 +1,541 @@
+//! Drawing: a pure function of the app's state. Every piece of text from agents, pods or users
+//! goes through `sanitize` first; status is told by glyph and word, never by colour alone.
+
+use super::actions::Scope;
+use super::app::{App, Dialog};
+use crate::model::{Message, MessageRole, MessageStatus, Part, Session, SessionStatus, ToolStatus};
+use crate::sanitize;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Wrap};
+
+pub fn glyph(status: SessionStatus) -> &'static str {
+    match status {
+        SessionStatus::Creating => "~",
+        SessionStatus::Ready => "+",
+        SessionStatus::Idle => "o",
+        SessionStatus::Busy => "*",
+        SessionStatus::Suspended => "=",
+        SessionStatus::Dead => "x",
+        SessionStatus::Failed => "!",
+    }
+}
+
+fn age(t: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let s = (now - t).num_seconds().max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn countdown(s: &Session, now: chrono::DateTime<chrono::Utc>) -> String {
+    match s.idle_deadline {
+        Some(d) if matches!(s.status, SessionStatus::Idle | SessionStatus::Ready) => {
+            let left = (d - now).num_seconds().max(0);
+            format!("{}:{:02}", left / 60, left % 60)
+        }
+        _ => String::new(),
+    }
+}
+
+pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
+    let [top, main, status, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+    render_top(f, app, top);
+    match &app.transcript {
+        Some(_) => render_transcript(f, app, main, now),
+        None => render_sessions(f, app, main, now),
+    }
+    render_status(f, app, status);
+    render_hints(f, app, hints);
+    match &app.dialog {
+        Some(Dialog::Help) => render_help(f, app),
+        Some(Dialog::Confirm { action, title, .. }) => {
+            let verb = format!("{action:?}").to_lowercase();
+            let text = vec![
+                Line::from(format!("{verb} \"{}\"?", sanitize::line(title))),
+                Line::from(""),
+                Line::from(vec![
+                    Span::styled("y", app.theme.accent),
+                    Span::raw(" yes    "),
+                    Span::styled("any other key", app.theme.accent),
+                    Span::raw(" no"),
+                ]),
+            ];
+            popup(f, app, "Confirm", text, 50, 5);
+        }
+        Some(Dialog::Filter(area)) => {
+            let r = centered(f.area(), 60, 3);
+            f.render_widget(Clear, r);
+            let block = Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.border)
+                .title(" Filter (enter keeps it, esc closes) ");
+            let inner = block.inner(r);
+            f.render_widget(block, r);
+            f.render_widget(&**area, inner);
+        }
+        Some(Dialog::NewSession(form)) => {
+            let r = centered(f.area(), 64, 14);
+            f.render_widget(Clear, r);
+            let block = Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.border)
+                .title(" New session (tab next field, ctrl-s start, esc cancel) ");
+            let inner = block.inner(r);
+            f.render_widget(block, r);
+            let [agent, title, prompt] = Layout::vertical([
+                Constraint::Length(3),
+                Constraint::Length(3),
+                Constraint::Min(3),
+            ])
+            .areas(inner);
+            let mark = |i: usize| {
+                if form.field == i {
+                    app.theme.accent
+                } else {
+                    app.theme.muted
+                }
+            };
+            let chosen = form
+                .agents
+                .get(form.agent)
+                .map(|a| sanitize::line(a))
+                .unwrap_or_default();
+            f.render_widget(
+                Paragraph::new(Line::from(vec![
+                    Span::raw(format!("< {chosen} >")),
+                    Span::styled("  up/down to choose", app.theme.muted),
+                ]))
+                .block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .border_style(mark(0))
+                        .title(" agent "),
+                ),
+                agent,
+            );
+            let boxed = |t: &'static str, i: usize| {
+                Block::default()
+                    .borders(Borders::ALL)
+                    .border_style(mark(i))
+                    .title(t)
+            };
+            f.render_widget(Paragraph::new(""), title);
+            let tb = boxed(" title ", 1);
+            let ti = tb.inner(title);
+            f.render_widget(tb, title);
+            f.render_widget(&form.title, ti);
+            let pb = boxed(" first message ", 2);
+            let pi = pb.inner(prompt);
+            f.render_widget(pb, prompt);
+            f.render_widget(&form.prompt, pi);
+        }
+        None => {}
+    }
+}
+
+fn render_top(f: &mut Frame, app: &App, area: Rect) {
+    let total = app.sessions.total();
+    let failed = app.sessions.count(SessionStatus::Failed);
+    let busy = app.sessions.count(SessionStatus::Busy);
+    let mut spans = vec![
+        Span::styled(" agentdeck ", app.theme.accent),
+        Span::raw(format!("{total} sessions  {busy} busy  ")),
+    ];
+    if failed > 0 {
+        spans.push(Span::styled(format!("{failed} failed!  "), app.theme.error));
+    }
+    if app.keymap.read_only() {
+        spans.push(Span::styled("[read-only]  ", app.theme.warning));
+    }
+    spans.push(Span::styled(
+        format!("store {}  runtime {}", app.store, app.runtime),
+        app.theme.muted,
+    ));
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn status_style(app: &App, s: SessionStatus) -> Style {
+    match s {
+        SessionStatus::Failed => app.theme.error,
+        SessionStatus::Busy | SessionStatus::Ready => app.theme.ok,
+        SessionStatus::Creating => app.theme.warning,
+        SessionStatus::Dead | SessionStatus::Suspended => app.theme.muted,
+        SessionStatus::Idle => app.theme.text,
+    }
+}
+
+fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<chrono::Utc>) {
+    let list = &app.sessions;
+    let filter = &list.filter().text;
+    let title = if filter.is_empty() {
+        format!(" Sessions ({}) ", list.len())
+    } else {
+        format!(
+            " Sessions ({} of {}, filter: {}) ",
+            list.len(),
+            list.total(),
+            sanitize::line(filter)
+        )
+    };
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border)
+        .title(title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if list.is_empty() {
+        let text = if list.total() == 0 {
+            "No sessions yet. Press n to start one."
+        } else {
+            "No session matches the filter. Press / to change it."
+        };
+        f.render_widget(Paragraph::new(Span::styled(text, app.theme.muted)), inner);
+        return;
+    }
+    // Only the rows that fit are built: instant at any number of sessions.
+    let height = inner.height.saturating_sub(1) as usize;
+    let selected = list.selected_index();
+    let offset = selected.saturating_sub(height.saturating_sub(1));
+    let rows: Vec<Row> = (offset..(offset + height).min(list.len()))
+        .filter_map(|i| list.at(i).map(|s| (i, s)))
+        .map(|(i, s)| {
+            let health = s
+                .phase_detail
+                .as_deref()
+                .or(s.failure_reason.as_deref())
+                .map(sanitize::line)
+                .unwrap_or_default();
+            let row = Row::new(vec![
+                Cell::from(format!("{} {}", glyph(s.status), s.status))
+                    .style(status_style(app, s.status)),
+                Cell::from(sanitize::line(&s.agent_id)),
+                Cell::from(sanitize::line(&s.team)),
+                Cell::from(sanitize::line(&s.title)),
+                Cell::from(s.phase.as_str()),
+                Cell::from(health),
+                Cell::from(age(s.created_at, now)),
+                Cell::from(age(s.last_activity_at, now)),
+                Cell::from(countdown(s, now)),
+            ]);
+            if i == selected {
+                row.style(app.theme.selected)
+            } else {
+                row
+            }
+        })
+        .collect();
+    let header = Row::new([
+        "STATUS", "AGENT", "TEAM", "TITLE", "PHASE", "HEALTH", "AGE", "ACTIVE", "IDLE",
+    ])
+    .style(app.theme.muted.add_modifier(Modifier::BOLD));
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(11),
+            Constraint::Length(10),
+            Constraint::Length(8),
+            Constraint::Fill(3),
+            Constraint::Length(16),
+            Constraint::Fill(2),
+            Constraint::Length(4),
+            Constraint::Length(6),
+            Constraint::Length(5),
+        ],
+    )
+    .header(header)
+    .column_spacing(1);
+    f.render_widget(table, inner);
+}
+
+/// The transcript as lines (sanitised), for `width` columns.
+pub fn transcript_lines(app: &App, messages: &[Message], width: u16) -> Vec<Line<'static>> {
+    let Some(t) = &app.transcript else {
+        return vec![];
+    };
+    let theme = &app.theme;
+    let mut out: Vec<Line<'static>> = Vec::new();
+    let width = usize::from(width.max(10));
+    let push_text = |out: &mut Vec<Line<'static>>, text: &str, style: Style, indent: &str| {
+        for raw in sanitize::text(text).replace('\t', "    ").lines() {
+            if t.wrap {
+                let chars: Vec<char> = raw.chars().collect();
+                let room = width.saturating_sub(indent.len()).max(1);
+                if chars.is_empty() {
+                    out.push(Line::from(""));
+                }
+                for chunk in chars.chunks(room) {
+                    out.push(Line::from(vec![
+                        Span::raw(indent.to_string()),
+                        Span::styled(chunk.iter().collect::<String>(), style),
+                    ]));
+                }
+            } else {
+                out.push(Line::from(vec![
+                    Span::raw(indent.to_string()),
+                    Span::styled(raw.to_string(), style),
+                ]));
+            }
+        }
+    };
+    for m in messages {
+        let (who, style) = match m.role {
+            MessageRole::User => ("> you", theme.user),
+            MessageRole::Assistant => ("< agent", theme.accent),
+            MessageRole::System => ("# agentdeck", theme.muted),
+        };
+        let mut head = vec![
+            Span::styled(who.to_string(), style),
+            Span::styled(format!("  #{}", m.seq), theme.muted),
+        ];
+        if t.timestamps {
+            head.push(Span::styled(
+                format!("  {}", m.created_at.format("%H:%M:%S")),
+                theme.muted,
+            ));
+        }
+        match m.status {
+            MessageStatus::Pending if m.role == MessageRole::User => {
+                head.push(Span::styled("  (sending…)", theme.warning))
+            }
+            MessageStatus::Pending => head.push(Span::styled("  (streaming…)", theme.muted)),
+            MessageStatus::Failed => head.push(Span::styled(
+                format!(
+                    "  FAILED: {}",
+                    sanitize::line(m.error.as_deref().unwrap_or("no reason given"))
+                ),
+                theme.error,
+            )),
+            MessageStatus::Complete => {}
+        }
+        out.push(Line::from(head));
+        for part in &m.parts {
+            match part {
+                Part::Text { text } => push_text(&mut out, text, theme.assistant, "  "),
+                Part::Reasoning { text } => push_text(
+                    &mut out,
+                    text,
+                    theme.muted.add_modifier(Modifier::ITALIC),
+                    "  ~ ",
+                ),
+                Part::Tool {
+                    tool,
+                    status,
+                    input,
+                    output,
+                    error,
+                    ..
+                } => {
+                    let mark = match status {
+                        ToolStatus::Completed => "done",
+                        ToolStatus::Running => "running",
+                        ToolStatus::Pending => "pending",
+                        ToolStatus::Error => "ERROR",
+                    };
+                    let summary = input
+                        .get("command")
+                        .and_then(|c| c.as_str())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| input.to_string());
+                    let fold = if t.tools_open { "" } else { "  (o unfolds)" };
+                    out.push(Line::from(vec![
+                        Span::styled(format!("  [{} {mark}] ", sanitize::line(tool)), theme.tool),
+                        Span::raw(
+                            sanitize::line(&summary)
+                                .chars()
+                                .take(width.saturating_sub(20))
+                                .collect::<String>(),
+                        ),
+                        Span::styled(fold, theme.muted),
+                    ]));
+                    if t.tools_open {
+                        push_text(
+                            &mut out,
+                            &serde_json::to_string_pretty(input).unwrap_or_default(),
+                            theme.muted,
+                            "    in  ",
+                        );
+                        if let Some(o) = output {
+                            push_text(&mut out, o, theme.text, "    out ");
+                        }
+                        if let Some(e) = error {
+                            push_text(&mut out, e, theme.error, "    err ");
+                        }
+                    }
+                }
+                Part::File { path, url, .. } => {
+                    let name = path.as_deref().or(url.as_deref()).unwrap_or("file");
+                    out.push(Line::from(Span::styled(
+                        format!("  [file] {}", sanitize::line(name)),
+                        theme.tool,
+                    )));
+                }
+                Part::Patch { files } => {
+                    out.push(Line::from(Span::styled(
+                        format!("  [patch] {}", sanitize::line(&files.join(", "))),
+                        theme.tool,
+                    )));
+                }
+                Part::Other(_) => {}
+            }
+        }
+        out.push(Line::from(""));
+    }
+    out
+}
+
+fn render_transcript(f: &mut Frame, app: &App, area: Rect, _now: chrono::DateTime<chrono::Utc>) {
+    let Some(t) = &app.transcript else { return };
+    let session = app.sessions.get(t.session);
+    let title = match session {
+        Some(s) => format!(
+            " {} {} · {} · {} · {} ",
+            glyph(s.status),
+            s.status,
+            sanitize::line(&s.title),
+            sanitize::line(&s.agent_id),
+            s.phase
+        ),
+        None => " transcript ".to_string(),
+    };
+    let (body, composer) = if t.composer.is_some() {
+        let [b, c] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
+        (b, Some(c))
+    } else {
+        (area, None)
+    };
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border)
+        .title(title);
+    let inner = block.inner(body);
+    f.render_widget(block, body);
+    let lines = transcript_lines(app, &t.messages, inner.width);
+    let height = usize::from(inner.height);
+    let max_top = lines.len().saturating_sub(height);
+    let top = if t.follow {
+        max_top
+    } else {
+        t.scroll.min(max_top)
+    };
+    let below = lines.len().saturating_sub(top + height);
+    let mut shown: Vec<Line> = lines.into_iter().skip(top).take(height).collect();
+    if !t.loaded && t.messages.is_empty() {
+        shown = vec![Line::from(Span::styled(
+            "loading the transcript…",
+            app.theme.muted,
+        ))];
+    } else if shown.is_empty() {
+        shown = vec![Line::from(Span::styled(
+            "No messages yet. Press i to write one.",
+            app.theme.muted,
+        ))];
+    }
+    if below > 0 && height > 0 {
+        let last = shown.len().min(height).saturating_sub(1);
+        if let Some(line) = shown.get_mut(last) {
+            *line = Line::from(Span::styled(
+                format!("-- {below} more lines below: G or End to follow --"),
+                app.theme.warning,
+            ));
+        }
+    }
+    f.render_widget(Paragraph::new(shown), inner);
+    if let (Some(area), Some(c)) = (composer, &t.composer) {
+        let block = Block::default()
+            .borders(Borders::ALL)
+            .border_style(app.theme.accent)
+            .title(" message (ctrl-s send, esc leave) ");
+        let inner = block.inner(area);
+        f.render_widget(block, area);
+        f.render_widget(c, inner);
+    }
+}
+
+fn render_status(f: &mut Frame, app: &App, area: Rect) {
+    let line = match &app.status {
+        Some((text, true)) => Line::from(Span::styled(
+            format!(" ! {}", sanitize::line(text)),
+            app.theme.error,
+        )),
+        Some((text, false)) => Line::from(Span::styled(
+            format!(" {}", sanitize::line(text)),
+            app.theme.muted,
+        )),
+        None => Line::from(""),
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+fn render_hints(f: &mut Frame, app: &App, area: Rect) {
+    let scope = if app.transcript.is_some() {
+        Scope::Transcript
+    } else {
+        Scope::Sessions
+    };
+    let mut spans = Vec::new();
+    for (key, hint) in app.keymap.hints(scope) {
+        spans.push(Span::styled(format!(" {key}"), app.theme.accent));
+        spans.push(Span::raw(format!(" {hint} ")));
+    }
+    f.render_widget(
+        Paragraph::new(Line::from(spans)).wrap(Wrap { trim: true }),
+        area,
+    );
+}
+
+fn render_help(f: &mut Frame, app: &App) {
+    let mut lines = vec![
+        Line::from(Span::styled("Keys (any key closes)", app.theme.accent)),
+        Line::from(""),
+    ];
+    for d in app.keymap.defs() {
+        let scope = match d.scope {
+            Scope::Global => "",
+            Scope::Sessions => " (sessions)",
+            Scope::Transcript => " (transcript)",
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<16}", d.keys.join(" ")), app.theme.accent),
+            Span::raw(format!("{}{scope}", d.help)),
+        ]));
+    }
+    let height = (lines.len() + 2) as u16;
+    popup(f, app, "Help", lines, 90, height);
+}
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+fn popup(f: &mut Frame, app: &App, title: &str, lines: Vec<Line>, width: u16, height: u16) {
+    let r = centered(f.area(), width, height);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.border)
+                .title(format!(" {title} ")),
+        ),
+        r,
+    );
+}
