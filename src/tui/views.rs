@@ -208,6 +208,8 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
     let height = inner.height.saturating_sub(1) as usize;
     let selected = list.selected_index();
     let offset = selected.saturating_sub(height.saturating_sub(1));
+    // Narrow terminals (80 columns over SSH) keep what matters most.
+    let wide = inner.width >= 110;
     let rows: Vec<Row> = (offset..(offset + height).min(list.len()))
         .filter_map(|i| list.at(i).map(|s| (i, s)))
         .map(|(i, s)| {
@@ -217,18 +219,30 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
                 .or(s.failure_reason.as_deref())
                 .map(sanitize::line)
                 .unwrap_or_default();
-            let row = Row::new(vec![
-                Cell::from(format!("{} {}", glyph(s.status), s.status))
-                    .style(status_style(app, s.status)),
-                Cell::from(sanitize::line(&s.agent_id)),
-                Cell::from(sanitize::line(&s.team)),
-                Cell::from(sanitize::line(&s.title)),
-                Cell::from(s.phase.as_str()),
-                Cell::from(health),
-                Cell::from(age(s.created_at, now)),
-                Cell::from(age(s.last_activity_at, now)),
-                Cell::from(countdown(s, now)),
-            ]);
+            let status = Cell::from(format!("{} {}", glyph(s.status), s.status))
+                .style(status_style(app, s.status));
+            let cells = if wide {
+                vec![
+                    status,
+                    Cell::from(sanitize::line(&s.agent_id)),
+                    Cell::from(sanitize::line(&s.team)),
+                    Cell::from(sanitize::line(&s.title)),
+                    Cell::from(s.phase.as_str()),
+                    Cell::from(health),
+                    Cell::from(age(s.created_at, now)),
+                    Cell::from(age(s.last_activity_at, now)),
+                    Cell::from(countdown(s, now)),
+                ]
+            } else {
+                vec![
+                    status,
+                    Cell::from(sanitize::line(&s.agent_id)),
+                    Cell::from(sanitize::line(&s.title)),
+                    Cell::from(s.phase.as_str()),
+                    Cell::from(countdown(s, now)),
+                ]
+            };
+            let row = Row::new(cells);
             if i == selected {
                 row.style(app.theme.selected)
             } else {
@@ -236,26 +250,37 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
             }
         })
         .collect();
-    let header = Row::new([
-        "STATUS", "AGENT", "TEAM", "TITLE", "PHASE", "HEALTH", "AGE", "ACTIVE", "IDLE",
-    ])
-    .style(app.theme.muted.add_modifier(Modifier::BOLD));
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(11),
-            Constraint::Length(10),
-            Constraint::Length(8),
-            Constraint::Fill(3),
-            Constraint::Length(16),
-            Constraint::Fill(2),
-            Constraint::Length(4),
-            Constraint::Length(6),
-            Constraint::Length(5),
-        ],
-    )
-    .header(header)
-    .column_spacing(1);
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
+        (
+            vec![
+                "STATUS", "AGENT", "TEAM", "TITLE", "PHASE", "HEALTH", "AGE", "ACTIVE", "IDLE",
+            ],
+            vec![
+                Constraint::Length(11),
+                Constraint::Length(10),
+                Constraint::Length(8),
+                Constraint::Fill(3),
+                Constraint::Length(16),
+                Constraint::Fill(2),
+                Constraint::Length(4),
+                Constraint::Length(6),
+                Constraint::Length(5),
+            ],
+        )
+    } else {
+        (
+            vec!["STATUS", "AGENT", "TITLE", "PHASE", "IDLE"],
+            vec![
+                Constraint::Length(11),
+                Constraint::Length(10),
+                Constraint::Fill(1),
+                Constraint::Length(16),
+                Constraint::Length(5),
+            ],
+        )
+    };
+    let header = Row::new(header).style(app.theme.muted.add_modifier(Modifier::BOLD));
+    let table = Table::new(rows, widths).header(header).column_spacing(1);
     f.render_widget(table, inner);
 }
 
@@ -538,4 +563,203 @@ fn popup(f: &mut Frame, app: &App, title: &str, lines: Vec<Line>, width: u16, he
         ),
         r,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Message, Phase};
+    use crate::tui::actions::Keymap;
+    use crate::tui::app::{Msg, NewSession};
+    use crate::tui::sessions::tests::session;
+    use crate::tui::theme::Theme;
+    use crate::tui::transcript::Transcript;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui::style::Color;
+    use uuid::Uuid;
+
+    fn now() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_790_000_600, 0).unwrap_or_default()
+    }
+
+    fn app(theme: Theme) -> App {
+        let mut app = App::new(
+            Keymap::new(false),
+            theme,
+            vec![],
+            "sqlite:///home/op/.local/share/agentdeck/agentdeck.db".into(),
+            "local".into(),
+        );
+        let mut sessions = vec![
+            session(1, "coder", SessionStatus::Idle),
+            session(2, "reviewer", SessionStatus::Busy),
+            session(3, "coder", SessionStatus::Failed),
+            session(4, "coder", SessionStatus::Creating),
+            session(5, "coder", SessionStatus::Suspended),
+        ];
+        sessions[2].failure_reason =
+            Some("sandbox failed: ImagePullBackOff: Back-off pulling image".into());
+        sessions[2].phase = Phase::Failed;
+        sessions[0].idle_deadline = Some(now() + chrono::Duration::seconds(754));
+        sessions[3].title = "evil \u{1b}]0;owned\u{7}title\u{1b}[2J".into();
+        app.update(Msg::Sessions(sessions));
+        app.dirty = false;
+        app
+    }
+
+    fn message(seq: i64, role: MessageRole, parts: Vec<Part>) -> Message {
+        Message {
+            id: Uuid::from_u128(seq as u128),
+            session_id: Uuid::from_u128(2),
+            seq,
+            role,
+            status: MessageStatus::Complete,
+            parts,
+            error: None,
+            harness_message_id: None,
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    fn attached(mut app: App, tools_open: bool) -> App {
+        let mut t = Transcript::new(Uuid::from_u128(2));
+        t.loaded = true;
+        t.tools_open = tools_open;
+        t.merge(vec![
+            message(
+                1,
+                MessageRole::User,
+                vec![Part::text("run the tests and fix what fails")],
+            ),
+            message(
+                2,
+                MessageRole::Assistant,
+                vec![Part::Tool {
+                    call_id: "c1".into(),
+                    tool: "bash".into(),
+                    status: crate::model::ToolStatus::Completed,
+                    input: serde_json::json!({"command": "cargo test"}),
+                    output: Some(
+                        "test result: ok. 12 passed\n\u{1b}[31mwarning\u{1b}[0m: unused".into(),
+                    ),
+                    error: None,
+                }],
+            ),
+            message(
+                3,
+                MessageRole::Assistant,
+                vec![Part::text(
+                    "All 12 tests pass. One warning remains:\nan unused import in src/lib.rs.",
+                )],
+            ),
+        ]);
+        app.transcript = Some(t);
+        app
+    }
+
+    fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+        let mut term = Terminal::new(TestBackend::new(w, h)).unwrap_or_else(|e| panic!("{e}"));
+        term.draw(|f| render(f, app, now()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        term
+    }
+
+    fn snap(name: &str, app: &App) {
+        for (w, h) in [(80, 24), (160, 48)] {
+            let term = draw(app, w, h);
+            insta::assert_snapshot!(format!("{name}_{w}x{h}"), term.backend());
+        }
+    }
+
+    #[test]
+    fn sessions_view() {
+        snap("sessions", &app(Theme::default_theme()));
+        let mut filtered = app(Theme::default_theme());
+        filtered.sessions.set_filter("status:failed");
+        snap("sessions_filtered", &filtered);
+    }
+
+    #[test]
+    fn transcript_view() {
+        snap("transcript", &attached(app(Theme::default_theme()), false));
+        snap(
+            "transcript_tools_open",
+            &attached(app(Theme::default_theme()), true),
+        );
+        let mut composing = attached(app(Theme::default_theme()), false);
+        if let Some(t) = composing.transcript.as_mut() {
+            t.open_composer();
+        }
+        snap("transcript_composing", &composing);
+    }
+
+    #[test]
+    fn dialogs() {
+        let mut help = app(Theme::default_theme());
+        help.dialog = Some(Dialog::Help);
+        snap("help", &help);
+        let mut confirm = app(Theme::default_theme());
+        confirm.dialog = Some(Dialog::Confirm {
+            action: crate::tui::actions::Action::End,
+            session: Uuid::from_u128(3),
+            title: "task 3".into(),
+        });
+        snap("confirm_end", &confirm);
+        let mut new = app(Theme::default_theme());
+        new.dialog = Some(Dialog::NewSession(Box::new(NewSession {
+            agents: vec!["coder".into(), "reviewer".into()],
+            agent: 1,
+            field: 0,
+            title: Default::default(),
+            prompt: Default::default(),
+        })));
+        snap("new_session", &new);
+    }
+
+    #[test]
+    fn mono_theme_draws_the_same_text_and_no_colour() {
+        for build in [|a: App| a, |a: App| attached(a, true)] {
+            let colour = draw(&build(app(Theme::default_theme())), 80, 24);
+            let mono = draw(&build(app(Theme::mono())), 80, 24);
+            assert_eq!(colour.backend().to_string(), mono.backend().to_string());
+            for cell in mono.backend().buffer().content() {
+                assert!(
+                    matches!(cell.fg, Color::Reset),
+                    "a coloured cell in mono: {cell:?}"
+                );
+                assert!(
+                    matches!(cell.bg, Color::Reset),
+                    "a coloured cell in mono: {cell:?}"
+                );
+            }
+        }
+        // the selection is visible without colour
+        let mono = draw(&app(Theme::mono()), 80, 24);
+        let selected = mono
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .filter(|c| c.modifier.contains(Modifier::REVERSED))
+            .count();
+        assert!(selected > 20, "the selected row is in reverse video");
+        let mono_snap = draw(&attached(app(Theme::mono()), false), 80, 24);
+        insta::assert_snapshot!("transcript_mono_80x24", mono_snap.backend());
+    }
+
+    #[test]
+    fn untrusted_text_cannot_reach_the_terminal() {
+        for build in [|a: App| a, |a: App| attached(a, true)] {
+            let term = draw(&build(app(Theme::default_theme())), 160, 48);
+            for cell in term.backend().buffer().content() {
+                assert!(
+                    !cell.symbol().chars().any(|c| c.is_control()),
+                    "control character on screen: {:?}",
+                    cell.symbol()
+                );
+            }
+        }
+    }
 }
