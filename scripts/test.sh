@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 scripts/ensure-postgres.sh
 
+# tmux drives the cockpit in its PTY test.
+if ! command -v tmux >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq tmux >/dev/null; else sudo apt-get install -y -qq tmux >/dev/null; fi
+fi
+
 # The real agent stack for the end-to-end tests (installed once into the cache dir, ~70 s and
 # 1.1 GB the first time); the tests that need it fail, rather than skip, when it is missing.
 eval "$(scripts/offline-stack.sh up)"

@@ -1,0 +1,199 @@
+//! The whole cockpit in a real terminal: the binary runs in tmux (`send-keys`, `capture-pane`)
+//! on the embedded store, with the real agent stack when it is there. Start, create a session,
+//! attach, type a message, go back, filter, quit.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "deck"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+    fn text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "deck", "-l", text]);
+    }
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "deck"])
+    }
+    /// Waits until the screen shows `want`; panics with the screen otherwise.
+    fn wait_for(&self, want: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(want) {
+                return screen;
+            }
+            if start.elapsed() > timeout {
+                panic!("the screen never showed {want:?}; it shows:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+fn start(root: &Path, stack: Option<&common::stack::Stack>, extra: &str) -> Tmux {
+    let tmux = Tmux {
+        socket: format!("agentdeck-test-{}", uuid::Uuid::new_v4().simple()),
+    };
+    let bin = common::binary();
+    let path = stack.map_or_else(
+        || std::env::var("PATH").unwrap_or_default(),
+        |s| s.path.clone(),
+    );
+    let gateway = stack.map_or_else(String::new, |s| s.gateway_url.clone());
+    let r = root.display();
+    let command = format!(
+        "env -u NO_COLOR HOME={r} XDG_CONFIG_HOME={r}/config XDG_DATA_HOME={r}/data XDG_STATE_HOME={r}/state \
+         XDG_CACHE_HOME={r}/cache PATH='{path}' AGENTDECK_GATEWAY_URL='{gateway}' TERM=tmux-256color {extra} \
+         {} ; echo EXITED $?; sleep 60",
+        bin.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "deck",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    tmux
+}
+
+#[test]
+fn start_create_attach_talk_filter_quit() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test (apt-get install tmux)");
+    }
+    let stack = common::stack::stack();
+    let root = tempfile::tempdir().unwrap();
+    let tmux = start(root.path(), stack.as_ref(), "");
+    let wait = Duration::from_secs(20);
+    let screen = tmux.wait_for("No sessions yet. Press n to start one.", wait);
+    assert!(screen.contains("? help"), "hints on screen:\n{screen}");
+
+    // Create a session with a first message.
+    tmux.keys(&["n"]);
+    tmux.wait_for("New session", wait);
+    tmux.keys(&["Tab"]);
+    tmux.text("pty check");
+    tmux.keys(&["Tab"]);
+    tmux.text("hello from tmux");
+    tmux.keys(&["C-s"]);
+    tmux.wait_for("pty check", wait);
+
+    // Attach and talk.
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("> you  #1", wait);
+    if stack.is_some() {
+        tmux.wait_for("Hello from mock", Duration::from_secs(90));
+        tmux.wait_for("o idle", Duration::from_secs(30));
+    }
+    tmux.keys(&["i"]);
+    tmux.wait_for("ctrl-s send", wait);
+    tmux.text("second message");
+    tmux.keys(&["C-s"]);
+    tmux.wait_for("second message", wait);
+    if stack.is_some() {
+        let start = Instant::now();
+        while tmux.screen().matches("Hello from mock").count() < 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "no second answer:\n{}",
+                tmux.screen()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // Back, filter, quit.
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("Sessions (1)", wait);
+    tmux.keys(&["/"]);
+    tmux.text("status:nosuch");
+    tmux.wait_for("No session matches the filter", wait);
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["/"]);
+    tmux.keys(&["C-u"]);
+    tmux.text("pty");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("filter: pty", wait);
+    tmux.keys(&["?"]);
+    tmux.wait_for("Keys (any key closes)", wait);
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for("EXITED 0", wait);
+    assert!(
+        !screen.contains("agentdeck 1 sessions"),
+        "the alternate screen is gone after quitting:\n{screen}"
+    );
+}
+
+#[test]
+fn read_only_and_no_color() {
+    let root = tempfile::tempdir().unwrap();
+    let tmux = start(root.path(), None, "NO_COLOR=1");
+    tmux.run(&["kill-session", "-t", "deck"]);
+    let r = root.path().display();
+    let command = format!(
+        "HOME={r} XDG_CONFIG_HOME={r}/config XDG_DATA_HOME={r}/data XDG_STATE_HOME={r}/state NO_COLOR=1 TERM=screen {} --read-only; echo EXITED $?; sleep 60",
+        common::binary().display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "deck",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &command,
+    ]);
+    let screen = tmux.wait_for("[read-only]", Duration::from_secs(20));
+    assert!(
+        !screen.contains("X end") && !screen.contains("R restart"),
+        "no dangerous action offered:\n{screen}"
+    );
+    // No colour escape was drawn: capture with escapes and look for SGR colour codes.
+    let raw = tmux.run(&["capture-pane", "-p", "-e", "-t", "deck"]);
+    // Resets to the default colours (39, 49) are fine; any foreground or background colour is not.
+    let coloured = raw.replace("\u{1b}[39m", "").replace("\u{1b}[49m", "");
+    for code in ["\u{1b}[3", "\u{1b}[4", "\u{1b}[9", "\u{1b}[10"] {
+        assert!(
+            !coloured.contains(code),
+            "colour under NO_COLOR ({code:?}):\n{raw:?}"
+        );
+    }
+    assert!(
+        raw.contains("\u{1b}[1m"),
+        "meaning still carried by weight and glyphs"
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", Duration::from_secs(20));
+}
