@@ -529,6 +529,59 @@ impl Core {
         Ok(self.inner.store.enqueue_task(task).await?)
     }
 
+    /// How a session's sandbox is doing right now (`None` when it has none).
+    pub async fn sandbox_health(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<std::result::Result<crate::runtime::SandboxHealth, String>>> {
+        let session = self.get_session(id).await?;
+        let Some(sandbox) = Self::sandbox_of(&session) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.inner
+                .runtime
+                .health(&sandbox)
+                .await
+                .map_err(|e| e.to_string()),
+        ))
+    }
+
+    /// A session's sandbox log (tail, since, follow).
+    pub async fn sandbox_logs(
+        &self,
+        id: Uuid,
+        options: crate::runtime::LogOptions,
+    ) -> Result<crate::runtime::LogStream> {
+        let session = self.get_session(id).await?;
+        let sandbox = Self::sandbox_of(&session).ok_or_else(|| {
+            CoreError::Conflict(format!(
+                "session {id} has no sandbox (it is {})",
+                session.status
+            ))
+        })?;
+        self.inner
+            .runtime
+            .logs(&sandbox, options)
+            .await
+            .map_err(|e| CoreError::Conflict(format!("cannot read the sandbox's log: {e}")))
+    }
+
+    /// Sandbox health changes as the runtime reports them.
+    pub fn subscribe_health(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::runtime::HealthChange> {
+        self.inner.runtime.watch()
+    }
+
+    /// Whether the gateway answers (for the status line and diagnose).
+    pub async fn gateway_health(&self) -> std::result::Result<(), String> {
+        match &self.inner.config.gateway.url {
+            Some(url) => crate::gateway::check_health(url).await,
+            None => Err("no gateway configured".to_string()),
+        }
+    }
+
     /// Counts for `/metrics` and the status line.
     pub async fn stats(&self) -> Result<Stats> {
         Ok(Stats {

@@ -35,6 +35,10 @@ pub enum Action {
     ToggleWrap,
     ToggleTimestamps,
     ToggleTools,
+    Health,
+    Logs,
+    Diagnose,
+    Command,
 }
 
 pub struct ActionDef {
@@ -219,6 +223,42 @@ pub const REGISTRY: &[ActionDef] = &[
         "Unfold or fold tool calls",
         false,
         Transcript
+    ),
+    def!(
+        Health,
+        "sandboxes",
+        ["h"],
+        "health",
+        "Sandbox health of every live session, trouble first",
+        false,
+        Global
+    ),
+    def!(
+        Logs,
+        "logs",
+        ["l"],
+        "logs",
+        "The session's sandbox log, following",
+        false,
+        Global
+    ),
+    def!(
+        Diagnose,
+        "diagnose",
+        ["d"],
+        "diagnose",
+        "Everything about the session, and what to do",
+        false,
+        Global
+    ),
+    def!(
+        Command,
+        "command",
+        [":"],
+        "cmd",
+        "Command mode: :sessions :sandboxes :logs :diagnose :agents :team NAME :quit",
+        false,
+        Global
     ),
 ];
 

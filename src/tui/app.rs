@@ -3,6 +3,7 @@
 //! reaction to a key is testable, and the render path never waits on anything.
 
 use super::actions::{Action, Keymap, Scope};
+use super::panels::{Diagnosis, HealthView, LogView, Panel};
 use super::sessions::SessionList;
 use super::theme::Theme;
 use super::transcript::Transcript;
@@ -30,6 +31,14 @@ pub enum Msg {
     Error(String),
     /// The clock moved (countdowns, ages).
     Tick,
+    Health(Vec<(Uuid, String, Result<crate::runtime::SandboxHealth, String>)>),
+    HealthChange(Uuid, crate::runtime::SandboxHealth),
+    LogLines {
+        session: Uuid,
+        lines: Vec<String>,
+        ended: Option<String>,
+    },
+    Diagnosis(Box<Diagnosis>),
 }
 
 /// What the loop must do for the app (I/O, off the render path).
@@ -52,6 +61,13 @@ pub enum Effect {
         agent: String,
         title: String,
         prompt: String,
+    },
+    LoadHealth,
+    FollowLogs {
+        session: Uuid,
+    },
+    Diagnose {
+        session: Uuid,
     },
 }
 
@@ -80,7 +96,12 @@ pub struct App {
     pub theme: Theme,
     pub sessions: SessionList,
     pub transcript: Option<Transcript>,
+    /// A screen over the others (health, logs, diagnose).
+    pub panel: Option<Panel>,
     pub dialog: Option<Dialog>,
+    /// `:` command mode, and the commands given before.
+    pub command: Option<TextArea<'static>>,
+    pub history: Vec<String>,
     pub agents: Vec<AgentSpec>,
     /// The last thing worth saying (and whether it is an error).
     pub status: Option<(String, bool)>,
@@ -108,7 +129,10 @@ impl App {
             theme,
             sessions: SessionList::default(),
             transcript: None,
+            panel: None,
             dialog: None,
+            command: None,
+            history: Vec::new(),
             agents,
             status: None,
             store,
@@ -119,7 +143,11 @@ impl App {
     }
 
     pub fn scope(&self) -> Scope {
-        if self.transcript.is_some() {
+        if matches!(self.panel, Some(Panel::Logs(_))) {
+            Scope::Transcript
+        } else if self.panel.is_some() {
+            Scope::Global
+        } else if self.transcript.is_some() {
             Scope::Transcript
         } else {
             Scope::Sessions
@@ -175,6 +203,51 @@ impl App {
                 self.status = Some((text, true));
                 vec![]
             }
+            Msg::Health(rows) => {
+                if let Some(Panel::Health(v)) = &mut self.panel {
+                    v.rows = rows;
+                    v.loaded = true;
+                    v.sort();
+                }
+                vec![]
+            }
+            Msg::HealthChange(id, health) => {
+                match &mut self.panel {
+                    Some(Panel::Health(v)) => {
+                        let title = self
+                            .sessions
+                            .get(id)
+                            .map(|s| s.title.clone())
+                            .unwrap_or_default();
+                        v.upsert(id, title, Ok(health));
+                    }
+                    _ => self.dirty = false,
+                }
+                vec![]
+            }
+            Msg::LogLines {
+                session,
+                lines,
+                ended,
+            } => {
+                match &mut self.panel {
+                    Some(Panel::Logs(v)) if v.session == session => {
+                        v.push(lines);
+                        if ended.is_some() {
+                            v.ended = ended;
+                        }
+                    }
+                    _ => self.dirty = false,
+                }
+                vec![]
+            }
+            Msg::Diagnosis(d) => {
+                if matches!(&self.panel, Some(Panel::Diagnose(old)) if old.session.id == d.session.id)
+                {
+                    self.panel = Some(Panel::Diagnose(d));
+                }
+                vec![]
+            }
         }
     }
 
@@ -217,9 +290,40 @@ impl App {
             Action::Quit => self.quit = true,
             Action::Help => self.dialog = Some(Dialog::Help),
             Action::Back => {
-                if self.dialog.take().is_none() {
+                if self.dialog.take().is_none() && self.panel.take().is_none() {
                     self.transcript = None;
                 }
+            }
+            Action::Health => {
+                self.panel = Some(Panel::Health(HealthView::default()));
+                return vec![Effect::LoadHealth];
+            }
+            Action::Logs => {
+                if let Some(s) = self.target() {
+                    let (id, title) = (s.id, s.title.clone());
+                    self.panel = Some(Panel::Logs(LogView::new(id, title)));
+                    return vec![Effect::FollowLogs { session: id }];
+                }
+            }
+            Action::Diagnose => {
+                if let Some(s) = self.target() {
+                    let id = s.id;
+                    self.panel = Some(Panel::Diagnose(Box::new(Diagnosis {
+                        session: s.clone(),
+                        phases: vec![],
+                        health: None,
+                        log_tail: Ok(vec![]),
+                        gateway: Ok(()),
+                    })));
+                    return vec![Effect::Diagnose { session: id }];
+                }
+            }
+            Action::Command => {
+                let mut area = TextArea::default();
+                area.set_placeholder_text(
+                    "sessions, sandboxes, logs, diagnose, agents, team NAME, quit",
+                );
+                self.command = Some(area);
             }
             Action::Up => self.scroll(-1),
             Action::Down => self.scroll(1),
@@ -232,9 +336,11 @@ impl App {
                 }
                 None => self.sessions.select_index(0),
             },
-            Action::Bottom => match &mut self.transcript {
-                Some(t) => t.follow = true,
-                None => self.sessions.select_index(usize::MAX),
+            Action::Bottom => match (&mut self.panel, &mut self.transcript) {
+                (Some(Panel::Logs(v)), _) => v.follow = true,
+                (Some(_), _) => {}
+                (None, Some(t)) => t.follow = true,
+                (None, None) => self.sessions.select_index(usize::MAX),
             },
             Action::Attach => {
                 if let Some(s) = self.sessions.selected() {
@@ -301,7 +407,9 @@ impl App {
                 }
             }
             Action::ToggleWrap => {
-                if let Some(t) = &mut self.transcript {
+                if let Some(Panel::Logs(v)) = &mut self.panel {
+                    v.wrap = !v.wrap;
+                } else if let Some(t) = &mut self.transcript {
                     t.wrap = !t.wrap;
                 }
             }
@@ -320,6 +428,23 @@ impl App {
     }
 
     fn scroll(&mut self, delta: isize) {
+        match &mut self.panel {
+            Some(Panel::Logs(v)) => {
+                if delta < 0 && v.follow {
+                    v.follow = false;
+                    v.scroll = v.lines.len().saturating_sub(10);
+                }
+                v.scroll = (v.scroll as isize + delta).max(0) as usize;
+                return;
+            }
+            Some(Panel::Health(v)) => {
+                let last = v.rows.len().saturating_sub(1) as isize;
+                v.selected = (v.selected as isize + delta).clamp(0, last.max(0)) as usize;
+                return;
+            }
+            Some(Panel::Diagnose(_)) => return,
+            None => {}
+        }
         match &mut self.transcript {
             Some(t) => {
                 if delta < 0 {
@@ -334,6 +459,41 @@ impl App {
     /// Keys for an open text field; `None` when no text field is open.
     fn on_text_key(&mut self, key: KeyEvent) -> Option<Vec<Effect>> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if let Some(area) = &mut self.command {
+            return Some(match key.code {
+                KeyCode::Esc => {
+                    self.command = None;
+                    vec![]
+                }
+                KeyCode::Enter => {
+                    let text = text_of(area).trim().to_string();
+                    self.command = None;
+                    if !text.is_empty() {
+                        self.history.retain(|h| *h != text);
+                        self.history.push(text.clone());
+                    }
+                    self.run_command(&text)
+                }
+                KeyCode::Up => {
+                    let current = text_of(area);
+                    let pos = self
+                        .history
+                        .iter()
+                        .position(|h| *h == current)
+                        .unwrap_or(self.history.len());
+                    if let Some(prev) = pos.checked_sub(1).and_then(|i| self.history.get(i)) {
+                        let mut fresh = TextArea::default();
+                        fresh.insert_str(prev);
+                        *area = fresh;
+                    }
+                    vec![]
+                }
+                _ => {
+                    area.input(key);
+                    vec![]
+                }
+            });
+        }
         if let Some(t) = &mut self.transcript
             && self.dialog.is_none()
             && let Some(area) = &mut t.composer
@@ -418,6 +578,55 @@ impl App {
                 }
             }),
             _ => None,
+        }
+    }
+
+    /// `:` commands and their aliases.
+    fn run_command(&mut self, text: &str) -> Vec<Effect> {
+        let mut words = text.trim_start_matches(':').split_whitespace();
+        let verb = words.next().unwrap_or_default();
+        let rest: Vec<&str> = words.collect();
+        match verb {
+            "" => vec![],
+            "q" | "quit" => self.on_action(Action::Quit),
+            "s" | "sessions" => {
+                self.panel = None;
+                self.transcript = None;
+                vec![]
+            }
+            "sandboxes" | "sb" | "health" | "pods" => self.on_action(Action::Health),
+            "logs" | "log" => self.on_action(Action::Logs),
+            "diagnose" | "diag" => self.on_action(Action::Diagnose),
+            "new" => self.on_action(Action::NewSession),
+            "help" => self.on_action(Action::Help),
+            "agents" | "agent" => {
+                let names: Vec<String> = self
+                    .agents
+                    .iter()
+                    .map(|a| format!("{} ({})", a.id, a.model))
+                    .collect();
+                self.status = Some((format!("agents: {}", names.join(", ")), false));
+                vec![]
+            }
+            "team" => {
+                self.panel = None;
+                self.transcript = None;
+                let filter = match rest.first() {
+                    Some(team) => format!("team:{team}"),
+                    None => String::new(),
+                };
+                self.sessions.set_filter(&filter);
+                vec![]
+            }
+            other => {
+                self.status = Some((
+                    format!(
+                        "unknown command :{other}; try :sessions :sandboxes :logs :diagnose :agents :team NAME :quit"
+                    ),
+                    true,
+                ));
+                vec![]
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod actions;
 pub mod app;
+pub mod panels;
 pub mod sessions;
 pub mod theme;
 pub mod transcript;
@@ -87,17 +88,27 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let (attached_tx, attached_rx) = watch::channel::<Option<Uuid>>(None);
+    let (logs_tx, logs_rx) = watch::channel::<Option<Uuid>>(None);
     let mut tasks = vec![
         tokio::spawn(input(tx.clone())),
         tokio::spawn(follow_changes(
-            core.clone(),
-            tx.clone(),
+            Ctx {
+                core: core.clone(),
+                tx: tx.clone(),
+                logs_for: watch::channel(None).1,
+            },
             attached_rx.clone(),
         )),
         tokio::spawn(follow_deltas(core.clone(), tx.clone(), attached_rx)),
         tokio::spawn(clock(tx.clone())),
+        tokio::spawn(follow_health(core.clone(), tx.clone())),
     ];
-    run_effect(&core, &tx, Effect::LoadSessions);
+    let ctx = Ctx {
+        core: core.clone(),
+        tx: tx.clone(),
+        logs_for: logs_rx,
+    };
+    ctx.run(Effect::LoadSessions);
 
     let now = chrono::Utc::now;
     term.draw(|f| views::render(f, &app, now()))?;
@@ -116,7 +127,7 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
                 continue;
             }
             for effect in app.update(msg) {
-                run_effect(&core, &tx, effect);
+                ctx.run(effect);
             }
         }
         if app.quit {
@@ -125,6 +136,13 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
         let attached = app.transcript.as_ref().map(|t| t.session);
         if *attached_tx.borrow() != attached {
             let _ = attached_tx.send(attached);
+        }
+        let logs = match &app.panel {
+            Some(panels::Panel::Logs(v)) => Some(v.session),
+            _ => None,
+        };
+        if *logs_tx.borrow() != logs {
+            let _ = logs_tx.send(logs);
         }
         if app.dirty {
             app.dirty = false;
@@ -174,11 +192,8 @@ async fn clock(tx: mpsc::UnboundedSender<Msg>) {
 }
 
 /// Turns the store's change feed into fresh data for the app.
-async fn follow_changes(
-    core: Core,
-    tx: mpsc::UnboundedSender<Msg>,
-    attached: watch::Receiver<Option<Uuid>>,
-) {
+async fn follow_changes(ctx: Ctx, attached: watch::Receiver<Option<Uuid>>) {
+    let (core, tx) = (ctx.core.clone(), ctx.tx.clone());
     let mut feed = core.subscribe();
     while let Some(change) = feed.next().await {
         let msg = match change {
@@ -187,16 +202,13 @@ async fn follow_changes(
                 Err(_) => None,
             },
             Change::Resync => {
-                run_effect(&core, &tx, Effect::LoadSessions);
-                if let Some(id) = *attached.borrow() {
-                    run_effect(
-                        &core,
-                        &tx,
-                        Effect::LoadMessages {
-                            session: id,
-                            after: 0,
-                        },
-                    );
+                ctx.run(Effect::LoadSessions);
+                let attached = *attached.borrow();
+                if let Some(id) = attached {
+                    ctx.run(Effect::LoadMessages {
+                        session: id,
+                        after: 0,
+                    });
                 }
                 None
             }
@@ -239,10 +251,100 @@ async fn follow_deltas(
     }
 }
 
+async fn follow_health(core: Core, tx: mpsc::UnboundedSender<Msg>) {
+    let mut changes = core.subscribe_health();
+    loop {
+        match changes.recv().await {
+            Ok(change) => {
+                if let Some(id) = change.session_id
+                    && tx.send(Msg::HealthChange(id, change.health)).is_err()
+                {
+                    return;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                // The runtime's watch may start later (Kubernetes starts it on first use).
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                changes = core.subscribe_health();
+            }
+        }
+    }
+}
+
+/// Follows a sandbox's log while the log view shows it.
+async fn follow_logs(
+    core: Core,
+    tx: mpsc::UnboundedSender<Msg>,
+    session: Uuid,
+    mut shown: watch::Receiver<Option<Uuid>>,
+) {
+    let options = crate::runtime::LogOptions {
+        tail: Some(500),
+        since: None,
+        follow: true,
+    };
+    let mut stream = match core.sandbox_logs(session, options).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Msg::LogLines {
+                session,
+                lines: vec![],
+                ended: Some(e.to_string()),
+            });
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            line = stream.next() => {
+                let (lines, ended) = match line {
+                    Some(Ok(first)) => {
+                        // Take what else is ready, so a burst is one message.
+                        let mut lines = vec![first];
+                        while lines.len() < 1000 {
+                            match futures::FutureExt::now_or_never(stream.next()) {
+                                Some(Some(Ok(l))) => lines.push(l),
+                                _ => break,
+                            }
+                        }
+                        (lines, None)
+                    }
+                    Some(Err(e)) => (vec![], Some(format!("log stream ended: {e}"))),
+                    None => (vec![], Some("end of log".to_string())),
+                };
+                let done = ended.is_some();
+                if tx.send(Msg::LogLines { session, lines, ended }).is_err() || done {
+                    return;
+                }
+            }
+            changed = shown.changed() => {
+                if changed.is_err() || *shown.borrow() != Some(session) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    core: Core,
+    tx: mpsc::UnboundedSender<Msg>,
+    logs_for: watch::Receiver<Option<Uuid>>,
+}
+
+impl Ctx {
+    fn run(&self, effect: Effect) {
+        run_effect(self, effect);
+    }
+}
+
 /// Runs an effect in a task; its outcome comes back as a message.
-fn run_effect(core: &Core, tx: &mpsc::UnboundedSender<Msg>, effect: Effect) {
-    let core = core.clone();
-    let tx = tx.clone();
+fn run_effect(ctx: &Ctx, effect: Effect) {
+    let core = ctx.core.clone();
+    let tx = ctx.tx.clone();
+    let logs_for = ctx.logs_for.clone();
     tokio::spawn(async move {
         let msg = match effect {
             Effect::LoadSessions => {
@@ -319,6 +421,80 @@ fn run_effect(core: &Core, tx: &mpsc::UnboundedSender<Msg>, effect: Effect) {
                     ),
                     Err(e) => Msg::Error(e.to_string()),
                 }
+            }
+            Effect::LoadHealth => {
+                let live = core
+                    .list_sessions(&SessionQuery {
+                        statuses: Some(vec![
+                            crate::model::SessionStatus::Creating,
+                            crate::model::SessionStatus::Ready,
+                            crate::model::SessionStatus::Idle,
+                            crate::model::SessionStatus::Busy,
+                            crate::model::SessionStatus::Failed,
+                            crate::model::SessionStatus::Suspended,
+                        ]),
+                        limit: Some(2000),
+                        ..Default::default()
+                    })
+                    .await;
+                match live {
+                    Ok(list) => {
+                        let mut rows = Vec::new();
+                        for s in list {
+                            match core.sandbox_health(s.id).await {
+                                Ok(Some(h)) => rows.push((s.id, s.title.clone(), h)),
+                                Ok(None) => {}
+                                Err(e) => rows.push((s.id, s.title.clone(), Err(e.to_string()))),
+                            }
+                        }
+                        Msg::Health(rows)
+                    }
+                    Err(e) => Msg::Error(format!("cannot list sessions: {e}")),
+                }
+            }
+            Effect::FollowLogs { session } => {
+                follow_logs(core, tx, session, logs_for).await;
+                return;
+            }
+            Effect::Diagnose { session } => {
+                let Ok(s) = core.get_session(session).await else {
+                    return;
+                };
+                let phases = core
+                    .events(session, 0, 1000)
+                    .await
+                    .map(|es| {
+                        es.into_iter()
+                            .filter(|e| e.kind == "session.phase")
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let health = core.sandbox_health(session).await.unwrap_or(None);
+                let tail = crate::runtime::LogOptions {
+                    tail: Some(15),
+                    since: None,
+                    follow: false,
+                };
+                let log_tail = match core.sandbox_logs(session, tail).await {
+                    Ok(stream) => {
+                        let lines: Vec<_> = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            stream.collect::<Vec<_>>(),
+                        )
+                        .await
+                        .unwrap_or_default();
+                        Ok(lines.into_iter().filter_map(Result::ok).collect())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let gateway = core.gateway_health().await;
+                Msg::Diagnosis(Box::new(panels::Diagnosis {
+                    session: s,
+                    phases,
+                    health,
+                    log_tail,
+                    gateway,
+                }))
             }
             Effect::Create {
                 agent,

@@ -52,9 +52,10 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
     ])
     .areas(f.area());
     render_top(f, app, top);
-    match &app.transcript {
-        Some(_) => render_transcript(f, app, main, now),
-        None => render_sessions(f, app, main, now),
+    match (&app.panel, &app.transcript) {
+        (Some(panel), _) => super::panels::render(f, app, panel, main, now),
+        (None, Some(_)) => render_transcript(f, app, main, now),
+        (None, None) => render_sessions(f, app, main, now),
     }
     render_status(f, app, status);
     render_hints(f, app, hints);
@@ -489,6 +490,13 @@ fn render_transcript(f: &mut Frame, app: &App, area: Rect, _now: chrono::DateTim
 }
 
 fn render_status(f: &mut Frame, app: &App, area: Rect) {
+    if let Some(area_text) = &app.command {
+        let [label, input] =
+            Layout::horizontal([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+        f.render_widget(Paragraph::new(Span::styled(":", app.theme.accent)), label);
+        f.render_widget(area_text, input);
+        return;
+    }
     let line = match &app.status {
         Some((text, true)) => Line::from(Span::styled(
             format!(" ! {}", sanitize::line(text)),
