@@ -28,6 +28,8 @@ pub struct Layer {
     #[serde(default)]
     pub kubernetes: KubernetesLayer,
     #[serde(default)]
+    pub tui: TuiLayer,
+    #[serde(default)]
     pub agents: BTreeMap<Spanned<String>, AgentLayer>,
 }
 
@@ -158,6 +160,16 @@ pub struct KubernetesLayer {
     pub endpoint: Option<EndpointMode>,
     pub harness_port: Option<Spanned<u16>>,
     pub service_account: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuiLayer {
+    pub theme: Option<String>,
+    pub read_only: Option<bool>,
+    pub mouse: Option<bool>,
+    /// action id → keys
+    pub keys: Option<BTreeMap<Spanned<String>, Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -8,7 +8,7 @@ pub mod duration;
 mod error;
 mod layer;
 
-pub use error::{ConfigError, Source};
+pub use error::{ConfigError, Source, line_column};
 pub use layer::{EndpointMode, HarnessKind, IdleAction, Resources, RuntimeKind, SandboxApiVersion};
 
 use layer::{AgentLayer, Layer};
@@ -140,6 +140,16 @@ pub struct GatewayConfig {
     pub key_duration: Duration,
 }
 
+/// The cockpit.
+#[derive(Debug, Clone, Default)]
+pub struct TuiConfig {
+    pub theme: Option<String>,
+    pub read_only: bool,
+    pub mouse: bool,
+    /// Key overrides: (action id, keys, where it was written as `file:line:col`).
+    pub keys: Vec<(String, Vec<String>, String)>,
+}
+
 /// The local process runtime.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
@@ -186,6 +196,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub local: LocalConfig,
     pub kubernetes: KubernetesConfig,
+    pub tui: TuiConfig,
     pub agents: BTreeMap<String, AgentSpec>,
     /// The files that were read, lowest first.
     pub sources: Vec<Source>,
@@ -493,6 +504,21 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
         harness_port,
         service_account: non_empty(top!(kubernetes.service_account)),
     };
+    let mut keys = Vec::new();
+    for p in &layers {
+        for (action, list) in p.layer.tui.keys.iter().flatten() {
+            let (line, column) = error::line_column(&p.text, action.span().start);
+            let at = format!("{}:{line}:{column}", p.source);
+            keys.retain(|(a, _, _): &(String, Vec<String>, String)| a != action.get_ref());
+            keys.push((action.get_ref().clone(), list.clone(), at));
+        }
+    }
+    let tui = TuiConfig {
+        theme: non_empty(top!(tui.theme)),
+        read_only: top!(tui.read_only).unwrap_or(false),
+        mouse: top!(tui.mouse).unwrap_or(false),
+        keys,
+    };
     let local = LocalConfig {
         root: non_empty(top!(local.root))
             .map(PathBuf::from)
@@ -528,6 +554,7 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
         gateway,
         local,
         kubernetes,
+        tui,
         agents,
         sources: layers.into_iter().map(|p| p.source).collect(),
         dirs,

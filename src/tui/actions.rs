@@ -295,18 +295,87 @@ fn matches(key: &KeyEvent, spec: &str) -> bool {
     }
 }
 
-/// The actions in effect (read-only mode removes the dangerous ones).
+/// The actions in effect: read-only mode removes the dangerous ones; the config may rebind keys.
 pub struct Keymap {
     read_only: bool,
+    keys: std::collections::HashMap<Action, Vec<String>>,
 }
 
 impl Keymap {
     pub fn new(read_only: bool) -> Self {
-        Keymap { read_only }
+        Keymap {
+            read_only,
+            keys: REGISTRY
+                .iter()
+                .map(|d| (d.action, d.keys.iter().map(|k| k.to_string()).collect()))
+                .collect(),
+        }
+    }
+
+    /// The defaults with `[tui] keys` applied: `(action id, keys, where it was written)`. An
+    /// unknown action, a key that cannot be read, or two actions of one scope on one key is an
+    /// error naming the place in the config file.
+    pub fn with_keys(
+        read_only: bool,
+        overrides: &[(String, Vec<String>, String)],
+    ) -> Result<Self, String> {
+        let mut map = Keymap::new(read_only);
+        for (id, keys, at) in overrides {
+            let Some(def) = REGISTRY.iter().find(|d| d.id == id) else {
+                let ids: Vec<&str> = REGISTRY.iter().map(|d| d.id).collect();
+                return Err(format!(
+                    "{at}: unknown action {id:?} in [tui] keys; actions are: {}",
+                    ids.join(", ")
+                ));
+            };
+            if keys.is_empty() {
+                return Err(format!("{at}: no key given for {id:?}"));
+            }
+            for k in keys {
+                if parse(k).is_none() {
+                    return Err(format!(
+                        "{at}: cannot read the key {k:?} for {id:?}: write a character, or ctrl-X, enter, esc, tab, up, down, pgup, pgdn, home, end"
+                    ));
+                }
+            }
+            map.keys.insert(def.action, keys.clone());
+        }
+        // No key may mean two things where both apply.
+        for a in REGISTRY {
+            for b in REGISTRY {
+                if a.id >= b.id {
+                    continue;
+                }
+                let overlap =
+                    a.scope == b.scope || a.scope == Scope::Global || b.scope == Scope::Global;
+                if !overlap {
+                    continue;
+                }
+                if let Some(k) = map
+                    .keys_of(a.action)
+                    .iter()
+                    .find(|k| map.keys_of(b.action).contains(k))
+                {
+                    let at = overrides
+                        .iter()
+                        .find(|(id, _, _)| id == a.id || id == b.id)
+                        .map_or("[tui] keys".to_string(), |(_, _, at)| at.clone());
+                    return Err(format!(
+                        "{at}: the key {k:?} is bound to both {:?} and {:?}",
+                        a.id, b.id
+                    ));
+                }
+            }
+        }
+        Ok(map)
     }
 
     pub fn read_only(&self) -> bool {
         self.read_only
+    }
+
+    pub fn keys_of(&self, action: Action) -> &[String] {
+        self.keys.get(&action).map_or(&[], Vec::as_slice)
     }
 
     pub fn defs(&self) -> impl Iterator<Item = &'static ActionDef> + '_ {
@@ -320,17 +389,17 @@ impl Keymap {
         let find = |s: Scope| {
             self.defs()
                 .filter(|d| d.scope == s)
-                .find(|d| d.keys.iter().any(|k| matches(key, k)))
+                .find(|d| self.keys_of(d.action).iter().any(|k| matches(key, k)))
                 .map(|d| d.action)
         };
         find(scope).or_else(|| find(Scope::Global))
     }
 
     /// `key hint` pairs for the hint bar of `scope`.
-    pub fn hints(&self, scope: Scope) -> Vec<(&'static str, &'static str)> {
+    pub fn hints(&self, scope: Scope) -> Vec<(String, &'static str)> {
         self.defs()
             .filter(|d| !d.hint.is_empty() && (d.scope == scope || d.scope == Scope::Global))
-            .map(|d| (d.keys[0], d.hint))
+            .filter_map(|d| self.keys_of(d.action).first().map(|k| (k.clone(), d.hint)))
             .collect()
     }
 }
@@ -383,6 +452,42 @@ mod tests {
             ),
             Some(Action::End)
         );
+    }
+
+    #[test]
+    fn keys_can_be_rebound_and_mistakes_are_named() {
+        let at = "c.toml:3:1".to_string();
+        let km = Keymap::with_keys(false, &[("end".into(), vec!["ctrl-d".into()], at.clone())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            km.action(
+                &key(KeyCode::Char('d'), KeyModifiers::CONTROL),
+                Scope::Sessions
+            ),
+            Some(Action::End)
+        );
+        assert_eq!(
+            km.action(
+                &key(KeyCode::Char('X'), KeyModifiers::SHIFT),
+                Scope::Sessions
+            ),
+            None
+        );
+        let err = Keymap::with_keys(false, &[("restat".into(), vec!["r".into()], at.clone())])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("c.toml:3:1: unknown action \"restat\""),
+            "{err}"
+        );
+        let err = Keymap::with_keys(false, &[("end".into(), vec!["q".into()], at.clone())])
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("bound to both"), "{err}");
+        let err = Keymap::with_keys(false, &[("end".into(), vec!["shift-meta-x".into()], at)])
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("cannot read the key"), "{err}");
     }
 
     #[test]

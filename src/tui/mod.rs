@@ -67,9 +67,15 @@ impl Drop for Restore {
 }
 
 pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
-    let theme = theme::Theme::choose(options.theme.as_deref(), &core.config().dirs.config_dir)
+    let requested = options
+        .theme
+        .as_deref()
+        .or(core.config().tui.theme.as_deref());
+    let theme = theme::Theme::choose(requested, &core.config().dirs.config_dir)
         .map_err(anyhow::Error::msg)?;
-    let keymap = Keymap::new(options.read_only);
+    let tui = &core.config().tui;
+    let keymap = Keymap::with_keys(options.read_only || tui.read_only, &tui.keys)
+        .map_err(anyhow::Error::msg)?;
     let mut app = App::new(
         keymap,
         theme,
@@ -83,7 +89,8 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
         leave();
         previous(info);
     }));
-    let mut term = enter(options.mouse).context("cannot set up the terminal")?;
+    let mouse = options.mouse || core.config().tui.mouse;
+    let mut term = enter(mouse).context("cannot set up the terminal")?;
     let _restore = Restore;
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
@@ -122,7 +129,7 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
                 && k.code == KeyCode::Char('z')
                 && k.modifiers.contains(KeyModifiers::CONTROL)
             {
-                suspend_self(&mut term, options.mouse)?;
+                suspend_self(&mut term, mouse)?;
                 app.dirty = true;
                 continue;
             }
