@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# screenshots.sh: real pictures of the cockpit, refreshed from the real binary.
+#
+#   scripts/screenshots.sh            # writes screenshots/*.png (about 1 min once built)
+#
+# It builds agentdeck (debug; AGENTDECK_SCREENSHOTS_PROFILE=release for a release build), starts
+# the offline agent stack (scripts/offline-stack.sh: a real LiteLLM gateway and opencode), runs
+# the real cockpit in tmux (120x34, TERM=tmux-256color, its own HOME and XDG dirs in a temp
+# folder, the embedded SQLite store), creates sessions with `agentdeck sessions create` on the
+# same store (the cockpit's own worker provisions them), drives the cockpit with send-keys and
+# captures each view with `tmux capture-pane -e -p`. scripts/screenshots/ansi_to_png.py turns each
+# capture (text with SGR colour codes) into a PNG, cell by cell.
+#
+# Installs, when missing:
+#   - tmux and fonts-dejavu-core (DejaVu Sans Mono) with apt-get (Debian packages);
+#   - Pillow (PyPI, pillow==11.3.0) into a venv at
+#     ${XDG_CACHE_HOME:-$HOME/.cache}/agentdeck/screenshots/venv (about 5 s, 15 MB);
+#   - the offline stack, through scripts/offline-stack.sh (about 70 s and 1.1 GB the first time).
+# It stops the gateway at the end only if it started it, and ends every process it started
+# (the cockpit, the sessions' opencode sandboxes, its tmux server). Idempotent: each run
+# replaces the PNGs, and only once every capture worked.
+#
+# Knobs: AGENTDECK_SCREENSHOTS_PROFILE (debug|release), AGENTDECK_SCREENSHOTS_BIN (a binary to
+# use instead of building), AGENTDECK_SCREENSHOTS_OUT (default screenshots/),
+# AGENTDECK_SCREENSHOTS_KEEP=1 keeps the temp folder (captures, store, cockpit log).
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+OUT=${AGENTDECK_SCREENSHOTS_OUT:-$ROOT/screenshots}
+PROFILE=${AGENTDECK_SCREENSHOTS_PROFILE:-debug}
+COLS=120
+ROWS=34
+PILLOW_VERSION=11.3.0
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/agentdeck/screenshots
+VENV=$CACHE/venv
+START=$(date +%s)
+
+log() { printf 'screenshots: %s\n' "$*" >&2; }
+die() {
+    log "$*"
+    exit 1
+}
+
+export LC_ALL=C.UTF-8 LANG=C.UTF-8
+
+# --- what it needs ------------------------------------------------------------------------
+apt_install() {
+    command -v apt-get >/dev/null || die "$* missing and no apt-get here: install it by hand"
+    local sudo=()
+    [[ $(id -u) == 0 ]] || sudo=(sudo)
+    log "installing $* (apt-get)"
+    "${sudo[@]}" apt-get update -qq >&2 || true
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$@" >&2
+}
+command -v tmux >/dev/null || apt_install tmux
+[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf ]] || apt_install fonts-dejavu-core
+command -v python3 >/dev/null || apt_install python3 python3-venv
+if ! "$VENV/bin/python" -c "import PIL, sys; sys.exit(PIL.__version__ != '$PILLOW_VERSION')" 2>/dev/null; then
+    log "installing Pillow $PILLOW_VERSION into $VENV"
+    rm -rf "$VENV"
+    mkdir -p "$CACHE"
+    python3 -m venv "$VENV" || { apt_install python3-venv && python3 -m venv "$VENV"; }
+    "$VENV/bin/pip" install -q "pillow==$PILLOW_VERSION" >&2
+fi
+PY=$VENV/bin/python
+
+# --- build --------------------------------------------------------------------------------
+if [[ -n ${AGENTDECK_SCREENSHOTS_BIN:-} ]]; then
+    BIN=$(realpath "$AGENTDECK_SCREENSHOTS_BIN")
+    log "using $BIN (not building)"
+else
+    log "building agentdeck ($PROFILE) from the work tree"
+    if [[ $PROFILE == release ]]; then
+        cargo build --release --bin agentdeck >&2
+    else
+        cargo build --bin agentdeck >&2
+    fi
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/agentdeck
+fi
+[[ -x $BIN ]] || die "no binary at $BIN"
+
+# --- the stack, a temp home, cleanup -------------------------------------------------------
+STARTED_STACK=0
+if ! scripts/offline-stack.sh status >/dev/null 2>&1; then
+    STARTED_STACK=1
+fi
+TMP=$(mktemp -d /tmp/deck.XXXXXX) # short: the cockpit shows the store path in its header
+SOCKET=agentdeck-shots-$$
+TMUX=(tmux -L "$SOCKET" -f /dev/null)
+
+cleanup() {
+    local rc=$?
+    set +e
+    "${TMUX[@]}" kill-server 2>/dev/null
+    # The sessions' sandboxes are process groups of their own that outlive the cockpit.
+    local f pid pids=()
+    for f in "$TMP"/data/agentdeck/sandboxes/*/sandbox.json; do
+        [[ -f $f ]] || continue
+        pid=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("pid") or "")' "$f" 2>/dev/null)
+        [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && pids+=("$pid")
+    done
+    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null; done
+    for _ in $(seq 50); do
+        local alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.2
+    done
+    for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null; done
+    if ((STARTED_STACK)); then
+        log "stopping the offline stack (this script started it)"
+        scripts/offline-stack.sh down >&2
+    fi
+    if [[ ${AGENTDECK_SCREENSHOTS_KEEP:-0} == 1 || $rc != 0 ]]; then
+        log "kept $TMP (captures, store, cockpit log)"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "starting the offline stack"
+eval "$(scripts/offline-stack.sh up)"
+mkdir -p "$TMP"/config/agentdeck "$TMP"/data "$TMP"/state "$TMP"/cache "$TMP"/captures
+
+# Agents: the built-in `opencode` (mock-gpt), a `coder` on the scripted model (tool calls), and
+# one whose command does not exist (its sessions fail).
+cat >"$TMP/config/agentdeck/config.toml" <<'EOF'
+[agents.coder]
+name = "Coder"
+model = "litellm/scripted"
+system_prompt = "You are a careful engineering agent."
+command = ["opencode", "serve", "--hostname", "{host}", "--port", "{port}"]
+
+[agents.nightly]
+name = "Nightly"
+model = "litellm/mock-gpt"
+command = ["nightly-agent-not-installed", "--port", "{port}"]
+EOF
+
+ENV=(env -u NO_COLOR -u AGENTDECK_CONFIG -u AGENTDECK_DATABASE_URL -u AGENTDECK_RUNTIME
+    HOME="$TMP" XDG_CONFIG_HOME="$TMP/config" XDG_DATA_HOME="$TMP/data"
+    XDG_STATE_HOME="$TMP/state" XDG_CACHE_HOME="$TMP/cache" PATH="$PATH"
+    AGENTDECK_GATEWAY_URL="$AGENTDECK_GATEWAY_URL" TERM=tmux-256color)
+deck() { "${ENV[@]}" "$BIN" "$@"; }
+
+# The cockpit in a detached tmux session; `extra` goes before the binary (NO_COLOR=1).
+RUN=0
+cockpit() {
+    local extra=$1 cmd
+    RUN=$((RUN + 1))
+    printf -v cmd '%q ' "${ENV[@]}" $extra "$BIN"
+    cmd+="; echo EXITED-$RUN \$?; sleep 3600"
+    if "${TMUX[@]}" has-session -t deck 2>/dev/null; then
+        "${TMUX[@]}" respawn-pane -k -t deck "$cmd"
+    else
+        "${TMUX[@]}" new-session -d -s deck -x "$COLS" -y "$ROWS" "$cmd"
+        "${TMUX[@]}" set-option -t deck status off >/dev/null
+    fi
+}
+# quit: q, and the cockpit must exit 0.
+quit() {
+    keys q
+    wait_for 20 "EXITED-$RUN 0"
+}
+keys() { "${TMUX[@]}" send-keys -t deck "$@"; }
+text() { "${TMUX[@]}" send-keys -t deck -l "$1"; }
+screen() { "${TMUX[@]}" capture-pane -p -t deck; }
+# wait_for TIMEOUT PATTERN...: until every (extended regex) pattern is on one screen.
+wait_for() {
+    local timeout=$1 deadline p ok
+    shift
+    deadline=$(($(date +%s) + timeout))
+    while :; do
+        local s
+        s=$(screen)
+        ok=1
+        for p in "$@"; do grep -Eq -- "$p" <<<"$s" || ok=0; done
+        ((ok)) && return 0
+        if (($(date +%s) > deadline)); then
+            log "the screen never showed: $*; it shows:"
+            printf '%s\n' "$s" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+wait_for_quietly() { (wait_for "$@") 2>/dev/null; }
+# shot NAME: the screen with its colours, after a moment for the last keys to be drawn.
+shot() {
+    sleep 0.6
+    "${TMUX[@]}" capture-pane -e -p -N -t deck >"$TMP/captures/$1.ansi"
+    log "captured $1"
+}
+create() { deck sessions create -o json "$@" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
+
+# --- the sessions --------------------------------------------------------------------------
+cockpit ""
+wait_for 30 "No sessions yet"
+
+log "creating sessions"
+create --agent nightly --title "nightly dependency audit" --prompt "audit the lockfile" >/dev/null
+old=$(create --agent opencode --title "spike: retry budget" --prompt "sketch a retry budget")
+create --agent coder --team payments --title "summarise the incident" \
+    --prompt "summarise yesterday's payment incident for the channel" >/dev/null
+create --agent opencode --title "say hello" --prompt "hello there" >/dev/null
+create --agent coder --title "look around the sandbox" --prompt "run: ls -la" >/dev/null
+# Sessions list newest first, so the table reads (top to bottom):
+#   look around the sandbox, say hello, summarise the incident, spike: retry budget, nightly…
+wait_for 120 "look around the sandbox +idle" "say hello +idle" "summarise the incident +idle" \
+    "spike: retry budget +idle" "nightly dependency audit +failed"
+# End one. Ending a live session can race the reconciler, which then provisions the ended
+# session again ("sandbox vanished; provisioning again") and it comes back `ready`: end it again.
+for try in 1 2 3; do
+    deck sessions end "$old" >/dev/null
+    if wait_for_quietly 30 "spike: retry budget +dead"; then break; fi
+    ((try < 3)) || wait_for 1 "spike: retry budget +dead"
+    log "the ended session came back (end raced the reconciler); ending it again"
+done
+
+# Suspend one from the cockpit itself: the third row, S, then y to confirm.
+keys g j j
+sleep 0.3
+keys S
+wait_for 10 'suspend "summarise the incident"\?'
+keys y
+wait_for 60 "suspended +[a-z]+ +payments"
+# Start the cockpit again: its status line ("suspend requested …") would stay in every picture.
+quit
+cockpit ""
+wait_for 30 "Sessions \(5\)" "look around the sandbox +idle"
+shot sessions
+
+# --- a transcript with a tool call ---------------------------------------------------------
+keys Enter
+wait_for 60 "bash done" "Ran it\. Output:"
+shot transcript
+keys o
+wait_for 10 "out +total"
+shot transcript-tools
+
+keys i
+wait_for 10 "ctrl-s send"
+text "now run the tests and tell me what fails"
+shot composer
+keys Escape
+sleep 0.3
+keys Escape
+wait_for 10 "Sessions \(5\)"
+
+# --- the new-session dialog, help ----------------------------------------------------------
+keys n
+wait_for 10 "New session"
+keys Tab
+text "triage the flaky checkout test"
+keys Tab
+text "run: cargo test checkout -- --nocapture"
+shot new-session
+keys Escape
+wait_for 10 "Sessions \(5\)"
+sleep 0.3
+
+keys '?'
+wait_for 10 "Keys \(any key closes\)"
+shot help
+keys Escape
+sleep 0.3
+quit
+
+# --- NO_COLOR ------------------------------------------------------------------------------
+cockpit "NO_COLOR=1"
+wait_for 30 "Sessions \(5\)" "look around the sandbox"
+shot sessions-mono
+quit
+
+# --- pictures ------------------------------------------------------------------------------
+mkdir -p "$TMP/png"
+for f in "$TMP"/captures/*.ansi; do
+    name=$(basename "$f" .ansi)
+    "$PY" "$ROOT/scripts/screenshots/ansi_to_png.py" "$f" "$TMP/png/$name.png" --cols "$COLS" --rows "$ROWS"
+done
+mkdir -p "$OUT"
+cp "$TMP"/png/*.png "$OUT"/
+log "wrote $(ls "$TMP"/png | wc -l) pictures to ${OUT#"$ROOT"/} in $(($(date +%s) - START)) s"
