@@ -574,6 +574,11 @@ impl Core {
         self.inner.runtime.watch()
     }
 
+    /// Whether the store answers (for the status line).
+    pub async fn store_health(&self) -> std::result::Result<(), String> {
+        self.inner.store.ping().await.map_err(|e| e.to_string())
+    }
+
     /// Whether the gateway answers (for the status line and diagnose).
     pub async fn gateway_health(&self) -> std::result::Result<(), String> {
         match &self.inner.config.gateway.url {

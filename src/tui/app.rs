@@ -39,6 +39,8 @@ pub enum Msg {
         ended: Option<String>,
     },
     Diagnosis(Box<Diagnosis>),
+    /// Whether the store and the gateway answer.
+    Connectivity { store: Result<(), String>, gateway: Result<(), String> },
 }
 
 /// What the loop must do for the app (I/O, off the render path).
@@ -107,6 +109,8 @@ pub struct App {
     pub status: Option<(String, bool)>,
     pub store: String,
     pub runtime: String,
+    /// The last connectivity check: (store, gateway); `None` before the first.
+    pub connectivity: Option<(Result<(), String>, Result<(), String>)>,
     pub quit: bool,
     /// Set by anything that changes what is on screen.
     pub dirty: bool,
@@ -137,6 +141,7 @@ impl App {
             status: None,
             store,
             runtime,
+            connectivity: None,
             quit: false,
             dirty: true,
         }
@@ -239,6 +244,12 @@ impl App {
                     }
                     _ => self.dirty = false,
                 }
+                vec![]
+            }
+            Msg::Connectivity { store, gateway } => {
+                let now = Some((store, gateway));
+                self.dirty = self.connectivity != now;
+                self.connectivity = now;
                 vec![]
             }
             Msg::Diagnosis(d) => {

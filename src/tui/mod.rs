@@ -109,6 +109,7 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
         tokio::spawn(follow_deltas(core.clone(), tx.clone(), attached_rx)),
         tokio::spawn(clock(tx.clone())),
         tokio::spawn(follow_health(core.clone(), tx.clone())),
+        tokio::spawn(connectivity(core.clone(), tx.clone())),
     ];
     let ctx = Ctx {
         core: core.clone(),
@@ -254,6 +255,20 @@ async fn follow_deltas(
             }
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The store and the gateway, checked every few seconds for the status line (nothing would
+/// tell us when they go away).
+async fn connectivity(core: Core, tx: mpsc::UnboundedSender<Msg>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let store = core.store_health().await;
+        let gateway = core.gateway_health().await;
+        if tx.send(Msg::Connectivity { store, gateway }).is_err() {
+            return;
         }
     }
 }
