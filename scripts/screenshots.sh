@@ -114,7 +114,7 @@ cleanup() {
         scripts/offline-stack.sh down >&2
     fi
     if [[ ${AGENTDECK_SCREENSHOTS_KEEP:-0} == 1 || $rc != 0 ]]; then
-        log "kept $TMP (captures, store, cockpit log)"
+        log "kept $TMP (captures/, cli.log, the store, the cockpit log in state/)"
     else
         rm -rf "$TMP"
     fi
@@ -146,14 +146,15 @@ ENV=(env -u NO_COLOR -u AGENTDECK_CONFIG -u AGENTDECK_DATABASE_URL -u AGENTDECK_
     HOME="$TMP" XDG_CONFIG_HOME="$TMP/config" XDG_DATA_HOME="$TMP/data"
     XDG_STATE_HOME="$TMP/state" XDG_CACHE_HOME="$TMP/cache" PATH="$PATH"
     AGENTDECK_GATEWAY_URL="$AGENTDECK_GATEWAY_URL" TERM=tmux-256color)
-deck() { "${ENV[@]}" "$BIN" "$@"; }
+# The CLI on the same store; its log lines go to cli.log in the temp folder.
+deck() { "${ENV[@]}" "$BIN" "$@" 2>>"$TMP/cli.log"; }
 
-# The cockpit in a detached tmux session; `extra` goes before the binary (NO_COLOR=1).
+# The cockpit in a detached tmux session; arguments are extra VAR=value for it (NO_COLOR=1).
 RUN=0
 cockpit() {
-    local extra=$1 cmd
+    local cmd
     RUN=$((RUN + 1))
-    printf -v cmd '%q ' "${ENV[@]}" $extra "$BIN"
+    printf -v cmd '%q ' "${ENV[@]}" "$@" "$BIN"
     cmd+="; echo EXITED-$RUN \$?; sleep 3600"
     if "${TMUX[@]}" has-session -t deck 2>/dev/null; then
         "${TMUX[@]}" respawn-pane -k -t deck "$cmd"
@@ -199,7 +200,7 @@ shot() {
 create() { deck sessions create -o json "$@" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
 
 # --- the sessions --------------------------------------------------------------------------
-cockpit ""
+cockpit
 wait_for 30 "No sessions yet"
 
 log "creating sessions"
@@ -231,7 +232,7 @@ keys y
 wait_for 60 "suspended +[a-z]+ +payments"
 # Start the cockpit again: its status line ("suspend requested …") would stay in every picture.
 quit
-cockpit ""
+cockpit
 wait_for 30 "Sessions \(5\)" "look around the sandbox +idle"
 shot sessions
 
@@ -272,7 +273,7 @@ sleep 0.3
 quit
 
 # --- NO_COLOR ------------------------------------------------------------------------------
-cockpit "NO_COLOR=1"
+cockpit NO_COLOR=1
 wait_for 30 "Sessions \(5\)" "look around the sandbox"
 shot sessions-mono
 quit
@@ -284,5 +285,6 @@ for f in "$TMP"/captures/*.ansi; do
     "$PY" "$ROOT/scripts/screenshots/ansi_to_png.py" "$f" "$TMP/png/$name.png" --cols "$COLS" --rows "$ROWS"
 done
 mkdir -p "$OUT"
-cp "$TMP"/png/*.png "$OUT"/
-log "wrote $(ls "$TMP"/png | wc -l) pictures to ${OUT#"$ROOT"/} in $(($(date +%s) - START)) s"
+pngs=("$TMP"/png/*.png)
+cp "${pngs[@]}" "$OUT"/
+log "wrote ${#pngs[@]} pictures to ${OUT#"$ROOT"/} in $(($(date +%s) - START)) s"

@@ -337,16 +337,18 @@ class Renderer:
                 t = thick(w)
                 d.rectangle([cx - t // 2, y0, cx - t // 2 + t - 1, y1], fill=fg)
 
-        # Each arm reaches the centre, overlapping by half a stroke so corners close.
-        t = self.thin
+        # Each arm runs from the cell's edge to the far side of the crossing stroke, so corners
+        # close without overhang.
+        tv = max(thick(up) if up else 0, thick(down) if down else 0)
+        th = max(thick(left) if left else 0, thick(right) if right else 0)
         if left:
-            hline(x, cx + (t if (up or down) else 0), left)
+            hline(x, cx - tv // 2 + tv - 1 if tv else cx, left)
         if right:
-            hline(cx - (t if (up or down) else 0), x + self.cw - 1, right)
+            hline(cx - tv // 2 if tv else cx, x + self.cw - 1, right)
         if up:
-            vline(y, cy + (t if (left or right) else 0), up)
+            vline(y, cy - th // 2 + th - 1 if th else cy, up)
         if down:
-            vline(cy - (t if (left or right) else 0), y + self.ch - 1, down)
+            vline(cy - th // 2 if th else cy, y + self.ch - 1, down)
 
     def render(self, grid, pad: int) -> Image.Image:
         rows, cols = len(grid), len(grid[0])
