@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # screenshots.sh: real pictures of the cockpit, refreshed from the real binary.
 #
-#   scripts/screenshots.sh            # writes screenshots/*.png (about 1 min once built)
+#   scripts/screenshots.sh            # writes screenshots/*.png (30-40 s once built)
 #
 # It builds agentdeck (debug; AGENTDECK_SCREENSHOTS_PROFILE=release for a release build), starts
 # the offline agent stack (scripts/offline-stack.sh: a real LiteLLM gateway and opencode), runs
