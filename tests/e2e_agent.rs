@@ -260,6 +260,15 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
         .into_iter()
         .filter(|(_, t)| !t.is_empty())
         .collect();
+    let all_users: Vec<(String, String)> = texts(&messages)
+        .into_iter()
+        .filter(|(r, _)| r == "user")
+        .collect();
+    assert_eq!(
+        all_users.len(),
+        3,
+        "no other user message (the history replay stays out): {all_users:?}"
+    );
     let users: Vec<&str> = turns
         .iter()
         .filter(|(r, _)| r == "user")

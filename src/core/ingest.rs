@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::store::SingletonGuard;
 use futures::StreamExt;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -209,11 +209,22 @@ struct State {
     parts: HashMap<i64, Vec<(String, Part)>>,
     /// Parts that arrived before their message.
     early: HashMap<String, Vec<(String, Part)>>,
+    /// User messages in the harness that are not ours, waiting for their text.
+    foreign: HashSet<String>,
+    /// Harness messages kept out of the transcript (agentdeck's own history replays).
+    ignored: HashSet<String>,
     /// Our user messages the harness has not echoed yet, oldest first.
     unlinked_users: VecDeque<i64>,
     /// Highest seq read from the store.
     read_to: i64,
     dirty: BTreeSet<i64>,
+}
+
+/// Agentdeck's own history replay, echoed by the harness as a user message.
+fn is_replay(parts: &[(String, Part)]) -> bool {
+    parts
+        .iter()
+        .any(|(_, p)| matches!(p, Part::Text { text } if text.starts_with(super::REPLAY_PREFIX)))
 }
 
 fn upsert(parts: &mut Vec<(String, Part)>, id: String, part: Part) {
@@ -230,6 +241,8 @@ impl State {
             links: HashMap::new(),
             parts: HashMap::new(),
             early: HashMap::new(),
+            foreign: HashSet::new(),
+            ignored: HashSet::new(),
             unlinked_users: VecDeque::new(),
             read_to: 0,
             dirty: BTreeSet::new(),
@@ -284,9 +297,16 @@ impl State {
             }
             return Ok(Some(seq));
         }
+        if self.ignored.contains(&info.id) {
+            return Ok(None);
+        }
         let early = self.early.remove(&info.id).unwrap_or_default();
         match info.role {
             MessageRole::User => {
+                if is_replay(&early) {
+                    self.ignored.insert(info.id.clone());
+                    return Ok(None);
+                }
                 if self.unlinked_users.is_empty() {
                     self.read_new(core).await?;
                 }
@@ -306,7 +326,13 @@ impl State {
                         return Ok(Some(seq));
                     }
                 }
-                // Someone talked to the harness directly: keep what they said.
+                // Not ours: someone talked to the harness directly. Keep what they said, once
+                // its text is known (it may be agentdeck's own history replay).
+                if early.is_empty() {
+                    self.foreign.insert(info.id.clone());
+                    return Ok(None);
+                }
+                self.foreign.remove(&info.id);
                 let m = core
                     .store()
                     .append_message(
@@ -378,6 +404,22 @@ impl State {
                         upsert(self.parts.entry(seq).or_default(), part_id, part);
                         self.dirty.insert(seq);
                         Ok(urgent)
+                    }
+                    None if self.ignored.contains(&message_id) => Ok(false),
+                    None if self.foreign.contains(&message_id) => {
+                        upsert(
+                            self.early.entry(message_id.clone()).or_default(),
+                            part_id,
+                            part,
+                        );
+                        let info = MessageInfo {
+                            id: message_id,
+                            role: MessageRole::User,
+                            done: true,
+                            error: None,
+                        };
+                        self.on_message(core, &info).await?;
+                        Ok(false)
                     }
                     None => {
                         upsert(self.early.entry(message_id).or_default(), part_id, part);
@@ -520,6 +562,9 @@ impl State {
                 .last()
                 .is_some_and(|m| m.info.role == MessageRole::User);
         for m in messages {
+            if m.info.role == MessageRole::User && !self.links.contains_key(&m.info.id) {
+                self.early.insert(m.info.id.clone(), m.parts.clone());
+            }
             let Some(seq) = self.on_message(core, &m.info).await? else {
                 continue;
             };

@@ -226,6 +226,19 @@ impl Core {
     }
 
     async fn on_end(&self, session: Session) -> TaskResult {
+        // Dead first: from here on nothing (the reconciler, ingest, a queued delivery) treats
+        // the session as live, so its sandbox going away cannot bring it back.
+        if session.status != SessionStatus::Dead {
+            let patch = SessionPatch {
+                status: Some(SessionStatus::Dead),
+                phase: Some(Phase::Dead),
+                phase_detail: Some(None),
+                idle_deadline: Some(None),
+                stopped_at: Some(Some(chrono::Utc::now())),
+                ..Default::default()
+            };
+            self.store().update_session(session.id, &patch).await?;
+        }
         self.revoke_gateway_key(session.id).await;
         if let Some(sandbox) = Self::sandbox_of(&session) {
             match self.runtime().destroy(&sandbox).await {
@@ -234,20 +247,11 @@ impl Core {
                     return Err(TaskError::retry(format!("destroy failed: {e}")));
                 }
                 Err(e) => {
-                    // The session ends anyway; the reconciler retries the sandbox later.
+                    // The reconciler destroys an ended session's sandbox later.
                     tracing::warn!(session = %session.id, %e, "sandbox not destroyed");
                 }
             }
         }
-        let patch = SessionPatch {
-            status: Some(SessionStatus::Dead),
-            phase: Some(Phase::Dead),
-            phase_detail: Some(None),
-            idle_deadline: Some(None),
-            stopped_at: Some(Some(chrono::Utc::now())),
-            ..Default::default()
-        };
-        self.store().update_session(session.id, &patch).await?;
         Ok(())
     }
 
@@ -775,8 +779,9 @@ impl Core {
             body = format!("{turn}\n\n{body}");
         }
         Ok(Some(format!(
-            "[agentdeck] This conversation is being restored after the agent's sandbox restarted. \
-             Here is the conversation so far, for context; do not answer it, wait for the next message.\n\n{body}"
+            "{} after the agent's sandbox restarted. \
+             Here is the conversation so far, for context; do not answer it, wait for the next message.\n\n{body}",
+            super::REPLAY_PREFIX
         )))
     }
 

@@ -43,6 +43,9 @@ pub const GATEWAY_KEY_ENV: &str = "AGENTDECK_GATEWAY_KEY";
 /// Set when that key is a virtual key agentdeck made and must revoke.
 pub const GATEWAY_KEY_VIRTUAL_ENV: &str = "AGENTDECK_GATEWAY_KEY_VIRTUAL";
 
+/// How a replayed history starts (the harness echoes it as a user message; ingest skips it).
+pub(crate) const REPLAY_PREFIX: &str = "[agentdeck] This conversation is being restored";
+
 /// Longest title kept; longer ones are cut.
 const MAX_TITLE_CHARS: usize = 200;
 /// Largest message an operator may send.

@@ -23,6 +23,14 @@ const LIVE: [SessionStatus; 3] = [
     SessionStatus::Busy,
 ];
 
+/// Phases in which a lifecycle task is about to act on the sandbox.
+fn in_transition(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Ending | Phase::Suspending | Phase::Restarting | Phase::Resuming
+    )
+}
+
 #[derive(Default)]
 pub struct Reconciler {
     /// Sandboxes with no live session, and since when they were seen so.
@@ -51,6 +59,10 @@ impl Reconciler {
             let Some(last) = page.last() else { break };
             before = Some(last.id);
             for session in &page {
+                // A command is on its way (end, suspend, restart …): leave it to its task.
+                if in_transition(session.phase) {
+                    continue;
+                }
                 let Some(sandbox) = Core::sandbox_of(session) else {
                     continue;
                 };
@@ -166,7 +178,7 @@ impl Reconciler {
         if let Err(err) = core.store().append_events(id, &[event]).await {
             tracing::warn!(session = %id, %err, "cannot record sandbox health");
         }
-        if !LIVE.contains(&session.status) {
+        if !LIVE.contains(&session.status) || in_transition(session.phase) {
             return;
         }
         let detail = match (h.phase, &h.reason, &h.last_termination) {
