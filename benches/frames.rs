@@ -1,0 +1,353 @@
+//! One full cockpit frame, rendered into ratatui's `TestBackend` at 160x48 through
+//! `agentdeck::tui::views::render`, the same call the cockpit's loop makes.
+//!
+//! - the sessions view at 100, 10k and 100k sessions (and 100k with a filter on);
+//! - the transcript view of an attached session of 20k messages, about 1M rendered lines
+//!   (text, reasoning, folded tool calls, and now and then a very long line), in follow mode
+//!   (at the bottom), scrolled to the middle, at the bottom while text streams in (one live
+//!   delta per frame), and after a resize (every frame at a new width).
+//!
+//! The budget is 2 ms per frame; see BENCHMARKS.md. Run with `cargo bench --bench frames`.
+
+use agentdeck::core::ingest::LiveDelta;
+use agentdeck::model::{
+    Message, MessageRole, MessageStatus, Part, Phase, Session, SessionStatus, ToolStatus,
+};
+use agentdeck::tui::actions::Keymap;
+use agentdeck::tui::app::{App, Msg};
+use agentdeck::tui::theme::Theme;
+use agentdeck::tui::transcript::Transcript;
+use agentdeck::tui::views;
+use chrono::{DateTime, Utc};
+use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const WIDTH: u16 = 160;
+const HEIGHT: u16 = 48;
+/// The attached session in the transcript benches.
+const ATTACHED: u128 = 7;
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default()
+}
+
+/// A small deterministic generator (no dependency, same data every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "session",
+    "sandbox",
+    "agent",
+    "transcript",
+    "compile",
+    "error",
+    "warning",
+    "fixed",
+    "test",
+    "passes",
+    "fails",
+    "module",
+    "function",
+    "returns",
+    "value",
+    "cargo",
+    "build",
+    "src",
+    "lib.rs",
+    "main.rs",
+    "because",
+    "then",
+    "and",
+    "a",
+    "of",
+    "to",
+    "in",
+    "is",
+    "was",
+    "we",
+    "should",
+    "check",
+    "pod",
+    "restart",
+    "OOMKilled",
+    "ImagePullBackOff",
+    "—",
+    "naïve",
+    "café",
+];
+
+/// Words to at least `min` characters, plus up to `spread` more.
+fn sentence(rng: &mut Lcg, min: usize, spread: u64) -> String {
+    let chars = min
+        + if spread > 0 {
+            rng.below(spread) as usize
+        } else {
+            0
+        };
+    let mut s = String::with_capacity(chars + 16);
+    while s.len() < chars {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
+    }
+    s
+}
+
+fn session(i: u64) -> Session {
+    let t = now() - chrono::Duration::seconds(i as i64 * 7);
+    let status = SessionStatus::ALL[(i % SessionStatus::ALL.len() as u64) as usize];
+    Session {
+        id: Uuid::from_u128(i as u128),
+        agent_id: ["coder", "reviewer", "triage"][(i % 3) as usize].into(),
+        team: ["red", "blue", "payments", "platform"][(i % 4) as usize].into(),
+        title: format!("task {i}: fix the flaky test in module {}", i % 97),
+        status,
+        phase: if status == SessionStatus::Failed {
+            Phase::Failed
+        } else {
+            Phase::Ready
+        },
+        phase_detail: None,
+        runtime: Some("local".into()),
+        sandbox_ref: Some(format!("sbx-{i}")),
+        harness_session_id: None,
+        failure_reason: (status == SessionStatus::Failed)
+            .then(|| "sandbox failed: ImagePullBackOff: Back-off pulling image".into()),
+        env_keys: vec![],
+        last_message_seq: 0,
+        last_event_seq: 0,
+        created_at: t,
+        updated_at: t,
+        last_activity_at: t,
+        idle_deadline: (status == SessionStatus::Idle)
+            .then(|| now() + chrono::Duration::minutes(9)),
+        stopped_at: None,
+    }
+}
+
+fn app(sessions: u64) -> App {
+    let mut app = App::new(
+        Keymap::new(false),
+        Theme::default_theme(),
+        vec![],
+        "sqlite:///home/op/.local/share/agentdeck/agentdeck.db".into(),
+        "local".into(),
+    );
+    app.update(Msg::Sessions((1..=sessions).map(session).collect()));
+    app
+}
+
+/// Message `seq` of the big transcript: about 50 lines at 158 columns with tools folded.
+fn message(rng: &mut Lcg, seq: i64) -> Message {
+    let user = seq % 10 == 1;
+    let mut parts = Vec::new();
+    if user {
+        let lines: Vec<String> = (0..1 + rng.below(4))
+            .map(|_| sentence(rng, 20, 100))
+            .collect();
+        parts.push(Part::text(lines.join("\n")));
+    } else {
+        if seq % 3 == 0 {
+            let lines: Vec<String> = (0..3 + rng.below(5))
+                .map(|_| sentence(rng, 40, 120))
+                .collect();
+            parts.push(Part::Reasoning {
+                text: lines.join("\n"),
+            });
+        }
+        // 40-60 lines of prose and code, some wider than the terminal; now and then an empty
+        // line, a tab, or one very long line (a minified file, a log dump).
+        let n = 40 + rng.below(21);
+        let mut text = String::new();
+        for l in 0..n {
+            match rng.below(20) {
+                0 => {}
+                1 => text.push_str("\tindented with a tab"),
+                2 => text.push_str(&sentence(rng, 200, 200)),
+                _ => text.push_str(&sentence(rng, 10, 120)),
+            }
+            if l + 1 < n {
+                text.push('\n');
+            }
+        }
+        if seq % 500 == 0 {
+            text.push('\n');
+            text.push_str(&sentence(rng, 50_000, 0));
+        }
+        parts.push(Part::text(text));
+        if seq % 2 == 0 {
+            let output: Vec<String> = (0..5 + rng.below(20))
+                .map(|_| sentence(rng, 30, 100))
+                .collect();
+            parts.push(Part::Tool {
+                call_id: format!("call-{seq}"),
+                tool: "bash".into(),
+                status: if seq % 50 == 0 {
+                    ToolStatus::Error
+                } else {
+                    ToolStatus::Completed
+                },
+                input: serde_json::json!({"command": format!("cargo test -p module{}", seq % 97)}),
+                output: Some(output.join("\n")),
+                error: None,
+            });
+        }
+    }
+    let t = now() - chrono::Duration::seconds(100_000 - seq);
+    Message {
+        id: Uuid::from_u128(1_000_000 + seq as u128),
+        session_id: Uuid::from_u128(ATTACHED),
+        seq,
+        role: if user {
+            MessageRole::User
+        } else {
+            MessageRole::Assistant
+        },
+        status: MessageStatus::Complete,
+        parts,
+        error: None,
+        harness_message_id: None,
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+const MESSAGES: i64 = 20_000;
+
+/// An app attached to a session of `MESSAGES` messages, merged the way the cockpit pages them
+/// in from the store (1000 at a time); the last one is still streaming.
+fn attached_app() -> App {
+    let mut app = app(100);
+    app.sessions.select_index(usize::MAX);
+    app.transcript = Some(Transcript::new(Uuid::from_u128(ATTACHED)));
+    let mut rng = Lcg(42);
+    let mut seq = 1;
+    while seq <= MESSAGES {
+        let page: Vec<Message> = (seq..(seq + 1000).min(MESSAGES + 1))
+            .map(|s| {
+                let mut m = message(&mut rng, s);
+                if s == MESSAGES {
+                    m.status = MessageStatus::Pending;
+                }
+                m
+            })
+            .collect();
+        seq += page.len() as i64;
+        app.update(Msg::Messages {
+            session: Uuid::from_u128(ATTACHED),
+            messages: page,
+            complete: seq > MESSAGES,
+        });
+    }
+    app
+}
+
+fn terminal(width: u16) -> Terminal<TestBackend> {
+    Terminal::new(TestBackend::new(width, HEIGHT)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn frame(term: &mut Terminal<TestBackend>, app: &App) {
+    term.draw(|f| views::render(f, black_box(app), now()))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn sessions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sessions");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for n in [100u64, 10_000, 100_000] {
+        let app = app(n);
+        let mut term = terminal(WIDTH);
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| frame(&mut term, &app))
+        });
+    }
+    let mut app = app(100_000);
+    app.sessions.set_filter("status:failed team:payments");
+    app.sessions.select_index(1000);
+    let mut term = terminal(WIDTH);
+    group.bench_function("100000_filtered", |b| b.iter(|| frame(&mut term, &app)));
+    group.finish();
+}
+
+fn transcript(c: &mut Criterion) {
+    let started = Instant::now();
+    let mut app = attached_app();
+    let built = started.elapsed();
+    let inner = WIDTH - 2;
+    let lines = app.transcript.as_ref().map_or(0, |t| {
+        views::transcript_lines(&app, &t.messages, inner).len()
+    });
+    let mut term = terminal(WIDTH);
+    let started = Instant::now();
+    frame(&mut term, &app);
+    eprintln!(
+        "transcript: {MESSAGES} messages, {lines} lines at {inner} columns; built in {built:.2?}, first frame {:.2?}",
+        started.elapsed()
+    );
+
+    let mut group = c.benchmark_group("transcript_1M");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+
+    group.bench_function("follow", |b| b.iter(|| frame(&mut term, &app)));
+
+    if let Some(t) = app.transcript.as_mut() {
+        t.follow = false;
+        t.scroll = lines / 2;
+    }
+    group.bench_function("middle", |b| b.iter(|| frame(&mut term, &app)));
+
+    if let Some(t) = app.transcript.as_mut() {
+        t.follow = true;
+    }
+    group.bench_function("follow_streaming", |b| {
+        b.iter(|| {
+            app.update(Msg::Delta(LiveDelta {
+                session: Uuid::from_u128(ATTACHED),
+                seq: MESSAGES,
+                part: 0,
+                text: "and more ".into(),
+            }));
+            frame(&mut term, &app)
+        })
+    });
+
+    // Every frame at another width: the worst case, a resize (or wrap toggled) each frame.
+    let mut narrow = terminal(WIDTH - 1);
+    let mut wide = true;
+    group.bench_function("resize_every_frame", |b| {
+        b.iter(|| {
+            wide = !wide;
+            frame(if wide { &mut term } else { &mut narrow }, &app)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, sessions, transcript);
+criterion_main!(benches);
