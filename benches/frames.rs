@@ -297,7 +297,7 @@ fn transcript(c: &mut Criterion) {
     let built = started.elapsed();
     let inner = WIDTH - 2;
     let lines = app.transcript.as_ref().map_or(0, |t| {
-        views::transcript_lines(&app, &t.messages, inner).len()
+        views::transcript_lines(&app, t.messages(), inner).len()
     });
     let mut term = terminal(WIDTH);
     let started = Instant::now();

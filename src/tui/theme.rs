@@ -31,7 +31,7 @@ struct ThemeFile {
     border: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Theme {
     pub name: String,
     pub text: Style,

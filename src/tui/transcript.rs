@@ -1,16 +1,46 @@
 //! An attached session's transcript: every stored message (paged in from the store, no cap),
 //! live deltas applied as they come, follow mode, wrap, timestamps, folded tool calls, and the
-//! composer.
+//! composer; and how it becomes lines on screen, fast at any length.
+//!
+//! **Drawing a million lines in a few hundred microseconds.** A frame needs only the lines on
+//! screen, but finding them means knowing how many lines every message before them takes. So:
+//!
+//! - each message has a [`Shape`]: the lengths of its text lines once sanitised, which is all
+//!   its line count depends on at any width, wrap or fold. Shapes are computed in the update
+//!   path, when a message is merged or a delta applied (never per frame), so they are always
+//!   current: the messages are private and change only through [`Transcript::merge`] and
+//!   [`Transcript::apply_delta`];
+//! - the line counts for the current width, wrap and fold sit in a Fenwick tree, so the
+//!   message holding line N is found in O(log messages), and a changed message costs
+//!   O(log messages) to account for. A new width (a resize, wrap toggled) recounts every
+//!   message from its shape: arithmetic only, no text is touched;
+//! - only the messages on screen are drawn, and their lines are kept for the next frame.
+//!
+//! The width is known only when drawing, so the counts and the drawn lines are memoised by
+//! [`Transcript::window`] from `&self`, behind a `Cell` (taken and put back: no borrow can
+//! fail). The memo is keyed by everything it depends on (the width, the flags, the theme, and
+//! a revision per message that changes whenever the message does), so what is drawn is still a
+//! pure function of the state; the memo only makes it cheap.
 
+use super::theme::Theme;
 use crate::core::ingest::LiveDelta;
-use crate::model::{Message, Part};
+use crate::model::{Message, MessageRole, MessageStatus, Part, ToolStatus};
+use crate::sanitize;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
 use ratatui_textarea::TextArea;
+use std::borrow::Cow;
+use std::cell::Cell;
 use uuid::Uuid;
 
 pub struct Transcript {
     pub session: Uuid,
     /// In seq order.
-    pub messages: Vec<Message>,
+    messages: Vec<Message>,
+    /// One per message, in the same order.
+    shapes: Vec<Shape>,
+    /// The next message revision (see [`Shape::rev`]).
+    next_rev: u64,
     /// Whether the whole history has been read from the store yet.
     pub loaded: bool,
     /// Stick to the bottom as new text arrives; stops when the operator scrolls up.
@@ -21,6 +51,16 @@ pub struct Transcript {
     pub timestamps: bool,
     pub tools_open: bool,
     pub composer: Option<TextArea<'static>>,
+    /// The memo behind [`Transcript::window`].
+    memo: Cell<Memo>,
+}
+
+/// The lines a frame shows: `lines` are the lines `top..` (at most the height asked for) of
+/// `total`.
+pub struct Window {
+    pub total: usize,
+    pub top: usize,
+    pub lines: Vec<Line<'static>>,
 }
 
 impl Transcript {
@@ -28,6 +68,8 @@ impl Transcript {
         Transcript {
             session,
             messages: Vec::new(),
+            shapes: Vec::new(),
+            next_rev: 0,
             loaded: false,
             follow: true,
             scroll: 0,
@@ -35,15 +77,35 @@ impl Transcript {
             timestamps: false,
             tools_open: false,
             composer: None,
+            memo: Cell::new(Memo::default()),
         }
+    }
+
+    /// The messages held, in seq order.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    fn shape(&mut self, i: usize) -> Shape {
+        self.next_rev += 1;
+        Shape::of(&self.messages[i], self.next_rev)
     }
 
     /// Adds or replaces messages (by seq).
     pub fn merge(&mut self, messages: Vec<Message>) {
         for m in messages {
             match self.messages.binary_search_by_key(&m.seq, |x| x.seq) {
-                Ok(i) => self.messages[i] = m,
-                Err(i) => self.messages.insert(i, m),
+                Ok(i) => {
+                    self.messages[i] = m;
+                    self.shapes[i] = self.shape(i);
+                    self.memo.get_mut().changed(i);
+                }
+                Err(i) => {
+                    self.messages.insert(i, m);
+                    let shape = self.shape(i);
+                    self.shapes.insert(i, shape);
+                    self.memo.get_mut().inserted(i, self.messages.len());
+                }
             }
         }
     }
@@ -59,16 +121,23 @@ impl Transcript {
             return false;
         };
         let parts = &mut self.messages[i].parts;
+        let mut grew = false;
         while parts.len() <= delta.part {
             parts.push(Part::text(""));
+            grew = true;
         }
-        match &mut parts[delta.part] {
+        let applied = match &mut parts[delta.part] {
             Part::Text { text } | Part::Reasoning { text } => {
                 text.push_str(&delta.text);
                 true
             }
             _ => false,
+        };
+        if applied || grew {
+            self.shapes[i] = self.shape(i);
+            self.memo.get_mut().changed(i);
         }
+        applied
     }
 
     pub fn open_composer(&mut self) {
@@ -77,5 +146,896 @@ impl Transcript {
             area.set_placeholder_text("Message the agent (ctrl-s sends, esc leaves)");
             self.composer = Some(area);
         }
+    }
+
+    /// How the transcript is drawn `width` columns wide with `theme`.
+    pub fn look<'a>(&self, width: u16, theme: &'a Theme) -> Look<'a> {
+        Look {
+            width: usize::from(width.max(10)),
+            wrap: self.wrap,
+            timestamps: self.timestamps,
+            tools_open: self.tools_open,
+            theme,
+        }
+    }
+
+    /// The lines a `height`-line frame `width` columns wide shows: the last ones when
+    /// following, else from `scroll` (kept within the transcript). The same lines as drawing
+    /// every message with [`message_lines`] and taking that window, at a cost that depends on
+    /// the window, not on the transcript's length.
+    pub fn window(&self, width: u16, theme: &Theme, height: usize) -> Window {
+        let look = self.look(width, theme);
+        let mut memo = self.memo.take();
+        memo.count(look.fit(), &self.shapes);
+        let total = memo.tree.total();
+        let max_top = total.saturating_sub(height);
+        let top = if self.follow {
+            max_top
+        } else {
+            self.scroll.min(max_top)
+        };
+        if !memo.drawn_look.as_ref().is_some_and(|k| look.drew(k)) {
+            memo.drawn.clear();
+            memo.drawn_look = Some(look.key());
+        }
+        let mut lines = Vec::with_capacity(height.min(total - top));
+        let mut drawn = Vec::new();
+        if top < total {
+            let (mut i, mut skip) = memo.tree.find(top);
+            while lines.len() < height && i < self.messages.len() {
+                let rev = self.shapes[i].rev;
+                let message = match memo.drawn.iter().position(|d| d.rev == rev) {
+                    Some(at) => memo.drawn.swap_remove(at),
+                    None => {
+                        let mut out = Vec::with_capacity(memo.counts[i]);
+                        message_lines(&self.messages[i], &look, &mut out);
+                        Drawn { rev, lines: out }
+                    }
+                };
+                let want = height - lines.len();
+                lines.extend(message.lines.iter().skip(skip).take(want).cloned());
+                drawn.push(message);
+                skip = 0;
+                i += 1;
+            }
+        }
+        memo.drawn = drawn;
+        self.memo.set(memo);
+        Window { total, top, lines }
+    }
+}
+
+/// Everything besides a message that its lines depend on.
+pub struct Look<'a> {
+    /// Columns (at least 10).
+    pub width: usize,
+    pub wrap: bool,
+    pub timestamps: bool,
+    pub tools_open: bool,
+    pub theme: &'a Theme,
+}
+
+impl Look<'_> {
+    /// What line counts depend on: the width only when wrapping; not timestamps or the theme.
+    fn fit(&self) -> Fit {
+        Fit {
+            width: if self.wrap { self.width } else { 0 },
+            wrap: self.wrap,
+            tools_open: self.tools_open,
+        }
+    }
+
+    /// Whether lines drawn with `key` are what this look draws.
+    fn drew(&self, key: &LookKey) -> bool {
+        self.width == key.width
+            && self.wrap == key.wrap
+            && self.timestamps == key.timestamps
+            && self.tools_open == key.tools_open
+            && *self.theme == key.theme
+    }
+
+    fn key(&self) -> LookKey {
+        LookKey {
+            width: self.width,
+            wrap: self.wrap,
+            timestamps: self.timestamps,
+            tools_open: self.tools_open,
+            theme: self.theme.clone(),
+        }
+    }
+}
+
+/// A [`Look`] kept: what the memo's drawn lines were drawn with.
+struct LookKey {
+    width: usize,
+    wrap: bool,
+    timestamps: bool,
+    tools_open: bool,
+    theme: Theme,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fit {
+    width: usize,
+    wrap: bool,
+    tools_open: bool,
+}
+
+/// How a piece of text is set: its indent and style, and whether it shows only with tool
+/// calls unfolded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Reasoning,
+    ToolIn,
+    ToolOut,
+    ToolErr,
+}
+
+impl Kind {
+    fn indent(self) -> &'static str {
+        match self {
+            Kind::Text => "  ",
+            Kind::Reasoning => "  ~ ",
+            Kind::ToolIn => "    in  ",
+            Kind::ToolOut => "    out ",
+            Kind::ToolErr => "    err ",
+        }
+    }
+
+    fn style(self, theme: &Theme) -> Style {
+        match self {
+            Kind::Text => theme.assistant,
+            Kind::Reasoning => theme.muted.add_modifier(Modifier::ITALIC),
+            Kind::ToolIn => theme.muted,
+            Kind::ToolOut => theme.text,
+            Kind::ToolErr => theme.error,
+        }
+    }
+
+    fn folded(self) -> bool {
+        matches!(self, Kind::ToolIn | Kind::ToolOut | Kind::ToolErr)
+    }
+}
+
+/// A message, in the order it is drawn: lines that never wrap, and text that may.
+enum Piece<'a> {
+    Header,
+    Tool {
+        tool: &'a str,
+        status: &'a ToolStatus,
+        input: &'a serde_json::Value,
+    },
+    File(&'a str),
+    Patch(&'a [String]),
+    Text(Kind, Cow<'a, str>),
+    Blank,
+}
+
+/// Walks a message's pieces; the unfolded details of tool calls only when `details`.
+fn pieces<'a>(m: &'a Message, details: bool, mut visit: impl FnMut(Piece<'a>)) {
+    visit(Piece::Header);
+    for part in &m.parts {
+        match part {
+            Part::Text { text } => visit(Piece::Text(Kind::Text, Cow::Borrowed(text))),
+            Part::Reasoning { text } => visit(Piece::Text(Kind::Reasoning, Cow::Borrowed(text))),
+            Part::Tool {
+                tool,
+                status,
+                input,
+                output,
+                error,
+                ..
+            } => {
+                visit(Piece::Tool {
+                    tool,
+                    status,
+                    input,
+                });
+                if details {
+                    let pretty = serde_json::to_string_pretty(input).unwrap_or_default();
+                    visit(Piece::Text(Kind::ToolIn, Cow::Owned(pretty)));
+                    if let Some(o) = output {
+                        visit(Piece::Text(Kind::ToolOut, Cow::Borrowed(o)));
+                    }
+                    if let Some(e) = error {
+                        visit(Piece::Text(Kind::ToolErr, Cow::Borrowed(e)));
+                    }
+                }
+            }
+            Part::File { path, url, .. } => visit(Piece::File(
+                path.as_deref().or(url.as_deref()).unwrap_or("file"),
+            )),
+            Part::Patch { files } => visit(Piece::Patch(files)),
+            Part::Other(_) => {}
+        }
+    }
+    visit(Piece::Blank);
+}
+
+/// One message as lines (sanitised), appended to `out`.
+pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>) {
+    let theme = look.theme;
+    let width = look.width;
+    pieces(m, look.tools_open, |piece| match piece {
+        Piece::Header => {
+            let (who, style) = match m.role {
+                MessageRole::User => ("> you", theme.user),
+                MessageRole::Assistant => ("< agent", theme.accent),
+                MessageRole::System => ("# agentdeck", theme.muted),
+            };
+            let mut head = vec![
+                Span::styled(who.to_string(), style),
+                Span::styled(format!("  #{}", m.seq), theme.muted),
+            ];
+            if look.timestamps {
+                head.push(Span::styled(
+                    format!("  {}", m.created_at.format("%H:%M:%S")),
+                    theme.muted,
+                ));
+            }
+            match m.status {
+                MessageStatus::Pending if m.role == MessageRole::User => {
+                    head.push(Span::styled("  (sending…)", theme.warning))
+                }
+                MessageStatus::Pending => head.push(Span::styled("  (streaming…)", theme.muted)),
+                MessageStatus::Failed => head.push(Span::styled(
+                    format!(
+                        "  FAILED: {}",
+                        sanitize::line(m.error.as_deref().unwrap_or("no reason given"))
+                    ),
+                    theme.error,
+                )),
+                MessageStatus::Complete => {}
+            }
+            out.push(Line::from(head));
+        }
+        Piece::Tool {
+            tool,
+            status,
+            input,
+        } => {
+            let mark = match status {
+                ToolStatus::Completed => "done",
+                ToolStatus::Running => "running",
+                ToolStatus::Pending => "pending",
+                ToolStatus::Error => "ERROR",
+            };
+            let summary = input
+                .get("command")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| input.to_string());
+            let fold = if look.tools_open { "" } else { "  (o unfolds)" };
+            out.push(Line::from(vec![
+                Span::styled(format!("  [{} {mark}] ", sanitize::line(tool)), theme.tool),
+                Span::raw(
+                    sanitize::line(&summary)
+                        .chars()
+                        .take(width.saturating_sub(20))
+                        .collect::<String>(),
+                ),
+                Span::styled(fold, theme.muted),
+            ]));
+        }
+        Piece::File(name) => out.push(Line::from(Span::styled(
+            format!("  [file] {}", sanitize::line(name)),
+            theme.tool,
+        ))),
+        Piece::Patch(files) => out.push(Line::from(Span::styled(
+            format!("  [patch] {}", sanitize::line(&files.join(", "))),
+            theme.tool,
+        ))),
+        Piece::Text(kind, text) => {
+            let indent = kind.indent();
+            let style = kind.style(theme);
+            for raw in sanitize::text(&text).replace('\t', "    ").lines() {
+                if look.wrap {
+                    let chars: Vec<char> = raw.chars().collect();
+                    let room = width.saturating_sub(indent.len()).max(1);
+                    if chars.is_empty() {
+                        out.push(Line::from(""));
+                    }
+                    for chunk in chars.chunks(room) {
+                        out.push(Line::from(vec![
+                            Span::raw(indent.to_string()),
+                            Span::styled(chunk.iter().collect::<String>(), style),
+                        ]));
+                    }
+                } else {
+                    out.push(Line::from(vec![
+                        Span::raw(indent.to_string()),
+                        Span::styled(raw.to_string(), style),
+                    ]));
+                }
+            }
+        }
+        Piece::Blank => out.push(Line::from("")),
+    });
+}
+
+/// What a message's line count depends on, at any width, wrap or fold: how many lines never
+/// wrap, and the length (in characters, once sanitised, tabs expanded) of every text line.
+struct Shape {
+    /// Changes whenever the message does (unique over the transcript's life): the key of its
+    /// drawn lines.
+    rev: u64,
+    /// Lines that never wrap (header, tool calls, files, patches, the blank line after).
+    fixed: usize,
+    /// The text pieces: (kind, how many entries of `lens` are theirs).
+    blocks: Vec<(Kind, usize)>,
+    lens: Vec<u32>,
+}
+
+impl Shape {
+    fn of(m: &Message, rev: u64) -> Shape {
+        let mut shape = Shape {
+            rev,
+            fixed: 0,
+            blocks: Vec::new(),
+            lens: Vec::new(),
+        };
+        pieces(m, true, |piece| match piece {
+            Piece::Text(kind, text) => {
+                let before = shape.lens.len();
+                for raw in sanitize::text(&text).lines() {
+                    let chars = raw.chars().count() + 3 * raw.matches('\t').count();
+                    shape.lens.push(u32::try_from(chars).unwrap_or(u32::MAX));
+                }
+                shape.blocks.push((kind, shape.lens.len() - before));
+            }
+            _ => shape.fixed += 1,
+        });
+        shape
+    }
+
+    /// Its line count: what [`message_lines`] makes of it.
+    fn count(&self, fit: Fit) -> usize {
+        let mut n = self.fixed;
+        let mut lens = self.lens.as_slice();
+        for &(kind, len) in &self.blocks {
+            let (block, rest) = lens.split_at(len.min(lens.len()));
+            lens = rest;
+            if kind.folded() && !fit.tools_open {
+                continue;
+            }
+            if !fit.wrap {
+                n += block.len();
+                continue;
+            }
+            // Most lines fit: no division for them (a resize recounts every line).
+            let room = fit.width.saturating_sub(kind.indent().len()).max(1);
+            let room32 = u32::try_from(room).unwrap_or(u32::MAX);
+            n += block
+                .iter()
+                .map(|&l| {
+                    if l <= room32 {
+                        1
+                    } else {
+                        (l as usize).div_ceil(room)
+                    }
+                })
+                .sum::<usize>();
+        }
+        n
+    }
+}
+
+/// Line counts per message for one [`Fit`], and a message's drawn lines kept from a frame to
+/// the next.
+#[derive(Default)]
+struct Memo {
+    /// What `counts` and `tree` hold; `None` until counted, and after a message was inserted
+    /// before others.
+    fit: Option<Fit>,
+    counts: Vec<usize>,
+    tree: Fenwick,
+    /// Messages changed since they were counted (may repeat).
+    dirty: Vec<usize>,
+    /// How `drawn` was drawn.
+    drawn_look: Option<LookKey>,
+    /// The messages on screen in the last frame.
+    drawn: Vec<Drawn>,
+}
+
+struct Drawn {
+    rev: u64,
+    lines: Vec<Line<'static>>,
+}
+
+impl Memo {
+    fn changed(&mut self, i: usize) {
+        if self.fit.is_some() && self.dirty.last() != Some(&i) {
+            self.dirty.push(i);
+        }
+    }
+
+    /// A message was inserted at `i`, making `len` in all.
+    fn inserted(&mut self, i: usize, len: usize) {
+        if self.fit.is_some() && i + 1 == len {
+            // appended: the common case, a new message at the bottom
+            self.counts.push(0);
+            self.tree.push(0);
+            self.dirty.push(i);
+        } else {
+            self.fit = None;
+        }
+    }
+
+    /// Brings the counts up to date for `fit`.
+    fn count(&mut self, fit: Fit, shapes: &[Shape]) {
+        if self.fit == Some(fit) && self.counts.len() == shapes.len() {
+            for i in std::mem::take(&mut self.dirty) {
+                if let Some(shape) = shapes.get(i) {
+                    let new = shape.count(fit);
+                    self.tree.set(i, self.counts[i], new);
+                    self.counts[i] = new;
+                }
+            }
+            return;
+        }
+        self.counts = shapes.iter().map(|s| s.count(fit)).collect();
+        self.tree = Fenwick::new(&self.counts);
+        self.dirty.clear();
+        self.fit = Some(fit);
+    }
+}
+
+/// Prefix sums of line counts, with point updates, appends and "which message holds line N",
+/// each in O(log n).
+#[derive(Default)]
+struct Fenwick {
+    /// 1-based: `tree[k - 1]` is the sum of the counts `k - lowbit(k) .. k`.
+    tree: Vec<usize>,
+    total: usize,
+}
+
+fn lowbit(k: usize) -> usize {
+    k & k.wrapping_neg()
+}
+
+impl Fenwick {
+    fn new(counts: &[usize]) -> Fenwick {
+        let mut tree = counts.to_vec();
+        for k in 1..=tree.len() {
+            let parent = k + lowbit(k);
+            if parent <= tree.len() {
+                tree[parent - 1] += tree[k - 1];
+            }
+        }
+        Fenwick {
+            tree,
+            total: counts.iter().sum(),
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The sum of the first `k` counts.
+    fn prefix(&self, mut k: usize) -> usize {
+        let mut sum = 0;
+        while k > 0 {
+            sum += self.tree[k - 1];
+            k -= lowbit(k);
+        }
+        sum
+    }
+
+    fn push(&mut self, count: usize) {
+        let k = self.tree.len() + 1;
+        let covered = self.prefix(k - 1) - self.prefix(k - lowbit(k));
+        self.tree.push(covered + count);
+        self.total += count;
+    }
+
+    /// Count `i` (0-based) goes from `old` to `new`.
+    fn set(&mut self, i: usize, old: usize, new: usize) {
+        let mut k = i + 1;
+        while k <= self.tree.len() {
+            self.tree[k - 1] = self.tree[k - 1] - old + new;
+            k += lowbit(k);
+        }
+        self.total = self.total - old + new;
+    }
+
+    /// The count holding unit `at` (0-based, below the total), and `at`'s offset in it.
+    fn find(&self, at: usize) -> (usize, usize) {
+        let mut k = 0;
+        let mut rest = at;
+        let mut step = self.tree.len().checked_next_power_of_two().unwrap_or(0);
+        while step > 0 {
+            if k + step <= self.tree.len() && self.tree[k + step - 1] <= rest {
+                k += step;
+                rest -= self.tree[k - 1];
+            }
+            step /= 2;
+        }
+        (k, rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MessageStatus;
+
+    /// The transcript's lines as the cockpit drew them before the memo: every line of every
+    /// message, each frame (kept verbatim as the reference).
+    fn reference(t: &Transcript, theme: &Theme, width: u16) -> Vec<Line<'static>> {
+        let mut out: Vec<Line<'static>> = Vec::new();
+        let width = usize::from(width.max(10));
+        let push_text = |out: &mut Vec<Line<'static>>, text: &str, style: Style, indent: &str| {
+            for raw in sanitize::text(text).replace('\t', "    ").lines() {
+                if t.wrap {
+                    let chars: Vec<char> = raw.chars().collect();
+                    let room = width.saturating_sub(indent.len()).max(1);
+                    if chars.is_empty() {
+                        out.push(Line::from(""));
+                    }
+                    for chunk in chars.chunks(room) {
+                        out.push(Line::from(vec![
+                            Span::raw(indent.to_string()),
+                            Span::styled(chunk.iter().collect::<String>(), style),
+                        ]));
+                    }
+                } else {
+                    out.push(Line::from(vec![
+                        Span::raw(indent.to_string()),
+                        Span::styled(raw.to_string(), style),
+                    ]));
+                }
+            }
+        };
+        for m in t.messages() {
+            let (who, style) = match m.role {
+                MessageRole::User => ("> you", theme.user),
+                MessageRole::Assistant => ("< agent", theme.accent),
+                MessageRole::System => ("# agentdeck", theme.muted),
+            };
+            let mut head = vec![
+                Span::styled(who.to_string(), style),
+                Span::styled(format!("  #{}", m.seq), theme.muted),
+            ];
+            if t.timestamps {
+                head.push(Span::styled(
+                    format!("  {}", m.created_at.format("%H:%M:%S")),
+                    theme.muted,
+                ));
+            }
+            match m.status {
+                MessageStatus::Pending if m.role == MessageRole::User => {
+                    head.push(Span::styled("  (sending…)", theme.warning))
+                }
+                MessageStatus::Pending => head.push(Span::styled("  (streaming…)", theme.muted)),
+                MessageStatus::Failed => head.push(Span::styled(
+                    format!(
+                        "  FAILED: {}",
+                        sanitize::line(m.error.as_deref().unwrap_or("no reason given"))
+                    ),
+                    theme.error,
+                )),
+                MessageStatus::Complete => {}
+            }
+            out.push(Line::from(head));
+            for part in &m.parts {
+                match part {
+                    Part::Text { text } => push_text(&mut out, text, theme.assistant, "  "),
+                    Part::Reasoning { text } => push_text(
+                        &mut out,
+                        text,
+                        theme.muted.add_modifier(Modifier::ITALIC),
+                        "  ~ ",
+                    ),
+                    Part::Tool {
+                        tool,
+                        status,
+                        input,
+                        output,
+                        error,
+                        ..
+                    } => {
+                        let mark = match status {
+                            ToolStatus::Completed => "done",
+                            ToolStatus::Running => "running",
+                            ToolStatus::Pending => "pending",
+                            ToolStatus::Error => "ERROR",
+                        };
+                        let summary = input
+                            .get("command")
+                            .and_then(|c| c.as_str())
+                            .map(str::to_string)
+                            .unwrap_or_else(|| input.to_string());
+                        let fold = if t.tools_open { "" } else { "  (o unfolds)" };
+                        out.push(Line::from(vec![
+                            Span::styled(
+                                format!("  [{} {mark}] ", sanitize::line(tool)),
+                                theme.tool,
+                            ),
+                            Span::raw(
+                                sanitize::line(&summary)
+                                    .chars()
+                                    .take(width.saturating_sub(20))
+                                    .collect::<String>(),
+                            ),
+                            Span::styled(fold, theme.muted),
+                        ]));
+                        if t.tools_open {
+                            push_text(
+                                &mut out,
+                                &serde_json::to_string_pretty(input).unwrap_or_default(),
+                                theme.muted,
+                                "    in  ",
+                            );
+                            if let Some(o) = output {
+                                push_text(&mut out, o, theme.text, "    out ");
+                            }
+                            if let Some(e) = error {
+                                push_text(&mut out, e, theme.error, "    err ");
+                            }
+                        }
+                    }
+                    Part::File { path, url, .. } => {
+                        let name = path.as_deref().or(url.as_deref()).unwrap_or("file");
+                        out.push(Line::from(Span::styled(
+                            format!("  [file] {}", sanitize::line(name)),
+                            theme.tool,
+                        )));
+                    }
+                    Part::Patch { files } => {
+                        out.push(Line::from(Span::styled(
+                            format!("  [patch] {}", sanitize::line(&files.join(", "))),
+                            theme.tool,
+                        )));
+                    }
+                    Part::Other(_) => {}
+                }
+            }
+            out.push(Line::from(""));
+        }
+        out
+    }
+
+    fn message(seq: i64, role: MessageRole, status: MessageStatus, parts: Vec<Part>) -> Message {
+        let t = chrono::DateTime::from_timestamp(1_790_000_000 + seq, 0).unwrap_or_default();
+        Message {
+            id: Uuid::from_u128(seq as u128),
+            session_id: Uuid::from_u128(1),
+            seq,
+            role,
+            status,
+            parts,
+            error: (status == MessageStatus::Failed && seq % 2 == 0)
+                .then(|| "harness \u{1b}[31mgone\u{1b}[0m\nat once".to_string()),
+            harness_message_id: None,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    /// Every kind of part and text the renderer treats specially, over `n` messages.
+    fn messages(n: i64, from: i64) -> Vec<Message> {
+        let texts = [
+            "",
+            "one line",
+            "two\nlines",
+            "trailing newline\n",
+            "\n\nleading blank lines",
+            "\ttabbed\tout\t",
+            "escape \u{1b}]0;title\u{7}gone \u{1b}[2Jand \u{9b}31mthis\r\nwindows line",
+            "wide 日本語のテキスト and combining e\u{301}e\u{301}e\u{301}",
+            "a long line that goes on and on past any sensible terminal width, and then some more words, and then yet more words, until it has been wrapped several times over at eighty columns at least",
+        ];
+        (0..n)
+            .map(|k| {
+                let seq = from + k;
+                let i = seq as usize;
+                let text = |j: usize| texts[(i * 7 + j * 3) % texts.len()].repeat(1 + (i + j) % 3);
+                let role = [
+                    MessageRole::User,
+                    MessageRole::Assistant,
+                    MessageRole::System,
+                ][i % 3];
+                let status = [
+                    MessageStatus::Complete,
+                    MessageStatus::Pending,
+                    MessageStatus::Failed,
+                    MessageStatus::Complete,
+                ][i % 4];
+                let mut parts = vec![Part::text(text(0))];
+                if i % 2 == 1 {
+                    parts.push(Part::Reasoning { text: text(1) });
+                }
+                if !i.is_multiple_of(3) {
+                    parts.push(Part::Tool {
+                        call_id: format!("c{i}"),
+                        tool: "bash\u{1b}[1m".into(),
+                        status: [
+                            ToolStatus::Pending,
+                            ToolStatus::Running,
+                            ToolStatus::Completed,
+                            ToolStatus::Error,
+                        ][i % 4]
+                            .clone(),
+                        input: if i.is_multiple_of(2) {
+                            serde_json::json!({"command": text(2)})
+                        } else {
+                            serde_json::json!({"path": "src/lib.rs", "lines": [1, 2, 3]})
+                        },
+                        output: (i % 4 != 1).then(|| text(3)),
+                        error: (i % 5 == 2).then(|| text(4)),
+                    });
+                }
+                match i % 5 {
+                    0 => parts.push(Part::File {
+                        path: Some("a\tb.txt".into()),
+                        url: None,
+                        mime: None,
+                    }),
+                    1 => parts.push(Part::File {
+                        path: None,
+                        url: i.is_multiple_of(2).then(|| "https://x/y".into()),
+                        mime: None,
+                    }),
+                    2 => parts.push(Part::Patch {
+                        files: vec!["src/a.rs".into(), "src/\u{1b}b.rs".into()],
+                    }),
+                    3 => parts.push(Part::Other(serde_json::json!({"type": "step-start"}))),
+                    _ => parts.push(Part::text("")),
+                }
+                message(seq, role, status, parts)
+            })
+            .collect()
+    }
+
+    /// The window, checked against the reference drawn whole.
+    fn check(t: &Transcript, theme: &Theme, width: u16, height: usize) {
+        let all = reference(t, theme, width);
+        let w = t.window(width, theme, height);
+        let max_top = all.len().saturating_sub(height);
+        let top = if t.follow {
+            max_top
+        } else {
+            t.scroll.min(max_top)
+        };
+        let want: Vec<Line> = all.iter().skip(top).take(height).cloned().collect();
+        let what = format!(
+            "width {width} height {height} wrap {} tools {} timestamps {} follow {} scroll {}",
+            t.wrap, t.tools_open, t.timestamps, t.follow, t.scroll
+        );
+        assert_eq!(w.total, all.len(), "{what}");
+        assert_eq!(w.top, top, "{what}");
+        assert_eq!(w.lines, want, "{what}");
+    }
+
+    #[test]
+    fn windows_are_the_reference_lines_in_every_look() {
+        let mut t = Transcript::new(Uuid::from_u128(1));
+        t.merge(messages(40, 1));
+        for theme in [Theme::default_theme(), Theme::mono()] {
+            for (wrap, tools_open, timestamps) in [
+                (true, false, false),
+                (true, true, true),
+                (false, false, true),
+                (false, true, false),
+            ] {
+                t.wrap = wrap;
+                t.tools_open = tools_open;
+                t.timestamps = timestamps;
+                for width in [0, 9, 10, 11, 12, 23, 80, 158, 300] {
+                    let total = reference(&t, &theme, width).len();
+                    for height in [0, 1, 7, 46] {
+                        t.follow = true;
+                        check(&t, &theme, width, height);
+                        t.follow = false;
+                        for scroll in [0, 1, total / 3, total / 2 + 5, total - 1, total + 9] {
+                            t.scroll = scroll;
+                            check(&t, &theme, width, height);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn windows_stay_right_as_the_transcript_changes() {
+        let theme = Theme::default_theme();
+        let mut t = Transcript::new(Uuid::from_u128(1));
+        check(&t, &theme, 80, 20);
+        // paged in, in order, with frames between the pages
+        for page in 0..4 {
+            t.merge(messages(25, 1 + page * 25));
+            check(&t, &theme, 80, 20);
+        }
+        t.follow = false;
+        t.scroll = 150;
+        check(&t, &theme, 80, 20);
+        // streaming into the last message and into one on screen
+        for k in 0..30 {
+            let seq = if k % 3 == 0 { 100 } else { 30 };
+            let changed = t.apply_delta(&LiveDelta {
+                session: t.session,
+                seq,
+                part: 0,
+                text: format!("more text {k} \u{1b}[1mbold\u{1b}[0m\n").repeat(k % 4),
+            });
+            assert!(changed);
+            check(&t, &theme, 80, 20);
+            t.follow = k % 2 == 0;
+            check(&t, &theme, 80, 20);
+        }
+        // a delta to a part that does not exist yet, and to one that is not text
+        assert!(t.apply_delta(&LiveDelta {
+            session: t.session,
+            seq: 40,
+            part: 9,
+            text: "late part".into(),
+        }));
+        check(&t, &theme, 80, 20);
+        assert!(!t.apply_delta(&LiveDelta {
+            session: t.session,
+            seq: 41,
+            part: 2,
+            text: "not a text part".into(),
+        }));
+        assert!(!t.apply_delta(&LiveDelta {
+            session: t.session,
+            seq: 999,
+            part: 0,
+            text: "no such message".into(),
+        }));
+        check(&t, &theme, 80, 20);
+        // the stored copy replaces the live one; new messages at the end; one arrives late
+        let mut stored = messages(3, 29);
+        stored[1].status = MessageStatus::Complete;
+        t.merge(stored);
+        check(&t, &theme, 80, 20);
+        t.merge(messages(5, 101));
+        check(&t, &theme, 80, 20);
+        let late = messages(1, 500);
+        t.merge(late.clone());
+        t.merge(messages(4, 200));
+        check(&t, &theme, 80, 20);
+        // resized, wrap and folds toggled, between changes
+        for (k, width) in [80u16, 79, 120, 80, 33].into_iter().enumerate() {
+            t.wrap = k % 2 == 0;
+            check(&t, &theme, width, 20);
+            t.tools_open = !t.tools_open;
+            t.merge(messages(1, 300 + k as i64));
+            check(&t, &theme, width, 20);
+            t.timestamps = !t.timestamps;
+            check(&t, &theme, width, 37);
+        }
+        assert_eq!(t.last_seq(), 500);
+    }
+
+    #[test]
+    fn fenwick_finds_every_unit() {
+        let counts: Vec<usize> = (0..37).map(|i| (i * 7) % 5).collect();
+        let mut f = Fenwick::default();
+        for &c in &counts {
+            f.push(c);
+        }
+        let mut g = Fenwick::new(&counts);
+        let mut counts = counts;
+        for (i, new) in [(3, 9), (0, 0), (36, 4), (17, 1)] {
+            f.set(i, counts[i], new);
+            g.set(i, counts[i], new);
+            counts[i] = new;
+        }
+        let units: Vec<(usize, usize)> = counts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &c)| (0..c).map(move |o| (i, o)))
+            .collect();
+        assert_eq!(f.total(), units.len());
+        assert_eq!(g.total(), units.len());
+        for (at, &want) in units.iter().enumerate() {
+            assert_eq!(f.find(at), want, "unit {at}");
+            assert_eq!(g.find(at), want, "unit {at}");
+        }
+        assert_eq!(f.prefix(counts.len()), units.len());
     }
 }

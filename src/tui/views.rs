@@ -3,7 +3,8 @@
 
 use super::actions::Scope;
 use super::app::{App, Dialog};
-use crate::model::{Message, MessageRole, MessageStatus, Part, Session, SessionStatus, ToolStatus};
+use super::transcript;
+use crate::model::{Message, Session, SessionStatus};
 use crate::sanitize;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -285,138 +286,17 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
     f.render_widget(table, inner);
 }
 
-/// The transcript as lines (sanitised), for `width` columns.
+/// The whole transcript as lines (sanitised), for `width` columns. The cockpit draws only the
+/// lines on screen ([`Transcript::window`](super::transcript::Transcript::window)); this draws
+/// them all, the same way.
 pub fn transcript_lines(app: &App, messages: &[Message], width: u16) -> Vec<Line<'static>> {
     let Some(t) = &app.transcript else {
         return vec![];
     };
-    let theme = &app.theme;
-    let mut out: Vec<Line<'static>> = Vec::new();
-    let width = usize::from(width.max(10));
-    let push_text = |out: &mut Vec<Line<'static>>, text: &str, style: Style, indent: &str| {
-        for raw in sanitize::text(text).replace('\t', "    ").lines() {
-            if t.wrap {
-                let chars: Vec<char> = raw.chars().collect();
-                let room = width.saturating_sub(indent.len()).max(1);
-                if chars.is_empty() {
-                    out.push(Line::from(""));
-                }
-                for chunk in chars.chunks(room) {
-                    out.push(Line::from(vec![
-                        Span::raw(indent.to_string()),
-                        Span::styled(chunk.iter().collect::<String>(), style),
-                    ]));
-                }
-            } else {
-                out.push(Line::from(vec![
-                    Span::raw(indent.to_string()),
-                    Span::styled(raw.to_string(), style),
-                ]));
-            }
-        }
-    };
+    let look = t.look(width, &app.theme);
+    let mut out = Vec::new();
     for m in messages {
-        let (who, style) = match m.role {
-            MessageRole::User => ("> you", theme.user),
-            MessageRole::Assistant => ("< agent", theme.accent),
-            MessageRole::System => ("# agentdeck", theme.muted),
-        };
-        let mut head = vec![
-            Span::styled(who.to_string(), style),
-            Span::styled(format!("  #{}", m.seq), theme.muted),
-        ];
-        if t.timestamps {
-            head.push(Span::styled(
-                format!("  {}", m.created_at.format("%H:%M:%S")),
-                theme.muted,
-            ));
-        }
-        match m.status {
-            MessageStatus::Pending if m.role == MessageRole::User => {
-                head.push(Span::styled("  (sending…)", theme.warning))
-            }
-            MessageStatus::Pending => head.push(Span::styled("  (streaming…)", theme.muted)),
-            MessageStatus::Failed => head.push(Span::styled(
-                format!(
-                    "  FAILED: {}",
-                    sanitize::line(m.error.as_deref().unwrap_or("no reason given"))
-                ),
-                theme.error,
-            )),
-            MessageStatus::Complete => {}
-        }
-        out.push(Line::from(head));
-        for part in &m.parts {
-            match part {
-                Part::Text { text } => push_text(&mut out, text, theme.assistant, "  "),
-                Part::Reasoning { text } => push_text(
-                    &mut out,
-                    text,
-                    theme.muted.add_modifier(Modifier::ITALIC),
-                    "  ~ ",
-                ),
-                Part::Tool {
-                    tool,
-                    status,
-                    input,
-                    output,
-                    error,
-                    ..
-                } => {
-                    let mark = match status {
-                        ToolStatus::Completed => "done",
-                        ToolStatus::Running => "running",
-                        ToolStatus::Pending => "pending",
-                        ToolStatus::Error => "ERROR",
-                    };
-                    let summary = input
-                        .get("command")
-                        .and_then(|c| c.as_str())
-                        .map(str::to_string)
-                        .unwrap_or_else(|| input.to_string());
-                    let fold = if t.tools_open { "" } else { "  (o unfolds)" };
-                    out.push(Line::from(vec![
-                        Span::styled(format!("  [{} {mark}] ", sanitize::line(tool)), theme.tool),
-                        Span::raw(
-                            sanitize::line(&summary)
-                                .chars()
-                                .take(width.saturating_sub(20))
-                                .collect::<String>(),
-                        ),
-                        Span::styled(fold, theme.muted),
-                    ]));
-                    if t.tools_open {
-                        push_text(
-                            &mut out,
-                            &serde_json::to_string_pretty(input).unwrap_or_default(),
-                            theme.muted,
-                            "    in  ",
-                        );
-                        if let Some(o) = output {
-                            push_text(&mut out, o, theme.text, "    out ");
-                        }
-                        if let Some(e) = error {
-                            push_text(&mut out, e, theme.error, "    err ");
-                        }
-                    }
-                }
-                Part::File { path, url, .. } => {
-                    let name = path.as_deref().or(url.as_deref()).unwrap_or("file");
-                    out.push(Line::from(Span::styled(
-                        format!("  [file] {}", sanitize::line(name)),
-                        theme.tool,
-                    )));
-                }
-                Part::Patch { files } => {
-                    out.push(Line::from(Span::styled(
-                        format!("  [patch] {}", sanitize::line(&files.join(", "))),
-                        theme.tool,
-                    )));
-                }
-                Part::Other(_) => {}
-            }
-        }
-        out.push(Line::from(""));
+        transcript::message_lines(m, &look, &mut out);
     }
     out
 }
@@ -447,17 +327,12 @@ fn render_transcript(f: &mut Frame, app: &App, area: Rect, _now: chrono::DateTim
         .title(title);
     let inner = block.inner(body);
     f.render_widget(block, body);
-    let lines = transcript_lines(app, &t.messages, inner.width);
     let height = usize::from(inner.height);
-    let max_top = lines.len().saturating_sub(height);
-    let top = if t.follow {
-        max_top
-    } else {
-        t.scroll.min(max_top)
-    };
-    let below = lines.len().saturating_sub(top + height);
-    let mut shown: Vec<Line> = lines.into_iter().skip(top).take(height).collect();
-    if !t.loaded && t.messages.is_empty() {
+    // Only the lines on screen are drawn: instant at any length of transcript.
+    let window = t.window(inner.width, &app.theme, height);
+    let below = window.total.saturating_sub(window.top + height);
+    let mut shown = window.lines;
+    if !t.loaded && t.messages().is_empty() {
         shown = vec![Line::from(Span::styled(
             "loading the transcript…",
             app.theme.muted,
@@ -576,7 +451,7 @@ fn popup(f: &mut Frame, app: &App, title: &str, lines: Vec<Line>, width: u16, he
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Message, Phase};
+    use crate::model::{Message, MessageRole, MessageStatus, Part, Phase};
     use crate::tui::actions::Keymap;
     use crate::tui::app::{Msg, NewSession};
     use crate::tui::sessions::tests::session;
