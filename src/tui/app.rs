@@ -40,7 +40,10 @@ pub enum Msg {
     },
     Diagnosis(Box<Diagnosis>),
     /// Whether the store and the gateway answer.
-    Connectivity { store: Result<(), String>, gateway: Result<(), String> },
+    Connectivity {
+        store: Result<(), String>,
+        gateway: Result<(), String>,
+    },
 }
 
 /// What the loop must do for the app (I/O, off the render path).

@@ -450,3 +450,118 @@ fn render_diagnose(
         area,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SessionStatus;
+    use crate::runtime::{Condition, SandboxEvent};
+    use crate::tui::actions::Keymap;
+    use crate::tui::sessions::tests::session;
+    use crate::tui::theme::Theme;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn now() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_790_000_600, 0).unwrap_or_default()
+    }
+
+    fn health(phase: HealthPhase, reason: Option<&str>) -> SandboxHealth {
+        let mut h = SandboxHealth::new(phase);
+        h.since = now() - chrono::Duration::seconds(90);
+        h.reason = reason.map(str::to_string);
+        h.node = Some("node-a".into());
+        h
+    }
+
+    fn draw(panel: Panel) -> String {
+        let mut app = App::new(
+            Keymap::new(false),
+            Theme::mono(),
+            vec![],
+            "sqlite:///x.db".into(),
+            "kubernetes".into(),
+        );
+        app.panel = Some(panel);
+        let mut term = Terminal::new(TestBackend::new(100, 30)).unwrap_or_else(|e| panic!("{e}"));
+        term.draw(|f| crate::tui::views::render(f, &app, now()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        term.backend().to_string()
+    }
+
+    #[test]
+    fn health_puts_trouble_first() {
+        let mut v = HealthView {
+            loaded: true,
+            ..Default::default()
+        };
+        let mut oom = health(HealthPhase::CrashLooping, Some("CrashLoopBackOff"));
+        oom.restarts = 4;
+        oom.last_termination = Some("OOMKilled (exit code 137)".into());
+        oom.recent_events.push(SandboxEvent {
+            at: now(),
+            kind: "Warning".into(),
+            reason: "BackOff".into(),
+            message: "restarting failed container".into(),
+        });
+        v.upsert(
+            Uuid::from_u128(1),
+            "all good".into(),
+            Ok(health(HealthPhase::Ready, None)),
+        );
+        v.upsert(Uuid::from_u128(2), "memory hog".into(), Ok(oom));
+        v.upsert(
+            Uuid::from_u128(3),
+            "pulling".into(),
+            Ok(health(
+                HealthPhase::Pulling,
+                Some("ImagePullBackOff: no such image"),
+            )),
+        );
+        assert_eq!(v.rows[0].1, "memory hog");
+        insta::assert_snapshot!("panel_health", draw(Panel::Health(v)));
+    }
+
+    #[test]
+    fn logs_say_when_lines_were_dropped() {
+        let mut v = LogView::new(Uuid::from_u128(1), "task 1".into());
+        v.push(
+            (0..LOG_KEEP + 5)
+                .map(|i| format!("line {i} \u{1b}[31mred\u{1b}[0m"))
+                .collect(),
+        );
+        assert_eq!(v.dropped, 5);
+        assert_eq!(v.lines.len(), LOG_KEEP);
+        let screen = draw(Panel::Logs(v));
+        assert!(screen.contains("5 older lines dropped"), "{screen}");
+        assert!(!screen.contains('\u{1b}'));
+        insta::assert_snapshot!("panel_logs", screen);
+    }
+
+    #[test]
+    fn diagnose_gives_advice() {
+        let mut s = session(7, "coder", SessionStatus::Failed);
+        s.failure_reason = Some("cannot create the sandbox: opencode not found on PATH".into());
+        let mut h = health(HealthPhase::Failed, Some("exit code 127"));
+        h.conditions.push(Condition {
+            kind: "Ready".into(),
+            status: "False".into(),
+            reason: Some("ContainersNotReady".into()),
+            message: None,
+        });
+        let d = Diagnosis {
+            session: s,
+            phases: vec![],
+            health: Some(Ok(h)),
+            log_tail: Ok(vec!["sh: 1: opencode: not found".into()]),
+            gateway: Err("nothing listens at http://127.0.0.1:4000".into()),
+        };
+        let advice = d.advice();
+        assert!(
+            advice.iter().any(|a| a.contains("offline-stack.sh")),
+            "{advice:?}"
+        );
+        assert!(advice.iter().any(|a| a.contains("gateway")), "{advice:?}");
+        insta::assert_snapshot!("panel_diagnose", draw(Panel::Diagnose(Box::new(d))));
+    }
+}

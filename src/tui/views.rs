@@ -161,10 +161,34 @@ fn render_top(f: &mut Frame, app: &App, area: Rect) {
     if app.keymap.read_only() {
         spans.push(Span::styled("[read-only]  ", app.theme.warning));
     }
-    spans.push(Span::styled(
-        format!("store {}  runtime {}", app.store, app.runtime),
-        app.theme.muted,
-    ));
+    match &app.connectivity {
+        Some((store, gateway)) => {
+            let mark = |ok: &Result<(), String>| if ok.is_ok() { "ok" } else { "DOWN" };
+            let style = |ok: &Result<(), String>| {
+                if ok.is_ok() {
+                    app.theme.muted
+                } else {
+                    app.theme.error
+                }
+            };
+            spans.push(Span::styled(
+                format!("store {} ", mark(store)),
+                style(store),
+            ));
+            spans.push(Span::styled(
+                format!("gateway {} ", mark(gateway)),
+                style(gateway),
+            ));
+            spans.push(Span::styled(
+                format!(" {}  {}", app.runtime, app.store),
+                app.theme.muted,
+            ));
+        }
+        None => spans.push(Span::styled(
+            format!("runtime {}  store {}", app.runtime, app.store),
+            app.theme.muted,
+        )),
+    }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
@@ -415,7 +439,10 @@ fn render_help(f: &mut Frame, app: &App) {
             Scope::Transcript => " (transcript)",
         };
         lines.push(Line::from(vec![
-            Span::styled(format!("{:<16}", d.keys.join(" ")), app.theme.accent),
+            Span::styled(
+                format!("{:<16}", app.keymap.keys_of(d.action).join(" ")),
+                app.theme.accent,
+            ),
             Span::raw(format!("{}{scope}", d.help)),
         ]));
     }
