@@ -13,7 +13,7 @@
 //! - the line counts for the current width, wrap and fold sit in a Fenwick tree, so the
 //!   message holding line N is found in O(log messages), and a changed message costs
 //!   O(log messages) to account for. A new width (a resize, wrap toggled) recounts every
-//!   message from its shape: arithmetic only, no text is touched;
+//!   message from its shape, looking only at the lines too long for it; no text is touched;
 //! - only the messages on screen are drawn, and their lines are kept for the next frame.
 //!
 //! The width is known only when drawing, so the counts and the drawn lines are memoised by
@@ -455,14 +455,15 @@ pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>)
 }
 
 /// What a message's line count depends on, at any width, wrap or fold: how many lines never
-/// wrap, and the length (in characters, once sanitised, tabs expanded) of every text line.
+/// wrap, and the length (in characters, once sanitised, tabs expanded) of every text line,
+/// longest first in each piece of text (a count needs no order).
 struct Shape {
     /// Changes whenever the message does (unique over the transcript's life): the key of its
     /// drawn lines.
     rev: u64,
     /// Lines that never wrap (header, tool calls, files, patches, the blank line after).
     fixed: usize,
-    /// The text pieces: (kind, how many entries of `lens` are theirs).
+    /// The text pieces, in order: (kind, how many entries of `lens` are theirs).
     blocks: Vec<(Kind, usize)>,
     lens: Vec<u32>,
 }
@@ -482,6 +483,7 @@ impl Shape {
                     let chars = raw.chars().count() + 3 * raw.matches('\t').count();
                     shape.lens.push(u32::try_from(chars).unwrap_or(u32::MAX));
                 }
+                shape.lens[before..].sort_unstable_by(|a, b| b.cmp(a));
                 shape.blocks.push((kind, shape.lens.len() - before));
             }
             _ => shape.fixed += 1,
@@ -503,19 +505,17 @@ impl Shape {
                 n += block.len();
                 continue;
             }
-            // Most lines fit: no division for them (a resize recounts every line).
+            // One line each, plus what the lines longer than the room wrap into: those come
+            // first, so a count stops at the first line that fits (a resize recounts them all).
             let room = fit.width.saturating_sub(kind.indent().len()).max(1);
-            let room32 = u32::try_from(room).unwrap_or(u32::MAX);
-            n += block
-                .iter()
-                .map(|&l| {
-                    if l <= room32 {
-                        1
-                    } else {
-                        (l as usize).div_ceil(room)
-                    }
-                })
-                .sum::<usize>();
+            n += block.len();
+            for &l in block {
+                let l = l as usize;
+                if l <= room {
+                    break;
+                }
+                n += l.div_ceil(room) - 1;
+            }
         }
         n
     }
