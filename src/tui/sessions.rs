@@ -1,6 +1,7 @@
 //! The session list behind the home view: kept sorted (newest first) and indexed by id, so an
 //! update is a binary search and a replace, never a re-sort; the filter is applied once per
-//! change of filter or of a session's membership, and only visible rows are ever drawn.
+//! change of filter or of a session's membership, and only visible rows are ever drawn. The
+//! count of each status (the title bar's, every frame) is kept as sessions come and go.
 
 use crate::model::{Session, SessionStatus};
 use uuid::Uuid;
@@ -67,6 +68,8 @@ pub struct SessionList {
     /// Indices into `all` that pass the filter; `None` when there is no filter.
     visible: Option<Vec<usize>>,
     selected: Option<Uuid>,
+    /// How many of `all` have each status (indexed by the status's declaration order).
+    by_status: [usize; SessionStatus::ALL.len()],
 }
 
 impl SessionList {
@@ -76,6 +79,10 @@ impl SessionList {
 
     pub fn replace_all(&mut self, mut sessions: Vec<Session>) {
         sessions.sort_by_key(|s| std::cmp::Reverse(s.id));
+        self.by_status = Default::default();
+        for s in &sessions {
+            self.by_status[s.status as usize] += 1;
+        }
         self.all = sessions;
         self.refilter();
     }
@@ -84,6 +91,9 @@ impl SessionList {
     pub fn upsert(&mut self, session: Session) {
         match self.position(session.id) {
             Ok(i) => {
+                let old = &mut self.by_status[self.all[i].status as usize];
+                *old = old.saturating_sub(1);
+                self.by_status[session.status as usize] += 1;
                 let was = self.filter.matches(&self.all[i]);
                 let now = self.filter.matches(&session);
                 self.all[i] = session;
@@ -92,6 +102,7 @@ impl SessionList {
                 }
             }
             Err(i) => {
+                self.by_status[session.status as usize] += 1;
                 self.all.insert(i, session);
                 self.refilter();
             }
@@ -175,7 +186,7 @@ impl SessionList {
 
     /// How many sessions of each status (for the title bar).
     pub fn count(&self, status: SessionStatus) -> usize {
-        self.all.iter().filter(|s| s.status == status).count()
+        self.by_status[status as usize]
     }
 }
 
@@ -239,6 +250,18 @@ pub(crate) mod tests {
         list.upsert(changed);
         assert_eq!(list.len(), 6);
         assert_eq!(list.selected().map(|s| s.title.as_str()), Some("renamed"));
+        for status in SessionStatus::ALL {
+            assert_eq!(
+                list.count(*status),
+                list.all.iter().filter(|s| s.status == *status).count(),
+                "{status}"
+            );
+        }
+        assert_eq!(list.count(SessionStatus::Ready), 4);
+        assert_eq!(list.count(SessionStatus::Failed), 1);
+        list.replace_all(vec![session(9, "coder", SessionStatus::Busy)]);
+        assert_eq!(list.count(SessionStatus::Ready), 0);
+        assert_eq!(list.count(SessionStatus::Busy), 1);
     }
 
     #[test]
