@@ -110,6 +110,8 @@ pub struct App {
     pub agents: Vec<AgentSpec>,
     /// The last thing worth saying (and whether it is an error).
     pub status: Option<(String, bool)>,
+    /// The status line's message as first shown, and when (to clear it after a while).
+    status_since: Option<(String, bool, std::time::Instant)>,
     pub store: String,
     pub runtime: String,
     /// The last connectivity check: (store, gateway); `None` before the first.
@@ -142,6 +144,7 @@ impl App {
             history: Vec::new(),
             agents,
             status: None,
+            status_since: None,
             store,
             runtime,
             connectivity: None,
@@ -171,11 +174,36 @@ impl App {
     }
 
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        let effects = self.apply(msg);
+        let same = match (&self.status, &self.status_since) {
+            (Some((t, e)), Some((t2, e2, _))) => t == t2 && e == e2,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.status_since = self
+                .status
+                .clone()
+                .map(|(t, e)| (t, e, std::time::Instant::now()));
+        }
+        effects
+    }
+
+    fn apply(&mut self, msg: Msg) -> Vec<Effect> {
         self.dirty = true;
         match msg {
             Msg::Key(key) => self.on_key(key),
             Msg::Resize => vec![],
-            Msg::Tick => vec![],
+            Msg::Tick => {
+                // A message stays on the status line for a few seconds.
+                if let Some((_, _, since)) = &self.status_since
+                    && since.elapsed() > std::time::Duration::from_secs(8)
+                {
+                    self.status = None;
+                    self.status_since = None;
+                }
+                vec![]
+            }
             Msg::Sessions(list) => {
                 self.sessions.replace_all(list);
                 vec![]
@@ -286,15 +314,17 @@ impl App {
                 }
             };
         }
-        let Some(action) = self.keymap.action(&key, self.scope()) else {
-            return vec![];
-        };
+        let action = self.keymap.action(&key, self.scope());
+        // Any key closes help (quit still quits).
         if matches!(self.dialog, Some(Dialog::Help)) {
             self.dialog = None;
-            if action != Action::Quit {
+            if action != Some(Action::Quit) {
                 return vec![];
             }
         }
+        let Some(action) = action else {
+            return vec![];
+        };
         self.on_action(action)
     }
 

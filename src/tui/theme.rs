@@ -63,10 +63,21 @@ impl Theme {
             text: fg("text", &f.text)?,
             muted: fg("muted", &f.muted)?,
             accent: fg("accent", &f.accent)?.add_modifier(Modifier::BOLD),
-            selected: Style::default()
-                .fg(color("selected_fg", &f.selected_fg)?)
-                .bg(color("selected_bg", &f.selected_bg)?)
-                .add_modifier(Modifier::REVERSED | Modifier::BOLD),
+            selected: {
+                // A colour bar when the theme has one; reverse video when it has none (mono),
+                // so the selection is always visible. Never both: reversing a colour bar turns
+                // it into coloured text on black.
+                let bg = color("selected_bg", &f.selected_bg)?;
+                let style = Style::default()
+                    .fg(color("selected_fg", &f.selected_fg)?)
+                    .bg(bg)
+                    .add_modifier(Modifier::BOLD);
+                if bg == Color::Reset {
+                    style.add_modifier(Modifier::REVERSED)
+                } else {
+                    style
+                }
+            },
             ok: fg("ok", &f.ok)?,
             warning: fg("warning", &f.warning)?,
             error: fg("error", &f.error)?.add_modifier(Modifier::BOLD),
