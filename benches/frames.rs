@@ -8,6 +8,7 @@
 //!   delta per frame), and after a resize (every frame at a new width).
 //!
 //! The budget is 2 ms per frame; see BENCHMARKS.md. Run with `cargo bench --bench frames`.
+//! Under `cargo test --all-targets` (or nextest) each benchmark runs once, on small data.
 
 use agentdeck::core::ingest::LiveDelta;
 use agentdeck::model::{
@@ -233,19 +234,19 @@ fn message(rng: &mut Lcg, seq: i64) -> Message {
 
 const MESSAGES: i64 = 20_000;
 
-/// An app attached to a session of `MESSAGES` messages, merged the way the cockpit pages them
+/// An app attached to a session of `messages` messages, merged the way the cockpit pages them
 /// in from the store (1000 at a time); the last one is still streaming.
-fn attached_app() -> App {
+fn attached_app(messages: i64) -> App {
     let mut app = app(100);
     app.sessions.select_index(usize::MAX);
     app.transcript = Some(Transcript::new(Uuid::from_u128(ATTACHED)));
     let mut rng = Lcg(42);
     let mut seq = 1;
-    while seq <= MESSAGES {
-        let page: Vec<Message> = (seq..(seq + 1000).min(MESSAGES + 1))
+    while seq <= messages {
+        let page: Vec<Message> = (seq..(seq + 1000).min(messages + 1))
             .map(|s| {
                 let mut m = message(&mut rng, s);
-                if s == MESSAGES {
+                if s == messages {
                     m.status = MessageStatus::Pending;
                 }
                 m
@@ -255,7 +256,7 @@ fn attached_app() -> App {
         app.update(Msg::Messages {
             session: Uuid::from_u128(ATTACHED),
             messages: page,
-            complete: seq > MESSAGES,
+            complete: seq > messages,
         });
     }
     app
@@ -270,70 +271,114 @@ fn frame(term: &mut Terminal<TestBackend>, app: &App) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// `cargo bench` passes `--bench`; without it (`cargo test --all-targets`, nextest) criterion
+/// runs each benchmark once as a test, so the data is kept small there.
+fn full_size() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
 fn sessions(c: &mut Criterion) {
     let mut group = c.benchmark_group("sessions");
     group
         .sample_size(30)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
+    let size = |n: u64| if full_size() { n } else { n.min(1000) };
+    let mut term = terminal(WIDTH);
     for n in [100u64, 10_000, 100_000] {
-        let app = app(n);
-        let mut term = terminal(WIDTH);
+        // built only when this benchmark runs (a filter may skip it)
+        let mut app = None;
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
-            b.iter(|| frame(&mut term, &app))
+            let app = app.get_or_insert_with(|| self::app(size(n)));
+            b.iter(|| frame(&mut term, app))
         });
     }
-    let mut app = app(100_000);
-    app.sessions.set_filter("status:failed team:payments");
-    app.sessions.select_index(1000);
-    let mut term = terminal(WIDTH);
-    group.bench_function("100000_filtered", |b| b.iter(|| frame(&mut term, &app)));
+    let mut app = None;
+    group.bench_function("100000_filtered", |b| {
+        let app = app.get_or_insert_with(|| {
+            let mut app = self::app(size(100_000));
+            app.sessions.set_filter("status:failed team:payments");
+            app.sessions.select_index(1000);
+            app
+        });
+        b.iter(|| frame(&mut term, app))
+    });
     group.finish();
 }
 
-fn transcript(c: &mut Criterion) {
-    let started = Instant::now();
-    let mut app = attached_app();
-    let built = started.elapsed();
-    let inner = WIDTH - 2;
-    let lines = app.transcript.as_ref().map_or(0, |t| {
-        views::transcript_lines(&app, t.messages(), inner).len()
-    });
-    let mut term = terminal(WIDTH);
-    let started = Instant::now();
-    frame(&mut term, &app);
-    eprintln!(
-        "transcript: {MESSAGES} messages, {lines} lines at {inner} columns; built in {built:.2?}, first frame {:.2?}",
-        started.elapsed()
-    );
+/// The attached transcript, built once for all the transcript benchmarks that run.
+struct Attached {
+    app: App,
+    messages: i64,
+    lines: usize,
+}
 
+fn attached(state: &mut Option<Attached>) -> &mut Attached {
+    state.get_or_insert_with(|| {
+        let messages = if full_size() { MESSAGES } else { 500 };
+        let started = Instant::now();
+        let app = attached_app(messages);
+        let built = started.elapsed();
+        let inner = WIDTH - 2;
+        let started = Instant::now();
+        let lines = app.transcript.as_ref().map_or(0, |t| {
+            t.window(inner, &app.theme, usize::from(HEIGHT)).total
+        });
+        eprintln!(
+            "transcript: {messages} messages, {lines} lines at {inner} columns; built (merged \
+             page by page) in {built:.2?}, first frame's layout {:.2?}",
+            started.elapsed()
+        );
+        Attached {
+            app,
+            messages,
+            lines,
+        }
+    })
+}
+
+fn transcript(c: &mut Criterion) {
     let mut group = c.benchmark_group("transcript_1M");
     group
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
+    let mut state = None;
+    let mut term = terminal(WIDTH);
 
-    group.bench_function("follow", |b| b.iter(|| frame(&mut term, &app)));
+    group.bench_function("follow", |b| {
+        let a = attached(&mut state);
+        if let Some(t) = a.app.transcript.as_mut() {
+            t.follow = true;
+        }
+        b.iter(|| frame(&mut term, &a.app))
+    });
 
-    if let Some(t) = app.transcript.as_mut() {
-        t.follow = false;
-        t.scroll = lines / 2;
-    }
-    group.bench_function("middle", |b| b.iter(|| frame(&mut term, &app)));
+    group.bench_function("middle", |b| {
+        let a = attached(&mut state);
+        if let Some(t) = a.app.transcript.as_mut() {
+            t.follow = false;
+            t.scroll = a.lines / 2;
+        }
+        b.iter(|| frame(&mut term, &a.app))
+    });
 
-    if let Some(t) = app.transcript.as_mut() {
-        t.follow = true;
-    }
+    // A live delta into the last message (which has a 50k-character line), then a frame.
     group.bench_function("follow_streaming", |b| {
+        let a = attached(&mut state);
+        if let Some(t) = a.app.transcript.as_mut() {
+            t.follow = true;
+        }
+        let seq = a.messages;
         b.iter(|| {
-            app.update(Msg::Delta(LiveDelta {
+            a.app.update(Msg::Delta(LiveDelta {
                 session: Uuid::from_u128(ATTACHED),
-                seq: MESSAGES,
+                seq,
                 part: 0,
                 text: "and more ".into(),
             }));
-            frame(&mut term, &app)
+            frame(&mut term, &a.app)
         })
     });
 
@@ -341,9 +386,10 @@ fn transcript(c: &mut Criterion) {
     let mut narrow = terminal(WIDTH - 1);
     let mut wide = true;
     group.bench_function("resize_every_frame", |b| {
+        let a = attached(&mut state);
         b.iter(|| {
             wide = !wide;
-            frame(if wide { &mut term } else { &mut narrow }, &app)
+            frame(if wide { &mut term } else { &mut narrow }, &a.app)
         })
     });
     group.finish();
