@@ -200,9 +200,28 @@ impl Transcript {
             }
         }
         memo.drawn = drawn;
+        memo.shown = Some(Shown { top, total, height });
         self.memo.set(memo);
         Window { total, top, lines }
     }
+
+    /// Where the last frame drawn was: its first line, the transcript's length and the
+    /// frame's height (`None` before the first frame). For scrolling from what is on screen:
+    /// leaving follow mode at the line shown, and following again at the bottom.
+    pub fn shown(&self) -> Option<Shown> {
+        let memo = self.memo.take();
+        let shown = memo.shown;
+        self.memo.set(memo);
+        shown
+    }
+}
+
+/// See [`Transcript::shown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown {
+    pub top: usize,
+    pub total: usize,
+    pub height: usize,
 }
 
 /// Everything besides a message that its lines depend on.
@@ -536,6 +555,8 @@ struct Memo {
     drawn_look: Option<LookKey>,
     /// The messages on screen in the last frame.
     drawn: Vec<Drawn>,
+    /// The last frame's window.
+    shown: Option<Shown>,
 }
 
 struct Drawn {
@@ -949,9 +970,19 @@ mod tests {
             t.merge(messages(25, 1 + page * 25));
             check(&t, &theme, 80, 20);
         }
+        let total = reference(&t, &theme, 80).len();
+        assert_eq!(
+            t.shown(),
+            Some(Shown {
+                top: total - 20,
+                total,
+                height: 20
+            })
+        );
         t.follow = false;
         t.scroll = 150;
         check(&t, &theme, 80, 20);
+        assert_eq!(t.shown().map(|s| s.top), Some(150));
         // streaming into the last message and into one on screen
         for k in 0..30 {
             let seq = if k % 3 == 0 { 100 } else { 30 };
