@@ -5,10 +5,11 @@
 //! **Drawing a million lines in a few hundred microseconds.** A frame needs only the lines on
 //! screen, but finding them means knowing how many lines every message before them takes. So:
 //!
-//! - each message has a [`Shape`]: the lengths of its text lines once sanitised, which is all
-//!   its line count depends on at any width, wrap or fold. Shapes are computed in the update
-//!   path, when a message is merged or a delta applied (never per frame), so they are always
-//!   current: the messages are private and change only through [`Transcript::merge`] and
+//! - each message has a [`Shape`]: the widths in cells of its text lines once sanitised (and,
+//!   for a line with chars two cells wide, where they fall), which is all its line count
+//!   depends on at any width, wrap or fold. Shapes are computed in the update path, when a
+//!   message is merged or a delta applied (never per frame), so they are always current: the
+//!   messages are private and change only through [`Transcript::merge`] and
 //!   [`Transcript::apply_delta`];
 //! - the line counts for the current width, wrap and fold sit in a Fenwick tree, so the
 //!   message holding line N is found in O(log messages), and a changed message costs
@@ -31,6 +32,7 @@ use ratatui::text::{Line, Span};
 use ratatui_textarea::TextArea;
 use std::borrow::Cow;
 use std::cell::Cell;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 use uuid::Uuid;
 
 pub struct Transcript {
@@ -429,10 +431,7 @@ pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>)
             out.push(Line::from(vec![
                 Span::styled(format!("  [{} {mark}] ", sanitize::line(tool)), theme.tool),
                 Span::raw(
-                    sanitize::line(&summary)
-                        .chars()
-                        .take(width.saturating_sub(20))
-                        .collect::<String>(),
+                    truncate(&sanitize::line(&summary), width.saturating_sub(20)).to_string(),
                 ),
                 Span::styled(fold, theme.muted),
             ]));
@@ -448,19 +447,19 @@ pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>)
         Piece::Text(kind, text) => {
             let indent = kind.indent();
             let style = kind.style(theme);
-            for raw in sanitize::text(&text).replace('\t', "    ").lines() {
+            for raw in as_drawn(&text).lines() {
                 if look.wrap {
-                    let chars: Vec<char> = raw.chars().collect();
                     let room = width.saturating_sub(indent.len()).max(1);
-                    if chars.is_empty() {
+                    if raw.is_empty() {
                         out.push(Line::from(""));
+                        continue;
                     }
-                    for chunk in chars.chunks(room) {
+                    wrap(raw, room, |piece| {
                         out.push(Line::from(vec![
                             Span::raw(indent.to_string()),
-                            Span::styled(chunk.iter().collect::<String>(), style),
-                        ]));
-                    }
+                            Span::styled(piece.to_string(), style),
+                        ]))
+                    });
                 } else {
                     out.push(Line::from(vec![
                         Span::raw(indent.to_string()),
@@ -473,18 +472,126 @@ pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>)
     });
 }
 
+/// Text as drawn: sanitised, tabs expanded to four spaces.
+fn as_drawn(text: &str) -> String {
+    sanitize::text(text).replace('\t', "    ")
+}
+
+/// The cells `c` takes, as [`clusters`] count it.
+fn char_width(c: char) -> usize {
+    c.width().unwrap_or(0)
+}
+
+/// A line of text (sanitised, no tabs or newlines) as the units wrapping never splits: each
+/// char that takes cells with the zero-width chars after it (combining marks, joiners,
+/// variation selectors), as its byte offset and width in cells. The width is measured
+/// on the whole cluster, so a variation selector that makes a symbol an emoji (two cells) is
+/// counted. Zero-width chars at the start of the line make a cluster of width 0.
+fn clusters(line: &str) -> impl Iterator<Item = (usize, usize)> {
+    let mut rest = line.char_indices().peekable();
+    std::iter::from_fn(move || {
+        let (start, first) = rest.next()?;
+        let mut end = start + first.len_utf8();
+        while let Some(&(at, c)) = rest.peek() {
+            if char_width(c) > 0 {
+                break;
+            }
+            end = at + c.len_utf8();
+            rest.next();
+        }
+        let cluster = &line[start..end];
+        let width = if cluster.len() == 1 {
+            1
+        } else {
+            cluster.width()
+        };
+        Some((start, width))
+    })
+}
+
+/// Splits a non-empty line into the pieces it wraps into, `room` cells wide: a piece ends
+/// before the cluster that would take it past `room`, so a wide char never straddles the
+/// edge; a cluster wider than `room` still goes on a line (its own).
+fn wrap<'a>(line: &'a str, room: usize, mut piece: impl FnMut(&'a str)) {
+    let room = room.max(1);
+    if line.is_ascii() {
+        // one cell a byte
+        for at in (0..line.len()).step_by(room) {
+            piece(&line[at..(at + room).min(line.len())]);
+        }
+        return;
+    }
+    let mut start = 0;
+    let mut used = 0;
+    for (at, width) in clusters(line) {
+        if used > 0 && used + width > room {
+            piece(&line[start..at]);
+            start = at;
+            used = 0;
+        }
+        used += width;
+    }
+    piece(&line[start..]);
+}
+
+/// The longest start of `text` at most `cells` wide, cut between clusters.
+fn truncate(text: &str, cells: usize) -> &str {
+    let mut used = 0;
+    for (at, width) in clusters(text) {
+        used += width;
+        if used > cells {
+            return &text[..at];
+        }
+    }
+    text
+}
+
 /// What a message's line count depends on, at any width, wrap or fold: how many lines never
-/// wrap, and the length (in characters, once sanitised, tabs expanded) of every text line,
-/// longest first in each piece of text (a count needs no order).
+/// wrap, and the width in cells of every text line (once sanitised, tabs expanded), longest
+/// first in each piece of text (a count needs no order). Where a line breaks depends only on
+/// its width when every char in it is one cell (or none) wide; a line with wider chars also
+/// keeps the widths of its clusters, run-length coded, to count its breaks by.
 struct Shape {
     /// Changes whenever the message does (unique over the transcript's life): the key of its
     /// drawn lines.
     rev: u64,
     /// Lines that never wrap (header, tool calls, files, patches, the blank line after).
     fixed: usize,
-    /// The text pieces, in order: (kind, how many entries of `lens` are theirs).
-    blocks: Vec<(Kind, usize)>,
-    lens: Vec<u32>,
+    /// The text pieces, in order.
+    blocks: Vec<Block>,
+    /// The widths of the text lines with no wide char, longest first in each block.
+    narrow: Vec<u32>,
+    /// The text lines with a wide char, longest first in each block.
+    wide: Vec<Wide>,
+    /// The clusters of the `wide` lines.
+    runs: Vec<Run>,
+}
+
+/// A piece of text in a [`Shape`]: how it is set, and how many of the shape's `narrow` and
+/// `wide` lines are its.
+#[derive(Clone, Copy)]
+struct Block {
+    kind: Kind,
+    narrow: usize,
+    wide: usize,
+}
+
+/// A line with a char wider than one cell: its width, and its clusters (`runs[from..to]`).
+struct Wide {
+    width: u32,
+    from: u32,
+    to: u32,
+}
+
+/// `n` clusters in a row, each `width` cells wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    width: u32,
+    n: u32,
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl Shape {
@@ -493,51 +600,130 @@ impl Shape {
             rev,
             fixed: 0,
             blocks: Vec::new(),
-            lens: Vec::new(),
+            narrow: Vec::new(),
+            wide: Vec::new(),
+            runs: Vec::new(),
         };
         pieces(m, true, |piece| match piece {
             Piece::Text(kind, text) => {
-                let before = shape.lens.len();
-                for raw in sanitize::text(&text).lines() {
-                    let chars = raw.chars().count() + 3 * raw.matches('\t').count();
-                    shape.lens.push(u32::try_from(chars).unwrap_or(u32::MAX));
+                let (narrow, wide) = (shape.narrow.len(), shape.wide.len());
+                for raw in as_drawn(&text).lines() {
+                    shape.line(raw);
                 }
-                shape.lens[before..].sort_unstable_by(|a, b| b.cmp(a));
-                shape.blocks.push((kind, shape.lens.len() - before));
+                shape.narrow[narrow..].sort_unstable_by(|a, b| b.cmp(a));
+                shape.wide[wide..].sort_unstable_by_key(|w| std::cmp::Reverse(w.width));
+                shape.blocks.push(Block {
+                    kind,
+                    narrow: shape.narrow.len() - narrow,
+                    wide: shape.wide.len() - wide,
+                });
             }
             _ => shape.fixed += 1,
         });
         shape
     }
 
+    /// Measures one text line (as drawn).
+    fn line(&mut self, raw: &str) {
+        if raw.is_ascii() {
+            self.narrow.push(to_u32(raw.len()));
+            return;
+        }
+        let from = self.runs.len();
+        let mut width = 0;
+        let mut wide = false;
+        for (_, w) in clusters(raw) {
+            // a cluster of width 0 (zero-width chars starting the line) never breaks it
+            if w == 0 {
+                continue;
+            }
+            width += w;
+            wide |= w > 1;
+            let w = to_u32(w);
+            match self.runs[from..].last_mut() {
+                Some(run) if run.width == w => run.n = run.n.saturating_add(1),
+                _ => self.runs.push(Run { width: w, n: 1 }),
+            }
+        }
+        if wide {
+            self.wide.push(Wide {
+                width: to_u32(width),
+                from: to_u32(from),
+                to: to_u32(self.runs.len()),
+            });
+        } else {
+            self.runs.truncate(from);
+            self.narrow.push(to_u32(width));
+        }
+    }
+
     /// Its line count: what [`message_lines`] makes of it.
     fn count(&self, fit: Fit) -> usize {
         let mut n = self.fixed;
-        let mut lens = self.lens.as_slice();
-        for &(kind, len) in &self.blocks {
-            let (block, rest) = lens.split_at(len.min(lens.len()));
-            lens = rest;
-            if kind.folded() && !fit.tools_open {
+        let mut narrow = self.narrow.as_slice();
+        let mut wide = self.wide.as_slice();
+        for block in &self.blocks {
+            let (lines, rest) = narrow.split_at(block.narrow.min(narrow.len()));
+            narrow = rest;
+            let (wides, rest) = wide.split_at(block.wide.min(wide.len()));
+            wide = rest;
+            if block.kind.folded() && !fit.tools_open {
                 continue;
             }
+            n += lines.len() + wides.len();
             if !fit.wrap {
-                n += block.len();
                 continue;
             }
-            // One line each, plus what the lines longer than the room wrap into: those come
+            // One line each, plus what the lines wider than the room wrap into: those come
             // first, so a count stops at the first line that fits (a resize recounts them all).
-            let room = fit.width.saturating_sub(kind.indent().len()).max(1);
-            n += block.len();
-            for &l in block {
+            let room = fit.width.saturating_sub(block.kind.indent().len()).max(1);
+            for &l in lines {
                 let l = l as usize;
                 if l <= room {
                     break;
                 }
                 n += l.div_ceil(room) - 1;
             }
+            for w in wides {
+                if w.width as usize <= room {
+                    break;
+                }
+                let runs = self.runs.get(w.from as usize..w.to as usize).unwrap_or(&[]);
+                n += wrapped(runs, room) - 1;
+            }
         }
         n
     }
+}
+
+/// How many lines [`wrap`] makes of a line of clusters `runs`, `room` cells wide: the same
+/// walk, a run at a time.
+fn wrapped(runs: &[Run], room: usize) -> usize {
+    let mut lines = 1;
+    let mut used = 0;
+    for run in runs {
+        let (width, n) = (run.width as usize, run.n as usize);
+        if width == 0 || n == 0 {
+            continue;
+        }
+        if width > room {
+            // each on a line of its own
+            lines += if used > 0 { n } else { n - 1 };
+            used = width;
+            continue;
+        }
+        let fit = room.saturating_sub(used) / width;
+        if n <= fit {
+            used += n * width;
+            continue;
+        }
+        let rest = n - fit;
+        let per_line = room / width;
+        let more = rest.div_ceil(per_line);
+        lines += more;
+        used = (rest - (more - 1) * per_line) * width;
+    }
+    lines
 }
 
 /// Line counts per message for one [`Fit`], and a message's drawn lines kept from a frame to
@@ -682,23 +868,51 @@ mod tests {
     use super::*;
     use crate::model::MessageStatus;
 
+    /// What takes cells in `text`: each char with a width and the zero-width chars after it.
+    fn cells(text: &str) -> Vec<String> {
+        let mut clusters: Vec<String> = Vec::new();
+        for c in text.chars() {
+            match clusters.last_mut() {
+                Some(last) if c.width().unwrap_or(0) == 0 => last.push(c),
+                _ => clusters.push(c.to_string()),
+            }
+        }
+        clusters
+    }
+
     /// The transcript's lines as the cockpit drew them before the memo: every line of every
-    /// message, each frame (kept verbatim as the reference).
+    /// message, each frame (kept as the reference: the memo's lines must be these). Text
+    /// wraps by cells: a char of width 0 goes with the char before it; a line breaks before a
+    /// char (with its zero-width followers) that would take it past the room, unless nothing
+    /// with a width is on it yet.
     fn reference(t: &Transcript, theme: &Theme, width: u16) -> Vec<Line<'static>> {
         let mut out: Vec<Line<'static>> = Vec::new();
         let width = usize::from(width.max(10));
         let push_text = |out: &mut Vec<Line<'static>>, text: &str, style: Style, indent: &str| {
             for raw in sanitize::text(text).replace('\t', "    ").lines() {
                 if t.wrap {
-                    let chars: Vec<char> = raw.chars().collect();
                     let room = width.saturating_sub(indent.len()).max(1);
-                    if chars.is_empty() {
+                    if raw.is_empty() {
                         out.push(Line::from(""));
                     }
-                    for chunk in chars.chunks(room) {
+                    let mut line = String::new();
+                    let mut used = 0;
+                    for cluster in cells(raw) {
+                        let w = cluster.width();
+                        if used > 0 && used + w > room {
+                            out.push(Line::from(vec![
+                                Span::raw(indent.to_string()),
+                                Span::styled(std::mem::take(&mut line), style),
+                            ]));
+                            used = 0;
+                        }
+                        line.push_str(&cluster);
+                        used += w;
+                    }
+                    if !raw.is_empty() {
                         out.push(Line::from(vec![
                             Span::raw(indent.to_string()),
-                            Span::styled(chunk.iter().collect::<String>(), style),
+                            Span::styled(line, style),
                         ]));
                     }
                 } else {
@@ -774,12 +988,18 @@ mod tests {
                                 format!("  [{} {mark}] ", sanitize::line(tool)),
                                 theme.tool,
                             ),
-                            Span::raw(
-                                sanitize::line(&summary)
-                                    .chars()
-                                    .take(width.saturating_sub(20))
-                                    .collect::<String>(),
-                            ),
+                            Span::raw({
+                                let mut cut = String::new();
+                                let mut used = 0;
+                                for cluster in cells(&sanitize::line(&summary)) {
+                                    used += cluster.width();
+                                    if used > width.saturating_sub(20) {
+                                        break;
+                                    }
+                                    cut.push_str(&cluster);
+                                }
+                                cut
+                            }),
                             Span::styled(fold, theme.muted),
                         ]));
                         if t.tools_open {
@@ -1068,5 +1288,206 @@ mod tests {
             assert_eq!(g.find(at), want, "unit {at}");
         }
         assert_eq!(f.prefix(counts.len()), units.len());
+    }
+
+    /// A small deterministic generator, for mixed text.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 33) as usize) % n
+        }
+
+        /// `n` bits of text: ASCII, CJK, emoji (with a skin tone, a variation selector, a
+        /// ZWJ family), combining marks (also starting a line), zero-width chars, tabs and
+        /// newlines.
+        fn text(&mut self, n: usize) -> String {
+            let bits: Vec<&str> = concat!(
+                "a|b| |word |日|本|語|テキスト|한글|😀|👍🏽|❤\u{fe0f}|⚠\u{fe0f}|e\u{301}|\u{301}|",
+                "\u{200b}|\u{200d}|👨\u{200d}👩\u{200d}👧|\t|\n|ｶﾞ|Ｆｕｌｌ|x"
+            )
+            .split('|')
+            .collect();
+            (0..n).map(|_| bits[self.below(bits.len())]).collect()
+        }
+    }
+
+    /// Every text line (indent and text) is at most `width` cells wide.
+    fn text_lines_fit(lines: &[Line], width: u16) {
+        let width = usize::from(width.max(10));
+        let indents = [
+            Kind::Text,
+            Kind::Reasoning,
+            Kind::ToolIn,
+            Kind::ToolOut,
+            Kind::ToolErr,
+        ]
+        .map(Kind::indent);
+        for line in lines {
+            if line.spans.len() == 2 && indents.contains(&&*line.spans[0].content) {
+                assert!(line.width() <= width, "{line:?} is wider than {width}");
+            }
+        }
+    }
+
+    fn text_message(seq: i64, text: &str, tool_output: &str) -> Message {
+        let mut parts = vec![Part::text(text), Part::Reasoning { text: text.into() }];
+        if !tool_output.is_empty() {
+            parts.push(Part::Tool {
+                call_id: format!("c{seq}"),
+                tool: "bash".into(),
+                status: ToolStatus::Completed,
+                input: serde_json::json!({"command": tool_output}),
+                output: Some(tool_output.into()),
+                error: None,
+            });
+        }
+        message(seq, MessageRole::Assistant, MessageStatus::Complete, parts)
+    }
+
+    #[test]
+    fn wide_chars_wrap_by_cells() {
+        let texts = [
+            "日本語のテキストを折り返す、全角の文字は二つのセルを取る",
+            "mixed 日本語 and ASCII, Ｆｕｌｌｗｉｄｔｈ too",
+            "emoji 😀😀😀 👍🏽 ❤\u{fe0f}❤\u{fe0f} ⚠\u{fe0f} family 👨\u{200d}👩\u{200d}👧 done",
+            "combining e\u{301}e\u{301}e\u{301}e\u{301} a\u{308}o\u{308}u\u{308} 한\u{1161}글",
+            "\u{301}starts with a combining mark\n\u{200b}\u{200b}\n日",
+            "\t日本\t語\t",
+            "aaaaaaa日本",
+        ];
+        let mut t = Transcript::new(Uuid::from_u128(1));
+        t.merge(
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| text_message(i as i64 + 1, text, text))
+                .collect(),
+        );
+        let theme = Theme::default_theme();
+        for (wrap, tools_open) in [(true, true), (true, false), (false, true)] {
+            t.wrap = wrap;
+            t.tools_open = tools_open;
+            // at 10 columns tool output has 2 cells: one wide char just fits
+            for width in [0, 10, 11, 12, 13, 14, 17, 20, 33, 80] {
+                let all = reference(&t, &theme, width);
+                if wrap {
+                    text_lines_fit(&all, width);
+                }
+                for height in [1, 9, 200] {
+                    t.follow = true;
+                    check(&t, &theme, width, height);
+                    t.follow = false;
+                    for scroll in [0, 5, all.len() / 2, all.len()] {
+                        t.scroll = scroll;
+                        check(&t, &theme, width, height);
+                        if wrap {
+                            text_lines_fit(&t.window(width, &theme, height).lines, width);
+                        }
+                    }
+                }
+            }
+        }
+        // two cells of room: CJK one char a line, never cut
+        t.wrap = true;
+        t.tools_open = true;
+        t.follow = false;
+        t.scroll = 0;
+        let all = t.window(10, &theme, usize::MAX).lines;
+        let out: Vec<&str> = all
+            .iter()
+            .filter(|l| l.spans.len() == 2 && l.spans[0].content == Kind::ToolOut.indent())
+            .map(|l| &*l.spans[1].content)
+            .take(4)
+            .collect();
+        assert_eq!(out, ["日", "本", "語", "の"]);
+    }
+
+    #[test]
+    fn wrapping_keeps_clusters_whole_and_never_stalls() {
+        let pieces = |line: &str, room: usize| {
+            let mut out = Vec::new();
+            wrap(line, room, |p| out.push(p.to_string()));
+            out
+        };
+        // a wide char wider than the room still goes on a line, its own
+        assert_eq!(pieces("日本a語", 1), ["日", "本", "a", "語"]);
+        assert_eq!(pieces("a日", 2), ["a", "日"]);
+        assert_eq!(pieces("ab日", 3), ["ab", "日"]);
+        // zero-width chars stay with the char before them, and lead a line they start
+        assert_eq!(pieces("e\u{301}x", 1), ["e\u{301}", "x"]);
+        assert_eq!(pieces("\u{301}日x", 1), ["\u{301}日", "x"]);
+        assert_eq!(pieces("ab\u{200b}\u{200b}", 2), ["ab\u{200b}\u{200b}"]);
+        // an emoji made by a variation selector takes two cells
+        assert_eq!(pieces("a❤\u{fe0f}b", 2), ["a", "❤\u{fe0f}", "b"]);
+        assert_eq!(truncate("日本語", 5), "日本");
+        assert_eq!(truncate("e\u{301}e\u{301}e", 2), "e\u{301}e\u{301}");
+        assert_eq!(truncate("ab", 0), "");
+    }
+
+    #[test]
+    fn counts_are_the_lines_wrapping_makes() {
+        let mut rng = Lcg(7);
+        for k in 0..400 {
+            let text = rng.text(1 + k % 60).replace('\t', "    ");
+            for raw in text.lines().filter(|l| !l.is_empty()) {
+                let mut shape = Shape {
+                    rev: 0,
+                    fixed: 0,
+                    blocks: Vec::new(),
+                    narrow: Vec::new(),
+                    wide: Vec::new(),
+                    runs: Vec::new(),
+                };
+                shape.line(raw);
+                for room in 1..=24 {
+                    let mut want = 0;
+                    wrap(raw, room, |_| want += 1);
+                    let got = match (shape.narrow.first(), shape.wide.first()) {
+                        (Some(&w), None) => (w as usize).div_ceil(room).max(1),
+                        (None, Some(w)) => {
+                            wrapped(&shape.runs[w.from as usize..w.to as usize], room)
+                        }
+                        _ => unreachable!("one line measured"),
+                    };
+                    assert_eq!(got, want, "{raw:?} in {room}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mixed_text_at_every_width() {
+        let mut rng = Lcg(1);
+        let mut t = Transcript::new(Uuid::from_u128(1));
+        let messages: Vec<Message> = (1..=30)
+            .map(|seq| {
+                let n = 5 + rng.below(120);
+                let text = rng.text(n);
+                let m = rng.below(40);
+                let output = rng.text(m);
+                text_message(seq, &text, &output)
+            })
+            .collect();
+        t.merge(messages);
+        let theme = Theme::mono();
+        for tools_open in [false, true] {
+            t.tools_open = tools_open;
+            for width in 10..=60 {
+                let all = reference(&t, &theme, width);
+                text_lines_fit(&all, width);
+                t.follow = true;
+                check(&t, &theme, width, 30);
+                t.follow = false;
+                for scroll in [0, all.len() / 3, all.len() - 10] {
+                    t.scroll = scroll;
+                    check(&t, &theme, width, 30);
+                }
+            }
+        }
     }
 }
