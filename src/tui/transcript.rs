@@ -472,9 +472,15 @@ pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>)
     });
 }
 
-/// Text as drawn: sanitised, tabs expanded to four spaces.
-fn as_drawn(text: &str) -> String {
-    sanitize::text(text).replace('\t', "    ")
+/// Text as drawn: sanitised, tabs expanded to four spaces (borrowed when that changes
+/// nothing).
+fn as_drawn(text: &str) -> Cow<'_, str> {
+    let clean = sanitize::text(text);
+    if clean.contains('\t') {
+        Cow::Owned(clean.replace('\t', "    "))
+    } else {
+        clean
+    }
 }
 
 /// The cells `c` takes, as [`clusters`] count it.
