@@ -17,6 +17,10 @@
 //!   message from its shape, looking only at the lines too long for it; no text is touched;
 //! - only the messages on screen are drawn, and their lines are kept for the next frame.
 //!
+//! A search ([`Transcript::search`], [`Transcript::next_match`]) finds its hits the same way:
+//! in each message's text, wrapped but never drawn, kept per message until it changes; the
+//! window marks the matches on the lines it returns.
+//!
 //! The width is known only when drawing, so the counts and the drawn lines are memoised by
 //! [`Transcript::window`] from `&self`, behind a `Cell` (taken and put back: no borrow can
 //! fail). The memo is keyed by everything it depends on (the width, the flags, the theme, and
@@ -32,6 +36,7 @@ use ratatui::text::{Line, Span};
 use ratatui_textarea::TextArea;
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::ops::Range;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 use uuid::Uuid;
 
@@ -53,6 +58,8 @@ pub struct Transcript {
     pub timestamps: bool,
     pub tools_open: bool,
     pub composer: Option<TextArea<'static>>,
+    /// What [`Transcript::search`] looks for, and the hit last moved to.
+    search: Option<Search>,
     /// The memo behind [`Transcript::window`].
     memo: Cell<Memo>,
 }
@@ -79,6 +86,7 @@ impl Transcript {
             timestamps: false,
             tools_open: false,
             composer: None,
+            search: None,
             memo: Cell::new(Memo::default()),
         }
     }
@@ -180,6 +188,9 @@ impl Transcript {
             memo.drawn.clear();
             memo.drawn_look = Some(look.key());
         }
+        let search = self.search.as_ref();
+        memo.emphasis = search
+            .and_then(|s| s.emphasis(memo.emphasis.take(), &self.messages, &self.shapes, &look));
         let mut lines = Vec::with_capacity(height.min(total - top));
         let mut drawn = Vec::new();
         if top < total {
@@ -195,7 +206,17 @@ impl Transcript {
                     }
                 };
                 let want = height - lines.len();
-                lines.extend(message.lines.iter().skip(skip).take(want).cloned());
+                let shown = message.lines.iter().enumerate().skip(skip).take(want);
+                match search {
+                    None => lines.extend(shown.map(|(_, line)| line.clone())),
+                    Some(search) => {
+                        let current = memo.emphasis.as_ref().filter(|e| e.message == i);
+                        lines.extend(shown.map(|(k, line)| {
+                            let current = current.into_iter().flat_map(|e| e.on(k));
+                            search.highlight(line, current, theme)
+                        }));
+                    }
+                }
                 drawn.push(message);
                 skip = 0;
                 i += 1;
@@ -216,6 +237,117 @@ impl Transcript {
         self.memo.set(memo);
         shown
     }
+
+    /// Looks for `query` in the transcript, or stops looking when it is empty. It is matched
+    /// in the text as drawn (sanitised, tabs expanded; tool call details only when unfolded;
+    /// headers and tool, file and patch lines too, but not the indents), in smart case: exact
+    /// when the query has an uppercase letter, else ignoring case. [`Transcript::window`]
+    /// marks the matches, and [`Transcript::next_match`] moves from one to the next. The same
+    /// query again keeps the hit moved to.
+    pub fn search(&mut self, query: &str) {
+        if query.is_empty() {
+            self.search = None;
+        } else if self.search_query() != Some(query) {
+            self.search = Some(Search {
+                matcher: Matcher::new(query),
+                current: None,
+                hits: Vec::new(),
+                hits_look: None,
+            });
+        }
+    }
+
+    /// What is being looked for, if anything.
+    pub fn search_query(&self) -> Option<&str> {
+        self.search.as_ref().map(|s| s.matcher.query.as_str())
+    }
+
+    /// Moves to the next line with a match (`forward`), or the previous one, as drawn in a
+    /// `height`-line frame `width` columns wide, wrapping around the ends; `None` when nothing
+    /// matches (or nothing is looked for). From the hit last moved to, or else from the last
+    /// frame shown: forward from its top line, backward from its bottom line (both
+    /// included). Stops following, and scrolls so that the hit is a third of the way down.
+    ///
+    /// A hit is a line where a match starts: one with several matches is one hit, and a match
+    /// that wraps onto the next line is found on the line where it starts (a match never spans
+    /// two lines of the text itself). Matches are found by scanning each message's text (and
+    /// drawing only its lines that never wrap: header, tool calls, files, patches); no line of
+    /// text is drawn. What is found is kept, per message, for the next move, until the
+    /// message, the look or the query changes.
+    pub fn next_match(
+        &mut self,
+        width: u16,
+        theme: &Theme,
+        height: usize,
+        forward: bool,
+    ) -> Option<SearchHit> {
+        let mut search = self.search.take()?;
+        let look = self.look(width, theme);
+        let mut memo = self.memo.take();
+        memo.count(look.fit(), &self.shapes);
+        search.refresh(&self.messages, &self.shapes, &look);
+        let lines = memo.tree.total();
+        // where to look from, and whether a hit there counts
+        let here = search.current.and_then(|a| {
+            let i = self.messages.binary_search_by_key(&a.seq, |m| m.seq).ok()?;
+            let base = memo.tree.prefix(i);
+            let hits = &search.hits.get(i)?.lines;
+            Some(match hits.iter().rev().find(|(_, spot)| *spot <= a.spot) {
+                Some(&(line, _)) => (base + line as usize, false),
+                None => (base, true),
+            })
+        });
+        let (at, inclusive) = here.unwrap_or(match memo.shown {
+            Some(s) if forward => (s.top, true),
+            Some(s) => ((s.top + s.height).min(lines).saturating_sub(1), true),
+            None if forward => (0, true),
+            None => (lines.saturating_sub(1), true),
+        });
+        // (line, message, spot, index) of the first and last hits, and of the one moved to
+        let mut first = None;
+        let mut last = None;
+        let mut found = None;
+        let mut total = 0;
+        let mut base = 0;
+        for (i, hits) in search.hits.iter().enumerate() {
+            for &(line, spot) in &hits.lines {
+                let line = base + line as usize;
+                total += 1;
+                let hit = (line, i, spot, total);
+                first.get_or_insert(hit);
+                last = Some(hit);
+                if forward && (line > at || inclusive && line == at) {
+                    found.get_or_insert(hit);
+                }
+                if !forward && (line < at || inclusive && line == at) {
+                    found = Some(hit);
+                }
+            }
+            base += memo.counts.get(i).copied().unwrap_or(0);
+        }
+        let hit = found.or(if forward { first } else { last });
+        if let Some((line, i, spot, _)) = hit {
+            search.current = self.messages.get(i).map(|m| Anchor { seq: m.seq, spot });
+            self.follow = false;
+            self.scroll = line
+                .saturating_sub(height / 3)
+                .min(lines.saturating_sub(height));
+        }
+        self.memo.set(memo);
+        self.search = Some(search);
+        hit.map(|(line, _, _, index)| SearchHit { line, index, total })
+    }
+}
+
+/// Where [`Transcript::next_match`] moved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchHit {
+    /// The hit's line, as [`Transcript::window`] numbers them (from 0).
+    pub line: usize,
+    /// Which hit it is, from 1, in transcript order.
+    pub index: usize,
+    /// How many hits there are (lines where a match starts).
+    pub total: usize,
 }
 
 /// See [`Transcript::shown`].
@@ -255,6 +387,16 @@ impl Look<'_> {
             && *self.theme == key.theme
     }
 
+    /// What the text of the lines depends on (not the theme).
+    fn text_look(&self) -> TextLook {
+        TextLook {
+            width: self.width,
+            wrap: self.wrap,
+            timestamps: self.timestamps,
+            tools_open: self.tools_open,
+        }
+    }
+
     fn key(&self) -> LookKey {
         LookKey {
             width: self.width,
@@ -264,6 +406,15 @@ impl Look<'_> {
             theme: self.theme.clone(),
         }
     }
+}
+
+/// A [`Look`] without the theme: what the text of the lines depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TextLook {
+    width: usize,
+    wrap: bool,
+    timestamps: bool,
+    tools_open: bool,
 }
 
 /// A [`Look`] kept: what the memo's drawn lines were drawn with.
@@ -292,6 +443,14 @@ enum Kind {
     ToolOut,
     ToolErr,
 }
+
+const KINDS: [Kind; 5] = [
+    Kind::Text,
+    Kind::Reasoning,
+    Kind::ToolIn,
+    Kind::ToolOut,
+    Kind::ToolErr,
+];
 
 impl Kind {
     fn indent(self) -> &'static str {
@@ -333,13 +492,18 @@ enum Piece<'a> {
     Blank,
 }
 
-/// Walks a message's pieces; the unfolded details of tool calls only when `details`.
-fn pieces<'a>(m: &'a Message, details: bool, mut visit: impl FnMut(Piece<'a>)) {
-    visit(Piece::Header);
-    for part in &m.parts {
+/// Walks a message's pieces; the unfolded details of tool calls only when `details`. Each
+/// comes with an id that says which it is whatever is folded, in drawing order: 0 for the
+/// header, `4 * (p + 1)` for part `p`, plus 1, 2 or 3 for a tool call's input, output or error.
+fn pieces<'a>(m: &'a Message, details: bool, mut visit: impl FnMut(u32, Piece<'a>)) {
+    visit(0, Piece::Header);
+    for (p, part) in m.parts.iter().enumerate() {
+        let id = to_u32(p + 1).saturating_mul(4);
         match part {
-            Part::Text { text } => visit(Piece::Text(Kind::Text, Cow::Borrowed(text))),
-            Part::Reasoning { text } => visit(Piece::Text(Kind::Reasoning, Cow::Borrowed(text))),
+            Part::Text { text } => visit(id, Piece::Text(Kind::Text, Cow::Borrowed(text))),
+            Part::Reasoning { text } => {
+                visit(id, Piece::Text(Kind::Reasoning, Cow::Borrowed(text)))
+            }
             Part::Tool {
                 tool,
                 status,
@@ -348,37 +512,54 @@ fn pieces<'a>(m: &'a Message, details: bool, mut visit: impl FnMut(Piece<'a>)) {
                 error,
                 ..
             } => {
-                visit(Piece::Tool {
-                    tool,
-                    status,
-                    input,
-                });
+                visit(
+                    id,
+                    Piece::Tool {
+                        tool,
+                        status,
+                        input,
+                    },
+                );
                 if details {
                     let pretty = serde_json::to_string_pretty(input).unwrap_or_default();
-                    visit(Piece::Text(Kind::ToolIn, Cow::Owned(pretty)));
+                    visit(id + 1, Piece::Text(Kind::ToolIn, Cow::Owned(pretty)));
                     if let Some(o) = output {
-                        visit(Piece::Text(Kind::ToolOut, Cow::Borrowed(o)));
+                        visit(id + 2, Piece::Text(Kind::ToolOut, Cow::Borrowed(o)));
                     }
                     if let Some(e) = error {
-                        visit(Piece::Text(Kind::ToolErr, Cow::Borrowed(e)));
+                        visit(id + 3, Piece::Text(Kind::ToolErr, Cow::Borrowed(e)));
                     }
                 }
             }
-            Part::File { path, url, .. } => visit(Piece::File(
-                path.as_deref().or(url.as_deref()).unwrap_or("file"),
-            )),
-            Part::Patch { files } => visit(Piece::Patch(files)),
+            Part::File { path, url, .. } => visit(
+                id,
+                Piece::File(path.as_deref().or(url.as_deref()).unwrap_or("file")),
+            ),
+            Part::Patch { files } => visit(id, Piece::Patch(files)),
             Part::Other(_) => {}
         }
     }
-    visit(Piece::Blank);
+    visit(to_u32(m.parts.len() + 1).saturating_mul(4), Piece::Blank);
 }
 
 /// One message as lines (sanitised), appended to `out`.
 pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>) {
+    pieces(m, look.tools_open, |_, piece| {
+        draw_piece(m, look, piece, out)
+    });
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Text lines drawn by this thread (tests check what a search draws).
+    static TEXT_LINES_DRAWN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One piece of a message as lines, appended to `out`.
+fn draw_piece(m: &Message, look: &Look<'_>, piece: Piece<'_>, out: &mut Vec<Line<'static>>) {
     let theme = look.theme;
     let width = look.width;
-    pieces(m, look.tools_open, |piece| match piece {
+    match piece {
         Piece::Header => {
             let (who, style) = match m.role {
                 MessageRole::User => ("> you", theme.user),
@@ -447,6 +628,8 @@ pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>)
         Piece::Text(kind, text) => {
             let indent = kind.indent();
             let style = kind.style(theme);
+            #[cfg(test)]
+            let before = out.len();
             for raw in as_drawn(&text).lines() {
                 if look.wrap {
                     let room = width.saturating_sub(indent.len()).max(1);
@@ -457,7 +640,7 @@ pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>)
                     wrap(raw, room, |piece| {
                         out.push(Line::from(vec![
                             Span::raw(indent.to_string()),
-                            Span::styled(piece.to_string(), style),
+                            Span::styled(raw[piece].to_string(), style),
                         ]))
                     });
                 } else {
@@ -467,9 +650,11 @@ pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>)
                     ]));
                 }
             }
+            #[cfg(test)]
+            TEXT_LINES_DRAWN.with(|n| n.set(n.get() + out.len() - before));
         }
         Piece::Blank => out.push(Line::from("")),
-    });
+    }
 }
 
 /// Text as drawn: sanitised, tabs expanded to four spaces (borrowed when that changes
@@ -515,15 +700,15 @@ fn clusters(line: &str) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-/// Splits a non-empty line into the pieces it wraps into, `room` cells wide: a piece ends
-/// before the cluster that would take it past `room`, so a wide char never straddles the
-/// edge; a cluster wider than `room` still goes on a line (its own).
-fn wrap<'a>(line: &'a str, room: usize, mut piece: impl FnMut(&'a str)) {
+/// Splits a non-empty line into the pieces it wraps into, `room` cells wide (as byte ranges):
+/// a piece ends before the cluster that would take it past `room`, so a wide char never
+/// straddles the edge; a cluster wider than `room` still goes on a line (its own).
+fn wrap(line: &str, room: usize, mut piece: impl FnMut(Range<usize>)) {
     let room = room.max(1);
     if line.is_ascii() {
         // one cell a byte
         for at in (0..line.len()).step_by(room) {
-            piece(&line[at..(at + room).min(line.len())]);
+            piece(at..(at + room).min(line.len()));
         }
         return;
     }
@@ -531,13 +716,13 @@ fn wrap<'a>(line: &'a str, room: usize, mut piece: impl FnMut(&'a str)) {
     let mut used = 0;
     for (at, width) in clusters(line) {
         if used > 0 && used + width > room {
-            piece(&line[start..at]);
+            piece(start..at);
             start = at;
             used = 0;
         }
         used += width;
     }
-    piece(&line[start..]);
+    piece(start..line.len());
 }
 
 /// The longest start of `text` at most `cells` wide, cut between clusters.
@@ -610,7 +795,7 @@ impl Shape {
             wide: Vec::new(),
             runs: Vec::new(),
         };
-        pieces(m, true, |piece| match piece {
+        pieces(m, true, |_, piece| match piece {
             Piece::Text(kind, text) => {
                 let (narrow, wide) = (shape.narrow.len(), shape.wide.len());
                 for raw in as_drawn(&text).lines() {
@@ -732,6 +917,375 @@ fn wrapped(runs: &[Run], room: usize) -> usize {
     lines
 }
 
+/// A search: what is looked for, the hit last moved to, and the lines with a match.
+struct Search {
+    matcher: Matcher,
+    /// The hit last moved to.
+    current: Option<Anchor>,
+    /// One per message (for `hits_look`): the lines where a match starts.
+    hits: Vec<Hits>,
+    hits_look: Option<TextLook>,
+}
+
+/// The lines of a message (from 0) where a match starts, each with the first match on it; for
+/// the message's revision `rev`.
+#[derive(Default)]
+struct Hits {
+    rev: u64,
+    lines: Vec<(u32, Spot)>,
+}
+
+/// Where a match is in a message, whatever the look: the piece (see [`pieces`]), the line of
+/// its text (0 for a piece of one line) and the byte it starts at. In drawing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Spot {
+    piece: u32,
+    row: u32,
+    at: u32,
+}
+
+/// A hit: the message (by seq) and the match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Anchor {
+    seq: i64,
+    spot: Spot,
+}
+
+/// The current hit's matches as drawn (kept from a frame to the next): those starting on the
+/// hit's line, for what they were found with.
+struct Emphasis {
+    query: String,
+    anchor: Anchor,
+    look: TextLook,
+    /// The message they are in, and its revision.
+    message: usize,
+    rev: u64,
+    /// Where they are drawn: (line of the message, byte range of its text), by line.
+    segments: Vec<(usize, Range<usize>)>,
+}
+
+impl Emphasis {
+    /// The ranges on line `k` of the message.
+    fn on(&self, k: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+        self.segments
+            .iter()
+            .filter(move |(line, _)| *line == k)
+            .map(|(_, range)| range.clone())
+    }
+}
+
+impl Search {
+    /// Brings `hits` up to date for `look`: only messages changed since are searched again.
+    fn refresh(&mut self, messages: &[Message], shapes: &[Shape], look: &Look<'_>) {
+        let key = look.text_look();
+        if self.hits_look != Some(key) {
+            self.hits.clear();
+            self.hits_look = Some(key);
+        }
+        self.hits.resize_with(messages.len(), Hits::default);
+        for ((hits, m), shape) in self.hits.iter_mut().zip(messages).zip(shapes) {
+            if hits.rev == shape.rev {
+                continue;
+            }
+            hits.rev = shape.rev;
+            hits.lines.clear();
+            matches_in(m, look, &self.matcher, |spot, segments| {
+                if let Some(&(line, _)) = segments.first() {
+                    let line = to_u32(line);
+                    if hits.lines.last().is_none_or(|&(l, _)| l != line) {
+                        hits.lines.push((line, spot));
+                    }
+                }
+            });
+        }
+    }
+
+    /// The current hit's matches for `look`: `kept` when it is still right.
+    fn emphasis(
+        &self,
+        kept: Option<Emphasis>,
+        messages: &[Message],
+        shapes: &[Shape],
+        look: &Look<'_>,
+    ) -> Option<Emphasis> {
+        let anchor = self.current?;
+        let key = look.text_look();
+        if let Some(e) = kept
+            && e.anchor == anchor
+            && e.look == key
+            && e.query == self.matcher.query
+            && shapes.get(e.message).is_some_and(|s| s.rev == e.rev)
+        {
+            return Some(e);
+        }
+        let i = messages.binary_search_by_key(&anchor.seq, |m| m.seq).ok()?;
+        // the hit's line is where the last match up to the anchor starts
+        let mut line = None;
+        let mut segments = Vec::new();
+        matches_in(&messages[i], look, &self.matcher, |spot, found| {
+            let Some(&(start, _)) = found.first() else {
+                return;
+            };
+            if spot <= anchor.spot {
+                if line != Some(start) {
+                    segments.clear();
+                    line = Some(start);
+                }
+                segments.extend_from_slice(found);
+            } else if line == Some(start) {
+                segments.extend_from_slice(found);
+            }
+        });
+        segments.sort_by_key(|(line, range)| (*line, range.start));
+        Some(Emphasis {
+            query: self.matcher.query.clone(),
+            anchor,
+            look: key,
+            message: i,
+            rev: shapes.get(i)?.rev,
+            segments,
+        })
+    }
+
+    /// `line` with its matches marked: `current` (byte ranges of its text: the current hit's
+    /// matches) in the theme's selection style, the other matches in it underlined. Only
+    /// matches within the line are found here: a match wrapped onto the next line is marked
+    /// (on both) only when it is the current hit.
+    fn highlight(
+        &self,
+        line: &Line<'static>,
+        current: impl Iterator<Item = Range<usize>>,
+        theme: &Theme,
+    ) -> Line<'static> {
+        // its text: after the indent on a line of text, else all of it
+        let (skip, text): (usize, Cow<'_, str>) = match &line.spans[..] {
+            [indent, text] if KINDS.iter().any(|k| k.indent() == indent.content) => {
+                (indent.content.len(), Cow::Borrowed(&*text.content))
+            }
+            spans => (0, spans.iter().map(|s| &*s.content).collect()),
+        };
+        let mut marks: Vec<(Range<usize>, Style)> = current
+            .map(|r| (r.start + skip..r.end + skip, theme.selected))
+            .collect();
+        let emphasised = marks.len();
+        for found in self.matcher.find_all(&text) {
+            let r = found.start + skip..found.end + skip;
+            if !marks[..emphasised]
+                .iter()
+                .any(|(m, _)| m.start < r.end && r.start < m.end)
+            {
+                marks.push((r, Style::default().add_modifier(Modifier::UNDERLINED)));
+            }
+        }
+        if marks.is_empty() {
+            return line.clone();
+        }
+        marks.sort_by_key(|(r, _)| r.start);
+        mark(line, &marks)
+    }
+}
+
+/// `line` with each byte range of `marks` (of its spans' text end to end; in order, not
+/// overlapping) in its span's style patched with the mark's.
+fn mark(line: &Line<'static>, marks: &[(Range<usize>, Style)]) -> Line<'static> {
+    let mut spans = Vec::with_capacity(line.spans.len() + 2 * marks.len());
+    let mut marks = marks.iter().peekable();
+    let mut offset = 0;
+    for span in &line.spans {
+        let text = &*span.content;
+        let end = offset + text.len();
+        let mut at = offset;
+        let mut piece = |from: usize, to: usize, style: Style| {
+            if let Some(part) = text.get(from - offset..to - offset)
+                && !part.is_empty()
+            {
+                spans.push(Span::styled(part.to_string(), style));
+            }
+        };
+        while let Some((range, style)) = marks.peek() {
+            if range.start >= end {
+                break;
+            }
+            let (from, to) = (range.start.max(at), range.end.min(end));
+            if from > at {
+                piece(at, from, span.style);
+            }
+            if to > from {
+                piece(from, to, span.style.patch(*style));
+            }
+            at = at.max(to);
+            if range.end > end {
+                break;
+            }
+            marks.next();
+        }
+        if at < end {
+            piece(at, end, span.style);
+        }
+        offset = end;
+    }
+    let mut marked = Line::from(spans);
+    marked.style = line.style;
+    marked.alignment = line.alignment;
+    marked
+}
+
+/// Every match of `matcher` in `m` drawn with `look`, in drawing order: where it is in the
+/// text, and where it is drawn, one (line of the message, byte range of that line's text)
+/// for each line it is on, the first where it starts. Lines of text are found by wrapping
+/// their text, never drawn; the lines that never wrap (header, tool calls...) are drawn.
+fn matches_in(
+    m: &Message,
+    look: &Look<'_>,
+    matcher: &Matcher,
+    mut visit: impl FnMut(Spot, &[(usize, Range<usize>)]),
+) {
+    let mut line = 0;
+    let mut drawn = Vec::new();
+    let mut wrapped = Vec::new();
+    let mut segments = Vec::new();
+    pieces(m, look.tools_open, |piece, p| match p {
+        Piece::Text(kind, text) => {
+            let room = look.width.saturating_sub(kind.indent().len()).max(1);
+            for (row, raw) in as_drawn(&text).lines().enumerate() {
+                let mut found = matcher.find_all(raw).peekable();
+                if found.peek().is_none() {
+                    line += lines_of(raw, look.wrap, room);
+                    continue;
+                }
+                wrapped.clear();
+                if look.wrap && !raw.is_empty() {
+                    wrap(raw, room, |p| wrapped.push(p));
+                } else {
+                    wrapped.push(0..raw.len());
+                }
+                for found in found {
+                    segments.clear();
+                    for (k, p) in wrapped.iter().enumerate() {
+                        let (from, to) = (found.start.max(p.start), found.end.min(p.end));
+                        if from < to {
+                            segments.push((line + k, from - p.start..to - p.start));
+                        }
+                    }
+                    let at = to_u32(found.start);
+                    visit(
+                        Spot {
+                            piece,
+                            row: to_u32(row),
+                            at,
+                        },
+                        &segments,
+                    );
+                }
+                line += wrapped.len();
+            }
+        }
+        fixed => {
+            drawn.clear();
+            draw_piece(m, look, fixed, &mut drawn);
+            for l in &drawn {
+                let text: String = l.spans.iter().map(|s| &*s.content).collect();
+                for found in matcher.find_all(&text) {
+                    let at = to_u32(found.start);
+                    visit(Spot { piece, row: 0, at }, &[(line, found)]);
+                }
+                line += 1;
+            }
+        }
+    });
+}
+
+/// How many lines a line of text takes.
+fn lines_of(raw: &str, wrapping: bool, room: usize) -> usize {
+    if !wrapping || raw.is_empty() {
+        1
+    } else if raw.is_ascii() {
+        raw.len().div_ceil(room.max(1))
+    } else {
+        let mut n = 0;
+        wrap(raw, room, |_| n += 1);
+        n
+    }
+}
+
+/// A query and how it matches, in smart case: exactly when it has an uppercase letter, else
+/// char by char, each lowercased (see [`fold`]).
+struct Matcher {
+    query: String,
+    exact: bool,
+    /// The query's chars, folded.
+    folded: Vec<char>,
+}
+
+/// A char lowercased, when that makes one char (not, say, 'İ', which makes two).
+fn fold(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    let mut lower = c.to_lowercase();
+    match (lower.next(), lower.next()) {
+        (Some(l), None) => l,
+        _ => c,
+    }
+}
+
+impl Matcher {
+    fn new(query: &str) -> Matcher {
+        Matcher {
+            query: query.to_string(),
+            exact: query.chars().any(char::is_uppercase),
+            folded: query.chars().map(fold).collect(),
+        }
+    }
+
+    /// The matches in `hay`, left to right, not overlapping, as byte ranges.
+    fn find_all<'h>(&'h self, hay: &'h str) -> impl Iterator<Item = Range<usize>> + 'h {
+        // ASCII in ASCII: byte by byte
+        let bytes = !self.exact && self.query.is_ascii() && hay.is_ascii();
+        let mut from = 0;
+        std::iter::from_fn(move || {
+            let found = self.find(hay, from, bytes)?;
+            from = found.end;
+            Some(found)
+        })
+    }
+
+    fn find(&self, hay: &str, from: usize, bytes: bool) -> Option<Range<usize>> {
+        let rest = hay.get(from..)?;
+        if self.query.is_empty() {
+            return None;
+        }
+        let found = if self.exact {
+            rest.find(&self.query).map(|at| at..at + self.query.len())
+        } else if bytes {
+            let q = self.query.as_bytes();
+            rest.as_bytes()
+                .windows(q.len())
+                .position(|w| w.eq_ignore_ascii_case(q))
+                .map(|at| at..at + q.len())
+        } else {
+            self.find_folded(rest)
+        }?;
+        Some(from + found.start..from + found.end)
+    }
+
+    fn find_folded(&self, hay: &str) -> Option<Range<usize>> {
+        let (&first, rest) = self.folded.split_first()?;
+        hay.char_indices().find_map(|(at, c)| {
+            if fold(c) != first {
+                return None;
+            }
+            let mut end = at + c.len_utf8();
+            let mut chars = hay.get(end..)?.chars();
+            for &q in rest {
+                let h = chars.next().filter(|&h| fold(h) == q)?;
+                end += h.len_utf8();
+            }
+            Some(at..end)
+        })
+    }
+}
+
 /// Line counts per message for one [`Fit`], and a message's drawn lines kept from a frame to
 /// the next.
 #[derive(Default)]
@@ -749,6 +1303,8 @@ struct Memo {
     drawn: Vec<Drawn>,
     /// The last frame's window.
     shown: Option<Shown>,
+    /// The current search hit's matches, as drawn in the last frame.
+    emphasis: Option<Emphasis>,
 }
 
 struct Drawn {
@@ -1417,7 +1973,7 @@ mod tests {
     fn wrapping_keeps_clusters_whole_and_never_stalls() {
         let pieces = |line: &str, room: usize| {
             let mut out = Vec::new();
-            wrap(line, room, |p| out.push(p.to_string()));
+            wrap(line, room, |p| out.push(line[p].to_string()));
             out
         };
         // a wide char wider than the room still goes on a line, its own
@@ -1492,6 +2048,359 @@ mod tests {
                 for scroll in [0, all.len() / 3, all.len() - 10] {
                     t.scroll = scroll;
                     check(&t, &theme, width, 30);
+                }
+            }
+        }
+    }
+
+    /// A line's text as searched: after the indent on a line of text, else all of it.
+    fn searched(line: &Line) -> String {
+        match &line.spans[..] {
+            [indent, text] if KINDS.iter().any(|k| k.indent() == indent.content) => {
+                text.content.to_string()
+            }
+            spans => spans.iter().map(|s| &*s.content).collect(),
+        }
+    }
+
+    /// The lines the reference draws with `needle` in them (ASCII, ignoring case).
+    fn lines_with(t: &Transcript, theme: &Theme, width: u16, needle: &str) -> Vec<usize> {
+        let needle = needle.to_ascii_lowercase();
+        reference(t, theme, width)
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| searched(l).to_ascii_lowercase().contains(&needle))
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Whether `line` has a span `text` (ignoring case) with the `modifier`.
+    fn marked(line: &Line, text: &str, modifier: Modifier) -> bool {
+        line.spans.iter().any(|s| {
+            s.content.eq_ignore_ascii_case(text) && s.style.add_modifier.contains(modifier)
+        })
+    }
+
+    fn plain_text(line: &Line) -> String {
+        line.spans.iter().map(|s| &*s.content).collect()
+    }
+
+    fn needles() -> Transcript {
+        let texts = [
+            "a needle at the start",
+            "nothing here",
+            "Needle with a capital, and a needle twice on one line",
+            "a line\nand a NEEDLE on the second\nand one more line",
+            "日本語 needle 日本語",
+            "still nothing",
+            "the last needle",
+        ];
+        let mut t = Transcript::new(Uuid::from_u128(1));
+        t.merge(
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    message(
+                        i as i64 + 1,
+                        MessageRole::Assistant,
+                        MessageStatus::Complete,
+                        vec![Part::text(*text)],
+                    )
+                })
+                .collect(),
+        );
+        t
+    }
+
+    #[test]
+    fn search_moves_forward_and_back_and_wraps_around() {
+        let theme = Theme::default_theme();
+        let mut t = needles();
+        assert_eq!(t.next_match(80, &theme, 6, true), None);
+        t.search("needle");
+        assert_eq!(t.search_query(), Some("needle"));
+        let want = lines_with(&t, &theme, 80, "needle");
+        assert_eq!(want.len(), 5);
+        // from the top of the frame shown
+        t.follow = false;
+        t.scroll = 0;
+        t.window(80, &theme, 6);
+        let mut got = Vec::new();
+        for _ in 0..want.len() + 2 {
+            let hit = t
+                .next_match(80, &theme, 6, true)
+                .map(|h| (h.line, h.index, h.total));
+            got.push(hit);
+        }
+        let mut expect: Vec<_> = (0..want.len())
+            .map(|k| Some((want[k], k + 1, want.len())))
+            .collect();
+        expect.extend([expect[0], expect[1]]);
+        assert_eq!(got, expect);
+        assert!(!t.follow);
+        // backward from the second: the first, then around to the last
+        let back: Vec<_> = (0..3)
+            .map(|_| t.next_match(80, &theme, 6, false).map(|h| h.index))
+            .collect();
+        assert_eq!(back, [Some(1), Some(5), Some(4)]);
+        // a new query starts again from the frame shown: backward, from its bottom line
+        t.search("nothing");
+        t.follow = true;
+        t.window(80, &theme, 6);
+        let hit = t.next_match(80, &theme, 6, false);
+        let all = lines_with(&t, &theme, 80, "nothing");
+        assert_eq!(
+            hit.map(|h| (h.line, h.index, h.total)),
+            Some((all[1], 2, 2))
+        );
+        // nothing found: nothing moves
+        t.search("haystack");
+        t.follow = true;
+        assert_eq!(t.next_match(80, &theme, 6, true), None);
+        assert!(t.follow);
+        t.search("");
+        assert_eq!(t.search_query(), None);
+        assert_eq!(t.next_match(80, &theme, 6, true), None);
+    }
+
+    #[test]
+    fn search_is_smart_case() {
+        let theme = Theme::mono();
+        let mut t = needles();
+        let total = |t: &mut Transcript, q: &str| {
+            t.search(q);
+            t.next_match(80, &theme, 6, true).map_or(0, |h| h.total)
+        };
+        assert_eq!(total(&mut t, "needle"), 5);
+        assert_eq!(total(&mut t, "NEEDLE"), 1);
+        assert_eq!(total(&mut t, "Needle"), 1);
+        assert_eq!(total(&mut t, "日本語 NEEDLE"), 0);
+        assert_eq!(total(&mut t, "日本語 needle"), 1);
+        // headers are searched too (not the indents)
+        assert_eq!(total(&mut t, "< agent  #3"), 1);
+        assert_eq!(total(&mut t, "  a needle"), 0);
+        let m = Matcher::new("émile k");
+        assert_eq!(m.find_all("X ÉMILE \u{212a} émile k").count(), 2);
+        let m = Matcher::new("Émile");
+        let found: Vec<_> = m.find_all("ÉMILE émile Émile").collect();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0], 14..20);
+        let m = Matcher::new("aa");
+        assert_eq!(m.find_all("AAAaa").collect::<Vec<_>>(), [0..2, 2..4]);
+    }
+
+    #[test]
+    fn hits_are_shown_and_marked() {
+        let mut t = needles();
+        for theme in [Theme::default_theme(), Theme::mono()] {
+            t.search("");
+            t.search("needle");
+            for (width, height) in [(80, 6), (20, 4), (12, 1), (200, 30)] {
+                for _ in 0..7 {
+                    let Some(hit) = t.next_match(width, &theme, height, true) else {
+                        panic!("no hit at {width}");
+                    };
+                    let w = t.window(width, &theme, height);
+                    assert!(w.top <= hit.line && hit.line < w.top + w.lines.len());
+                    // the hit is a third of the way down, where the transcript allows
+                    let max_top = w.total.saturating_sub(height);
+                    assert_eq!(w.top, hit.line.saturating_sub(height / 3).min(max_top));
+                    let line = &w.lines[hit.line - w.top];
+                    // the matches starting there (or their starts, when they wrap) stand out
+                    let current: Vec<String> = line
+                        .spans
+                        .iter()
+                        .filter(|s| s.style == s.style.patch(theme.selected))
+                        .map(|s| s.content.to_ascii_lowercase())
+                        .collect();
+                    assert!(
+                        !current.is_empty() && current.iter().all(|c| "needle".starts_with(c)),
+                        "{line:?} at {width}"
+                    );
+                    // the text is what the reference draws, only marked
+                    let all = reference(&t, &theme, width);
+                    for (k, l) in w.lines.iter().enumerate() {
+                        assert_eq!(plain_text(l), plain_text(&all[w.top + k]));
+                    }
+                }
+            }
+        }
+        // every match in the window marked; none once the search is cleared
+        let theme = Theme::mono();
+        t.search("needle");
+        t.follow = false;
+        t.scroll = 0;
+        let w = t.window(80, &theme, 100);
+        let with = lines_with(&t, &theme, 80, "needle");
+        for (k, line) in w.lines.iter().enumerate() {
+            let n = searched(line)
+                .to_ascii_lowercase()
+                .matches("needle")
+                .count();
+            // underlined, or the current hit
+            let marks = line
+                .spans
+                .iter()
+                .filter(|s| {
+                    marked_span(s, "needle", Modifier::UNDERLINED)
+                        || marked_span(s, "needle", Modifier::REVERSED)
+                })
+                .count();
+            assert_eq!(n, marks, "{line:?}");
+            assert_eq!(n > 0, with.contains(&k));
+        }
+        assert!(
+            w.lines
+                .iter()
+                .any(|l| marked(l, "Needle", Modifier::UNDERLINED))
+        );
+        t.search("");
+        let w = t.window(80, &theme, 100);
+        assert_eq!(w.lines, reference(&t, &theme, 80));
+    }
+
+    fn marked_span(span: &Span, text: &str, modifier: Modifier) -> bool {
+        span.content.eq_ignore_ascii_case(text) && span.style.add_modifier.contains(modifier)
+    }
+
+    #[test]
+    fn a_match_wrapped_onto_the_next_line_is_found_where_it_starts() {
+        let theme = Theme::mono();
+        let mut t = Transcript::new(Uuid::from_u128(1));
+        // at 20 columns, 18 cells of room: "needle" starts on the first line, ends on the next
+        let text = format!("{}needle and more", "x".repeat(15));
+        t.merge(vec![message(
+            1,
+            MessageRole::User,
+            MessageStatus::Complete,
+            vec![Part::text(text)],
+        )]);
+        t.search("needle");
+        let hit = t.next_match(20, &theme, 10, true);
+        assert_eq!(
+            hit,
+            Some(SearchHit {
+                line: 1,
+                index: 1,
+                total: 1
+            })
+        );
+        let w = t.window(20, &theme, 10);
+        let selected = |l: &Line| -> String {
+            l.spans
+                .iter()
+                .filter(|s| s.style.add_modifier.contains(Modifier::REVERSED))
+                .map(|s| &*s.content)
+                .collect()
+        };
+        assert_eq!(selected(&w.lines[1]), "nee");
+        assert_eq!(selected(&w.lines[2]), "dle");
+        // wider, the same hit is on one line, still marked
+        let w = t.window(80, &theme, 10);
+        assert_eq!(selected(&w.lines[1]), "needle");
+        assert_eq!(t.next_match(80, &theme, 10, true).map(|h| h.line), Some(1));
+    }
+
+    #[test]
+    fn search_in_a_long_transcript_draws_no_text() {
+        let theme = Theme::default_theme();
+        let mut t = Transcript::new(Uuid::from_u128(1));
+        t.merge(messages(10_000, 1));
+        let w = t.window(120, &theme, 40);
+        TEXT_LINES_DRAWN.with(|n| n.set(0));
+        t.search("WINDOWS LINE");
+        assert_eq!(t.next_match(120, &theme, 40, true), None);
+        t.search("windows line");
+        let first = t.next_match(120, &theme, 40, true);
+        let Some(first) = first else {
+            panic!("not found");
+        };
+        assert!(first.total > 1000, "{first:?}");
+        // forward from the top of the frame shown (the bottom one): the last hit, on it
+        assert_eq!(first.index, first.total);
+        assert!(first.line < w.total);
+        let second = t.next_match(120, &theme, 40, true);
+        assert_eq!(second.map(|h| h.index), Some(1));
+        let back = t.next_match(120, &theme, 40, false);
+        assert_eq!(back, Some(first));
+        assert_eq!(TEXT_LINES_DRAWN.with(Cell::get), 0);
+        // a frame draws only what is on screen
+        let w = t.window(120, &theme, 40);
+        assert!(w.lines.iter().any(|l| {
+            marked(l, "windows line", Modifier::UNDERLINED)
+                || l.spans
+                    .iter()
+                    .any(|s| s.style == s.style.patch(theme.selected))
+        }));
+        assert!(TEXT_LINES_DRAWN.with(Cell::get) < 1000);
+        // streaming into a message is searched again, alone
+        t.apply_delta(&LiveDelta {
+            session: t.session,
+            seq: 10_000,
+            part: 0,
+            text: "\nwindows line, once more".into(),
+        });
+        let again = t.next_match(120, &theme, 40, false);
+        assert_eq!(again.map(|h| h.total), Some(first.total + 1));
+    }
+
+    #[test]
+    fn search_hits_match_the_reference_in_every_look() {
+        let mut t = Transcript::new(Uuid::from_u128(1));
+        t.merge(messages(60, 1));
+        let theme = Theme::default_theme();
+        for query in ["line", "wide", "#4", "src/", "windows"] {
+            t.search(query);
+            for (wrap, tools_open, timestamps) in [
+                (true, false, false),
+                (true, true, true),
+                (false, true, false),
+            ] {
+                t.wrap = wrap;
+                t.tools_open = tools_open;
+                t.timestamps = timestamps;
+                for width in [10, 33, 80, 158] {
+                    let want = lines_with(&t, &theme, width, query);
+                    t.follow = false;
+                    t.scroll = 0;
+                    t.window(width, &theme, 20);
+                    t.search("");
+                    t.search(query);
+                    let mut got = Vec::new();
+                    let mut total = 0;
+                    while let Some(hit) = t.next_match(width, &theme, 20, true) {
+                        if got.first() == Some(&hit.line) {
+                            break;
+                        }
+                        assert_eq!(hit.index, got.len() + 1);
+                        total = hit.total;
+                        got.push(hit.line);
+                    }
+                    assert_eq!(total, got.len());
+                    let what = format!("{query:?} at {width}, wrap {wrap} tools {tools_open}");
+                    for line in &want {
+                        assert!(got.contains(line), "{what}: {line} not found in {got:?}");
+                    }
+                    if !wrap {
+                        assert_eq!(got, want, "{what}");
+                    }
+                    // the others have a match that starts there and wraps onto the next lines
+                    let all = reference(&t, &theme, width);
+                    for &line in got.iter().filter(|l| !want.contains(l)) {
+                        let joined: String = all[line..(line + query.len()).min(all.len())]
+                            .iter()
+                            .map(searched)
+                            .collect::<String>()
+                            .to_ascii_lowercase();
+                        let first = searched(&all[line]).len();
+                        assert!(
+                            joined
+                                .match_indices(&query.to_ascii_lowercase())
+                                .any(|(at, _)| at < first),
+                            "{what}: {line} ({joined:?}) has no match"
+                        );
+                    }
                 }
             }
         }
