@@ -131,6 +131,15 @@ fn start_create_attach_talk_filter_quit() {
         }
     }
 
+    // Search the transcript: `/`, the text, enter; `n` moves on.
+    tmux.keys(&["/"]);
+    tmux.text("second");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("search \"second\"", wait);
+    tmux.wait_for("match 1 of 1", wait);
+    tmux.keys(&["n"]);
+    tmux.wait_for("match 1 of 1", wait);
+
     // Back, filter, quit.
     tmux.keys(&["Escape"]);
     tmux.wait_for("Sessions (1)", wait);
@@ -144,7 +153,7 @@ fn start_create_attach_talk_filter_quit() {
     tmux.keys(&["Enter"]);
     tmux.wait_for("filter: pty", wait);
     tmux.keys(&["?"]);
-    tmux.wait_for("Keys (any key closes)", wait);
+    tmux.wait_for("On this screen", wait);
     tmux.keys(&["Escape"]);
     tmux.keys(&["q"]);
     let screen = tmux.wait_for("EXITED 0", wait);

@@ -167,6 +167,7 @@ pub struct KubernetesLayer {
 pub struct TuiLayer {
     pub theme: Option<String>,
     pub read_only: Option<bool>,
+    pub read_only_contexts: Option<Vec<String>>,
     pub mouse: Option<bool>,
     /// action id → keys
     pub keys: Option<BTreeMap<Spanned<String>, Vec<String>>>,

@@ -145,9 +145,28 @@ pub struct GatewayConfig {
 pub struct TuiConfig {
     pub theme: Option<String>,
     pub read_only: bool,
+    /// Kubernetes contexts where the cockpit is read-only: names, or prefixes ending in `*`.
+    pub read_only_contexts: Vec<String>,
     pub mouse: bool,
     /// Key overrides: (action id, keys, where it was written as `file:line:col`).
     pub keys: Vec<(String, Vec<String>, String)>,
+}
+
+impl TuiConfig {
+    /// Whether the cockpit is read-only on the Kubernetes context `context` (`None`: not on
+    /// Kubernetes, or no context known): `read_only`, or the context matches one of
+    /// `read_only_contexts`.
+    pub fn read_only_on(&self, context: Option<&str>) -> bool {
+        self.read_only
+            || context.is_some_and(|c| {
+                self.read_only_contexts
+                    .iter()
+                    .any(|p| match p.strip_suffix('*') {
+                        Some(prefix) => c.starts_with(prefix),
+                        None => c == p,
+                    })
+            })
+    }
 }
 
 /// The local process runtime.
@@ -516,6 +535,7 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
     let tui = TuiConfig {
         theme: non_empty(top!(tui.theme)),
         read_only: top!(tui.read_only).unwrap_or(false),
+        read_only_contexts: top!(tui.read_only_contexts).unwrap_or_default(),
         mouse: top!(tui.mouse).unwrap_or(false),
         keys,
     };
@@ -581,6 +601,29 @@ mod tests {
         assert_eq!(config.runtime, RuntimeKind::Local);
         assert!(config.agents.contains_key("opencode"));
         assert_eq!(config.listen.to_string(), "127.0.0.1:3000");
+        Ok(())
+    }
+
+    #[test]
+    fn read_only_contexts_match_names_and_prefixes() -> Result<(), ConfigError> {
+        let config = load_text(
+            "[tui]\nread_only_contexts = [\"production\", \"prod-*\"]\n",
+            "user.toml",
+            dirs(),
+        )?;
+        let tui = &config.tui;
+        assert!(tui.read_only_on(Some("production")));
+        assert!(tui.read_only_on(Some("prod-eu-1")));
+        assert!(!tui.read_only_on(Some("production-2")));
+        assert!(!tui.read_only_on(Some("staging")));
+        assert!(!tui.read_only_on(None));
+        let everywhere = load_text("[tui]\nread_only = true\n", "user.toml", dirs())?;
+        assert!(everywhere.tui.read_only_on(None));
+        let err = load_text("[tui]\nread_only_contexts = \"prod\"\n", "bad.toml", dirs())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("bad.toml:2"), "{err}");
         Ok(())
     }
 

@@ -201,6 +201,10 @@ pub struct Check {
 pub trait SandboxRuntime: Send + Sync + 'static {
     /// `local` or `kubernetes`, as stored on the session.
     fn kind(&self) -> &'static str;
+    /// The Kubernetes context in use, when there is one (`in-cluster` inside a cluster).
+    fn context(&self) -> Option<String> {
+        None
+    }
     /// Creates the session's sandbox, or finds the one already created for it (idempotent).
     async fn provision(&self, spec: &SandboxSpec) -> Result<SandboxRef, RuntimeError>;
     async fn health(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError>;

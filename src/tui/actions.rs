@@ -7,9 +7,27 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 /// Where an action applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
+    /// Everywhere, unless the screen shown has its own action on the key.
     Global,
     Sessions,
     Transcript,
+    Logs,
+    Sandboxes,
+    Diagnose,
+}
+
+impl Scope {
+    /// How `?` help names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Global => "",
+            Scope::Sessions => "sessions",
+            Scope::Transcript => "transcript",
+            Scope::Logs => "logs",
+            Scope::Sandboxes => "sandboxes",
+            Scope::Diagnose => "diagnose",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,6 +41,7 @@ pub enum Action {
     PageDown,
     Top,
     Bottom,
+    Follow,
     Attach,
     Filter,
     NewSession,
@@ -35,6 +54,10 @@ pub enum Action {
     ToggleWrap,
     ToggleTimestamps,
     ToggleTools,
+    Search,
+    SearchNext,
+    SearchPrevious,
+    Since,
     Health,
     Logs,
     Diagnose,
@@ -49,12 +72,23 @@ pub struct ActionDef {
     pub hint: &'static str,
     pub help: &'static str,
     pub dangerous: bool,
-    pub scope: Scope,
+    /// Where it applies: everywhere (`[Global]`) or on the screens listed.
+    pub scopes: &'static [Scope],
+}
+
+impl ActionDef {
+    pub fn applies_in(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    fn global(&self) -> bool {
+        self.applies_in(Scope::Global)
+    }
 }
 
 macro_rules! def {
-    ($a:ident, $id:literal, [$($k:literal),*], $hint:literal, $help:literal, $danger:literal, $scope:ident) => {
-        ActionDef { action: Action::$a, id: $id, keys: &[$($k),*], hint: $hint, help: $help, dangerous: $danger, scope: Scope::$scope }
+    ($a:ident, $id:literal, [$($k:literal),*], $hint:literal, $help:literal, $danger:literal, [$($scope:ident),+]) => {
+        ActionDef { action: Action::$a, id: $id, keys: &[$($k),*], hint: $hint, help: $help, dangerous: $danger, scopes: &[$(Scope::$scope),+] }
     };
 }
 
@@ -66,9 +100,17 @@ pub const REGISTRY: &[ActionDef] = &[
         "quit",
         "Leave the cockpit (sessions keep running)",
         false,
-        Global
+        [Global]
     ),
-    def!(Help, "help", ["?"], "help", "Show every key", false, Global),
+    def!(
+        Help,
+        "help",
+        ["?"],
+        "help",
+        "Show every key",
+        false,
+        [Global]
+    ),
     def!(
         Back,
         "back",
@@ -76,10 +118,18 @@ pub const REGISTRY: &[ActionDef] = &[
         "back",
         "Go back / close",
         false,
-        Global
+        [Global]
     ),
-    def!(Up, "up", ["up", "k"], "", "Move up", false, Global),
-    def!(Down, "down", ["down", "j"], "", "Move down", false, Global),
+    def!(Up, "up", ["up", "k"], "", "Move up", false, [Global]),
+    def!(
+        Down,
+        "down",
+        ["down", "j"],
+        "",
+        "Move down",
+        false,
+        [Global]
+    ),
     def!(
         PageUp,
         "page-up",
@@ -87,7 +137,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "",
         "Page up",
         false,
-        Global
+        [Global]
     ),
     def!(
         PageDown,
@@ -96,7 +146,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "",
         "Page down",
         false,
-        Global
+        [Global]
     ),
     def!(
         Top,
@@ -105,16 +155,25 @@ pub const REGISTRY: &[ActionDef] = &[
         "",
         "Go to the top",
         false,
-        Global
+        [Global]
     ),
     def!(
         Bottom,
         "bottom",
         ["end", "G"],
-        "follow",
-        "Go to the bottom (and follow the transcript)",
+        "",
+        "Go to the bottom",
         false,
-        Global
+        [Sessions, Sandboxes, Diagnose]
+    ),
+    def!(
+        Follow,
+        "follow",
+        ["end", "G"],
+        "follow",
+        "Go to the end and follow what comes (scrolling up stops following)",
+        false,
+        [Transcript, Logs]
     ),
     def!(
         Attach,
@@ -123,7 +182,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "attach",
         "Open the session's live transcript",
         false,
-        Sessions
+        [Sessions, Sandboxes]
     ),
     def!(
         Filter,
@@ -132,7 +191,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "filter",
         "Filter: words, or key:value (agent:x status:failed team:y)",
         false,
-        Sessions
+        [Sessions]
     ),
     def!(
         NewSession,
@@ -141,7 +200,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "new",
         "Start a new session",
         false,
-        Sessions
+        [Sessions]
     ),
     def!(
         Restart,
@@ -150,7 +209,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "restart",
         "Restart the session's sandbox",
         true,
-        Global
+        [Global]
     ),
     def!(
         Suspend,
@@ -159,7 +218,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "suspend",
         "Suspend the session's sandbox",
         true,
-        Global
+        [Global]
     ),
     def!(
         Resume,
@@ -168,7 +227,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "resume",
         "Resume a suspended session",
         false,
-        Global
+        [Global]
     ),
     def!(
         End,
@@ -177,7 +236,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "end",
         "End the session: its sandbox is destroyed, its transcript kept",
         true,
-        Global
+        [Global]
     ),
     def!(
         Abort,
@@ -186,7 +245,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "abort",
         "Stop the agent's running turn",
         true,
-        Transcript
+        [Transcript]
     ),
     def!(
         Compose,
@@ -195,7 +254,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "write",
         "Write a message to the agent (ctrl-s sends, esc leaves)",
         false,
-        Transcript
+        [Transcript]
     ),
     def!(
         ToggleWrap,
@@ -204,7 +263,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "wrap",
         "Wrap long lines on or off",
         false,
-        Transcript
+        [Transcript, Logs]
     ),
     def!(
         ToggleTimestamps,
@@ -213,7 +272,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "times",
         "Show or hide timestamps",
         false,
-        Transcript
+        [Transcript]
     ),
     def!(
         ToggleTools,
@@ -222,7 +281,43 @@ pub const REGISTRY: &[ActionDef] = &[
         "tools",
         "Unfold or fold tool calls",
         false,
-        Transcript
+        [Transcript]
+    ),
+    def!(
+        Search,
+        "search",
+        ["/"],
+        "search",
+        "Search: the transcript (smart case; n next, N previous), or in logs show only matching lines",
+        false,
+        [Transcript, Logs]
+    ),
+    def!(
+        SearchNext,
+        "search-next",
+        ["n"],
+        "",
+        "Next match of the search",
+        false,
+        [Transcript]
+    ),
+    def!(
+        SearchPrevious,
+        "search-previous",
+        ["N"],
+        "",
+        "Previous match of the search",
+        false,
+        [Transcript]
+    ),
+    def!(
+        Since,
+        "since",
+        ["s"],
+        "since",
+        "Logs since: the last 500 lines, 5 minutes, 1 hour, 1 day, everything",
+        false,
+        [Logs]
     ),
     def!(
         Health,
@@ -231,7 +326,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "health",
         "Sandbox health of every live session, trouble first",
         false,
-        Global
+        [Global]
     ),
     def!(
         Logs,
@@ -240,7 +335,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "logs",
         "The session's sandbox log, following",
         false,
-        Global
+        [Global]
     ),
     def!(
         Diagnose,
@@ -249,7 +344,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "diagnose",
         "Everything about the session, and what to do",
         false,
-        Global
+        [Global]
     ),
     def!(
         Command,
@@ -258,7 +353,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "cmd",
         "Command mode: :sessions :sandboxes :logs :diagnose :agents :team NAME :quit",
         false,
-        Global
+        [Global]
     ),
 ];
 
@@ -346,8 +441,7 @@ impl Keymap {
                 if a.id >= b.id {
                     continue;
                 }
-                let overlap =
-                    a.scope == b.scope || a.scope == Scope::Global || b.scope == Scope::Global;
+                let overlap = a.global() || b.global() || a.scopes.iter().any(|s| b.applies_in(*s));
                 if !overlap {
                     continue;
                 }
@@ -388,7 +482,7 @@ impl Keymap {
     pub fn action(&self, key: &KeyEvent, scope: Scope) -> Option<Action> {
         let find = |s: Scope| {
             self.defs()
-                .filter(|d| d.scope == s)
+                .filter(|d| d.applies_in(s))
                 .find(|d| self.keys_of(d.action).iter().any(|k| matches(key, k)))
                 .map(|d| d.action)
         };
@@ -396,9 +490,17 @@ impl Keymap {
     }
 
     /// `key hint` pairs for the hint bar of `scope`.
+    /// The screen's own actions come first, then those that apply everywhere, the dangerous
+    /// ones last: a narrow terminal cuts from the end. `esc` is not offered on the home screen
+    /// (there is nothing to go back to).
     pub fn hints(&self, scope: Scope) -> Vec<(String, &'static str)> {
-        self.defs()
-            .filter(|d| !d.hint.is_empty() && (d.scope == scope || d.scope == Scope::Global))
+        let mut defs: Vec<&ActionDef> = self
+            .defs()
+            .filter(|d| !d.hint.is_empty() && (d.applies_in(scope) || d.global()))
+            .filter(|d| !(scope == Scope::Sessions && d.action == Action::Back))
+            .collect();
+        defs.sort_by_key(|d| (d.dangerous, d.global()));
+        defs.into_iter()
             .filter_map(|d| self.keys_of(d.action).first().map(|k| (k.clone(), d.hint)))
             .collect()
     }
@@ -443,7 +545,35 @@ mod tests {
                 &key(KeyCode::Char('G'), KeyModifiers::SHIFT),
                 Scope::Transcript
             ),
+            Some(Action::Follow)
+        );
+        assert_eq!(
+            km.action(&key(KeyCode::End, KeyModifiers::NONE), Scope::Sessions),
             Some(Action::Bottom)
+        );
+        // one key, one meaning per screen: `/` filters sessions and searches transcripts
+        assert_eq!(
+            km.action(
+                &key(KeyCode::Char('/'), KeyModifiers::NONE),
+                Scope::Sessions
+            ),
+            Some(Action::Filter)
+        );
+        assert_eq!(
+            km.action(&key(KeyCode::Char('/'), KeyModifiers::NONE), Scope::Logs),
+            Some(Action::Search)
+        );
+        // a screen's own actions only: no search-next in the sessions list, `n` is new there
+        assert_eq!(
+            km.action(
+                &key(KeyCode::Char('n'), KeyModifiers::NONE),
+                Scope::Transcript
+            ),
+            Some(Action::SearchNext)
+        );
+        assert_eq!(
+            km.action(&key(KeyCode::Char('n'), KeyModifiers::NONE), Scope::Logs),
+            None
         );
         assert_eq!(
             km.action(

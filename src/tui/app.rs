@@ -3,21 +3,26 @@
 //! reaction to a key is testable, and the render path never waits on anything.
 
 use super::actions::{Action, Keymap, Scope};
-use super::panels::{Diagnosis, HealthView, LogView, Panel};
+use super::panels::{DiagnoseView, Diagnosis, HealthView, LogView, Panel, SINCE};
 use super::sessions::SessionList;
 use super::theme::Theme;
 use super::transcript::Transcript;
 use crate::config::AgentSpec;
 use crate::core::ingest::LiveDelta;
 use crate::model::{Message, Session, SessionStatus};
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::style::{Modifier, Style};
 use ratatui_textarea::TextArea;
+use std::cell::Cell;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// What background tasks and the terminal tell the loop.
 #[derive(Debug)]
 pub enum Msg {
     Key(KeyEvent),
+    /// Only when the mouse is taken (`--mouse`, `[tui] mouse`).
+    Mouse(MouseEvent),
     Resize,
     Sessions(Vec<Session>),
     Session(Box<Session>),
@@ -27,6 +32,12 @@ pub enum Msg {
         complete: bool,
     },
     Delta(LiveDelta),
+    /// A message the store did not take: it goes back to the composer.
+    NotSent {
+        session: Uuid,
+        text: String,
+        error: String,
+    },
     Info(String),
     Error(String),
     /// The clock moved (countdowns, ages).
@@ -34,7 +45,7 @@ pub enum Msg {
     Health(Vec<(Uuid, String, Result<crate::runtime::SandboxHealth, String>)>),
     HealthChange(Uuid, crate::runtime::SandboxHealth),
     LogLines {
-        session: Uuid,
+        stream: u64,
         lines: Vec<String>,
         ended: Option<String>,
     },
@@ -68,8 +79,11 @@ pub enum Effect {
         prompt: String,
     },
     LoadHealth,
+    /// Stream a sandbox's log into the log view while it shows `stream`.
     FollowLogs {
         session: Uuid,
+        stream: u64,
+        since: usize,
     },
     Diagnose {
         session: Uuid,
@@ -77,7 +91,7 @@ pub enum Effect {
 }
 
 pub enum Dialog {
-    Help,
+    Help(HelpView),
     Filter(Box<TextArea<'static>>),
     Confirm {
         action: Action,
@@ -85,6 +99,8 @@ pub enum Dialog {
         title: String,
     },
     NewSession(Box<NewSession>),
+    /// `/` in the transcript or the logs: what to look for, typed in the status line.
+    Search(Box<TextArea<'static>>),
 }
 
 pub struct NewSession {
@@ -94,6 +110,45 @@ pub struct NewSession {
     pub field: usize,
     pub title: TextArea<'static>,
     pub prompt: TextArea<'static>,
+}
+
+impl NewSession {
+    pub fn new(agents: Vec<String>) -> Self {
+        let mut prompt = TextArea::default();
+        prompt.set_placeholder_text("the first message (optional)");
+        let mut title = TextArea::default();
+        title.set_placeholder_text("a title (optional)");
+        let mut form = NewSession {
+            agents,
+            agent: 0,
+            field: 0,
+            title,
+            prompt,
+        };
+        form.focus(0);
+        form
+    }
+
+    /// Moves to field `field`: only the field being typed in shows a cursor.
+    pub fn focus(&mut self, field: usize) {
+        self.field = field % 3;
+        let cursor = Style::default().add_modifier(Modifier::REVERSED);
+        for (i, area) in [(1, &mut self.title), (2, &mut self.prompt)] {
+            area.set_cursor_style(if i == self.field {
+                cursor
+            } else {
+                Style::default()
+            });
+            area.set_cursor_line_style(Style::default());
+        }
+    }
+}
+
+/// `?`: every key, those of the screen shown first; it scrolls, and any other key closes it.
+#[derive(Default)]
+pub struct HelpView {
+    pub scroll: usize,
+    pub shown: Cell<super::panels::Rows>,
 }
 
 pub struct App {
@@ -119,6 +174,16 @@ pub struct App {
     pub quit: bool,
     /// Set by anything that changes what is on screen.
     pub dirty: bool,
+    /// Rows of the list on screen (sessions, sandboxes) in the last frame: a page.
+    pub list_rows: Cell<usize>,
+    /// The first session row on screen in the last frame.
+    pub sessions_top: Cell<usize>,
+    /// Where the first row of the list on screen was drawn (for the mouse).
+    pub list_y: Cell<u16>,
+    /// What was written to a session and not sent (left with esc, or refused by the store).
+    drafts: HashMap<Uuid, String>,
+    /// The last log stream started (each log view's lines come from its own).
+    streams: u64,
 }
 
 fn text_of(area: &TextArea<'_>) -> String {
@@ -150,27 +215,35 @@ impl App {
             connectivity: None,
             quit: false,
             dirty: true,
+            list_rows: Cell::new(10),
+            sessions_top: Cell::new(0),
+            list_y: Cell::new(0),
+            drafts: HashMap::new(),
+            streams: 0,
         }
     }
 
     pub fn scope(&self) -> Scope {
-        if matches!(self.panel, Some(Panel::Logs(_))) {
-            Scope::Transcript
-        } else if self.panel.is_some() {
-            Scope::Global
-        } else if self.transcript.is_some() {
-            Scope::Transcript
-        } else {
-            Scope::Sessions
+        match &self.panel {
+            Some(Panel::Logs(_)) => Scope::Logs,
+            Some(Panel::Health(_)) => Scope::Sandboxes,
+            Some(Panel::Diagnose(_)) => Scope::Diagnose,
+            None if self.transcript.is_some() => Scope::Transcript,
+            None => Scope::Sessions,
         }
     }
 
-    /// The session an action applies to: the attached one, else the selected one.
+    /// The session an action applies to: the one the screen is about (the sandbox selected,
+    /// the log's, the one diagnosed, the attached one), else the one selected in the list.
     fn target(&self) -> Option<&Session> {
-        match &self.transcript {
-            Some(t) => self.sessions.get(t.session),
-            None => self.sessions.selected(),
-        }
+        let id = match (&self.panel, &self.transcript) {
+            (Some(Panel::Health(v)), _) => v.rows.get(v.selected).map(|r| r.0),
+            (Some(Panel::Logs(v)), _) => Some(v.session),
+            (Some(Panel::Diagnose(d)), _) => Some(d.diagnosis.session.id),
+            (None, Some(t)) => Some(t.session),
+            (None, None) => return self.sessions.selected(),
+        };
+        id.and_then(|id| self.sessions.get(id))
     }
 
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
@@ -193,6 +266,7 @@ impl App {
         self.dirty = true;
         match msg {
             Msg::Key(key) => self.on_key(key),
+            Msg::Mouse(m) => self.on_mouse(m),
             Msg::Resize => vec![],
             Msg::Tick => {
                 // A message stays on the status line for a few seconds.
@@ -231,6 +305,31 @@ impl App {
                 }
                 vec![]
             }
+            Msg::NotSent {
+                session,
+                text,
+                error,
+            } => {
+                match self.transcript.as_mut().filter(|t| t.session == session) {
+                    Some(t) if t.composer.is_none() => {
+                        t.open_composer_with(&text);
+                        self.status = Some((
+                            format!("not sent: {error}; your message is back in the composer"),
+                            true,
+                        ));
+                    }
+                    _ => {
+                        self.drafts.insert(session, text);
+                        self.status = Some((
+                            format!(
+                                "not sent: {error}; your message is kept as a draft (attach, then i)"
+                            ),
+                            true,
+                        ));
+                    }
+                }
+                vec![]
+            }
             Msg::Info(text) => {
                 self.status = Some((text, false));
                 vec![]
@@ -262,12 +361,12 @@ impl App {
                 vec![]
             }
             Msg::LogLines {
-                session,
+                stream,
                 lines,
                 ended,
             } => {
                 match &mut self.panel {
-                    Some(Panel::Logs(v)) if v.session == session => {
+                    Some(Panel::Logs(v)) if v.stream == stream => {
                         v.push(lines);
                         if ended.is_some() {
                             v.ended = ended;
@@ -284,9 +383,11 @@ impl App {
                 vec![]
             }
             Msg::Diagnosis(d) => {
-                if matches!(&self.panel, Some(Panel::Diagnose(old)) if old.session.id == d.session.id)
-                {
-                    self.panel = Some(Panel::Diagnose(d));
+                match &mut self.panel {
+                    Some(Panel::Diagnose(v)) if v.diagnosis.session.id == d.session.id => {
+                        v.diagnosis = d;
+                    }
+                    _ => self.dirty = false,
                 }
                 vec![]
             }
@@ -315,8 +416,20 @@ impl App {
             };
         }
         let action = self.keymap.action(&key, self.scope());
-        // Any key closes help (quit still quits).
-        if matches!(self.dialog, Some(Dialog::Help)) {
+        // Help scrolls; any other key closes it (quit still quits).
+        if let Some(Dialog::Help(help)) = &mut self.dialog {
+            let shown = help.shown.get();
+            let delta = match action {
+                Some(Action::Up) => -1,
+                Some(Action::Down) => 1,
+                Some(Action::PageUp) => -(shown.height.max(2) as isize - 1),
+                Some(Action::PageDown) => shown.height.max(2) as isize - 1,
+                _ => 0,
+            };
+            if delta != 0 {
+                help.scroll = step(help.scroll, shown.max_top, delta).0;
+                return vec![];
+            }
             self.dialog = None;
             if action != Some(Action::Quit) {
                 return vec![];
@@ -329,13 +442,15 @@ impl App {
     }
 
     fn on_action(&mut self, action: Action) -> Vec<Effect> {
-        let page = 10;
         match action {
             Action::Quit => self.quit = true,
-            Action::Help => self.dialog = Some(Dialog::Help),
+            Action::Help => self.dialog = Some(Dialog::Help(HelpView::default())),
             Action::Back => {
-                if self.dialog.take().is_none() && self.panel.take().is_none() {
-                    self.transcript = None;
+                if self.dialog.take().is_none()
+                    && self.panel.take().is_none()
+                    && let Some(t) = self.transcript.take()
+                {
+                    self.keep_draft(t);
                 }
             }
             Action::Health => {
@@ -345,20 +460,39 @@ impl App {
             Action::Logs => {
                 if let Some(s) = self.target() {
                     let (id, title) = (s.id, s.title.clone());
-                    self.panel = Some(Panel::Logs(LogView::new(id, title)));
-                    return vec![Effect::FollowLogs { session: id }];
+                    self.streams += 1;
+                    let stream = self.streams;
+                    self.panel = Some(Panel::Logs(LogView::new(id, title, stream)));
+                    return vec![Effect::FollowLogs {
+                        session: id,
+                        stream,
+                        since: 0,
+                    }];
+                }
+            }
+            Action::Since => {
+                if let Some(Panel::Logs(v)) = &mut self.panel {
+                    self.streams += 1;
+                    let since = (v.since + 1) % SINCE.len();
+                    v.restart(self.streams, since);
+                    self.status = Some((format!("log: {}", SINCE[since].label), false));
+                    return vec![Effect::FollowLogs {
+                        session: v.session,
+                        stream: self.streams,
+                        since,
+                    }];
                 }
             }
             Action::Diagnose => {
                 if let Some(s) = self.target() {
                     let id = s.id;
-                    self.panel = Some(Panel::Diagnose(Box::new(Diagnosis {
+                    self.panel = Some(Panel::Diagnose(DiagnoseView::new(Box::new(Diagnosis {
                         session: s.clone(),
                         phases: vec![],
                         health: None,
                         log_tail: Ok(vec![]),
                         gateway: Ok(()),
-                    })));
+                    }))));
                     return vec![Effect::Diagnose { session: id }];
                 }
             }
@@ -371,24 +505,25 @@ impl App {
             }
             Action::Up => self.scroll(-1),
             Action::Down => self.scroll(1),
-            Action::PageUp => self.scroll(-page),
-            Action::PageDown => self.scroll(page),
-            Action::Top => match &mut self.transcript {
-                Some(t) => {
-                    t.follow = false;
-                    t.scroll = 0;
-                }
-                None => self.sessions.select_index(0),
-            },
-            Action::Bottom => match (&mut self.panel, &mut self.transcript) {
+            Action::PageUp => self.scroll(-self.page()),
+            Action::PageDown => self.scroll(self.page()),
+            Action::Top => self.scroll(isize::MIN),
+            Action::Bottom | Action::Follow => match (&mut self.panel, &mut self.transcript) {
                 (Some(Panel::Logs(v)), _) => v.follow = true,
-                (Some(_), _) => {}
+                (Some(_), _) => self.scroll(isize::MAX),
                 (None, Some(t)) => t.follow = true,
                 (None, None) => self.sessions.select_index(usize::MAX),
             },
             Action::Attach => {
-                if let Some(s) = self.sessions.selected() {
-                    let id = s.id;
+                let id = match &self.panel {
+                    Some(Panel::Health(v)) => v.rows.get(v.selected).map(|r| r.0),
+                    _ => self.sessions.selected().map(|s| s.id),
+                };
+                if let Some(id) = id {
+                    self.panel = None;
+                    if let Some(old) = self.transcript.take() {
+                        self.keep_draft(old);
+                    }
                     self.transcript = Some(Transcript::new(id));
                     return vec![Effect::LoadMessages {
                         session: id,
@@ -402,21 +537,25 @@ impl App {
                 area.set_placeholder_text("words or key:value, e.g. agent:coder status:failed");
                 self.dialog = Some(Dialog::Filter(Box::new(area)));
             }
+            Action::Search => {
+                let current = match (&self.panel, &self.transcript) {
+                    (Some(Panel::Logs(v)), _) => v.filter.clone(),
+                    (None, Some(t)) => t.search_query().map(str::to_string),
+                    _ => return vec![],
+                };
+                let mut area = TextArea::default();
+                area.insert_str(current.unwrap_or_default());
+                area.set_placeholder_text("text to find (smart case); enter keeps, esc clears");
+                self.dialog = Some(Dialog::Search(Box::new(area)));
+            }
+            Action::SearchNext => self.next_match(true),
+            Action::SearchPrevious => self.next_match(false),
             Action::NewSession => {
                 if self.agents.is_empty() {
                     self.status = Some(("no agents are configured".into(), true));
                 } else {
-                    let mut prompt = TextArea::default();
-                    prompt.set_placeholder_text("the first message (optional)");
-                    let mut title = TextArea::default();
-                    title.set_placeholder_text("a title (optional)");
-                    self.dialog = Some(Dialog::NewSession(Box::new(NewSession {
-                        agents: self.agents.iter().map(|a| a.id.clone()).collect(),
-                        agent: 0,
-                        field: 0,
-                        title,
-                        prompt,
-                    })));
+                    let agents = self.agents.iter().map(|a| a.id.clone()).collect();
+                    self.dialog = Some(Dialog::NewSession(Box::new(NewSession::new(agents))));
                 }
             }
             Action::Restart | Action::Suspend | Action::End => {
@@ -446,7 +585,10 @@ impl App {
                         self.status =
                             Some(("this session has ended; start a new one (n)".into(), true));
                     } else {
-                        t.open_composer();
+                        match self.drafts.remove(&t.session) {
+                            Some(draft) => t.open_composer_with(&draft),
+                            None => t.open_composer(),
+                        }
                     }
                 }
             }
@@ -471,33 +613,122 @@ impl App {
         vec![]
     }
 
+    /// The wheel scrolls what is under it (three rows a notch); a click on a list row selects
+    /// it. Nothing else: dialogs and text fields are for the keyboard.
+    fn on_mouse(&mut self, m: MouseEvent) -> Vec<Effect> {
+        if self.dialog.is_some() || self.command.is_some() {
+            self.dirty = false;
+            return vec![];
+        }
+        match m.kind {
+            MouseEventKind::ScrollUp => self.scroll(-3),
+            MouseEventKind::ScrollDown => self.scroll(3),
+            MouseEventKind::Down(MouseButton::Left) => {
+                let Some(row) = m.row.checked_sub(self.list_y.get()).map(usize::from) else {
+                    return vec![];
+                };
+                if row >= self.list_rows.get() {
+                    return vec![];
+                }
+                match (&mut self.panel, &self.transcript) {
+                    (Some(Panel::Health(v)), _) => {
+                        let i = v.top.get() + row;
+                        if i < v.rows.len() {
+                            v.selected = i;
+                        }
+                    }
+                    (None, None) => {
+                        let i = self.sessions_top.get() + row;
+                        if i < self.sessions.len() {
+                            self.sessions.select_index(i);
+                        }
+                    }
+                    _ => self.dirty = false,
+                }
+            }
+            _ => self.dirty = false,
+        }
+        vec![]
+    }
+
+    /// Keeps what the composer held when leaving a transcript, for the next `i` there.
+    fn keep_draft(&mut self, t: Transcript) {
+        if let Some(area) = &t.composer {
+            let text = text_of(area);
+            if !text.trim().is_empty() {
+                self.drafts.insert(t.session, text);
+            }
+        }
+    }
+
+    /// Rows in a page of what is on screen.
+    fn page(&self) -> isize {
+        let rows = match (&self.panel, &self.transcript) {
+            (Some(Panel::Logs(v)), _) => v.shown.get().height,
+            (Some(Panel::Diagnose(v)), _) => v.shown.get().height,
+            (Some(Panel::Health(_)), _) | (None, None) => self.list_rows.get(),
+            (None, Some(t)) => t.shown().map_or(10, |s| s.height),
+        };
+        rows.saturating_sub(1).max(1) as isize
+    }
+
+    /// Moves what is on screen by `delta` rows (or lines). A transcript or log leaves follow
+    /// mode when moved up from the end, and follows again when moved back down to it.
     fn scroll(&mut self, delta: isize) {
         match &mut self.panel {
             Some(Panel::Logs(v)) => {
-                if delta < 0 && v.follow {
-                    v.follow = false;
-                    v.scroll = v.lines.len().saturating_sub(10);
-                }
-                v.scroll = (v.scroll as isize + delta).max(0) as usize;
+                let shown = v.shown.get();
+                let from = if v.follow { shown.max_top } else { v.scroll };
+                (v.scroll, v.follow) = step(from, shown.max_top, delta);
                 return;
             }
             Some(Panel::Health(v)) => {
-                let last = v.rows.len().saturating_sub(1) as isize;
-                v.selected = (v.selected as isize + delta).clamp(0, last.max(0)) as usize;
+                let last = v.rows.len().saturating_sub(1);
+                v.selected = v.selected.saturating_add_signed(delta).min(last);
                 return;
             }
-            Some(Panel::Diagnose(_)) => return,
+            Some(Panel::Diagnose(v)) => {
+                let shown = v.shown.get();
+                v.scroll = step(v.scroll, shown.max_top, delta).0;
+                return;
+            }
             None => {}
         }
         match &mut self.transcript {
             Some(t) => {
-                if delta < 0 {
-                    t.follow = false;
-                }
-                t.scroll = (t.scroll as isize + delta).max(0) as usize;
+                // Nothing drawn yet: nothing to move.
+                let Some(shown) = t.shown() else { return };
+                let max_top = shown.total.saturating_sub(shown.height);
+                let from = if t.follow { max_top } else { t.scroll };
+                (t.scroll, t.follow) = step(from, max_top, delta);
             }
-            None => self.sessions.move_by(delta),
+            None => match delta {
+                isize::MIN => self.sessions.select_index(0),
+                delta => self.sessions.move_by(delta),
+            },
         }
+    }
+
+    /// `n` / `N`: the next or previous line that matches the transcript's search.
+    fn next_match(&mut self, forward: bool) {
+        let Some(t) = &mut self.transcript else {
+            return;
+        };
+        let Some(query) = t.search_query().map(str::to_string) else {
+            self.status = Some(("nothing to look for: / starts a search".into(), true));
+            return;
+        };
+        let (width, height) = t.shown().map_or((80, 20), |s| (s.width, s.height));
+        self.status = Some(match t.next_match(width, &self.theme, height, forward) {
+            Some(hit) => (
+                format!(
+                    "\"{}\": match {} of {} (n next, N previous)",
+                    query, hit.index, hit.total
+                ),
+                false,
+            ),
+            None => (format!("\"{query}\" is not in the transcript"), true),
+        });
     }
 
     /// Keys for an open text field; `None` when no text field is open.
@@ -544,7 +775,12 @@ impl App {
         {
             return Some(match key.code {
                 KeyCode::Esc => {
+                    let text = text_of(area);
                     t.composer = None;
+                    if !text.trim().is_empty() {
+                        self.drafts.insert(t.session, text);
+                        self.status = Some(("draft kept: i goes on with it".into(), false));
+                    }
                     vec![]
                 }
                 KeyCode::Char('s') if ctrl => {
@@ -567,6 +803,24 @@ impl App {
             });
         }
         match &mut self.dialog {
+            Some(Dialog::Search(area)) => Some(match key.code {
+                KeyCode::Esc => {
+                    self.dialog = None;
+                    self.set_search("");
+                    vec![]
+                }
+                KeyCode::Enter => {
+                    self.dialog = None;
+                    vec![]
+                }
+                _ => {
+                    if area.input(key) {
+                        let text = text_of(area);
+                        self.set_search(&text);
+                    }
+                    vec![]
+                }
+            }),
             Some(Dialog::Filter(area)) => Some(match key.code {
                 KeyCode::Esc => {
                     self.dialog = None;
@@ -591,11 +845,11 @@ impl App {
                     vec![]
                 }
                 KeyCode::Tab => {
-                    form.field = (form.field + 1) % 3;
+                    form.focus(form.field + 1);
                     vec![]
                 }
                 KeyCode::BackTab => {
-                    form.field = (form.field + 2) % 3;
+                    form.focus(form.field + 2);
                     vec![]
                 }
                 KeyCode::Char('s') if ctrl => self.submit_new(),
@@ -622,6 +876,27 @@ impl App {
                 }
             }),
             _ => None,
+        }
+    }
+
+    /// Looks for `text` as it is typed: the transcript moves to the first match from the
+    /// top of the screen; the log shows only the lines that hold it. Empty stops looking.
+    fn set_search(&mut self, text: &str) {
+        let text = text.trim_end_matches('\n');
+        match (&mut self.panel, &mut self.transcript) {
+            (Some(Panel::Logs(v)), _) => {
+                v.filter = Some(text.to_string()).filter(|t| !t.is_empty());
+                v.scroll = 0;
+            }
+            (None, Some(t)) => {
+                t.search(text);
+                if text.is_empty() {
+                    self.status = None;
+                } else {
+                    self.next_match(true);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -685,6 +960,13 @@ impl App {
             prompt: text_of(&form.prompt),
         }]
     }
+}
+
+/// Where a view showing rows `from..` of a list whose last screenful starts at `max_top` is
+/// after moving `delta` rows: its first row, and whether that is the end (follow again).
+fn step(from: usize, max_top: usize, delta: isize) -> (usize, bool) {
+    let to = from.min(max_top).saturating_add_signed(delta).min(max_top);
+    (to, to >= max_top)
 }
 
 #[cfg(test)]
@@ -797,6 +1079,243 @@ mod tests {
             KeyModifiers::SHIFT,
         )));
         assert!(ro.dialog.is_none());
+    }
+
+    fn press(code: KeyCode) -> Msg {
+        Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    fn frame(a: &App) -> String {
+        let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24))
+            .unwrap_or_else(|e| panic!("{e}"));
+        term.draw(|f| crate::tui::views::render(f, a, chrono::Utc::now()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        term.backend().to_string()
+    }
+
+    fn message(session: Uuid, seq: i64, text: &str) -> Message {
+        Message {
+            id: Uuid::from_u128(1000 + seq as u128),
+            session_id: session,
+            seq,
+            role: crate::model::MessageRole::Assistant,
+            status: crate::model::MessageStatus::Complete,
+            parts: vec![crate::model::Part::text(text)],
+            error: None,
+            harness_message_id: None,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    /// An app attached to a session whose transcript is `texts`, one message each, drawn once.
+    fn attached(texts: &[String]) -> (App, Uuid) {
+        let mut a = app();
+        a.update(Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Idle,
+        )]));
+        a.update(press(KeyCode::Enter));
+        let id = Uuid::from_u128(1);
+        let messages = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| message(id, i as i64 + 1, t))
+            .collect();
+        a.update(Msg::Messages {
+            session: id,
+            messages,
+            complete: true,
+        });
+        frame(&a);
+        (a, id)
+    }
+
+    fn transcript(a: &App) -> &Transcript {
+        a.transcript.as_ref().unwrap_or_else(|| panic!("attached"))
+    }
+
+    #[test]
+    fn scrolling_up_stops_following_and_coming_back_down_resumes_it() {
+        let texts: Vec<String> = (0..60).map(|i| format!("message {i}")).collect();
+        let (mut a, _) = attached(&texts);
+        let shown = transcript(&a).shown().unwrap_or_else(|| panic!("drawn"));
+        let max_top = shown.total - shown.height;
+        assert!(transcript(&a).follow);
+        a.update(key('k'));
+        assert!(!transcript(&a).follow);
+        assert_eq!(transcript(&a).scroll, max_top - 1);
+        frame(&a);
+        // a page is the screen's height (less the line kept for context)
+        a.update(press(KeyCode::PageUp));
+        assert_eq!(transcript(&a).scroll, max_top - 1 - (shown.height - 1));
+        let screen = frame(&a);
+        assert!(screen.contains("more lines below"), "{screen}");
+        a.update(press(KeyCode::PageDown));
+        a.update(key('j'));
+        assert!(transcript(&a).follow, "back at the end, following again");
+        let screen = frame(&a);
+        assert!(screen.contains("message 59"), "{screen}");
+        a.update(key('g'));
+        assert_eq!(transcript(&a).scroll, 0);
+        assert!(frame(&a).contains("message 0"));
+        a.update(key('G'));
+        assert!(transcript(&a).follow);
+    }
+
+    #[test]
+    fn search_moves_from_match_to_match_and_says_where() {
+        let texts: Vec<String> = (0..80)
+            .map(|i| {
+                if i % 20 == 5 {
+                    format!("message {i} has the Needle")
+                } else {
+                    format!("message {i}")
+                }
+            })
+            .collect();
+        let (mut a, _) = attached(&texts);
+        a.update(key('/'));
+        assert!(matches!(a.dialog, Some(Dialog::Search(_))));
+        for c in "needle".chars() {
+            a.update(key(c));
+        }
+        // as typed: to the first match from the top of the screen, wrapping around
+        let said = a.status.clone().map(|s| s.0).unwrap_or_default();
+        assert!(said.contains("match 1 of 4"), "{said}");
+        a.update(press(KeyCode::Enter));
+        assert!(a.dialog.is_none());
+        let screen = frame(&a);
+        assert!(screen.contains("message 5 has the Needle"), "{screen}");
+        assert!(screen.contains("search \"needle\""), "{screen}");
+        a.update(key('n'));
+        let said = a.status.clone().map(|s| s.0).unwrap_or_default();
+        assert!(said.contains("match 2 of 4"), "{said}");
+        assert!(frame(&a).contains("message 25 has the Needle"));
+        a.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char('N'),
+            KeyModifiers::SHIFT,
+        )));
+        a.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char('N'),
+            KeyModifiers::SHIFT,
+        )));
+        let said = a.status.clone().map(|s| s.0).unwrap_or_default();
+        assert!(said.contains("match 4 of 4"), "wraps around: {said}");
+        // smart case: an uppercase letter means exactly that
+        a.update(key('/'));
+        for _ in 0..6 {
+            a.update(press(KeyCode::Backspace));
+        }
+        for c in "NEEDLE".chars() {
+            a.update(key(c));
+        }
+        let (said, error) = a.status.clone().unwrap_or_default();
+        assert!(error && said.contains("not in the transcript"), "{said}");
+        // esc: no search any more
+        a.update(press(KeyCode::Esc));
+        assert_eq!(transcript(&a).search_query(), None);
+        assert!(
+            a.transcript.is_some(),
+            "esc closed the search, not the transcript"
+        );
+    }
+
+    #[test]
+    fn nothing_written_is_lost() {
+        let (mut a, id) = attached(&["hello".to_string()]);
+        a.update(key('i'));
+        for c in "half a thought".chars() {
+            a.update(key(c));
+        }
+        a.update(press(KeyCode::Esc));
+        assert!(transcript(&a).composer.is_none());
+        a.update(key('i'));
+        let area = transcript(&a).composer.as_ref().map(text_of);
+        assert_eq!(area.as_deref(), Some("half a thought"));
+        let fx = a.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char('s'),
+            KeyModifiers::CONTROL,
+        )));
+        assert_eq!(
+            fx,
+            vec![Effect::Send {
+                session: id,
+                text: "half a thought".into()
+            }]
+        );
+        // the store refused it: back in the composer, and said
+        a.update(Msg::NotSent {
+            session: id,
+            text: "half a thought".into(),
+            error: "the store is down".into(),
+        });
+        let area = transcript(&a).composer.as_ref().map(text_of);
+        assert_eq!(area.as_deref(), Some("half a thought"));
+        let (said, error) = a.status.clone().unwrap_or_default();
+        assert!(error && said.contains("the store is down"), "{said}");
+        // leaving the transcript keeps the draft for coming back
+        a.update(press(KeyCode::Esc));
+        a.update(press(KeyCode::Esc));
+        assert!(a.transcript.is_none());
+        a.update(press(KeyCode::Enter));
+        a.update(key('i'));
+        let area = transcript(&a).composer.as_ref().map(text_of);
+        assert_eq!(area.as_deref(), Some("half a thought"));
+    }
+
+    #[test]
+    fn the_mouse_scrolls_and_selects() {
+        use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+        let mut a = app();
+        a.update(Msg::Sessions(
+            (1..=40)
+                .map(|i| session(i, "coder", SessionStatus::Idle))
+                .collect(),
+        ));
+        frame(&a);
+        let mouse = |kind, row| {
+            Msg::Mouse(MouseEvent {
+                kind,
+                column: 10,
+                row,
+                modifiers: KeyModifiers::NONE,
+            })
+        };
+        a.update(mouse(MouseEventKind::ScrollDown, 5));
+        assert_eq!(a.sessions.selected_index(), 3);
+        frame(&a);
+        let row = a.list_y.get() + 7;
+        a.update(mouse(MouseEventKind::Down(MouseButton::Left), row));
+        assert_eq!(a.sessions.selected_index(), 7);
+        // below the last row: nothing
+        a.update(mouse(MouseEventKind::Down(MouseButton::Left), 23));
+        assert_eq!(a.sessions.selected_index(), 7);
+    }
+
+    #[test]
+    fn help_scrolls_when_it_does_not_fit_and_any_other_key_closes_it() {
+        let mut a = app();
+        a.update(key('?'));
+        let first = frame(&a);
+        assert!(first.contains("On this screen"), "{first}");
+        assert!(first.contains("j/k"), "a hint that it scrolls: {first}");
+        let Some(Dialog::Help(help)) = &a.dialog else {
+            panic!("help is open")
+        };
+        assert!(
+            help.shown.get().max_top > 0,
+            "80x24 is too small for every key"
+        );
+        a.update(press(KeyCode::PageDown));
+        a.update(press(KeyCode::PageDown));
+        a.update(press(KeyCode::PageDown));
+        let last = frame(&a);
+        assert!(last.contains("On other screens"), "{last}");
+        assert!(matches!(a.dialog, Some(Dialog::Help(_))));
+        a.update(key('x'));
+        assert!(a.dialog.is_none());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 pub mod actions;
 pub mod app;
+pub mod cells;
 pub mod panels;
+pub mod quiet;
 pub mod sessions;
 pub mod theme;
 pub mod transcript;
@@ -32,7 +34,7 @@ pub struct Options {
     pub mouse: bool,
 }
 
-type Term = ratatui::Terminal<ratatui::backend::CrosstermBackend<Stdout>>;
+type Term = ratatui::Terminal<quiet::Quiet<ratatui::backend::CrosstermBackend<Stdout>>>;
 
 fn enter(mouse: bool) -> std::io::Result<Term> {
     crossterm::terminal::enable_raw_mode()?;
@@ -41,7 +43,9 @@ fn enter(mouse: bool) -> std::io::Result<Term> {
     if mouse {
         crossterm::execute!(out, crossterm::event::EnableMouseCapture)?;
     }
-    let mut term = ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(out))?;
+    let mut term = ratatui::Terminal::new(quiet::Quiet::new(
+        ratatui::backend::CrosstermBackend::new(out),
+    ))?;
     term.clear()?;
     Ok(term)
 }
@@ -74,14 +78,25 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
     let theme = theme::Theme::choose(requested, &core.config().dirs.config_dir)
         .map_err(anyhow::Error::msg)?;
     let tui = &core.config().tui;
-    let keymap = Keymap::with_keys(options.read_only || tui.read_only, &tui.keys)
-        .map_err(anyhow::Error::msg)?;
+    // The context connected to, else the one configured (a runtime that could not connect
+    // still counts as that context's).
+    let context = core.runtime().context().or_else(|| {
+        (core.config().runtime == crate::config::RuntimeKind::Kubernetes)
+            .then(|| core.config().kubernetes.context.clone())
+            .flatten()
+    });
+    let read_only = options.read_only || tui.read_only_on(context.as_deref());
+    let keymap = Keymap::with_keys(read_only, &tui.keys).map_err(anyhow::Error::msg)?;
+    let runtime = match &context {
+        Some(c) => format!("{}:{c}", core.runtime().kind()),
+        None => core.runtime().kind().to_string(),
+    };
     let mut app = App::new(
         keymap,
         theme,
         core.agents(),
         core.store().describe(),
-        core.runtime().kind().to_string(),
+        runtime,
     );
 
     let previous = std::panic::take_hook();
@@ -95,7 +110,7 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let (attached_tx, attached_rx) = watch::channel::<Option<Uuid>>(None);
-    let (logs_tx, logs_rx) = watch::channel::<Option<Uuid>>(None);
+    let (logs_tx, logs_rx) = watch::channel::<Option<u64>>(None);
     let mut tasks = vec![
         tokio::spawn(input(tx.clone())),
         tokio::spawn(follow_changes(
@@ -146,7 +161,7 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
             let _ = attached_tx.send(attached);
         }
         let logs = match &app.panel {
-            Some(panels::Panel::Logs(v)) => Some(v.session),
+            Some(panels::Panel::Logs(v)) => Some(v.stream),
             _ => None,
         };
         if *logs_tx.borrow() != logs {
@@ -180,6 +195,7 @@ async fn input(tx: mpsc::UnboundedSender<Msg>) {
         let msg = match event {
             Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => Msg::Key(k),
             Ok(Event::Resize(..)) => Msg::Resize,
+            Ok(Event::Mouse(m)) => Msg::Mouse(m),
             Ok(_) => continue,
             Err(err) => Msg::Error(format!("terminal input: {err}")),
         };
@@ -294,23 +310,25 @@ async fn follow_health(core: Core, tx: mpsc::UnboundedSender<Msg>) {
     }
 }
 
-/// Follows a sandbox's log while the log view shows it.
+/// Follows a sandbox's log while the log view shows this stream.
 async fn follow_logs(
     core: Core,
     tx: mpsc::UnboundedSender<Msg>,
     session: Uuid,
-    mut shown: watch::Receiver<Option<Uuid>>,
+    id: u64,
+    since: &panels::Since,
+    mut shown: watch::Receiver<Option<u64>>,
 ) {
     let options = crate::runtime::LogOptions {
-        tail: Some(500),
-        since: None,
+        tail: since.tail,
+        since: since.since,
         follow: true,
     };
     let mut stream = match core.sandbox_logs(session, options).await {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Msg::LogLines {
-                session,
+                stream: id,
                 lines: vec![],
                 ended: Some(e.to_string()),
             });
@@ -336,12 +354,12 @@ async fn follow_logs(
                     None => (vec![], Some("end of log".to_string())),
                 };
                 let done = ended.is_some();
-                if tx.send(Msg::LogLines { session, lines, ended }).is_err() || done {
+                if tx.send(Msg::LogLines { stream: id, lines, ended }).is_err() || done {
                     return;
                 }
             }
             changed = shown.changed() => {
-                if changed.is_err() || *shown.borrow() != Some(session) {
+                if changed.is_err() || *shown.borrow() != Some(id) {
                     return;
                 }
             }
@@ -353,7 +371,7 @@ async fn follow_logs(
 struct Ctx {
     core: Core,
     tx: mpsc::UnboundedSender<Msg>,
-    logs_for: watch::Receiver<Option<Uuid>>,
+    logs_for: watch::Receiver<Option<u64>>,
 }
 
 impl Ctx {
@@ -423,10 +441,11 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                     messages: vec![m],
                     complete: true,
                 },
-                Err(e) => Msg::Error(format!(
-                    "not sent: {e} (your text: {})",
-                    text.chars().take(60).collect::<String>()
-                )),
+                Err(e) => Msg::NotSent {
+                    session,
+                    text,
+                    error: e.to_string(),
+                },
             },
             Effect::Lifecycle { action, session } => {
                 let result = match action {
@@ -474,8 +493,13 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                     Err(e) => Msg::Error(format!("cannot list sessions: {e}")),
                 }
             }
-            Effect::FollowLogs { session } => {
-                follow_logs(core, tx, session, logs_for).await;
+            Effect::FollowLogs {
+                session,
+                stream,
+                since,
+            } => {
+                let since = panels::SINCE.get(since).unwrap_or(&panels::SINCE[0]);
+                follow_logs(core, tx, session, stream, since, logs_for).await;
                 return;
             }
             Effect::Diagnose { session } => {

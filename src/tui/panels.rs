@@ -2,6 +2,7 @@
 //! diagnose page for one session. State and a pure `render` each.
 
 use super::app::App;
+use super::cells;
 use crate::model::{Event, Session};
 use crate::runtime::{HealthPhase, SandboxHealth};
 use crate::sanitize;
@@ -9,7 +10,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use std::collections::VecDeque;
 use uuid::Uuid;
 
@@ -19,8 +20,55 @@ pub const LOG_KEEP: usize = 10_000;
 pub enum Panel {
     Health(HealthView),
     Logs(LogView),
-    Diagnose(Box<Diagnosis>),
+    Diagnose(DiagnoseView),
 }
+
+/// Where a scrolling screen stood in its last frame (rows, or log lines when wrapping): its
+/// first, the first of the last screenful, and how many fit. Kept by `render`, read by
+/// scrolling, so a page is what is on screen and the end is where the screen ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rows {
+    pub top: usize,
+    pub max_top: usize,
+    pub height: usize,
+}
+
+/// How far back a log view starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Since {
+    pub label: &'static str,
+    pub tail: Option<usize>,
+    pub since: Option<std::time::Duration>,
+}
+
+/// The presets `s` steps through, the first being where a log view starts.
+pub const SINCE: &[Since] = &[
+    Since {
+        label: "last 500 lines",
+        tail: Some(500),
+        since: None,
+    },
+    Since {
+        label: "last 5 minutes",
+        tail: None,
+        since: Some(std::time::Duration::from_secs(300)),
+    },
+    Since {
+        label: "last hour",
+        tail: None,
+        since: Some(std::time::Duration::from_secs(3600)),
+    },
+    Since {
+        label: "last day",
+        tail: None,
+        since: Some(std::time::Duration::from_secs(86400)),
+    },
+    Since {
+        label: "everything",
+        tail: None,
+        since: None,
+    },
+];
 
 #[derive(Default)]
 pub struct HealthView {
@@ -28,6 +76,8 @@ pub struct HealthView {
     pub rows: Vec<(Uuid, String, Result<SandboxHealth, String>)>,
     pub selected: usize,
     pub loaded: bool,
+    /// The first row on screen in the last frame.
+    pub top: std::cell::Cell<usize>,
 }
 
 impl HealthView {
@@ -55,25 +105,73 @@ impl HealthView {
 pub struct LogView {
     pub session: Uuid,
     pub title: String,
+    /// Which stream fills it: a new one starts when the preset changes, and lines still
+    /// arriving from the old one are not this view's.
+    pub stream: u64,
+    /// An index in [`SINCE`].
+    pub since: usize,
+    /// Sanitised as they arrive (tabs and newlines made spaces).
     pub lines: VecDeque<String>,
     pub dropped: u64,
     pub follow: bool,
+    /// The first line shown when not following (an index in the lines shown: all, or those
+    /// that match `filter`).
     pub scroll: usize,
     pub wrap: bool,
+    /// Show only the lines holding this text (smart case, as the transcript's search).
+    pub filter: Option<String>,
     pub ended: Option<String>,
+    pub shown: std::cell::Cell<Rows>,
 }
 
 impl LogView {
-    pub fn new(session: Uuid, title: String) -> Self {
+    pub fn new(session: Uuid, title: String, stream: u64) -> Self {
         LogView {
             session,
             title,
+            stream,
+            since: 0,
             lines: VecDeque::new(),
             dropped: 0,
             follow: true,
             scroll: 0,
             wrap: false,
+            filter: None,
             ended: None,
+            shown: Default::default(),
+        }
+    }
+
+    /// Starts over for another stream (another `since` preset).
+    pub fn restart(&mut self, stream: u64, since: usize) {
+        self.stream = stream;
+        self.since = since;
+        self.lines.clear();
+        self.dropped = 0;
+        self.follow = true;
+        self.scroll = 0;
+        self.ended = None;
+    }
+
+    /// The lines shown: all, or those that match the filter.
+    pub fn visible(&self) -> Vec<&str> {
+        match &self.filter {
+            None => self.lines.iter().map(String::as_str).collect(),
+            Some(f) => {
+                let exact = f.chars().any(char::is_uppercase);
+                let lower = f.to_lowercase();
+                self.lines
+                    .iter()
+                    .filter(|l| {
+                        if exact {
+                            l.contains(f.as_str())
+                        } else {
+                            l.to_lowercase().contains(&lower)
+                        }
+                    })
+                    .map(String::as_str)
+                    .collect()
+            }
         }
     }
 
@@ -82,8 +180,27 @@ impl LogView {
             if self.lines.len() == LOG_KEEP {
                 self.lines.pop_front();
                 self.dropped += 1;
+                // what is on screen stays on screen while paused
+                self.scroll = self.scroll.saturating_sub(1);
             }
-            self.lines.push_back(line);
+            self.lines.push_back(sanitize::line(&line));
+        }
+    }
+}
+
+/// The diagnose page: what was found, and where the page is scrolled to.
+pub struct DiagnoseView {
+    pub diagnosis: Box<Diagnosis>,
+    pub scroll: usize,
+    pub shown: std::cell::Cell<Rows>,
+}
+
+impl DiagnoseView {
+    pub fn new(diagnosis: Box<Diagnosis>) -> Self {
+        DiagnoseView {
+            diagnosis,
+            scroll: 0,
+            shown: Default::default(),
         }
     }
 }
@@ -204,7 +321,34 @@ fn render_health(
         return;
     }
     let height = inner.height.saturating_sub(1) as usize;
-    let offset = v.selected.saturating_sub(height.saturating_sub(1));
+    app.list_rows.set(height);
+    app.list_y.set(inner.y + 1);
+    let offset = super::views::scrolled_to(v.top.get(), v.selected, height, v.rows.len());
+    v.top.set(offset);
+    let all = [
+        ("SESSION", Constraint::Fill(2)),
+        ("PHASE", Constraint::Length(13)),
+        ("REASON", Constraint::Fill(2)),
+        ("RESTARTS", Constraint::Length(8)),
+        ("LAST EXIT", Constraint::Length(14)),
+        ("NODE", Constraint::Length(10)),
+        ("SINCE", Constraint::Length(5)),
+        ("LAST EVENT", Constraint::Fill(2)),
+    ];
+    // Narrow terminals keep what says what is wrong.
+    let cols: &[usize] = if inner.width >= 110 {
+        &[0, 1, 2, 3, 4, 5, 6, 7]
+    } else {
+        &[0, 1, 2, 3, 6]
+    };
+    let widths: Vec<Constraint> = cols.iter().map(|&c| all[c].1).collect();
+    let room = super::views::column_widths(&widths, inner.width);
+    let fit = |column: usize, text: &str| {
+        let text = sanitize::line(text);
+        let at = cols.iter().position(|&c| c == column);
+        let cells = at.and_then(|i| room.get(i)).copied().unwrap_or(0);
+        Cell::from(cells::ellipsize(&text, cells).into_owned())
+    };
     let rows: Vec<Row> = v
         .rows
         .iter()
@@ -227,23 +371,27 @@ fn render_health(
                         .map(|e| format!("{}: {}", e.reason, e.message))
                         .unwrap_or_default();
                     vec![
-                        Cell::from(sanitize::line(title)),
+                        fit(0, title),
                         Cell::from(h.phase.as_str()).style(style),
-                        Cell::from(sanitize::line(h.reason.as_deref().unwrap_or(""))),
+                        fit(2, h.reason.as_deref().unwrap_or("")),
                         Cell::from(h.restarts.to_string()),
-                        Cell::from(sanitize::line(h.last_termination.as_deref().unwrap_or(""))),
-                        Cell::from(sanitize::line(h.node.as_deref().unwrap_or(""))),
+                        fit(4, h.last_termination.as_deref().unwrap_or("")),
+                        fit(5, h.node.as_deref().unwrap_or("")),
                         Cell::from(since(h.since, now)),
-                        Cell::from(sanitize::line(&last_event)),
+                        fit(7, &last_event),
                     ]
                 }
                 Err(e) => vec![
-                    Cell::from(sanitize::line(title)),
+                    fit(0, title),
                     Cell::from("unknown").style(app.theme.warning),
-                    Cell::from(sanitize::line(e)),
+                    fit(2, e),
                 ],
             };
-            let row = Row::new(cells);
+            let mut cells: Vec<Option<Cell>> = cells.into_iter().map(Some).collect();
+            let row = Row::new(
+                cols.iter()
+                    .map(|&c| cells.get_mut(c).and_then(Option::take).unwrap_or_default()),
+            );
             if i == v.selected {
                 row.style(app.theme.selected)
             } else {
@@ -251,27 +399,8 @@ fn render_health(
             }
         })
         .collect();
-    let header = Row::new([
-        "SESSION",
-        "PHASE",
-        "REASON",
-        "RESTARTS",
-        "LAST EXIT",
-        "NODE",
-        "SINCE",
-        "LAST EVENT",
-    ])
-    .style(app.theme.muted.add_modifier(Modifier::BOLD));
-    let widths = [
-        Constraint::Fill(2),
-        Constraint::Length(13),
-        Constraint::Fill(2),
-        Constraint::Length(8),
-        Constraint::Length(14),
-        Constraint::Length(10),
-        Constraint::Length(5),
-        Constraint::Fill(2),
-    ];
+    let header = Row::new(cols.iter().map(|&c| all[c].0))
+        .style(app.theme.muted.add_modifier(Modifier::BOLD));
     f.render_widget(
         Table::new(rows, widths).header(header).column_spacing(1),
         inner,
@@ -279,7 +408,11 @@ fn render_health(
 }
 
 fn render_logs(f: &mut Frame, app: &App, v: &LogView, area: Rect) {
-    let mut title = format!(" Log · {} ", sanitize::line(&v.title));
+    let preset = SINCE.get(v.since).map_or("", |s| s.label);
+    let mut title = format!(" Log · {} · {preset} ", sanitize::line(&v.title));
+    if let Some(q) = &v.filter {
+        title.push_str(&format!("· matching \"{}\" ", sanitize::line(q)));
+    }
     if v.dropped > 0 {
         title.push_str(&format!(
             "· {} older lines dropped (kept the last {LOG_KEEP}) ",
@@ -292,47 +425,82 @@ fn render_logs(f: &mut Frame, app: &App, v: &LogView, area: Rect) {
     let b = block(app, title);
     let inner = b.inner(area);
     f.render_widget(b, area);
-    let height = inner.height as usize;
-    let max_top = v.lines.len().saturating_sub(height);
+    let lines = v.visible();
+    let room = usize::from(inner.width).max(1);
+    // the end-of-stream note takes the last row
+    let height = usize::from(inner.height).saturating_sub(usize::from(v.ended.is_some()));
+    let rows_of = |line: &str| {
+        if v.wrap && cells::width(line) > room {
+            let mut n = 0;
+            cells::wrap(line, room, |_| n += 1);
+            n
+        } else {
+            1
+        }
+    };
+    // the first line of the last screenful
+    let mut max_top = lines.len();
+    let mut used = 0;
+    while max_top > 0 {
+        let rows = rows_of(lines[max_top - 1]);
+        if used > 0 && used + rows > height {
+            break;
+        }
+        used += rows;
+        max_top -= 1;
+        if used >= height {
+            break;
+        }
+    }
     let top = if v.follow {
         max_top
     } else {
         v.scroll.min(max_top)
     };
-    let mut lines: Vec<Line> = v
-        .lines
-        .iter()
-        .skip(top)
-        .take(height)
-        .map(|l| Line::from(sanitize::line(l)))
-        .collect();
+    v.shown.set(Rows {
+        top,
+        max_top,
+        height,
+    });
+    let mut shown: Vec<Line> = Vec::with_capacity(height + 1);
+    for line in lines.iter().skip(top) {
+        if shown.len() >= height {
+            break;
+        }
+        if v.wrap && cells::width(line) > room {
+            cells::wrap(line, room, |r| shown.push(Line::from(line[r].to_string())));
+        } else {
+            shown.push(Line::from(*line));
+        }
+    }
+    shown.truncate(height);
     if lines.is_empty() {
-        lines.push(Line::from(Span::styled(
-            v.ended
-                .clone()
-                .unwrap_or_else(|| "waiting for log lines…".into()),
-            app.theme.muted,
-        )));
+        let text = match (&v.filter, &v.ended) {
+            (Some(q), _) if !v.lines.is_empty() => format!(
+                "No line matches \"{}\". / with nothing clears the filter.",
+                sanitize::line(q)
+            ),
+            (_, Some(end)) => end.clone(),
+            _ => "waiting for log lines…".into(),
+        };
+        shown = vec![Line::from(Span::styled(text, app.theme.muted))];
     } else if let Some(end) = &v.ended {
-        lines.push(Line::from(Span::styled(
-            format!("-- {end} --"),
+        shown.push(Line::from(Span::styled(
+            format!("-- {} --", sanitize::line(end)),
             app.theme.muted,
         )));
     }
-    let mut p = Paragraph::new(lines);
-    if v.wrap {
-        p = p.wrap(Wrap { trim: false });
-    }
-    f.render_widget(p, inner);
+    f.render_widget(Paragraph::new(shown), inner);
 }
 
 fn render_diagnose(
     f: &mut Frame,
     app: &App,
-    d: &Diagnosis,
+    view: &DiagnoseView,
     area: Rect,
     now: chrono::DateTime<chrono::Utc>,
 ) {
+    let d = &view.diagnosis;
     let s = &d.session;
     let t = &app.theme;
     let mut lines = vec![Line::from(Span::styled("What to do", t.accent))];
@@ -444,11 +612,40 @@ fn render_diagnose(
         ),
         Err(e) => lines.push(Line::from(format!("  {}", sanitize::line(e)))),
     }
-    let b = block(app, format!(" Diagnose · {} ", sanitize::line(&s.title)));
-    f.render_widget(
-        Paragraph::new(lines).block(b).wrap(Wrap { trim: false }),
-        area,
-    );
+    // Wrapped here (not by the widget) to know how long the page is; every span sanitised
+    // here too, whatever it came from.
+    let room = usize::from(area.width.saturating_sub(2)).max(1);
+    let rows: Vec<Line> = lines
+        .iter()
+        .flat_map(|line| {
+            let clean = Line::from(
+                line.spans
+                    .iter()
+                    .map(|s| Span::styled(sanitize::line(&s.content), s.style))
+                    .collect::<Vec<_>>(),
+            );
+            cells::wrap_line(&clean, room)
+        })
+        .collect();
+    let height = usize::from(area.height.saturating_sub(2));
+    let max_top = rows.len().saturating_sub(height);
+    let top = view.scroll.min(max_top);
+    view.shown.set(Rows {
+        top,
+        max_top,
+        height,
+    });
+    let mut title = format!(" Diagnose · {} ", sanitize::line(&s.title));
+    if max_top > 0 {
+        title.push_str(&format!(
+            "· lines {}-{} of {} (j/k, pgup/pgdn) ",
+            top + 1,
+            (top + height).min(rows.len()),
+            rows.len()
+        ));
+    }
+    let shown: Vec<Line> = rows.into_iter().skip(top).take(height).collect();
+    f.render_widget(Paragraph::new(shown).block(block(app, title)), area);
 }
 
 #[cfg(test)]
@@ -474,23 +671,188 @@ mod tests {
         h
     }
 
-    fn draw(panel: Panel) -> String {
+    fn key(c: char) -> crate::tui::app::Msg {
+        use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+        crate::tui::app::Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+    }
+
+    fn app_with(panel: Panel) -> App {
         let mut app = App::new(
             Keymap::new(false),
             Theme::mono(),
             vec![],
             "sqlite:///x.db".into(),
-            "kubernetes".into(),
+            "local".into(),
         );
         app.panel = Some(panel);
+        app
+    }
+
+    fn frame(app: &App) -> String {
         let mut term = Terminal::new(TestBackend::new(100, 30)).unwrap_or_else(|e| panic!("{e}"));
-        term.draw(|f| crate::tui::views::render(f, &app, now()))
+        term.draw(|f| crate::tui::views::render(f, app, now()))
             .unwrap_or_else(|e| panic!("{e}"));
         term.backend().to_string()
     }
 
+    fn log_lines(from: usize, n: usize) -> Vec<String> {
+        (from..from + n)
+            .map(|i| format!("line {i} {} END{i}", "x".repeat(150)))
+            .collect()
+    }
+
     #[test]
-    fn health_puts_trouble_first() {
+    fn logs_follow_the_end_wrapped_or_not_and_hold_still_when_paused() {
+        let mut app = app_with(Panel::Logs(LogView::new(Uuid::from_u128(1), "t".into(), 1)));
+        app.update(crate::tui::app::Msg::LogLines {
+            stream: 1,
+            lines: log_lines(0, 100),
+            ended: None,
+        });
+        let screen = frame(&app);
+        assert!(screen.contains("line 99 "), "{screen}");
+        assert!(!screen.contains("END99"), "cut, not wrapped: {screen}");
+        app.update(key('w'));
+        let screen = frame(&app);
+        assert!(
+            screen.contains("END99"),
+            "the end is on screen when wrapped: {screen}"
+        );
+        // a line from another stream (an earlier `since`) is not this view's
+        app.update(crate::tui::app::Msg::LogLines {
+            stream: 7,
+            lines: vec!["stale".into()],
+            ended: None,
+        });
+        assert!(!frame(&app).contains("stale"));
+        // up: paused; down again: following
+        app.update(key('k'));
+        assert!(frame(&app).contains("paused"));
+        app.update(key('j'));
+        assert!(!frame(&app).contains("paused"));
+        // paused where it was, new lines do not move it
+        app.update(key('k'));
+        let paused = frame(&app);
+        assert!(paused.contains("paused"), "{paused}");
+        app.update(crate::tui::app::Msg::LogLines {
+            stream: 1,
+            lines: log_lines(100, 5),
+            ended: None,
+        });
+        let still = frame(&app);
+        assert!(!still.contains("line 104"), "{still}");
+        assert!(still.contains("END98"), "{still}");
+        // to the end: follows again
+        app.update(key('G'));
+        let following = frame(&app);
+        assert!(following.contains("END104"), "{following}");
+        assert!(!following.contains("paused"), "{following}");
+    }
+
+    #[test]
+    fn logs_filter_shows_matching_lines_and_since_starts_a_new_stream() {
+        let mut app = app_with(Panel::Health(HealthView::default()));
+        app.panel = None;
+        app.update(crate::tui::app::Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Idle,
+        )]));
+        let fx = app.update(key('l'));
+        let Some(crate::tui::app::Effect::FollowLogs { stream, since, .. }) = fx.first() else {
+            panic!("l follows the log: {fx:?}")
+        };
+        let first = *stream;
+        assert_eq!(*since, 0);
+        app.update(crate::tui::app::Msg::LogLines {
+            stream: first,
+            lines: vec![
+                "GET /health 200".into(),
+                "ERROR disk full".into(),
+                "GET / 200".into(),
+            ],
+            ended: None,
+        });
+        app.update(key('/'));
+        for c in "error".chars() {
+            app.update(key(c));
+        }
+        let screen = frame(&app);
+        assert!(screen.contains("ERROR disk full"), "{screen}");
+        assert!(!screen.contains("GET /health"), "{screen}");
+        assert!(screen.contains("matching \"error\""), "{screen}");
+        app.update(crate::tui::app::Msg::Key(crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Enter,
+            crossterm::event::KeyModifiers::NONE,
+        )));
+        assert!(frame(&app).contains("ERROR disk full"));
+        let fx = app.update(key('s'));
+        let Some(Panel::Logs(v)) = &app.panel else {
+            panic!("the log view is open")
+        };
+        assert_eq!(
+            fx,
+            vec![crate::tui::app::Effect::FollowLogs {
+                session: Uuid::from_u128(1),
+                stream: v.stream,
+                since: 1
+            }]
+        );
+        assert_ne!(v.stream, first);
+        assert!(v.lines.is_empty());
+        assert!(frame(&app).contains("last 5 minutes"));
+    }
+
+    #[test]
+    fn diagnose_scrolls_a_page_longer_than_the_screen() {
+        let d = Diagnosis {
+            session: session(7, "coder", SessionStatus::Idle),
+            phases: vec![],
+            health: None,
+            log_tail: Ok((0..60).map(|i| format!("log line {i}")).collect()),
+            gateway: Ok(()),
+        };
+        let mut app = app_with(Panel::Diagnose(DiagnoseView::new(Box::new(d))));
+        let first = frame(&app);
+        assert!(first.contains("What to do"), "{first}");
+        assert!(first.contains("lines 1-"), "{first}");
+        assert!(!first.contains("log line 59"), "{first}");
+        app.update(key('G'));
+        let last = frame(&app);
+        assert!(last.contains("log line 59"), "{last}");
+        assert!(!last.contains("What to do"), "{last}");
+        app.update(key('k'));
+        assert!(!frame(&app).contains("log line 59"));
+        app.update(key('g'));
+        assert!(frame(&app).contains("What to do"));
+    }
+
+    /// Snapshots of the panel `build` makes at 80x24 and 160x48, in the default and the mono
+    /// theme; the mono 160x48 screen is returned to look at.
+    fn snap(name: &str, build: impl Fn() -> Panel) -> String {
+        let mut last = String::new();
+        for (theme, suffix) in [(Theme::default_theme(), ""), (Theme::mono(), "_mono")] {
+            for (w, h) in [(80u16, 24u16), (160, 48)] {
+                let mut app = App::new(
+                    Keymap::new(false),
+                    theme.clone(),
+                    vec![],
+                    "sqlite:///x.db".into(),
+                    "kubernetes:prod-eu".into(),
+                );
+                app.panel = Some(build());
+                let mut term =
+                    Terminal::new(TestBackend::new(w, h)).unwrap_or_else(|e| panic!("{e}"));
+                term.draw(|f| crate::tui::views::render(f, &app, now()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                insta::assert_snapshot!(format!("{name}{suffix}_{w}x{h}"), term.backend());
+                last = term.backend().to_string();
+            }
+        }
+        last
+    }
+
+    fn health_view() -> HealthView {
         let mut v = HealthView {
             loaded: true,
             ..Default::default()
@@ -515,53 +877,65 @@ mod tests {
             "pulling".into(),
             Ok(health(
                 HealthPhase::Pulling,
-                Some("ImagePullBackOff: no such image"),
+                Some("ImagePullBackOff: Back-off pulling image \"registry.example/agents/opencode:1.4\""),
             )),
         );
-        assert_eq!(v.rows[0].1, "memory hog");
-        insta::assert_snapshot!("panel_health", draw(Panel::Health(v)));
+        v
+    }
+
+    #[test]
+    fn health_puts_trouble_first() {
+        assert_eq!(health_view().rows[0].1, "memory hog");
+        let screen = snap("panel_health", || Panel::Health(health_view()));
+        assert!(screen.contains("memory hog"), "{screen}");
     }
 
     #[test]
     fn logs_say_when_lines_were_dropped() {
-        let mut v = LogView::new(Uuid::from_u128(1), "task 1".into());
-        v.push(
-            (0..LOG_KEEP + 5)
-                .map(|i| format!("line {i} \u{1b}[31mred\u{1b}[0m"))
-                .collect(),
-        );
-        assert_eq!(v.dropped, 5);
-        assert_eq!(v.lines.len(), LOG_KEEP);
-        let screen = draw(Panel::Logs(v));
+        let logs = || {
+            let mut v = LogView::new(Uuid::from_u128(1), "task 1".into(), 1);
+            v.push(
+                (0..LOG_KEEP + 5)
+                    .map(|i| format!("line {i} \u{1b}[31mred\u{1b}[0m"))
+                    .collect(),
+            );
+            v
+        };
+        assert_eq!(logs().dropped, 5);
+        assert_eq!(logs().lines.len(), LOG_KEEP);
+        let screen = snap("panel_logs", || Panel::Logs(logs()));
         assert!(screen.contains("5 older lines dropped"), "{screen}");
         assert!(!screen.contains('\u{1b}'));
-        insta::assert_snapshot!("panel_logs", screen);
     }
 
     #[test]
     fn diagnose_gives_advice() {
-        let mut s = session(7, "coder", SessionStatus::Failed);
-        s.failure_reason = Some("cannot create the sandbox: opencode not found on PATH".into());
-        let mut h = health(HealthPhase::Failed, Some("exit code 127"));
-        h.conditions.push(Condition {
-            kind: "Ready".into(),
-            status: "False".into(),
-            reason: Some("ContainersNotReady".into()),
-            message: None,
-        });
-        let d = Diagnosis {
-            session: s,
-            phases: vec![],
-            health: Some(Ok(h)),
-            log_tail: Ok(vec!["sh: 1: opencode: not found".into()]),
-            gateway: Err("nothing listens at http://127.0.0.1:4000".into()),
+        let diagnosis = || {
+            let mut s = session(7, "coder", SessionStatus::Failed);
+            s.failure_reason = Some("cannot create the sandbox: opencode not found on PATH".into());
+            let mut h = health(HealthPhase::Failed, Some("exit code 127"));
+            h.conditions.push(Condition {
+                kind: "Ready".into(),
+                status: "False".into(),
+                reason: Some("ContainersNotReady".into()),
+                message: None,
+            });
+            Diagnosis {
+                session: s,
+                phases: vec![],
+                health: Some(Ok(h)),
+                log_tail: Ok(vec!["sh: 1: opencode: not found".into()]),
+                gateway: Err("nothing listens at http://127.0.0.1:4000".into()),
+            }
         };
-        let advice = d.advice();
+        let advice = diagnosis().advice();
         assert!(
             advice.iter().any(|a| a.contains("offline-stack.sh")),
             "{advice:?}"
         );
         assert!(advice.iter().any(|a| a.contains("gateway")), "{advice:?}");
-        insta::assert_snapshot!("panel_diagnose", draw(Panel::Diagnose(Box::new(d))));
+        snap("panel_diagnose", || {
+            Panel::Diagnose(DiagnoseView::new(Box::new(diagnosis())))
+        });
     }
 }

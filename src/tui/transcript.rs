@@ -27,6 +27,7 @@
 //! a revision per message that changes whenever the message does), so what is drawn is still a
 //! pure function of the state; the memo only makes it cheap.
 
+use super::cells::{clusters, truncate, wrap};
 use super::theme::Theme;
 use crate::core::ingest::LiveDelta;
 use crate::model::{Message, MessageRole, MessageStatus, Part, ToolStatus};
@@ -37,7 +38,6 @@ use ratatui_textarea::TextArea;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::ops::Range;
-use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 use uuid::Uuid;
 
 pub struct Transcript {
@@ -158,6 +158,15 @@ impl Transcript {
         }
     }
 
+    /// Opens the composer holding `text` (a draft, or a message the store did not take), the
+    /// cursor at its end.
+    pub fn open_composer_with(&mut self, text: &str) {
+        self.open_composer();
+        if let Some(area) = &mut self.composer {
+            area.insert_str(text);
+        }
+    }
+
     /// How the transcript is drawn `width` columns wide with `theme`.
     pub fn look<'a>(&self, width: u16, theme: &'a Theme) -> Look<'a> {
         Look {
@@ -223,7 +232,12 @@ impl Transcript {
             }
         }
         memo.drawn = drawn;
-        memo.shown = Some(Shown { top, total, height });
+        memo.shown = Some(Shown {
+            top,
+            total,
+            height,
+            width,
+        });
         self.memo.set(memo);
         Window { total, top, lines }
     }
@@ -356,6 +370,8 @@ pub struct Shown {
     pub top: usize,
     pub total: usize,
     pub height: usize,
+    /// The width asked for (columns).
+    pub width: u16,
 }
 
 /// Everything besides a message that its lines depend on.
@@ -666,75 +682,6 @@ fn as_drawn(text: &str) -> Cow<'_, str> {
     } else {
         clean
     }
-}
-
-/// The cells `c` takes, as [`clusters`] count it.
-fn char_width(c: char) -> usize {
-    c.width().unwrap_or(0)
-}
-
-/// A line of text (sanitised, no tabs or newlines) as the units wrapping never splits: each
-/// char that takes cells with the zero-width chars after it (combining marks, joiners,
-/// variation selectors), as its byte offset and width in cells. The width is measured
-/// on the whole cluster, so a variation selector that makes a symbol an emoji (two cells) is
-/// counted. Zero-width chars at the start of the line make a cluster of width 0.
-fn clusters(line: &str) -> impl Iterator<Item = (usize, usize)> {
-    let mut rest = line.char_indices().peekable();
-    std::iter::from_fn(move || {
-        let (start, first) = rest.next()?;
-        let mut end = start + first.len_utf8();
-        while let Some(&(at, c)) = rest.peek() {
-            if char_width(c) > 0 {
-                break;
-            }
-            end = at + c.len_utf8();
-            rest.next();
-        }
-        let cluster = &line[start..end];
-        let width = if cluster.len() == 1 {
-            1
-        } else {
-            cluster.width()
-        };
-        Some((start, width))
-    })
-}
-
-/// Splits a non-empty line into the pieces it wraps into, `room` cells wide (as byte ranges):
-/// a piece ends before the cluster that would take it past `room`, so a wide char never
-/// straddles the edge; a cluster wider than `room` still goes on a line (its own).
-fn wrap(line: &str, room: usize, mut piece: impl FnMut(Range<usize>)) {
-    let room = room.max(1);
-    if line.is_ascii() {
-        // one cell a byte
-        for at in (0..line.len()).step_by(room) {
-            piece(at..(at + room).min(line.len()));
-        }
-        return;
-    }
-    let mut start = 0;
-    let mut used = 0;
-    for (at, width) in clusters(line) {
-        if used > 0 && used + width > room {
-            piece(start..at);
-            start = at;
-            used = 0;
-        }
-        used += width;
-    }
-    piece(start..line.len());
-}
-
-/// The longest start of `text` at most `cells` wide, cut between clusters.
-fn truncate(text: &str, cells: usize) -> &str {
-    let mut used = 0;
-    for (at, width) in clusters(text) {
-        used += width;
-        if used > cells {
-            return &text[..at];
-        }
-    }
-    text
 }
 
 /// What a message's line count depends on, at any width, wrap or fold: how many lines never
@@ -1429,6 +1376,7 @@ impl Fenwick {
 mod tests {
     use super::*;
     use crate::model::MessageStatus;
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
     /// What takes cells in `text`: each char with a width and the zero-width chars after it.
     fn cells(text: &str) -> Vec<String> {
@@ -1758,7 +1706,8 @@ mod tests {
             Some(Shown {
                 top: total - 20,
                 total,
-                height: 20
+                height: 20,
+                width: 80
             })
         );
         t.follow = false;

@@ -1,8 +1,10 @@
 //! Drawing: a pure function of the app's state. Every piece of text from agents, pods or users
 //! goes through `sanitize` first; status is told by glyph and word, never by colour alone.
 
-use super::actions::Scope;
-use super::app::{App, Dialog};
+use super::actions::{ActionDef, Scope};
+use super::app::{App, Dialog, HelpView};
+use super::cells;
+use super::panels::Rows;
 use super::transcript;
 use crate::model::{Message, Session, SessionStatus};
 use crate::sanitize;
@@ -10,7 +12,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table};
 
 pub fn glyph(status: SessionStatus) -> &'static str {
     match status {
@@ -61,7 +63,7 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
     render_status(f, app, status);
     render_hints(f, app, hints);
     match &app.dialog {
-        Some(Dialog::Help) => render_help(f, app),
+        Some(Dialog::Help(help)) => render_help(f, app, help),
         Some(Dialog::Confirm { action, title, .. }) => {
             let verb = format!("{action:?}").to_lowercase();
             let text = vec![
@@ -143,7 +145,7 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
             f.render_widget(pb, prompt);
             f.render_widget(&form.prompt, pi);
         }
-        None => {}
+        Some(Dialog::Search(_)) | None => {}
     }
 }
 
@@ -232,50 +234,13 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
     }
     // Only the rows that fit are built: instant at any number of sessions.
     let height = inner.height.saturating_sub(1) as usize;
+    app.list_rows.set(height);
+    app.list_y.set(inner.y + 1);
     let selected = list.selected_index();
-    let offset = selected.saturating_sub(height.saturating_sub(1));
+    let offset = scrolled_to(app.sessions_top.get(), selected, height, list.len());
+    app.sessions_top.set(offset);
     // Narrow terminals (80 columns over SSH) keep what matters most.
     let wide = inner.width >= 110;
-    let rows: Vec<Row> = (offset..(offset + height).min(list.len()))
-        .filter_map(|i| list.at(i).map(|s| (i, s)))
-        .map(|(i, s)| {
-            let health = s
-                .phase_detail
-                .as_deref()
-                .or(s.failure_reason.as_deref())
-                .map(sanitize::line)
-                .unwrap_or_default();
-            let status = Cell::from(format!("{} {}", glyph(s.status), s.status))
-                .style(status_style(app, s.status));
-            let cells = if wide {
-                vec![
-                    status,
-                    Cell::from(sanitize::line(&s.agent_id)),
-                    Cell::from(sanitize::line(&s.team)),
-                    Cell::from(sanitize::line(&s.title)),
-                    Cell::from(s.phase.as_str()),
-                    Cell::from(health),
-                    Cell::from(age(s.created_at, now)),
-                    Cell::from(age(s.last_activity_at, now)),
-                    Cell::from(countdown(s, now)),
-                ]
-            } else {
-                vec![
-                    status,
-                    Cell::from(sanitize::line(&s.agent_id)),
-                    Cell::from(sanitize::line(&s.title)),
-                    Cell::from(s.phase.as_str()),
-                    Cell::from(countdown(s, now)),
-                ]
-            };
-            let row = Row::new(cells);
-            if i == selected {
-                row.style(app.theme.selected)
-            } else {
-                row
-            }
-        })
-        .collect();
     let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
         (
             vec![
@@ -305,9 +270,80 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
             ],
         )
     };
+    let room = column_widths(&widths, inner.width);
+    let rows: Vec<Row> = (offset..(offset + height).min(list.len()))
+        .filter_map(|i| list.at(i).map(|s| (i, s)))
+        .map(|(i, s)| {
+            let health = s
+                .phase_detail
+                .as_deref()
+                .or(s.failure_reason.as_deref())
+                .map(sanitize::line)
+                .unwrap_or_default();
+            let status = Cell::from(format!("{} {}", glyph(s.status), s.status))
+                .style(status_style(app, s.status));
+            let texts: Vec<String> = if wide {
+                vec![
+                    sanitize::line(&s.agent_id),
+                    sanitize::line(&s.team),
+                    sanitize::line(&s.title),
+                    s.phase.as_str().to_string(),
+                    health,
+                    age(s.created_at, now),
+                    age(s.last_activity_at, now),
+                    countdown(s, now),
+                ]
+            } else {
+                vec![
+                    sanitize::line(&s.agent_id),
+                    sanitize::line(&s.title),
+                    s.phase.as_str().to_string(),
+                    countdown(s, now),
+                ]
+            };
+            let cells = std::iter::once(status).chain(
+                texts
+                    .iter()
+                    .zip(room.iter().skip(1))
+                    .map(|(t, w)| Cell::from(cells::ellipsize(t, *w).into_owned())),
+            );
+            let row = Row::new(cells);
+            if i == selected {
+                row.style(app.theme.selected)
+            } else {
+                row
+            }
+        })
+        .collect();
     let header = Row::new(header).style(app.theme.muted.add_modifier(Modifier::BOLD));
     let table = Table::new(rows, widths).header(header).column_spacing(1);
     f.render_widget(table, inner);
+}
+
+/// The first row to show of a list of `len` so that row `selected` is on screen, moving as
+/// little as can be from `top` (the list stays put while the selection moves within it).
+pub fn scrolled_to(top: usize, selected: usize, height: usize, len: usize) -> usize {
+    let height = height.max(1);
+    let top = if selected < top {
+        selected
+    } else if selected >= top + height {
+        selected + 1 - height
+    } else {
+        top
+    };
+    top.min(len.saturating_sub(height))
+}
+
+/// The width of each column of a table `width` cells wide with one cell between columns, as
+/// the table lays them out: to cut text to fit with a visible `…` rather than mid-word.
+pub fn column_widths(widths: &[Constraint], width: u16) -> Vec<usize> {
+    Layout::horizontal(widths.iter().copied())
+        .flex(ratatui::layout::Flex::Start)
+        .spacing(1)
+        .split(Rect::new(0, 0, width, 1))
+        .iter()
+        .map(|r| usize::from(r.width))
+        .collect()
 }
 
 /// The whole transcript as lines (sanitised), for `width` columns. The cockpit draws only the
@@ -338,6 +374,10 @@ fn render_transcript(f: &mut Frame, app: &App, area: Rect, _now: chrono::DateTim
             s.phase
         ),
         None => " transcript ".to_string(),
+    };
+    let title = match t.search_query() {
+        Some(q) => format!("{title}· search \"{}\" (n/N) ", sanitize::line(q)),
+        None => title,
     };
     let (body, composer) = if t.composer.is_some() {
         let [b, c] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
@@ -389,11 +429,16 @@ fn render_transcript(f: &mut Frame, app: &App, area: Rect, _now: chrono::DateTim
 }
 
 fn render_status(f: &mut Frame, app: &App, area: Rect) {
-    if let Some(area_text) = &app.command {
+    let prompt = match (&app.command, &app.dialog) {
+        (Some(text), _) => Some((":", text)),
+        (None, Some(Dialog::Search(text))) => Some(("/", &**text)),
+        _ => None,
+    };
+    if let Some((mark, text)) = prompt {
         let [label, input] =
             Layout::horizontal([Constraint::Length(1), Constraint::Min(1)]).areas(area);
-        f.render_widget(Paragraph::new(Span::styled(":", app.theme.accent)), label);
-        f.render_widget(area_text, input);
+        f.render_widget(Paragraph::new(Span::styled(mark, app.theme.accent)), label);
+        f.render_widget(text, input);
         return;
     }
     let line = match &app.status {
@@ -410,44 +455,99 @@ fn render_status(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(line), area);
 }
 
+/// The keys of the screen shown, in the registry's order of importance, as many as fit (a
+/// long one that does not fit makes room for shorter ones after it), then `…` if some did not,
+/// and always the key for `?` help (where the rest are).
 fn render_hints(f: &mut Frame, app: &App, area: Rect) {
-    let scope = if app.transcript.is_some() {
-        Scope::Transcript
-    } else {
-        Scope::Sessions
-    };
+    let hints = app.keymap.hints(app.scope());
+    let (help, rest): (Vec<_>, Vec<_>) = hints.into_iter().partition(|(_, h)| *h == "help");
+    let cells = |(key, hint): &(String, &str)| key.chars().count() + hint.chars().count() + 3;
+    let room = usize::from(area.width);
+    let reserve = help.iter().map(cells).sum::<usize>() + 2;
     let mut spans = Vec::new();
-    for (key, hint) in app.keymap.hints(scope) {
+    let mut used = 0;
+    let mut cut = false;
+    for item in &rest {
+        let w = cells(item);
+        if used + w + reserve > room {
+            cut = true;
+            continue;
+        }
+        used += w;
+        spans.push(Span::styled(format!(" {}", item.0), app.theme.accent));
+        spans.push(Span::raw(format!(" {} ", item.1)));
+    }
+    if cut {
+        spans.push(Span::styled(" …", app.theme.muted));
+    }
+    for (key, hint) in &help {
         spans.push(Span::styled(format!(" {key}"), app.theme.accent));
         spans.push(Span::raw(format!(" {hint} ")));
     }
-    f.render_widget(
-        Paragraph::new(Line::from(spans)).wrap(Wrap { trim: true }),
-        area,
-    );
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn render_help(f: &mut Frame, app: &App) {
-    let mut lines = vec![
-        Line::from(Span::styled("Keys (any key closes)", app.theme.accent)),
-        Line::from(""),
-    ];
-    for d in app.keymap.defs() {
-        let scope = match d.scope {
-            Scope::Global => "",
-            Scope::Sessions => " (sessions)",
-            Scope::Transcript => " (transcript)",
-        };
-        lines.push(Line::from(vec![
-            Span::styled(
-                format!("{:<16}", app.keymap.keys_of(d.action).join(" ")),
-                app.theme.accent,
-            ),
-            Span::raw(format!("{}{scope}", d.help)),
-        ]));
+fn render_help(f: &mut Frame, app: &App, help: &HelpView) {
+    let r = centered(f.area(), 90, u16::MAX);
+    let room = usize::from(r.width.saturating_sub(2)).max(1);
+    let scope = app.scope();
+    // 0: this screen's own, 1: everywhere, 2: other screens'
+    let group = |d: &ActionDef| match (d.applies_in(Scope::Global), d.applies_in(scope)) {
+        (true, _) => 1,
+        (false, true) => 0,
+        (false, false) => 2,
+    };
+    let mut lines = Vec::new();
+    for (g, heading) in ["On this screen", "Everywhere", "On other screens"]
+        .into_iter()
+        .enumerate()
+    {
+        let defs: Vec<&ActionDef> = app.keymap.defs().filter(|d| group(d) == g).collect();
+        if defs.is_empty() {
+            continue;
+        }
+        if !lines.is_empty() {
+            lines.push(Line::from(""));
+        }
+        lines.push(Line::from(Span::styled(heading, app.theme.accent)));
+        for d in defs {
+            let elsewhere = if g == 2 {
+                let names: Vec<&str> = d.scopes.iter().map(|s| s.name()).collect();
+                format!(" ({})", names.join(", "))
+            } else {
+                String::new()
+            };
+            let line = Line::from(vec![
+                Span::styled(
+                    format!("  {:<14}", app.keymap.keys_of(d.action).join(" ")),
+                    app.theme.accent,
+                ),
+                Span::raw(format!("{}{elsewhere}", d.help)),
+            ]);
+            lines.extend(cells::wrap_line(&line, room));
+        }
     }
-    let height = (lines.len() + 2) as u16;
-    popup(f, app, "Help", lines, 90, height);
+    let height = usize::from(r.height.saturating_sub(2));
+    let max_top = lines.len().saturating_sub(height);
+    let top = help.scroll.min(max_top);
+    help.shown.set(Rows {
+        top,
+        max_top,
+        height,
+    });
+    let title = if max_top > 0 {
+        format!(
+            "Keys {}-{} of {} (j/k, pgup/pgdn scroll; any other key closes)",
+            top + 1,
+            (top + height).min(lines.len()),
+            lines.len()
+        )
+    } else {
+        "Keys (any key closes)".to_string()
+    };
+    let lines: Vec<Line> = lines.into_iter().skip(top).take(height).collect();
+    let fit = (lines.len() + 2) as u16;
+    popup(f, app, &title, lines, 90, fit);
 }
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
@@ -576,56 +676,119 @@ mod tests {
         term
     }
 
-    fn snap(name: &str, app: &App) {
-        for (w, h) in [(80, 24), (160, 48)] {
-            let term = draw(app, w, h);
-            insta::assert_snapshot!(format!("{name}_{w}x{h}"), term.backend());
+    /// Snapshots of `build`'s app at 80x24 and 160x48, in the default and the mono theme.
+    fn snap(name: &str, build: impl Fn(Theme) -> App) {
+        for (theme, suffix) in [(Theme::default_theme(), ""), (Theme::mono(), "_mono")] {
+            let app = build(theme);
+            for (w, h) in [(80, 24), (160, 48)] {
+                let term = draw(&app, w, h);
+                insta::assert_snapshot!(format!("{name}{suffix}_{w}x{h}"), term.backend());
+            }
         }
     }
 
     #[test]
     fn sessions_view() {
-        snap("sessions", &app(Theme::default_theme()));
-        let mut filtered = app(Theme::default_theme());
-        filtered.sessions.set_filter("status:failed");
-        snap("sessions_filtered", &filtered);
+        snap("sessions", app);
+        snap("sessions_filtered", |theme| {
+            let mut filtered = app(theme);
+            filtered.sessions.set_filter("status:failed");
+            filtered
+        });
     }
 
     #[test]
     fn transcript_view() {
-        snap("transcript", &attached(app(Theme::default_theme()), false));
-        snap(
-            "transcript_tools_open",
-            &attached(app(Theme::default_theme()), true),
-        );
-        let mut composing = attached(app(Theme::default_theme()), false);
-        if let Some(t) = composing.transcript.as_mut() {
-            t.open_composer();
-        }
-        snap("transcript_composing", &composing);
+        snap("transcript", |theme| attached(app(theme), false));
+        snap("transcript_tools_open", |theme| attached(app(theme), true));
+        snap("transcript_composing", |theme| {
+            let mut composing = attached(app(theme), false);
+            if let Some(t) = composing.transcript.as_mut() {
+                t.open_composer();
+            }
+            composing
+        });
+        snap("transcript_search", |theme| {
+            let mut searching = attached(app(theme), true);
+            if let Some(t) = searching.transcript.as_mut() {
+                t.search("test");
+            }
+            searching
+        });
     }
 
     #[test]
     fn dialogs() {
-        let mut help = app(Theme::default_theme());
-        help.dialog = Some(Dialog::Help);
-        snap("help", &help);
-        let mut confirm = app(Theme::default_theme());
-        confirm.dialog = Some(Dialog::Confirm {
-            action: crate::tui::actions::Action::End,
-            session: Uuid::from_u128(3),
-            title: "task 3".into(),
+        snap("help", |theme| {
+            let mut help = app(theme);
+            help.dialog = Some(Dialog::Help(Default::default()));
+            help
         });
-        snap("confirm_end", &confirm);
-        let mut new = app(Theme::default_theme());
-        new.dialog = Some(Dialog::NewSession(Box::new(NewSession {
-            agents: vec!["coder".into(), "reviewer".into()],
-            agent: 1,
-            field: 0,
-            title: Default::default(),
-            prompt: Default::default(),
-        })));
-        snap("new_session", &new);
+        snap("confirm_end", |theme| {
+            let mut confirm = app(theme);
+            confirm.dialog = Some(Dialog::Confirm {
+                action: crate::tui::actions::Action::End,
+                session: Uuid::from_u128(3),
+                title: "task 3".into(),
+            });
+            confirm
+        });
+        snap("new_session", |theme| {
+            let mut new = app(theme);
+            let mut form = NewSession::new(vec!["coder".into(), "reviewer".into()]);
+            form.agent = 1;
+            form.focus(1);
+            form.title.insert_str("fix the flaky test");
+            new.dialog = Some(Dialog::NewSession(Box::new(form)));
+            new
+        });
+        snap("filter", |theme| {
+            let mut filter = app(theme);
+            filter.update(crate::tui::app::Msg::Key(crossterm::event::KeyEvent::new(
+                crossterm::event::KeyCode::Char('/'),
+                crossterm::event::KeyModifiers::NONE,
+            )));
+            for c in "agent:coder".chars() {
+                filter.update(crate::tui::app::Msg::Key(crossterm::event::KeyEvent::new(
+                    crossterm::event::KeyCode::Char(c),
+                    crossterm::event::KeyModifiers::NONE,
+                )));
+            }
+            filter
+        });
+    }
+
+    #[test]
+    fn the_hint_bar_says_when_keys_did_not_fit_and_always_shows_help() {
+        let a = attached(app(Theme::mono()), false);
+        let narrow = draw(&a, 80, 24).backend().to_string();
+        let hints = narrow.lines().nth(23).unwrap_or_default().to_string();
+        assert!(hints.contains('…'), "{hints}");
+        assert!(
+            hints.trim_end_matches(['"', ' ']).ends_with("? help"),
+            "{hints}"
+        );
+        let wide = draw(&a, 240, 24).backend().to_string();
+        let hints = wide.lines().nth(23).unwrap_or_default().to_string();
+        assert!(!hints.contains('…'), "{hints}");
+        assert!(hints.contains("search"), "{hints}");
+    }
+
+    #[test]
+    fn long_cells_are_cut_with_a_mark_between_words() {
+        let mut a = app(Theme::mono());
+        let mut s = session(9, "coder", SessionStatus::Failed);
+        s.failure_reason = Some(
+            "sandbox failed: ImagePullBackOff: Back-off pulling image registry.example/agent"
+                .into(),
+        );
+        a.update(crate::tui::app::Msg::Session(Box::new(s)));
+        let screen = draw(&a, 160, 48).backend().to_string();
+        assert!(
+            screen.contains("sandbox failed:…") || screen.contains("ImagePullBackOff:…"),
+            "{screen}"
+        );
+        assert!(!screen.contains("Back-o "), "{screen}");
     }
 
     #[test]
@@ -655,8 +818,6 @@ mod tests {
             .filter(|c| c.modifier.contains(Modifier::REVERSED))
             .count();
         assert!(selected > 20, "the selected row is in reverse video");
-        let mono_snap = draw(&attached(app(Theme::mono()), false), 80, 24);
-        insta::assert_snapshot!("transcript_mono_80x24", mono_snap.backend());
     }
 
     #[test]

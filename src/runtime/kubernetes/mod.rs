@@ -35,6 +35,8 @@ pub struct KubernetesRuntime {
     client: Client,
     config: KubernetesConfig,
     in_cluster: bool,
+    /// The kubeconfig context connected with (see [`SandboxRuntime::context`]).
+    context: Option<String>,
     /// Resolved on first use (the cluster may be unreachable when agentdeck starts).
     ready: OnceCell<(Version, Arc<Watches>)>,
     forwards: Arc<forward::Forwards>,
@@ -87,7 +89,16 @@ impl KubernetesRuntime {
             })?,
         };
         let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-        Self::with_client(kube_config, config.clone(), in_cluster)
+        let context = match (&config.context, in_cluster) {
+            (Some(c), _) => Some(c.clone()),
+            (None, true) => Some("in-cluster".to_string()),
+            (None, false) => kube::config::Kubeconfig::read()
+                .ok()
+                .and_then(|k| k.current_context),
+        };
+        let mut runtime = Self::with_client(kube_config, config.clone(), in_cluster)?;
+        runtime.context = context;
+        Ok(runtime)
     }
 
     /// A runtime over a given client configuration (tests point it at a fake API server).
@@ -97,6 +108,7 @@ impl KubernetesRuntime {
         in_cluster: bool,
     ) -> Result<Self, RuntimeError> {
         crate::net::ensure_crypto();
+        let context = config.context.clone();
         let client = Client::try_from(kube_config).map_err(|e| {
             RuntimeError::Unavailable(format!("cannot build a Kubernetes client: {e}"))
         })?;
@@ -104,6 +116,7 @@ impl KubernetesRuntime {
             client,
             config,
             in_cluster,
+            context,
             ready: OnceCell::new(),
             forwards: Arc::new(forward::Forwards::default()),
         })
@@ -239,6 +252,10 @@ impl KubernetesRuntime {
 impl SandboxRuntime for KubernetesRuntime {
     fn kind(&self) -> &'static str {
         "kubernetes"
+    }
+
+    fn context(&self) -> Option<String> {
+        self.context.clone()
     }
 
     async fn provision(&self, spec: &SandboxSpec) -> Result<SandboxRef, RuntimeError> {
