@@ -1152,6 +1152,16 @@ mod tests {
         assert_eq!(transcript(&a).scroll, max_top - 1 - (shown.height - 1));
         let screen = frame(&a);
         assert!(screen.contains("more lines below"), "{screen}");
+        let top = max_top - 1 - (shown.height - 1);
+        assert!(
+            screen.contains(&format!(
+                "lines {}-{} of {}",
+                top + 1,
+                top + shown.height,
+                shown.total
+            )),
+            "what is above is said: {screen}"
+        );
         a.update(press(KeyCode::PageDown));
         a.update(key('j'));
         assert!(transcript(&a).follow, "back at the end, following again");

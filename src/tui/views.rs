@@ -387,13 +387,23 @@ fn render_transcript(f: &mut Frame, app: &App, area: Rect, _now: chrono::DateTim
     };
     let block = Block::default()
         .borders(Borders::ALL)
-        .border_style(app.theme.border)
-        .title(title);
+        .border_style(app.theme.border);
     let inner = block.inner(body);
-    f.render_widget(block, body);
     let height = usize::from(inner.height);
     // Only the lines on screen are drawn: instant at any length of transcript.
     let window = t.window(inner.width, &app.theme, height);
+    // What is out of view above is said on the frame; what is below, on the last line.
+    let title = if window.top > 0 {
+        format!(
+            "{title}· lines {}-{} of {} ",
+            window.top + 1,
+            (window.top + height).min(window.total),
+            window.total
+        )
+    } else {
+        title
+    };
+    f.render_widget(block.title(title), body);
     let below = window.total.saturating_sub(window.top + height);
     let mut shown = window.lines;
     if !t.loaded && t.messages().is_empty() {
