@@ -244,12 +244,35 @@ keys o
 wait_for 10 "out +total"
 shot transcript-tools
 
+keys /
+text "drwx"
+keys Enter
+wait_for 10 'search "drwx"' "match 1 of"
+shot transcript-search
+
 keys i
 wait_for 10 "ctrl-s send"
 text "now run the tests and tell me what fails"
 shot composer
+# esc would keep the draft and say so on the status line of every later picture: start over.
+quit
+cockpit
+wait_for 30 "Sessions \(5\)" "look around the sandbox +idle"
+
+# --- sandboxes, a log, diagnose -------------------------------------------------------------
+keys h
+wait_for 30 "Sandboxes \([0-9]+\)" "ready"
+shot sandboxes
 keys Escape
 sleep 0.3
+keys g l
+wait_for 30 "Log · look around the sandbox" "opencode"
+shot logs
+keys Escape
+sleep 0.3
+keys G d
+wait_for 30 "Diagnose · nightly dependency audit" "What to do" "Phase history"
+shot diagnose
 keys Escape
 wait_for 10 "Sessions \(5\)"
 
@@ -266,7 +289,7 @@ wait_for 10 "Sessions \(5\)"
 sleep 0.3
 
 keys '?'
-wait_for 10 "Keys \(any key closes\)"
+wait_for 10 "On this screen"
 shot help
 keys Escape
 sleep 0.3

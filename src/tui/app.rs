@@ -406,6 +406,10 @@ impl App {
             let (action, session) = (*action, *session);
             self.dialog = None;
             return match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') if action == Action::Quit => {
+                    self.quit = true;
+                    vec![]
+                }
                 KeyCode::Char('y') | KeyCode::Char('Y') => {
                     vec![Effect::Lifecycle { action, session }]
                 }
@@ -443,7 +447,27 @@ impl App {
 
     fn on_action(&mut self, action: Action) -> Vec<Effect> {
         match action {
-            Action::Quit => self.quit = true,
+            Action::Quit => {
+                // Unsent text would be lost with the cockpit: ask first.
+                let open = self.transcript.as_ref().and_then(|t| {
+                    let area = t.composer.as_ref()?;
+                    (!text_of(area).trim().is_empty()).then_some(t.session)
+                });
+                match open.or_else(|| self.drafts.keys().next().copied()) {
+                    Some(session) => {
+                        let title = self
+                            .sessions
+                            .get(session)
+                            .map_or_else(|| session.to_string(), |s| s.title.clone());
+                        self.dialog = Some(Dialog::Confirm {
+                            action,
+                            session,
+                            title,
+                        });
+                    }
+                    None => self.quit = true,
+                }
+            }
             Action::Help => self.dialog = Some(Dialog::Help(HelpView::default())),
             Action::Back => {
                 if self.dialog.take().is_none()
@@ -1026,7 +1050,10 @@ mod tests {
         a.update(Msg::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
         a.update(Msg::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
         assert!(a.transcript.is_none());
+        // the "q" typed is kept as a draft: quitting asks first
         a.update(key('q'));
+        assert!(!a.quit);
+        a.update(key('y'));
         assert!(a.quit);
     }
 
@@ -1269,10 +1296,29 @@ mod tests {
         a.update(press(KeyCode::Esc));
         a.update(press(KeyCode::Esc));
         assert!(a.transcript.is_none());
+        // quitting would lose it: asked first
+        a.update(key('q'));
+        assert!(!a.quit);
+        assert!(matches!(
+            a.dialog,
+            Some(Dialog::Confirm {
+                action: Action::Quit,
+                ..
+            })
+        ));
+        a.update(key('n'));
+        assert!(!a.quit);
         a.update(press(KeyCode::Enter));
         a.update(key('i'));
         let area = transcript(&a).composer.as_ref().map(text_of);
         assert_eq!(area.as_deref(), Some("half a thought"));
+        a.update(press(KeyCode::Esc));
+        a.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char('c'),
+            KeyModifiers::CONTROL,
+        )));
+        a.update(key('y'));
+        assert!(a.quit);
     }
 
     #[test]

@@ -320,6 +320,18 @@ fn render_health(
         f.render_widget(Paragraph::new(Span::styled(text, app.theme.muted)), inner);
         return;
     }
+    // The selected sandbox's conditions and events below the table, when there is room.
+    let inner = if inner.height >= 16 {
+        let [table, details] =
+            ratatui::layout::Layout::vertical([Constraint::Min(5), Constraint::Length(8)])
+                .areas(inner);
+        if let Some(row) = v.rows.get(v.selected) {
+            render_health_details(f, app, row, details, now);
+        }
+        table
+    } else {
+        inner
+    };
     let height = inner.height.saturating_sub(1) as usize;
     app.list_rows.set(height);
     app.list_y.set(inner.y + 1);
@@ -328,6 +340,7 @@ fn render_health(
     let all = [
         ("SESSION", Constraint::Fill(2)),
         ("PHASE", Constraint::Length(13)),
+        ("READY", Constraint::Length(5)),
         ("REASON", Constraint::Fill(2)),
         ("RESTARTS", Constraint::Length(8)),
         ("LAST EXIT", Constraint::Length(14)),
@@ -337,9 +350,9 @@ fn render_health(
     ];
     // Narrow terminals keep what says what is wrong.
     let cols: &[usize] = if inner.width >= 110 {
-        &[0, 1, 2, 3, 4, 5, 6, 7]
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8]
     } else {
-        &[0, 1, 2, 3, 6]
+        &[0, 1, 3, 4, 7]
     };
     let widths: Vec<Constraint> = cols.iter().map(|&c| all[c].1).collect();
     let room = super::views::column_widths(&widths, inner.width);
@@ -373,18 +386,20 @@ fn render_health(
                     vec![
                         fit(0, title),
                         Cell::from(h.phase.as_str()).style(style),
-                        fit(2, h.reason.as_deref().unwrap_or("")),
+                        Cell::from(if ready(h) { "yes" } else { "no" }),
+                        fit(3, h.reason.as_deref().unwrap_or("")),
                         Cell::from(h.restarts.to_string()),
-                        fit(4, h.last_termination.as_deref().unwrap_or("")),
-                        fit(5, h.node.as_deref().unwrap_or("")),
+                        fit(5, h.last_termination.as_deref().unwrap_or("")),
+                        fit(6, h.node.as_deref().unwrap_or("")),
                         Cell::from(since(h.since, now)),
-                        fit(7, &last_event),
+                        fit(8, &last_event),
                     ]
                 }
                 Err(e) => vec![
                     fit(0, title),
                     Cell::from("unknown").style(app.theme.warning),
-                    fit(2, e),
+                    Cell::from("?"),
+                    fit(3, e),
                 ],
             };
             let mut cells: Vec<Option<Cell>> = cells.into_iter().map(Some).collect();
@@ -404,6 +419,88 @@ fn render_health(
     f.render_widget(
         Table::new(rows, widths).header(header).column_spacing(1),
         inner,
+    );
+}
+
+/// Whether the sandbox is ready: its `Ready` condition when it has one, else its phase.
+fn ready(h: &SandboxHealth) -> bool {
+    match h.conditions.iter().find(|c| c.kind == "Ready") {
+        Some(c) => c.status == "True",
+        None => h.phase == HealthPhase::Ready,
+    }
+}
+
+/// Under the sandboxes table: the selected one's conditions and latest events.
+fn render_health_details(
+    f: &mut Frame,
+    app: &App,
+    row: &(Uuid, String, Result<SandboxHealth, String>),
+    area: Rect,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let t = &app.theme;
+    let mut lines = Vec::new();
+    match &row.2 {
+        Err(e) => lines.push(Line::from(Span::styled(
+            format!("health unknown: {e}"),
+            t.warning,
+        ))),
+        Ok(h) => {
+            let conditions: Vec<String> = h
+                .conditions
+                .iter()
+                .map(|c| match &c.reason {
+                    Some(r) => format!("{}={} ({r})", c.kind, c.status),
+                    None => format!("{}={}", c.kind, c.status),
+                })
+                .collect();
+            lines.push(Line::from(vec![
+                Span::styled("conditions ", t.muted),
+                Span::raw(if conditions.is_empty() {
+                    "none reported".to_string()
+                } else {
+                    conditions.join("  ")
+                }),
+            ]));
+            if h.recent_events.is_empty() {
+                lines.push(Line::from(Span::styled("no recent events", t.muted)));
+            }
+            for e in h.recent_events.iter().rev().take(5).rev() {
+                let style = if e.kind == "Warning" {
+                    t.warning
+                } else {
+                    t.text
+                };
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{:>4} ago ", since(e.at, now)), t.muted),
+                    Span::styled(format!("{} {}: {}", e.kind, e.reason, e.message), style),
+                ]));
+            }
+        }
+    }
+    let room = usize::from(area.width.saturating_sub(2)).max(1);
+    let rows: Vec<Line> = lines
+        .iter()
+        .map(|l| {
+            let clean = Line::from(
+                l.spans
+                    .iter()
+                    .map(|s| Span::styled(sanitize::line(&s.content), s.style))
+                    .collect::<Vec<_>>(),
+            );
+            cells::wrap_line(&clean, room)
+        })
+        .flat_map(|rows| rows.into_iter().take(2))
+        .collect();
+    let title = format!(" {} ", sanitize::line(&row.1));
+    f.render_widget(
+        Paragraph::new(rows).block(
+            Block::default()
+                .borders(Borders::TOP)
+                .border_style(t.border)
+                .title(title),
+        ),
+        area,
     );
 }
 

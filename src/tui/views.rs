@@ -66,17 +66,26 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
         Some(Dialog::Help(help)) => render_help(f, app, help),
         Some(Dialog::Confirm { action, title, .. }) => {
             let verb = format!("{action:?}").to_lowercase();
-            let text = vec![
-                Line::from(format!("{verb} \"{}\"?", sanitize::line(title))),
-                Line::from(""),
-                Line::from(vec![
-                    Span::styled("y", app.theme.accent),
-                    Span::raw(" yes    "),
-                    Span::styled("any other key", app.theme.accent),
-                    Span::raw(" no"),
-                ]),
-            ];
-            popup(f, app, "Confirm", text, 50, 5);
+            let question = if *action == crate::tui::actions::Action::Quit {
+                format!(
+                    "quit? what you wrote to \"{}\" is not sent and would be lost",
+                    sanitize::line(title)
+                )
+            } else {
+                format!("{verb} \"{}\"?", sanitize::line(title))
+            };
+            let width = 56.min(f.area().width);
+            let mut text =
+                cells::wrap_line(&Line::from(question), usize::from(width.saturating_sub(2)));
+            text.push(Line::from(""));
+            text.push(Line::from(vec![
+                Span::styled("y", app.theme.accent),
+                Span::raw(" yes    "),
+                Span::styled("any other key", app.theme.accent),
+                Span::raw(" no"),
+            ]));
+            let height = text.len() as u16 + 2;
+            popup(f, app, "Confirm", text, width, height);
         }
         Some(Dialog::Filter(area)) => {
             let r = centered(f.area(), 60, 3);
@@ -742,6 +751,15 @@ mod tests {
                 title: "task 3".into(),
             });
             confirm
+        });
+        snap("confirm_quit_with_a_draft", |theme| {
+            let mut quit = app(theme);
+            quit.dialog = Some(Dialog::Confirm {
+                action: crate::tui::actions::Action::Quit,
+                session: Uuid::from_u128(2),
+                title: "task 2".into(),
+            });
+            quit
         });
         snap("new_session", |theme| {
             let mut new = app(theme);
