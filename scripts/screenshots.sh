@@ -254,8 +254,13 @@ keys i
 wait_for 10 "ctrl-s send"
 text "now run the tests and tell me what fails"
 shot composer
-# esc would keep the draft and say so on the status line of every later picture: start over.
-quit
+# esc keeps the draft (and says so on the status line): quitting asks first, then start over.
+keys Escape
+sleep 0.3
+keys q
+wait_for 10 "quit\? what you wrote"
+keys y
+wait_for 20 "EXITED-$RUN 0"
 cockpit
 wait_for 30 "Sessions \(5\)" "look around the sandbox +idle"
 

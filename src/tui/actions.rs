@@ -252,7 +252,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "compose",
         ["i", "tab"],
         "write",
-        "Write a message to the agent (ctrl-s sends, esc leaves)",
+        "Write a message to the agent (ctrl-s sends; esc keeps it as a draft)",
         false,
         [Transcript]
     ),

@@ -144,16 +144,30 @@ pub fn wrap_words(line: &str, room: usize, mut piece: impl FnMut(Range<usize>)) 
 
 /// A styled line (sanitised, no tabs) as the rows it takes `room` cells wide, broken between
 /// words where it can (see [`wrap_words`]); each row keeps the styles of the text it holds.
-/// Rows after the first hang under the first one's text: indented as far as its leading spaces
-/// and a `- ` bullet go (unless that leaves under half the room).
+/// Rows after the first hang under the first one's text: under its last column (text after two
+/// spaces, as in `label    value`), else as far as its leading spaces and a `- ` bullet go;
+/// never by more than half the room.
 pub fn wrap_line(line: &Line<'_>, room: usize) -> Vec<Line<'static>> {
     let room = room.max(1);
     let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
     if width(&text) <= room {
         return vec![owned(line)];
     }
+    let mut first = 0..0;
+    wrap_words(&text, room, |r| {
+        if first.end == 0 {
+            first = r;
+        }
+    });
     let lead = text.len() - text.trim_start_matches(' ').len();
-    let hang = lead + if text[lead..].starts_with("- ") { 2 } else { 0 };
+    let column = text[lead..first.end]
+        .rfind("  ")
+        .map(|at| lead + at + 2)
+        .filter(|&at| at < first.end && text[at..].starts_with(|c| c != ' '));
+    let hang = match column {
+        Some(at) => width(&text[..at]),
+        None => lead + if text[lead..].starts_with("- ") { 2 } else { 0 },
+    };
     let hang = if hang * 2 > room { 0 } else { hang };
     let row = |range: Range<usize>, indent: usize| {
         let mut spans = Vec::new();
@@ -171,12 +185,6 @@ pub fn wrap_line(line: &Line<'_>, room: usize) -> Vec<Line<'static>> {
         }
         Line::from(spans).style(line.style)
     };
-    let mut first = 0..0;
-    wrap_words(&text, room, |r| {
-        if first.end == 0 {
-            first = r;
-        }
-    });
     let mut rows = vec![row(first.clone(), 0)];
     let rest = &text[first.end..];
     wrap_words(rest, room - hang, |r| {
@@ -239,6 +247,26 @@ mod tests {
         assert_eq!(wrapped[0].spans[0].style, bold);
         assert_eq!(wrapped[1].spans[0].style, Style::default());
         assert_eq!(wrap_line(&line, 80).len(), 1);
+        let rows = |text: &'static str, room| -> Vec<String> {
+            wrap_line(&Line::from(text), room)
+                .iter()
+                .map(|l| l.to_string())
+                .collect()
+        };
+        // a bullet's rows hang under its text
+        assert_eq!(
+            rows("  - restart the sandbox when it is up", 20),
+            ["  - restart the ", "    sandbox when it ", "    is up"]
+        );
+        // a `label   value` line's rows hang under the value
+        assert_eq!(
+            rows("  failure   cannot create the sandbox", 24),
+            [
+                "  failure   cannot ",
+                "            create the ",
+                "            sandbox"
+            ]
+        );
     }
 
     #[test]

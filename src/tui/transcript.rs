@@ -153,7 +153,7 @@ impl Transcript {
     pub fn open_composer(&mut self) {
         if self.composer.is_none() {
             let mut area = TextArea::default();
-            area.set_placeholder_text("Message the agent (ctrl-s sends, esc leaves)");
+            area.set_placeholder_text("Message the agent (ctrl-s sends; esc keeps it as a draft)");
             self.composer = Some(area);
         }
     }

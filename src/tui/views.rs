@@ -440,7 +440,7 @@ fn render_transcript(f: &mut Frame, app: &App, area: Rect, _now: chrono::DateTim
         let block = Block::default()
             .borders(Borders::ALL)
             .border_style(app.theme.accent)
-            .title(" message (ctrl-s send, esc leave) ");
+            .title(" message (ctrl-s send, esc keep as draft) ");
         let inner = block.inner(area);
         f.render_widget(block, area);
         f.render_widget(c, inner);
