@@ -16,6 +16,7 @@ use agentdeck::model::{
 };
 use agentdeck::tui::actions::Keymap;
 use agentdeck::tui::app::{App, Msg};
+use agentdeck::tui::sessions::SortKey;
 use agentdeck::tui::theme::Theme;
 use agentdeck::tui::transcript::Transcript;
 use agentdeck::tui::views;
@@ -302,6 +303,35 @@ fn sessions(c: &mut Criterion) {
             app
         });
         b.iter(|| frame(&mut term, app))
+    });
+    let mut app = None;
+    group.bench_function("100000_sorted_by_activity", |b| {
+        let app = app.get_or_insert_with(|| {
+            let mut app = self::app(size(100_000));
+            app.sessions.set_sort(SortKey::Activity);
+            app.sessions.select_index(1000);
+            app
+        });
+        b.iter(|| frame(&mut term, app))
+    });
+    // A session does something (its activity moves it to the top), then a frame: the update
+    // path under a sort key, which moves one entry and never re-sorts.
+    let mut app = None;
+    group.bench_function("100000_sorted_by_activity_change_each_frame", |b| {
+        let (app, tick) = app.get_or_insert_with(|| {
+            let mut app = self::app(size(100_000));
+            app.sessions.set_sort(SortKey::Activity);
+            app.sessions.select_index(1000);
+            (app, 0u64)
+        });
+        let n = size(100_000);
+        b.iter(|| {
+            *tick += 1;
+            let mut s = session(1 + (*tick * 7919) % n);
+            s.last_activity_at = now() + chrono::Duration::seconds(*tick as i64);
+            app.update(Msg::Session(Box::new(s)));
+            frame(&mut term, app)
+        })
     });
     group.finish();
 }

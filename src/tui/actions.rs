@@ -44,6 +44,7 @@ pub enum Action {
     Follow,
     Attach,
     Filter,
+    Sort,
     NewSession,
     Restart,
     Suspend,
@@ -190,6 +191,15 @@ pub const REGISTRY: &[ActionDef] = &[
         ["/"],
         "filter",
         "Filter: words, or key:value (agent:x status:failed team:y)",
+        false,
+        [Sessions]
+    ),
+    def!(
+        Sort,
+        "sort",
+        ["s"],
+        "sort",
+        "Sort: newest, last activity, trouble first, agent, title (:sort KEY)",
         false,
         [Sessions]
     ),
@@ -351,7 +361,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "command",
         [":"],
         "cmd",
-        "Command mode: :sessions :sandboxes :logs :diagnose :agents :team NAME :quit",
+        "Command mode: :sessions :sandboxes :logs :diagnose :agents :team NAME :sort KEY :quit",
         false,
         [Global]
     ),

@@ -4,7 +4,7 @@
 
 use super::actions::{Action, Keymap, Scope};
 use super::panels::{DiagnoseView, Diagnosis, HealthView, LogView, Panel, SINCE};
-use super::sessions::SessionList;
+use super::sessions::{SessionList, SortKey};
 use super::theme::Theme;
 use super::transcript::Transcript;
 use crate::config::AgentSpec;
@@ -523,7 +523,7 @@ impl App {
             Action::Command => {
                 let mut area = TextArea::default();
                 area.set_placeholder_text(
-                    "sessions, sandboxes, logs, diagnose, agents, team NAME, quit",
+                    "sessions, sandboxes, logs, diagnose, agents, team NAME, sort KEY, quit",
                 );
                 self.command = Some(area);
             }
@@ -560,6 +560,11 @@ impl App {
                 area.insert_str(&self.sessions.filter().text);
                 area.set_placeholder_text("words or key:value, e.g. agent:coder status:failed");
                 self.dialog = Some(Dialog::Filter(Box::new(area)));
+            }
+            Action::Sort => {
+                let key = self.sessions.sort().next();
+                self.sessions.set_sort(key);
+                self.status = Some((format!("sorted by {}", key.name()), false));
             }
             Action::Search => {
                 let current = match (&self.panel, &self.transcript) {
@@ -951,6 +956,22 @@ impl App {
                 self.status = Some((format!("agents: {}", names.join(", ")), false));
                 vec![]
             }
+            "sort" => {
+                let names: Vec<&str> = SortKey::ALL.iter().map(|k| k.name()).collect();
+                match rest.first().map(|k| SortKey::parse(k)) {
+                    Some(Some(key)) => {
+                        self.panel = None;
+                        self.transcript = None;
+                        self.sessions.set_sort(key);
+                        self.status = Some((format!("sorted by {}", key.name()), false));
+                    }
+                    _ => {
+                        self.status =
+                            Some((format!("sort by what? :sort {}", names.join("|")), true))
+                    }
+                }
+                vec![]
+            }
             "team" => {
                 self.panel = None;
                 self.transcript = None;
@@ -964,7 +985,7 @@ impl App {
             other => {
                 self.status = Some((
                     format!(
-                        "unknown command :{other}; try :sessions :sandboxes :logs :diagnose :agents :team NAME :quit"
+                        "unknown command :{other}; try :sessions :sandboxes :logs :diagnose :agents :team NAME :sort KEY :quit"
                     ),
                     true,
                 ));

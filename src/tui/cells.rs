@@ -19,22 +19,27 @@ pub fn char_width(c: char) -> usize {
 /// on the whole cluster, so a variation selector that makes a symbol an emoji (two cells) is
 /// counted. Zero-width chars at the start of the line make a cluster of width 0.
 pub fn clusters(line: &str) -> impl Iterator<Item = (usize, usize)> {
-    let mut rest = line.char_indices().peekable();
+    // Each char's width is looked up once (an ASCII char takes one cell and is never
+    // zero-width in sanitised text, so it needs no lookup at all).
+    let mut chars = line
+        .char_indices()
+        .map(|(at, c)| (at, if c.is_ascii() { 1 } else { char_width(c) }))
+        .peekable();
     std::iter::from_fn(move || {
-        let (start, first) = rest.next()?;
-        let mut end = start + first.len_utf8();
-        while let Some(&(at, c)) = rest.peek() {
-            if char_width(c) > 0 {
-                break;
-            }
-            end = at + c.len_utf8();
-            rest.next();
+        let (start, width) = chars.next()?;
+        let mut end = None;
+        while let Some(&(at, 0)) = chars.peek() {
+            chars.next();
+            end = Some(at);
         }
-        let cluster = &line[start..end];
-        let width = if cluster.len() == 1 {
-            1
-        } else {
-            cluster.width()
+        let width = match end {
+            // one char: its own width
+            None => width,
+            // with marks after it: the whole cluster's (a variation selector can widen it)
+            Some(last) => {
+                let end = last + line[last..].chars().next().map_or(0, char::len_utf8);
+                line[start..end].width()
+            }
         };
         Some((start, width))
     })

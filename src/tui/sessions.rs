@@ -1,9 +1,10 @@
-//! The session list behind the home view: kept sorted (newest first) and indexed by id, so an
-//! update is a binary search and a replace, never a re-sort; the filter is applied once per
-//! change of filter or of a session's membership, and only visible rows are ever drawn. The
+//! The session list behind the home view: kept indexed by id (newest first), and, under a
+//! filter or another sort key, as the ids shown in order; an update is a few binary searches
+//! and one move, never a re-sort or a re-filter of everything; only visible rows are drawn. The
 //! count of each status (the title bar's, every frame) is kept as sessions come and go.
 
 use crate::model::{Session, SessionStatus};
+use std::cmp::Ordering;
 use uuid::Uuid;
 
 /// `/` filter: plain words match the title, agent, team, status or id; `key:value` pairs match
@@ -60,13 +61,94 @@ impl Filter {
     }
 }
 
+/// The order of the home view; `s` steps through them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SortKey {
+    /// Newest first (the default).
+    #[default]
+    Newest,
+    /// Most recently active first.
+    Activity,
+    /// Trouble first: failed, creating, busy, ready, idle, suspended, ended.
+    Status,
+    /// By agent, then newest first.
+    Agent,
+    /// By title (ignoring case), then newest first.
+    Title,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 5] = [
+        SortKey::Newest,
+        SortKey::Activity,
+        SortKey::Status,
+        SortKey::Agent,
+        SortKey::Title,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SortKey::Newest => "newest",
+            SortKey::Activity => "activity",
+            SortKey::Status => "status",
+            SortKey::Agent => "agent",
+            SortKey::Title => "title",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SortKey> {
+        SortKey::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn next(self) -> SortKey {
+        let at = SortKey::ALL.iter().position(|k| *k == self).unwrap_or(0);
+        SortKey::ALL[(at + 1) % SortKey::ALL.len()]
+    }
+
+    /// Where `a` goes against `b`; never `Equal` for two sessions (ties go newest first).
+    fn cmp(self, a: &Session, b: &Session) -> Ordering {
+        let newest = b.id.cmp(&a.id);
+        match self {
+            SortKey::Newest => newest,
+            SortKey::Activity => b.last_activity_at.cmp(&a.last_activity_at).then(newest),
+            SortKey::Status => trouble(a.status).cmp(&trouble(b.status)).then(newest),
+            SortKey::Agent => a.agent_id.cmp(&b.agent_id).then(newest),
+            SortKey::Title => {
+                let lower = |s: &'_ Session| {
+                    s.title
+                        .chars()
+                        .flat_map(char::to_lowercase)
+                        .collect::<Vec<_>>()
+                };
+                lower(a).cmp(&lower(b)).then(newest)
+            }
+        }
+    }
+}
+
+/// How much a status needs looking at, most first.
+fn trouble(status: SessionStatus) -> u8 {
+    match status {
+        SessionStatus::Failed => 0,
+        SessionStatus::Creating => 1,
+        SessionStatus::Busy => 2,
+        SessionStatus::Ready => 3,
+        SessionStatus::Idle => 4,
+        SessionStatus::Suspended => 5,
+        SessionStatus::Dead => 6,
+    }
+}
+
 #[derive(Default)]
 pub struct SessionList {
-    /// Newest first (ids are time-ordered).
+    /// Newest first (ids are time-ordered): the index by id.
     all: Vec<Session>,
     filter: Filter,
-    /// Indices into `all` that pass the filter; `None` when there is no filter.
-    visible: Option<Vec<usize>>,
+    sort: SortKey,
+    /// The ids shown, in the sort order, when that is not simply `all` (a filter, or another
+    /// order). Kept in order as sessions change: a change moves one entry (two binary searches),
+    /// never a re-sort of everything.
+    visible: Option<Vec<Uuid>>,
     selected: Option<Uuid>,
     /// How many of `all` have each status (indexed by the status's declaration order).
     by_status: [usize; SessionStatus::ALL.len()],
@@ -87,26 +169,60 @@ impl SessionList {
         self.refilter();
     }
 
+    /// Where a session goes in `visible` (which must not hold it).
+    fn slot(&self, visible: &[Uuid], s: &Session) -> usize {
+        visible
+            .binary_search_by(|id| match self.get(*id) {
+                Some(other) => self.sort.cmp(other, s),
+                None => Ordering::Less,
+            })
+            .unwrap_or_else(|at| at)
+    }
+
+    /// Where a shown session is in `visible`.
+    fn find(&self, visible: &[Uuid], s: &Session) -> Option<usize> {
+        visible
+            .binary_search_by(|id| match self.get(*id) {
+                Some(other) => self.sort.cmp(other, s),
+                None => Ordering::Less,
+            })
+            .ok()
+    }
+
     /// Adds or updates one session; the selection stays on the same session.
     pub fn upsert(&mut self, session: Session) {
+        let mut visible = self.visible.take();
         match self.position(session.id) {
             Ok(i) => {
                 let old = &mut self.by_status[self.all[i].status as usize];
                 *old = old.saturating_sub(1);
                 self.by_status[session.status as usize] += 1;
-                let was = self.filter.matches(&self.all[i]);
-                let now = self.filter.matches(&session);
+                if let Some(v) = &mut visible
+                    && self.filter.matches(&self.all[i])
+                    && let Some(at) = self.find(v, &self.all[i])
+                {
+                    v.remove(at);
+                }
                 self.all[i] = session;
-                if was != now {
-                    self.refilter();
+                if let Some(v) = &mut visible
+                    && self.filter.matches(&self.all[i])
+                {
+                    let at = self.slot(v, &self.all[i]);
+                    v.insert(at, self.all[i].id);
                 }
             }
             Err(i) => {
                 self.by_status[session.status as usize] += 1;
                 self.all.insert(i, session);
-                self.refilter();
+                if let Some(v) = &mut visible
+                    && self.filter.matches(&self.all[i])
+                {
+                    let at = self.slot(v, &self.all[i]);
+                    v.insert(at, self.all[i].id);
+                }
             }
         }
+        self.visible = visible;
     }
 
     pub fn get(&self, id: Uuid) -> Option<&Session> {
@@ -122,18 +238,26 @@ impl SessionList {
         &self.filter
     }
 
+    pub fn sort(&self) -> SortKey {
+        self.sort
+    }
+
+    /// Orders the list by `key`; the selection stays on the same session.
+    pub fn set_sort(&mut self, key: SortKey) {
+        self.sort = key;
+        self.refilter();
+    }
+
     fn refilter(&mut self) {
-        self.visible = if self.filter.is_empty() {
+        self.visible = if self.filter.is_empty() && self.sort == SortKey::Newest {
             None
         } else {
-            Some(
-                self.all
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| self.filter.matches(s))
-                    .map(|(i, _)| i)
-                    .collect(),
-            )
+            let mut shown: Vec<&Session> =
+                self.all.iter().filter(|s| self.filter.matches(s)).collect();
+            if self.sort != SortKey::Newest {
+                shown.sort_by(|a, b| self.sort.cmp(a, b));
+            }
+            Some(shown.into_iter().map(|s| s.id).collect())
         };
     }
 
@@ -152,20 +276,22 @@ impl SessionList {
     pub fn at(&self, i: usize) -> Option<&Session> {
         match &self.visible {
             None => self.all.get(i),
-            Some(v) => v.get(i).and_then(|&j| self.all.get(j)),
+            Some(v) => v.get(i).and_then(|id| self.get(*id)),
         }
     }
 
-    /// The selected row's index among the visible ones (the first when the selection is gone).
+    /// The selected row's index among the visible ones (where it would be, or the last row,
+    /// when the selected session is filtered out; the first with no selection).
     pub fn selected_index(&self) -> usize {
         let Some(id) = self.selected else { return 0 };
         match &self.visible {
             None => self.position(id).unwrap_or(0),
-            Some(v) => match self.position(id) {
-                Ok(j) => v
-                    .binary_search(&j)
-                    .unwrap_or_else(|k| k.min(v.len().saturating_sub(1))),
-                Err(_) => 0,
+            Some(v) => match self.get(id) {
+                Some(s) => match self.find(v, s) {
+                    Some(at) => at,
+                    None => self.slot(v, s).min(v.len().saturating_sub(1)),
+                },
+                None => 0,
             },
         }
     }
@@ -262,6 +388,93 @@ pub(crate) mod tests {
         list.replace_all(vec![session(9, "coder", SessionStatus::Busy)]);
         assert_eq!(list.count(SessionStatus::Ready), 0);
         assert_eq!(list.count(SessionStatus::Busy), 1);
+    }
+
+    /// What the list shows, as titles.
+    fn shown(list: &SessionList) -> Vec<String> {
+        (0..list.len())
+            .filter_map(|i| list.at(i).map(|s| s.title.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn sort_keys_order_the_list_and_keep_the_selection() {
+        let mut list = SessionList::default();
+        let mut sessions: Vec<Session> = (1..=4)
+            .map(|i| session(i, "coder", SessionStatus::Idle))
+            .collect();
+        sessions[1].status = SessionStatus::Failed;
+        sessions[2].agent_id = "alpha".into();
+        sessions[0].title = "Zeta".into();
+        sessions[3].title = "alpha".into();
+        list.replace_all(sessions);
+        list.select_index(1); // task 3
+        list.set_sort(SortKey::Status);
+        assert_eq!(shown(&list), ["task 2", "alpha", "task 3", "Zeta"]);
+        assert_eq!(list.selected().map(|s| s.title.as_str()), Some("task 3"));
+        list.set_sort(SortKey::Agent);
+        assert_eq!(shown(&list), ["task 3", "alpha", "task 2", "Zeta"]);
+        list.set_sort(SortKey::Title);
+        assert_eq!(shown(&list), ["alpha", "task 2", "task 3", "Zeta"]);
+        // activity: a session that just did something goes to the top
+        list.set_sort(SortKey::Activity);
+        let mut busy = session(1, "coder", SessionStatus::Busy);
+        busy.title = "Zeta".into();
+        busy.last_activity_at += chrono::Duration::seconds(60);
+        list.upsert(busy);
+        assert_eq!(shown(&list)[0], "Zeta");
+        assert_eq!(list.selected().map(|s| s.title.as_str()), Some("task 3"));
+        assert_eq!(SortKey::parse("activity"), Some(SortKey::Activity));
+        assert_eq!(SortKey::Title.next(), SortKey::Newest);
+    }
+
+    #[test]
+    fn the_order_stays_right_through_any_changes() {
+        // A small deterministic generator: the same sequence every run.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let statuses = SessionStatus::ALL;
+        for (key, filter) in [
+            (SortKey::Status, ""),
+            (SortKey::Activity, "team:red"),
+            (SortKey::Title, ""),
+            (SortKey::Agent, "status:i"),
+            (SortKey::Newest, "agent:b"),
+        ] {
+            let mut list = SessionList::default();
+            list.set_sort(key);
+            list.set_filter(filter);
+            let mut reference: Vec<Session> = Vec::new();
+            for step in 0..400 {
+                let id = next(60) + 1;
+                let mut s = session(
+                    id,
+                    ["a", "b", "c"][next(3) as usize],
+                    statuses[next(statuses.len() as u64) as usize],
+                );
+                s.title = format!("t{}", next(20));
+                s.last_activity_at += chrono::Duration::seconds(next(1000) as i64);
+                reference.retain(|r| r.id != s.id);
+                reference.push(s.clone());
+                list.upsert(s);
+                if step % 40 == 0 || step == 399 {
+                    let f = Filter::parse(filter);
+                    let mut want: Vec<&Session> =
+                        reference.iter().filter(|r| f.matches(r)).collect();
+                    want.sort_by(|a, b| key.cmp(a, b));
+                    let want: Vec<Uuid> = want.iter().map(|s| s.id).collect();
+                    let got: Vec<Uuid> = (0..list.len())
+                        .filter_map(|i| list.at(i).map(|s| s.id))
+                        .collect();
+                    assert_eq!(got, want, "{key:?} {filter:?} at step {step}");
+                }
+            }
+        }
     }
 
     #[test]

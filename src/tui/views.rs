@@ -226,6 +226,10 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
             sanitize::line(filter)
         )
     };
+    let title = match list.sort() {
+        super::sessions::SortKey::Newest => title,
+        key => format!("{title}· sorted by {} ", key.name()),
+    };
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(app.theme.border)
