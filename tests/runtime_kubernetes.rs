@@ -561,6 +561,25 @@ async fn a_cluster_without_agent_sandbox_is_a_clear_failure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_says_whether_the_cluster_answers() {
+    let e = env(vec!["v1alpha1"]).await;
+    e.runtime.ping().await.expect("the cluster answers");
+    // a cluster that is not there: nothing listens on this port
+    let gone = kube::Config::new(
+        format!("http://127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
+    );
+    let runtime =
+        KubernetesRuntime::with_client(gone, kconfig(&e.namespace, e.port), false).unwrap();
+    let err = runtime.ping().await.unwrap_err();
+    assert!(
+        err.to_string().contains("the cluster does not answer"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_without_an_image_is_refused() {
     let e = env(vec!["v1alpha1", "v1beta1"]).await;
     let mut s = spec("red");

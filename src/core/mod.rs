@@ -582,6 +582,11 @@ impl Core {
         self.inner.store.ping().await.map_err(|e| e.to_string())
     }
 
+    /// Whether the sandbox runtime answers (the cluster, on Kubernetes), for the status line.
+    pub async fn runtime_health(&self) -> std::result::Result<(), String> {
+        self.runtime().ping().await.map_err(|e| e.to_string())
+    }
+
     /// Whether the gateway answers (for the status line and diagnose).
     pub async fn gateway_health(&self) -> std::result::Result<(), String> {
         match &self.inner.config.gateway.url {

@@ -205,6 +205,11 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     fn context(&self) -> Option<String> {
         None
     }
+    /// Whether what runs the sandboxes answers now (the cluster's API server); cheap, for the
+    /// cockpit's status line. A local runtime always does.
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     /// Creates the session's sandbox, or finds the one already created for it (idempotent).
     async fn provision(&self, spec: &SandboxSpec) -> Result<SandboxRef, RuntimeError>;
     async fn health(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError>;
@@ -260,6 +265,9 @@ impl Unavailable {
 impl SandboxRuntime for Unavailable {
     fn kind(&self) -> &'static str {
         self.kind
+    }
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        Err(self.error())
     }
     async fn provision(&self, _: &SandboxSpec) -> Result<SandboxRef, RuntimeError> {
         Err(self.error())

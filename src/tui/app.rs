@@ -50,11 +50,17 @@ pub enum Msg {
         ended: Option<String>,
     },
     Diagnosis(Box<Diagnosis>),
-    /// Whether the store and the gateway answer.
-    Connectivity {
-        store: Result<(), String>,
-        gateway: Result<(), String>,
-    },
+    /// Whether the store, the runtime and the gateway answer.
+    Connectivity(Connectivity),
+}
+
+/// Whether each thing the cockpit depends on answered at the last check (every few seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connectivity {
+    pub store: Result<(), String>,
+    /// The sandbox runtime: the cluster on Kubernetes (a local runtime always answers).
+    pub runtime: Result<(), String>,
+    pub gateway: Result<(), String>,
 }
 
 /// What the loop must do for the app (I/O, off the render path).
@@ -169,8 +175,8 @@ pub struct App {
     status_since: Option<(String, bool, std::time::Instant)>,
     pub store: String,
     pub runtime: String,
-    /// The last connectivity check: (store, gateway); `None` before the first.
-    pub connectivity: Option<(Result<(), String>, Result<(), String>)>,
+    /// The last connectivity check; `None` before the first.
+    pub connectivity: Option<Connectivity>,
     pub quit: bool,
     /// Set by anything that changes what is on screen.
     pub dirty: bool,
@@ -376,8 +382,21 @@ impl App {
                 }
                 vec![]
             }
-            Msg::Connectivity { store, gateway } => {
-                let now = Some((store, gateway));
+            Msg::Connectivity(now) => {
+                // Say why when something stops answering (the top bar only says DOWN).
+                let before = self.connectivity.as_ref();
+                for (name, was, is) in [
+                    ("the store", before.map(|c| &c.store), &now.store),
+                    ("the cluster", before.map(|c| &c.runtime), &now.runtime),
+                    ("the gateway", before.map(|c| &c.gateway), &now.gateway),
+                ] {
+                    if let Err(e) = is
+                        && was.is_none_or(Result::is_ok)
+                    {
+                        self.status = Some((format!("{name} does not answer: {e}"), true));
+                    }
+                }
+                let now = Some(now);
                 self.dirty = self.connectivity != now;
                 self.connectivity = now;
                 vec![]
@@ -1393,6 +1412,37 @@ mod tests {
         assert!(matches!(a.dialog, Some(Dialog::Help(_))));
         a.update(key('x'));
         assert!(a.dialog.is_none());
+    }
+
+    #[test]
+    fn sort_by_key_or_command() {
+        let mut a = app();
+        a.update(Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Idle,
+        )]));
+        a.update(key('s'));
+        assert_eq!(a.sessions.sort(), SortKey::Activity);
+        assert_eq!(
+            a.status.clone().map(|s| s.0).as_deref(),
+            Some("sorted by activity")
+        );
+        for c in ":sort title".chars() {
+            a.update(key(c));
+        }
+        a.update(press(KeyCode::Enter));
+        assert_eq!(a.sessions.sort(), SortKey::Title);
+        for c in ":sort size".chars() {
+            a.update(key(c));
+        }
+        a.update(press(KeyCode::Enter));
+        let (said, error) = a.status.clone().unwrap_or_default();
+        assert!(
+            error && said.contains("newest|activity|status|agent|title"),
+            "{said}"
+        );
+        assert_eq!(a.sessions.sort(), SortKey::Title);
     }
 
     #[test]

@@ -281,9 +281,17 @@ async fn connectivity(core: Core, tx: mpsc::UnboundedSender<Msg>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
-        let store = core.store_health().await;
-        let gateway = core.gateway_health().await;
-        if tx.send(Msg::Connectivity { store, gateway }).is_err() {
+        let (store, runtime, gateway) = tokio::join!(
+            core.store_health(),
+            core.runtime_health(),
+            core.gateway_health()
+        );
+        let now = app::Connectivity {
+            store,
+            runtime,
+            gateway,
+        };
+        if tx.send(Msg::Connectivity(now)).is_err() {
             return;
         }
     }

@@ -173,23 +173,20 @@ fn render_top(f: &mut Frame, app: &App, area: Rect) {
         spans.push(Span::styled("[read-only]  ", app.theme.warning));
     }
     match &app.connectivity {
-        Some((store, gateway)) => {
-            let mark = |ok: &Result<(), String>| if ok.is_ok() { "ok" } else { "DOWN" };
-            let style = |ok: &Result<(), String>| {
-                if ok.is_ok() {
-                    app.theme.muted
-                } else {
-                    app.theme.error
-                }
+        Some(c) => {
+            let mut item = |name: &str, ok: &Result<(), String>| {
+                let (mark, style) = match ok {
+                    Ok(()) => ("ok", app.theme.muted),
+                    Err(_) => ("DOWN", app.theme.error),
+                };
+                spans.push(Span::styled(format!("{name} {mark} "), style));
             };
-            spans.push(Span::styled(
-                format!("store {} ", mark(store)),
-                style(store),
-            ));
-            spans.push(Span::styled(
-                format!("gateway {} ", mark(gateway)),
-                style(gateway),
-            ));
+            item("store", &c.store);
+            // a local runtime always answers: only a cluster is worth a word
+            if app.runtime.starts_with("kubernetes") || c.runtime.is_err() {
+                item("cluster", &c.runtime);
+            }
+            item("gateway", &c.gateway);
             spans.push(Span::styled(
                 format!(" {}  {}", app.runtime, app.store),
                 app.theme.muted,
@@ -774,6 +771,16 @@ mod tests {
             new.dialog = Some(Dialog::NewSession(Box::new(form)));
             new
         });
+        snap("command", |theme| {
+            let mut command = app(theme);
+            for c in ":sort activity".chars() {
+                command.update(crate::tui::app::Msg::Key(crossterm::event::KeyEvent::new(
+                    crossterm::event::KeyCode::Char(c),
+                    crossterm::event::KeyModifiers::NONE,
+                )));
+            }
+            command
+        });
         snap("filter", |theme| {
             let mut filter = app(theme);
             filter.update(crate::tui::app::Msg::Key(crossterm::event::KeyEvent::new(
@@ -788,6 +795,40 @@ mod tests {
             }
             filter
         });
+    }
+
+    #[test]
+    fn the_top_bar_says_what_does_not_answer_and_the_status_line_why() {
+        let mut a = App::new(
+            Keymap::new(false),
+            Theme::mono(),
+            vec![],
+            "postgres://db/agentdeck".into(),
+            "kubernetes:prod-eu".into(),
+        );
+        let ok = crate::tui::app::Connectivity {
+            store: Ok(()),
+            runtime: Ok(()),
+            gateway: Ok(()),
+        };
+        a.update(crate::tui::app::Msg::Connectivity(ok.clone()));
+        let screen = draw(&a, 160, 48).backend().to_string();
+        assert!(
+            screen.contains("store ok cluster ok gateway ok"),
+            "{screen}"
+        );
+        a.update(crate::tui::app::Msg::Connectivity(
+            crate::tui::app::Connectivity {
+                runtime: Err("connection refused".into()),
+                ..ok
+            },
+        ));
+        let screen = draw(&a, 160, 48).backend().to_string();
+        assert!(screen.contains("cluster DOWN"), "{screen}");
+        assert!(
+            screen.contains("the cluster does not answer: connection refused"),
+            "{screen}"
+        );
     }
 
     #[test]

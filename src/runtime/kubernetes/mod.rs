@@ -258,6 +258,14 @@ impl SandboxRuntime for KubernetesRuntime {
         self.context.clone()
     }
 
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.client
+            .apiserver_version()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("the cluster does not answer", e))
+    }
+
     async fn provision(&self, spec: &SandboxSpec) -> Result<SandboxRef, RuntimeError> {
         let (version, _) = self.ready().await?;
         let version = *version;
