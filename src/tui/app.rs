@@ -1072,10 +1072,7 @@ mod tests {
         for c in "hi there".chars() {
             a.update(key(c));
         }
-        let fx = a.update(Msg::Key(KeyEvent::new(
-            KeyCode::Char('s'),
-            KeyModifiers::CONTROL,
-        )));
+        let fx = a.update(ctrl('s'));
         assert_eq!(
             fx,
             vec![Effect::Send {
@@ -1146,6 +1143,10 @@ mod tests {
             KeyModifiers::SHIFT,
         )));
         assert!(ro.dialog.is_none());
+    }
+
+    fn ctrl(c: char) -> Msg {
+        Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
     }
 
     fn press(code: KeyCode) -> Msg {
@@ -1311,10 +1312,7 @@ mod tests {
         a.update(key('i'));
         let area = transcript(&a).composer.as_ref().map(text_of);
         assert_eq!(area.as_deref(), Some("half a thought"));
-        let fx = a.update(Msg::Key(KeyEvent::new(
-            KeyCode::Char('s'),
-            KeyModifiers::CONTROL,
-        )));
+        let fx = a.update(ctrl('s'));
         assert_eq!(
             fx,
             vec![Effect::Send {
@@ -1353,10 +1351,7 @@ mod tests {
         let area = transcript(&a).composer.as_ref().map(text_of);
         assert_eq!(area.as_deref(), Some("half a thought"));
         a.update(press(KeyCode::Esc));
-        a.update(Msg::Key(KeyEvent::new(
-            KeyCode::Char('c'),
-            KeyModifiers::CONTROL,
-        )));
+        a.update(ctrl('c'));
         a.update(key('y'));
         assert!(a.quit);
     }

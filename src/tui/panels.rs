@@ -33,6 +33,35 @@ pub struct Rows {
     pub height: usize,
 }
 
+impl Rows {
+    /// `height` rows of `len` shown from `scroll`, kept within the list.
+    pub fn place(scroll: usize, len: usize, height: usize) -> Rows {
+        let max_top = len.saturating_sub(height);
+        Rows {
+            top: scroll.min(max_top),
+            max_top,
+            height,
+        }
+    }
+}
+
+/// Lines as the rows they take `room` cells wide ([`cells::wrap_line`]), every span sanitised
+/// on the way, whatever it came from.
+pub fn wrap_clean(lines: &[Line<'_>], room: usize) -> Vec<Line<'static>> {
+    lines
+        .iter()
+        .flat_map(|line| {
+            let clean = Line::from(
+                line.spans
+                    .iter()
+                    .map(|s| Span::styled(sanitize::line(&s.content), s.style))
+                    .collect::<Vec<_>>(),
+            );
+            cells::wrap_line(&clean, room)
+        })
+        .collect()
+}
+
 /// How far back a log view starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Since {
@@ -479,18 +508,14 @@ fn render_health_details(
         }
     }
     let room = usize::from(area.width.saturating_sub(2)).max(1);
+    // at most two rows a line: the newest events stay in view
     let rows: Vec<Line> = lines
         .iter()
-        .map(|l| {
-            let clean = Line::from(
-                l.spans
-                    .iter()
-                    .map(|s| Span::styled(sanitize::line(&s.content), s.style))
-                    .collect::<Vec<_>>(),
-            );
-            cells::wrap_line(&clean, room)
+        .flat_map(|l| {
+            wrap_clean(std::slice::from_ref(l), room)
+                .into_iter()
+                .take(2)
         })
-        .flat_map(|rows| rows.into_iter().take(2))
         .collect();
     let title = format!(" {} ", sanitize::line(&row.1));
     f.render_widget(
@@ -709,29 +734,12 @@ fn render_diagnose(
         ),
         Err(e) => lines.push(Line::from(format!("  {}", sanitize::line(e)))),
     }
-    // Wrapped here (not by the widget) to know how long the page is; every span sanitised
-    // here too, whatever it came from.
-    let room = usize::from(area.width.saturating_sub(2)).max(1);
-    let rows: Vec<Line> = lines
-        .iter()
-        .flat_map(|line| {
-            let clean = Line::from(
-                line.spans
-                    .iter()
-                    .map(|s| Span::styled(sanitize::line(&s.content), s.style))
-                    .collect::<Vec<_>>(),
-            );
-            cells::wrap_line(&clean, room)
-        })
-        .collect();
+    // Wrapped here (not by the widget) to know how long the page is.
+    let rows = wrap_clean(&lines, usize::from(area.width.saturating_sub(2)).max(1));
     let height = usize::from(area.height.saturating_sub(2));
-    let max_top = rows.len().saturating_sub(height);
-    let top = view.scroll.min(max_top);
-    view.shown.set(Rows {
-        top,
-        max_top,
-        height,
-    });
+    let shown = Rows::place(view.scroll, rows.len(), height);
+    view.shown.set(shown);
+    let Rows { top, max_top, .. } = shown;
     let mut title = format!(" Diagnose · {} ", sanitize::line(&s.title));
     if max_top > 0 {
         title.push_str(&format!(

@@ -548,13 +548,9 @@ fn render_help(f: &mut Frame, app: &App, help: &HelpView) {
         }
     }
     let height = usize::from(r.height.saturating_sub(2));
-    let max_top = lines.len().saturating_sub(height);
-    let top = help.scroll.min(max_top);
-    help.shown.set(Rows {
-        top,
-        max_top,
-        height,
-    });
+    let shown = Rows::place(help.scroll, lines.len(), height);
+    help.shown.set(shown);
+    let Rows { top, max_top, .. } = shown;
     let title = if max_top > 0 {
         format!(
             "Keys {}-{} of {} (j/k, pgup/pgdn scroll; any other key closes)",
