@@ -152,6 +152,22 @@ fn start_create_attach_talk_filter_quit() {
     tmux.text("pty");
     tmux.keys(&["Enter"]);
     tmux.wait_for("filter: pty", wait);
+    // The other screens, on the selected session: sandboxes, its log, diagnose.
+    tmux.keys(&["h"]);
+    tmux.wait_for("Sandboxes (", wait);
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["l"]);
+    tmux.wait_for("Log · pty check", wait);
+    tmux.keys(&["s"]);
+    tmux.wait_for("last 5 minutes", wait);
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["d"]);
+    tmux.wait_for("What to do", wait);
+    tmux.wait_for("Phase history", wait);
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("filter: pty", wait);
+    tmux.keys(&["s"]);
+    tmux.wait_for("sorted by activity", wait);
     tmux.keys(&["?"]);
     tmux.wait_for("On this screen", wait);
     tmux.keys(&["Escape"]);
