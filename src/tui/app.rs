@@ -587,7 +587,7 @@ impl App {
             }
             Action::Search => {
                 let current = match (&self.panel, &self.transcript) {
-                    (Some(Panel::Logs(v)), _) => v.filter.clone(),
+                    (Some(Panel::Logs(v)), _) => v.filter_text().map(str::to_string),
                     (None, Some(t)) => t.search_query().map(str::to_string),
                     _ => return vec![],
                 };
@@ -932,10 +932,7 @@ impl App {
     fn set_search(&mut self, text: &str) {
         let text = text.trim_end_matches('\n');
         match (&mut self.panel, &mut self.transcript) {
-            (Some(Panel::Logs(v)), _) => {
-                v.filter = Some(text.to_string()).filter(|t| !t.is_empty());
-                v.scroll = 0;
-            }
+            (Some(Panel::Logs(v)), _) => v.set_filter(text),
             (None, Some(t)) => {
                 t.search(text);
                 if text.is_empty() {

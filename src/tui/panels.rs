@@ -148,7 +148,7 @@ pub struct LogView {
     pub scroll: usize,
     pub wrap: bool,
     /// Show only the lines holding this text (smart case, as the transcript's search).
-    pub filter: Option<String>,
+    filter: Option<LogFilter>,
     pub ended: Option<String>,
     pub shown: std::cell::Cell<Rows>,
 }
@@ -180,39 +180,101 @@ impl LogView {
         self.follow = true;
         self.scroll = 0;
         self.ended = None;
+        if let Some(f) = &mut self.filter {
+            f.hits.clear();
+        }
     }
 
     /// The lines shown: all, or those that match the filter.
     pub fn visible(&self) -> Vec<&str> {
         match &self.filter {
             None => self.lines.iter().map(String::as_str).collect(),
-            Some(f) => {
-                let exact = f.chars().any(char::is_uppercase);
-                let lower = f.to_lowercase();
-                self.lines
-                    .iter()
-                    .filter(|l| {
-                        if exact {
-                            l.contains(f.as_str())
-                        } else {
-                            l.to_lowercase().contains(&lower)
-                        }
-                    })
-                    .map(String::as_str)
-                    .collect()
-            }
+            Some(f) => f
+                .hits
+                .iter()
+                .filter_map(|n| self.lines.get(usize::try_from(n - self.dropped).ok()?))
+                .map(String::as_str)
+                .collect(),
         }
+    }
+
+    /// Shows only the lines holding `text` (all of them when it is empty).
+    pub fn set_filter(&mut self, text: &str) {
+        self.filter = (!text.is_empty()).then(|| {
+            let mut f = LogFilter::new(text);
+            f.hits = (self.dropped..)
+                .zip(&self.lines)
+                .filter(|(_, line)| f.matches(line))
+                .map(|(n, _)| n)
+                .collect();
+            f
+        });
+        self.scroll = 0;
+    }
+
+    pub fn filter_text(&self) -> Option<&str> {
+        self.filter.as_ref().map(|f| f.text.as_str())
     }
 
     pub fn push(&mut self, lines: Vec<String>) {
         for line in lines {
             if self.lines.len() == LOG_KEEP {
                 self.lines.pop_front();
+                let gone = self.dropped;
                 self.dropped += 1;
+                let shown = match &mut self.filter {
+                    Some(f) if f.hits.front() == Some(&gone) => f.hits.pop_front().is_some(),
+                    Some(_) => false,
+                    None => true,
+                };
                 // what is on screen stays on screen while paused
-                self.scroll = self.scroll.saturating_sub(1);
+                if shown {
+                    self.scroll = self.scroll.saturating_sub(1);
+                }
             }
-            self.lines.push_back(sanitize::line(&line));
+            let line = sanitize::line(&line);
+            let n = self.dropped + self.lines.len() as u64;
+            if let Some(f) = &mut self.filter
+                && f.matches(&line)
+            {
+                f.hits.push_back(n);
+            }
+            self.lines.push_back(line);
+        }
+    }
+}
+
+/// A log view's filter: the text, and which lines hold it (numbered from the first line the
+/// stream sent), kept as lines come and go so a frame never scans the whole log.
+struct LogFilter {
+    text: String,
+    /// Smart case: exact when the text has an uppercase letter.
+    exact: bool,
+    lower: String,
+    hits: VecDeque<u64>,
+}
+
+impl LogFilter {
+    fn new(text: &str) -> Self {
+        LogFilter {
+            text: text.to_string(),
+            exact: text.chars().any(char::is_uppercase),
+            lower: text.to_lowercase(),
+            hits: VecDeque::new(),
+        }
+    }
+
+    fn matches(&self, line: &str) -> bool {
+        if self.exact {
+            line.contains(self.text.as_str())
+        } else if line.is_ascii() && self.lower.is_ascii() {
+            let (hay, needle) = (line.as_bytes(), self.lower.as_bytes());
+            needle.is_empty()
+                || hay
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(needle))
+        } else {
+            line.to_lowercase().contains(&self.lower)
         }
     }
 }
@@ -532,7 +594,7 @@ fn render_health_details(
 fn render_logs(f: &mut Frame, app: &App, v: &LogView, area: Rect) {
     let preset = SINCE.get(v.since).map_or("", |s| s.label);
     let mut title = format!(" Log · {} · {preset} ", sanitize::line(&v.title));
-    if let Some(q) = &v.filter {
+    if let Some(q) = v.filter_text() {
         title.push_str(&format!("· matching \"{}\" ", sanitize::line(q)));
     }
     if v.dropped > 0 {
@@ -597,7 +659,7 @@ fn render_logs(f: &mut Frame, app: &App, v: &LogView, area: Rect) {
     }
     shown.truncate(height);
     if lines.is_empty() {
-        let text = match (&v.filter, &v.ended) {
+        let text = match (v.filter_text(), &v.ended) {
             (Some(q), _) if !v.lines.is_empty() => format!(
                 "No line matches \"{}\". / with nothing clears the filter.",
                 sanitize::line(q)
@@ -906,6 +968,37 @@ mod tests {
         assert_ne!(v.stream, first);
         assert!(v.lines.is_empty());
         assert!(frame(&app).contains("last 5 minutes"));
+    }
+
+    #[test]
+    fn a_log_filter_keeps_up_as_lines_come_and_go() {
+        let line = |i: usize| {
+            if i % 10 == 0 {
+                format!("{i} ERROR disk full")
+            } else {
+                format!("{i} GET /health 200 (error budget ok)")
+            }
+        };
+        let mut v = LogView::new(Uuid::from_u128(1), "t".into(), 1);
+        v.push((0..50).map(line).collect());
+        v.set_filter("ERROR");
+        for start in (50..LOG_KEEP + 3000).step_by(700) {
+            v.push((start..start + 700).map(line).collect());
+        }
+        let kept: Vec<String> = v.visible().iter().map(|l| l.to_string()).collect();
+        assert!(kept.iter().all(|l| l.contains("ERROR")));
+        assert_eq!(kept.len(), LOG_KEEP / 10, "one in ten of the lines kept");
+        // the same as filtering what is kept afresh
+        let mut fresh = LogView::new(Uuid::from_u128(1), "t".into(), 1);
+        fresh.push(v.lines.iter().cloned().collect());
+        fresh.set_filter("ERROR");
+        assert_eq!(fresh.visible(), v.visible());
+        // smart case: lowercase matches any case
+        v.set_filter("error");
+        assert_eq!(v.visible().len(), v.lines.len());
+        v.set_filter("");
+        assert_eq!(v.filter_text(), None);
+        assert_eq!(v.visible().len(), LOG_KEEP);
     }
 
     #[test]
