@@ -973,7 +973,7 @@ mod tests {
     #[test]
     fn a_log_filter_keeps_up_as_lines_come_and_go() {
         let line = |i: usize| {
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 format!("{i} ERROR disk full")
             } else {
                 format!("{i} GET /health 200 (error budget ok)")
