@@ -222,3 +222,35 @@ fn read_only_and_no_color() {
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", Duration::from_secs(20));
 }
+
+#[test]
+fn a_draft_outlives_a_dropped_connection() {
+    let root = tempfile::tempdir().unwrap();
+    let wait = Duration::from_secs(20);
+    let tmux = start(root.path(), None, "");
+    tmux.wait_for("No sessions yet", wait);
+    tmux.keys(&["n"]);
+    tmux.wait_for("New session", wait);
+    tmux.keys(&["Tab"]);
+    tmux.text("drafty");
+    tmux.keys(&["C-s"]);
+    tmux.wait_for("drafty", wait);
+    tmux.keys(&["Enter"]);
+    tmux.keys(&["i"]);
+    tmux.wait_for("ctrl-s send", wait);
+    tmux.text("words not yet sent");
+    tmux.wait_for("words not yet sent", wait);
+    // Saved within a second; then the connection drops (tmux goes, the cockpit gets SIGHUP).
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(tmux);
+    let saved = std::fs::read_to_string(root.path().join("state/agentdeck/drafts.json"))
+        .expect("the draft is saved in the state dir");
+    assert!(saved.contains("words not yet sent"), "{saved}");
+
+    // A new cockpit on the same store: the draft is back on `i`.
+    let tmux = start(root.path(), None, "");
+    tmux.wait_for("drafty", wait);
+    tmux.keys(&["Enter"]);
+    tmux.keys(&["i"]);
+    tmux.wait_for("words not yet sent", wait);
+}

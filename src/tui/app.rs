@@ -188,6 +188,8 @@ pub struct App {
     pub list_y: Cell<u16>,
     /// What was written to a session and not sent (left with esc, or refused by the store).
     drafts: HashMap<Uuid, String>,
+    /// Set when what [`App::unsent`] returns may have changed (for the loop to save it).
+    pub drafts_changed: bool,
     /// The last log stream started (each log view's lines come from its own).
     streams: u64,
 }
@@ -225,6 +227,7 @@ impl App {
             sessions_top: Cell::new(0),
             list_y: Cell::new(0),
             drafts: HashMap::new(),
+            drafts_changed: false,
             streams: 0,
         }
     }
@@ -253,6 +256,8 @@ impl App {
     }
 
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        // a key may have written in the composer or left a draft; the loop compares and saves
+        self.drafts_changed |= matches!(msg, Msg::Key(_) | Msg::NotSent { .. });
         let effects = self.apply(msg);
         let same = match (&self.status, &self.status_since) {
             (Some((t, e)), Some((t2, e2, _))) => t == t2 && e == e2,
@@ -425,10 +430,6 @@ impl App {
             let (action, session) = (*action, *session);
             self.dialog = None;
             return match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') if action == Action::Quit => {
-                    self.quit = true;
-                    vec![]
-                }
                 KeyCode::Char('y') | KeyCode::Char('Y') => {
                     vec![Effect::Lifecycle { action, session }]
                 }
@@ -466,27 +467,7 @@ impl App {
 
     fn on_action(&mut self, action: Action) -> Vec<Effect> {
         match action {
-            Action::Quit => {
-                // Unsent text would be lost with the cockpit: ask first.
-                let open = self.transcript.as_ref().and_then(|t| {
-                    let area = t.composer.as_ref()?;
-                    (!text_of(area).trim().is_empty()).then_some(t.session)
-                });
-                match open.or_else(|| self.drafts.keys().next().copied()) {
-                    Some(session) => {
-                        let title = self
-                            .sessions
-                            .get(session)
-                            .map_or_else(|| session.to_string(), |s| s.title.clone());
-                        self.dialog = Some(Dialog::Confirm {
-                            action,
-                            session,
-                            title,
-                        });
-                    }
-                    None => self.quit = true,
-                }
-            }
+            Action::Quit => self.quit = true,
             Action::Help => self.dialog = Some(Dialog::Help(HelpView::default())),
             Action::Back => {
                 if self.dialog.take().is_none()
@@ -697,6 +678,27 @@ impl App {
             _ => self.dirty = false,
         }
         vec![]
+    }
+
+    /// Every unsent text: the drafts, and what the open composer holds.
+    pub fn unsent(&self) -> HashMap<Uuid, String> {
+        let mut all = self.drafts.clone();
+        if let Some(t) = &self.transcript
+            && let Some(area) = &t.composer
+        {
+            let text = text_of(area);
+            if !text.trim().is_empty() {
+                all.insert(t.session, text);
+            }
+        }
+        all
+    }
+
+    /// Drafts saved by an earlier cockpit (each comes back with `i` on its session).
+    pub fn restore_drafts(&mut self, drafts: HashMap<Uuid, String>) {
+        for (session, text) in drafts {
+            self.drafts.entry(session).or_insert(text);
+        }
     }
 
     /// Keeps what the composer held when leaving a transcript, for the next `i` there.
@@ -1084,10 +1086,9 @@ mod tests {
         a.update(Msg::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
         a.update(Msg::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
         assert!(a.transcript.is_none());
-        // the "q" typed is kept as a draft: quitting asks first
+        // the "q" typed is kept as a draft (saved by the loop), so quitting loses nothing
+        assert_eq!(a.unsent().get(&id).map(String::as_str), Some("q"));
         a.update(key('q'));
-        assert!(!a.quit);
-        a.update(key('y'));
         assert!(a.quit);
     }
 
@@ -1331,26 +1332,29 @@ mod tests {
         a.update(press(KeyCode::Esc));
         a.update(press(KeyCode::Esc));
         assert!(a.transcript.is_none());
-        // quitting would lose it: asked first
-        a.update(key('q'));
-        assert!(!a.quit);
-        assert!(matches!(
-            a.dialog,
-            Some(Dialog::Confirm {
-                action: Action::Quit,
-                ..
-            })
-        ));
-        a.update(key('n'));
-        assert!(!a.quit);
         a.update(press(KeyCode::Enter));
         a.update(key('i'));
         let area = transcript(&a).composer.as_ref().map(text_of);
         assert_eq!(area.as_deref(), Some("half a thought"));
-        a.update(press(KeyCode::Esc));
-        a.update(ctrl('c'));
-        a.update(key('y'));
-        assert!(a.quit);
+        // what the open composer holds is unsent too (a dropped connection loses nothing)
+        a.update(key('!'));
+        assert!(a.drafts_changed);
+        assert_eq!(
+            a.unsent().get(&id).map(String::as_str),
+            Some("half a thought!")
+        );
+        // and a cockpit started later gets it back
+        let mut next = app();
+        next.restore_drafts(a.unsent());
+        next.update(Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Idle,
+        )]));
+        next.update(press(KeyCode::Enter));
+        next.update(key('i'));
+        let area = transcript(&next).composer.as_ref().map(text_of);
+        assert_eq!(area.as_deref(), Some("half a thought!"));
     }
 
     #[test]

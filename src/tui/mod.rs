@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod app;
 pub mod cells;
+pub mod drafts;
 pub mod panels;
 pub mod quiet;
 pub mod sessions;
@@ -99,6 +100,18 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
         runtime,
     );
 
+    // Drafts an earlier cockpit left (a dropped connection, a crash, a quit).
+    let drafts_at = drafts::path(&core.config().dirs.state_dir);
+    match drafts::load(&drafts_at) {
+        Ok(saved) => app.restore_drafts(saved),
+        Err(e) => {
+            tracing::warn!("{e}");
+            app.status = Some((e, true));
+        }
+    }
+    let mut saved_drafts = app.unsent();
+    let mut drafts_saved_at = std::time::Instant::now();
+
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         leave();
@@ -151,6 +164,32 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
             }
             for effect in app.update(msg) {
                 ctx.run(effect);
+            }
+        }
+        // Unsent text to disk: at most once a second while typing, and on the way out.
+        if app.drafts_changed && (app.quit || drafts_saved_at.elapsed() >= Duration::from_secs(1)) {
+            app.drafts_changed = false;
+            let unsent = app.unsent();
+            if unsent != saved_drafts {
+                drafts_saved_at = std::time::Instant::now();
+                let (at, snapshot) = (drafts_at.clone(), unsent.clone());
+                let write = tokio::task::spawn_blocking(move || drafts::save(&at, &snapshot));
+                if app.quit {
+                    // the last save is waited for: the process ends next
+                    match write.await {
+                        Ok(Err(e)) => tracing::error!("{e}"),
+                        Err(e) => tracing::error!("saving the drafts: {e}"),
+                        Ok(Ok(())) => {}
+                    }
+                } else {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        if let Ok(Err(e)) = write.await {
+                            let _ = tx.send(Msg::Error(e));
+                        }
+                    });
+                }
+                saved_drafts = unsent;
             }
         }
         if app.quit {

@@ -66,14 +66,7 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
         Some(Dialog::Help(help)) => render_help(f, app, help),
         Some(Dialog::Confirm { action, title, .. }) => {
             let verb = format!("{action:?}").to_lowercase();
-            let question = if *action == crate::tui::actions::Action::Quit {
-                format!(
-                    "quit? what you wrote to \"{}\" is not sent and would be lost",
-                    sanitize::line(title)
-                )
-            } else {
-                format!("{verb} \"{}\"?", sanitize::line(title))
-            };
+            let question = format!("{verb} \"{}\"?", sanitize::line(title));
             let width = 56.min(f.area().width);
             let mut text =
                 cells::wrap_line(&Line::from(question), usize::from(width.saturating_sub(2)));
@@ -748,15 +741,6 @@ mod tests {
                 title: "task 3".into(),
             });
             confirm
-        });
-        snap("confirm_quit_with_a_draft", |theme| {
-            let mut quit = app(theme);
-            quit.dialog = Some(Dialog::Confirm {
-                action: crate::tui::actions::Action::Quit,
-                session: Uuid::from_u128(2),
-                title: "task 2".into(),
-            });
-            quit
         });
         snap("new_session", |theme| {
             let mut new = app(theme);
