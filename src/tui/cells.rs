@@ -102,9 +102,9 @@ pub fn ellipsize(text: &str, cells: usize) -> Cow<'_, str> {
         return Cow::Borrowed("");
     }
     let cut = truncate(text, cells - 1);
-    // back to the last space if that loses at most a third of what fits
+    // back to the last space if that keeps at least half of what fits (as wrapping does)
     let cut = match cut.rfind(' ') {
-        Some(at) if width(&cut[..at]) * 3 >= (cells - 1) * 2 => cut[..at].trim_end(),
+        Some(at) if width(&cut[..at]) * 2 >= cells - 1 => cut[..at].trim_end(),
         _ => cut,
     };
     Cow::Owned(format!("{cut}…"))

@@ -253,9 +253,9 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
                 Constraint::Length(11),
                 Constraint::Length(10),
                 Constraint::Length(8),
-                Constraint::Fill(3),
+                Constraint::Fill(1),
                 Constraint::Length(16),
-                Constraint::Fill(2),
+                Constraint::Fill(1),
                 Constraint::Length(4),
                 Constraint::Length(6),
                 Constraint::Length(5),
@@ -263,12 +263,13 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
         )
     } else {
         (
-            vec!["STATUS", "AGENT", "TITLE", "PHASE", "IDLE"],
+            // the phase's detail or the failure says more than the phase in one column
+            vec!["STATUS", "AGENT", "TITLE", "HEALTH", "IDLE"],
             vec![
                 Constraint::Length(11),
                 Constraint::Length(10),
                 Constraint::Fill(1),
-                Constraint::Length(16),
+                Constraint::Fill(1),
                 Constraint::Length(5),
             ],
         )
@@ -300,7 +301,11 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
                 vec![
                     sanitize::line(&s.agent_id),
                     sanitize::line(&s.title),
-                    s.phase.as_str().to_string(),
+                    if health.is_empty() {
+                        s.phase.as_str().to_string()
+                    } else {
+                        health
+                    },
                     countdown(s, now),
                 ]
             };
@@ -836,12 +841,22 @@ mod tests {
                 .into(),
         );
         a.update(crate::tui::app::Msg::Session(Box::new(s)));
-        let screen = draw(&a, 160, 48).backend().to_string();
-        assert!(
-            screen.contains("sandbox failed:…") || screen.contains("ImagePullBackOff:…"),
-            "{screen}"
-        );
-        assert!(!screen.contains("Back-o "), "{screen}");
+        for width in [80, 120, 160] {
+            let screen = draw(&a, width, 48).backend().to_string();
+            let row = screen
+                .lines()
+                .find(|l| l.contains("task 9"))
+                .unwrap_or_default();
+            let (kept, _) = row.split_once('…').unwrap_or_else(|| panic!("cut: {row}"));
+            let last = kept.split_whitespace().last().unwrap_or_default();
+            let words: Vec<&str> = "sandbox failed: ImagePullBackOff: Back-off pulling image"
+                .split_whitespace()
+                .collect();
+            assert!(
+                words.contains(&last),
+                "cut mid-word ({last:?}) at {width}: {row}"
+            );
+        }
     }
 
     #[test]
