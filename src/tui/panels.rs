@@ -185,17 +185,27 @@ impl LogView {
         }
     }
 
+    /// How many lines are shown: all, or those that match the filter.
+    pub fn shown_len(&self) -> usize {
+        self.filter
+            .as_ref()
+            .map_or(self.lines.len(), |f| f.hits.len())
+    }
+
+    /// Shown line `i` (from 0): a frame reads only the lines it draws.
+    pub fn shown_line(&self, i: usize) -> Option<&str> {
+        let at = match &self.filter {
+            None => i,
+            Some(f) => usize::try_from(f.hits.get(i)? - self.dropped).ok()?,
+        };
+        self.lines.get(at).map(String::as_str)
+    }
+
     /// The lines shown: all, or those that match the filter.
     pub fn visible(&self) -> Vec<&str> {
-        match &self.filter {
-            None => self.lines.iter().map(String::as_str).collect(),
-            Some(f) => f
-                .hits
-                .iter()
-                .filter_map(|n| self.lines.get(usize::try_from(n - self.dropped).ok()?))
-                .map(String::as_str)
-                .collect(),
-        }
+        (0..self.shown_len())
+            .filter_map(|i| self.shown_line(i))
+            .collect()
     }
 
     /// Shows only the lines holding `text` (all of them when it is empty).
@@ -609,7 +619,8 @@ fn render_logs(f: &mut Frame, app: &App, v: &LogView, area: Rect) {
     let b = block(app, title);
     let inner = b.inner(area);
     f.render_widget(b, area);
-    let lines = v.visible();
+    let len = v.shown_len();
+    let line_at = |i: usize| v.shown_line(i).unwrap_or_default();
     let room = usize::from(inner.width).max(1);
     // the end-of-stream note takes the last row
     let height = usize::from(inner.height).saturating_sub(usize::from(v.ended.is_some()));
@@ -623,10 +634,10 @@ fn render_logs(f: &mut Frame, app: &App, v: &LogView, area: Rect) {
         }
     };
     // the first line of the last screenful
-    let mut max_top = lines.len();
+    let mut max_top = len;
     let mut used = 0;
     while max_top > 0 {
-        let rows = rows_of(lines[max_top - 1]);
+        let rows = rows_of(line_at(max_top - 1));
         if used > 0 && used + rows > height {
             break;
         }
@@ -647,18 +658,18 @@ fn render_logs(f: &mut Frame, app: &App, v: &LogView, area: Rect) {
         height,
     });
     let mut shown: Vec<Line> = Vec::with_capacity(height + 1);
-    for line in lines.iter().skip(top) {
+    for line in (top..len).map(line_at) {
         if shown.len() >= height {
             break;
         }
         if v.wrap && cells::width(line) > room {
             cells::wrap(line, room, |r| shown.push(Line::from(line[r].to_string())));
         } else {
-            shown.push(Line::from(*line));
+            shown.push(Line::from(line));
         }
     }
     shown.truncate(height);
-    if lines.is_empty() {
+    if len == 0 {
         let text = match (v.filter_text(), &v.ended) {
             (Some(q), _) if !v.lines.is_empty() => format!(
                 "No line matches \"{}\". / with nothing clears the filter.",

@@ -114,13 +114,11 @@ impl SortKey {
             SortKey::Status => trouble(a.status).cmp(&trouble(b.status)).then(newest),
             SortKey::Agent => a.agent_id.cmp(&b.agent_id).then(newest),
             SortKey::Title => {
-                let lower = |s: &'_ Session| {
-                    s.title
-                        .chars()
-                        .flat_map(char::to_lowercase)
-                        .collect::<Vec<_>>()
-                };
-                lower(a).cmp(&lower(b)).then(newest)
+                // compared as it goes: no allocation per comparison
+                let (x, y) = (a.title.chars(), b.title.chars());
+                x.flat_map(char::to_lowercase)
+                    .cmp(y.flat_map(char::to_lowercase))
+                    .then(newest)
             }
         }
     }
@@ -169,24 +167,22 @@ impl SessionList {
         self.refilter();
     }
 
+    /// Where `s` is in `visible` (`Ok`), or where it would go (`Err`).
+    fn search(&self, visible: &[Uuid], s: &Session) -> Result<usize, usize> {
+        visible.binary_search_by(|id| match self.get(*id) {
+            Some(other) => self.sort.cmp(other, s),
+            None => Ordering::Less,
+        })
+    }
+
     /// Where a session goes in `visible` (which must not hold it).
     fn slot(&self, visible: &[Uuid], s: &Session) -> usize {
-        visible
-            .binary_search_by(|id| match self.get(*id) {
-                Some(other) => self.sort.cmp(other, s),
-                None => Ordering::Less,
-            })
-            .unwrap_or_else(|at| at)
+        self.search(visible, s).unwrap_or_else(|at| at)
     }
 
     /// Where a shown session is in `visible`.
     fn find(&self, visible: &[Uuid], s: &Session) -> Option<usize> {
-        visible
-            .binary_search_by(|id| match self.get(*id) {
-                Some(other) => self.sort.cmp(other, s),
-                None => Ordering::Less,
-            })
-            .ok()
+        self.search(visible, s).ok()
     }
 
     /// Adds or updates one session; the selection stays on the same session.
