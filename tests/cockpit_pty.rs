@@ -54,34 +54,83 @@ impl Drop for Tmux {
     }
 }
 
-fn start(root: &Path, stack: Option<&common::stack::Stack>, extra: &str) -> Tmux {
+/// How a cockpit is started in tmux: its terminal, size, extra environment and arguments.
+struct Launch<'a> {
+    stack: Option<&'a common::stack::Stack>,
+    env: &'a str,
+    args: &'a str,
+    term: &'a str,
+    size: (u16, u16),
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            stack: None,
+            env: "",
+            args: "",
+            term: "tmux-256color",
+            size: (100, 30),
+        }
+    }
+}
+
+fn start(root: &Path, stack: Option<&common::stack::Stack>) -> Tmux {
+    launch(
+        root,
+        Launch {
+            stack,
+            ..Launch::default()
+        },
+    )
+}
+
+/// Starts the cockpit in a tmux server of its own (one server per test, so a test never races
+/// another server's shutdown).
+fn launch(root: &Path, how: Launch<'_>) -> Tmux {
     let tmux = Tmux {
         socket: format!("agentdeck-test-{}", uuid::Uuid::new_v4().simple()),
     };
     let bin = common::binary();
-    let path = stack.map_or_else(
+    let path = how.stack.map_or_else(
         || std::env::var("PATH").unwrap_or_default(),
         |s| s.path.clone(),
     );
-    let gateway = stack.map_or_else(String::new, |s| s.gateway_url.clone());
+    let gateway = how
+        .stack
+        .map_or_else(String::new, |s| s.gateway_url.clone());
     let r = root.display();
     let command = format!(
         "env -u NO_COLOR HOME={r} XDG_CONFIG_HOME={r}/config XDG_DATA_HOME={r}/data XDG_STATE_HOME={r}/state \
-         XDG_CACHE_HOME={r}/cache PATH='{path}' AGENTDECK_GATEWAY_URL='{gateway}' TERM=tmux-256color {extra} \
-         {} ; echo EXITED $?; sleep 60",
-        bin.display()
+         XDG_CACHE_HOME={r}/cache PATH='{path}' AGENTDECK_GATEWAY_URL='{gateway}' TERM={term} {env} \
+         {bin} {args}; echo EXITED $?; sleep 60",
+        term = how.term,
+        env = how.env,
+        bin = bin.display(),
+        args = how.args,
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "deck",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
+    let (x, y) = (how.size.0.to_string(), how.size.1.to_string());
+    let out = Command::new("tmux")
+        .args([
+            "-L",
+            &tmux.socket,
+            "new-session",
+            "-d",
+            "-s",
+            "deck",
+            "-x",
+            &x,
+            "-y",
+            &y,
+        ])
+        .arg(&command)
+        .output()
+        .expect("tmux");
+    assert!(
+        out.status.success(),
+        "tmux new-session failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     tmux
 }
 
@@ -92,7 +141,7 @@ fn start_create_attach_talk_filter_quit() {
     }
     let stack = common::stack::stack();
     let root = tempfile::tempdir().unwrap();
-    let tmux = start(root.path(), stack.as_ref(), "");
+    let tmux = start(root.path(), stack.as_ref());
     let wait = Duration::from_secs(20);
     let screen = tmux.wait_for("No sessions yet. Press n to start one.", wait);
     assert!(screen.contains("? help"), "hints on screen:\n{screen}");
@@ -182,24 +231,16 @@ fn start_create_attach_talk_filter_quit() {
 #[test]
 fn read_only_and_no_color() {
     let root = tempfile::tempdir().unwrap();
-    let tmux = start(root.path(), None, "NO_COLOR=1");
-    tmux.run(&["kill-session", "-t", "deck"]);
-    let r = root.path().display();
-    let command = format!(
-        "HOME={r} XDG_CONFIG_HOME={r}/config XDG_DATA_HOME={r}/data XDG_STATE_HOME={r}/state NO_COLOR=1 TERM=screen {} --read-only; echo EXITED $?; sleep 60",
-        common::binary().display()
+    let tmux = launch(
+        root.path(),
+        Launch {
+            env: "NO_COLOR=1",
+            args: "--read-only",
+            term: "screen",
+            size: (80, 24),
+            ..Launch::default()
+        },
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "deck",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &command,
-    ]);
     let screen = tmux.wait_for("[read-only]", Duration::from_secs(20));
     assert!(
         !screen.contains("X end") && !screen.contains("R restart"),
@@ -227,7 +268,7 @@ fn read_only_and_no_color() {
 fn a_draft_outlives_a_dropped_connection() {
     let root = tempfile::tempdir().unwrap();
     let wait = Duration::from_secs(20);
-    let tmux = start(root.path(), None, "");
+    let tmux = start(root.path(), None);
     tmux.wait_for("No sessions yet", wait);
     tmux.keys(&["n"]);
     tmux.wait_for("New session", wait);
@@ -248,7 +289,7 @@ fn a_draft_outlives_a_dropped_connection() {
     assert!(saved.contains("words not yet sent"), "{saved}");
 
     // A new cockpit on the same store: the draft is back on `i`.
-    let tmux = start(root.path(), None, "");
+    let tmux = start(root.path(), None);
     tmux.wait_for("drafty", wait);
     tmux.keys(&["Enter"]);
     tmux.keys(&["i"]);
