@@ -70,6 +70,14 @@ async fn a_session_goes_through_its_whole_life() {
     );
     assert_eq!(env["AGENT_LEVEL"], "agent");
     assert_eq!(env["TICKET"], "OPS-1");
+    // The harness asks for a password of the session's own, which the sandbox gets under the
+    // harness's names only.
+    let password = env
+        .get("IN_TEST_HARNESS_PASSWORD")
+        .expect("the sandbox gets its harness password")
+        .clone();
+    assert_eq!(password.len(), 64, "256 random bits");
+    assert!(!env.contains_key("AGENTDECK_HARNESS_PASSWORD"));
 
     // The initial prompt reached the agent and is complete in the transcript.
     eventually(WAIT, "the prompt to be delivered", || async {
@@ -129,6 +137,11 @@ async fn a_session_goes_through_its_whole_life() {
         1,
         "a restart keeps the sandbox"
     );
+    assert_eq!(
+        s.harness.passwords_seen(),
+        vec![Some(password.clone())],
+        "every call to the harness, before and after suspend and restart, carries its password"
+    );
 
     let resp = s
         .http
@@ -139,10 +152,11 @@ async fn a_session_goes_through_its_whole_life() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let dead = wait_status(&s, &id, "dead").await;
     assert!(dead["stopped_at"].is_string());
-    assert!(
-        s.runtime.sandbox(&sandbox).is_none(),
-        "the sandbox is destroyed"
-    );
+    // The session is dead first; its sandbox goes right after.
+    eventually(WAIT, "the sandbox to be destroyed", || async {
+        s.runtime.sandbox(&sandbox).is_none().then_some(())
+    })
+    .await;
     let (status, body) = post_json(
         &s,
         &format!("/api/sessions/{id}/messages"),
@@ -741,6 +755,12 @@ async fn idle_sessions_are_suspended_and_vanished_sandboxes_come_back() {
     let coder_id = coder["id"].as_str().unwrap();
     let ready = wait_status(&s, coder_id, "ready").await;
     let sandbox = ready["sandbox_ref"].as_str().unwrap().to_string();
+    let password = |sandbox: &str| {
+        s.runtime
+            .sandbox(sandbox)
+            .and_then(|x| x.env.get("IN_TEST_HARNESS_PASSWORD").cloned())
+    };
+    let before = password(&sandbox).expect("a harness password");
     s.runtime.vanish(&sandbox);
     wait_status(&s, sleepy["id"].as_str().unwrap(), "suspended").await;
     eventually(
@@ -750,5 +770,10 @@ async fn idle_sessions_are_suspended_and_vanished_sandboxes_come_back() {
     )
     .await;
     wait_status(&s, coder_id, "ready").await;
+    assert_eq!(
+        password(&sandbox),
+        Some(before),
+        "the new sandbox is given the session's same harness password"
+    );
     s.stop().await;
 }

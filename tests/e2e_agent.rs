@@ -170,6 +170,30 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
             .starts_with("ses_"),
         "{session}"
     );
+    // The harness answers agentdeck only: without the session's password it refuses.
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(
+            root.path()
+                .join(format!("data/agentdeck/sandboxes/{id}/sandbox.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let harness = format!("http://127.0.0.1:{}/session", record["port"]);
+    let anonymous = api.http.get(&harness).send().await.unwrap();
+    assert_eq!(
+        anonymous.status().as_u16(),
+        401,
+        "the harness needs a password"
+    );
+    let guessed = api
+        .http
+        .get(&harness)
+        .basic_auth("opencode", Some("guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(guessed.status().as_u16(), 401);
     let events: Vec<Value> = agentdeck::store::open(db.url())
         .await
         .unwrap()
@@ -430,41 +454,6 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::write(target, content).unwrap();
     }
-    let home = pod_dir.join("home");
-    let mut opencode = std::process::Command::new("opencode")
-        .args([
-            "serve",
-            "--hostname",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .current_dir(&pod_dir)
-        .env_clear()
-        .env("PATH", &stack.path)
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env("XDG_DATA_HOME", home.join(".local/share"))
-        .env("XDG_STATE_HOME", home.join(".local/state"))
-        .env("XDG_CACHE_HOME", home.join(".cache"))
-        .env("AGENTDECK_GATEWAY_KEY", "sk-agentdeck-no-key")
-        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
-        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
-        .env("OPENCODE_DISABLE_SHARE", "1")
-        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1")
-        .env("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct KillOnDrop<'a>(&'a mut Child);
-    impl Drop for KillOnDrop<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _opencode = KillOnDrop(&mut opencode);
 
     let fake = FakeKube::start(FakeOptions::default()).await;
     let kconfig = KubernetesConfig {
@@ -499,6 +488,79 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         })
         .await
         .unwrap();
+
+    // The "kubelet": once the Sandbox and its Secret exist, run the pod's container as a real
+    // opencode, its env resolved as a kubelet would: every `secretKeyRef` from the Secret (the
+    // gateway key and the harness password among them); paths are this test's own.
+    let name = format!("ad-{}", session.id);
+    let (sandbox, secret) = eventually(
+        Duration::from_secs(30),
+        "the Sandbox and its Secret",
+        || {
+            let fake = &fake;
+            let name = &name;
+            async move {
+                Some((
+                    fake.get("sandboxes", "agents", name)?,
+                    fake.get("secrets", "agents", &format!("{name}-env"))?,
+                ))
+            }
+        },
+    )
+    .await;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(secret).unwrap();
+    let data = secret.data.unwrap_or_default();
+    let mut from_secret = Vec::new();
+    for var in sandbox["spec"]["podTemplate"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+    {
+        if let Some(key) = var["valueFrom"]["secretKeyRef"]["key"].as_str() {
+            let value = String::from_utf8(data[key].0.clone()).unwrap();
+            from_secret.push((var["name"].as_str().unwrap().to_string(), value));
+        }
+    }
+    assert!(
+        from_secret
+            .iter()
+            .any(|(k, v)| k == "OPENCODE_SERVER_PASSWORD" && v.len() == 64),
+        "the harness password comes from the Secret"
+    );
+    let home = pod_dir.join("home");
+    let mut opencode = std::process::Command::new("opencode")
+        .args([
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .current_dir(&pod_dir)
+        .env_clear()
+        .env("PATH", &stack.path)
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .envs(from_secret)
+        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
+        .env("OPENCODE_DISABLE_SHARE", "1")
+        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1")
+        .env("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop<'a>(&'a mut Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _opencode = KillOnDrop(&mut opencode);
     let reply = |want: &'static str| {
         let core = core.clone();
         async move {
@@ -514,7 +576,11 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         }
     };
     reply("Scripted reply to: say hi").await;
-    let name = format!("ad-{}", session.id);
+    // Without the password, the "pod" refuses.
+    let anonymous = reqwest::get(format!("http://127.0.0.1:{port}/session"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
     let sandbox = fake.get("sandboxes", "agents", &name).expect("a Sandbox");
     assert!(
         sandbox.to_string().contains("opencode.json"),

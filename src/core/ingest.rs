@@ -135,9 +135,13 @@ async fn pump(core: Core, id: Uuid) {
         ) else {
             return;
         };
-        let endpoint = match core.runtime().health(&sandbox).await {
+        let url = match core.runtime().health(&sandbox).await {
             Ok(h) => h.endpoint,
             Err(_) => None,
+        };
+        let endpoint = match url {
+            Some(url) => core.harness_endpoint(id, url).await.ok(),
+            None => None,
         };
         let Some(endpoint) = endpoint else {
             tokio::time::sleep(backoff).await;

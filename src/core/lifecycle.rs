@@ -3,6 +3,7 @@
 //! newer command, does no harm.
 
 use super::{Core, tasks};
+use crate::harness::Endpoint;
 use crate::model::{
     MessagePatch, MessageRole, MessageStatus, NewEvent, Phase, Session, SessionPatch,
     SessionStatus, Task,
@@ -284,8 +285,11 @@ impl Core {
                     KeyError::Fail(e) => self.fail_session(id, &e).await,
                 };
             }
+            let password = self.ensure_harness_password(id).await?;
             let session_env = self.store().session_env(id).await?;
             let mut env = env::sandbox_env(&self.inner.container_env, &agent.env, &session_env);
+            env.remove(super::HARNESS_PASSWORD_ENV);
+            env.extend(self.harness().auth_env(&password));
             env.entry(super::GATEWAY_KEY_ENV.to_string())
                 .or_insert_with(|| "sk-agentdeck-no-key".to_string());
             let access = crate::harness::GatewayAccess {
@@ -327,11 +331,11 @@ impl Core {
         };
 
         let endpoint = match self.await_ready(id, &sandbox).await? {
-            Some(endpoint) => endpoint,
+            Some(url) => self.harness_endpoint(id, url).await?,
             None => return Ok(()), // the session was failed with the reason
         };
 
-        self.set_phase(id, None, Phase::HarnessStarting, Some(endpoint.clone()))
+        self.set_phase(id, None, Phase::HarnessStarting, Some(endpoint.url.clone()))
             .await?;
         let deadline = Instant::now() + self.config().sessions.phase_timeout;
         loop {
@@ -441,16 +445,49 @@ impl Core {
         }
     }
 
-    async fn endpoint_of(&self, session: &Session) -> Result<String, TaskError> {
+    async fn endpoint_of(&self, session: &Session) -> Result<Endpoint, TaskError> {
         let Some(sandbox) = Self::sandbox_of(session) else {
             return Err(TaskError::retry("the session has no sandbox yet"));
         };
-        match self.runtime().health(&sandbox).await {
+        let url = match self.runtime().health(&sandbox).await {
             Ok(h) => h
                 .endpoint
-                .ok_or_else(|| TaskError::retry("the sandbox has no endpoint yet")),
-            Err(e) => Err(TaskError::retry(format!("sandbox health: {e}"))),
+                .ok_or_else(|| TaskError::retry("the sandbox has no endpoint yet"))?,
+            Err(e) => return Err(TaskError::retry(format!("sandbox health: {e}"))),
+        };
+        Ok(self.harness_endpoint(session.id, url).await?)
+    }
+
+    /// The session's harness at `url`, with the password its sandbox was given (if any).
+    pub(crate) async fn harness_endpoint(
+        &self,
+        id: Uuid,
+        url: String,
+    ) -> Result<Endpoint, crate::store::StoreError> {
+        let password = self
+            .store()
+            .session_env(id)
+            .await?
+            .remove(super::HARNESS_PASSWORD_ENV);
+        Ok(Endpoint::new(url, password))
+    }
+
+    /// The session's harness password, made (and kept) the first time its sandbox is
+    /// provisioned; every later sandbox of the session gets the same one.
+    async fn ensure_harness_password(&self, id: Uuid) -> Result<String, TaskError> {
+        if let Some(password) = self
+            .store()
+            .session_env(id)
+            .await?
+            .remove(super::HARNESS_PASSWORD_ENV)
+        {
+            return Ok(password);
         }
+        let password = new_password();
+        self.store()
+            .set_session_env(id, super::HARNESS_PASSWORD_ENV, Some(&password))
+            .await?;
+        Ok(password)
     }
 
     /// Sends the session's pending user messages to the harness, oldest first.
@@ -639,7 +676,7 @@ impl Core {
     async fn open_harness_session(
         &self,
         session: &Session,
-        endpoint: &str,
+        endpoint: &Endpoint,
         agent: &crate::config::AgentSpec,
     ) -> Result<String, TaskError> {
         let id = session.id;
@@ -810,4 +847,12 @@ impl Core {
             .await?;
         Ok(())
     }
+}
+
+/// 256 random bits, hex: a harness password.
+fn new_password() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

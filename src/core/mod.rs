@@ -40,6 +40,10 @@ pub mod tasks {
 
 /// Where a sandbox finds its gateway key (set by agentdeck; users cannot set AGENTDECK_*).
 pub const GATEWAY_KEY_ENV: &str = "AGENTDECK_GATEWAY_KEY";
+/// The password a session's harness asks for, made by agentdeck when it first provisions the
+/// sandbox and kept in the session's env (users cannot set AGENTDECK_*). The sandbox gets it
+/// under the harness's own names ([`crate::harness::Harness::auth_env`]), never under this one.
+pub const HARNESS_PASSWORD_ENV: &str = "AGENTDECK_HARNESS_PASSWORD";
 /// Set when that key is a virtual key agentdeck made and must revoke.
 pub const GATEWAY_KEY_VIRTUAL_ENV: &str = "AGENTDECK_GATEWAY_KEY_VIRTUAL";
 

@@ -12,6 +12,7 @@ use crate::model::{MessageRole, Part};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use std::collections::BTreeMap;
+use std::fmt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -23,6 +24,41 @@ pub enum HarnessError {
     Refused(String),
     #[error("no harness is available in this build of agentdeck yet")]
     NotBuilt,
+}
+
+/// Where a session's harness answers, and the password it was started with (none for a
+/// sandbox made before agentdeck set one). The password never shows in `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    password: Option<String>,
+}
+
+impl Endpoint {
+    pub fn new(url: impl Into<String>, password: Option<String>) -> Self {
+        Endpoint {
+            url: url.into(),
+            password,
+        }
+    }
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// What the core sends for one turn.
@@ -101,32 +137,38 @@ pub type EventStream = BoxStream<'static, Result<HarnessEvent, HarnessError>>;
 #[async_trait]
 pub trait Harness: Send + Sync + 'static {
     /// Whether the harness at `endpoint` answers.
-    async fn health(&self, endpoint: &str) -> Result<(), HarnessError>;
+    async fn health(&self, endpoint: &Endpoint) -> Result<(), HarnessError>;
     /// Creates a conversation in the harness; returns its id.
-    async fn create_session(&self, endpoint: &str, title: &str) -> Result<String, HarnessError>;
+    async fn create_session(
+        &self,
+        endpoint: &Endpoint,
+        title: &str,
+    ) -> Result<String, HarnessError>;
     /// Whether the harness still knows a conversation (it may have lost it in a restart).
-    async fn has_session(&self, endpoint: &str, session: &str) -> Result<bool, HarnessError>;
+    async fn has_session(&self, endpoint: &Endpoint, session: &str) -> Result<bool, HarnessError>;
     /// Sends a prompt; returns once the harness accepted it (the reply streams as events).
     async fn send(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         session: &str,
         prompt: &Prompt,
     ) -> Result<(), HarnessError>;
     /// Stops the running turn.
-    async fn abort(&self, endpoint: &str, session: &str) -> Result<(), HarnessError>;
+    async fn abort(&self, endpoint: &Endpoint, session: &str) -> Result<(), HarnessError>;
     /// The whole conversation as the harness has it.
     async fn messages(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         session: &str,
     ) -> Result<Vec<HarnessMessage>, HarnessError>;
     /// The harness's event bus, decoded; ends when the connection does (reconnect to go on).
-    async fn events(&self, endpoint: &str) -> Result<EventStream, HarnessError>;
+    async fn events(&self, endpoint: &Endpoint) -> Result<EventStream, HarnessError>;
     /// The harness's own configuration files for a sandbox of `agent` (relative path →
     /// content). No secret is written in them: keys come from the environment.
     fn sandbox_files(&self, agent: &AgentSpec, gateway: &GatewayAccess)
     -> BTreeMap<String, String>;
+    /// The environment that makes the harness in a sandbox ask for `password` on every call.
+    fn auth_env(&self, password: &str) -> BTreeMap<String, String>;
 }
 
 /// The harness for a build that has no harness client: every call says so.
@@ -134,28 +176,46 @@ pub struct NotBuilt;
 
 #[async_trait]
 impl Harness for NotBuilt {
-    async fn health(&self, _: &str) -> Result<(), HarnessError> {
+    async fn health(&self, _: &Endpoint) -> Result<(), HarnessError> {
         Err(HarnessError::NotBuilt)
     }
-    async fn create_session(&self, _: &str, _: &str) -> Result<String, HarnessError> {
+    async fn create_session(&self, _: &Endpoint, _: &str) -> Result<String, HarnessError> {
         Err(HarnessError::NotBuilt)
     }
-    async fn has_session(&self, _: &str, _: &str) -> Result<bool, HarnessError> {
+    async fn has_session(&self, _: &Endpoint, _: &str) -> Result<bool, HarnessError> {
         Err(HarnessError::NotBuilt)
     }
-    async fn send(&self, _: &str, _: &str, _: &Prompt) -> Result<(), HarnessError> {
+    async fn send(&self, _: &Endpoint, _: &str, _: &Prompt) -> Result<(), HarnessError> {
         Err(HarnessError::NotBuilt)
     }
-    async fn abort(&self, _: &str, _: &str) -> Result<(), HarnessError> {
+    async fn abort(&self, _: &Endpoint, _: &str) -> Result<(), HarnessError> {
         Err(HarnessError::NotBuilt)
     }
-    async fn messages(&self, _: &str, _: &str) -> Result<Vec<HarnessMessage>, HarnessError> {
+    async fn messages(&self, _: &Endpoint, _: &str) -> Result<Vec<HarnessMessage>, HarnessError> {
         Err(HarnessError::NotBuilt)
     }
-    async fn events(&self, _: &str) -> Result<EventStream, HarnessError> {
+    async fn events(&self, _: &Endpoint) -> Result<EventStream, HarnessError> {
         Err(HarnessError::NotBuilt)
     }
     fn sandbox_files(&self, _: &AgentSpec, _: &GatewayAccess) -> BTreeMap<String, String> {
         BTreeMap::new()
+    }
+    fn auth_env(&self, _: &str) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_never_shows_its_password() {
+        let e = Endpoint::new("http://10.0.0.7:4096", Some("hunter2-secret".into()));
+        assert_eq!(e.to_string(), "http://10.0.0.7:4096");
+        let debug = format!("{e:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("***"), "{debug}");
+        assert_eq!(e.password(), Some("hunter2-secret"));
     }
 }

@@ -4,7 +4,7 @@
 
 use agentdeck::config::AgentSpec;
 use agentdeck::harness::{
-    EventStream, GatewayAccess, Harness, HarnessError, HarnessMessage, Prompt,
+    Endpoint, EventStream, GatewayAccess, Harness, HarnessError, HarnessMessage, Prompt,
 };
 use agentdeck::runtime::{
     Check, HealthChange, HealthPhase, ListedSandbox, LogOptions, LogStream, RuntimeError,
@@ -166,6 +166,8 @@ impl SandboxRuntime for InTestRuntime {
 pub struct InTestHarness {
     /// (endpoint, harness session, text) of every message sent.
     pub sent: Mutex<Vec<(String, String, String)>>,
+    /// The password each call came with, in order.
+    pub passwords: Mutex<Vec<Option<String>>>,
     pub sessions: Mutex<u32>,
     pub aborts: Mutex<u32>,
 }
@@ -177,14 +179,31 @@ impl InTestHarness {
             .map(|s| s.iter().map(|(_, _, t)| t.clone()).collect())
             .unwrap_or_default()
     }
+    /// The passwords calls came with, each once, in the order first seen.
+    pub fn passwords_seen(&self) -> Vec<Option<String>> {
+        let mut seen: Vec<Option<String>> = Vec::new();
+        for p in self.passwords.lock().map(|p| p.clone()).unwrap_or_default() {
+            if !seen.contains(&p) {
+                seen.push(p);
+            }
+        }
+        seen
+    }
+    fn note(&self, endpoint: &Endpoint) {
+        if let Ok(mut p) = self.passwords.lock() {
+            p.push(endpoint.password().map(str::to_string));
+        }
+    }
 }
 
 #[async_trait]
 impl Harness for InTestHarness {
-    async fn health(&self, _: &str) -> Result<(), HarnessError> {
+    async fn health(&self, endpoint: &Endpoint) -> Result<(), HarnessError> {
+        self.note(endpoint);
         Ok(())
     }
-    async fn create_session(&self, _: &str, _: &str) -> Result<String, HarnessError> {
+    async fn create_session(&self, endpoint: &Endpoint, _: &str) -> Result<String, HarnessError> {
+        self.note(endpoint);
         let mut n = self
             .sessions
             .lock()
@@ -192,7 +211,7 @@ impl Harness for InTestHarness {
         *n += 1;
         Ok(format!("hs-{n}"))
     }
-    async fn has_session(&self, _: &str, session: &str) -> Result<bool, HarnessError> {
+    async fn has_session(&self, _: &Endpoint, session: &str) -> Result<bool, HarnessError> {
         let n = *self
             .sessions
             .lock()
@@ -204,26 +223,30 @@ impl Harness for InTestHarness {
     }
     async fn send(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         session: &str,
         prompt: &Prompt,
     ) -> Result<(), HarnessError> {
+        self.note(endpoint);
         self.sent
             .lock()
             .map_err(|_| HarnessError::Refused("poisoned".into()))?
             .push((
-                endpoint.to_string(),
+                endpoint.url.clone(),
                 session.to_string(),
                 prompt.text.clone(),
             ));
         Ok(())
     }
-    async fn messages(&self, _: &str, _: &str) -> Result<Vec<HarnessMessage>, HarnessError> {
+    async fn messages(&self, _: &Endpoint, _: &str) -> Result<Vec<HarnessMessage>, HarnessError> {
         Ok(Vec::new())
     }
-    async fn events(&self, _: &str) -> Result<EventStream, HarnessError> {
+    async fn events(&self, _: &Endpoint) -> Result<EventStream, HarnessError> {
         // The in-test harness says nothing on its bus; it stays open.
         Ok(Box::pin(futures::stream::pending()))
+    }
+    fn auth_env(&self, password: &str) -> Map<String, String> {
+        Map::from([("IN_TEST_HARNESS_PASSWORD".to_string(), password.to_string())])
     }
     fn sandbox_files(&self, agent: &AgentSpec, gateway: &GatewayAccess) -> Map<String, String> {
         Map::from([(
@@ -234,7 +257,7 @@ impl Harness for InTestHarness {
             ),
         )])
     }
-    async fn abort(&self, _: &str, _: &str) -> Result<(), HarnessError> {
+    async fn abort(&self, _: &Endpoint, _: &str) -> Result<(), HarnessError> {
         *self
             .aborts
             .lock()

@@ -1,6 +1,6 @@
 //! HTTP calls to opencode's server API (`opencode serve`), the harness in each sandbox.
 
-use crate::harness::HarnessError;
+use crate::harness::{Endpoint, HarnessError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -29,8 +29,31 @@ pub fn model_ref(model: &str) -> Value {
     }
 }
 
-fn base(endpoint: &str) -> &str {
-    endpoint.trim_end_matches('/')
+/// The user name opencode asks for with `OPENCODE_SERVER_PASSWORD` (set explicitly in the
+/// sandbox too, so a change of opencode's default cannot lock agentdeck out).
+pub const USERNAME: &str = "opencode";
+
+/// `url` + `path`, with the password when the sandbox has one.
+pub fn request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    endpoint: &Endpoint,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    let url = format!("{}{path}", endpoint.url.trim_end_matches('/'));
+    let req = http.request(method, url);
+    match endpoint.password() {
+        Some(password) => req.basic_auth(USERNAME, Some(password)),
+        None => req,
+    }
+}
+
+/// What a 401 from the harness means for an operator.
+pub fn unauthorized(what: &str) -> HarnessError {
+    HarnessError::Refused(format!(
+        "{what}: the harness refused agentdeck's password (401): the sandbox was started with \
+         another one; restart the sandbox"
+    ))
 }
 
 impl Client {
@@ -40,9 +63,18 @@ impl Client {
         Ok(Client { http })
     }
 
-    fn unreachable(endpoint: &str, err: reqwest::Error) -> HarnessError {
+    fn req(
+        &self,
+        method: reqwest::Method,
+        endpoint: &Endpoint,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        request(&self.http, method, endpoint, path)
+    }
+
+    fn unreachable(endpoint: &Endpoint, err: reqwest::Error) -> HarnessError {
         HarnessError::Unreachable {
-            endpoint: endpoint.to_string(),
+            endpoint: endpoint.url.clone(),
             reason: if err.is_connect() {
                 "connection refused".to_string()
             } else if err.is_timeout() {
@@ -57,7 +89,7 @@ impl Client {
     /// [`HarnessError`]s that say what opencode said.
     async fn call(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         request: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<Value, HarnessError> {
@@ -70,6 +102,9 @@ impl Client {
             .text()
             .await
             .map_err(|e| Self::unreachable(endpoint, e))?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(unauthorized(what));
+        }
         if status.is_success() {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
@@ -95,10 +130,9 @@ impl Client {
         Err(HarnessError::Refused(format!("{what}: {status}: {detail}")))
     }
 
-    pub async fn health(&self, endpoint: &str) -> Result<(), HarnessError> {
+    pub async fn health(&self, endpoint: &Endpoint) -> Result<(), HarnessError> {
         let req = self
-            .http
-            .get(format!("{}/global/health", base(endpoint)))
+            .req(reqwest::Method::GET, endpoint, "/global/health")
             .timeout(Duration::from_secs(3));
         let v = self.call(endpoint, req, "health").await?;
         if v["healthy"].as_bool() == Some(false) {
@@ -111,12 +145,11 @@ impl Client {
 
     pub async fn create_session(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         title: &str,
     ) -> Result<String, HarnessError> {
         let req = self
-            .http
-            .post(format!("{}/session", base(endpoint)))
+            .req(reqwest::Method::POST, endpoint, "/session")
             .json(&json!({"title": title}));
         let v = self.call(endpoint, req, "create session").await?;
         v["id"]
@@ -126,10 +159,16 @@ impl Client {
     }
 
     /// Whether opencode still knows `session` (it forgets them when its process restarts).
-    pub async fn has_session(&self, endpoint: &str, session: &str) -> Result<bool, HarnessError> {
-        let req = self
-            .http
-            .get(format!("{}/session/{session}", base(endpoint)));
+    pub async fn has_session(
+        &self,
+        endpoint: &Endpoint,
+        session: &str,
+    ) -> Result<bool, HarnessError> {
+        let req = self.req(
+            reqwest::Method::GET,
+            endpoint,
+            &format!("/session/{session}"),
+        );
         match self.call(endpoint, req, "get session").await {
             Ok(_) => Ok(true),
             Err(HarnessError::UnknownSession(_)) => Ok(false),
@@ -140,7 +179,7 @@ impl Client {
     /// Starts a turn; returns once opencode accepted it (the reply streams on `/event`).
     pub async fn prompt_async(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         session: &str,
         model: &str,
         system: Option<&str>,
@@ -155,27 +194,34 @@ impl Client {
             body["noReply"] = json!(true);
         }
         let req = self
-            .http
-            .post(format!("{}/session/{session}/prompt_async", base(endpoint)))
+            .req(
+                reqwest::Method::POST,
+                endpoint,
+                &format!("/session/{session}/prompt_async"),
+            )
             .json(&body);
         self.call(endpoint, req, "send prompt").await.map(|_| ())
     }
 
-    pub async fn abort(&self, endpoint: &str, session: &str) -> Result<(), HarnessError> {
-        let req = self
-            .http
-            .post(format!("{}/session/{session}/abort", base(endpoint)));
+    pub async fn abort(&self, endpoint: &Endpoint, session: &str) -> Result<(), HarnessError> {
+        let req = self.req(
+            reqwest::Method::POST,
+            endpoint,
+            &format!("/session/{session}/abort"),
+        );
         self.call(endpoint, req, "abort").await.map(|_| ())
     }
 
     pub async fn messages(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         session: &str,
     ) -> Result<Vec<WireMessage>, HarnessError> {
-        let req = self
-            .http
-            .get(format!("{}/session/{session}/message", base(endpoint)));
+        let req = self.req(
+            reqwest::Method::GET,
+            endpoint,
+            &format!("/session/{session}/message"),
+        );
         let v = self.call(endpoint, req, "list messages").await?;
         serde_json::from_value(v)
             .map_err(|e| HarnessError::Refused(format!("unreadable message list: {e}")))

@@ -6,7 +6,9 @@ mod decode;
 
 use crate::config::AgentSpec;
 use crate::harness::sse::SseParser;
-use crate::harness::{EventStream, GatewayAccess, Harness, HarnessError, HarnessMessage, Prompt};
+use crate::harness::{
+    Endpoint, EventStream, GatewayAccess, Harness, HarnessError, HarnessMessage, Prompt,
+};
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::json;
@@ -46,21 +48,25 @@ fn split_model(model: &str) -> (&str, &str) {
 
 #[async_trait]
 impl Harness for Opencode {
-    async fn health(&self, endpoint: &str) -> Result<(), HarnessError> {
+    async fn health(&self, endpoint: &Endpoint) -> Result<(), HarnessError> {
         self.client.health(endpoint).await
     }
 
-    async fn create_session(&self, endpoint: &str, title: &str) -> Result<String, HarnessError> {
+    async fn create_session(
+        &self,
+        endpoint: &Endpoint,
+        title: &str,
+    ) -> Result<String, HarnessError> {
         self.client.create_session(endpoint, title).await
     }
 
-    async fn has_session(&self, endpoint: &str, session: &str) -> Result<bool, HarnessError> {
+    async fn has_session(&self, endpoint: &Endpoint, session: &str) -> Result<bool, HarnessError> {
         self.client.has_session(endpoint, session).await
     }
 
     async fn send(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         session: &str,
         prompt: &Prompt,
     ) -> Result<(), HarnessError> {
@@ -76,13 +82,13 @@ impl Harness for Opencode {
             .await
     }
 
-    async fn abort(&self, endpoint: &str, session: &str) -> Result<(), HarnessError> {
+    async fn abort(&self, endpoint: &Endpoint, session: &str) -> Result<(), HarnessError> {
         self.client.abort(endpoint, session).await
     }
 
     async fn messages(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         session: &str,
     ) -> Result<Vec<HarnessMessage>, HarnessError> {
         let wire = self.client.messages(endpoint, session).await?;
@@ -92,25 +98,26 @@ impl Harness for Opencode {
             .collect())
     }
 
-    async fn events(&self, endpoint: &str) -> Result<EventStream, HarnessError> {
-        let url = format!("{}/event", endpoint.trim_end_matches('/'));
-        let resp = self
-            .streaming
-            .get(&url)
+    async fn events(&self, endpoint: &Endpoint) -> Result<EventStream, HarnessError> {
+        let resp = client::request(&self.streaming, reqwest::Method::GET, endpoint, "/event")
             .header("accept", "text/event-stream")
             .send()
             .await
             .map_err(|e| HarnessError::Unreachable {
-                endpoint: endpoint.to_string(),
+                endpoint: endpoint.url.clone(),
                 reason: e.to_string(),
             })?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(client::unauthorized("event bus"));
+        }
         if !resp.status().is_success() {
             return Err(HarnessError::Refused(format!(
-                "{url} answered {}",
+                "{}/event answered {}",
+                endpoint.url.trim_end_matches('/'),
                 resp.status()
             )));
         }
-        let endpoint = endpoint.to_string();
+        let endpoint = endpoint.url.clone();
         let bytes = resp.bytes_stream();
         let state = (
             bytes,
@@ -212,6 +219,16 @@ impl Harness for Opencode {
                     .to_string(),
             ),
             (format!("{config_dir}/node_modules/.agentdeck"), String::new()),
+        ])
+    }
+
+    fn auth_env(&self, password: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                "OPENCODE_SERVER_USERNAME".to_string(),
+                client::USERNAME.to_string(),
+            ),
+            ("OPENCODE_SERVER_PASSWORD".to_string(), password.to_string()),
         ])
     }
 }

@@ -198,8 +198,11 @@ pub fn sandbox(
         "ports": [{"name": "harness", "containerPort": port, "protocol": "TCP"}],
         "env": env,
         "resources": {"requests": requests, "limits": limits},
+        // The harness asks for its password on every path, health included, and the password
+        // must not be written into the Sandbox: ready means it listens; the core then checks
+        // its health with the password.
         "readinessProbe": {
-            "httpGet": {"path": "/global/health", "port": port},
+            "tcpSocket": {"port": port},
             "periodSeconds": 2,
             "failureThreshold": 3
         },
@@ -321,6 +324,10 @@ mod tests {
             ])
         );
         assert_eq!(c["resources"]["limits"]["memory"], "2Gi");
+        // Ready once it listens: the harness wants a password on every path, and that
+        // password never goes into the Sandbox (no httpGet with an Authorization header).
+        assert_eq!(c["readinessProbe"]["tcpSocket"]["port"], 4096);
+        assert!(c["readinessProbe"].get("httpGet").is_none());
         assert_eq!(
             c["volumeMounts"][1]["mountPath"],
             "/workspace/opencode.json"

@@ -49,10 +49,13 @@ pub fn endpoint(port: u16) -> String {
     format!("http://{HOST}:{port}")
 }
 
+/// Whether the harness is up. A harness that asks for its password (401) is up too: the
+/// runtime does not hold the password; the core checks health with it.
 async fn probe(http: &reqwest::Client, port: u16) -> bool {
     tokio::time::sleep(PROBE_INTERVAL).await;
     let url = format!("{}/global/health", endpoint(port));
-    matches!(http.get(&url).send().await, Ok(r) if r.status().is_success())
+    matches!(http.get(&url).send().await,
+        Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::UNAUTHORIZED)
 }
 
 /// Starts watching run `generation` (pid `pid`, harness on `port`).
