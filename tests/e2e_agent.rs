@@ -256,6 +256,90 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
     })
     .await;
 
+    // 2b. A long tool call, aborted: the turn stops at once, the session is idle again, and
+    // the next turn works.
+    let marker = format!("abort-{}", &id[..8]);
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{id}/messages"),
+            json!({"text": format!("run: sleep 300; echo {marker}")}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    eventually(TURN, "the long tool call to be running", || async {
+        let running = api.messages(&id).await.iter().any(|m| {
+            m["parts"].as_array().is_some_and(|ps| {
+                ps.iter().any(|p| {
+                    p["type"] == "tool"
+                        && p["status"] == "running"
+                        && p["input"]["command"]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains(&marker)
+                })
+            })
+        });
+        running.then_some(())
+    })
+    .await;
+    let (status, body) = api
+        .post(&format!("/api/sessions/{id}/abort"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (_, messages) = eventually(
+        Duration::from_secs(30),
+        "the aborted turn to stop",
+        || async {
+            let s = api.get(&format!("/api/sessions/{id}")).await;
+            let messages = api.messages(&id).await;
+            let tool_done = messages
+                .iter()
+                .flat_map(|m| m["parts"].as_array().cloned().unwrap_or_default())
+                .any(|p| {
+                    p["type"] == "tool"
+                        && p["input"]["command"]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains(&marker)
+                        && p["status"] != "running"
+                });
+            (s["status"] == "idle" && tool_done).then_some((s, messages))
+        },
+    )
+    .await;
+    let last = messages.last().unwrap();
+    assert_eq!(
+        (last["role"].as_str(), last["status"].as_str()),
+        (Some("assistant"), Some("failed")),
+        "{last}"
+    );
+    assert!(
+        last["error"].as_str().unwrap_or("").contains("Aborted"),
+        "{last}"
+    );
+    // The tool's process went with the turn.
+    eventually(
+        Duration::from_secs(10),
+        "the aborted command to be gone",
+        || async {
+            let alive = std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+                std::fs::read(p.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&format!("echo {marker}")))
+            });
+            (!alive).then_some(())
+        },
+    )
+    .await;
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{id}/messages"),
+            json!({"text": "run: echo after-abort"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    api.reply_containing(&id, "Ran it. Output: after-abort")
+        .await;
+
     // 3. The harness dies and loses what it knew (as a pod with an emptyDir would).
     let workdir = root.path().join(format!("data/agentdeck/sandboxes/{id}"));
     let record: Value =
@@ -302,7 +386,7 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
         .collect();
     assert_eq!(
         all_users.len(),
-        3,
+        5,
         "no other user message (the history replay stays out): {all_users:?}"
     );
     let users: Vec<&str> = turns
@@ -312,7 +396,13 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
         .collect();
     assert_eq!(
         users,
-        vec!["say hi", "run: echo agentdeck-e2e", "are you still there?"],
+        vec![
+            "say hi",
+            "run: echo agentdeck-e2e",
+            &format!("run: sleep 300; echo {marker}"),
+            "run: echo after-abort",
+            "are you still there?"
+        ],
         "{turns:?}"
     );
     let seqs: Vec<i64> = messages
