@@ -502,8 +502,10 @@ async fn the_embedded_default_answers_a_first_prompt() {
 }
 
 /// The same flow on the Kubernetes runtime, against the FAKE API server (no real cluster can
-/// run here): the simulated pod's endpoint (pod IP 127.0.0.1 and the harness port) is a real
-/// opencode this test starts with the configuration the harness would put in the sandbox.
+/// run here): the simulated pod (pod IP 127.0.0.1 and the harness port) is a real opencode this
+/// test starts with the configuration the harness would put in the sandbox, and agentdeck
+/// reaches it as from an operator's laptop, through port-forwards over the API server (every
+/// call, and the long-lived event stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
     use agentdeck::config::{EndpointMode, KubernetesConfig, SandboxApiVersion};
@@ -551,7 +553,7 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         namespace: "agents".into(),
         team_namespaces: Default::default(),
         api_version: SandboxApiVersion::Auto,
-        endpoint: EndpointMode::PodIp,
+        endpoint: EndpointMode::PortForward,
         harness_port: port,
         service_account: None,
     };
@@ -666,6 +668,10 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         }
     };
     reply("Scripted reply to: say hi").await;
+    assert!(
+        fake.requests().iter().any(|r| r.contains("/portforward")),
+        "the harness was reached through the API server's port-forward"
+    );
     // Without the password, the "pod" refuses.
     let anonymous = reqwest::get(format!("http://127.0.0.1:{port}/session"))
         .await

@@ -709,3 +709,130 @@ async fn doctor_from_the_command_line_reads_the_kubeconfig() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// From outside the cluster (an operator's laptop), the harness is reached through a
+/// port-forward: a loopback address whose connections go through the API server's
+/// `pods/portforward` WebSocket to the pod's harness port. Against the FAKE API server (no real
+/// cluster runs here), whose port-forward dials the simulated pod's IP (127.0.0.1) and port,
+/// where this test runs a small HTTP server as the harness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_harness_is_reached_through_a_port_forward() {
+    let port = common::free_port();
+    let namespace = format!("t-{}", &Uuid::new_v4().simple().to_string()[..10]);
+    let fake = FakeKube::start(FakeOptions::default()).await;
+    let config = kube::Config::new(fake.url.parse().unwrap());
+    let runtime = KubernetesRuntime::with_client(
+        config,
+        KubernetesConfig {
+            endpoint: EndpointMode::PortForward,
+            ..kconfig(&namespace, port)
+        },
+        false,
+    )
+    .unwrap();
+
+    // The "harness" in the pod: answers with which request of how many it is.
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    let app = axum::Router::new().route(
+        "/global/health",
+        axum::routing::get(move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            async move { format!("{{\"healthy\":true,\"served\":{n}}}") }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let sandbox = runtime.provision(&spec("red")).await.unwrap();
+    let ready = wait_phase(&runtime, &sandbox, HealthPhase::Ready).await;
+    let endpoint = ready.endpoint.expect("a forwarded endpoint");
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    assert_ne!(
+        endpoint,
+        format!("http://127.0.0.1:{port}"),
+        "a local port of its own, not the pod's"
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for n in 1..=3 {
+        let body = http
+            .get(format!("{endpoint}/global/health"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, format!("{{\"healthy\":true,\"served\":{n}}}"));
+    }
+    let forwards = fake
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/portforward"))
+        .count();
+    assert!(forwards >= 1, "through the API server's port-forward");
+    assert_eq!(
+        runtime.health(&sandbox).await.unwrap().endpoint.as_deref(),
+        Some(endpoint.as_str()),
+        "the forward is kept while the pod is"
+    );
+
+    // A restart makes a new pod, which gets a new forward that works too.
+    let (ns, name) = name_of(&sandbox);
+    let uid = fake.get("pods", &ns, &name).unwrap()["metadata"]["uid"].clone();
+    runtime.restart(&sandbox).await.unwrap();
+    eventually(WAIT, "a new pod", || async {
+        fake.get("pods", &ns, &name)
+            .filter(|p| p["metadata"]["uid"] != uid)
+            .map(|_| ())
+    })
+    .await;
+    let again = eventually(WAIT, "a forward to the new pod", || async {
+        runtime
+            .health(&sandbox)
+            .await
+            .ok()
+            .and_then(|h| h.endpoint)
+            .filter(|e| *e != endpoint)
+    })
+    .await;
+    let answer = http
+        .get(format!("{again}/global/health"))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+
+    // A pod whose harness is not listening: the connection through the forward ends, it
+    // does not hang.
+    fake.set_pod_ip("127.0.0.2");
+    let uid = fake.get("pods", &ns, &name).unwrap()["metadata"]["uid"].clone();
+    runtime.restart(&sandbox).await.unwrap();
+    eventually(WAIT, "another pod", || async {
+        fake.get("pods", &ns, &name)
+            .filter(|p| p["metadata"]["uid"] != uid)
+            .map(|_| ())
+    })
+    .await;
+    let dead = eventually(WAIT, "a forward to the other pod", || async {
+        runtime
+            .health(&sandbox)
+            .await
+            .ok()
+            .and_then(|h| h.endpoint)
+            .filter(|e| *e != again)
+    })
+    .await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        http.get(format!("{dead}/global/health")).send(),
+    )
+    .await
+    .expect("no hang");
+    assert!(refused.is_err(), "{refused:?}");
+    runtime.destroy(&sandbox).await.unwrap();
+}

@@ -24,13 +24,35 @@ pub(crate) fn router(cluster: Arc<Cluster>) -> Router {
 type Params = HashMap<String, String>;
 
 async fn handle(State(cluster): State<Arc<Cluster>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let target = parts
-        .uri
+    let target = request
+        .uri()
         .path_and_query()
         .map(|p| p.as_str())
-        .unwrap_or("/");
-    cluster.log_request(format!("{} {target}", parts.method));
+        .unwrap_or("/")
+        .to_string();
+    cluster.log_request(format!("{} {target}", request.method()));
+    let path: Vec<String> = request
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let ["api", "v1", "namespaces", ns, "pods", pod, "portforward"] = path
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        if request.method() != Method::GET && request.method() != Method::POST {
+            return error(ApiError::new(405, "MethodNotAllowed", "use GET or POST"));
+        }
+        return match super::forward::portforward(&cluster, ns, pod, request) {
+            Ok(response) => response,
+            Err(e) => error(e),
+        };
+    }
+    let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, 64 << 20).await {
         Ok(body) => body,
         Err(e) => return error(ApiError::bad_request(format!("reading the body: {e}"))),

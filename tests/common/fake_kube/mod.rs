@@ -17,6 +17,8 @@
 //!   `sendInitialEvents`, `timeoutSeconds`, 410 Gone inside the stream).
 //! - discovery (`/version`, `/api`, `/apis`, `/apis/{group}/{version}`, also aggregated v2).
 //! - `pods/{name}/log` with `tailLines`, `sinceSeconds`, `timestamps` and `follow`.
+//! - `pods/{name}/portforward` over WebSocket (`v4.channel.k8s.io`, one port per connection),
+//!   dialled to the pod's `status.podIP` (see `forward.rs`).
 //!
 //! A simulation (on by default) plays the agent-sandbox controller (Sandbox → Pod + headless
 //! Service + status) and a kubelet (Pod phases, conditions, container states, Events), see
@@ -29,9 +31,10 @@
 //! (deletes are immediate), general garbage collection (only a Sandbox's Pod and Service go with
 //! it, and only when simulating; deleting a namespace deletes nothing in it), version conversion,
 //! paging (`limit` is ignored, there is never a `continue`), Table output, `/openapi`, exec,
-//! attach and port-forward.
+//! attach, and port-forwards of several ports at once.
 
 mod discovery;
+mod forward;
 mod http;
 mod objects;
 mod patch;

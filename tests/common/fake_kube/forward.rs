@@ -1,0 +1,156 @@
+//! `pods/{name}/portforward`: the WebSocket tunnel that kubectl and kube-rs open to a pod's
+//! port (subprotocol `v4.channel.k8s.io`), carried to the simulated pod's IP and port as the
+//! kubelet would carry it into the pod's network namespace.
+//!
+//! The protocol, as the real server speaks it: each forwarded port has a data channel (2i) and
+//! an error channel (2i + 1); every WebSocket message starts with its channel's byte; the first
+//! message on each channel is the port number (two bytes, little-endian). A connection the pod
+//! refuses is reported as text on the error channel. One port per tunnel here (what agentdeck
+//! asks for); more is refused with a clear error rather than served wrongly.
+
+use super::Cluster;
+use super::objects::{ApiError, find_kind};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+
+const PROTOCOL: &str = "v4.channel.k8s.io";
+
+/// Answers a port-forward request: `101 Switching Protocols`, then the tunnel in a task.
+pub(crate) fn portforward(
+    cluster: &Arc<Cluster>,
+    namespace: &str,
+    pod: &str,
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    let pods = find_kind("", "pods").ok_or_else(|| ApiError::bad_request("no pods kind"))?;
+    let ip = {
+        let world = cluster.world();
+        let obj = world
+            .store
+            .get(pods, namespace, pod)
+            .ok_or_else(|| ApiError::not_found(pods, pod))?;
+        obj["status"]["podIP"]
+            .as_str()
+            .filter(|ip| !ip.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("pod {pod} has no IP yet: it is not running"))
+            })?
+    };
+    let query = request.uri().query().unwrap_or("").to_string();
+    let ports: Vec<u16> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("ports="))
+        .flat_map(|v| v.split("%2C").flat_map(|p| p.split(',')))
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let port = match ports.as_slice() {
+        [port] => *port,
+        [] => return Err(ApiError::bad_request("at least one port is required")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "the fake API server forwards one port per connection",
+            ));
+        }
+    };
+    let headers = request.headers();
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::bad_request("a port-forward needs a WebSocket upgrade"))?
+        .to_string();
+    let offered = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !offered.split(',').any(|p| p.trim() == PROTOCOL) {
+        return Err(ApiError::bad_request(format!(
+            "unsupported subprotocol {offered:?}: the fake speaks {PROTOCOL}"
+        )));
+    }
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(_) => return,
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        tunnel(ws, &ip, port).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
+        .header(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL)
+        .body(Body::empty())
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+async fn tunnel<S>(mut ws: WebSocketStream<S>, ip: &str, port: u16)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let [lo, hi] = port.to_le_bytes();
+    for channel in [0u8, 1] {
+        if ws
+            .send(Message::binary(vec![channel, lo, hi]))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let mut upstream = match tokio::net::TcpStream::connect((ip, port)).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            let mut text = vec![1u8];
+            text.extend_from_slice(
+                format!("error forwarding port {port} to pod: dial tcp {ip}:{port}: {e}")
+                    .as_bytes(),
+            );
+            let _ = ws.send(Message::binary(text)).await;
+            let _ = ws.close(None).await;
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            message = ws.next() => match message {
+                Some(Ok(Message::Binary(data))) => {
+                    // Data for the pod on channel 0; anything else (the error channel) is ignored.
+                    if data.first() == Some(&0) && upstream.write_all(&data[1..]).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            read = upstream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut frame = Vec::with_capacity(n + 1);
+                    frame.push(0u8);
+                    frame.extend_from_slice(&buf[..n]);
+                    if ws.send(Message::binary(frame)).await.is_err() {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    let _ = ws.close(None).await;
+}
