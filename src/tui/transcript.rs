@@ -144,7 +144,13 @@ impl Transcript {
             _ => false,
         };
         if applied || grew {
-            self.shapes[i] = self.shape(i);
+            // Streamed text only appends: re-measure the piece's last line, not the message
+            // (whose text may be long), when that is sure to come out the same.
+            self.next_rev += 1;
+            let id = to_u32(delta.part + 1).saturating_mul(4);
+            if grew || !self.shapes[i].append(id, &delta.text, self.next_rev) {
+                self.shapes[i] = self.shape(i);
+            }
             self.memo.get_mut().changed(i);
         }
         applied
@@ -676,11 +682,17 @@ fn draw_piece(m: &Message, look: &Look<'_>, piece: Piece<'_>, out: &mut Vec<Line
 /// Text as drawn: sanitised, tabs expanded to four spaces (borrowed when that changes
 /// nothing).
 fn as_drawn(text: &str) -> Cow<'_, str> {
-    let clean = sanitize::text(text);
-    if clean.contains('\t') {
-        Cow::Owned(clean.replace('\t', "    "))
+    drawn_and_clean(text).0
+}
+
+/// [`as_drawn`], and whether the sanitiser left the text as it was.
+fn drawn_and_clean(text: &str) -> (Cow<'_, str>, bool) {
+    let sanitized = sanitize::text(text);
+    let clean = matches!(sanitized, Cow::Borrowed(_));
+    if sanitized.contains('\t') {
+        (Cow::Owned(sanitized.replace('\t', "    ")), clean)
     } else {
-        clean
+        (sanitized, clean)
     }
 }
 
@@ -705,13 +717,88 @@ struct Shape {
     runs: Vec<Run>,
 }
 
-/// A piece of text in a [`Shape`]: how it is set, and how many of the shape's `narrow` and
-/// `wide` lines are its.
-#[derive(Clone, Copy)]
+/// A piece of text in a [`Shape`]: which piece, how it is set, how many of the shape's
+/// `narrow` and `wide` lines are its, and its last line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Block {
+    id: u32,
     kind: Kind,
     narrow: usize,
     wide: usize,
+    tail: Tail,
+}
+
+/// The last line of a piece's text, as far as text appended to it needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// The text is empty or ends with a newline: what comes next starts a new line.
+    Empty,
+    /// A line of plain text this many cells wide (counted among the block's `narrow`), in a
+    /// text with nothing the sanitiser removes (so no escape sequence is left open).
+    Narrow(u32),
+    /// Anything else: appending means measuring the whole text again.
+    Unknown,
+}
+
+impl Tail {
+    /// The last line of `drawn`, the text as drawn; `clean` when the sanitiser removed
+    /// nothing from it. A narrow last line must end in an ASCII char, so that nothing
+    /// appended can join its last cluster.
+    fn of(drawn: &str, clean: bool) -> Tail {
+        if !clean {
+            return Tail::Unknown;
+        }
+        if drawn.is_empty() || drawn.ends_with('\n') {
+            return Tail::Empty;
+        }
+        let last = drawn.rsplit('\n').next().unwrap_or("");
+        if last.is_ascii() {
+            return Tail::Narrow(to_u32(last.len()));
+        }
+        if !last.ends_with(|c: char| c.is_ascii()) {
+            return Tail::Unknown;
+        }
+        let mut width = 0;
+        for (_, w) in clusters(last) {
+            if w > 1 {
+                return Tail::Unknown;
+            }
+            width += w;
+        }
+        Tail::Narrow(to_u32(width))
+    }
+}
+
+/// The width of a line's worth of appended text as drawn, when it is plain: printable ASCII
+/// (a tab is drawn as four spaces), or chars one cell wide with nothing the sanitiser removes.
+/// Text that goes on a line (`joins`) must start with an ASCII char, which starts a cluster of
+/// its own. `None` otherwise.
+fn plain_width(text: &str, joins: bool) -> Option<u32> {
+    if text.is_ascii() {
+        let mut width = 0u32;
+        for b in text.bytes() {
+            width = width.saturating_add(match b {
+                b'\t' => 4,
+                0x20..=0x7e => 1,
+                _ => return None,
+            });
+        }
+        return Some(width);
+    }
+    if (joins && !text.starts_with(|c: char| c.is_ascii()))
+        || text.contains('\t')
+        || !matches!(sanitize::text(text), Cow::Borrowed(_))
+    {
+        return None;
+    }
+    let mut width = 0;
+    for (_, w) in clusters(text) {
+        if w > 1 {
+            return None;
+        }
+        width += w;
+    }
+    Some(to_u32(width))
 }
 
 /// A line with a char wider than one cell: its width, and its clusters (`runs[from..to]`).
@@ -742,23 +829,84 @@ impl Shape {
             wide: Vec::new(),
             runs: Vec::new(),
         };
-        pieces(m, true, |_, piece| match piece {
+        pieces(m, true, |id, piece| match piece {
             Piece::Text(kind, text) => {
                 let (narrow, wide) = (shape.narrow.len(), shape.wide.len());
-                for raw in as_drawn(&text).lines() {
+                let (drawn, clean) = drawn_and_clean(&text);
+                for raw in drawn.lines() {
                     shape.line(raw);
                 }
                 shape.narrow[narrow..].sort_unstable_by(|a, b| b.cmp(a));
                 shape.wide[wide..].sort_unstable_by_key(|w| std::cmp::Reverse(w.width));
                 shape.blocks.push(Block {
+                    id,
                     kind,
                     narrow: shape.narrow.len() - narrow,
                     wide: shape.wide.len() - wide,
+                    tail: Tail::of(&drawn, clean),
                 });
             }
             _ => shape.fixed += 1,
         });
         shape
+    }
+
+    /// Takes in `text` appended to piece `id` without measuring the piece again: its last line
+    /// grows, and the lines after it are new. Only for plain text after a known last line;
+    /// `false` (nothing changed) otherwise, and the caller measures the message again.
+    fn append(&mut self, id: u32, text: &str, rev: u64) -> bool {
+        let Some(b) = self.blocks.iter().position(|b| b.id == id) else {
+            return false;
+        };
+        let tail = match self.blocks[b].tail {
+            Tail::Empty => None,
+            Tail::Narrow(w) => Some(w),
+            Tail::Unknown => return false,
+        };
+        let mut widths = Vec::new();
+        let mut last_ascii = true;
+        for (k, segment) in text.split('\n').enumerate() {
+            match plain_width(segment, k == 0 && tail.is_some()) {
+                Some(w) => widths.push(w),
+                None => return false,
+            }
+            if !segment.is_empty() {
+                last_ascii = segment.ends_with(|c: char| c.is_ascii());
+            }
+        }
+        let start: usize = self.blocks[..b].iter().map(|b| b.narrow).sum();
+        if let Some(w) = tail {
+            let block = &self.narrow[start..start + self.blocks[b].narrow];
+            let at = block.partition_point(|&x| x > w);
+            if block.get(at) != Some(&w) {
+                return false;
+            }
+            self.narrow.remove(start + at);
+            self.blocks[b].narrow -= 1;
+        }
+        // The old last line goes on with the first segment; each newline ends a line (empty or
+        // not); what follows the last newline is the new last line, if it holds anything.
+        widths[0] = widths[0].saturating_add(tail.unwrap_or(0));
+        let last = widths.len() - 1;
+        let new_tail = widths[last];
+        for (k, &w) in widths.iter().enumerate() {
+            if k == last && w == 0 && (k > 0 || tail.is_none()) {
+                break;
+            }
+            let block = &self.narrow[start..start + self.blocks[b].narrow];
+            let at = block.partition_point(|&x| x > w);
+            self.narrow.insert(start + at, w);
+            self.blocks[b].narrow += 1;
+        }
+        self.blocks[b].tail = if new_tail == 0 && (last > 0 || tail.is_none()) {
+            Tail::Empty
+        } else if last_ascii {
+            Tail::Narrow(new_tail)
+        } else {
+            Tail::Unknown
+        };
+        self.rev = rev;
+        true
     }
 
     /// Measures one text line (as drawn).
@@ -1799,6 +1947,81 @@ mod tests {
             assert_eq!(g.find(at), want, "unit {at}");
         }
         assert_eq!(f.prefix(counts.len()), units.len());
+    }
+
+    /// Streamed text taken in a delta at a time (re-measuring only the last line where it
+    /// can) leaves a message measured exactly as measuring it whole would: the same lines,
+    /// the same last line, the same counts at every width.
+    #[test]
+    fn appending_measures_like_measuring_again() {
+        let mut rng = Lcg(11);
+        let plain = [
+            "a", "bc ", "word ", "\t", "\n", "\n\n", "", " ", "café ", "naïve", "—dash", "é",
+            "\u{301}x", "x\u{301}", "\n—",
+        ];
+        let awkward = ["日本", "\u{1b}[31m", "e\u{301}", "\r", "\u{9b}"];
+        let mut fast = 0;
+        for round in 0..60 {
+            let start = if round % 3 == 0 {
+                String::new()
+            } else {
+                let n = rng.below(30);
+                rng.text(n)
+            };
+            let mut t = Transcript::new(Uuid::from_u128(1));
+            t.merge(vec![message(
+                1,
+                MessageRole::Assistant,
+                MessageStatus::Pending,
+                vec![
+                    Part::text("first part\nstays"),
+                    Part::text(&start),
+                    Part::Reasoning {
+                        text: "thinking".into(),
+                    },
+                ],
+            )]);
+            for _ in 0..40 {
+                let part = [1, 1, 1, 2, 0][rng.below(5)];
+                let n = rng.below(4);
+                let text: String = (0..n)
+                    .map(|_| {
+                        if rng.below(25) == 0 {
+                            awkward[rng.below(awkward.len())]
+                        } else {
+                            plain[rng.below(plain.len())]
+                        }
+                    })
+                    .collect();
+                let before = t.shapes[0].rev;
+                t.apply_delta(&LiveDelta {
+                    session: Uuid::from_u128(1),
+                    seq: 1,
+                    part,
+                    text,
+                });
+                let got = &t.shapes[0];
+                let want = Shape::of(&t.messages[0], 0);
+                assert!(got.rev > before, "a new rev after each delta");
+                assert_eq!(got.blocks, want.blocks, "{:?}", t.messages[0].parts);
+                assert_eq!(got.narrow, want.narrow);
+                assert_eq!(got.fixed, want.fixed);
+                let widths = |s: &Shape| s.wide.iter().map(|w| w.width).collect::<Vec<_>>();
+                assert_eq!(widths(got), widths(&want));
+                for width in [1, 3, 7, 20, 80] {
+                    for (wrap, tools_open) in [(true, true), (true, false), (false, true)] {
+                        let fit = Fit {
+                            width,
+                            wrap,
+                            tools_open,
+                        };
+                        assert_eq!(got.count(fit), want.count(fit));
+                    }
+                }
+                fast += usize::from(matches!(got.blocks[1].tail, Tail::Narrow(_) | Tail::Empty));
+            }
+        }
+        assert!(fast > 500, "the fast path is taken for plain text ({fast})");
     }
 
     /// A small deterministic generator, for mixed text.
