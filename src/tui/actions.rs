@@ -503,11 +503,18 @@ impl Keymap {
     /// The screen's own actions come first, then those that apply everywhere, the dangerous
     /// ones last: a narrow terminal cuts from the end. `esc` is not offered on the home screen
     /// (there is nothing to go back to).
-    pub fn hints(&self, scope: Scope) -> Vec<(String, &'static str)> {
+    /// Only actions that `offered` says make sense now are shown (resume for a suspended
+    /// session, abort for a busy one); their keys still work, and say why when they cannot.
+    pub fn hints(
+        &self,
+        scope: Scope,
+        offered: impl Fn(Action) -> bool,
+    ) -> Vec<(String, &'static str)> {
         let mut defs: Vec<&ActionDef> = self
             .defs()
             .filter(|d| !d.hint.is_empty() && (d.applies_in(scope) || d.global()))
             .filter(|d| !(scope == Scope::Sessions && d.action == Action::Back))
+            .filter(|d| offered(d.action))
             .collect();
         defs.sort_by_key(|d| (d.dangerous, d.global()));
         defs.into_iter()
@@ -641,7 +648,7 @@ mod tests {
             None
         );
         assert!(
-            !km.hints(Scope::Sessions)
+            !km.hints(Scope::Sessions, |_| true)
                 .iter()
                 .any(|(_, h)| *h == "end" || *h == "restart")
         );

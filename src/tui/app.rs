@@ -255,6 +255,22 @@ impl App {
         id.and_then(|id| self.sessions.get(id))
     }
 
+    /// Whether `action` makes sense now, for the hint bar: an action on a session needs one,
+    /// in a state the core accepts it in (resume a suspended session, abort a busy one, …).
+    pub fn offers(&self, action: Action) -> bool {
+        use SessionStatus as S;
+        let status = self.target().map(|s| s.status);
+        match action {
+            Action::Resume => status == Some(S::Suspended),
+            Action::Suspend => status.is_some_and(S::wants_sandbox),
+            Action::Restart => status.is_some_and(|s| s != S::Dead),
+            Action::End => status.is_some_and(|s| s != S::Dead),
+            Action::Abort => status == Some(S::Busy),
+            Action::Attach | Action::Logs | Action::Diagnose => status.is_some(),
+            _ => true,
+        }
+    }
+
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
         // a key may have written in the composer or left a draft; the loop compares and saves
         self.drafts_changed |= matches!(msg, Msg::Key(_) | Msg::NotSent { .. });
@@ -1049,6 +1065,66 @@ mod tests {
 
     fn key(c: char) -> Msg {
         Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+    }
+
+    #[test]
+    fn the_hint_bar_offers_what_can_be_done_to_the_session() {
+        let hints = |a: &App| -> Vec<&'static str> {
+            a.keymap
+                .hints(a.scope(), |x| a.offers(x))
+                .into_iter()
+                .map(|(_, h)| h)
+                .collect()
+        };
+        let mut a = app();
+        let none = hints(&a);
+        assert!(none.contains(&"new") && !none.contains(&"attach") && !none.contains(&"end"));
+        for (status, offered, not) in [
+            (
+                SessionStatus::Idle,
+                &["attach", "suspend", "restart", "end"][..],
+                &["resume"][..],
+            ),
+            (
+                SessionStatus::Suspended,
+                &["resume", "restart", "end"],
+                &["suspend"],
+            ),
+            (
+                SessionStatus::Failed,
+                &["restart", "end", "diagnose"],
+                &["suspend", "resume"],
+            ),
+            (
+                SessionStatus::Dead,
+                &["attach", "logs"],
+                &["restart", "end", "suspend", "resume"],
+            ),
+        ] {
+            a.update(Msg::Sessions(vec![session(1, "coder", status)]));
+            let shown = hints(&a);
+            for h in offered {
+                assert!(shown.contains(h), "{status:?}: {h} missing from {shown:?}");
+            }
+            for h in not {
+                assert!(!shown.contains(h), "{status:?}: {h} offered in {shown:?}");
+            }
+        }
+        // Abort only while the agent is busy, in the transcript.
+        a.update(Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Idle,
+        )]));
+        a.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+        assert_eq!(a.scope(), Scope::Transcript);
+        assert!(!hints(&a).contains(&"abort"));
+        a.update(Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Busy,
+        )]));
+        assert!(hints(&a).contains(&"abort"));
     }
 
     #[test]

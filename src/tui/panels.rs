@@ -1050,6 +1050,27 @@ mod tests {
                     "kubernetes:prod-eu".into(),
                 );
                 app.panel = Some(build());
+                // The session the panel is about is in the list, as it is in the cockpit (the
+                // hint bar offers what can be done to it).
+                let session = match app.panel.as_ref() {
+                    Some(Panel::Diagnose(d)) => Some(d.diagnosis.session.clone()),
+                    Some(Panel::Health(v)) => v.rows.get(v.selected).map(|r| {
+                        let mut s =
+                            crate::tui::sessions::tests::session(1, "coder", SessionStatus::Idle);
+                        s.id = r.0;
+                        s
+                    }),
+                    Some(Panel::Logs(v)) => {
+                        let mut s =
+                            crate::tui::sessions::tests::session(1, "coder", SessionStatus::Idle);
+                        s.id = v.session;
+                        Some(s)
+                    }
+                    None => None,
+                };
+                app.update(crate::tui::app::Msg::Sessions(
+                    session.into_iter().collect(),
+                ));
                 let mut term =
                     Terminal::new(TestBackend::new(w, h)).unwrap_or_else(|e| panic!("{e}"));
                 term.draw(|f| crate::tui::views::render(f, &app, now()))

@@ -477,7 +477,7 @@ fn render_status(f: &mut Frame, app: &App, area: Rect) {
 /// long one that does not fit makes room for shorter ones after it), then `…` if some did not,
 /// and always the key for `?` help (where the rest are).
 fn render_hints(f: &mut Frame, app: &App, area: Rect) {
-    let hints = app.keymap.hints(app.scope());
+    let hints = app.keymap.hints(app.scope(), |a| app.offers(a));
     let (help, rest): (Vec<_>, Vec<_>) = hints.into_iter().partition(|(_, h)| *h == "help");
     let cells = |(key, hint): &(String, &str)| key.chars().count() + hint.chars().count() + 3;
     let room = usize::from(area.width);
