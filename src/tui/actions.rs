@@ -499,12 +499,12 @@ impl Keymap {
         find(scope).or_else(|| find(Scope::Global))
     }
 
-    /// `key hint` pairs for the hint bar of `scope`.
-    /// The screen's own actions come first, then those that apply everywhere, the dangerous
-    /// ones last: a narrow terminal cuts from the end. `esc` is not offered on the home screen
-    /// (there is nothing to go back to).
-    /// Only actions that `offered` says make sense now are shown (resume for a suspended
-    /// session, abort for a busy one); their keys still work, and say why when they cannot.
+    /// `key hint` pairs for the hint bar of `scope`. The screen's own actions come first (abort
+    /// in a busy transcript among them), then those that apply everywhere, the dangerous ones
+    /// last: a narrow terminal cuts from the end. `esc` is not offered on the home screen (there
+    /// is nothing to go back to). Only actions that `offered` says make sense now are shown
+    /// (resume for a suspended session, abort for a busy one); their keys still work, and say
+    /// why when they cannot.
     pub fn hints(
         &self,
         scope: Scope,
@@ -516,7 +516,7 @@ impl Keymap {
             .filter(|d| !(scope == Scope::Sessions && d.action == Action::Back))
             .filter(|d| offered(d.action))
             .collect();
-        defs.sort_by_key(|d| (d.dangerous, d.global()));
+        defs.sort_by_key(|d| (d.global(), d.dangerous));
         defs.into_iter()
             .filter_map(|d| self.keys_of(d.action).first().map(|k| (k.clone(), d.hint)))
             .collect()

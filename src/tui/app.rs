@@ -1124,7 +1124,14 @@ mod tests {
             "coder",
             SessionStatus::Busy,
         )]));
-        assert!(hints(&a).contains(&"abort"));
+        let busy = hints(&a);
+        let at = |h: &str| busy.iter().position(|x| *x == h);
+        // The screen's own actions first: a narrow hint bar cuts global ones, not abort.
+        assert!(
+            at("abort").is_some() && at("abort") < at("quit"),
+            "{busy:?}"
+        );
+        assert!(at("quit") < at("restart"), "{busy:?}");
     }
 
     #[test]
