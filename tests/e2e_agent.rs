@@ -256,8 +256,8 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
     })
     .await;
 
-    // 2b. A long tool call, aborted: the turn stops at once, the session is idle again, and
-    // the next turn works.
+    // 2b. A long tool call, aborted: the turn stops at once (the message says "aborted", not
+    // "failed"), the session is idle again, and the next turn works.
     let marker = format!("abort-{}", &id[..8]);
     let (status, _) = api
         .post(
@@ -310,7 +310,7 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
     let last = messages.last().unwrap();
     assert_eq!(
         (last["role"].as_str(), last["status"].as_str()),
-        (Some("assistant"), Some("failed")),
+        (Some("assistant"), Some("aborted")),
         "{last}"
     );
     assert!(

@@ -287,7 +287,9 @@ impl State {
             if role == MessageRole::Assistant && info.done {
                 self.write_parts(core, seq).await?;
                 let patch = MessagePatch {
-                    status: Some(if info.error.is_some() {
+                    status: Some(if info.aborted {
+                        MessageStatus::Aborted
+                    } else if info.error.is_some() {
                         MessageStatus::Failed
                     } else {
                         MessageStatus::Complete
@@ -356,6 +358,7 @@ impl State {
             }
             role => {
                 let status = match (&info.error, info.done) {
+                    _ if info.aborted => MessageStatus::Aborted,
                     (Some(_), _) => MessageStatus::Failed,
                     (None, true) => MessageStatus::Complete,
                     (None, false) => MessageStatus::Pending,
@@ -421,6 +424,7 @@ impl State {
                             role: MessageRole::User,
                             done: true,
                             error: None,
+                            aborted: false,
                         };
                         self.on_message(core, &info).await?;
                         Ok(false)

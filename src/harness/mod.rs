@@ -89,6 +89,8 @@ pub struct MessageInfo {
     /// The turn (or this step of it) is over.
     pub done: bool,
     pub error: Option<String>,
+    /// The turn was stopped by an abort (then `error` says how the harness put it).
+    pub aborted: bool,
 }
 
 /// One decoded event of the harness's bus.

@@ -110,6 +110,8 @@ text_enum!(
         Pending => "pending",
         Complete => "complete",
         Failed => "failed",
+        /// The turn was stopped on request (abort) before it finished.
+        Aborted => "aborted",
     }
 );
 

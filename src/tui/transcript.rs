@@ -610,6 +610,9 @@ fn draw_piece(m: &Message, look: &Look<'_>, piece: Piece<'_>, out: &mut Vec<Line
                     ),
                     theme.error,
                 )),
+                MessageStatus::Aborted => {
+                    head.push(Span::styled("  stopped (aborted)", theme.warning))
+                }
                 MessageStatus::Complete => {}
             }
             out.push(Line::from(head));
@@ -1609,6 +1612,9 @@ mod tests {
                     ),
                     theme.error,
                 )),
+                MessageStatus::Aborted => {
+                    head.push(Span::styled("  stopped (aborted)", theme.warning))
+                }
                 MessageStatus::Complete => {}
             }
             out.push(Line::from(head));
@@ -1947,6 +1953,29 @@ mod tests {
             assert_eq!(g.find(at), want, "unit {at}");
         }
         assert_eq!(f.prefix(counts.len()), units.len());
+    }
+
+    /// A turn stopped by an abort says so, and does not read as a failure.
+    #[test]
+    fn an_aborted_turn_reads_as_stopped_not_failed() {
+        let theme = Theme::mono();
+        let mut t = Transcript::new(Uuid::from_u128(1));
+        let mut m = message(
+            1,
+            MessageRole::Assistant,
+            MessageStatus::Aborted,
+            vec![Part::text("half an answer")],
+        );
+        m.error = Some("Aborted".into());
+        t.merge(vec![m]);
+        let text: Vec<String> = t
+            .window(80, &theme, 10)
+            .lines
+            .iter()
+            .map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect())
+            .collect();
+        assert!(text[0].contains("stopped (aborted)"), "{text:?}");
+        assert!(!text.join("\n").contains("FAILED"), "{text:?}");
     }
 
     /// Streamed text taken in a delta at a time (re-measuring only the last line where it

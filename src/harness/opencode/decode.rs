@@ -34,6 +34,7 @@ pub fn message_info(info: &Value) -> Option<MessageInfo> {
         id: text(&info["id"])?,
         role,
         done: !info["time"]["completed"].is_null() || error.is_some(),
+        aborted: info["error"]["name"] == "MessageAbortedError",
         error,
     })
 }
@@ -206,7 +207,14 @@ mod tests {
         );
         assert_eq!(e.session.as_deref(), Some("ses_9"));
         assert!(
-            matches!(e.update, Update::Message(MessageInfo { done: true, error: Some(ref m), .. }) if m == "rate limited")
+            matches!(e.update, Update::Message(MessageInfo { done: true, aborted: false, error: Some(ref m), .. }) if m == "rate limited")
+        );
+        // What opencode says of a turn stopped by an abort.
+        let e = decode(
+            r#"{"type":"message.updated","properties":{"info":{"id":"msg_5","sessionID":"ses_9","role":"assistant","time":{"created":1},"error":{"name":"MessageAbortedError","data":{"message":"Aborted"}}}}}"#,
+        );
+        assert!(
+            matches!(e.update, Update::Message(MessageInfo { done: true, aborted: true, error: Some(ref m), .. }) if m == "Aborted")
         );
         assert_eq!(decode(r#"{"type":"session.status","properties":{"sessionID":"s","status":{"type":"idle"}}}"#).update, Update::Idle);
         assert_eq!(
