@@ -22,6 +22,7 @@ use agentdeck::tui::transcript::Transcript;
 use agentdeck::tui::views;
 use chrono::{DateTime, Utc};
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use std::hint::black_box;
@@ -330,6 +331,33 @@ fn sessions(c: &mut Criterion) {
             let mut s = session(1 + (*tick * 7919) % n);
             s.last_activity_at = now() + chrono::Duration::seconds(*tick as i64);
             app.update(Msg::Session(Box::new(s)));
+            frame(&mut term, app)
+        })
+    });
+    // Typing in the `/` filter at 100k sorted by activity: "flaky 4" a key at a time, then
+    // taken back a key at a time, over and over; a frame after each key. The first key
+    // filters every session; the next ones look only at what the last one showed; taking a
+    // key back shows what that filter showed before.
+    let mut app = None;
+    group.bench_function("100000_typing_a_filter", |b| {
+        let (app, step) = app.get_or_insert_with(|| {
+            let mut app = self::app(size(100_000));
+            app.sessions.set_sort(SortKey::Activity);
+            app.update(Msg::Key(KeyEvent::new(
+                KeyCode::Char('/'),
+                KeyModifiers::NONE,
+            )));
+            (app, 0usize)
+        });
+        let typed: Vec<char> = "flaky 4".chars().collect();
+        b.iter(|| {
+            let at = *step % (2 * typed.len());
+            *step += 1;
+            let key = match typed.get(at) {
+                Some(&c) => KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE),
+                None => KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE),
+            };
+            app.update(Msg::Key(key));
             frame(&mut term, app)
         })
     });

@@ -38,27 +38,63 @@ impl Filter {
         self.words.is_empty() && self.pairs.is_empty()
     }
 
+    /// Whether every session this filter lets through, `wider` lets through too (each of
+    /// `wider`'s words and pairs is within one of this one's): what typing on makes.
+    fn within(&self, wider: &Filter) -> bool {
+        wider
+            .words
+            .iter()
+            .all(|w| self.words.iter().any(|x| x.contains(w.as_str())))
+            && wider.pairs.iter().all(|(k, v)| {
+                self.pairs
+                    .iter()
+                    .any(|(x, y)| x == k && y.contains(v.as_str()))
+            })
+    }
+
     pub fn matches(&self, s: &Session) -> bool {
-        let field = |k: &str| -> Option<String> {
+        let mut buf = Uuid::encode_buffer();
+        let id: &str = s.id.hyphenated().encode_lower(&mut buf);
+        let field = |k: &str| -> Option<&str> {
             Some(match k {
-                "agent" => s.agent_id.to_lowercase(),
-                "team" => s.team.to_lowercase(),
-                "status" => s.status.as_str().to_string(),
-                "phase" => s.phase.as_str().to_string(),
-                "title" => s.title.to_lowercase(),
-                "id" => s.id.to_string(),
+                "agent" => &s.agent_id,
+                "team" => &s.team,
+                "status" => s.status.as_str(),
+                "phase" => s.phase.as_str(),
+                "title" => &s.title,
+                "id" => id,
                 _ => return None,
             })
         };
         self.pairs
             .iter()
-            .all(|(k, v)| field(k).is_some_and(|f| f.contains(v.as_str())))
+            .all(|(k, v)| field(k).is_some_and(|f| contains_folded(f, v)))
             && self.words.iter().all(|w| {
                 ["title", "agent", "team", "status", "id"]
                     .iter()
-                    .any(|k| field(k).is_some_and(|f| f.contains(w.as_str())))
+                    .any(|k| field(k).is_some_and(|f| contains_folded(f, w)))
             })
     }
+}
+
+/// Whether `hay` holds `needle` (already lower case), ignoring case; with no allocation when
+/// both are ASCII (filtering 100k sessions runs this for each, on every key typed).
+fn contains_folded(hay: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if hay.is_ascii() && needle.is_ascii() {
+        let (h, n) = (hay.as_bytes(), needle.as_bytes());
+        if h.len() < n.len() {
+            return false;
+        }
+        // Candidates are where the first byte is, in either case (a vectorised scan).
+        let last = h.len() - n.len();
+        let (lower, upper) = (n[0].to_ascii_lowercase(), n[0].to_ascii_uppercase());
+        return memchr::memchr2_iter(lower, upper, &h[..=last])
+            .any(|at| h[at..at + n.len()].eq_ignore_ascii_case(n));
+    }
+    hay.to_lowercase().contains(needle)
 }
 
 /// The order of the home view; `s` steps through them.
@@ -143,13 +179,26 @@ pub struct SessionList {
     all: Vec<Session>,
     filter: Filter,
     sort: SortKey,
-    /// The ids shown, in the sort order, when that is not simply `all` (a filter, or another
-    /// order). Kept in order as sessions change: a change moves one entry (two binary searches),
-    /// never a re-sort of everything.
-    visible: Option<Vec<Uuid>>,
+    /// Under another sort key than newest: every session (as its place in `all`) in that
+    /// order. Kept in order as sessions change: a change moves one entry (two binary
+    /// searches), never a re-sort of everything; a new session shifts the places after it.
+    order: Option<Vec<u32>>,
+    /// Under a filter: the places in `all` of the sessions shown, in the sort order. A new
+    /// filter walks `order` (or `all`) once; nothing is sorted again.
+    visible: Option<Vec<u32>>,
     selected: Option<Uuid>,
     /// How many of `all` have each status (indexed by the status's declaration order).
     by_status: [usize; SessionStatus::ALL.len()],
+    /// The filters typed before this one and what they showed, newest last, while no session
+    /// changed: taking a character back shows what it showed at once.
+    typed: Vec<(Filter, Vec<u32>)>,
+}
+
+/// How many earlier filters are kept while typing.
+const TYPED: usize = 32;
+
+fn place(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 impl SessionList {
@@ -164,60 +213,78 @@ impl SessionList {
             self.by_status[s.status as usize] += 1;
         }
         self.all = sessions;
+        self.order = None;
+        self.typed.clear();
         self.refilter();
     }
 
-    /// Where `s` is in `visible` (`Ok`), or where it would go (`Err`).
-    fn search(&self, visible: &[Uuid], s: &Session) -> Result<usize, usize> {
-        visible.binary_search_by(|id| match self.get(*id) {
+    /// The places shown, in order, when that is not simply `all`.
+    fn shown(&self) -> Option<&[u32]> {
+        self.visible.as_deref().or(self.order.as_deref())
+    }
+
+    /// Where `s` is in `places` (`Ok`), or where it would go (`Err`).
+    fn search(&self, places: &[u32], s: &Session) -> Result<usize, usize> {
+        places.binary_search_by(|&p| match self.all.get(p as usize) {
             Some(other) => self.sort.cmp(other, s),
             None => Ordering::Less,
         })
     }
 
-    /// Where a session goes in `visible` (which must not hold it).
-    fn slot(&self, visible: &[Uuid], s: &Session) -> usize {
-        self.search(visible, s).unwrap_or_else(|at| at)
+    /// Takes the session at `i` out of `places` (if there).
+    fn take_out(&self, places: &mut Vec<u32>, i: usize) {
+        if let Ok(at) = self.search(places, &self.all[i]) {
+            places.remove(at);
+        }
     }
 
-    /// Where a shown session is in `visible`.
-    fn find(&self, visible: &[Uuid], s: &Session) -> Option<usize> {
-        self.search(visible, s).ok()
+    /// Puts the session at `i` into `places`, in order.
+    fn put_in(&self, places: &mut Vec<u32>, i: usize) {
+        let at = self.search(places, &self.all[i]).unwrap_or_else(|at| at);
+        places.insert(at, place(i));
     }
 
     /// Adds or updates one session; the selection stays on the same session.
     pub fn upsert(&mut self, session: Session) {
-        let mut visible = self.visible.take();
-        match self.position(session.id) {
+        self.typed.clear();
+        let (mut order, mut visible) = (self.order.take(), self.visible.take());
+        let i = match self.position(session.id) {
             Ok(i) => {
                 let old = &mut self.by_status[self.all[i].status as usize];
                 *old = old.saturating_sub(1);
-                self.by_status[session.status as usize] += 1;
+                if let Some(o) = &mut order {
+                    self.take_out(o, i);
+                }
                 if let Some(v) = &mut visible
                     && self.filter.matches(&self.all[i])
-                    && let Some(at) = self.find(v, &self.all[i])
                 {
-                    v.remove(at);
+                    self.take_out(v, i);
                 }
                 self.all[i] = session;
-                if let Some(v) = &mut visible
-                    && self.filter.matches(&self.all[i])
-                {
-                    let at = self.slot(v, &self.all[i]);
-                    v.insert(at, self.all[i].id);
-                }
+                i
             }
             Err(i) => {
-                self.by_status[session.status as usize] += 1;
-                self.all.insert(i, session);
-                if let Some(v) = &mut visible
-                    && self.filter.matches(&self.all[i])
-                {
-                    let at = self.slot(v, &self.all[i]);
-                    v.insert(at, self.all[i].id);
+                // the places from `i` on move one down
+                let at = place(i);
+                for p in order.iter_mut().chain(visible.iter_mut()).flatten() {
+                    if *p >= at {
+                        *p += 1;
+                    }
                 }
+                self.all.insert(i, session);
+                i
             }
+        };
+        self.by_status[self.all[i].status as usize] += 1;
+        if let Some(o) = &mut order {
+            self.put_in(o, i);
         }
+        if let Some(v) = &mut visible
+            && self.filter.matches(&self.all[i])
+        {
+            self.put_in(v, i);
+        }
+        self.order = order;
         self.visible = visible;
     }
 
@@ -225,9 +292,43 @@ impl SessionList {
         self.position(id).ok().map(|i| &self.all[i])
     }
 
+    /// Filters by `text`. Typing is cheap: a filter within the last one looks only at what
+    /// that one showed, and going back to an earlier one (a character taken back) shows what
+    /// it showed; anything else is one pass over every session.
     pub fn set_filter(&mut self, text: &str) {
-        self.filter = Filter::parse(text);
-        self.refilter();
+        let filter = Filter::parse(text);
+        if filter == self.filter {
+            return;
+        }
+        let before = std::mem::replace(&mut self.filter, filter);
+        let shown = self.visible.take();
+        if let Some(at) = self.typed.iter().rposition(|(f, _)| *f == self.filter) {
+            let (_, places) = self.typed.remove(at);
+            self.visible = Some(places);
+        } else if let Some(places) = shown.as_ref().filter(|_| self.filter.within(&before)) {
+            self.visible = Some(
+                places
+                    .iter()
+                    .copied()
+                    .filter(|&p| {
+                        self.all
+                            .get(p as usize)
+                            .is_some_and(|s| self.filter.matches(s))
+                    })
+                    .collect(),
+            );
+        } else {
+            self.refilter();
+        }
+        if self.filter.is_empty() {
+            self.visible = None;
+        }
+        if let Some(places) = shown {
+            if self.typed.len() == TYPED {
+                self.typed.remove(0);
+            }
+            self.typed.push((before, places));
+        }
     }
 
     pub fn filter(&self) -> &Filter {
@@ -240,25 +341,42 @@ impl SessionList {
 
     /// Orders the list by `key`; the selection stays on the same session.
     pub fn set_sort(&mut self, key: SortKey) {
-        self.sort = key;
+        if key != self.sort {
+            self.sort = key;
+            self.order = None;
+            self.typed.clear();
+        }
         self.refilter();
     }
 
+    /// Brings `order` and `visible` in line with the sort key and the filter: the order is
+    /// made only when the key changed; a filter is one pass over it.
     fn refilter(&mut self) {
-        self.visible = if self.filter.is_empty() && self.sort == SortKey::Newest {
+        if self.sort == SortKey::Newest {
+            self.order = None;
+        } else if self.order.is_none() {
+            let mut order: Vec<u32> = (0..self.all.len()).map(place).collect();
+            order.sort_by(|&a, &b| self.sort.cmp(&self.all[a as usize], &self.all[b as usize]));
+            self.order = Some(order);
+        }
+        self.visible = if self.filter.is_empty() {
             None
         } else {
-            let mut shown: Vec<&Session> =
-                self.all.iter().filter(|s| self.filter.matches(s)).collect();
-            if self.sort != SortKey::Newest {
-                shown.sort_by(|a, b| self.sort.cmp(a, b));
-            }
-            Some(shown.into_iter().map(|s| s.id).collect())
+            // One pass over `all` in memory order, then one over the order.
+            let matched: Vec<bool> = self.all.iter().map(|s| self.filter.matches(s)).collect();
+            let hit = |p: &&u32| matched.get(**p as usize).copied().unwrap_or(false);
+            Some(match &self.order {
+                Some(order) => order.iter().filter(hit).copied().collect(),
+                None => (0..self.all.len())
+                    .filter(|&i| matched[i])
+                    .map(place)
+                    .collect(),
+            })
         };
     }
 
     pub fn len(&self) -> usize {
-        self.visible.as_ref().map_or(self.all.len(), Vec::len)
+        self.shown().map_or(self.all.len(), <[u32]>::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -270,9 +388,9 @@ impl SessionList {
     }
 
     pub fn at(&self, i: usize) -> Option<&Session> {
-        match &self.visible {
+        match self.shown() {
             None => self.all.get(i),
-            Some(v) => v.get(i).and_then(|id| self.get(*id)),
+            Some(v) => v.get(i).and_then(|&p| self.all.get(p as usize)),
         }
     }
 
@@ -280,14 +398,12 @@ impl SessionList {
     /// when the selected session is filtered out; the first with no selection).
     pub fn selected_index(&self) -> usize {
         let Some(id) = self.selected else { return 0 };
-        match &self.visible {
-            None => self.position(id).unwrap_or(0),
-            Some(v) => match self.get(id) {
-                Some(s) => match self.find(v, s) {
-                    Some(at) => at,
-                    None => self.slot(v, s).min(v.len().saturating_sub(1)),
-                },
-                None => 0,
+        let Ok(i) = self.position(id) else { return 0 };
+        match self.shown() {
+            None => i,
+            Some(v) => match self.search(v, &self.all[i]) {
+                Ok(at) => at,
+                Err(at) => at.min(v.len().saturating_sub(1)),
             },
         }
     }
@@ -442,18 +558,28 @@ pub(crate) mod tests {
             (SortKey::Agent, "status:i"),
             (SortKey::Newest, "agent:b"),
         ] {
+            let (mut key, mut filter) = (key, filter);
             let mut list = SessionList::default();
             list.set_sort(key);
             list.set_filter(filter);
             let mut reference: Vec<Session> = Vec::new();
             for step in 0..400 {
+                // Midway the filter and then the sort key change too.
+                if step == 200 {
+                    filter = if filter.is_empty() { "e" } else { "" };
+                    list.set_filter(filter);
+                }
+                if step == 300 {
+                    key = key.next();
+                    list.set_sort(key);
+                }
                 let id = next(60) + 1;
                 let mut s = session(
                     id,
                     ["a", "b", "c"][next(3) as usize],
                     statuses[next(statuses.len() as u64) as usize],
                 );
-                s.title = format!("t{}", next(20));
+                s.title = format!("t{}{}", next(20), ["", " Été", " EXPORT"][next(3) as usize]);
                 s.last_activity_at += chrono::Duration::seconds(next(1000) as i64);
                 reference.retain(|r| r.id != s.id);
                 reference.push(s.clone());
@@ -473,6 +599,66 @@ pub(crate) mod tests {
         }
     }
 
+    /// Typing in the filter (on, back, on again), with sessions changing now and then and the
+    /// sort key too: what is shown is always what filtering everything afresh shows.
+    #[test]
+    fn typing_a_filter_shows_what_filtering_afresh_would() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut list = SessionList::default();
+        let mut reference: Vec<Session> = Vec::new();
+        let statuses = SessionStatus::ALL;
+        let upsert = |list: &mut SessionList, reference: &mut Vec<Session>, id: u64, r: u64| {
+            let mut s = session(
+                id,
+                ["ab", "ba", "cab"][(r % 3) as usize],
+                statuses[(r % 7) as usize],
+            );
+            s.title = ["t ab", "t e", "AB e", "x"][(r % 4) as usize].to_string();
+            reference.retain(|x| x.id != s.id);
+            reference.push(s.clone());
+            list.upsert(s);
+        };
+        for id in 1..=40 {
+            let r = next(1000);
+            upsert(&mut list, &mut reference, id, r);
+        }
+        let mut text = String::new();
+        let mut fast = 0;
+        for step in 0..2000 {
+            match next(20) {
+                0..=8 => text.push(['a', 'b', 'e', ' ', 't', ':', 'x'][next(7) as usize]),
+                9..=15 => {
+                    text.pop();
+                }
+                16..=18 => {
+                    let (id, r) = (next(60) + 1, next(1000));
+                    upsert(&mut list, &mut reference, id, r);
+                }
+                _ => list.set_sort(list.sort().next()),
+            }
+            if text.len() > 6 {
+                text.clear();
+            }
+            fast += usize::from(!list.typed.is_empty());
+            list.set_filter(&text);
+            let f = Filter::parse(&text);
+            let mut want: Vec<&Session> = reference.iter().filter(|r| f.matches(r)).collect();
+            want.sort_by(|a, b| list.sort().cmp(a, b));
+            let want: Vec<Uuid> = want.iter().map(|s| s.id).collect();
+            let got: Vec<Uuid> = (0..list.len())
+                .filter_map(|i| list.at(i).map(|s| s.id))
+                .collect();
+            assert_eq!(got, want, "{text:?} {:?} at step {step}", list.sort());
+        }
+        assert!(fast > 300, "earlier filters were kept and used ({fast})");
+    }
+
     #[test]
     fn filters_by_words_and_pairs() {
         let mut list = SessionList::default();
@@ -486,10 +672,23 @@ pub(crate) mod tests {
         assert_eq!(list.at(0).map(|s| s.title.as_str()), Some("task 3"));
         list.set_filter("review");
         assert_eq!(list.len(), 1);
+        // Case does not matter, in ASCII and beyond it.
+        list.set_filter("REVIEW Task");
+        assert_eq!(list.len(), 1);
+        let mut cafe = session(4, "coder", SessionStatus::Idle);
+        cafe.title = "Écrire au Café".into();
+        list.upsert(cafe);
+        list.set_filter("écrire CAFÉ");
+        assert_eq!(list.at(0).map(|s| s.id), Some(Uuid::from_u128(4)));
+        assert_eq!(list.len(), 1);
+        list.set_filter(&Uuid::from_u128(4).to_string().to_uppercase());
+        assert_eq!(list.len(), 1, "ids match too");
+        list.set_filter("title:écrire agent:cod");
+        assert_eq!(list.len(), 1);
         list.set_filter("nosuch:key");
         assert_eq!(list.len(), 0);
         list.set_filter("");
-        assert_eq!(list.len(), 3);
+        assert_eq!(list.len(), 4);
         // a session leaving the filter on update
         list.set_filter("status:failed");
         list.upsert(session(3, "coder", SessionStatus::Ready));
