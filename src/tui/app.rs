@@ -24,7 +24,15 @@ pub enum Msg {
     /// Only when the mouse is taken (`--mouse`, `[tui] mouse`).
     Mouse(MouseEvent),
     Resize,
+    /// Every session: the list is replaced.
     Sessions(Vec<Session>),
+    /// One page of the first load, newest first: the first replaces the list, the next ones
+    /// (older) join it; `last` ends the load.
+    SessionPage {
+        sessions: Vec<Session>,
+        first: bool,
+        last: bool,
+    },
     Session(Box<Session>),
     Messages {
         session: Uuid,
@@ -66,7 +74,11 @@ pub struct Connectivity {
 /// What the loop must do for the app (I/O, off the render path).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    LoadSessions,
+    /// Reads every session; `pages` shows them a page at a time as they come (the first load,
+    /// when there is nothing to show yet), else all at once.
+    LoadSessions {
+        pages: bool,
+    },
     LoadMessages {
         session: Uuid,
         after: i64,
@@ -161,6 +173,8 @@ pub struct App {
     pub keymap: Keymap,
     pub theme: Theme,
     pub sessions: SessionList,
+    /// The first load of the sessions is not over: the list may be partial (or not there).
+    pub loading: bool,
     pub transcript: Option<Transcript>,
     /// A screen over the others (health, logs, diagnose).
     pub panel: Option<Panel>,
@@ -210,6 +224,7 @@ impl App {
             keymap,
             theme,
             sessions: SessionList::default(),
+            loading: true,
             transcript: None,
             panel: None,
             dialog: None,
@@ -307,6 +322,20 @@ impl App {
             }
             Msg::Sessions(list) => {
                 self.sessions.replace_all(list);
+                self.loading = false;
+                vec![]
+            }
+            Msg::SessionPage {
+                sessions,
+                first,
+                last,
+            } => {
+                if first {
+                    self.sessions.replace_all(sessions);
+                } else {
+                    self.sessions.add_older(sessions);
+                }
+                self.loading = !last;
                 vec![]
             }
             Msg::Session(s) => {

@@ -29,6 +29,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+/// Sessions read from the store at a time when the cockpit starts: the newest show at once.
+const SESSION_PAGE: i64 = 5000;
+
 pub struct Options {
     pub theme: Option<String>,
     pub read_only: bool,
@@ -144,7 +147,7 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
         tx: tx.clone(),
         logs_for: logs_rx,
     };
-    ctx.run(Effect::LoadSessions);
+    ctx.run(Effect::LoadSessions { pages: true });
 
     let now = chrono::Utc::now;
     term.draw(|f| views::render(f, &app, now()))?;
@@ -265,7 +268,7 @@ async fn follow_changes(ctx: Ctx, attached: watch::Receiver<Option<Uuid>>) {
                 Err(_) => None,
             },
             Change::Resync => {
-                ctx.run(Effect::LoadSessions);
+                ctx.run(Effect::LoadSessions { pages: false });
                 let attached = *attached.borrow();
                 if let Some(id) = attached {
                     ctx.run(Effect::LoadMessages {
@@ -434,28 +437,44 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
     let logs_for = ctx.logs_for.clone();
     tokio::spawn(async move {
         let msg = match effect {
-            Effect::LoadSessions => {
+            Effect::LoadSessions { pages } => {
                 let mut all = Vec::new();
                 let mut before = None;
+                let mut first = true;
                 loop {
                     let page = core
                         .list_sessions(&SessionQuery {
                             before,
-                            limit: Some(5000),
+                            limit: Some(SESSION_PAGE),
                             ..Default::default()
                         })
                         .await;
                     match page {
                         Ok(page) => {
-                            let Some(last) = page.last() else { break };
-                            before = Some(last.id);
-                            all.extend(page);
+                            let last = page.len() < SESSION_PAGE as usize;
+                            before = page.last().map(|s| s.id);
+                            if pages {
+                                let _ = tx.send(Msg::SessionPage {
+                                    sessions: page,
+                                    first,
+                                    last,
+                                });
+                            } else {
+                                all.extend(page);
+                            }
+                            first = false;
+                            if last {
+                                break;
+                            }
                         }
                         Err(e) => {
                             let _ = tx.send(Msg::Error(format!("cannot list sessions: {e}")));
                             return;
                         }
                     }
+                }
+                if pages {
+                    return;
                 }
                 Msg::Sessions(all)
             }

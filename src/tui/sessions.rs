@@ -218,6 +218,20 @@ impl SessionList {
         self.refilter();
     }
 
+    /// Adds a page of sessions older than those held (the rest of a first load). One that is
+    /// already here (it changed since the page was read) stays as it is.
+    pub fn add_older(&mut self, page: Vec<Session>) {
+        if page.is_empty() {
+            return;
+        }
+        let mut all = std::mem::take(&mut self.all);
+        all.extend(page);
+        // stable: of two with one id, the one held comes first and is kept
+        all.sort_by_key(|s| std::cmp::Reverse(s.id));
+        all.dedup_by_key(|s| s.id);
+        self.replace_all(all);
+    }
+
     /// The places shown, in order, when that is not simply `all`.
     fn shown(&self) -> Option<&[u32]> {
         self.visible.as_deref().or(self.order.as_deref())

@@ -206,7 +206,9 @@ fn status_style(app: &App, s: SessionStatus) -> Style {
 fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<chrono::Utc>) {
     let list = &app.sessions;
     let filter = &list.filter().text;
-    let title = if filter.is_empty() {
+    let title = if app.loading && list.total() > 0 {
+        format!(" Sessions ({} so far, loading…) ", list.len())
+    } else if filter.is_empty() {
         format!(" Sessions ({}) ", list.len())
     } else {
         format!(
@@ -227,7 +229,9 @@ fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<c
     let inner = block.inner(area);
     f.render_widget(block, area);
     if list.is_empty() {
-        let text = if list.total() == 0 {
+        let text = if app.loading {
+            "Loading sessions…"
+        } else if list.total() == 0 {
             "No sessions yet. Press n to start one."
         } else {
             "No session matches the filter. Press / to change it."
@@ -688,6 +692,60 @@ mod tests {
         term.draw(|f| render(f, app, now()))
             .unwrap_or_else(|e| panic!("{e}"));
         term
+    }
+
+    /// The first load shows the newest sessions as soon as they come, says it is still
+    /// loading, and never says "no sessions" before it knows; a change that arrives before its
+    /// session's page is kept.
+    #[test]
+    fn sessions_show_page_by_page_while_loading() {
+        let mut a = App::new(
+            Keymap::new(false),
+            Theme::mono(),
+            vec![],
+            "sqlite:///x.db".into(),
+            "local".into(),
+        );
+        let text = |a: &App| draw(a, 100, 12).backend().to_string();
+        assert!(text(&a).contains("Loading sessions…"), "{}", text(&a));
+        assert!(!text(&a).contains("No sessions yet"));
+        a.update(Msg::SessionPage {
+            sessions: vec![
+                session(5, "coder", SessionStatus::Idle),
+                session(4, "coder", SessionStatus::Idle),
+            ],
+            first: true,
+            last: false,
+        });
+        assert!(
+            text(&a).contains("Sessions (2 so far, loading…)"),
+            "{}",
+            text(&a)
+        );
+        a.update(Msg::Session(Box::new(session(
+            1,
+            "coder",
+            SessionStatus::Failed,
+        ))));
+        a.update(Msg::SessionPage {
+            sessions: vec![
+                session(2, "coder", SessionStatus::Idle),
+                session(1, "coder", SessionStatus::Idle),
+            ],
+            first: false,
+            last: true,
+        });
+        assert!(!a.loading);
+        assert!(text(&a).contains("Sessions (4)"), "{}", text(&a));
+        assert_eq!(
+            a.sessions.get(Uuid::from_u128(1)).map(|s| s.status),
+            Some(SessionStatus::Failed),
+            "the change that came first is kept"
+        );
+        let order: Vec<u128> = (0..a.sessions.len())
+            .filter_map(|i| a.sessions.at(i).map(|s| s.id.as_u128()))
+            .collect();
+        assert_eq!(order, vec![5, 4, 2, 1]);
     }
 
     /// Snapshots of `build`'s app at 80x24 and 160x48, in the default and the mono theme.
