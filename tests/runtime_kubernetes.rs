@@ -783,23 +783,30 @@ async fn a_harness_is_reached_through_a_port_forward() {
 
     // A restart makes a new pod, which gets a new forward that works too.
     let (ns, name) = name_of(&sandbox);
-    let uid = fake.get("pods", &ns, &name).unwrap()["metadata"]["uid"].clone();
-    runtime.restart(&sandbox).await.unwrap();
-    eventually(WAIT, "a new pod", || async {
-        fake.get("pods", &ns, &name)
-            .filter(|p| p["metadata"]["uid"] != uid)
-            .map(|_| ())
-    })
-    .await;
-    let again = eventually(WAIT, "a forward to the new pod", || async {
-        runtime
-            .health(&sandbox)
+    // Restarts the sandbox; returns the endpoint once it forwards to the new pod.
+    let restart = |before: String| {
+        let (fake, runtime, sandbox, ns, name) = (&fake, &runtime, &sandbox, &ns, &name);
+        async move {
+            let uid = fake.get("pods", ns, name).unwrap()["metadata"]["uid"].clone();
+            runtime.restart(sandbox).await.unwrap();
+            eventually(WAIT, "a new pod", || async {
+                fake.get("pods", ns, name)
+                    .filter(|p| p["metadata"]["uid"] != uid)
+                    .map(|_| ())
+            })
+            .await;
+            eventually(WAIT, "a forward to the new pod", || async {
+                runtime
+                    .health(sandbox)
+                    .await
+                    .ok()
+                    .and_then(|h| h.endpoint)
+                    .filter(|e| *e != before)
+            })
             .await
-            .ok()
-            .and_then(|h| h.endpoint)
-            .filter(|e| *e != endpoint)
-    })
-    .await;
+        }
+    };
+    let again = restart(endpoint.clone()).await;
     let answer = http
         .get(format!("{again}/global/health"))
         .send()
@@ -810,23 +817,7 @@ async fn a_harness_is_reached_through_a_port_forward() {
     // A pod whose harness is not listening: the connection through the forward ends, it
     // does not hang.
     fake.set_pod_ip("127.0.0.2");
-    let uid = fake.get("pods", &ns, &name).unwrap()["metadata"]["uid"].clone();
-    runtime.restart(&sandbox).await.unwrap();
-    eventually(WAIT, "another pod", || async {
-        fake.get("pods", &ns, &name)
-            .filter(|p| p["metadata"]["uid"] != uid)
-            .map(|_| ())
-    })
-    .await;
-    let dead = eventually(WAIT, "a forward to the other pod", || async {
-        runtime
-            .health(&sandbox)
-            .await
-            .ok()
-            .and_then(|h| h.endpoint)
-            .filter(|e| *e != again)
-    })
-    .await;
+    let dead = restart(again).await;
     let refused = tokio::time::timeout(
         Duration::from_secs(10),
         http.get(format!("{dead}/global/health")).send(),

@@ -554,16 +554,19 @@ pub(crate) mod tests {
         assert_eq!(SortKey::Title.next(), SortKey::Newest);
     }
 
-    #[test]
-    fn the_order_stays_right_through_any_changes() {
-        // A small deterministic generator: the same sequence every run.
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |n: u64| {
+    /// A small deterministic generator (xorshift): the same numbers below `n` every run.
+    fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed % n
-        };
+        }
+    }
+
+    #[test]
+    fn the_order_stays_right_through_any_changes() {
+        let mut next = numbers(0x2545_f491_4f6c_dd1d);
         let statuses = SessionStatus::ALL;
         for (key, filter) in [
             (SortKey::Status, ""),
@@ -617,13 +620,7 @@ pub(crate) mod tests {
     /// sort key too: what is shown is always what filtering everything afresh shows.
     #[test]
     fn typing_a_filter_shows_what_filtering_afresh_would() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = numbers(0x9e37_79b9_7f4a_7c15);
         let mut list = SessionList::default();
         let mut reference: Vec<Session> = Vec::new();
         let statuses = SessionStatus::ALL;
