@@ -154,6 +154,8 @@ fn start_create_attach_talk_filter_quit() {
     tmux.keys(&["Tab"]);
     tmux.text("hello from tmux");
     tmux.keys(&["C-s"]);
+    // In the list (the dialog showed the title as it was typed): the session is there to attach.
+    tmux.wait_for("Sessions (1)", wait);
     tmux.wait_for("pty check", wait);
 
     // Attach and talk.
@@ -275,7 +277,7 @@ fn a_draft_outlives_a_dropped_connection() {
     tmux.keys(&["Tab"]);
     tmux.text("drafty");
     tmux.keys(&["C-s"]);
-    tmux.wait_for("drafty", wait);
+    tmux.wait_for("Sessions (1)", wait);
     tmux.keys(&["Enter"]);
     tmux.keys(&["i"]);
     tmux.wait_for("ctrl-s send", wait);
@@ -290,7 +292,7 @@ fn a_draft_outlives_a_dropped_connection() {
 
     // A new cockpit on the same store: the draft is back on `i`.
     let tmux = start(root.path(), None);
-    tmux.wait_for("drafty", wait);
+    tmux.wait_for("Sessions (1)", wait);
     tmux.keys(&["Enter"]);
     tmux.keys(&["i"]);
     tmux.wait_for("words not yet sent", wait);

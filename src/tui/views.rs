@@ -477,10 +477,76 @@ fn render_status(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(line), area);
 }
 
+/// The keys of what has the keyboard when it is not a screen (a dialog, a prompt, the
+/// composer): there, keys type text or answer, and the screen's keys do not apply.
+fn modal_keys(app: &App) -> Option<&'static [(&'static str, &'static str)]> {
+    if app.command.is_some() {
+        return Some(&[
+            ("enter", "run"),
+            ("up", "earlier command"),
+            ("esc", "cancel"),
+        ]);
+    }
+    match &app.dialog {
+        Some(Dialog::Help(_)) => {
+            return Some(&[("up/down pgup/pgdn", "scroll"), ("any other key", "close")]);
+        }
+        Some(Dialog::Filter(_)) => {
+            return Some(&[
+                ("enter", "keep"),
+                ("esc", "close"),
+                ("words", "match anywhere"),
+                ("agent: team: status: phase: title: id:", "match one field"),
+            ]);
+        }
+        Some(Dialog::Confirm { .. }) => return Some(&[("y", "yes"), ("any other key", "no")]),
+        Some(Dialog::NewSession(_)) => {
+            return Some(&[
+                ("tab", "next field"),
+                ("up/down", "agent"),
+                ("ctrl-s", "start"),
+                ("esc", "cancel"),
+            ]);
+        }
+        Some(Dialog::Search(_)) => {
+            return Some(&[("enter", "search"), ("esc", "cancel")]);
+        }
+        None => {}
+    }
+    if app
+        .transcript
+        .as_ref()
+        .is_some_and(|t| t.composer.is_some())
+        && app.panel.is_none()
+    {
+        return Some(&[
+            ("ctrl-s", "send"),
+            ("enter", "new line"),
+            ("esc", "keep as draft"),
+        ]);
+    }
+    None
+}
+
 /// The keys of the screen shown, in the registry's order of importance, as many as fit (a
 /// long one that does not fit makes room for shorter ones after it), then `…` if some did not,
 /// and always the key for `?` help (where the rest are).
 fn render_hints(f: &mut Frame, app: &App, area: Rect) {
+    if let Some(keys) = modal_keys(app) {
+        // the most needed first; only whole ones that fit
+        let mut spans = Vec::new();
+        let mut used = 0;
+        for (key, hint) in keys {
+            used += key.chars().count() + hint.chars().count() + 3;
+            if used > usize::from(area.width) {
+                break;
+            }
+            spans.push(Span::styled(format!(" {key}"), app.theme.accent));
+            spans.push(Span::raw(format!(" {hint} ")));
+        }
+        f.render_widget(Paragraph::new(Line::from(spans)), area);
+        return;
+    }
     let hints = app.keymap.hints(app.scope(), |a| app.offers(a));
     let (help, rest): (Vec<_>, Vec<_>) = hints.into_iter().partition(|(_, h)| *h == "help");
     let cells = |(key, hint): &(String, &str)| key.chars().count() + hint.chars().count() + 3;
