@@ -297,3 +297,54 @@ fn a_draft_outlives_a_dropped_connection() {
     tmux.keys(&["i"]);
     tmux.wait_for("words not yet sent", wait);
 }
+
+/// The store stops answering the cockpit's first read of the sessions (here: the table is
+/// renamed away on a real Postgres): the cockpit says so and reads again until it can,
+/// rather than showing an empty list as if there were no sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_come_once_the_store_answers_again() {
+    let db = common::TestDb::postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let url = db.url().to_string();
+    let made = Command::new(common::binary())
+        .args(["sessions", "create", "--title", "kept through it"])
+        .env("AGENTDECK_DATABASE_URL", &url)
+        .env("HOME", root.path())
+        .env("XDG_CONFIG_HOME", root.path().join("config"))
+        .env("XDG_DATA_HOME", root.path().join("data"))
+        .env("XDG_STATE_HOME", root.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE sessions RENAME TO sessions_away")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let env = format!("AGENTDECK_DATABASE_URL='{url}'");
+    let tmux = launch(
+        root.path(),
+        Launch {
+            env: &env,
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(20);
+    let screen = tmux.wait_for("cannot list sessions (trying again", wait);
+    assert!(screen.contains("Loading sessions…"), "{screen}");
+    assert!(!screen.contains("No sessions yet"), "{screen}");
+
+    sqlx::query("ALTER TABLE sessions_away RENAME TO sessions")
+        .execute(&pool)
+        .await
+        .unwrap();
+    tmux.wait_for("kept through it", wait);
+    tmux.wait_for("Sessions (1)", wait);
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
+}

@@ -441,6 +441,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 let mut all = Vec::new();
                 let mut before = None;
                 let mut first = true;
+                let mut backoff = Duration::from_secs(1);
                 loop {
                     let page = core
                         .list_sessions(&SessionQuery {
@@ -468,8 +469,15 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                             }
                         }
                         Err(e) => {
-                            let _ = tx.send(Msg::Error(format!("cannot list sessions: {e}")));
-                            return;
+                            // Said on the status line, and tried again from where it failed:
+                            // a store that stops answering comes back by itself.
+                            tracing::warn!(%e, "cannot list sessions; trying again");
+                            let _ = tx.send(Msg::Error(format!(
+                                "cannot list sessions (trying again in {}s): {e}",
+                                backoff.as_secs()
+                            )));
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(8));
                         }
                     }
                 }
