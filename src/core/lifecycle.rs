@@ -285,10 +285,19 @@ impl Core {
                     KeyError::Fail(e) => self.fail_session(id, &e).await,
                 };
             }
-            let password = self.ensure_harness_password(id).await?;
-            let session_env = self.store().session_env(id).await?;
+            let mut session_env = self.store().session_env(id).await?;
+            // The harness password: made the first time, the same for every later sandbox.
+            let password = match session_env.remove(super::HARNESS_PASSWORD_ENV) {
+                Some(password) => password,
+                None => {
+                    let password = new_password();
+                    self.store()
+                        .set_session_env(id, super::HARNESS_PASSWORD_ENV, Some(&password))
+                        .await?;
+                    password
+                }
+            };
             let mut env = env::sandbox_env(&self.inner.container_env, &agent.env, &session_env);
-            env.remove(super::HARNESS_PASSWORD_ENV);
             env.extend(self.harness().auth_env(&password));
             env.entry(super::GATEWAY_KEY_ENV.to_string())
                 .or_insert_with(|| "sk-agentdeck-no-key".to_string());
@@ -470,24 +479,6 @@ impl Core {
             .await?
             .remove(super::HARNESS_PASSWORD_ENV);
         Ok(Endpoint::new(url, password))
-    }
-
-    /// The session's harness password, made (and kept) the first time its sandbox is
-    /// provisioned; every later sandbox of the session gets the same one.
-    async fn ensure_harness_password(&self, id: Uuid) -> Result<String, TaskError> {
-        if let Some(password) = self
-            .store()
-            .session_env(id)
-            .await?
-            .remove(super::HARNESS_PASSWORD_ENV)
-        {
-            return Ok(password);
-        }
-        let password = new_password();
-        self.store()
-            .set_session_env(id, super::HARNESS_PASSWORD_ENV, Some(&password))
-            .await?;
-        Ok(password)
     }
 
     /// Sends the session's pending user messages to the harness, oldest first.
