@@ -5,14 +5,18 @@
 #   scripts/kind-up.sh down       # delete it
 # Then: agentdeck --runtime kubernetes doctor
 #
-# The agent-sandbox release is pinned (override with AGENT_SANDBOX_VERSION). The release's
-# manifest comes from GitHub, so this needs the internet; agentdeck's own tests do not.
+# agent-sandbox is the release agentdeck's tests run against (scripts/cluster-versions.sh; they
+# build it from the Go module proxy, see scripts/test-cluster.sh), installed from that release's
+# `sandbox.yaml` (the asset name its README gives for that version). The manifest and the
+# controller image come from GitHub and registry.k8s.io, so this needs the internet; agentdeck's
+# own tests do not (they use scripts/test-cluster.sh).
 set -euo pipefail
 
 CLUSTER="${CLUSTER:-agentdeck}"
-AGENT_SANDBOX_VERSION="${AGENT_SANDBOX_VERSION:-v0.4.0}"
 NAMESPACE="${NAMESPACE:-agentdeck}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=cluster-versions.sh
+. "$here/scripts/cluster-versions.sh"
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "kind-up: $1 is needed: $2" >&2; exit 1; }; }
 need docker "install Docker and start its engine"
@@ -31,7 +35,7 @@ fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 
 echo "kind-up: installing agent-sandbox $AGENT_SANDBOX_VERSION" >&2
-kubectl apply -f "https://github.com/kubernetes-sigs/agent-sandbox/releases/download/${AGENT_SANDBOX_VERSION}/manifest.yaml"
+kubectl apply --server-side -f "https://github.com/kubernetes-sigs/agent-sandbox/releases/download/${AGENT_SANDBOX_VERSION}/sandbox.yaml"
 kubectl wait --for=condition=Established crd/sandboxes.agents.x-k8s.io --timeout=120s
 
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
