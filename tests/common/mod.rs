@@ -3,8 +3,10 @@
 //! running API server on a free port, and helpers to run the real binary.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fake_kube;
 pub mod fakes;
+pub mod kubelet;
 pub mod stack;
 
 use agentdeck::config::{self, Config, Dirs};

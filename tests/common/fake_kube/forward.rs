@@ -6,7 +6,8 @@
 //! an error channel (2i + 1); every WebSocket message starts with its channel's byte; the first
 //! message on each channel is the port number (two bytes, little-endian). A connection the pod
 //! refuses is reported as text on the error channel. One port per tunnel here (what agentdeck
-//! asks for); more is refused with a clear error rather than served wrongly.
+//! asks for); more is refused with a clear error rather than served wrongly. The tunnel itself
+//! is the tests' kubelet's (`kubelet::tunnel`), which serves the same to the real API server.
 
 use super::Cluster;
 use super::objects::{ApiError, find_kind};
@@ -14,15 +15,13 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
-use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+use tokio_tungstenite::tungstenite::protocol::Role;
 
-const PROTOCOL: &str = "v4.channel.k8s.io";
+use super::super::kubelet::PORT_FORWARD_PROTOCOL as PROTOCOL;
 
 /// Answers a port-forward request: `101 Switching Protocols`, then the tunnel in a task.
 pub(crate) fn portforward(
@@ -84,7 +83,7 @@ pub(crate) fn portforward(
             Err(_) => return,
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        tunnel(ws, &ip, port).await;
+        super::super::kubelet::tunnel(ws, &ip, port).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -97,60 +96,4 @@ pub(crate) fn portforward(
         .header(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL)
         .body(Body::empty())
         .map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
-async fn tunnel<S>(mut ws: WebSocketStream<S>, ip: &str, port: u16)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let [lo, hi] = port.to_le_bytes();
-    for channel in [0u8, 1] {
-        if ws
-            .send(Message::binary(vec![channel, lo, hi]))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-    let mut upstream = match tokio::net::TcpStream::connect((ip, port)).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            let mut text = vec![1u8];
-            text.extend_from_slice(
-                format!("error forwarding port {port} to pod: dial tcp {ip}:{port}: {e}")
-                    .as_bytes(),
-            );
-            let _ = ws.send(Message::binary(text)).await;
-            let _ = ws.close(None).await;
-            return;
-        }
-    };
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        tokio::select! {
-            message = ws.next() => match message {
-                Some(Ok(Message::Binary(data))) => {
-                    // Data for the pod on channel 0; anything else (the error channel) is ignored.
-                    if data.first() == Some(&0) && upstream.write_all(&data[1..]).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
-            },
-            read = upstream.read(&mut buf) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let mut frame = Vec::with_capacity(n + 1);
-                    frame.push(0u8);
-                    frame.extend_from_slice(&buf[..n]);
-                    if ws.send(Message::binary(frame)).await.is_err() {
-                        break;
-                    }
-                }
-            },
-        }
-    }
-    let _ = ws.close(None).await;
 }
