@@ -501,6 +501,23 @@ async fn the_embedded_default_answers_a_first_prompt() {
     .await;
 }
 
+/// The session's messages once its last one is a complete answer containing `want`.
+async fn answer_containing(
+    core: &agentdeck::core::Core,
+    session: uuid::Uuid,
+    want: &str,
+) -> Vec<agentdeck::model::Message> {
+    eventually(TURN, want, || async {
+        let messages = core.messages(session, 0, 1000).await.ok()?;
+        let last = messages.last()?;
+        (last.role == agentdeck::model::MessageRole::Assistant
+            && last.status == agentdeck::model::MessageStatus::Complete
+            && last.text().contains(want))
+        .then_some(messages)
+    })
+    .await
+}
+
 /// The same flow on the Kubernetes runtime, against the FAKE API server (no real cluster can
 /// run here): the simulated pod (pod IP 127.0.0.1 and the harness port) is a real opencode this
 /// test starts with the configuration the harness would put in the sandbox, and agentdeck
@@ -653,20 +670,7 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         }
     }
     let _opencode = KillOnDrop(&mut opencode);
-    let reply = |want: &'static str| {
-        let core = core.clone();
-        async move {
-            eventually(TURN, want, || async {
-                let messages = core.messages(session.id, 0, 1000).await.ok()?;
-                let last = messages.last()?;
-                (last.role == agentdeck::model::MessageRole::Assistant
-                    && last.status == agentdeck::model::MessageStatus::Complete
-                    && last.text().contains(want))
-                .then_some(messages)
-            })
-            .await
-        }
-    };
+    let reply = |want: &'static str| answer_containing(&core, session.id, want);
     reply("Scripted reply to: say hi").await;
     assert!(
         fake.requests().iter().any(|r| r.contains("/portforward")),
@@ -720,4 +724,172 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
     )
     .await;
     worker.stop(Duration::from_secs(5)).await;
+}
+
+/// The same on the REAL control plane of scripts/test-cluster.sh (kube-apiserver, etcd, the
+/// garbage collector and the agent-sandbox controller): agentdeck writes the Sandbox and its
+/// Secret, the real controller makes the pod, the tests' kubelet runs its container (a real
+/// opencode, its env resolved from the real Secret, its files from the secret volume), and
+/// agentdeck reaches it as from a laptop, through port-forwards over the real API server and
+/// the kubelet. Restarting the sandbox makes a new pod with an empty workspace: the session
+/// recovers its conversation there. Ending it removes the Sandbox, its Secret and its pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
+    use agentdeck::config::{EndpointMode, KubernetesConfig, SandboxApiVersion};
+    use agentdeck::core::{Core, CreateSession};
+    use agentdeck::harness::opencode::Opencode;
+    use agentdeck::runtime::kubernetes::KubernetesRuntime;
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+    use std::sync::Arc;
+
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let Some(cluster) = common::cluster::cluster().await else {
+        return;
+    };
+    let namespace = format!("e2e-{}", common::cluster::suffix());
+    let namespaces = cluster.namespaces(std::slice::from_ref(&namespace)).await;
+    // The "image": the offline stack's opencode, by absolute path as an image's entrypoint is.
+    let opencode = format!("{}/opencode", stack.path.split(':').next().unwrap());
+    let db = TestDb::postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let mut config = common::config_with(
+        &format!(
+            "[agents.coder]\nmodel = \"litellm/scripted\"\nimage = \"ghcr.io/example/opencode:1\"\n\
+             command = [\"{opencode}\", \"serve\", \"--hostname\", \"{{host}}\", \"--port\", \"{{port}}\"]\n\
+             [sessions]\nphase_timeout = \"90s\"\n"
+        ),
+        db.url(),
+        root.path(),
+    );
+    config.gateway.url = Some(stack.gateway_url.clone());
+    config.gateway.sandbox_url = Some(stack.gateway_url.clone());
+    let kconfig = KubernetesConfig {
+        context: None,
+        namespace: namespace.clone(),
+        team_namespaces: Default::default(),
+        api_version: SandboxApiVersion::Auto,
+        endpoint: EndpointMode::PortForward,
+        harness_port: free_port(),
+        service_account: None,
+    };
+    config.kubernetes = kconfig.clone();
+    let runtime = KubernetesRuntime::with_client(cluster.config.clone(), kconfig, false).unwrap();
+    let core = Core::with_store(
+        config,
+        db.open().await,
+        Arc::new(runtime),
+        Arc::new(Opencode::new().unwrap()),
+    );
+    let worker = agentdeck::core::worker::spawn(core.clone());
+
+    let session = core
+        .create_session(CreateSession {
+            agent_id: Some("coder".into()),
+            initial_prompt: Some("say hi".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let reply = |want: &'static str| answer_containing(&core, session.id, want);
+    reply("Scripted reply to: say hi").await;
+
+    let name = format!("ad-{}", session.id);
+    let pods: kube::Api<Pod> = kube::Api::namespaced(cluster.client.clone(), &namespace);
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(cluster.client.clone(), &namespace);
+    let pod = pods.get(&name).await.unwrap();
+    assert!(
+        pod.spec.as_ref().unwrap().node_name.is_some(),
+        "bound to the test kubelet's node"
+    );
+    let status = pod.status.unwrap();
+    assert!(
+        status
+            .pod_ip
+            .as_deref()
+            .is_some_and(|ip| ip.starts_with("127."))
+    );
+    // The harness wants the session's password, which came to the process from the Secret.
+    let ip = status.pod_ip.unwrap();
+    let anonymous = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!(
+            "http://{ip}:{}/session",
+            core.config().kubernetes.harness_port
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+
+    core.send_message(session.id, "run: echo k8s-ok")
+        .await
+        .unwrap();
+    let messages = reply("Ran it. Output: k8s-ok").await;
+    assert!(messages.iter().flat_map(|m| m.parts.iter()).any(|p| matches!(p,
+        agentdeck::model::Part::Tool { tool, output: Some(o), .. } if tool == "bash" && o.contains("k8s-ok"))));
+
+    // Restart: a new pod, an empty workspace; the conversation is replayed into it.
+    let uid = pods.get(&name).await.unwrap().metadata.uid;
+    core.restart(session.id).await.unwrap();
+    eventually(TURN, "a new pod", || async {
+        pods.get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .filter(|p| p.metadata.uid != uid)
+            .map(|_| ())
+    })
+    .await;
+    eventually(TURN, "the session to be up again", || async {
+        use agentdeck::model::SessionStatus;
+        let s = core.get_session(session.id).await.ok()?;
+        matches!(s.status, SessionStatus::Ready | SessionStatus::Idle).then_some(())
+    })
+    .await;
+    let asked = core
+        .send_message(session.id, "after the restart")
+        .await
+        .unwrap();
+    // (The scripted model may answer from the replayed history: any complete answer will do.)
+    let messages = eventually(TURN, "an answer after the restart", || async {
+        let messages = core.messages(session.id, 0, 1000).await.ok()?;
+        messages
+            .iter()
+            .any(|m| {
+                m.seq > asked.seq
+                    && m.role == agentdeck::model::MessageRole::Assistant
+                    && m.status == agentdeck::model::MessageStatus::Complete
+            })
+            .then_some(messages)
+    })
+    .await;
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.role == agentdeck::model::MessageRole::System
+                && m.text().starts_with("Recovered")),
+        "the conversation was recovered into the new pod"
+    );
+
+    core.end(session.id).await.unwrap();
+    eventually(
+        TURN,
+        "the Sandbox, its Secret and its pod to go",
+        || async {
+            let gone = pods.get_opt(&name).await.ok()?.is_none()
+                && secrets
+                    .get_opt(&format!("{name}-env"))
+                    .await
+                    .ok()?
+                    .is_none();
+            gone.then_some(())
+        },
+    )
+    .await;
+    worker.stop(Duration::from_secs(5)).await;
+    drop(namespaces);
 }

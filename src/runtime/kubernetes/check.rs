@@ -9,8 +9,10 @@ use k8s_openapi::api::authorization::v1::{
 use kube::Api;
 use kube::api::PostParams;
 
-/// (API group, resource, verbs) agentdeck needs in each of its namespaces.
-const NEEDS: &[(&str, &str, &[&str])] = &[
+/// (API group, resource, verbs) agentdeck needs in each of its namespaces: what
+/// config/kubernetes/rbac.yaml grants, and nothing more (tests/cluster_real.rs checks both ways
+/// against a real API server).
+pub const NEEDS: &[(&str, &str, &[&str])] = &[
     (
         names::GROUP,
         "sandboxes",
@@ -18,7 +20,8 @@ const NEEDS: &[(&str, &str, &[&str])] = &[
     ),
     ("", "pods", &["get", "list", "watch", "delete"]),
     ("", "pods/log", &["get"]),
-    ("", "pods/portforward", &["create"]),
+    // A WebSocket port-forward is a GET upgrade: Kubernetes 1.35+ checks both verbs.
+    ("", "pods/portforward", &["get", "create"]),
     ("", "secrets", &["get", "create", "patch", "delete"]),
     ("", "events", &["list", "watch"]),
 ];

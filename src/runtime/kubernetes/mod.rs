@@ -26,6 +26,8 @@ use template::Version;
 use tokio::sync::OnceCell;
 use watch::{Key, Watches};
 
+pub use check::NEEDS as RBAC_NEEDS;
+
 /// The field manager agentdeck applies with.
 const MANAGER: &str = "agentdeck";
 /// How long a call waits for the watches' first lists.
