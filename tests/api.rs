@@ -777,3 +777,45 @@ async fn idle_sessions_are_suspended_and_vanished_sandboxes_come_back() {
     );
     s.stop().await;
 }
+
+/// A command is one transaction with the task that carries it out: when the task cannot be
+/// written (the store refuses mid-way), the command is a 503 and the session is as it was, not
+/// left restarting with nothing to restart it; asked again, the restart comes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_task_cannot_be_written_changes_nothing() {
+    let db = TestDb::postgres().await;
+    let s = ApiServer::start(&db, "").await;
+    let (status, created) = post_json(
+        &s,
+        "/api/sessions",
+        json!({"agent_id": "coder", "initial_prompt": "hi"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["id"].as_str().unwrap().to_string();
+    let before = wait_status(&s, &id, "idle").await;
+
+    db.refuse_tasks(true).await;
+    let (status, body) = post_json(&s, &format!("/api/sessions/{id}/restart"), json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (_, after) = get_json(&s, &format!("/api/sessions/{id}")).await;
+    assert_eq!(after["status"], "idle", "{after}");
+    assert_eq!(after["phase"], before["phase"], "{after}");
+    // Nor can a session be made half-way.
+    let (status, _) = post_json(&s, "/api/sessions", json!({"agent_id": "coder"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, all) = get_json(&s, "/api/sessions").await;
+    assert_eq!(all["sessions"].as_array().map(Vec::len), Some(1), "{all}");
+
+    db.refuse_tasks(false).await;
+    let (status, _) = post_json(&s, &format!("/api/sessions/{id}/restart"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let sandbox = before["sandbox_ref"].as_str().unwrap().to_string();
+    eventually(WAIT, "the restart to be carried out", || async {
+        let (_, b) = get_json(&s, &format!("/api/sessions/{id}")).await;
+        (b["status"] == "ready" && s.runtime.sandbox(&sandbox).map(|x| x.restarts) == Some(1))
+            .then_some(())
+    })
+    .await;
+    s.stop().await;
+}

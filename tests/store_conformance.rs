@@ -5,7 +5,8 @@ mod common;
 
 use agentdeck::model::{
     AgentRecord, MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, NewSession,
-    NewTask, Part, Phase, SessionPatch, SessionQuery, SessionStatus, TaskQuery, TaskStatus,
+    NewTask, Part, Phase, SessionCreation, SessionPatch, SessionQuery, SessionStatus, TaskQuery,
+    TaskStatus,
 };
 use agentdeck::store::{Change, ChangeFeed, Store, StoreError};
 use common::{TestDb, eventually};
@@ -699,6 +700,108 @@ async fn deleting_nothing_is_harmless(db: TestDb) {
     );
 }
 
+/// A session's creation and each command on it are one transaction with the task that carries
+/// them out: when the task cannot be written, nothing is (no session without its provisioning,
+/// no session left "restarting" with nothing to restart it), and trying again works.
+async fn commands_are_all_or_nothing(db: TestDb) {
+    let store = db.open().await;
+    let id = Uuid::now_v7();
+    let creation = SessionCreation {
+        session: NewSession {
+            id: Some(id),
+            ..new_session("coder", "red")
+        },
+        created: NewEvent::new("session.created", serde_json::json!({"by": "test"})),
+        first_message: Some(user("hello")),
+        task: NewTask::new("provision", serde_json::json!({}))
+            .for_session(id)
+            .dedupe(format!("provision:{id}")),
+    };
+    let tasks_of = |kind: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .list_tasks(&TaskQuery::default())
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|t| t.session_id == Some(id) && t.kind == kind)
+                .count()
+        }
+    };
+
+    db.refuse_tasks(true).await;
+    let err = store.create_session(&creation).await.unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    assert!(
+        store.get_session(id).await.unwrap().is_none(),
+        "no half-made session"
+    );
+    db.refuse_tasks(false).await;
+    let session = store.create_session(&creation).await.unwrap();
+    assert_eq!(session.status, SessionStatus::Creating);
+    assert_eq!(session.last_message_seq, 1);
+    assert_eq!(
+        store.list_messages(id, 0, 10).await.unwrap()[0].text(),
+        "hello"
+    );
+    let events = store.list_events(id, 0, 10).await.unwrap();
+    assert_eq!(events[0].kind, "session.created");
+    assert_eq!(session.last_event_seq, events.last().unwrap().seq);
+    assert_eq!(tasks_of("provision").await, 1);
+
+    let restart = SessionPatch {
+        status: Some(SessionStatus::Creating),
+        phase: Some(Phase::Restarting),
+        only_if_status: Some(vec![SessionStatus::Creating, SessionStatus::Idle]),
+        ..Default::default()
+    };
+    let task = NewTask::new("restart", serde_json::json!({}))
+        .for_session(id)
+        .dedupe(format!("restart:{id}"));
+    db.refuse_tasks(true).await;
+    let err = store
+        .command_session(id, &restart, &task)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    let unchanged = store.get_session(id).await.unwrap().unwrap();
+    assert_eq!(
+        unchanged.phase, session.phase,
+        "the phase did not move without its task"
+    );
+    assert_eq!(
+        unchanged.last_event_seq, session.last_event_seq,
+        "nor its history"
+    );
+    db.refuse_tasks(false).await;
+    let (moved, queued) = store.command_session(id, &restart, &task).await.unwrap();
+    assert_eq!(moved.phase, Phase::Restarting);
+    assert_eq!(queued.session_id, Some(id));
+    assert_eq!(tasks_of("restart").await, 1);
+    let last = store.list_events(id, 0, 10).await.unwrap();
+    assert_eq!(last.last().unwrap().kind, "session.phase");
+
+    // A command the session's status does not allow changes nothing and queues nothing.
+    let resume = SessionPatch {
+        phase: Some(Phase::Resuming),
+        only_if_status: Some(vec![SessionStatus::Suspended]),
+        ..Default::default()
+    };
+    let resume_task = NewTask::new("resume", serde_json::json!({})).for_session(id);
+    let err = store
+        .command_session(id, &resume, &resume_task)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(tasks_of("resume").await, 0);
+    let missing = store
+        .command_session(Uuid::now_v7(), &resume, &resume_task)
+        .await
+        .unwrap_err();
+    assert!(missing.is_not_found(), "{missing:?}");
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod postgres {
@@ -727,4 +830,5 @@ conformance!(
     agents_sync_marks_absent,
     one_singleton_holder_at_a_time,
     deleting_nothing_is_harmless,
+    commands_are_all_or_nothing,
 );

@@ -66,6 +66,19 @@ impl From<CoreError> for ApiError {
             CoreError::Conflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", err.to_string())
             }
+            // The cluster, a process or an agent did not do what was asked: gone (404), not
+            // there or not answering (503), or it answered with a failure (502); with the reason.
+            CoreError::Runtime(_) | CoreError::Harness(_) if err.is_missing() => {
+                ApiError::new(StatusCode::NOT_FOUND, "sandbox_not_found", err.to_string())
+            }
+            CoreError::Runtime(_) | CoreError::Harness(_) if err.is_unavailable() => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                err.to_string(),
+            ),
+            CoreError::Runtime(_) | CoreError::Harness(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_failed", err.to_string())
+            }
             CoreError::Store(inner) => {
                 tracing::error!(error = %inner, "store error while serving a request");
                 ApiError::new(
@@ -74,6 +87,56 @@ impl From<CoreError> for ApiError {
                     "the store is not answering; try again shortly",
                 )
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::HarnessError;
+    use crate::runtime::RuntimeError;
+
+    /// What failed below the core reaches a client as what it is, with its reason: a sandbox
+    /// that is gone, a cluster or agent not answering, or one that answered with a failure.
+    #[test]
+    fn runtime_and_harness_failures_keep_their_meaning() {
+        let cases = [
+            (
+                CoreError::Runtime(RuntimeError::NotFound("agents/ad-1".into())),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                CoreError::Runtime(RuntimeError::Unavailable(
+                    "the cluster does not answer".into(),
+                )),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                CoreError::Runtime(RuntimeError::Transient("watch not synced".into())),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                CoreError::Runtime(RuntimeError::Failed("the pod refused: exit 3".into())),
+                StatusCode::BAD_GATEWAY,
+            ),
+            (
+                CoreError::Harness(HarnessError::Unreachable {
+                    endpoint: "http://10.0.0.1:4096".into(),
+                    reason: "connection refused".into(),
+                }),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                CoreError::Harness(HarnessError::Refused("bad request".into())),
+                StatusCode::BAD_GATEWAY,
+            ),
+        ];
+        for (err, status) in cases {
+            let text = err.to_string();
+            let api = ApiError::from(err);
+            assert_eq!(api.status, status, "{text}");
+            assert_eq!(api.message, text, "the reason is kept");
         }
     }
 }

@@ -473,7 +473,10 @@ impl State {
                         ..SessionPatch::status(SessionStatus::Busy, Phase::Busy)
                             .only_if(&[SessionStatus::Ready, SessionStatus::Idle])
                     };
-                    let _ = core.store().update_session(self.session, &patch).await;
+                    super::write_aside("marking the session busy", self.session, || {
+                        core.store().update_session(self.session, &patch)
+                    })
+                    .await;
                     Ok(false)
                 }
                 Update::Idle => {
@@ -485,7 +488,10 @@ impl State {
                         phase_detail: Some(Some(format!("agent error: {message}"))),
                         ..Default::default()
                     };
-                    let _ = core.store().update_session(self.session, &patch).await;
+                    super::write_aside("noting the agent's error", self.session, || {
+                        core.store().update_session(self.session, &patch)
+                    })
+                    .await;
                     Ok(true)
                 }
                 Update::Other => Ok(false),
@@ -521,7 +527,10 @@ impl State {
             ..SessionPatch::status(SessionStatus::Idle, Phase::Idle)
                 .only_if(&[SessionStatus::Busy, SessionStatus::Ready])
         };
-        let _ = core.store().update_session(self.session, &patch).await;
+        super::write_aside("marking the session idle", self.session, || {
+            core.store().update_session(self.session, &patch)
+        })
+        .await;
         Ok(())
     }
 

@@ -563,7 +563,10 @@ impl Core {
                     let idle = SessionPatch::status(SessionStatus::Idle, Phase::Idle)
                         .detail(format!("the agent refused the last message: {e}"))
                         .only_if(&[SessionStatus::Busy]);
-                    let _ = self.store().update_session(session.id, &idle).await;
+                    super::write_aside("settling the session idle", session.id, || {
+                        self.store().update_session(session.id, &idle)
+                    })
+                    .await;
                 }
             }
         }
@@ -649,14 +652,12 @@ impl Core {
         };
         match gateway.revoke(key).await {
             Ok(()) => {
-                let _ = self
-                    .store()
-                    .set_session_env(id, super::GATEWAY_KEY_ENV, None)
+                for name in [super::GATEWAY_KEY_ENV, super::GATEWAY_KEY_VIRTUAL_ENV] {
+                    super::write_aside("forgetting the revoked gateway key", id, || {
+                        self.store().set_session_env(id, name, None)
+                    })
                     .await;
-                let _ = self
-                    .store()
-                    .set_session_env(id, super::GATEWAY_KEY_VIRTUAL_ENV, None)
-                    .await;
+                }
             }
             Err(e) => tracing::warn!(session = %id, %e, "cannot revoke the session's gateway key"),
         }

@@ -16,7 +16,7 @@ use crate::config::{AgentSpec, Config};
 use crate::harness::Harness;
 use crate::model::{
     Event, Message, MessageRole, MessageStatus, NewEvent, NewMessage, NewSession, NewTask, Part,
-    Phase, Session, SessionPatch, SessionQuery, SessionStatus, Task, TaskStatus,
+    Phase, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskStatus,
 };
 use crate::runtime::{SandboxRuntime, env};
 use crate::store::{ChangeFeed, Store};
@@ -91,6 +91,38 @@ fn instance_name() -> String {
         .unwrap_or_else(|_| "host".to_string());
     let tag: u32 = rand::random();
     format!("{host}:{}:{tag:08x}", std::process::id())
+}
+
+/// A store write made on the side of other work (ingest, lifecycle, the reconciler), whose
+/// failure must not stop that work but must not vanish either. A conflict (the session moved on,
+/// so the write no longer applies) or a session that is gone is expected and dropped; anything
+/// else (a dropped connection, a busy database) is tried again twice, 200 then 400 ms later,
+/// then logged with what was being written and left to the next pass.
+pub(crate) async fn write_aside<T, F, Fut>(what: &str, session: Uuid, mut write: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::store::Result<T>>,
+{
+    let mut wait = std::time::Duration::from_millis(200);
+    for attempt in 1..=3 {
+        match write().await {
+            Ok(value) => return Some(value),
+            Err(crate::store::StoreError::Conflict(why)) => {
+                tracing::debug!(session = %session, %why, "{what}: no longer applies");
+                return None;
+            }
+            Err(e) if e.is_not_found() => return None,
+            Err(e) if attempt < 3 => {
+                tracing::debug!(session = %session, error = %e, attempt, "{what}: trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(session = %session, error = %e, "{what}: the store refused it three times; left for the next pass");
+            }
+        }
+    }
+    None
 }
 
 impl Core {
@@ -270,46 +302,44 @@ impl Core {
                 .map(|p| p.lines().next().unwrap_or(p).chars().take(60).collect())
                 .unwrap_or_else(|| format!("{} session", agent.name)),
         };
-        let store = &self.inner.store;
-        let session = store
-            .insert_session(&NewSession {
-                id: None,
-                agent_id: agent.id.clone(),
-                team,
-                title,
-                env: req.env.clone(),
-            })
-            .await?;
-        store
-            .append_events(
-                session.id,
-                &[NewEvent::new(
+        // The row, its history, its first message and its provisioning task: all or nothing.
+        let id = Uuid::now_v7();
+        let env_keys: Vec<&String> = req
+            .env
+            .keys()
+            .filter(|k| !k.starts_with("AGENTDECK_"))
+            .collect();
+        let session = self
+            .inner
+            .store
+            .create_session(&SessionCreation {
+                created: NewEvent::new(
                     "session.created",
                     serde_json::json!({
-                        "agent_id": session.agent_id,
-                        "team": session.team,
+                        "agent_id": agent.id,
+                        "team": team,
                         "by": self.inner.instance,
-                        "env_keys": session.env_keys,
+                        "env_keys": env_keys,
                     }),
-                )],
-            )
+                ),
+                session: NewSession {
+                    id: Some(id),
+                    agent_id: agent.id.clone(),
+                    team,
+                    title,
+                    env: req.env.clone(),
+                },
+                first_message: prompt.map(|p| NewMessage {
+                    role: MessageRole::User,
+                    status: MessageStatus::Pending,
+                    parts: vec![Part::text(p)],
+                    harness_message_id: None,
+                }),
+                task: self.task(tasks::PROVISION, id),
+            })
             .await?;
-        if let Some(p) = prompt {
-            store
-                .append_message(
-                    session.id,
-                    &NewMessage {
-                        role: MessageRole::User,
-                        status: MessageStatus::Pending,
-                        parts: vec![Part::text(p)],
-                        harness_message_id: None,
-                    },
-                )
-                .await?;
-        }
-        self.enqueue(tasks::PROVISION, session.id).await?;
         tracing::info!(session = %session.id, agent = %session.agent_id, team = %session.team, "session created");
-        self.get_session(session.id).await
+        Ok(session)
     }
 
     pub async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<Session>> {
@@ -404,7 +434,7 @@ impl Core {
     /// Restarts the sandbox (a failed session is provisioned again).
     pub async fn restart(&self, id: Uuid) -> Result<Session> {
         let session = self
-            .transition(
+            .command(
                 id,
                 &[
                     SessionStatus::Creating,
@@ -421,10 +451,10 @@ impl Core {
                     failure_reason: Some(None),
                     ..Default::default()
                 },
+                tasks::RESTART,
                 "restart",
             )
             .await?;
-        self.enqueue(tasks::RESTART, id).await?;
         Ok(session)
     }
 
@@ -435,7 +465,7 @@ impl Core {
             return Ok(current);
         }
         let session = self
-            .transition(
+            .command(
                 id,
                 &[
                     SessionStatus::Creating,
@@ -448,16 +478,16 @@ impl Core {
                     phase_detail: Some(Some("suspend requested".to_string())),
                     ..Default::default()
                 },
+                tasks::SUSPEND,
                 "suspend",
             )
             .await?;
-        self.enqueue(tasks::SUSPEND, id).await?;
         Ok(session)
     }
 
     pub async fn resume(&self, id: Uuid) -> Result<Session> {
         let session = self
-            .transition(
+            .command(
                 id,
                 &[SessionStatus::Suspended],
                 SessionPatch {
@@ -467,10 +497,10 @@ impl Core {
                     idle_deadline: Some(None),
                     ..Default::default()
                 },
+                tasks::RESUME,
                 "resume",
             )
             .await?;
-        self.enqueue(tasks::RESUME, id).await?;
         Ok(session)
     }
 
@@ -481,36 +511,44 @@ impl Core {
             return Ok(current);
         }
         let session = self
-            .inner
-            .store
-            .update_session(
+            .command(
                 id,
-                &SessionPatch {
+                &[],
+                SessionPatch {
                     phase: Some(Phase::Ending),
                     phase_detail: Some(Some("end requested".to_string())),
                     idle_deadline: Some(None),
                     ..Default::default()
                 },
+                tasks::END,
+                "end",
             )
             .await?;
-        self.enqueue(tasks::END, id).await?;
         Ok(session)
     }
 
-    /// Applies `patch` if the session is in one of `from`; a clear conflict otherwise.
-    async fn transition(
+    /// A command: applies `patch` if the session is in one of `from` (any status when `from` is
+    /// empty) and queues the `kind` task that carries it out, in one transaction; a clear
+    /// conflict when the session is elsewhere.
+    async fn command(
         &self,
         id: Uuid,
         from: &[SessionStatus],
         patch: SessionPatch,
+        kind: &str,
         verb: &str,
     ) -> Result<Session> {
         let patch = SessionPatch {
-            only_if_status: Some(from.to_vec()),
+            only_if_status: (!from.is_empty()).then(|| from.to_vec()),
             ..patch
         };
-        match self.inner.store.update_session(id, &patch).await {
-            Ok(session) => Ok(session),
+        match self
+            .inner
+            .store
+            .command_session(id, &patch, &self.task(kind, id))
+            .await
+        {
+            Ok((session, _)) => Ok(session),
             Err(e) if e.is_not_found() => Err(CoreError::SessionNotFound(id)),
             Err(crate::store::StoreError::Conflict(_)) => {
                 let found = self.get_session(id).await?;
@@ -523,12 +561,20 @@ impl Core {
         }
     }
 
-    pub(crate) async fn enqueue(&self, kind: &str, session: Uuid) -> Result<Task> {
-        let task = NewTask::new(kind, serde_json::json!({}))
+    /// The task of `kind` for a session (one queued at a time per kind and session).
+    fn task(&self, kind: &str, session: Uuid) -> NewTask {
+        NewTask::new(kind, serde_json::json!({}))
             .for_session(session)
             .dedupe(format!("{kind}:{session}"))
-            .max_attempts(self.inner.config.worker.max_attempts);
-        Ok(self.inner.store.enqueue_task(&task).await?)
+            .max_attempts(self.inner.config.worker.max_attempts)
+    }
+
+    pub(crate) async fn enqueue(&self, kind: &str, session: Uuid) -> Result<Task> {
+        Ok(self
+            .inner
+            .store
+            .enqueue_task(&self.task(kind, session))
+            .await?)
     }
 
     /// Queues any task (for operators' tooling and tests of the worker fleet).
@@ -571,7 +617,7 @@ impl Core {
             .runtime
             .logs(&sandbox, options)
             .await
-            .map_err(|e| CoreError::Conflict(format!("cannot read the sandbox's log: {e}")))
+            .map_err(CoreError::Runtime)
     }
 
     /// Sandbox health changes as the runtime reports them.

@@ -194,12 +194,17 @@ impl Reconciler {
                 phase_detail: Some(detail),
                 ..Default::default()
             };
-            let _ = core.store().update_session(id, &patch).await;
+            super::write_aside("noting the sandbox's health", id, || {
+                core.store().update_session(id, &patch)
+            })
+            .await;
         }
-        if h.phase == HealthPhase::Gone {
-            let _ = self
+        if h.phase == HealthPhase::Gone
+            && let Err(e) = self
                 .reprovision(core, id, "sandbox vanished; provisioning again")
-                .await;
+                .await
+        {
+            tracing::warn!(session = %id, error = %e, "cannot provision the vanished sandbox again; the next pass tries again");
         }
     }
 }

@@ -13,5 +13,5 @@ pub use agent::AgentRecord;
 pub use enums::{MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskStatus};
 pub use event::{Event, NewEvent};
 pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus};
-pub use session::{NewSession, Session, SessionPatch, SessionQuery};
+pub use session::{NewSession, Session, SessionCreation, SessionPatch, SessionQuery};
 pub use task::{NewTask, Task, TaskQuery};

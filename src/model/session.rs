@@ -47,6 +47,17 @@ pub struct NewSession {
     pub env: BTreeMap<String, String>,
 }
 
+/// A new session with everything that must exist with it or not at all: its row, its
+/// `session.created` history event, its first message (the initial prompt, if any) and the task
+/// that provisions it (for `session.id`, which must then be set).
+#[derive(Debug, Clone)]
+pub struct SessionCreation {
+    pub session: NewSession,
+    pub created: super::NewEvent,
+    pub first_message: Option<super::NewMessage>,
+    pub task: super::NewTask,
+}
+
 /// A partial update of a session; `None` leaves a field as it is, `Some(None)` clears it.
 #[derive(Debug, Clone, Default)]
 pub struct SessionPatch {

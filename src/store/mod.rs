@@ -10,7 +10,7 @@ pub mod sqlite;
 
 use crate::model::{
     AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
-    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 pub use feed::{Change, ChangeFeed};
@@ -98,12 +98,23 @@ pub trait Store: Send + Sync + 'static {
 
     // --- sessions
     async fn insert_session(&self, new: &NewSession) -> Result<Session>;
+    /// A session with its history event, first message and provisioning task: all or nothing.
+    async fn create_session(&self, new: &SessionCreation) -> Result<Session>;
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>>;
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<Session>>;
     async fn count_sessions(&self) -> Result<Vec<(SessionStatus, i64)>>;
     /// Applies a patch; `NotFound` when the session does not exist, `Conflict` when
     /// `only_if_status` does not hold.
     async fn update_session(&self, id: Uuid, patch: &SessionPatch) -> Result<Session>;
+    /// A command: `patch` (with its history event) and the `task` that carries it out, in one
+    /// transaction, so that a crash never leaves a session in a transitional phase with no task
+    /// to move it on. Errors as `update_session`.
+    async fn command_session(
+        &self,
+        id: Uuid,
+        patch: &SessionPatch,
+        task: &NewTask,
+    ) -> Result<(Session, Task)>;
     /// The per-session environment (may hold secrets; never shown).
     async fn session_env(&self, id: Uuid) -> Result<BTreeMap<String, String>>;
     /// Sets (or, with `None`, removes) one variable of the per-session environment. Names

@@ -7,7 +7,7 @@ use super::feed::{CHANNEL, FANOUT_CAPACITY};
 use super::{Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, redact_url};
 use crate::model::{
     AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
-    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -42,6 +42,20 @@ impl Drop for PgStore {
 }
 
 impl PgStore {
+    /// The session an update returned, or why there was none: not found, or in another status.
+    async fn updated_or_why(&self, id: Uuid, updated: Option<Session>) -> Result<Session> {
+        match updated {
+            Some(session) => Ok(session),
+            None => match self.get_session(id).await? {
+                None => Err(StoreError::not_found("session", id)),
+                Some(found) => Err(StoreError::Conflict(format!(
+                    "session {id} is {}",
+                    found.status
+                ))),
+            },
+        }
+    }
+
     /// Connects and starts listening for changes; the feed is live when this returns.
     pub async fn connect(url: &str) -> Result<Self> {
         let shown = redact_url(url);
@@ -228,6 +242,208 @@ impl SingletonGuard for PgSingleton {
     }
 }
 
+// --- writes that take part in a caller's transaction
+
+async fn insert_session_in(conn: &mut PgConnection, new: &NewSession) -> Result<Session> {
+    let id = new.id.unwrap_or_else(Uuid::now_v7);
+    let sql = format!(
+        "INSERT INTO sessions (id, agent_id, team, title, status, phase, env) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {SESSION_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(&new.agent_id)
+        .bind(&new.team)
+        .bind(&new.title)
+        .bind(SessionStatus::Creating.as_str())
+        .bind(crate::model::Phase::CreatingSandbox.as_str())
+        .bind(Json(&new.env))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(format!("session {id} already exists"))
+            }
+            _ => StoreError::Database(e),
+        })?;
+    session_from_row(&row)
+}
+
+/// Applies `p` (with its history event); `None` when there is no such session in the statuses
+/// the patch allows.
+async fn update_session_in(
+    conn: &mut PgConnection,
+    id: Uuid,
+    p: &SessionPatch,
+) -> Result<Option<Session>> {
+    // A change of status or phase and its entry in the session's history are one write.
+    let log = p.status.is_some() || p.phase.is_some();
+    let mut b = QueryBuilder::new("WITH u AS (UPDATE sessions SET updated_at = now()");
+    if log {
+        b.push(", last_event_seq = last_event_seq + 1");
+    }
+    if let Some(v) = p.status {
+        b.push(", status = ").push_bind(v.as_str());
+    }
+    if let Some(v) = p.phase {
+        b.push(", phase = ").push_bind(v.as_str());
+    }
+    if let Some(v) = &p.phase_detail {
+        b.push(", phase_detail = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.title {
+        b.push(", title = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.runtime {
+        b.push(", runtime = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.sandbox_ref {
+        b.push(", sandbox_ref = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.harness_session_id {
+        b.push(", harness_session_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.failure_reason {
+        b.push(", failure_reason = ").push_bind(v.clone());
+    }
+    if let Some(v) = p.last_activity_at {
+        b.push(", last_activity_at = ").push_bind(v);
+    }
+    if let Some(v) = p.idle_deadline {
+        b.push(", idle_deadline = ").push_bind(v);
+    }
+    if let Some(v) = p.stopped_at {
+        b.push(", stopped_at = ").push_bind(v);
+    }
+    b.push(" WHERE id = ").push_bind(id);
+    if let Some(only) = &p.only_if_status {
+        b.push(" AND status = ANY(")
+            .push_bind(statuses_text(only))
+            .push(")");
+    }
+    b.push(" RETURNING *)");
+    if log {
+        b.push(
+            ", e AS (INSERT INTO events (session_id, seq, kind, payload) \
+             SELECT id, last_event_seq, 'session.phase', jsonb_build_object('status', status, \
+             'phase', phase, 'detail', phase_detail, 'failure_reason', failure_reason) FROM u)",
+        );
+    }
+    b.push(format!(" SELECT {SESSION_COLUMNS} FROM u"));
+    b.build()
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| session_from_row(&row))
+        .transpose()
+}
+
+async fn append_message_in(
+    conn: &mut PgConnection,
+    session: Uuid,
+    new: &NewMessage,
+) -> Result<Message> {
+    let sql = format!(
+        "WITH s AS (UPDATE sessions SET last_message_seq = last_message_seq + 1, \
+             last_activity_at = now() WHERE id = $1 RETURNING last_message_seq) \
+         INSERT INTO messages (session_id, seq, id, role, status, parts, harness_message_id) \
+         SELECT $1, s.last_message_seq, $2, $3, $4, $5, $6 FROM s RETURNING {MESSAGE_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(session)
+        .bind(Uuid::now_v7())
+        .bind(new.role.as_str())
+        .bind(new.status.as_str())
+        .bind(Json(&new.parts))
+        .bind(&new.harness_message_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("session", session))?;
+    message_from_row(&row)
+}
+
+async fn append_events_in(
+    conn: &mut PgConnection,
+    session: Uuid,
+    events: &[NewEvent],
+) -> Result<Vec<Event>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+    let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let rows = sqlx::query(
+        "WITH s AS (UPDATE sessions SET last_event_seq = last_event_seq + $2 WHERE id = $1 \
+             RETURNING last_event_seq - $2 AS base) \
+         INSERT INTO events (session_id, seq, kind, payload) \
+         SELECT $1, s.base + e.ord, e.kind, e.payload::jsonb \
+         FROM s, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(kind, payload, ord) \
+         RETURNING session_id, seq, at, kind, payload",
+    )
+    .bind(session)
+    .bind(n)
+    .bind(&kinds)
+    .bind(&payloads)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Err(StoreError::not_found("session", session));
+    }
+    let mut out = rows
+        .iter()
+        .map(event_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    out.sort_by_key(|e| e.seq);
+    Ok(out)
+}
+
+async fn enqueue_task_in(conn: &mut PgConnection, new: &NewTask) -> Result<Task> {
+    let insert = format!(
+        "INSERT INTO tasks (id, kind, session_id, payload, status, max_attempts, run_at, dedupe_key) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, coalesce($6, now()), $7) \
+         ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING RETURNING {TASK_COLUMNS}"
+    );
+    // A racing enqueue with the same key may finish its task between our insert and our
+    // read; try again a few times before giving up.
+    for _ in 0..5 {
+        let row = sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+            .bind(Uuid::now_v7())
+            .bind(&new.kind)
+            .bind(new.session_id)
+            .bind(Json(&new.payload))
+            .bind(new.max_attempts.max(1))
+            .bind(new.run_at)
+            .bind(&new.dedupe_key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = row {
+            return task_from_row(&row);
+        }
+        let sql =
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE dedupe_key = $1 AND status = 'queued'");
+        if let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&new.dedupe_key)
+            .fetch_optional(&mut *conn)
+            .await?
+        {
+            return task_from_row(&row);
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "task with key {:?} keeps changing; try again",
+        new.dedupe_key
+    )))
+}
+
+async fn get_session_in(conn: &mut PgConnection, id: Uuid) -> Result<Option<Session>> {
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(session_from_row).transpose()
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> Backend {
@@ -288,37 +504,11 @@ impl Store for PgStore {
     }
 
     async fn insert_session(&self, new: &NewSession) -> Result<Session> {
-        let id = new.id.unwrap_or_else(Uuid::now_v7);
-        let sql = format!(
-            "INSERT INTO sessions (id, agent_id, team, title, status, phase, env) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {SESSION_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(&new.agent_id)
-            .bind(&new.team)
-            .bind(&new.title)
-            .bind(SessionStatus::Creating.as_str())
-            .bind(crate::model::Phase::CreatingSandbox.as_str())
-            .bind(Json(&new.env))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(db) if db.is_unique_violation() => {
-                    StoreError::Conflict(format!("session {id} already exists"))
-                }
-                _ => StoreError::Database(e),
-            })?;
-        session_from_row(&row)
+        insert_session_in(&mut *self.pool.acquire().await?, new).await
     }
 
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(session_from_row).transpose()
+        get_session_in(&mut *self.pool.acquire().await?, id).await
     }
 
     async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<Session>> {
@@ -360,70 +550,8 @@ impl Store for PgStore {
     }
 
     async fn update_session(&self, id: Uuid, p: &SessionPatch) -> Result<Session> {
-        // A change of status or phase and its entry in the session's history are one write.
-        let log = p.status.is_some() || p.phase.is_some();
-        let mut b = QueryBuilder::new("WITH u AS (UPDATE sessions SET updated_at = now()");
-        if log {
-            b.push(", last_event_seq = last_event_seq + 1");
-        }
-        if let Some(v) = p.status {
-            b.push(", status = ").push_bind(v.as_str());
-        }
-        if let Some(v) = p.phase {
-            b.push(", phase = ").push_bind(v.as_str());
-        }
-        if let Some(v) = &p.phase_detail {
-            b.push(", phase_detail = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.title {
-            b.push(", title = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.runtime {
-            b.push(", runtime = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.sandbox_ref {
-            b.push(", sandbox_ref = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.harness_session_id {
-            b.push(", harness_session_id = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.failure_reason {
-            b.push(", failure_reason = ").push_bind(v.clone());
-        }
-        if let Some(v) = p.last_activity_at {
-            b.push(", last_activity_at = ").push_bind(v);
-        }
-        if let Some(v) = p.idle_deadline {
-            b.push(", idle_deadline = ").push_bind(v);
-        }
-        if let Some(v) = p.stopped_at {
-            b.push(", stopped_at = ").push_bind(v);
-        }
-        b.push(" WHERE id = ").push_bind(id);
-        if let Some(only) = &p.only_if_status {
-            b.push(" AND status = ANY(")
-                .push_bind(statuses_text(only))
-                .push(")");
-        }
-        b.push(" RETURNING *)");
-        if log {
-            b.push(
-                ", e AS (INSERT INTO events (session_id, seq, kind, payload) \
-                 SELECT id, last_event_seq, 'session.phase', jsonb_build_object('status', status, \
-                 'phase', phase, 'detail', phase_detail, 'failure_reason', failure_reason) FROM u)",
-            );
-        }
-        b.push(format!(" SELECT {SESSION_COLUMNS} FROM u"));
-        match b.build().fetch_optional(&self.pool).await? {
-            Some(row) => session_from_row(&row),
-            None => match self.get_session(id).await? {
-                None => Err(StoreError::not_found("session", id)),
-                Some(found) => Err(StoreError::Conflict(format!(
-                    "session {id} is {}",
-                    found.status
-                ))),
-            },
-        }
+        let updated = update_session_in(&mut *self.pool.acquire().await?, id, p).await?;
+        self.updated_or_why(id, updated).await
     }
 
     async fn session_env(&self, id: Uuid) -> Result<BTreeMap<String, String>> {
@@ -459,23 +587,7 @@ impl Store for PgStore {
     }
 
     async fn append_message(&self, session: Uuid, new: &NewMessage) -> Result<Message> {
-        let sql = format!(
-            "WITH s AS (UPDATE sessions SET last_message_seq = last_message_seq + 1, \
-                 last_activity_at = now() WHERE id = $1 RETURNING last_message_seq) \
-             INSERT INTO messages (session_id, seq, id, role, status, parts, harness_message_id) \
-             SELECT $1, s.last_message_seq, $2, $3, $4, $5, $6 FROM s RETURNING {MESSAGE_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(session)
-            .bind(Uuid::now_v7())
-            .bind(new.role.as_str())
-            .bind(new.status.as_str())
-            .bind(Json(&new.parts))
-            .bind(&new.harness_message_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::not_found("session", session))?;
-        message_from_row(&row)
+        append_message_in(&mut *self.pool.acquire().await?, session, new).await
     }
 
     async fn update_message(&self, session: Uuid, seq: i64, p: &MessagePatch) -> Result<Message> {
@@ -520,35 +632,7 @@ impl Store for PgStore {
     }
 
     async fn append_events(&self, session: Uuid, events: &[NewEvent]) -> Result<Vec<Event>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-        let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
-        let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
-        let rows = sqlx::query(
-            "WITH s AS (UPDATE sessions SET last_event_seq = last_event_seq + $2 WHERE id = $1 \
-                 RETURNING last_event_seq - $2 AS base) \
-             INSERT INTO events (session_id, seq, kind, payload) \
-             SELECT $1, s.base + e.ord, e.kind, e.payload::jsonb \
-             FROM s, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(kind, payload, ord) \
-             RETURNING session_id, seq, at, kind, payload",
-        )
-        .bind(session)
-        .bind(n)
-        .bind(&kinds)
-        .bind(&payloads)
-        .fetch_all(&self.pool)
-        .await?;
-        if rows.is_empty() {
-            return Err(StoreError::not_found("session", session));
-        }
-        let mut out = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by_key(|e| e.seq);
-        Ok(out)
+        append_events_in(&mut *self.pool.acquire().await?, session, events).await
     }
 
     async fn list_events(&self, session: Uuid, after: i64, limit: i64) -> Result<Vec<Event>> {
@@ -565,42 +649,45 @@ impl Store for PgStore {
     }
 
     async fn enqueue_task(&self, new: &NewTask) -> Result<Task> {
-        let insert = format!(
-            "INSERT INTO tasks (id, kind, session_id, payload, status, max_attempts, run_at, dedupe_key) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, coalesce($6, now()), $7) \
-             ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING RETURNING {TASK_COLUMNS}"
-        );
-        // A racing enqueue with the same key may finish its task between our insert and our
-        // read; try again a few times before giving up.
-        for _ in 0..5 {
-            let row = sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
-                .bind(Uuid::now_v7())
-                .bind(&new.kind)
-                .bind(new.session_id)
-                .bind(Json(&new.payload))
-                .bind(new.max_attempts.max(1))
-                .bind(new.run_at)
-                .bind(&new.dedupe_key)
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(row) = row {
-                return task_from_row(&row);
-            }
-            let sql = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE dedupe_key = $1 AND status = 'queued'"
-            );
-            if let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&new.dedupe_key)
-                .fetch_optional(&self.pool)
-                .await?
-            {
-                return task_from_row(&row);
-            }
+        enqueue_task_in(&mut *self.pool.acquire().await?, new).await
+    }
+
+    async fn create_session(&self, new: &SessionCreation) -> Result<Session> {
+        let mut tx = self.pool.begin().await?;
+        let session = insert_session_in(&mut tx, &new.session).await?;
+        append_events_in(&mut tx, session.id, std::slice::from_ref(&new.created)).await?;
+        if let Some(first) = &new.first_message {
+            append_message_in(&mut tx, session.id, first).await?;
         }
-        Err(StoreError::Conflict(format!(
-            "task with key {:?} keeps changing; try again",
-            new.dedupe_key
-        )))
+        enqueue_task_in(&mut tx, &new.task).await?;
+        // The row as it is now (its counters moved with the event and the message).
+        let session = get_session_in(&mut tx, session.id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("session", session.id))?;
+        tx.commit().await?;
+        Ok(session)
+    }
+
+    async fn command_session(
+        &self,
+        id: Uuid,
+        patch: &SessionPatch,
+        task: &NewTask,
+    ) -> Result<(Session, Task)> {
+        let mut tx = self.pool.begin().await?;
+        let Some(session) = update_session_in(&mut tx, id, patch).await? else {
+            tx.rollback().await?;
+            return Err(self
+                .updated_or_why(id, None)
+                .await
+                .err()
+                .unwrap_or_else(|| {
+                    StoreError::Conflict(format!("session {id} changed meanwhile"))
+                }));
+        };
+        let task = enqueue_task_in(&mut tx, task).await?;
+        tx.commit().await?;
+        Ok((session, task))
     }
 
     async fn claim_task(

@@ -9,7 +9,7 @@ use super::feed::FANOUT_CAPACITY;
 use super::{Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError};
 use crate::model::{
     AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
-    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -269,6 +269,20 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The session an update returned, or why there was none: not found, or in another status.
+    async fn updated_or_why(&self, id: Uuid, updated: Option<Session>) -> Result<Session> {
+        match updated {
+            Some(session) => Ok(session),
+            None => match self.get_session(id).await? {
+                None => Err(StoreError::not_found("session", id)),
+                Some(found) => Err(StoreError::Conflict(format!(
+                    "session {id} is {}",
+                    found.status
+                ))),
+            },
+        }
+    }
+
     fn wrote(&self) {
         self.wake.notify_one();
     }
@@ -410,6 +424,247 @@ impl Drop for SqliteSingleton {
     }
 }
 
+// --- writes that take part in a caller's transaction
+
+async fn insert_session_in(conn: &mut SqliteConnection, new: &NewSession) -> Result<Session> {
+    let id = new.id.unwrap_or_else(Uuid::now_v7);
+    let now = now_ms();
+    let sql = format!(
+        "INSERT INTO sessions (id, agent_id, team, title, status, phase, env, created_at, \
+             updated_at, last_activity_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8) RETURNING {SESSION_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .bind(&new.agent_id)
+        .bind(&new.team)
+        .bind(&new.title)
+        .bind(SessionStatus::Creating.as_str())
+        .bind(crate::model::Phase::CreatingSandbox.as_str())
+        .bind(to_json(&new.env)?)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(format!("session {id} already exists"))
+            }
+            _ => StoreError::Database(e),
+        })?;
+    session_from_row(&row)
+}
+
+async fn get_session_in(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<Session>> {
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(session_from_row).transpose()
+}
+
+/// Applies `p` (with its history event); `None` when there is no such session in the statuses
+/// the patch allows.
+async fn update_session_in(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+    p: &SessionPatch,
+) -> Result<Option<Session>> {
+    // A change of status or phase and its entry in the session's history are one write.
+    let log = p.status.is_some() || p.phase.is_some();
+    let now = now_ms();
+    let mut b = QueryBuilder::new("UPDATE sessions SET updated_at = ");
+    b.push_bind(now);
+    if log {
+        b.push(", last_event_seq = last_event_seq + 1");
+    }
+    if let Some(v) = p.status {
+        b.push(", status = ").push_bind(v.as_str());
+    }
+    if let Some(v) = p.phase {
+        b.push(", phase = ").push_bind(v.as_str());
+    }
+    if let Some(v) = &p.phase_detail {
+        b.push(", phase_detail = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.title {
+        b.push(", title = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.runtime {
+        b.push(", runtime = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.sandbox_ref {
+        b.push(", sandbox_ref = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.harness_session_id {
+        b.push(", harness_session_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.failure_reason {
+        b.push(", failure_reason = ").push_bind(v.clone());
+    }
+    if let Some(v) = p.last_activity_at {
+        b.push(", last_activity_at = ")
+            .push_bind(v.timestamp_millis());
+    }
+    if let Some(v) = p.idle_deadline {
+        b.push(", idle_deadline = ")
+            .push_bind(v.map(|t| t.timestamp_millis()));
+    }
+    if let Some(v) = p.stopped_at {
+        b.push(", stopped_at = ")
+            .push_bind(v.map(|t| t.timestamp_millis()));
+    }
+    b.push(" WHERE id = ").push_bind(id.to_string());
+    if let Some(only) = &p.only_if_status {
+        b.push(" AND status IN ");
+        push_in(&mut b, only.iter());
+    }
+    b.push(format!(" RETURNING {SESSION_COLUMNS}"));
+    let Some(row) = b.build().fetch_optional(&mut *conn).await? else {
+        return Ok(None);
+    };
+    let session = session_from_row(&row)?;
+    if log {
+        let payload = serde_json::json!({
+            "status": session.status,
+            "phase": session.phase,
+            "detail": session.phase_detail,
+            "failure_reason": session.failure_reason,
+        });
+        sqlx::query(
+            "INSERT INTO events (session_id, seq, at, kind, payload) \
+             VALUES (?, ?, ?, 'session.phase', ?)",
+        )
+        .bind(id.to_string())
+        .bind(session.last_event_seq)
+        .bind(now)
+        .bind(to_json(&payload)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Some(session))
+}
+
+async fn append_message_in(
+    conn: &mut SqliteConnection,
+    session: Uuid,
+    new: &NewMessage,
+) -> Result<Message> {
+    let now = now_ms();
+    let seq: Option<i64> = sqlx::query_scalar(
+        "UPDATE sessions SET last_message_seq = last_message_seq + 1, last_activity_at = ?2 \
+         WHERE id = ?1 RETURNING last_message_seq",
+    )
+    .bind(session.to_string())
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let seq = seq.ok_or_else(|| StoreError::not_found("session", session))?;
+    let sql = format!(
+        "INSERT INTO messages (session_id, seq, id, role, status, parts, harness_message_id, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) \
+         RETURNING {MESSAGE_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(session.to_string())
+        .bind(seq)
+        .bind(Uuid::now_v7().to_string())
+        .bind(new.role.as_str())
+        .bind(new.status.as_str())
+        .bind(to_json(&new.parts)?)
+        .bind(&new.harness_message_id)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?;
+    let message = message_from_row(&row)?;
+    Ok(message)
+}
+
+async fn append_events_in(
+    conn: &mut SqliteConnection,
+    session: Uuid,
+    events: &[NewEvent],
+) -> Result<Vec<Event>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let last: Option<i64> = sqlx::query_scalar(
+        "UPDATE sessions SET last_event_seq = last_event_seq + ?2 WHERE id = ?1 \
+         RETURNING last_event_seq",
+    )
+    .bind(session.to_string())
+    .bind(n)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let last = last.ok_or_else(|| StoreError::not_found("session", session))?;
+    let at_time = at(now)?;
+    let mut out = Vec::with_capacity(events.len());
+    for (i, chunk) in events.chunks(200).enumerate() {
+        let base = last - n + 1 + (i as i64) * 200;
+        let mut b = QueryBuilder::new("INSERT INTO events (session_id, seq, at, kind, payload) ");
+        let mut payloads = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            payloads.push(to_json(&e.payload)?);
+        }
+        b.push_values(
+            chunk.iter().zip(payloads).enumerate(),
+            |mut row, (j, (e, p))| {
+                row.push_bind(session.to_string())
+                    .push_bind(base + j as i64)
+                    .push_bind(now)
+                    .push_bind(e.kind.clone())
+                    .push_bind(p);
+            },
+        );
+        b.build().execute(&mut *conn).await?;
+        for (j, e) in chunk.iter().enumerate() {
+            out.push(Event {
+                session_id: session,
+                seq: base + j as i64,
+                at: at_time,
+                kind: e.kind.clone(),
+                payload: e.payload.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn enqueue_task_in(conn: &mut SqliteConnection, new: &NewTask) -> Result<Task> {
+    let now = now_ms();
+    if let Some(key) = &new.dedupe_key {
+        let sql =
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE dedupe_key = ? AND status = 'queued'");
+        if let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?
+        {
+            return task_from_row(&row);
+        }
+    }
+    let sql = format!(
+        "INSERT INTO tasks (id, kind, session_id, payload, status, max_attempts, run_at, \
+             dedupe_key, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?8) RETURNING {TASK_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(Uuid::now_v7().to_string())
+        .bind(&new.kind)
+        .bind(new.session_id.map(|s| s.to_string()))
+        .bind(to_json(&new.payload)?)
+        .bind(new.max_attempts.max(1))
+        .bind(new.run_at.map_or(now, |t| t.timestamp_millis()))
+        .bind(&new.dedupe_key)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?;
+    let task = task_from_row(&row)?;
+    Ok(task)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -469,41 +724,15 @@ impl Store for SqliteStore {
     }
 
     async fn insert_session(&self, new: &NewSession) -> Result<Session> {
-        let id = new.id.unwrap_or_else(Uuid::now_v7);
-        let now = now_ms();
-        let sql = format!(
-            "INSERT INTO sessions (id, agent_id, team, title, status, phase, env, created_at, \
-                 updated_at, last_activity_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8) RETURNING {SESSION_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .bind(&new.agent_id)
-            .bind(&new.team)
-            .bind(&new.title)
-            .bind(SessionStatus::Creating.as_str())
-            .bind(crate::model::Phase::CreatingSandbox.as_str())
-            .bind(to_json(&new.env)?)
-            .bind(now)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(db) if db.is_unique_violation() => {
-                    StoreError::Conflict(format!("session {id} already exists"))
-                }
-                _ => StoreError::Database(e),
-            })?;
+        let mut tx = self.begin().await?;
+        let session = insert_session_in(&mut tx, new).await?;
+        tx.commit().await?;
         self.wrote();
-        session_from_row(&row)
+        Ok(session)
     }
 
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(session_from_row).transpose()
+        get_session_in(&mut *self.pool.acquire().await?, id).await
     }
 
     async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<Session>> {
@@ -544,94 +773,15 @@ impl Store for SqliteStore {
     }
 
     async fn update_session(&self, id: Uuid, p: &SessionPatch) -> Result<Session> {
-        // A change of status or phase and its entry in the session's history are one write.
-        let log = p.status.is_some() || p.phase.is_some();
-        let now = now_ms();
-        let mut b = QueryBuilder::new("UPDATE sessions SET updated_at = ");
-        b.push_bind(now);
-        if log {
-            b.push(", last_event_seq = last_event_seq + 1");
-        }
-        if let Some(v) = p.status {
-            b.push(", status = ").push_bind(v.as_str());
-        }
-        if let Some(v) = p.phase {
-            b.push(", phase = ").push_bind(v.as_str());
-        }
-        if let Some(v) = &p.phase_detail {
-            b.push(", phase_detail = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.title {
-            b.push(", title = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.runtime {
-            b.push(", runtime = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.sandbox_ref {
-            b.push(", sandbox_ref = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.harness_session_id {
-            b.push(", harness_session_id = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.failure_reason {
-            b.push(", failure_reason = ").push_bind(v.clone());
-        }
-        if let Some(v) = p.last_activity_at {
-            b.push(", last_activity_at = ")
-                .push_bind(v.timestamp_millis());
-        }
-        if let Some(v) = p.idle_deadline {
-            b.push(", idle_deadline = ")
-                .push_bind(v.map(|t| t.timestamp_millis()));
-        }
-        if let Some(v) = p.stopped_at {
-            b.push(", stopped_at = ")
-                .push_bind(v.map(|t| t.timestamp_millis()));
-        }
-        b.push(" WHERE id = ").push_bind(id.to_string());
-        if let Some(only) = &p.only_if_status {
-            b.push(" AND status IN ");
-            push_in(&mut b, only.iter());
-        }
-        b.push(format!(" RETURNING {SESSION_COLUMNS}"));
         let mut tx = self.begin().await?;
-        let row = b.build().fetch_optional(&mut *tx).await?;
-        match row {
-            Some(row) => {
-                let session = session_from_row(&row)?;
-                if log {
-                    let payload = serde_json::json!({
-                        "status": session.status,
-                        "phase": session.phase,
-                        "detail": session.phase_detail,
-                        "failure_reason": session.failure_reason,
-                    });
-                    sqlx::query(
-                        "INSERT INTO events (session_id, seq, at, kind, payload) \
-                         VALUES (?, ?, ?, 'session.phase', ?)",
-                    )
-                    .bind(id.to_string())
-                    .bind(session.last_event_seq)
-                    .bind(now)
-                    .bind(to_json(&payload)?)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                self.wrote();
-                Ok(session)
-            }
-            None => {
-                tx.rollback().await?;
-                match self.get_session(id).await? {
-                    None => Err(StoreError::not_found("session", id)),
-                    Some(found) => Err(StoreError::Conflict(format!(
-                        "session {id} is {}",
-                        found.status
-                    ))),
-                }
-            }
+        let updated = update_session_in(&mut tx, id, p).await?;
+        if updated.is_some() {
+            tx.commit().await?;
+            self.wrote();
+        } else {
+            tx.rollback().await?;
         }
+        self.updated_or_why(id, updated).await
     }
 
     async fn session_env(&self, id: Uuid) -> Result<BTreeMap<String, String>> {
@@ -668,34 +818,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_message(&self, session: Uuid, new: &NewMessage) -> Result<Message> {
-        let now = now_ms();
         let mut tx = self.begin().await?;
-        let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE sessions SET last_message_seq = last_message_seq + 1, last_activity_at = ?2 \
-             WHERE id = ?1 RETURNING last_message_seq",
-        )
-        .bind(session.to_string())
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let seq = seq.ok_or_else(|| StoreError::not_found("session", session))?;
-        let sql = format!(
-            "INSERT INTO messages (session_id, seq, id, role, status, parts, harness_message_id, \
-                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) \
-             RETURNING {MESSAGE_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(session.to_string())
-            .bind(seq)
-            .bind(Uuid::now_v7().to_string())
-            .bind(new.role.as_str())
-            .bind(new.status.as_str())
-            .bind(to_json(&new.parts)?)
-            .bind(&new.harness_message_id)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-        let message = message_from_row(&row)?;
+        let message = append_message_in(&mut tx, session, new).await?;
         tx.commit().await?;
         self.wrote();
         Ok(message)
@@ -745,52 +869,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, session: Uuid, events: &[NewEvent]) -> Result<Vec<Event>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = now_ms();
-        let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
         let mut tx = self.begin().await?;
-        let last: Option<i64> = sqlx::query_scalar(
-            "UPDATE sessions SET last_event_seq = last_event_seq + ?2 WHERE id = ?1 \
-             RETURNING last_event_seq",
-        )
-        .bind(session.to_string())
-        .bind(n)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let last = last.ok_or_else(|| StoreError::not_found("session", session))?;
-        let at_time = at(now)?;
-        let mut out = Vec::with_capacity(events.len());
-        for (i, chunk) in events.chunks(200).enumerate() {
-            let base = last - n + 1 + (i as i64) * 200;
-            let mut b =
-                QueryBuilder::new("INSERT INTO events (session_id, seq, at, kind, payload) ");
-            let mut payloads = Vec::with_capacity(chunk.len());
-            for e in chunk {
-                payloads.push(to_json(&e.payload)?);
-            }
-            b.push_values(
-                chunk.iter().zip(payloads).enumerate(),
-                |mut row, (j, (e, p))| {
-                    row.push_bind(session.to_string())
-                        .push_bind(base + j as i64)
-                        .push_bind(now)
-                        .push_bind(e.kind.clone())
-                        .push_bind(p);
-                },
-            );
-            b.build().execute(&mut *tx).await?;
-            for (j, e) in chunk.iter().enumerate() {
-                out.push(Event {
-                    session_id: session,
-                    seq: base + j as i64,
-                    at: at_time,
-                    kind: e.kind.clone(),
-                    payload: e.payload.clone(),
-                });
-            }
-        }
+        let out = append_events_in(&mut tx, session, events).await?;
         tx.commit().await?;
         self.wrote();
         Ok(out)
@@ -810,40 +890,51 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue_task(&self, new: &NewTask) -> Result<Task> {
-        let now = now_ms();
         let mut tx = self.begin().await?;
-        if let Some(key) = &new.dedupe_key {
-            let sql = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE dedupe_key = ? AND status = 'queued'"
-            );
-            if let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                return task_from_row(&row);
-            }
-        }
-        let sql = format!(
-            "INSERT INTO tasks (id, kind, session_id, payload, status, max_attempts, run_at, \
-                 dedupe_key, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?8) RETURNING {TASK_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(Uuid::now_v7().to_string())
-            .bind(&new.kind)
-            .bind(new.session_id.map(|s| s.to_string()))
-            .bind(to_json(&new.payload)?)
-            .bind(new.max_attempts.max(1))
-            .bind(new.run_at.map_or(now, |t| t.timestamp_millis()))
-            .bind(&new.dedupe_key)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-        let task = task_from_row(&row)?;
+        let task = enqueue_task_in(&mut tx, new).await?;
         tx.commit().await?;
         self.wrote();
         Ok(task)
+    }
+
+    async fn create_session(&self, new: &SessionCreation) -> Result<Session> {
+        let mut tx = self.begin().await?;
+        let session = insert_session_in(&mut tx, &new.session).await?;
+        append_events_in(&mut tx, session.id, std::slice::from_ref(&new.created)).await?;
+        if let Some(first) = &new.first_message {
+            append_message_in(&mut tx, session.id, first).await?;
+        }
+        enqueue_task_in(&mut tx, &new.task).await?;
+        // The row as it is now (its counters moved with the event and the message).
+        let session = get_session_in(&mut tx, session.id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("session", session.id))?;
+        tx.commit().await?;
+        self.wrote();
+        Ok(session)
+    }
+
+    async fn command_session(
+        &self,
+        id: Uuid,
+        patch: &SessionPatch,
+        task: &NewTask,
+    ) -> Result<(Session, Task)> {
+        let mut tx = self.begin().await?;
+        let Some(session) = update_session_in(&mut tx, id, patch).await? else {
+            tx.rollback().await?;
+            return Err(self
+                .updated_or_why(id, None)
+                .await
+                .err()
+                .unwrap_or_else(|| {
+                    StoreError::Conflict(format!("session {id} changed meanwhile"))
+                }));
+        };
+        let task = enqueue_task_in(&mut tx, task).await?;
+        tx.commit().await?;
+        self.wrote();
+        Ok((session, task))
     }
 
     async fn claim_task(

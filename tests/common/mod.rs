@@ -108,6 +108,44 @@ impl TestDb {
             TestDb::Sqlite(db) => &db.url,
         }
     }
+    /// Makes every insert into `tasks` fail (as a full disk or a dropped connection would, at the
+    /// worst moment), or stops doing so.
+    pub async fn refuse_tasks(&self, refuse: bool) {
+        use sqlx::Connection;
+        let statements: &[&str] = match (self, refuse) {
+            (TestDb::Pg(_), true) => &[
+                "CREATE OR REPLACE FUNCTION refuse_task() RETURNS trigger AS $$ \
+                 BEGIN RAISE EXCEPTION 'injected: no task today'; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER refuse_task BEFORE INSERT ON tasks \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_task()",
+            ],
+            (TestDb::Pg(_), false) => &["DROP TRIGGER refuse_task ON tasks"],
+            (TestDb::Sqlite(_), true) => &["CREATE TRIGGER refuse_task BEFORE INSERT ON tasks \
+                 BEGIN SELECT RAISE(ABORT, 'injected: no task today'); END"],
+            (TestDb::Sqlite(_), false) => &["DROP TRIGGER refuse_task"],
+        };
+        match self {
+            TestDb::Pg(pg) => {
+                let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+                for sql in statements {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            }
+            TestDb::Sqlite(lite) => {
+                let mut conn = sqlx::SqliteConnection::connect(&lite.url).await.unwrap();
+                for sql in statements {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+
     /// A new, migrated store on this database (call twice for two "processes").
     pub async fn open(&self) -> Arc<dyn Store> {
         let store = store::open(self.url()).await.expect("open store");
