@@ -25,10 +25,11 @@
 #
 # Built once into ${AGENTDECK_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentdeck/cluster}/bin
 # (a stamp records the pins; a changed pin builds again). Measured on a 2-core machine of this
-# project: the first `up` on a fresh machine about 14 min (module downloads ~1 min, the Kubernetes
-# binaries most of the rest), 1.5 GB of Go build cache; a second `up` with the binaries built
-# about 6 s (certs exist, etcd and the apiserver start, CRDs already there), and 1-2 s when it is
-# already running.
+# project: the first build on a fresh machine (empty Go module and build caches) 11 min 5 s,
+# module downloads included, with other work sharing the cores; 1.5 GB of modules and 4 GB of
+# Go build cache. A second `up` with the binaries built: about 6 s (certs exist, etcd and the
+# apiserver start, the CRDs are there), plus the kubelet's `cargo build` when that is stale;
+# 1-2 s when it is already running.
 #
 # What runs, all on 127.0.0.1 (ports: TEST_CLUSTER_APISERVER_PORT 16443, TEST_CLUSTER_ETCD_PORT
 # 12379 and +1 for peers, TEST_CLUSTER_KCM_PORT 10357), logs and pids in <run>/:
@@ -116,7 +117,7 @@ EOF
     ldflags+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean"
   done
-  log "building kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION (the first time takes about 12 min on 2 cores)"
+  log "building kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION (the first time takes about 9 min on 2 cores)"
   (cd "$src" && GOFLAGS=-mod=mod go mod tidy >&2 &&
     GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$BIN/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # The real Kubernetes control plane (kube-apiserver, etcd, the garbage collector, agent-sandbox),
 # built once from the Go module proxy: started building first, in the background, so that it
-# overlaps the installs below, which mostly wait on the network.
+# overlaps the installs below, which mostly wait on the network, and the Rust build.
 cluster_out=$(mktemp)
 scripts/test-cluster.sh build >"$cluster_out" 2>&1 &
 cluster_build=$!
@@ -24,6 +24,13 @@ eval "$(scripts/offline-stack.sh up)"
 export AGENTDECK_E2E_REQUIRED=1
 trap 'scripts/offline-stack.sh down >/dev/null 2>&1 || true; scripts/test-cluster.sh down >/dev/null 2>&1 || true' EXIT
 
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+# Built before waiting for the control plane: rustc leaves a core idle much of the time (one
+# large crate), which the Go build takes.
+cargo test --locked --all-targets --no-run
+
 if ! wait "$cluster_build"; then
   cat "$cluster_out" >&2
   echo "test.sh: building the test control plane failed (above)" >&2
@@ -33,10 +40,6 @@ rm -f "$cluster_out"
 # The tests run kubelets of their own; the long-running one is for people trying the cockpit.
 eval "$(TEST_CLUSTER_KUBELET=0 scripts/test-cluster.sh up)"
 export AGENTDECK_CLUSTER_REQUIRED=1
-
-export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-cargo fmt --check
-cargo clippy --all-targets --locked -- -D warnings
 # Everything, with the Kubernetes tests on the real control plane; then the Kubernetes runtime's
 # contract once more on the in-process fake API server, which also has the fault knobs (dropped
 # watches, 410 Gone, OOMKilled …) a real cluster cannot be made to show on demand.
