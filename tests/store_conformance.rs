@@ -782,6 +782,31 @@ async fn commands_are_all_or_nothing(db: TestDb) {
     let last = store.list_events(id, 0, 10).await.unwrap();
     assert_eq!(last.last().unwrap().kind, "session.phase");
 
+    // A message and the task that delivers it: both or neither.
+    let deliver = NewTask::new("deliver", serde_json::json!({}))
+        .for_session(id)
+        .dedupe(format!("deliver:{id}"));
+    let before = store.list_messages(id, 0, 100).await.unwrap().len();
+    db.refuse_tasks(true).await;
+    let err = store
+        .append_message_with_task(id, &user("again"), &deliver)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    assert_eq!(
+        store.list_messages(id, 0, 100).await.unwrap().len(),
+        before,
+        "no message that nothing would deliver"
+    );
+    db.refuse_tasks(false).await;
+    let (message, queued) = store
+        .append_message_with_task(id, &user("again"), &deliver)
+        .await
+        .unwrap();
+    assert_eq!(message.text(), "again");
+    assert_eq!(queued.kind, "deliver");
+    assert_eq!(tasks_of("deliver").await, 1);
+
     // A command the session's status does not allow changes nothing and queues nothing.
     let resume = SessionPatch {
         phase: Some(Phase::Resuming),

@@ -397,24 +397,25 @@ impl Core {
             }
             _ => {}
         }
-        let message = self
+        let message = NewMessage {
+            role: MessageRole::User,
+            status: MessageStatus::Pending,
+            parts: vec![Part::text(text)],
+            harness_message_id: None,
+        };
+        if session.status == SessionStatus::Suspended {
+            // Stored, then the resume that brings the sandbox back delivers it; should the
+            // resume not be written, the message waits in the transcript for the next one.
+            let message = self.inner.store.append_message(id, &message).await?;
+            self.resume(id).await?;
+            return Ok(message);
+        }
+        // The message and the task that delivers it: one transaction.
+        let (message, _) = self
             .inner
             .store
-            .append_message(
-                id,
-                &NewMessage {
-                    role: MessageRole::User,
-                    status: MessageStatus::Pending,
-                    parts: vec![Part::text(text)],
-                    harness_message_id: None,
-                },
-            )
+            .append_message_with_task(id, &message, &self.task(tasks::DELIVER, id))
             .await?;
-        if session.status == SessionStatus::Suspended {
-            self.resume(id).await?;
-        } else {
-            self.enqueue(tasks::DELIVER, id).await?;
-        }
         Ok(message)
     }
 

@@ -124,6 +124,14 @@ pub trait Store: Send + Sync + 'static {
 
     // --- transcript
     async fn append_message(&self, session: Uuid, new: &NewMessage) -> Result<Message>;
+    /// A message and the task that acts on it (delivering it to the agent), in one transaction:
+    /// a crash never leaves a stored message that nothing will deliver.
+    async fn append_message_with_task(
+        &self,
+        session: Uuid,
+        new: &NewMessage,
+        task: &NewTask,
+    ) -> Result<(Message, Task)>;
     async fn update_message(
         &self,
         session: Uuid,

@@ -652,6 +652,19 @@ impl Store for PgStore {
         enqueue_task_in(&mut *self.pool.acquire().await?, new).await
     }
 
+    async fn append_message_with_task(
+        &self,
+        session: Uuid,
+        new: &NewMessage,
+        task: &NewTask,
+    ) -> Result<(Message, Task)> {
+        let mut tx = self.pool.begin().await?;
+        let message = append_message_in(&mut tx, session, new).await?;
+        let task = enqueue_task_in(&mut tx, task).await?;
+        tx.commit().await?;
+        Ok((message, task))
+    }
+
     async fn create_session(&self, new: &SessionCreation) -> Result<Session> {
         let mut tx = self.pool.begin().await?;
         let session = insert_session_in(&mut tx, &new.session).await?;

@@ -897,6 +897,20 @@ impl Store for SqliteStore {
         Ok(task)
     }
 
+    async fn append_message_with_task(
+        &self,
+        session: Uuid,
+        new: &NewMessage,
+        task: &NewTask,
+    ) -> Result<(Message, Task)> {
+        let mut tx = self.begin().await?;
+        let message = append_message_in(&mut tx, session, new).await?;
+        let task = enqueue_task_in(&mut tx, task).await?;
+        tx.commit().await?;
+        self.wrote();
+        Ok((message, task))
+    }
+
     async fn create_session(&self, new: &SessionCreation) -> Result<Session> {
         let mut tx = self.begin().await?;
         let session = insert_session_in(&mut tx, &new.session).await?;
