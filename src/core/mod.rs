@@ -15,8 +15,9 @@ pub use error::{CoreError, Result};
 use crate::config::{AgentSpec, Config};
 use crate::harness::Harness;
 use crate::model::{
-    Event, Message, MessageRole, MessageStatus, NewEvent, NewMessage, NewSession, NewTask, Part,
-    Phase, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskStatus,
+    Command, Event, Message, MessageRole, MessageStatus, NewEvent, NewMessage, NewSession, NewTask,
+    Part, Phase, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task,
+    TaskStatus,
 };
 use crate::runtime::{SandboxRuntime, env};
 use crate::store::{ChangeFeed, Store};
@@ -422,7 +423,7 @@ impl Core {
     /// Stops the agent's running turn.
     pub async fn abort(&self, id: Uuid) -> Result<Session> {
         let session = self.get_session(id).await?;
-        if session.status != SessionStatus::Busy {
+        if !Command::Abort.accepts(session.status) {
             return Err(CoreError::Conflict(format!(
                 "session {id} is {}: no turn is running",
                 session.status
@@ -437,14 +438,7 @@ impl Core {
         let session = self
             .command(
                 id,
-                &[
-                    SessionStatus::Creating,
-                    SessionStatus::Ready,
-                    SessionStatus::Idle,
-                    SessionStatus::Busy,
-                    SessionStatus::Failed,
-                    SessionStatus::Suspended,
-                ],
+                Command::Restart,
                 SessionPatch {
                     status: Some(SessionStatus::Creating),
                     phase: Some(Phase::Restarting),
@@ -453,7 +447,6 @@ impl Core {
                     ..Default::default()
                 },
                 tasks::RESTART,
-                "restart",
             )
             .await?;
         Ok(session)
@@ -468,19 +461,13 @@ impl Core {
         let session = self
             .command(
                 id,
-                &[
-                    SessionStatus::Creating,
-                    SessionStatus::Ready,
-                    SessionStatus::Idle,
-                    SessionStatus::Busy,
-                ],
+                Command::Suspend,
                 SessionPatch {
                     phase: Some(Phase::Suspending),
                     phase_detail: Some(Some("suspend requested".to_string())),
                     ..Default::default()
                 },
                 tasks::SUSPEND,
-                "suspend",
             )
             .await?;
         Ok(session)
@@ -490,7 +477,7 @@ impl Core {
         let session = self
             .command(
                 id,
-                &[SessionStatus::Suspended],
+                Command::Resume,
                 SessionPatch {
                     status: Some(SessionStatus::Creating),
                     phase: Some(Phase::Resuming),
@@ -499,7 +486,6 @@ impl Core {
                     ..Default::default()
                 },
                 tasks::RESUME,
-                "resume",
             )
             .await?;
         Ok(session)
@@ -514,7 +500,7 @@ impl Core {
         let session = self
             .command(
                 id,
-                &[],
+                Command::End,
                 SessionPatch {
                     phase: Some(Phase::Ending),
                     phase_detail: Some(Some("end requested".to_string())),
@@ -522,25 +508,23 @@ impl Core {
                     ..Default::default()
                 },
                 tasks::END,
-                "end",
             )
             .await?;
         Ok(session)
     }
 
-    /// A command: applies `patch` if the session is in one of `from` (any status when `from` is
-    /// empty) and queues the `kind` task that carries it out, in one transaction; a clear
-    /// conflict when the session is elsewhere.
+    /// A command: applies `patch` if the session's status still accepts `command` (see
+    /// [`Command::accepts`]) and queues the `kind` task that carries it out, in one
+    /// transaction; a clear conflict when the session is elsewhere.
     async fn command(
         &self,
         id: Uuid,
-        from: &[SessionStatus],
+        command: Command,
         patch: SessionPatch,
         kind: &str,
-        verb: &str,
     ) -> Result<Session> {
         let patch = SessionPatch {
-            only_if_status: (!from.is_empty()).then(|| from.to_vec()),
+            only_if_status: Some(command.accepted()),
             ..patch
         };
         match self
@@ -554,7 +538,8 @@ impl Core {
             Err(crate::store::StoreError::Conflict(_)) => {
                 let found = self.get_session(id).await?;
                 Err(CoreError::Conflict(format!(
-                    "cannot {verb} session {id}: it is {}",
+                    "cannot {} session {id}: it is {}",
+                    command.verb(),
                     found.status
                 )))
             }

@@ -3,6 +3,7 @@
 //! runtimes and the front ends can all speak the same language.
 
 mod agent;
+mod command;
 mod enums;
 mod event;
 mod message;
@@ -10,6 +11,7 @@ mod session;
 mod task;
 
 pub use agent::AgentRecord;
+pub use command::Command;
 pub use enums::{MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskStatus};
 pub use event::{Event, NewEvent};
 pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus};

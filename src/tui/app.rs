@@ -9,7 +9,7 @@ use super::theme::Theme;
 use super::transcript::Transcript;
 use crate::config::AgentSpec;
 use crate::core::ingest::LiveDelta;
-use crate::model::{Message, Session, SessionStatus};
+use crate::model::{Command, Message, Session, SessionStatus};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::style::{Modifier, Style};
 use ratatui_textarea::TextArea;
@@ -273,17 +273,18 @@ impl App {
     /// Whether `action` makes sense now, for the hint bar: an action on a session needs one,
     /// in a state the core accepts it in (resume a suspended session, abort a busy one, …).
     pub fn offers(&self, action: Action) -> bool {
-        use SessionStatus as S;
         let status = self.target().map(|s| s.status);
-        match action {
-            Action::Resume => status == Some(S::Suspended),
-            Action::Suspend => status.is_some_and(S::wants_sandbox),
-            Action::Restart => status.is_some_and(|s| s != S::Dead),
-            Action::End => status.is_some_and(|s| s != S::Dead),
-            Action::Abort => status == Some(S::Busy),
-            Action::Attach | Action::Logs | Action::Diagnose => status.is_some(),
-            _ => true,
-        }
+        // What the session takes, as the core decides it.
+        let command = match action {
+            Action::Resume => Command::Resume,
+            Action::Suspend => Command::Suspend,
+            Action::Restart => Command::Restart,
+            Action::End => Command::End,
+            Action::Abort => Command::Abort,
+            Action::Attach | Action::Logs | Action::Diagnose => return status.is_some(),
+            _ => return true,
+        };
+        status.is_some_and(|s| command.accepts(s))
     }
 
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
