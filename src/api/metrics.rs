@@ -31,7 +31,7 @@ pub async fn count_requests(State(state): State<AppState>, req: Request, next: N
 }
 
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    match state.core.store().ping().await {
+    match state.core.store_health().await {
         Ok(()) => Json(serde_json::json!({"status": "ok", "store": "ok"})).into_response(),
         Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -307,13 +307,13 @@ async fn serve(config: Config, with_worker: bool) -> Result<()> {
     let worker = with_worker.then(|| crate::core::worker::spawn(core.clone()));
     tracing::info!(
         %listen,
-        store = %core.store().describe(),
+        store = %core.store_description(),
         worker = with_worker,
         "agentdeck serve is up"
     );
     eprintln!(
         "agentdeck serve: listening on http://{listen} (store: {})",
-        core.store().describe()
+        core.store_description()
     );
     crate::api::serve(core, listener, shutdown_signal())
         .await
@@ -330,7 +330,7 @@ async fn worker(config: Config) -> Result<()> {
     eprintln!(
         "agentdeck worker {} is running (store: {})",
         core.instance(),
-        core.store().describe()
+        core.store_description()
     );
     shutdown_signal().await;
     worker.stop(Duration::from_secs(10)).await;

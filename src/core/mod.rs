@@ -10,6 +10,8 @@ mod lifecycle;
 mod reconciler;
 pub mod worker;
 
+/// The change feed, as the front ends see it: what changed, and a subscription to it.
+pub use crate::store::{Change, ChangeFeed};
 pub use error::{CoreError, Result};
 
 use crate::config::{AgentSpec, Config};
@@ -20,7 +22,7 @@ use crate::model::{
     TaskStatus,
 };
 use crate::runtime::{SandboxRuntime, env};
-use crate::store::{ChangeFeed, Store};
+use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -179,13 +181,29 @@ impl Core {
         &self.inner.config
     }
 
-    /// The store, for the worker and for diagnostics; front ends use the methods below.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// The store, for the core's own parts (worker, ingest, lifecycle); front ends use the
+    /// methods below.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
-    pub fn runtime(&self) -> &Arc<dyn SandboxRuntime> {
+    pub(crate) fn runtime(&self) -> &Arc<dyn SandboxRuntime> {
         &self.inner.runtime
+    }
+
+    /// Where the store is, safe to show (no password).
+    pub fn store_description(&self) -> String {
+        self.inner.store.describe()
+    }
+
+    /// Which sandbox runtime this is: `kubernetes` or `local`.
+    pub fn runtime_kind(&self) -> &'static str {
+        self.inner.runtime.kind()
+    }
+
+    /// The runtime's context, where it has one (the kubeconfig context, or `in-cluster`).
+    pub fn runtime_context(&self) -> Option<String> {
+        self.inner.runtime.context()
     }
 
     pub(crate) fn harness(&self) -> &Arc<dyn Harness> {

@@ -7,6 +7,7 @@ mod command;
 mod enums;
 mod event;
 mod message;
+mod sandbox;
 mod session;
 mod task;
 
@@ -15,5 +16,8 @@ pub use command::Command;
 pub use enums::{MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskStatus};
 pub use event::{Event, NewEvent};
 pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus};
+pub use sandbox::{
+    Condition, HealthChange, HealthPhase, LogOptions, SandboxEvent, SandboxHealth, SandboxRef,
+};
 pub use session::{NewSession, Session, SessionCreation, SessionPatch, SessionQuery};
 pub use task::{NewTask, Task, TaskQuery};

@@ -50,8 +50,8 @@ pub enum Msg {
     Error(String),
     /// The clock moved (countdowns, ages).
     Tick,
-    Health(Vec<(Uuid, String, Result<crate::runtime::SandboxHealth, String>)>),
-    HealthChange(Uuid, crate::runtime::SandboxHealth),
+    Health(Vec<(Uuid, String, Result<crate::model::SandboxHealth, String>)>),
+    HealthChange(Uuid, crate::model::SandboxHealth),
     LogLines {
         stream: u64,
         lines: Vec<String>,

@@ -16,9 +16,9 @@ pub mod theme;
 pub mod transcript;
 pub mod views;
 
+use crate::core::Change;
 use crate::core::{Core, CreateSession};
 use crate::model::SessionQuery;
-use crate::store::Change;
 use actions::{Action, Keymap};
 use anyhow::Context;
 use app::{App, Effect, Msg};
@@ -84,7 +84,7 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
     let tui = &core.config().tui;
     // The context connected to, else the one configured (a runtime that could not connect
     // still counts as that context's).
-    let context = core.runtime().context().or_else(|| {
+    let context = core.runtime_context().or_else(|| {
         (core.config().runtime == crate::config::RuntimeKind::Kubernetes)
             .then(|| core.config().kubernetes.context.clone())
             .flatten()
@@ -92,14 +92,14 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
     let read_only = options.read_only || tui.read_only_on(context.as_deref());
     let keymap = Keymap::with_keys(read_only, &tui.keys).map_err(anyhow::Error::msg)?;
     let runtime = match &context {
-        Some(c) => format!("{}:{c}", core.runtime().kind()),
-        None => core.runtime().kind().to_string(),
+        Some(c) => format!("{}:{c}", core.runtime_kind()),
+        None => core.runtime_kind().to_string(),
     };
     let mut app = App::new(
         keymap,
         theme,
         core.agents(),
-        core.store().describe(),
+        core.store_description(),
         runtime,
     );
 
@@ -369,7 +369,7 @@ async fn follow_logs(
     since: &panels::Since,
     mut shown: watch::Receiver<Option<u64>>,
 ) {
-    let options = crate::runtime::LogOptions {
+    let options = crate::model::LogOptions {
         tail: since.tail,
         since: since.since,
         follow: true,
@@ -590,7 +590,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                     })
                     .unwrap_or_default();
                 let health = core.sandbox_health(session).await.unwrap_or(None);
-                let tail = crate::runtime::LogOptions {
+                let tail = crate::model::LogOptions {
                     tail: Some(15),
                     since: None,
                     follow: false,

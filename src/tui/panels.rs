@@ -4,7 +4,7 @@
 use super::app::App;
 use super::cells;
 use crate::model::{Event, Session};
-use crate::runtime::{HealthPhase, SandboxHealth};
+use crate::model::{HealthPhase, SandboxHealth};
 use crate::sanitize;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
@@ -830,7 +830,7 @@ fn render_diagnose(
 mod tests {
     use super::*;
     use crate::model::SessionStatus;
-    use crate::runtime::{Condition, SandboxEvent};
+    use crate::model::{Condition, SandboxEvent};
     use crate::tui::actions::Keymap;
     use crate::tui::sessions::tests::session;
     use crate::tui::theme::Theme;

@@ -1,0 +1,129 @@
+//! What a sandbox is like, in one vocabulary for every runtime and every front end: its handle,
+//! its health (phase, reason, restarts, conditions, recent events), a change of it, and what
+//! part of its log to read. The runtimes produce these; the core and the cockpit read them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A runtime's handle on a sandbox, stored on the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRef {
+    pub runtime: String,
+    pub name: String,
+}
+
+/// How a sandbox is doing, in one model for every runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthPhase {
+    Pending,
+    Scheduling,
+    Pulling,
+    Starting,
+    Running,
+    Ready,
+    Suspended,
+    CrashLooping,
+    Failed,
+    Gone,
+}
+
+impl HealthPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthPhase::Pending => "pending",
+            HealthPhase::Scheduling => "scheduling",
+            HealthPhase::Pulling => "pulling",
+            HealthPhase::Starting => "starting",
+            HealthPhase::Running => "running",
+            HealthPhase::Ready => "ready",
+            HealthPhase::Suspended => "suspended",
+            HealthPhase::CrashLooping => "crash-looping",
+            HealthPhase::Failed => "failed",
+            HealthPhase::Gone => "gone",
+        }
+    }
+    /// Something an operator should look at.
+    pub fn is_trouble(self) -> bool {
+        matches!(
+            self,
+            HealthPhase::CrashLooping | HealthPhase::Failed | HealthPhase::Gone
+        )
+    }
+}
+
+/// A condition as Kubernetes reports them (`Ready=False`, reason, message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    pub kind: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Something that happened to a sandbox (a Kubernetes Event, a process exit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxEvent {
+    pub at: DateTime<Utc>,
+    /// `Normal` or `Warning`.
+    pub kind: String,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxHealth {
+    pub phase: HealthPhase,
+    /// A human reason: ImagePullBackOff, OOMKilled, "exit code 1" …
+    pub reason: Option<String>,
+    pub restarts: u32,
+    /// Since when it is in this phase.
+    pub since: DateTime<Utc>,
+    /// Where the harness listens, once it does (`http://host:port`).
+    pub endpoint: Option<String>,
+    /// The node (Kubernetes) or host (local) it runs on.
+    pub node: Option<String>,
+    /// Why the last run ended: OOMKilled, Error, "exit code 137" …
+    pub last_termination: Option<String>,
+    pub conditions: Vec<Condition>,
+    /// The most recent events, newest last.
+    pub recent_events: Vec<SandboxEvent>,
+}
+
+impl SandboxHealth {
+    pub fn new(phase: HealthPhase) -> Self {
+        SandboxHealth {
+            phase,
+            reason: None,
+            restarts: 0,
+            since: Utc::now(),
+            endpoint: None,
+            node: None,
+            last_termination: None,
+            conditions: Vec::new(),
+            recent_events: Vec::new(),
+        }
+    }
+}
+
+/// A change of one sandbox's health, as a runtime's watch reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthChange {
+    pub sandbox: SandboxRef,
+    /// The session it belongs to, when the runtime knows (labels, its own records).
+    pub session_id: Option<Uuid>,
+    pub health: SandboxHealth,
+}
+
+/// What part of a sandbox's log to read.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// Only the last N lines (all when absent).
+    pub tail: Option<usize>,
+    /// Only lines newer than this.
+    pub since: Option<Duration>,
+    /// Keep the stream open and send lines as they are written.
+    pub follow: bool,
+}
