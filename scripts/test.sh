@@ -13,10 +13,13 @@ cluster_build=$!
 
 scripts/ensure-postgres.sh
 
-# tmux drives the cockpit in its PTY test.
-if ! command -v tmux >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq tmux >/dev/null; else sudo apt-get install -y -qq tmux >/dev/null; fi
-fi
+# tmux drives the cockpit in its PTY test; openssl and curl serve the test control plane (its
+# certificates, its readiness) and the tests' kubelet (its serving certificate).
+for tool in tmux openssl curl; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq "$tool" >/dev/null; else sudo apt-get install -y -qq "$tool" >/dev/null; fi
+  fi
+done
 
 # The real agent stack for the end-to-end tests (installed once into the cache dir, ~70 s and
 # 1.1 GB the first time); the tests that need it fail, rather than skip, when it is missing.
