@@ -819,3 +819,39 @@ async fn a_command_whose_task_cannot_be_written_changes_nothing() {
     .await;
     s.stop().await;
 }
+
+/// The sandboxes view's health of the whole fleet is read concurrently, not one sandbox after
+/// another: with each read taking a while, several are in flight at once, and every live
+/// session is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleets_health_is_read_concurrently() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let db = TestDb::postgres().await;
+    let mut s = ApiServer::start(&db, "").await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let (status, created) = post_json(
+            &s,
+            "/api/sessions",
+            json!({"agent_id": "coder", "title": format!("fleet {n}")}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        wait_status(&s, id, "ready").await;
+    }
+    // Only this test reads the runtime from here on.
+    s.stop_worker().await;
+    *s.runtime.health_delay.lock().unwrap() = Duration::from_millis(100);
+    let rows = s.core.fleet_health().await.unwrap();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert!(rows.iter().all(|(_, _, h)| h.is_ok()), "{rows:?}");
+    let most = s.runtime.health_most_in_flight.load(SeqCst);
+    assert!(
+        most >= 2,
+        "health was read one at a time ({most} in flight at most)"
+    );
+    s.stop().await;
+}

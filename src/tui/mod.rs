@@ -537,36 +537,10 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                     Err(e) => Msg::Error(e.to_string()),
                 }
             }
-            Effect::LoadHealth => {
-                let live = core
-                    .list_sessions(&SessionQuery {
-                        statuses: Some(vec![
-                            crate::model::SessionStatus::Creating,
-                            crate::model::SessionStatus::Ready,
-                            crate::model::SessionStatus::Idle,
-                            crate::model::SessionStatus::Busy,
-                            crate::model::SessionStatus::Failed,
-                            crate::model::SessionStatus::Suspended,
-                        ]),
-                        limit: Some(2000),
-                        ..Default::default()
-                    })
-                    .await;
-                match live {
-                    Ok(list) => {
-                        let mut rows = Vec::new();
-                        for s in list {
-                            match core.sandbox_health(s.id).await {
-                                Ok(Some(h)) => rows.push((s.id, s.title.clone(), h)),
-                                Ok(None) => {}
-                                Err(e) => rows.push((s.id, s.title.clone(), Err(e.to_string()))),
-                            }
-                        }
-                        Msg::Health(rows)
-                    }
-                    Err(e) => Msg::Error(format!("cannot list sessions: {e}")),
-                }
-            }
+            Effect::LoadHealth => match core.fleet_health().await {
+                Ok(rows) => Msg::Health(rows),
+                Err(e) => Msg::Error(format!("cannot list sessions: {e}")),
+            },
             Effect::FollowLogs {
                 session,
                 stream,

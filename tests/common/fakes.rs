@@ -28,6 +28,10 @@ pub struct InTestRuntime {
     /// When set, provisioning fails with this (permanent) reason.
     pub refuse: Mutex<Option<String>>,
     pub provisions: Mutex<u32>,
+    /// How long a health read takes (none by default), and how many were in flight at most.
+    pub health_delay: Mutex<std::time::Duration>,
+    pub health_in_flight: std::sync::atomic::AtomicUsize,
+    pub health_most_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for InTestRuntime {
@@ -37,6 +41,9 @@ impl Default for InTestRuntime {
             sandboxes: Mutex::default(),
             refuse: Mutex::default(),
             provisions: Mutex::default(),
+            health_delay: Mutex::default(),
+            health_in_flight: Default::default(),
+            health_most_in_flight: Default::default(),
         }
     }
 }
@@ -82,6 +89,17 @@ impl SandboxRuntime for InTestRuntime {
         })
     }
     async fn health(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let delay = *self
+            .health_delay
+            .lock()
+            .map_err(|_| RuntimeError::Transient("poisoned".into()))?;
+        if !delay.is_zero() {
+            let now = self.health_in_flight.fetch_add(1, SeqCst) + 1;
+            self.health_most_in_flight.fetch_max(now, SeqCst);
+            tokio::time::sleep(delay).await;
+            self.health_in_flight.fetch_sub(1, SeqCst);
+        }
         let s = self
             .sandbox(&sandbox.name)
             .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;

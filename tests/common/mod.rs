@@ -292,6 +292,13 @@ impl ApiServer {
         format!("{}{path}", self.base)
     }
 
+    /// Stops the worker only (nothing then reads the runtime but what the test calls).
+    pub async fn stop_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.stop(Duration::from_secs(5)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         self.server.abort();
         if let Some(w) = self.worker.take() {
