@@ -331,11 +331,8 @@ impl Core {
         };
         // The row, its history, its first message and its provisioning task: all or nothing.
         let id = Uuid::now_v7();
-        let env_keys: Vec<&String> = req
-            .env
-            .keys()
-            .filter(|k| !k.starts_with("AGENTDECK_"))
-            .collect();
+        // (validated above: a session's own env has none of agentdeck's reserved names)
+        let env_keys: Vec<&String> = req.env.keys().collect();
         let session = self
             .inner
             .store

@@ -269,18 +269,20 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The session an update returned, or why there was none: not found, or in another status.
+    /// The session an update returned, or why there was none.
     async fn updated_or_why(&self, id: Uuid, updated: Option<Session>) -> Result<Session> {
         match updated {
             Some(session) => Ok(session),
-            None => match self.get_session(id).await? {
-                None => Err(StoreError::not_found("session", id)),
-                Some(found) => Err(StoreError::Conflict(format!(
-                    "session {id} is {}",
-                    found.status
-                ))),
-            },
+            None => Err(self.why_not_updated(id).await?),
         }
+    }
+
+    /// Why a conditional update touched no row: no such session, or it is in another status.
+    async fn why_not_updated(&self, id: Uuid) -> Result<StoreError> {
+        Ok(match self.get_session(id).await? {
+            None => StoreError::not_found("session", id),
+            Some(found) => StoreError::Conflict(format!("session {id} is {}", found.status)),
+        })
     }
 
     fn wrote(&self) {
@@ -937,13 +939,7 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let Some(session) = update_session_in(&mut tx, id, patch).await? else {
             tx.rollback().await?;
-            return Err(self
-                .updated_or_why(id, None)
-                .await
-                .err()
-                .unwrap_or_else(|| {
-                    StoreError::Conflict(format!("session {id} changed meanwhile"))
-                }));
+            return Err(self.why_not_updated(id).await?);
         };
         let task = enqueue_task_in(&mut tx, task).await?;
         tx.commit().await?;
