@@ -303,7 +303,10 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
                             .contains(&marker)
                         && p["status"] != "running"
                 });
-            (s["status"] == "idle" && tool_done).then_some((s, messages))
+            // The session goes idle when opencode accepts the abort; the message's own update
+            // (its error) follows on the event stream a moment later.
+            let settled = messages.last().is_some_and(|m| m["status"] != "pending");
+            (s["status"] == "idle" && tool_done && settled).then_some((s, messages))
         },
     )
     .await;
