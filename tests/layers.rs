@@ -55,3 +55,54 @@ fn the_front_ends_use_only_the_core_and_the_model() {
         found.join("\n")
     );
 }
+
+/// The crate modules a file's code names (`crate::X`), outside test modules and comments.
+fn crate_modules_named(file: &Path) -> Vec<(usize, String)> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut named = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("#[cfg(test)]") {
+            break;
+        }
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        for (at, _) in line.match_indices("crate::") {
+            let module: String = line[at + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            named.push((n + 1, module));
+        }
+    }
+    named
+}
+
+/// The bottom of the stack: the model depends on nothing else of the crate, and the
+/// configuration (read by every layer) on nothing but the model, so that an agent's spec and
+/// the reserved-env rule are the same for everyone who uses them.
+#[test]
+fn the_model_and_the_configuration_sit_below_every_layer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for (dir, allowed) in [
+        ("model", &["model"][..]),
+        ("config", &["model", "config"][..]),
+    ] {
+        let mut files = Vec::new();
+        sources(&root.join(dir), &mut files);
+        assert!(!files.is_empty(), "found {dir}'s sources");
+        for file in &files {
+            for (line, module) in crate_modules_named(file) {
+                if !allowed.contains(&module.as_str()) {
+                    found.push(format!("{}:{line}: crate::{module}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the bottom layers reach up:\n{}",
+        found.join("\n")
+    );
+}

@@ -5,10 +5,10 @@
 mod common;
 
 use agentdeck::config::{AgentSpec, HarnessKind, LocalConfig, Resources};
+use agentdeck::model::env;
 use agentdeck::runtime::local::{LocalRuntime, RecordState, SandboxRecord};
 use agentdeck::runtime::{
     HealthPhase, LogOptions, RuntimeError, SandboxHealth, SandboxRef, SandboxRuntime, SandboxSpec,
-    env,
 };
 use common::eventually;
 use futures::StreamExt;

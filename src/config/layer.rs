@@ -3,6 +3,7 @@
 //! layer's agent replacing the lower one's whole.
 
 use super::duration;
+use crate::model::{HarnessKind, Resources};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -171,29 +172,6 @@ pub struct TuiLayer {
     pub mouse: Option<bool>,
     /// action id → keys
     pub keys: Option<BTreeMap<Spanned<String>, Vec<String>>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HarnessKind {
-    Opencode,
-}
-
-impl HarnessKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HarnessKind::Opencode => "opencode",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resources {
-    pub cpu: Option<String>,
-    pub memory: Option<String>,
-    pub cpu_limit: Option<String>,
-    pub memory_limit: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

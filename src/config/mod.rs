@@ -8,8 +8,9 @@ pub mod duration;
 mod error;
 mod layer;
 
+pub use crate::model::{AgentSpec, HarnessKind, Resources};
 pub use error::{ConfigError, Source, line_column};
-pub use layer::{EndpointMode, HarnessKind, IdleAction, Resources, RuntimeKind, SandboxApiVersion};
+pub use layer::{EndpointMode, IdleAction, RuntimeKind, SandboxApiVersion};
 
 use layer::{AgentLayer, Layer};
 use serde::Serialize;
@@ -55,46 +56,6 @@ impl Dirs {
     /// The embedded store's file, used when no database URL is configured.
     pub fn default_database_url(&self) -> String {
         format!("sqlite://{}", self.data_dir.join("agentdeck.db").display())
-    }
-}
-
-/// An agent as configured: what it runs, on which model, in what sandbox.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AgentSpec {
-    pub id: String,
-    pub name: String,
-    pub harness: HarnessKind,
-    pub model: String,
-    pub system_prompt: Option<String>,
-    pub image: Option<String>,
-    pub resources: Resources,
-    pub command: Vec<String>,
-    /// Environment for this agent's sandboxes (may hold secrets; never shown or stored).
-    #[serde(skip)]
-    pub env: BTreeMap<String, String>,
-    #[serde(serialize_with = "duration::serialize")]
-    pub idle_timeout: Duration,
-}
-
-impl AgentSpec {
-    /// What the store keeps of the agent: everything but the values of its env.
-    pub fn to_record(&self) -> crate::model::AgentRecord {
-        let mut spec = serde_json::to_value(self).unwrap_or_default();
-        if let Some(map) = spec.as_object_mut() {
-            map.insert(
-                "env_keys".to_string(),
-                serde_json::json!(self.env.keys().collect::<Vec<_>>()),
-            );
-        }
-        crate::model::AgentRecord {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            harness: self.harness.as_str().to_string(),
-            model: self.model.clone(),
-            spec,
-            present: true,
-            updated_at: chrono::Utc::now(),
-        }
     }
 }
 
@@ -314,7 +275,7 @@ fn build(layers: Vec<Parsed>, overrides: &Overrides, dirs: Dirs) -> Result<Confi
                 ),
             ));
         }
-        if let Some(name) = a.env.keys().find(|k| crate::runtime::env::is_reserved(k)) {
+        if let Some(name) = a.env.keys().find(|k| crate::model::env::is_reserved(k)) {
             return Err(ConfigError::at(
                 &parsed.source,
                 &parsed.text,

@@ -1,8 +1,8 @@
 //! What can go wrong when a front end asks the core for something.
 
 use crate::harness::HarnessError;
+use crate::model::env::EnvError;
 use crate::runtime::RuntimeError;
-use crate::runtime::env::EnvError;
 use crate::store::StoreError;
 use uuid::Uuid;
 

@@ -4,11 +4,12 @@
 
 use super::{Core, tasks};
 use crate::harness::Endpoint;
+use crate::model::env;
 use crate::model::{
     MessagePatch, MessageRole, MessageStatus, NewEvent, Phase, Session, SessionPatch,
     SessionStatus, Task,
 };
-use crate::runtime::{HealthPhase, RuntimeError, SandboxRef, SandboxSpec, env};
+use crate::runtime::{HealthPhase, RuntimeError, SandboxRef, SandboxSpec};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 

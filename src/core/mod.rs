@@ -24,12 +24,13 @@ pub use error::{CoreError, Result};
 
 use crate::config::{AgentSpec, Config};
 use crate::harness::Harness;
+use crate::model::env;
 use crate::model::{
     Command, Event, Message, MessageRole, MessageStatus, NewEvent, NewMessage, NewSession, NewTask,
     Part, Phase, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task,
     TaskStatus,
 };
-use crate::runtime::{SandboxRuntime, env};
+use crate::runtime::SandboxRuntime;
 use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,8 +1,11 @@
-//! Agents as last seen in configuration, kept in the store so that every control core and the
-//! REST API agree on what exists.
+//! Agents: as configured ([`AgentSpec`], what a sandbox runs and on which model) and as last
+//! seen in configuration ([`AgentRecord`], kept in the store so that every control core and the
+//! REST API agree on what exists).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentRecord {
@@ -15,4 +18,72 @@ pub struct AgentRecord {
     /// False once the agent disappeared from the configuration of the last core that synced.
     pub present: bool,
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HarnessKind {
+    Opencode,
+}
+
+impl HarnessKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HarnessKind::Opencode => "opencode",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    pub cpu_limit: Option<String>,
+    pub memory_limit: Option<String>,
+}
+
+/// An agent as configured: what it runs, on which model, in what sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentSpec {
+    pub id: String,
+    pub name: String,
+    pub harness: HarnessKind,
+    pub model: String,
+    pub system_prompt: Option<String>,
+    pub image: Option<String>,
+    pub resources: Resources,
+    pub command: Vec<String>,
+    /// Environment for this agent's sandboxes (may hold secrets; never shown or stored).
+    #[serde(skip)]
+    pub env: BTreeMap<String, String>,
+    #[serde(serialize_with = "serialize_duration")]
+    pub idle_timeout: Duration,
+}
+
+impl AgentSpec {
+    /// What the store keeps of the agent: everything but the values of its env.
+    pub fn to_record(&self) -> AgentRecord {
+        let mut spec = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = spec.as_object_mut() {
+            map.insert(
+                "env_keys".to_string(),
+                serde_json::json!(self.env.keys().collect::<Vec<_>>()),
+            );
+        }
+        AgentRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            harness: self.harness.as_str().to_string(),
+            model: self.model.clone(),
+            spec,
+            present: true,
+            updated_at: chrono::Utc::now(),
+        }
+    }
+}
+
+/// A duration as the configuration writes it ("30m", "90s").
+fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
 }

@@ -5,13 +5,14 @@
 mod agent;
 mod command;
 mod enums;
+pub mod env;
 mod event;
 mod message;
 mod sandbox;
 mod session;
 mod task;
 
-pub use agent::AgentRecord;
+pub use agent::{AgentRecord, AgentSpec, HarnessKind, Resources};
 pub use command::Command;
 pub use enums::{MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskStatus};
 pub use event::{Event, NewEvent};

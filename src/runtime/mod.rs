@@ -4,7 +4,6 @@
 //! agent-sandbox, and local processes) live in their own modules. [`env`] holds the rule for
 //! what environment a sandbox gets.
 
-pub mod env;
 pub mod kubernetes;
 pub mod local;
 
@@ -45,7 +44,7 @@ pub struct SandboxSpec {
     pub session_id: Uuid,
     pub team: String,
     pub agent: AgentSpec,
-    /// The sandbox's whole environment, already resolved by [`env::sandbox_env`]. Secret
+    /// The sandbox's whole environment, already resolved by [`crate::model::env::sandbox_env`]. Secret
     /// values may be among them: a runtime never logs them and (on Kubernetes) passes them by
     /// reference only.
     pub env: BTreeMap<String, String>,
