@@ -5,8 +5,8 @@ mod common;
 
 use agentdeck::model::{
     AgentRecord, MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, NewSession,
-    NewTask, Part, Phase, SessionCreation, SessionPatch, SessionQuery, SessionStatus, TaskQuery,
-    TaskStatus,
+    NewTask, Part, Phase, SessionCreation, SessionPatch, SessionQuery, SessionStatus, TaskKind,
+    TaskQuery, TaskStatus, Transition,
 };
 use agentdeck::store::{Change, ChangeFeed, Store, StoreError};
 use common::{TestDb, eventually};
@@ -131,6 +131,45 @@ async fn sessions_round_trip(db: TestDb) {
         matches!(&err, StoreError::Conflict(m) if m.contains("is ready")),
         "{err}"
     );
+
+    // A session's own transition does not overwrite a command on its way: a turn that starts
+    // while a suspend is in transition is refused (naming it), and applies once it is not.
+    store
+        .update_session(
+            created.id,
+            &SessionPatch::status(SessionStatus::Idle, Phase::Suspending),
+        )
+        .await
+        .unwrap();
+    let err = store
+        .update_session(created.id, &Transition::TurnStarted.patch())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("is idle (suspending)")),
+        "{err}"
+    );
+    let kept = store.get_session(created.id).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.status, kept.phase),
+        (SessionStatus::Idle, Phase::Suspending)
+    );
+    store
+        .update_session(
+            created.id,
+            &SessionPatch::status(SessionStatus::Idle, Phase::Idle),
+        )
+        .await
+        .unwrap();
+    let busy = store
+        .update_session(created.id, &Transition::TurnStarted.patch())
+        .await
+        .unwrap();
+    assert_eq!(
+        (busy.status, busy.phase),
+        (SessionStatus::Busy, Phase::Busy)
+    );
+
     let err = store
         .update_session(Uuid::now_v7(), &SessionPatch::default())
         .await
@@ -380,11 +419,11 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
 
     // Dedupe: a second enqueue with the same key returns the queued task.
     let a = store
-        .enqueue_task(&NewTask::new("k", serde_json::json!({"n": 1})).dedupe("one"))
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({"n": 1})).dedupe("one"))
         .await
         .unwrap();
     let b = store
-        .enqueue_task(&NewTask::new("k", serde_json::json!({"n": 2})).dedupe("one"))
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({"n": 2})).dedupe("one"))
         .await
         .unwrap();
     assert_eq!(a.id, b.id);
@@ -401,7 +440,7 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
     );
     // While it runs, the same key may be queued again.
     let c = store
-        .enqueue_task(&NewTask::new("k", serde_json::json!({})).dedupe("one"))
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})).dedupe("one"))
         .await
         .unwrap();
     assert_ne!(c.id, a.id);
@@ -419,7 +458,7 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
 
     // Failure → queued again after the backoff → dead after the last attempt.
     let t = store
-        .enqueue_task(&NewTask::new("flaky", serde_json::json!({})).max_attempts(2))
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})).max_attempts(2))
         .await
         .unwrap();
     let _ = store.claim_task("w1", lease, none).await.unwrap().unwrap(); // c
@@ -439,7 +478,7 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
     assert!(waiting.run_at > chrono::Utc::now() + chrono::Duration::minutes(50));
 
     let t2 = store
-        .enqueue_task(&NewTask::new("flaky", serde_json::json!({})).max_attempts(2))
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})).max_attempts(2))
         .await
         .unwrap();
     let got = store.claim_task("w1", lease, none).await.unwrap().unwrap();
@@ -471,7 +510,7 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
 
     // A permanent failure dead-letters at once.
     let t3 = store
-        .enqueue_task(&NewTask::new("bad", serde_json::json!({})))
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})))
         .await
         .unwrap();
     store.claim_task("w1", lease, none).await.unwrap().unwrap();
@@ -500,7 +539,7 @@ async fn expired_leases_are_taken_over(db: TestDb) {
     let store = db.open().await;
     let short = Duration::from_millis(300);
     let t = store
-        .enqueue_task(&NewTask::new("slow", serde_json::json!({})).max_attempts(2))
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})).max_attempts(2))
         .await
         .unwrap();
     let first = store
@@ -547,7 +586,7 @@ async fn expired_leases_are_taken_over(db: TestDb) {
         .fail_task(t.id, "other", "x", Duration::ZERO, false)
         .await; // attempts 2 of 2 → dead
     let u = store
-        .enqueue_task(&NewTask::new("slow", serde_json::json!({})).max_attempts(1))
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})).max_attempts(1))
         .await
         .unwrap();
     store
@@ -617,7 +656,7 @@ async fn change_feed_reaches_other_processes(db: TestDb) {
     .await;
 
     writer
-        .enqueue_task(&NewTask::new("k", serde_json::json!({})))
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})))
         .await
         .unwrap();
     expect_change(&mut remote, "task", |c| *c == Change::Task).await;
@@ -713,7 +752,7 @@ async fn commands_are_all_or_nothing(db: TestDb) {
         },
         created: NewEvent::new("session.created", serde_json::json!({"by": "test"})),
         first_message: Some(user("hello")),
-        task: NewTask::new("provision", serde_json::json!({}))
+        task: NewTask::new(TaskKind::Provision, serde_json::json!({}))
             .for_session(id)
             .dedupe(format!("provision:{id}")),
     };
@@ -748,7 +787,7 @@ async fn commands_are_all_or_nothing(db: TestDb) {
     let events = store.list_events(id, 0, 10).await.unwrap();
     assert_eq!(events[0].kind, "session.created");
     assert_eq!(session.last_event_seq, events.last().unwrap().seq);
-    assert_eq!(tasks_of("provision").await, 1);
+    assert_eq!(tasks_of("session.provision").await, 1);
 
     let restart = SessionPatch {
         status: Some(SessionStatus::Creating),
@@ -756,7 +795,7 @@ async fn commands_are_all_or_nothing(db: TestDb) {
         only_if_status: Some(vec![SessionStatus::Creating, SessionStatus::Idle]),
         ..Default::default()
     };
-    let task = NewTask::new("restart", serde_json::json!({}))
+    let task = NewTask::new(TaskKind::Restart, serde_json::json!({}))
         .for_session(id)
         .dedupe(format!("restart:{id}"));
     db.refuse_tasks(true).await;
@@ -778,12 +817,12 @@ async fn commands_are_all_or_nothing(db: TestDb) {
     let (moved, queued) = store.command_session(id, &restart, &task).await.unwrap();
     assert_eq!(moved.phase, Phase::Restarting);
     assert_eq!(queued.session_id, Some(id));
-    assert_eq!(tasks_of("restart").await, 1);
+    assert_eq!(tasks_of("session.restart").await, 1);
     let last = store.list_events(id, 0, 10).await.unwrap();
     assert_eq!(last.last().unwrap().kind, "session.phase");
 
     // A message and the task that delivers it: both or neither.
-    let deliver = NewTask::new("deliver", serde_json::json!({}))
+    let deliver = NewTask::new(TaskKind::Deliver, serde_json::json!({}))
         .for_session(id)
         .dedupe(format!("deliver:{id}"));
     let before = store.list_messages(id, 0, 100).await.unwrap().len();
@@ -804,8 +843,8 @@ async fn commands_are_all_or_nothing(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(message.text(), "again");
-    assert_eq!(queued.kind, "deliver");
-    assert_eq!(tasks_of("deliver").await, 1);
+    assert_eq!(queued.kind, "session.deliver");
+    assert_eq!(tasks_of("session.deliver").await, 1);
 
     // A command the session's status does not allow changes nothing and queues nothing.
     let resume = SessionPatch {
@@ -813,13 +852,13 @@ async fn commands_are_all_or_nothing(db: TestDb) {
         only_if_status: Some(vec![SessionStatus::Suspended]),
         ..Default::default()
     };
-    let resume_task = NewTask::new("resume", serde_json::json!({})).for_session(id);
+    let resume_task = NewTask::new(TaskKind::Resume, serde_json::json!({})).for_session(id);
     let err = store
         .command_session(id, &resume, &resume_task)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-    assert_eq!(tasks_of("resume").await, 0);
+    assert_eq!(tasks_of("session.resume").await, 0);
     let missing = store
         .command_session(Uuid::now_v7(), &resume, &resume_task)
         .await

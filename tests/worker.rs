@@ -4,7 +4,7 @@
 
 mod common;
 
-use agentdeck::model::{NewSession, NewTask, TaskQuery, TaskStatus};
+use agentdeck::model::{NewSession, NewTask, TaskKind, TaskQuery, TaskStatus};
 use agentdeck::store::Store;
 use common::{TestDb, agentdeck, eventually};
 use std::collections::HashMap;
@@ -104,7 +104,8 @@ async fn two_workers_run_a_thousand_tasks_each_exactly_once() {
 
     let mut ids = Vec::new();
     for i in 0..1000 {
-        let task = NewTask::new("diag.echo", serde_json::json!({"i": i})).for_session(session);
+        let task =
+            NewTask::new(TaskKind::DiagEcho, serde_json::json!({"i": i})).for_session(session);
         ids.push(store.enqueue_task(&task).await.unwrap().id);
     }
     eventually(
@@ -154,7 +155,8 @@ async fn a_task_of_a_killed_worker_is_finished_once_by_the_other() {
 
     let task = store
         .enqueue_task(
-            &NewTask::new("diag.echo", serde_json::json!({"sleep_ms": 4000})).for_session(session),
+            &NewTask::new(TaskKind::DiagEcho, serde_json::json!({"sleep_ms": 4000}))
+                .for_session(session),
         )
         .await
         .unwrap();

@@ -11,8 +11,8 @@ use super::Core;
 use super::worker::acquire;
 use crate::harness::{HarnessEvent, HarnessMessage, MessageInfo, Update};
 use crate::model::{
-    MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, Part, Phase, SessionPatch,
-    SessionQuery, SessionStatus,
+    MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, Part, SessionPatch,
+    SessionQuery, SessionStatus, Transition,
 };
 use crate::store::SingletonGuard;
 use futures::StreamExt;
@@ -29,12 +29,6 @@ const FLUSH_EVERY: Duration = Duration::from_millis(150);
 const BATCH: usize = 200;
 /// How often the set of live sessions is looked at.
 const SCAN_EVERY: Duration = Duration::from_secs(1);
-
-const LIVE: [SessionStatus; 3] = [
-    SessionStatus::Ready,
-    SessionStatus::Idle,
-    SessionStatus::Busy,
-];
 
 /// Streamed text as it arrives, for whoever shows it live in this process.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +91,7 @@ async fn live_sessions(core: &Core) -> super::Result<BTreeSet<Uuid>> {
     loop {
         let page = core
             .list_sessions(&SessionQuery {
-                statuses: Some(LIVE.to_vec()),
+                statuses: Some(SessionStatus::LIVE.to_vec()),
                 before,
                 limit: Some(500),
                 ..Default::default()
@@ -126,7 +120,7 @@ async fn pump(core: Core, id: Uuid) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let session = match core.store().get_session(id).await {
-            Ok(Some(s)) if LIVE.contains(&s.status) => s,
+            Ok(Some(s)) if s.status.is_live() => s,
             _ => return,
         };
         let (Some(harness_session), Some(sandbox)) = (
@@ -470,8 +464,7 @@ impl State {
                     let patch = SessionPatch {
                         idle_deadline: Some(None),
                         last_activity_at: Some(chrono::Utc::now()),
-                        ..SessionPatch::status(SessionStatus::Busy, Phase::Busy)
-                            .only_if(&[SessionStatus::Ready, SessionStatus::Idle])
+                        ..Transition::TurnStarted.patch()
                     };
                     super::write_aside("marking the session busy", self.session, || {
                         core.store().update_session(self.session, &patch)
@@ -524,8 +517,7 @@ impl State {
                     + chrono::Duration::from_std(idle_for).unwrap_or(chrono::Duration::MAX),
             )),
             last_activity_at: Some(chrono::Utc::now()),
-            ..SessionPatch::status(SessionStatus::Idle, Phase::Idle)
-                .only_if(&[SessionStatus::Busy, SessionStatus::Ready])
+            ..Transition::TurnEnded.patch()
         };
         super::write_aside("marking the session idle", self.session, || {
             core.store().update_session(self.session, &patch)

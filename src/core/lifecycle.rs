@@ -2,12 +2,12 @@
 //! from the store and brings the world in line with it, so running a task twice, or after a
 //! newer command, does no harm.
 
-use super::{Core, tasks};
+use super::Core;
 use crate::harness::Endpoint;
 use crate::model::env;
 use crate::model::{
     MessagePatch, MessageRole, MessageStatus, NewEvent, Phase, Session, SessionPatch,
-    SessionStatus, Task,
+    SessionStatus, Task, TaskKind, Transition,
 };
 use crate::runtime::{HealthPhase, RuntimeError, SandboxRef, SandboxSpec};
 use std::time::{Duration, Instant};
@@ -84,39 +84,32 @@ async fn wait_for_change(
     let _ = tokio::time::timeout(HEALTH_POLL * 4, wait).await;
 }
 
-/// Task kinds that drive a session's lifecycle: when one gives up for good, the session is
-/// marked failed with its last error.
-pub(crate) fn is_lifecycle(kind: &str) -> bool {
-    matches!(
-        kind,
-        tasks::PROVISION | tasks::RESTART | tasks::RESUME | tasks::SUSPEND | tasks::END
-    )
-}
-
 impl Core {
     pub(crate) async fn run_task(&self, task: &Task, worker: &str) -> TaskResult {
-        if task.kind == tasks::DIAG_ECHO {
+        let kind = task
+            .known_kind()
+            .map_err(|e| TaskError::permanent(e.to_string()))?;
+        if kind == TaskKind::DiagEcho {
             return self.diag_echo(task, worker).await;
         }
         let Some(id) = task.session_id else {
             return Err(TaskError::permanent(format!(
-                "task kind {} needs a session",
-                task.kind
+                "task kind {kind} needs a session"
             )));
         };
         let Some(session) = self.store().get_session(id).await? else {
             // The session was deleted: nothing left to do.
             return Ok(());
         };
-        match task.kind.as_str() {
-            tasks::PROVISION => self.on_provision(session).await,
-            tasks::RESTART => self.on_restart(session).await,
-            tasks::SUSPEND => self.on_suspend(session).await,
-            tasks::RESUME => self.on_resume(session).await,
-            tasks::END => self.on_end(session).await,
-            tasks::DELIVER => self.on_deliver(session).await,
-            tasks::ABORT => self.on_abort(session).await,
-            other => Err(TaskError::permanent(format!("unknown task kind {other:?}"))),
+        match kind {
+            TaskKind::Provision => self.on_provision(session).await,
+            TaskKind::Restart => self.on_restart(session).await,
+            TaskKind::Suspend => self.on_suspend(session).await,
+            TaskKind::Resume => self.on_resume(session).await,
+            TaskKind::End => self.on_end(session).await,
+            TaskKind::Deliver => self.on_deliver(session).await,
+            TaskKind::Abort => self.on_abort(session).await,
+            TaskKind::DiagEcho => self.diag_echo(task, worker).await,
         }
     }
 
@@ -484,10 +477,7 @@ impl Core {
 
     /// Sends the session's pending user messages to the harness, oldest first.
     async fn on_deliver(&self, session: Session) -> TaskResult {
-        let ready = matches!(
-            session.status,
-            SessionStatus::Ready | SessionStatus::Idle | SessionStatus::Busy
-        );
+        let ready = session.status.is_live();
         let Some(harness_session) = session.harness_session_id.clone().filter(|_| ready) else {
             // Not up yet: bringing it up delivers what is pending.
             return Ok(());
@@ -515,18 +505,21 @@ impl Core {
                 system: agent.and_then(|a| a.system_prompt.clone()),
                 no_reply: false,
             };
-            // Busy before sending: the harness's "idle" at the end of the turn may come back
-            // before this task would get to say "busy".
             let busy = SessionPatch {
                 idle_deadline: Some(None),
                 last_activity_at: Some(chrono::Utc::now()),
-                ..SessionPatch::status(SessionStatus::Busy, Phase::Busy).only_if(&[
-                    SessionStatus::Ready,
-                    SessionStatus::Idle,
-                    SessionStatus::Busy,
-                ])
+                ..Transition::Delivering.patch()
             };
-            self.store().update_session(session.id, &busy).await?;
+            match self.store().update_session(session.id, &busy).await {
+                Ok(_) => {}
+                // A command is on its way (suspend, end …) or the session is no longer live:
+                // the messages wait, and bringing the sandbox up again delivers them.
+                Err(crate::store::StoreError::Conflict(why)) => {
+                    tracing::debug!(session = %session.id, %why, "delivery waits");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
             match self
                 .harness()
                 .send(&endpoint, &harness_session, &prompt)
@@ -561,9 +554,9 @@ impl Core {
                             },
                         )
                         .await?;
-                    let idle = SessionPatch::status(SessionStatus::Idle, Phase::Idle)
-                        .detail(format!("the agent refused the last message: {e}"))
-                        .only_if(&[SessionStatus::Busy]);
+                    let idle = Transition::TurnStopped
+                        .patch()
+                        .detail(format!("the agent refused the last message: {e}"));
                     super::write_aside("settling the session idle", session.id, || {
                         self.store().update_session(session.id, &idle)
                     })
@@ -586,13 +579,13 @@ impl Core {
             .abort(&endpoint, &harness_session)
             .await
             .map_err(|e| TaskError::retry(format!("abort: {e}")))?;
-        self.set_phase(
-            session.id,
-            Some(SessionStatus::Idle),
-            Phase::Idle,
-            Some("aborted".into()),
-        )
-        .await?;
+        // Written only if the turn had not ended on its own meanwhile, and not over a command
+        // on its way (an end or a suspend asked for during the turn).
+        let idle = Transition::TurnStopped.patch().detail("aborted");
+        super::write_aside("settling the aborted session idle", session.id, || {
+            self.store().update_session(session.id, &idle)
+        })
+        .await;
         Ok(())
     }
 

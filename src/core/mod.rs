@@ -27,7 +27,7 @@ use crate::harness::Harness;
 use crate::model::env;
 use crate::model::{
     Command, Event, Message, MessageRole, MessageStatus, NewEvent, NewMessage, NewSession, NewTask,
-    Part, Phase, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task,
+    Part, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskKind,
     TaskStatus,
 };
 use crate::runtime::SandboxRuntime;
@@ -35,20 +35,6 @@ use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
-
-/// Task kinds the worker knows.
-pub mod tasks {
-    pub const PROVISION: &str = "session.provision";
-    pub const DELIVER: &str = "session.deliver";
-    pub const RESTART: &str = "session.restart";
-    pub const SUSPEND: &str = "session.suspend";
-    pub const RESUME: &str = "session.resume";
-    pub const END: &str = "session.end";
-    pub const ABORT: &str = "session.abort";
-    /// Appends an event to a session's log (optionally after a pause): used to check that a
-    /// worker fleet runs every task exactly once.
-    pub const DIAG_ECHO: &str = "diag.echo";
-}
 
 /// Where a sandbox finds its gateway key (set by agentdeck; users cannot set AGENTDECK_*).
 pub const GATEWAY_KEY_ENV: &str = "AGENTDECK_GATEWAY_KEY";
@@ -360,7 +346,7 @@ impl Core {
                     parts: vec![Part::text(p)],
                     harness_message_id: None,
                 }),
-                task: self.task(tasks::PROVISION, id),
+                task: self.task(TaskKind::Provision, id),
             })
             .await?;
         tracing::info!(session = %session.id, agent = %session.agent_id, team = %session.team, "session created");
@@ -439,7 +425,7 @@ impl Core {
         let (message, _) = self
             .inner
             .store
-            .append_message_with_task(id, &message, &self.task(tasks::DELIVER, id))
+            .append_message_with_task(id, &message, &self.task(Command::Send.task(), id))
             .await?;
         Ok(message)
     }
@@ -453,27 +439,17 @@ impl Core {
                 session.status
             )));
         }
-        self.enqueue(tasks::ABORT, id).await?;
+        self.enqueue(Command::Abort.task(), id).await?;
         Ok(session)
     }
 
     /// Restarts the sandbox (a failed session is provisioned again).
     pub async fn restart(&self, id: Uuid) -> Result<Session> {
-        let session = self
-            .command(
-                id,
-                Command::Restart,
-                SessionPatch {
-                    status: Some(SessionStatus::Creating),
-                    phase: Some(Phase::Restarting),
-                    phase_detail: Some(Some("restart requested".to_string())),
-                    failure_reason: Some(None),
-                    ..Default::default()
-                },
-                tasks::RESTART,
-            )
-            .await?;
-        Ok(session)
+        let patch = SessionPatch {
+            failure_reason: Some(None),
+            ..Default::default()
+        };
+        self.command(id, Command::Restart, patch).await
     }
 
     /// Suspends the sandbox: it stops using resources; the session and its transcript stay.
@@ -482,37 +458,16 @@ impl Core {
         if current.status == SessionStatus::Suspended {
             return Ok(current);
         }
-        let session = self
-            .command(
-                id,
-                Command::Suspend,
-                SessionPatch {
-                    phase: Some(Phase::Suspending),
-                    phase_detail: Some(Some("suspend requested".to_string())),
-                    ..Default::default()
-                },
-                tasks::SUSPEND,
-            )
-            .await?;
-        Ok(session)
+        self.command(id, Command::Suspend, SessionPatch::default())
+            .await
     }
 
     pub async fn resume(&self, id: Uuid) -> Result<Session> {
-        let session = self
-            .command(
-                id,
-                Command::Resume,
-                SessionPatch {
-                    status: Some(SessionStatus::Creating),
-                    phase: Some(Phase::Resuming),
-                    phase_detail: Some(Some("resume requested".to_string())),
-                    idle_deadline: Some(None),
-                    ..Default::default()
-                },
-                tasks::RESUME,
-            )
-            .await?;
-        Ok(session)
+        let patch = SessionPatch {
+            idle_deadline: Some(None),
+            ..Default::default()
+        };
+        self.command(id, Command::Resume, patch).await
     }
 
     /// Ends the session for good: its sandbox is destroyed; the transcript stays.
@@ -521,40 +476,32 @@ impl Core {
         if current.status == SessionStatus::Dead {
             return Ok(current);
         }
-        let session = self
-            .command(
-                id,
-                Command::End,
-                SessionPatch {
-                    phase: Some(Phase::Ending),
-                    phase_detail: Some(Some("end requested".to_string())),
-                    idle_deadline: Some(None),
-                    ..Default::default()
-                },
-                tasks::END,
-            )
-            .await?;
-        Ok(session)
+        let patch = SessionPatch {
+            idle_deadline: Some(None),
+            ..Default::default()
+        };
+        self.command(id, Command::End, patch).await
     }
 
-    /// A command: applies `patch` if the session's status still accepts `command` (see
-    /// [`Command::accepts`]) and queues the `kind` task that carries it out, in one
-    /// transaction; a clear conflict when the session is elsewhere.
-    async fn command(
-        &self,
-        id: Uuid,
-        command: Command,
-        patch: SessionPatch,
-        kind: &str,
-    ) -> Result<Session> {
+    /// A command that moves the session: puts it where the command lands (see
+    /// [`Command::lands_in`]), with `extra` fields, if its status still accepts the command,
+    /// and queues the task that carries it out, in one transaction; a clear conflict when the
+    /// session is elsewhere.
+    async fn command(&self, id: Uuid, command: Command, extra: SessionPatch) -> Result<Session> {
+        let (status, phase) = command.lands_in().ok_or_else(|| {
+            CoreError::Invalid(format!("{command:?} is not a command that moves a session"))
+        })?;
         let patch = SessionPatch {
+            status,
+            phase: Some(phase),
+            phase_detail: Some(Some(format!("{} requested", command.verb()))),
             only_if_status: Some(command.accepted()),
-            ..patch
+            ..extra
         };
         match self
             .inner
             .store
-            .command_session(id, &patch, &self.task(kind, id))
+            .command_session(id, &patch, &self.task(command.task(), id))
             .await
         {
             Ok((session, _)) => Ok(session),
@@ -572,14 +519,14 @@ impl Core {
     }
 
     /// The task of `kind` for a session (one queued at a time per kind and session).
-    fn task(&self, kind: &str, session: Uuid) -> NewTask {
+    pub(crate) fn task(&self, kind: TaskKind, session: Uuid) -> NewTask {
         NewTask::new(kind, serde_json::json!({}))
             .for_session(session)
             .dedupe(format!("{kind}:{session}"))
             .max_attempts(self.inner.config.worker.max_attempts)
     }
 
-    pub(crate) async fn enqueue(&self, kind: &str, session: Uuid) -> Result<Task> {
+    pub(crate) async fn enqueue(&self, kind: TaskKind, session: Uuid) -> Result<Task> {
         Ok(self
             .inner
             .store

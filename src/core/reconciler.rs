@@ -7,8 +7,8 @@
 //! - Health changes the runtime reports (from its watches) are recorded in the session's event
 //!   log, and trouble (OOMKilled, CrashLoopBackOff …) shows in the session's phase detail.
 
-use super::{Core, tasks};
-use crate::model::{NewEvent, Phase, SessionPatch, SessionQuery, SessionStatus};
+use super::Core;
+use crate::model::{NewEvent, SessionPatch, SessionQuery, SessionStatus, TaskKind, Transition};
 use crate::runtime::{HealthChange, HealthPhase, SandboxHealth};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,20 +16,6 @@ use uuid::Uuid;
 
 /// How long an ended session's sandbox may linger before it is destroyed.
 const GRACE: Duration = Duration::from_secs(60);
-
-const LIVE: [SessionStatus; 3] = [
-    SessionStatus::Ready,
-    SessionStatus::Idle,
-    SessionStatus::Busy,
-];
-
-/// Phases in which a lifecycle task is about to act on the sandbox.
-fn in_transition(phase: Phase) -> bool {
-    matches!(
-        phase,
-        Phase::Ending | Phase::Suspending | Phase::Restarting | Phase::Resuming
-    )
-}
 
 #[derive(Default)]
 pub struct Reconciler {
@@ -50,7 +36,7 @@ impl Reconciler {
         loop {
             let page = core
                 .list_sessions(&SessionQuery {
-                    statuses: Some(LIVE.to_vec()),
+                    statuses: Some(SessionStatus::LIVE.to_vec()),
                     before,
                     limit: Some(500),
                     ..Default::default()
@@ -60,7 +46,7 @@ impl Reconciler {
             before = Some(last.id);
             for session in &page {
                 // A command is on its way (end, suspend, restart …): leave it to its task.
-                if in_transition(session.phase) {
+                if session.phase.in_transition() {
                     continue;
                 }
                 let Some(sandbox) = Core::sandbox_of(session) else {
@@ -96,12 +82,19 @@ impl Reconciler {
         tracing::warn!(session = %id, why, "provisioning the session's sandbox again");
         let patch = SessionPatch {
             sandbox_ref: Some(None),
-            ..SessionPatch::status(SessionStatus::Creating, Phase::CreatingSandbox)
-                .detail(why)
-                .only_if(&LIVE)
+            ..Transition::SandboxVanished.patch().detail(why)
         };
-        if core.store().update_session(id, &patch).await.is_ok() {
-            core.enqueue(tasks::PROVISION, id).await?;
+        // The new phase and the task that provisions: one transaction, so that a crash between
+        // them cannot leave the session creating with nothing to bring it up.
+        let task = core.task(TaskKind::Provision, id);
+        match core.store().command_session(id, &patch, &task).await {
+            Ok(_) => {}
+            // Moved on meanwhile (ended, a command on its way): not the reconciler's any more.
+            Err(crate::store::StoreError::Conflict(why)) => {
+                tracing::debug!(session = %id, %why, "not provisioned again");
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }
@@ -178,7 +171,7 @@ impl Reconciler {
         if let Err(err) = core.store().append_events(id, &[event]).await {
             tracing::warn!(session = %id, %err, "cannot record sandbox health");
         }
-        if !LIVE.contains(&session.status) || in_transition(session.phase) {
+        if !session.status.is_live() || session.phase.in_transition() {
             return;
         }
         let detail = match (h.phase, &h.reason, &h.last_termination) {

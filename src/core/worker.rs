@@ -7,7 +7,7 @@
 //! worker takes the task again.
 
 use super::Core;
-use super::lifecycle::{TaskError, is_lifecycle};
+use super::lifecycle::TaskError;
 use super::reconciler::Reconciler;
 use crate::config::IdleAction;
 use crate::model::{SessionQuery, SessionStatus, Task, TaskStatus};
@@ -177,7 +177,10 @@ async fn execute(core: &Core, worker: &str, task: Task) {
             {
                 Ok(Some(TaskStatus::Dead)) => {
                     tracing::error!(error = %failure.message, "task dead-lettered");
-                    if let Some(session) = task.session_id.filter(|_| is_lifecycle(&task.kind)) {
+                    if let Some(session) = task
+                        .session_id
+                        .filter(|_| task.known_kind().is_ok_and(|k| k.drives_lifecycle()))
+                    {
                         let reason = format!(
                             "{} gave up after {} attempt(s): {}",
                             task.kind, task.attempts, failure.message
@@ -266,7 +269,7 @@ pub(super) async fn acquire(
 async fn reap_idle(core: &Core) -> super::Result<()> {
     let due = core
         .list_sessions(&SessionQuery {
-            statuses: Some(vec![SessionStatus::Ready, SessionStatus::Idle]),
+            statuses: Some(SessionStatus::AT_REST.to_vec()),
             idle_before: Some(chrono::Utc::now()),
             limit: Some(500),
             ..Default::default()

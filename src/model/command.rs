@@ -2,7 +2,7 @@
 //! statuses accept each: the one place that says so. The core checks it before writing (and
 //! writes only if the status still accepts it), the cockpit offers only what it accepts.
 
-use super::SessionStatus;
+use super::{Phase, SessionStatus, TaskKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Command {
@@ -50,6 +50,31 @@ impl Command {
             .copied()
             .filter(|s| self.accepts(*s))
             .collect()
+    }
+
+    /// Where an accepted command puts the session until its task has acted: its status (or
+    /// `None`: the status stays as it is, the phase says what is coming) and its phase. `None`
+    /// for the commands that do not change the session's state.
+    pub fn lands_in(self) -> Option<(Option<SessionStatus>, Phase)> {
+        match self {
+            Command::Send | Command::Abort => None,
+            Command::Restart => Some((Some(SessionStatus::Creating), Phase::Restarting)),
+            Command::Suspend => Some((None, Phase::Suspending)),
+            Command::Resume => Some((Some(SessionStatus::Creating), Phase::Resuming)),
+            Command::End => Some((None, Phase::Ending)),
+        }
+    }
+
+    /// The worker task that carries the command out.
+    pub fn task(self) -> TaskKind {
+        match self {
+            Command::Send => TaskKind::Deliver,
+            Command::Abort => TaskKind::Abort,
+            Command::Restart => TaskKind::Restart,
+            Command::Suspend => TaskKind::Suspend,
+            Command::Resume => TaskKind::Resume,
+            Command::End => TaskKind::End,
+        }
     }
 
     /// The verb, as messages say it ("cannot suspend session …").
@@ -110,5 +135,31 @@ mod tests {
             assert_eq!(command.accepted(), want, "{command:?}");
         }
         assert_eq!(table.len(), Command::ALL.len());
+    }
+
+    /// A command that moves a session puts it in a phase of transition (so that the reconciler
+    /// leaves it to its task), and the task it queues drives the session's life (so that a task
+    /// that gives up for good fails the session instead of leaving it in that phase).
+    #[test]
+    fn a_moving_command_is_in_transition_until_its_task_acts() {
+        for command in Command::ALL {
+            match command.lands_in() {
+                Some((_, phase)) => {
+                    assert!(phase.in_transition(), "{command:?} lands in {phase}");
+                    assert!(command.task().drives_lifecycle(), "{command:?}");
+                }
+                None => assert!(!command.task().drives_lifecycle(), "{command:?}"),
+            }
+        }
+        assert_eq!(
+            Phase::IN_TRANSITION.len(),
+            Command::ALL
+                .iter()
+                .filter_map(|c| c.lands_in())
+                .map(|(_, p)| p)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            "every phase of transition is some command's"
+        );
     }
 }

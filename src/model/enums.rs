@@ -59,6 +59,20 @@ text_enum!(
 );
 
 impl SessionStatus {
+    /// The statuses whose harness is up and answering: ingest follows them, the reconciler
+    /// checks that their sandbox is still there, messages are delivered to them.
+    pub const LIVE: &'static [SessionStatus] = &[
+        SessionStatus::Ready,
+        SessionStatus::Idle,
+        SessionStatus::Busy,
+    ];
+
+    /// Live and not working: the idle deadline runs (and the idle reaper acts on it).
+    pub const AT_REST: &'static [SessionStatus] = &[SessionStatus::Ready, SessionStatus::Idle];
+
+    pub fn is_live(self) -> bool {
+        Self::LIVE.contains(&self)
+    }
     /// A session that has ended for good: nothing will run for it again.
     pub fn is_terminal(self) -> bool {
         matches!(self, SessionStatus::Dead)
@@ -96,6 +110,23 @@ text_enum!(
     }
 );
 
+impl Phase {
+    /// The phases an operator's command puts a session in while its task is on the way to act
+    /// on the sandbox (see [`super::Command::lands_in`]). Such a session is its task's: the
+    /// reconciler leaves it alone and the session's own transitions (a turn ending …) do not
+    /// overwrite the phase.
+    pub const IN_TRANSITION: &'static [Phase] = &[
+        Phase::Restarting,
+        Phase::Suspending,
+        Phase::Resuming,
+        Phase::Ending,
+    ];
+
+    pub fn in_transition(self) -> bool {
+        Self::IN_TRANSITION.contains(&self)
+    }
+}
+
 text_enum!(
     MessageRole, "message role" {
         User => "user",
@@ -125,6 +156,41 @@ text_enum!(
         Dead => "dead",
     }
 );
+
+text_enum!(
+    /// What a worker task does; stored as text, so that a task written by a newer agentdeck is
+    /// still listed (and dead-lettered by a worker that does not know it).
+    TaskKind, "task kind" {
+        /// Make the session's sandbox and bring its harness up.
+        Provision => "session.provision",
+        /// Send the session's pending messages to its agent.
+        Deliver => "session.deliver",
+        Restart => "session.restart",
+        Suspend => "session.suspend",
+        Resume => "session.resume",
+        End => "session.end",
+        /// Stop the agent's running turn.
+        Abort => "session.abort",
+        /// Appends an event to a session's log (optionally after a pause): used to check that a
+        /// worker fleet runs every task exactly once.
+        DiagEcho => "diag.echo",
+    }
+);
+
+impl TaskKind {
+    /// The kinds that drive a session's life: when one gives up for good, the session is
+    /// marked failed with its last error (nothing else would take it out of its phase).
+    pub fn drives_lifecycle(self) -> bool {
+        matches!(
+            self,
+            TaskKind::Provision
+                | TaskKind::Restart
+                | TaskKind::Resume
+                | TaskKind::Suspend
+                | TaskKind::End
+        )
+    }
+}
 
 #[cfg(test)]
 mod tests {

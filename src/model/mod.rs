@@ -11,10 +11,13 @@ mod message;
 mod sandbox;
 mod session;
 mod task;
+mod transition;
 
 pub use agent::{AgentRecord, AgentSpec, HarnessKind, Resources};
 pub use command::Command;
-pub use enums::{MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskStatus};
+pub use enums::{
+    MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskKind, TaskStatus,
+};
 pub use event::{Event, NewEvent};
 pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus};
 pub use sandbox::{
@@ -22,3 +25,4 @@ pub use sandbox::{
 };
 pub use session::{NewSession, Session, SessionCreation, SessionPatch, SessionQuery};
 pub use task::{NewTask, Task, TaskQuery};
+pub use transition::Transition;

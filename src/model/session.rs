@@ -75,6 +75,8 @@ pub struct SessionPatch {
     /// Apply only when the session's status is one of these (a compare-and-set); the update
     /// then fails with a conflict naming the status it found.
     pub only_if_status: Option<Vec<SessionStatus>>,
+    /// Apply only when the session's phase is none of these (the same kind of conflict).
+    pub unless_phase: Option<Vec<Phase>>,
 }
 
 impl SessionPatch {

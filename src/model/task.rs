@@ -1,6 +1,6 @@
 //! Work for the worker: durable, leased, retried with backoff, dead-lettered at the end.
 
-use super::TaskStatus;
+use super::{TaskKind, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -8,6 +8,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: Uuid,
+    /// As stored: a [`TaskKind`] when this agentdeck knows it (see [`Task::known_kind`]).
     pub kind: String,
     pub session_id: Option<Uuid>,
     pub payload: serde_json::Value,
@@ -27,9 +28,16 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Task {
+    /// The task's kind, when this agentdeck knows it.
+    pub fn known_kind(&self) -> Result<TaskKind, super::ParseEnumError> {
+        self.kind.parse()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewTask {
-    pub kind: String,
+    pub kind: TaskKind,
     pub session_id: Option<Uuid>,
     pub payload: serde_json::Value,
     pub max_attempts: i32,
@@ -38,9 +46,9 @@ pub struct NewTask {
 }
 
 impl NewTask {
-    pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
+    pub fn new(kind: TaskKind, payload: serde_json::Value) -> Self {
         NewTask {
-            kind: kind.into(),
+            kind,
             session_id: None,
             payload,
             max_attempts: 5,

@@ -207,6 +207,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 }
 
 /// Hides the password of a URL (`postgres://u:secret@h/db` → `postgres://u:***@h/db`).
+/// Why a conditional session update touched nothing, said of the session as it was found: its
+/// status, and the command on its way when it is in a phase of transition.
+pub(crate) fn conflict_text(found: &Session) -> String {
+    if found.phase.in_transition() {
+        format!("session {} is {} ({})", found.id, found.status, found.phase)
+    } else {
+        format!("session {} is {}", found.id, found.status)
+    }
+}
+
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();

@@ -4,7 +4,10 @@
 //! writing transaction commits.
 
 use super::feed::{CHANNEL, FANOUT_CAPACITY};
-use super::{Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, redact_url};
+use super::{
+    Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, conflict_text,
+    redact_url,
+};
 use crate::model::{
     AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
     SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
@@ -54,7 +57,7 @@ impl PgStore {
     async fn why_not_updated(&self, id: Uuid) -> Result<StoreError> {
         Ok(match self.get_session(id).await? {
             None => StoreError::not_found("session", id),
-            Some(found) => StoreError::Conflict(format!("session {id} is {}", found.status)),
+            Some(found) => StoreError::Conflict(conflict_text(&found)),
         })
     }
 
@@ -323,6 +326,11 @@ async fn update_session_in(
             .push_bind(statuses_text(only))
             .push(")");
     }
+    if let Some(not) = p.unless_phase.as_ref().filter(|n| !n.is_empty()) {
+        b.push(" AND phase <> ALL(")
+            .push_bind(statuses_text(not))
+            .push(")");
+    }
     b.push(" RETURNING *)");
     if log {
         b.push(
@@ -410,7 +418,7 @@ async fn enqueue_task_in(conn: &mut PgConnection, new: &NewTask) -> Result<Task>
     for _ in 0..5 {
         let row = sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
             .bind(Uuid::now_v7())
-            .bind(&new.kind)
+            .bind(new.kind.as_str())
             .bind(new.session_id)
             .bind(Json(&new.payload))
             .bind(new.max_attempts.max(1))

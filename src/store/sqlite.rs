@@ -6,7 +6,9 @@
 //! data_version` shows that another process (a `serve` beside a cockpit) wrote to the file.
 
 use super::feed::FANOUT_CAPACITY;
-use super::{Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError};
+use super::{
+    Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, conflict_text,
+};
 use crate::model::{
     AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
     SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
@@ -281,7 +283,7 @@ impl SqliteStore {
     async fn why_not_updated(&self, id: Uuid) -> Result<StoreError> {
         Ok(match self.get_session(id).await? {
             None => StoreError::not_found("session", id),
-            Some(found) => StoreError::Conflict(format!("session {id} is {}", found.status)),
+            Some(found) => StoreError::Conflict(conflict_text(&found)),
         })
     }
 
@@ -521,6 +523,10 @@ async fn update_session_in(
         b.push(" AND status IN ");
         push_in(&mut b, only.iter());
     }
+    if let Some(not) = p.unless_phase.as_ref().filter(|n| !n.is_empty()) {
+        b.push(" AND phase NOT IN ");
+        push_in(&mut b, not.iter());
+    }
     b.push(format!(" RETURNING {SESSION_COLUMNS}"));
     let Some(row) = b.build().fetch_optional(&mut *conn).await? else {
         return Ok(None);
@@ -654,7 +660,7 @@ async fn enqueue_task_in(conn: &mut SqliteConnection, new: &NewTask) -> Result<T
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(Uuid::now_v7().to_string())
-        .bind(&new.kind)
+        .bind(new.kind.as_str())
         .bind(new.session_id.map(|s| s.to_string()))
         .bind(to_json(&new.payload)?)
         .bind(new.max_attempts.max(1))

@@ -38,7 +38,7 @@ fn age(t: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> 
 
 fn countdown(s: &Session, now: chrono::DateTime<chrono::Utc>) -> String {
     match s.idle_deadline {
-        Some(d) if matches!(s.status, SessionStatus::Idle | SessionStatus::Ready) => {
+        Some(d) if SessionStatus::AT_REST.contains(&s.status) => {
             let left = (d - now).num_seconds().max(0);
             format!("{}:{:02}", left / 60, left % 60)
         }
