@@ -737,6 +737,38 @@ async fn a_sandbox_that_cannot_be_made_fails_the_session_with_the_reason() {
             .unwrap()
             .contains("restart it first")
     );
+    // The diagnosis says what happened and what to do, with what could not be read said so.
+    let (st, d) = get_json(&s, &format!("/api/sessions/{id}/diagnosis")).await;
+    assert_eq!(st, StatusCode::OK, "{d}");
+    assert_eq!(d["session"]["status"], "failed");
+    let phases: Vec<&str> = d["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["payload"]["phase"].as_str())
+        .collect();
+    assert_eq!(phases.last(), Some(&"failed"), "{d}");
+    assert!(phases.contains(&"creating_sandbox"), "{d}");
+    assert!(
+        d["advice"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("The session failed"),
+        "{d}"
+    );
+    assert!(
+        d["log_tail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("has no sandbox")),
+        "{d}"
+    );
+    assert!(d["sandbox"].is_null(), "{d}");
+    let (st, _) = get_json(
+        &s,
+        "/api/sessions/01890000-0000-7000-8000-000000000000/diagnosis",
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
     // Once the cause is gone, a restart brings it up and delivers the prompt.
     *s.runtime.refuse.lock().unwrap() = None;
     post_json(&s, &format!("/api/sessions/{id}/restart"), json!({})).await;

@@ -145,6 +145,42 @@ fn sessions_commands_round_trip() {
     ));
     assert_eq!(filtered, serde_json::json!([]));
 
+    // Diagnose: the advice first, then what it rests on; JSON has every part.
+    let diag = run(root.path(), &["sessions", "diagnose", &id], None);
+    let text = String::from_utf8_lossy(&diag.stdout);
+    assert!(diag.status.success(), "{text}");
+    assert!(text.starts_with("What to do\n  - "), "{text}");
+    assert!(
+        text.contains("Phase history") && text.contains("creating_sandbox"),
+        "{text}"
+    );
+    let diag = stdout_json(&run(
+        root.path(),
+        &["sessions", "diagnose", &id, "-o", "json"],
+        None,
+    ));
+    assert_eq!(diag["session"]["id"], id.as_str());
+    assert!(
+        diag["advice"].as_array().is_some_and(|a| !a.is_empty()),
+        "{diag}"
+    );
+
+    // The commands: suspended while still being created, a resume of what is not suspended is
+    // refused with the reason (and changes nothing).
+    let suspended = stdout_json(&run(
+        root.path(),
+        &["sessions", "suspend", &id, "-o", "json"],
+        None,
+    ));
+    assert_eq!(suspended["phase"], "suspending");
+    let bad = run(root.path(), &["sessions", "abort", &id], None);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("no turn is running"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
     let ended = stdout_json(&run(
         root.path(),
         &["sessions", "end", &id, "-o", "json"],

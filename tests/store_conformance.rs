@@ -410,6 +410,33 @@ async fn event_batches_get_contiguous_seqs(db: TestDb) {
             .unwrap()
             .is_empty()
     );
+
+    // The latest events of one kind, oldest first, however many others came after them.
+    for n in 0..5 {
+        store
+            .update_session(
+                session.id,
+                &SessionPatch::status(SessionStatus::Ready, Phase::Ready).detail(format!("p{n}")),
+            )
+            .await
+            .unwrap();
+    }
+    let noise: Vec<NewEvent> = (0..300)
+        .map(|i| NewEvent::new("harness.delta", serde_json::json!({"i": i})))
+        .collect();
+    store.append_events(session.id, &noise).await.unwrap();
+    let latest = store
+        .latest_events(session.id, "session.phase", 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        latest
+            .iter()
+            .map(|e| e.payload["detail"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["p2", "p3", "p4"]
+    );
+    assert!(latest.windows(2).all(|w| w[0].seq < w[1].seq));
 }
 
 async fn tasks_lease_retry_and_dead_letter(db: TestDb) {

@@ -38,6 +38,7 @@ pub fn router(core: Core) -> Router {
             post(sessions::send).get(sessions::messages),
         )
         .route("/api/sessions/{id}/events", get(events::stream))
+        .route("/api/sessions/{id}/diagnosis", get(sessions::diagnosis))
         .route("/api/sessions/{id}/{action}", post(sessions::act))
         .route("/api/agents", get(sessions::agents))
         .route("/healthz", get(metrics::healthz))

@@ -204,6 +204,16 @@ pub async fn show(
     Ok(Json(visible(&state, &caller, &id).await?))
 }
 
+/// `GET /api/sessions/{id}/diagnosis`: everything about the session and what to do.
+pub async fn diagnosis(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    Ok(Json(state.core.diagnose(session.id).await?.to_json()))
+}
+
 pub async fn end(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,7 +6,7 @@ pub mod output;
 
 use crate::config::{self, Config, Overrides, RuntimeKind};
 use crate::core::{Core, CreateSession};
-use crate::model::{SessionQuery, SessionStatus};
+use crate::model::{Session, SessionQuery, SessionStatus};
 use crate::runtime::kubernetes::KubernetesRuntime;
 use crate::runtime::local::LocalRuntime;
 use crate::runtime::{SandboxRuntime, Unavailable};
@@ -141,6 +141,36 @@ pub enum SessionsCmd {
         env: Vec<String>,
         #[arg(long)]
         team: Option<String>,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Everything about one session (phases, sandbox health, log tail, gateway) and what to do.
+    Diagnose {
+        id: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Restart a session's sandbox (a failed session is provisioned again).
+    Restart {
+        id: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Suspend a session: its sandbox stops, its transcript stays.
+    Suspend {
+        id: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Resume a suspended session.
+    Resume {
+        id: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Stop the agent's running turn.
+    Abort {
+        id: String,
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
@@ -482,13 +512,124 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
                 }
             }
         }
-        SessionsCmd::End { id, output } => {
-            let session = core.end(parse_id(&id)?).await?;
+        SessionsCmd::Diagnose { id, output } => {
+            let diagnosis = core.diagnose(parse_id(&id)?).await?;
             match output {
-                Output::Json => println!("{}", json(&session)?),
-                Output::Table => print!("{}", session_table(std::slice::from_ref(&session))),
+                Output::Json => println!("{}", json(&diagnosis.to_json())?),
+                Output::Table => print!("{}", diagnosis_text(&diagnosis)),
+            }
+        }
+        SessionsCmd::Restart { id, output } => {
+            print_session(&core.restart(parse_id(&id)?).await?, output)?
+        }
+        SessionsCmd::Suspend { id, output } => {
+            print_session(&core.suspend(parse_id(&id)?).await?, output)?
+        }
+        SessionsCmd::Resume { id, output } => {
+            print_session(&core.resume(parse_id(&id)?).await?, output)?
+        }
+        SessionsCmd::Abort { id, output } => {
+            print_session(&core.abort(parse_id(&id)?).await?, output)?
+        }
+        SessionsCmd::End { id, output } => print_session(&core.end(parse_id(&id)?).await?, output)?,
+    }
+    Ok(())
+}
+
+fn print_session(session: &Session, output: Output) -> Result<()> {
+    match output {
+        Output::Json => println!("{}", json(session)?),
+        Output::Table => print!("{}", session_table(std::slice::from_ref(session))),
+    }
+    Ok(())
+}
+
+/// A diagnosis as plain text: the advice first, then what it rests on (sanitised: the failure,
+/// the log and the events come from agents and pods).
+fn diagnosis_text(d: &crate::core::Diagnosis) -> String {
+    use crate::sanitize::line;
+    use std::fmt::Write;
+    let s = &d.session;
+    let mut out = String::from("What to do\n");
+    for a in d.advice() {
+        let _ = writeln!(out, "  - {}", line(&a));
+    }
+    let _ = writeln!(
+        out,
+        "\nSession {}\n  status    {} ({})",
+        s.id, s.status, s.phase
+    );
+    if let Some(detail) = &s.phase_detail {
+        let _ = writeln!(out, "  detail    {}", line(detail));
+    }
+    if let Some(reason) = &s.failure_reason {
+        let _ = writeln!(out, "  failure   {}", line(reason));
+    }
+    let _ = writeln!(out, "\nPhase history (latest last)");
+    for e in &d.phases {
+        let phase = e.payload["phase"].as_str().unwrap_or("?");
+        let detail = e.payload["detail"]
+            .as_str()
+            .or(e.payload["failure_reason"].as_str())
+            .unwrap_or("");
+        let _ = writeln!(
+            out,
+            "  {}  {phase:<17} {}",
+            e.at.format("%F %T"),
+            line(detail)
+        );
+    }
+    let _ = writeln!(out, "\nSandbox");
+    match &d.health {
+        None => out.push_str("  no sandbox\n"),
+        Some(Err(e)) => {
+            let _ = writeln!(out, "  unknown: {}", line(e));
+        }
+        Some(Ok(h)) => {
+            let _ = writeln!(
+                out,
+                "  {}{}  restarts {}  last exit {}",
+                h.phase.as_str(),
+                h.reason
+                    .as_deref()
+                    .map(|r| format!(" ({})", line(r)))
+                    .unwrap_or_default(),
+                h.restarts,
+                h.last_termination
+                    .as_deref()
+                    .map(line)
+                    .unwrap_or("-".into())
+            );
+            for e in &h.recent_events {
+                let _ = writeln!(
+                    out,
+                    "  event {} {}: {}",
+                    e.kind,
+                    line(&e.reason),
+                    line(&e.message)
+                );
             }
         }
     }
-    Ok(())
+    let _ = writeln!(out, "\nLog (last lines)");
+    match &d.log_tail {
+        Ok(lines) if lines.is_empty() => out.push_str("  (empty)\n"),
+        Ok(lines) => {
+            for l in lines {
+                let _ = writeln!(out, "  {}", line(l));
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  cannot read it: {}", line(e));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nGateway\n  {}",
+        match &d.gateway {
+            Ok(()) => "answering".to_string(),
+            Err(e) => format!("not answering: {}", line(e)),
+        }
+    );
+    out
 }

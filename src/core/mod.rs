@@ -4,6 +4,7 @@
 //! so that it survives a crash of whoever asked: a session created here is provisioned even if
 //! this process dies the next moment, by this core or by any other on the same store.
 
+mod diagnose;
 mod error;
 pub mod ingest;
 mod lifecycle;
@@ -20,6 +21,7 @@ pub type FleetRow = (
     String,
     std::result::Result<crate::model::SandboxHealth, String>,
 );
+pub use diagnose::Diagnosis;
 pub use error::{CoreError, Result};
 
 use crate::config::{AgentSpec, Config};

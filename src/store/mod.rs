@@ -151,6 +151,9 @@ pub trait Store: Send + Sync + 'static {
     async fn append_events(&self, session: Uuid, events: &[NewEvent]) -> Result<Vec<Event>>;
     /// Events with `seq > after_seq`, in order.
     async fn list_events(&self, session: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Event>>;
+    /// The latest `limit` events of one kind, oldest first (a long session's history of phases,
+    /// under however many harness events).
+    async fn latest_events(&self, session: Uuid, kind: &str, limit: i64) -> Result<Vec<Event>>;
 
     // --- tasks
     /// Queues a task. With a dedupe key, an already queued task with that key is returned

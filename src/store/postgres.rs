@@ -658,6 +658,24 @@ impl Store for PgStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn latest_events(&self, session: Uuid, kind: &str, limit: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT session_id, seq, at, kind, payload FROM events \
+             WHERE session_id = $1 AND kind = $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(session)
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
     async fn enqueue_task(&self, new: &NewTask) -> Result<Task> {
         enqueue_task_in(&mut *self.pool.acquire().await?, new).await
     }

@@ -897,6 +897,24 @@ impl Store for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn latest_events(&self, session: Uuid, kind: &str, limit: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT session_id, seq, at, kind, payload FROM events \
+             WHERE session_id = ? AND kind = ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(session.to_string())
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
     async fn enqueue_task(&self, new: &NewTask) -> Result<Task> {
         let mut tx = self.begin().await?;
         let task = enqueue_task_in(&mut tx, new).await?;

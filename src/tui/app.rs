@@ -3,11 +3,12 @@
 //! reaction to a key is testable, and the render path never waits on anything.
 
 use super::actions::{Action, Keymap, Scope};
-use super::panels::{DiagnoseView, Diagnosis, HealthView, LogView, Panel, SINCE};
+use super::panels::{DiagnoseView, HealthView, LogView, Panel, SINCE};
 use super::sessions::{SessionList, SortKey};
 use super::theme::Theme;
 use super::transcript::Transcript;
 use crate::config::AgentSpec;
+use crate::core::Diagnosis;
 use crate::core::ingest::LiveDelta;
 use crate::model::{Command, Message, Session, SessionStatus};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};

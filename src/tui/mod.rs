@@ -550,46 +550,10 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 follow_logs(core, tx, session, stream, since, logs_for).await;
                 return;
             }
-            Effect::Diagnose { session } => {
-                let Ok(s) = core.get_session(session).await else {
-                    return;
-                };
-                let phases = core
-                    .events(session, 0, 1000)
-                    .await
-                    .map(|es| {
-                        es.into_iter()
-                            .filter(|e| e.kind == "session.phase")
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let health = core.sandbox_health(session).await.unwrap_or(None);
-                let tail = crate::model::LogOptions {
-                    tail: Some(15),
-                    since: None,
-                    follow: false,
-                };
-                let log_tail = match core.sandbox_logs(session, tail).await {
-                    Ok(stream) => {
-                        let lines: Vec<_> = tokio::time::timeout(
-                            Duration::from_secs(5),
-                            stream.collect::<Vec<_>>(),
-                        )
-                        .await
-                        .unwrap_or_default();
-                        Ok(lines.into_iter().filter_map(Result::ok).collect())
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                let gateway = core.gateway_health().await;
-                Msg::Diagnosis(Box::new(panels::Diagnosis {
-                    session: s,
-                    phases,
-                    health,
-                    log_tail,
-                    gateway,
-                }))
-            }
+            Effect::Diagnose { session } => match core.diagnose(session).await {
+                Ok(d) => Msg::Diagnosis(Box::new(d)),
+                Err(e) => Msg::Error(format!("cannot diagnose the session: {e}")),
+            },
             Effect::Create {
                 agent,
                 title,

@@ -3,7 +3,7 @@
 
 use super::app::App;
 use super::cells;
-use crate::model::{Event, Session};
+use crate::core::Diagnosis;
 use crate::model::{HealthPhase, SandboxHealth};
 use crate::sanitize;
 use ratatui::Frame;
@@ -303,67 +303,6 @@ impl DiagnoseView {
             scroll: 0,
             shown: Default::default(),
         }
-    }
-}
-
-/// Everything about one session on one page, with what to do about what is wrong.
-#[derive(Debug)]
-pub struct Diagnosis {
-    pub session: Session,
-    pub phases: Vec<Event>,
-    pub health: Option<Result<SandboxHealth, String>>,
-    pub log_tail: Result<Vec<String>, String>,
-    pub gateway: Result<(), String>,
-}
-
-impl Diagnosis {
-    /// Plain advice for what the page shows.
-    pub fn advice(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let s = &self.session;
-        if let Some(reason) = &s.failure_reason {
-            if reason.contains("not found on PATH") {
-                out.push("Install the agent's command, or run `eval \"$(scripts/offline-stack.sh up)\"`, then restart (R).".into());
-            } else if reason.contains("ImagePullBackOff") || reason.contains("ErrImagePull") {
-                out.push("The image cannot be pulled: check the agent's image name and the registry credentials.".into());
-            } else if reason.contains("not ready within") {
-                out.push("The sandbox did not come up in time: look at its log (l) and events below, then restart (R).".into());
-            } else {
-                out.push(
-                    "The session failed: fix the cause above, then restart it (R) or end it (X)."
-                        .into(),
-                );
-            }
-        }
-        match &self.health {
-            Some(Ok(h))
-                if h.last_termination
-                    .as_deref()
-                    .is_some_and(|t| t.contains("OOMKilled")) =>
-            {
-                out.push(
-                    "The agent ran out of memory: raise memory_limit under [agents.ID].".into(),
-                )
-            }
-            Some(Ok(h)) if h.phase == HealthPhase::CrashLooping => {
-                out.push("The agent keeps crashing: its log (l) says why.".into())
-            }
-            Some(Ok(h)) if h.phase == HealthPhase::Scheduling => out.push(
-                "No node can take the sandbox: check resource requests and cluster capacity."
-                    .into(),
-            ),
-            Some(Err(e)) => out.push(format!("The runtime cannot tell the sandbox's health: {e}")),
-            _ => {}
-        }
-        if let Err(e) = &self.gateway {
-            out.push(format!(
-                "The gateway is not answering ({e}): agents cannot reach their model."
-            ));
-        }
-        if out.is_empty() {
-            out.push("Nothing looks wrong.".into());
-        }
-        out
     }
 }
 
