@@ -53,7 +53,7 @@ impl CoreError {
         matches!(
             self,
             CoreError::Runtime(RuntimeError::Unavailable(_) | RuntimeError::Transient(_))
-                | CoreError::Harness(HarnessError::Unreachable { .. } | HarnessError::NotBuilt)
+                | CoreError::Harness(HarnessError::Unreachable { .. })
         )
     }
 }

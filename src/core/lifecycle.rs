@@ -344,11 +344,6 @@ impl Core {
         loop {
             match self.harness().health(&endpoint).await {
                 Ok(()) => break,
-                Err(crate::harness::HarnessError::NotBuilt) => {
-                    return self
-                        .fail_session(id, &crate::harness::HarnessError::NotBuilt.to_string())
-                        .await;
-                }
                 Err(e) if Instant::now() > deadline => {
                     return self
                         .fail_session(

@@ -22,8 +22,6 @@ pub enum HarnessError {
     UnknownSession(String),
     #[error("the harness refused the request: {0}")]
     Refused(String),
-    #[error("no harness is available in this build of agentdeck yet")]
-    NotBuilt,
 }
 
 /// Where a session's harness answers, and the password it was started with (none for a
@@ -171,40 +169,6 @@ pub trait Harness: Send + Sync + 'static {
     -> BTreeMap<String, String>;
     /// The environment that makes the harness in a sandbox ask for `password` on every call.
     fn auth_env(&self, password: &str) -> BTreeMap<String, String>;
-}
-
-/// The harness for a build that has no harness client: every call says so.
-pub struct NotBuilt;
-
-#[async_trait]
-impl Harness for NotBuilt {
-    async fn health(&self, _: &Endpoint) -> Result<(), HarnessError> {
-        Err(HarnessError::NotBuilt)
-    }
-    async fn create_session(&self, _: &Endpoint, _: &str) -> Result<String, HarnessError> {
-        Err(HarnessError::NotBuilt)
-    }
-    async fn has_session(&self, _: &Endpoint, _: &str) -> Result<bool, HarnessError> {
-        Err(HarnessError::NotBuilt)
-    }
-    async fn send(&self, _: &Endpoint, _: &str, _: &Prompt) -> Result<(), HarnessError> {
-        Err(HarnessError::NotBuilt)
-    }
-    async fn abort(&self, _: &Endpoint, _: &str) -> Result<(), HarnessError> {
-        Err(HarnessError::NotBuilt)
-    }
-    async fn messages(&self, _: &Endpoint, _: &str) -> Result<Vec<HarnessMessage>, HarnessError> {
-        Err(HarnessError::NotBuilt)
-    }
-    async fn events(&self, _: &Endpoint) -> Result<EventStream, HarnessError> {
-        Err(HarnessError::NotBuilt)
-    }
-    fn sandbox_files(&self, _: &AgentSpec, _: &GatewayAccess) -> BTreeMap<String, String> {
-        BTreeMap::new()
-    }
-    fn auth_env(&self, _: &str) -> BTreeMap<String, String> {
-        BTreeMap::new()
-    }
 }
 
 #[cfg(test)]
