@@ -3,7 +3,9 @@
 //! reaction to a key is testable, and the render path never waits on anything.
 
 use super::actions::{Action, Keymap, Scope};
-use super::panels::{DiagnoseView, HealthView, LogView, Panel, SINCE};
+use super::logs::next_stream;
+use super::panels::{DiagnoseView, HealthView, LogView, Panel};
+use super::screen::{Cx, Screen, step};
 use super::sessions::{SessionList, SortKey};
 use super::theme::Theme;
 use super::transcript::Transcript;
@@ -195,18 +197,10 @@ pub struct App {
     pub quit: bool,
     /// Set by anything that changes what is on screen.
     pub dirty: bool,
-    /// Rows of the list on screen (sessions, sandboxes) in the last frame: a page.
-    pub list_rows: Cell<usize>,
-    /// The first session row on screen in the last frame.
-    pub sessions_top: Cell<usize>,
-    /// Where the first row of the list on screen was drawn (for the mouse).
-    pub list_y: Cell<u16>,
     /// What was written to a session and not sent (left with esc, or refused by the store).
     drafts: HashMap<Uuid, String>,
     /// Set when what [`App::unsent`] returns may have changed (for the loop to save it).
     pub drafts_changed: bool,
-    /// The last log stream started (each log view's lines come from its own).
-    streams: u64,
 }
 
 fn text_of(area: &TextArea<'_>) -> String {
@@ -239,36 +233,50 @@ impl App {
             connectivity: None,
             quit: false,
             dirty: true,
-            list_rows: Cell::new(10),
-            sessions_top: Cell::new(0),
-            list_y: Cell::new(0),
             drafts: HashMap::new(),
             drafts_changed: false,
-            streams: 0,
         }
     }
 
-    pub fn scope(&self) -> Scope {
-        match &self.panel {
-            Some(Panel::Logs(_)) => Scope::Logs,
-            Some(Panel::Health(_)) => Scope::Sandboxes,
-            Some(Panel::Diagnose(_)) => Scope::Diagnose,
-            None if self.transcript.is_some() => Scope::Transcript,
-            None => Scope::Sessions,
+    /// The screen shown: a panel (health, logs, diagnose) over the attached transcript over
+    /// the session list.
+    pub fn screen(&self) -> &dyn Screen {
+        match (&self.panel, &self.transcript) {
+            (Some(panel), _) => panel.screen(),
+            (None, Some(t)) => t,
+            (None, None) => &self.sessions,
         }
+    }
+
+    /// The screen shown, and what it may use of the app's while it handles something.
+    fn screen_mut(&mut self) -> (&mut dyn Screen, Cx<'_>) {
+        let App {
+            panel,
+            transcript,
+            sessions,
+            theme,
+            status,
+            ..
+        } = self;
+        let screen: &mut dyn Screen = match (panel, transcript) {
+            (Some(panel), _) => panel.screen_mut(),
+            (None, Some(t)) => t,
+            (None, None) => sessions,
+        };
+        (screen, Cx { theme, status })
+    }
+
+    pub fn scope(&self) -> Scope {
+        self.screen().scope()
     }
 
     /// The session an action applies to: the one the screen is about (the sandbox selected,
     /// the log's, the one diagnosed, the attached one), else the one selected in the list.
     fn target(&self) -> Option<&Session> {
-        let id = match (&self.panel, &self.transcript) {
-            (Some(Panel::Health(v)), _) => v.rows.get(v.selected).map(|r| r.0),
-            (Some(Panel::Logs(v)), _) => Some(v.session),
-            (Some(Panel::Diagnose(d)), _) => Some(d.diagnosis.session.id),
-            (None, Some(t)) => Some(t.session),
-            (None, None) => return self.sessions.selected(),
-        };
-        id.and_then(|id| self.sessions.get(id))
+        match self.screen().session() {
+            Some(id) => self.sessions.get(id),
+            None => self.sessions.selected(),
+        }
     }
 
     /// Whether `action` makes sense now, for the hint bar: an action on a session needs one,
@@ -513,6 +521,11 @@ impl App {
     }
 
     fn on_action(&mut self, action: Action) -> Vec<Effect> {
+        // The screen shown first: its own actions are its to handle.
+        let (screen, mut cx) = self.screen_mut();
+        if let Some(effects) = screen.on_action(action, &mut cx) {
+            return effects;
+        }
         match action {
             Action::Quit => self.quit = true,
             Action::Help => self.dialog = Some(Dialog::Help(HelpView::default())),
@@ -531,26 +544,12 @@ impl App {
             Action::Logs => {
                 if let Some(s) = self.target() {
                     let (id, title) = (s.id, s.title.clone());
-                    self.streams += 1;
-                    let stream = self.streams;
+                    let stream = next_stream();
                     self.panel = Some(Panel::Logs(LogView::new(id, title, stream)));
                     return vec![Effect::FollowLogs {
                         session: id,
                         stream,
                         since: 0,
-                    }];
-                }
-            }
-            Action::Since => {
-                if let Some(Panel::Logs(v)) = &mut self.panel {
-                    self.streams += 1;
-                    let since = (v.since + 1) % SINCE.len();
-                    v.restart(self.streams, since);
-                    self.status = Some((format!("log: {}", SINCE[since].label), false));
-                    return vec![Effect::FollowLogs {
-                        session: v.session,
-                        stream: self.streams,
-                        since,
                     }];
                 }
             }
@@ -579,18 +578,8 @@ impl App {
             Action::PageUp => self.scroll(-self.page()),
             Action::PageDown => self.scroll(self.page()),
             Action::Top => self.scroll(isize::MIN),
-            Action::Bottom | Action::Follow => match (&mut self.panel, &mut self.transcript) {
-                (Some(Panel::Logs(v)), _) => v.follow = true,
-                (Some(_), _) => self.scroll(isize::MAX),
-                (None, Some(t)) => t.follow = true,
-                (None, None) => self.sessions.select_index(usize::MAX),
-            },
             Action::Attach => {
-                let id = match &self.panel {
-                    Some(Panel::Health(v)) => v.rows.get(v.selected).map(|r| r.0),
-                    _ => self.sessions.selected().map(|s| s.id),
-                };
-                if let Some(id) = id {
+                if let Some(id) = self.target().map(|s| s.id) {
                     self.panel = None;
                     if let Some(old) = self.transcript.take() {
                         self.keep_draft(old);
@@ -608,24 +597,15 @@ impl App {
                 area.set_placeholder_text("words or key:value, e.g. agent:coder status:failed");
                 self.dialog = Some(Dialog::Filter(Box::new(area)));
             }
-            Action::Sort => {
-                let key = self.sessions.sort().next();
-                self.sessions.set_sort(key);
-                self.status = Some((format!("sorted by {}", key.name()), false));
-            }
             Action::Search => {
-                let current = match (&self.panel, &self.transcript) {
-                    (Some(Panel::Logs(v)), _) => v.filter_text().map(str::to_string),
-                    (None, Some(t)) => t.search_query().map(str::to_string),
-                    _ => return vec![],
+                let Some(current) = self.screen().search() else {
+                    return vec![];
                 };
                 let mut area = TextArea::default();
                 area.insert_str(current.unwrap_or_default());
                 area.set_placeholder_text("text to find (smart case); enter keeps, esc clears");
                 self.dialog = Some(Dialog::Search(Box::new(area)));
             }
-            Action::SearchNext => self.next_match(true),
-            Action::SearchPrevious => self.next_match(false),
             Action::NewSession => {
                 if self.agents.is_empty() {
                     self.status = Some(("no agents are configured".into(), true));
@@ -668,23 +648,16 @@ impl App {
                     }
                 }
             }
-            Action::ToggleWrap => {
-                if let Some(Panel::Logs(v)) = &mut self.panel {
-                    v.wrap = !v.wrap;
-                } else if let Some(t) = &mut self.transcript {
-                    t.wrap = !t.wrap;
-                }
-            }
-            Action::ToggleTimestamps => {
-                if let Some(t) = &mut self.transcript {
-                    t.timestamps = !t.timestamps;
-                }
-            }
-            Action::ToggleTools => {
-                if let Some(t) = &mut self.transcript {
-                    t.tools_open = !t.tools_open;
-                }
-            }
+            // The screens' own, when not the shown screen's.
+            Action::Bottom
+            | Action::Follow
+            | Action::Sort
+            | Action::Since
+            | Action::ToggleWrap
+            | Action::ToggleTimestamps
+            | Action::ToggleTools
+            | Action::SearchNext
+            | Action::SearchPrevious => {}
         }
         vec![]
     }
@@ -700,26 +673,9 @@ impl App {
             MouseEventKind::ScrollUp => self.scroll(-3),
             MouseEventKind::ScrollDown => self.scroll(3),
             MouseEventKind::Down(MouseButton::Left) => {
-                let Some(row) = m.row.checked_sub(self.list_y.get()).map(usize::from) else {
-                    return vec![];
-                };
-                if row >= self.list_rows.get() {
-                    return vec![];
-                }
-                match (&mut self.panel, &self.transcript) {
-                    (Some(Panel::Health(v)), _) => {
-                        let i = v.top.get() + row;
-                        if i < v.rows.len() {
-                            v.selected = i;
-                        }
-                    }
-                    (None, None) => {
-                        let i = self.sessions_top.get() + row;
-                        if i < self.sessions.len() {
-                            self.sessions.select_index(i);
-                        }
-                    }
-                    _ => self.dirty = false,
+                let (screen, _) = self.screen_mut();
+                if !screen.click(m.row) {
+                    self.dirty = false;
                 }
             }
             _ => self.dirty = false,
@@ -758,74 +714,14 @@ impl App {
         }
     }
 
-    /// Rows in a page of what is on screen.
+    /// Rows in a page of what is on screen (one kept from the page before).
     fn page(&self) -> isize {
-        let rows = match (&self.panel, &self.transcript) {
-            (Some(Panel::Logs(v)), _) => v.shown.get().height,
-            (Some(Panel::Diagnose(v)), _) => v.shown.get().height,
-            (Some(Panel::Health(_)), _) | (None, None) => self.list_rows.get(),
-            (None, Some(t)) => t.shown().map_or(10, |s| s.height),
-        };
-        rows.saturating_sub(1).max(1) as isize
+        self.screen().page().saturating_sub(1).max(1) as isize
     }
 
-    /// Moves what is on screen by `delta` rows (or lines). A transcript or log leaves follow
-    /// mode when moved up from the end, and follows again when moved back down to it.
+    /// Moves what is on screen by `delta` rows (or lines).
     fn scroll(&mut self, delta: isize) {
-        match &mut self.panel {
-            Some(Panel::Logs(v)) => {
-                let shown = v.shown.get();
-                let from = if v.follow { shown.max_top } else { v.scroll };
-                (v.scroll, v.follow) = step(from, shown.max_top, delta);
-                return;
-            }
-            Some(Panel::Health(v)) => {
-                let last = v.rows.len().saturating_sub(1);
-                v.selected = v.selected.saturating_add_signed(delta).min(last);
-                return;
-            }
-            Some(Panel::Diagnose(v)) => {
-                let shown = v.shown.get();
-                v.scroll = step(v.scroll, shown.max_top, delta).0;
-                return;
-            }
-            None => {}
-        }
-        match &mut self.transcript {
-            Some(t) => {
-                // Nothing drawn yet: nothing to move.
-                let Some(shown) = t.shown() else { return };
-                let max_top = shown.total.saturating_sub(shown.height);
-                let from = if t.follow { max_top } else { t.scroll };
-                (t.scroll, t.follow) = step(from, max_top, delta);
-            }
-            None => match delta {
-                isize::MIN => self.sessions.select_index(0),
-                delta => self.sessions.move_by(delta),
-            },
-        }
-    }
-
-    /// `n` / `N`: the next or previous line that matches the transcript's search.
-    fn next_match(&mut self, forward: bool) {
-        let Some(t) = &mut self.transcript else {
-            return;
-        };
-        let Some(query) = t.search_query().map(str::to_string) else {
-            self.status = Some(("nothing to look for: / starts a search".into(), true));
-            return;
-        };
-        let (width, height) = t.shown().map_or((80, 20), |s| (s.width, s.height));
-        self.status = Some(match t.next_match(width, &self.theme, height, forward) {
-            Some(hit) => (
-                format!(
-                    "\"{}\": match {} of {} (n next, N previous)",
-                    query, hit.index, hit.total
-                ),
-                false,
-            ),
-            None => (format!("\"{query}\" is not in the transcript"), true),
-        });
+        self.screen_mut().0.scroll(delta);
     }
 
     /// Keys for an open text field; `None` when no text field is open.
@@ -980,18 +876,8 @@ impl App {
     /// top of the screen; the log shows only the lines that hold it. Empty stops looking.
     fn set_search(&mut self, text: &str) {
         let text = text.trim_end_matches('\n');
-        match (&mut self.panel, &mut self.transcript) {
-            (Some(Panel::Logs(v)), _) => v.set_filter(text),
-            (None, Some(t)) => {
-                t.search(text);
-                if text.is_empty() {
-                    self.status = None;
-                } else {
-                    self.next_match(true);
-                }
-            }
-            _ => {}
-        }
+        let (screen, mut cx) = self.screen_mut();
+        screen.set_search(text, &mut cx);
     }
 
     /// `:` commands and their aliases.
@@ -1070,13 +956,6 @@ impl App {
             prompt: text_of(&form.prompt),
         }]
     }
-}
-
-/// Where a view showing rows `from..` of a list whose last screenful starts at `max_top` is
-/// after moving `delta` rows: its first row, and whether that is the end (follow again).
-fn step(from: usize, max_top: usize, delta: isize) -> (usize, bool) {
-    let to = from.min(max_top).saturating_add_signed(delta).min(max_top);
-    (to, to >= max_top)
 }
 
 #[cfg(test)]
@@ -1492,7 +1371,7 @@ mod tests {
         a.update(mouse(MouseEventKind::ScrollDown, 5));
         assert_eq!(a.sessions.selected_index(), 3);
         frame(&a);
-        let row = a.list_y.get() + 7;
+        let row = a.sessions.shown.y.get() + 7;
         a.update(mouse(MouseEventKind::Down(MouseButton::Left), row));
         assert_eq!(a.sessions.selected_index(), 7);
         // below the last row: nothing

@@ -8,9 +8,13 @@
 pub mod actions;
 pub mod app;
 pub mod cells;
+pub mod diagnose;
 pub mod drafts;
+pub mod health;
+pub mod logs;
 pub mod panels;
 pub mod quiet;
+pub mod screen;
 pub mod sessions;
 pub mod theme;
 pub mod transcript;

@@ -3,7 +3,18 @@
 //! and one move, never a re-sort or a re-filter of everything; only visible rows are drawn. The
 //! count of each status (the title bar's, every frame) is kept as sessions come and go.
 
+use super::actions::{Action, Scope};
+use super::app::{App, Effect};
+use super::cells;
+use super::screen::{Cx, ListShown, Screen};
+use super::views::{age, column_widths, countdown, glyph, scrolled_to, status_style};
 use crate::model::{Session, SessionStatus};
+use crate::sanitize;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::Modifier;
+use ratatui::text::Span;
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use std::cmp::Ordering;
 use uuid::Uuid;
 
@@ -192,6 +203,8 @@ pub struct SessionList {
     /// The filters typed before this one and what they showed, newest last, while no session
     /// changed: taking a character back shows what it showed at once.
     typed: Vec<(Filter, Vec<u32>)>,
+    /// Where the list stood in the last frame.
+    pub shown: ListShown,
 }
 
 /// How many earlier filters are kept while typing.
@@ -440,6 +453,184 @@ impl SessionList {
     pub fn count(&self, status: SessionStatus) -> usize {
         self.by_status[status as usize]
     }
+}
+
+impl Screen for SessionList {
+    fn scope(&self) -> Scope {
+        Scope::Sessions
+    }
+
+    fn on_action(&mut self, action: Action, cx: &mut Cx<'_>) -> Option<Vec<Effect>> {
+        match action {
+            Action::Bottom | Action::Follow => self.select_index(usize::MAX),
+            Action::Sort => {
+                let key = self.sort().next();
+                self.set_sort(key);
+                cx.say(format!("sorted by {}", key.name()));
+            }
+            _ => return None,
+        }
+        Some(vec![])
+    }
+
+    fn scroll(&mut self, delta: isize) {
+        match delta {
+            isize::MIN => self.select_index(0),
+            delta => self.move_by(delta),
+        }
+    }
+
+    fn page(&self) -> usize {
+        self.shown.page()
+    }
+
+    fn click(&mut self, y: u16) -> bool {
+        match self.shown.row_at(y).filter(|i| *i < self.len()) {
+            Some(i) => {
+                self.select_index(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn draw(&self, f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<chrono::Utc>) {
+        render_sessions(f, app, self, area, now);
+    }
+}
+
+fn render_sessions(
+    f: &mut Frame,
+    app: &App,
+    list: &SessionList,
+    area: Rect,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let filter = &list.filter().text;
+    let title = if app.loading && list.total() > 0 {
+        format!(" Sessions ({} so far, loading…) ", list.len())
+    } else if filter.is_empty() {
+        format!(" Sessions ({}) ", list.len())
+    } else {
+        format!(
+            " Sessions ({} of {}, filter: {}) ",
+            list.len(),
+            list.total(),
+            sanitize::line(filter)
+        )
+    };
+    let title = match list.sort() {
+        SortKey::Newest => title,
+        key => format!("{title}· sorted by {} ", key.name()),
+    };
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border)
+        .title(title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if list.is_empty() {
+        let text = if app.loading {
+            "Loading sessions…"
+        } else if list.total() == 0 {
+            "No sessions yet. Press n to start one."
+        } else {
+            "No session matches the filter. Press / to change it."
+        };
+        f.render_widget(Paragraph::new(Span::styled(text, app.theme.muted)), inner);
+        return;
+    }
+    // Only the rows that fit are built: instant at any number of sessions.
+    let height = inner.height.saturating_sub(1) as usize;
+    list.shown.rows.set(height);
+    list.shown.y.set(inner.y + 1);
+    let selected = list.selected_index();
+    let offset = scrolled_to(list.shown.top.get(), selected, height, list.len());
+    list.shown.top.set(offset);
+    // Narrow terminals (80 columns over SSH) keep what matters most.
+    let wide = inner.width >= 110;
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
+        (
+            vec![
+                "STATUS", "AGENT", "TEAM", "TITLE", "PHASE", "HEALTH", "AGE", "ACTIVE", "IDLE",
+            ],
+            vec![
+                Constraint::Length(11),
+                Constraint::Length(10),
+                Constraint::Length(8),
+                Constraint::Fill(1),
+                Constraint::Length(16),
+                Constraint::Fill(1),
+                Constraint::Length(4),
+                Constraint::Length(6),
+                Constraint::Length(5),
+            ],
+        )
+    } else {
+        (
+            // the phase's detail or the failure says more than the phase in one column
+            vec!["STATUS", "AGENT", "TITLE", "HEALTH", "IDLE"],
+            vec![
+                Constraint::Length(11),
+                Constraint::Length(10),
+                Constraint::Fill(1),
+                Constraint::Fill(1),
+                Constraint::Length(5),
+            ],
+        )
+    };
+    let room = column_widths(&widths, inner.width);
+    let rows: Vec<Row> = (offset..(offset + height).min(list.len()))
+        .filter_map(|i| list.at(i).map(|s| (i, s)))
+        .map(|(i, s)| {
+            let health = s
+                .phase_detail
+                .as_deref()
+                .or(s.failure_reason.as_deref())
+                .map(sanitize::line)
+                .unwrap_or_default();
+            let status = Cell::from(format!("{} {}", glyph(s.status), s.status))
+                .style(status_style(app, s.status));
+            let texts: Vec<String> = if wide {
+                vec![
+                    sanitize::line(&s.agent_id),
+                    sanitize::line(&s.team),
+                    sanitize::line(&s.title),
+                    s.phase.as_str().to_string(),
+                    health,
+                    age(s.created_at, now),
+                    age(s.last_activity_at, now),
+                    countdown(s, now),
+                ]
+            } else {
+                vec![
+                    sanitize::line(&s.agent_id),
+                    sanitize::line(&s.title),
+                    if health.is_empty() {
+                        s.phase.as_str().to_string()
+                    } else {
+                        health
+                    },
+                    countdown(s, now),
+                ]
+            };
+            let cells = std::iter::once(status).chain(
+                texts
+                    .iter()
+                    .zip(room.iter().skip(1))
+                    .map(|(t, w)| Cell::from(cells::ellipsize(t, *w).into_owned())),
+            );
+            let row = Row::new(cells);
+            if i == selected {
+                row.style(app.theme.selected)
+            } else {
+                row
+            }
+        })
+        .collect();
+    let header = Row::new(header).style(app.theme.muted.add_modifier(Modifier::BOLD));
+    let table = Table::new(rows, widths).header(header).column_spacing(1);
+    f.render_widget(table, inner);
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use crate::model::{Message, Session, SessionStatus};
 use crate::sanitize;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Modifier, Style};
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 pub fn glyph(status: SessionStatus) -> &'static str {
     match status {
@@ -26,7 +26,7 @@ pub fn glyph(status: SessionStatus) -> &'static str {
     }
 }
 
-fn age(t: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
+pub(super) fn age(t: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
     let s = (now - t).num_seconds().max(0);
     match s {
         0..60 => format!("{s}s"),
@@ -36,7 +36,7 @@ fn age(t: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> 
     }
 }
 
-fn countdown(s: &Session, now: chrono::DateTime<chrono::Utc>) -> String {
+pub(super) fn countdown(s: &Session, now: chrono::DateTime<chrono::Utc>) -> String {
     match s.idle_deadline {
         Some(d) if SessionStatus::AT_REST.contains(&s.status) => {
             let left = (d - now).num_seconds().max(0);
@@ -55,11 +55,7 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
     ])
     .areas(f.area());
     render_top(f, app, top);
-    match (&app.panel, &app.transcript) {
-        (Some(panel), _) => super::panels::render(f, app, panel, main, now),
-        (None, Some(_)) => render_transcript(f, app, main, now),
-        (None, None) => render_sessions(f, app, main, now),
-    }
+    app.screen().draw(f, app, main, now);
     render_status(f, app, status);
     render_hints(f, app, hints);
     match &app.dialog {
@@ -193,7 +189,7 @@ fn render_top(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn status_style(app: &App, s: SessionStatus) -> Style {
+pub(super) fn status_style(app: &App, s: SessionStatus) -> Style {
     match s {
         SessionStatus::Failed => app.theme.error,
         SessionStatus::Busy | SessionStatus::Ready => app.theme.ok,
@@ -201,135 +197,6 @@ fn status_style(app: &App, s: SessionStatus) -> Style {
         SessionStatus::Dead | SessionStatus::Suspended => app.theme.muted,
         SessionStatus::Idle => app.theme.text,
     }
-}
-
-fn render_sessions(f: &mut Frame, app: &App, area: Rect, now: chrono::DateTime<chrono::Utc>) {
-    let list = &app.sessions;
-    let filter = &list.filter().text;
-    let title = if app.loading && list.total() > 0 {
-        format!(" Sessions ({} so far, loading…) ", list.len())
-    } else if filter.is_empty() {
-        format!(" Sessions ({}) ", list.len())
-    } else {
-        format!(
-            " Sessions ({} of {}, filter: {}) ",
-            list.len(),
-            list.total(),
-            sanitize::line(filter)
-        )
-    };
-    let title = match list.sort() {
-        super::sessions::SortKey::Newest => title,
-        key => format!("{title}· sorted by {} ", key.name()),
-    };
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_style(app.theme.border)
-        .title(title);
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    if list.is_empty() {
-        let text = if app.loading {
-            "Loading sessions…"
-        } else if list.total() == 0 {
-            "No sessions yet. Press n to start one."
-        } else {
-            "No session matches the filter. Press / to change it."
-        };
-        f.render_widget(Paragraph::new(Span::styled(text, app.theme.muted)), inner);
-        return;
-    }
-    // Only the rows that fit are built: instant at any number of sessions.
-    let height = inner.height.saturating_sub(1) as usize;
-    app.list_rows.set(height);
-    app.list_y.set(inner.y + 1);
-    let selected = list.selected_index();
-    let offset = scrolled_to(app.sessions_top.get(), selected, height, list.len());
-    app.sessions_top.set(offset);
-    // Narrow terminals (80 columns over SSH) keep what matters most.
-    let wide = inner.width >= 110;
-    let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
-        (
-            vec![
-                "STATUS", "AGENT", "TEAM", "TITLE", "PHASE", "HEALTH", "AGE", "ACTIVE", "IDLE",
-            ],
-            vec![
-                Constraint::Length(11),
-                Constraint::Length(10),
-                Constraint::Length(8),
-                Constraint::Fill(1),
-                Constraint::Length(16),
-                Constraint::Fill(1),
-                Constraint::Length(4),
-                Constraint::Length(6),
-                Constraint::Length(5),
-            ],
-        )
-    } else {
-        (
-            // the phase's detail or the failure says more than the phase in one column
-            vec!["STATUS", "AGENT", "TITLE", "HEALTH", "IDLE"],
-            vec![
-                Constraint::Length(11),
-                Constraint::Length(10),
-                Constraint::Fill(1),
-                Constraint::Fill(1),
-                Constraint::Length(5),
-            ],
-        )
-    };
-    let room = column_widths(&widths, inner.width);
-    let rows: Vec<Row> = (offset..(offset + height).min(list.len()))
-        .filter_map(|i| list.at(i).map(|s| (i, s)))
-        .map(|(i, s)| {
-            let health = s
-                .phase_detail
-                .as_deref()
-                .or(s.failure_reason.as_deref())
-                .map(sanitize::line)
-                .unwrap_or_default();
-            let status = Cell::from(format!("{} {}", glyph(s.status), s.status))
-                .style(status_style(app, s.status));
-            let texts: Vec<String> = if wide {
-                vec![
-                    sanitize::line(&s.agent_id),
-                    sanitize::line(&s.team),
-                    sanitize::line(&s.title),
-                    s.phase.as_str().to_string(),
-                    health,
-                    age(s.created_at, now),
-                    age(s.last_activity_at, now),
-                    countdown(s, now),
-                ]
-            } else {
-                vec![
-                    sanitize::line(&s.agent_id),
-                    sanitize::line(&s.title),
-                    if health.is_empty() {
-                        s.phase.as_str().to_string()
-                    } else {
-                        health
-                    },
-                    countdown(s, now),
-                ]
-            };
-            let cells = std::iter::once(status).chain(
-                texts
-                    .iter()
-                    .zip(room.iter().skip(1))
-                    .map(|(t, w)| Cell::from(cells::ellipsize(t, *w).into_owned())),
-            );
-            let row = Row::new(cells);
-            if i == selected {
-                row.style(app.theme.selected)
-            } else {
-                row
-            }
-        })
-        .collect();
-    let header = Row::new(header).style(app.theme.muted.add_modifier(Modifier::BOLD));
-    let table = Table::new(rows, widths).header(header).column_spacing(1);
-    f.render_widget(table, inner);
 }
 
 /// The first row to show of a list of `len` so that row `selected` is on screen, moving as
@@ -371,83 +238,6 @@ pub fn transcript_lines(app: &App, messages: &[Message], width: u16) -> Vec<Line
         transcript::message_lines(m, &look, &mut out);
     }
     out
-}
-
-fn render_transcript(f: &mut Frame, app: &App, area: Rect, _now: chrono::DateTime<chrono::Utc>) {
-    let Some(t) = &app.transcript else { return };
-    let session = app.sessions.get(t.session);
-    let title = match session {
-        Some(s) => format!(
-            " {} {} · {} · {} · {} ",
-            glyph(s.status),
-            s.status,
-            sanitize::line(&s.title),
-            sanitize::line(&s.agent_id),
-            s.phase
-        ),
-        None => " transcript ".to_string(),
-    };
-    let title = match t.search_query() {
-        Some(q) => format!("{title}· search \"{}\" (n/N) ", sanitize::line(q)),
-        None => title,
-    };
-    let (body, composer) = if t.composer.is_some() {
-        let [b, c] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
-        (b, Some(c))
-    } else {
-        (area, None)
-    };
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_style(app.theme.border);
-    let inner = block.inner(body);
-    let height = usize::from(inner.height);
-    // Only the lines on screen are drawn: instant at any length of transcript.
-    let window = t.window(inner.width, &app.theme, height);
-    // What is out of view above is said on the frame; what is below, on the last line.
-    let title = if window.top > 0 {
-        format!(
-            "{title}· lines {}-{} of {} ",
-            window.top + 1,
-            (window.top + height).min(window.total),
-            window.total
-        )
-    } else {
-        title
-    };
-    f.render_widget(block.title(title), body);
-    let below = window.total.saturating_sub(window.top + height);
-    let mut shown = window.lines;
-    if !t.loaded && t.messages().is_empty() {
-        shown = vec![Line::from(Span::styled(
-            "loading the transcript…",
-            app.theme.muted,
-        ))];
-    } else if shown.is_empty() {
-        shown = vec![Line::from(Span::styled(
-            "No messages yet. Press i to write one.",
-            app.theme.muted,
-        ))];
-    }
-    if below > 0 && height > 0 {
-        let last = shown.len().min(height).saturating_sub(1);
-        if let Some(line) = shown.get_mut(last) {
-            *line = Line::from(Span::styled(
-                format!("-- {below} more lines below: G or End to follow --"),
-                app.theme.warning,
-            ));
-        }
-    }
-    f.render_widget(Paragraph::new(shown), inner);
-    if let (Some(area), Some(c)) = (composer, &t.composer) {
-        let block = Block::default()
-            .borders(Borders::ALL)
-            .border_style(app.theme.accent)
-            .title(" message (ctrl-s send, esc keep as draft) ");
-        let inner = block.inner(area);
-        f.render_widget(block, area);
-        f.render_widget(c, inner);
-    }
 }
 
 fn render_status(f: &mut Frame, app: &App, area: Rect) {
@@ -670,7 +460,7 @@ mod tests {
     use crate::tui::transcript::Transcript;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
-    use ratatui::style::Color;
+    use ratatui::style::{Color, Modifier};
     use uuid::Uuid;
 
     fn now() -> chrono::DateTime<chrono::Utc> {

@@ -32,6 +32,7 @@
 
 mod draw;
 mod index;
+mod screen;
 mod search;
 mod shape;
 #[cfg(test)]
