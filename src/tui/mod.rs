@@ -1,5 +1,9 @@
 //! The cockpit: `agentdeck` with no subcommand. It calls `core` only.
 //!
+//! Each screen (the sessions list, a transcript, sandbox health, a log, a diagnosis) is a
+//! [`screen::Screen`] in its own module; `app` keeps what the screens share and routes to the
+//! one shown; `actions` is the one table of keys; `views` draws the frame around the screen.
+//!
 //! One loop owns the state. Background tasks (the terminal's input, the store's change feed,
 //! live deltas, a clock) send messages into one channel; the loop applies a burst of them, then
 //! draws once, and only if something changed. I/O (loading, sending, lifecycle commands) runs
