@@ -2,7 +2,14 @@
 //!
 //! Every command is written to the store first and carried out by the worker through a task,
 //! so that it survives a crash of whoever asked: a session created here is provisioned even if
-//! this process dies the next moment, by this core or by any other on the same store.
+//! this process dies the next moment, by this core or by any other on the same store. A
+//! command's new status, its history event and its task are one transaction.
+//!
+//! Where a session may go is the model's to say (`model::Command`, `model::Transition`): the
+//! verbs here, `lifecycle` (the worker's task handlers), `ingest` (the harness's event bus) and
+//! the `reconciler` all ask it, and write with the statuses it allows as a compare-and-set, so
+//! that two writers racing cannot take a session where the machine does not go. The front ends
+//! see only this module's vocabulary (`Change`, `FleetRow`, `Diagnosis`) and the model's.
 
 mod diagnose;
 mod error;

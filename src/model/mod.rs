@@ -1,6 +1,8 @@
 //! Domain types shared by every layer: what a session, a message, an event, a task and an agent
 //! are. Pure data: no I/O, no dependency on any other module of the crate, so the store, the
-//! runtimes and the front ends can all speak the same language.
+//! runtimes and the front ends can all speak the same language. It also holds the rules every
+//! layer must agree on: a session's state machine (`Command`, `Transition`, the statuses and
+//! phases), and which environment a sandbox gets (`env`).
 
 mod agent;
 mod command;
