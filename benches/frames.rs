@@ -138,6 +138,7 @@ fn session(i: u64) -> Session {
         env_keys: vec![],
         last_message_seq: 0,
         last_event_seq: 0,
+        waiting: 0,
         created_at: t,
         updated_at: t,
         last_activity_at: t,

@@ -4,9 +4,9 @@
 mod common;
 
 use agentdeck::model::{
-    AgentRecord, MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, NewSession,
-    NewTask, Part, Phase, SessionCreation, SessionPatch, SessionQuery, SessionStatus, TaskKind,
-    TaskQuery, TaskStatus, Transition,
+    AgentRecord, AskKind, AskStatus, MessagePatch, MessageRole, MessageStatus, NewAsk, NewEvent,
+    NewMessage, NewSession, NewTask, Part, Phase, SessionCreation, SessionPatch, SessionQuery,
+    SessionStatus, TaskKind, TaskQuery, TaskStatus, Transition,
 };
 use agentdeck::store::{Change, ChangeFeed, Store, StoreError};
 use common::{TestDb, eventually};
@@ -752,6 +752,158 @@ async fn one_singleton_holder_at_a_time(db: TestDb) {
     assert!(one.try_singleton("reaper", "p1").await.unwrap().is_none());
 }
 
+fn ask(id: &str, kind: AskKind) -> NewAsk {
+    NewAsk {
+        id: id.to_string(),
+        kind,
+        title: "bash".into(),
+        detail: serde_json::json!({"patterns": ["rm -rf /tmp/x"], "metadata": {"command": "rm -rf /tmp/x"}}),
+    }
+}
+
+/// The human in the loop: an ask is recorded once, counted on its session while it waits, and
+/// answered once; the second answer is refused naming the first, a reopened ask waits again,
+/// and one the agent gave up on is refused as such.
+async fn asks_are_answered_once(db: TestDb) {
+    let store = db.open().await;
+    let session = store
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
+    let waiting = |id| {
+        let store = store.clone();
+        async move { store.get_session(id).await.unwrap().unwrap().waiting }
+    };
+    assert!(
+        store
+            .record_ask(session.id, &ask("per_1", AskKind::Permission))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_ask(session.id, &ask("per_1", AskKind::Permission))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_ask(session.id, &ask("que_2", AskKind::Question))
+            .await
+            .unwrap()
+    );
+    assert_eq!(waiting(session.id).await, 2);
+    let pending = store.list_asks(session.id, true).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|a| (a.id.as_str(), a.kind, a.status))
+            .collect::<Vec<_>>(),
+        [
+            ("per_1", AskKind::Permission, AskStatus::Pending),
+            ("que_2", AskKind::Question, AskStatus::Pending)
+        ]
+    );
+    assert_eq!(pending[0].detail["metadata"]["command"], "rm -rf /tmp/x");
+
+    let reply = serde_json::json!({"reply": "reject"});
+    let answered = store
+        .answer_ask(
+            session.id,
+            "per_1",
+            &reply,
+            Some("not on prod"),
+            "cockpit:alice",
+        )
+        .await
+        .unwrap();
+    assert_eq!(answered.status, AskStatus::Answered);
+    assert_eq!(answered.answer, Some(reply.clone()));
+    assert_eq!(answered.message.as_deref(), Some("not on prod"));
+    assert_eq!(answered.answered_by.as_deref(), Some("cockpit:alice"));
+    assert!(answered.answered_at.is_some());
+    assert_eq!(waiting(session.id).await, 1);
+    let err = store
+        .answer_ask(
+            session.id,
+            "per_1",
+            &serde_json::json!({"reply": "once"}),
+            None,
+            "api:bob",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("already answered") && m.contains("cockpit:alice") && m.contains("reject")),
+        "{err}"
+    );
+    let err = store
+        .answer_ask(session.id, "per_nope", &reply, None, "api:bob")
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+
+    // Reopened only by whoever answered (the harness did not take that answer).
+    store
+        .reopen_ask(session.id, "per_1", "api:bob")
+        .await
+        .unwrap();
+    assert_eq!(waiting(session.id).await, 1);
+    store
+        .reopen_ask(session.id, "per_1", "cockpit:alice")
+        .await
+        .unwrap();
+    assert_eq!(waiting(session.id).await, 2);
+    assert_eq!(store.list_asks(session.id, true).await.unwrap().len(), 2);
+
+    // Settled without us: gone, or answered in the harness itself.
+    assert!(
+        store
+            .settle_ask(session.id, "que_2", AskStatus::Gone, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .settle_ask(session.id, "que_2", AskStatus::Gone, None)
+            .await
+            .unwrap()
+    );
+    let err = store
+        .answer_ask(
+            session.id,
+            "que_2",
+            &serde_json::json!({"reject": true}),
+            None,
+            "api:bob",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("no longer waits")),
+        "{err}"
+    );
+    let once = serde_json::json!({"reply": "once"});
+    assert!(
+        store
+            .settle_ask(session.id, "per_1", AskStatus::Answered, Some(&once))
+            .await
+            .unwrap()
+    );
+    assert_eq!(waiting(session.id).await, 0);
+    let all = store.list_asks(session.id, false).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].answered_by.as_deref(), Some("agent"));
+    assert_eq!(all[0].answer, Some(once));
+    assert!(store.list_asks(session.id, true).await.unwrap().is_empty());
+
+    let err = store
+        .record_ask(Uuid::now_v7(), &ask("per_3", AskKind::Permission))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
 async fn deleting_nothing_is_harmless(db: TestDb) {
     // Migrations are idempotent: running them again on a migrated store changes nothing.
     let store: Arc<dyn Store> = db.open().await;
@@ -922,4 +1074,5 @@ conformance!(
     one_singleton_holder_at_a_time,
     deleting_nothing_is_harmless,
     commands_are_all_or_nothing,
+    asks_are_answered_once,
 );

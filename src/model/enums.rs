@@ -1,9 +1,5 @@
 //! The small closed vocabularies of the domain, stored as snake_case text.
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
-
 /// A stored value that is not one of the known names.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown {what} {value:?}; expected one of: {expected}")]
@@ -16,7 +12,7 @@ pub struct ParseEnumError {
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vmeta])* $variant),+ }
 
@@ -26,15 +22,15 @@ macro_rules! text_enum {
                 match self { $($name::$variant => $text),+ }
             }
         }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
         }
-        impl FromStr for $name {
-            type Err = ParseEnumError;
+        impl std::str::FromStr for $name {
+            type Err = $crate::model::ParseEnumError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    other => Err(ParseEnumError {
+                    other => Err($crate::model::ParseEnumError {
                         what: $what,
                         value: other.to_string(),
                         expected: [$($text),+].join(", "),

@@ -4,9 +4,11 @@
 //! layer must agree on: a session's state machine (`Command`, `Transition`, the statuses and
 //! phases), and which environment a sandbox gets (`env`).
 
-mod agent;
-mod command;
+#[macro_use]
 mod enums;
+mod agent;
+mod ask;
+mod command;
 pub mod env;
 mod event;
 mod message;
@@ -16,6 +18,7 @@ mod task;
 mod transition;
 
 pub use agent::{AgentRecord, AgentSpec, HarnessKind, Resources};
+pub use ask::{Answer, Ask, AskKind, AskStatus, NewAsk, PermissionReply};
 pub use command::Command;
 pub use enums::{
     MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskKind, TaskStatus,

@@ -29,6 +29,9 @@ pub struct Session {
     pub last_message_seq: i64,
     /// Highest event seq assigned so far (0 when there is none).
     pub last_event_seq: i64,
+    /// How many of the agent's asks (permissions, questions) wait for a person.
+    #[serde(default)]
+    pub waiting: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_activity_at: DateTime<Utc>,

@@ -9,8 +9,9 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::model::{
-    AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
-    SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    AgentRecord, Ask, AskStatus, Event, Message, MessagePatch, NewAsk, NewEvent, NewMessage,
+    NewSession, NewTask, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task,
+    TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 pub use feed::{Change, ChangeFeed};
@@ -155,6 +156,35 @@ pub trait Store: Send + Sync + 'static {
     /// under however many harness events).
     async fn latest_events(&self, session: Uuid, kind: &str, limit: i64) -> Result<Vec<Event>>;
 
+    // --- asks: what an agent waits for a person to answer
+    /// Records an ask the harness raised and counts it as waiting; a second record of the same
+    /// id changes nothing. Returns whether it was new.
+    async fn record_ask(&self, session: Uuid, ask: &NewAsk) -> Result<bool>;
+    /// The session's asks, oldest first; only those still waiting when `pending_only`.
+    async fn list_asks(&self, session: Uuid, pending_only: bool) -> Result<Vec<Ask>>;
+    /// Takes the answer to a waiting ask. The first answer wins: a later one is a conflict that
+    /// says who answered what, and when (or that the agent no longer waits for it).
+    async fn answer_ask(
+        &self,
+        session: Uuid,
+        id: &str,
+        answer: &serde_json::Value,
+        message: Option<&str>,
+        by: &str,
+    ) -> Result<Ask>;
+    /// Puts an ask answered by `by` back to waiting: the harness did not take the answer.
+    async fn reopen_ask(&self, session: Uuid, id: &str, by: &str) -> Result<()>;
+    /// Settles a waiting ask without a person of ours: answered in the harness itself
+    /// (`AskStatus::Answered`, with the answer it reported) or no longer waited for
+    /// (`AskStatus::Gone`). Returns whether it was waiting.
+    async fn settle_ask(
+        &self,
+        session: Uuid,
+        id: &str,
+        status: AskStatus,
+        answer: Option<&serde_json::Value>,
+    ) -> Result<bool>;
+
     // --- tasks
     /// Queues a task. With a dedupe key, an already queued task with that key is returned
     /// instead of a new one.
@@ -212,6 +242,30 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 /// Hides the password of a URL (`postgres://u:secret@h/db` → `postgres://u:***@h/db`).
 /// Why a conditional session update touched nothing, said of the session as it was found: its
 /// status, and the command on its way when it is in a phase of transition.
+pub(crate) fn ask_conflict(found: &Ask) -> StoreError {
+    StoreError::Conflict(match found.status {
+        AskStatus::Answered => format!(
+            "{} {} was already answered ({}) by {} at {}",
+            found.kind,
+            found.id,
+            found
+                .answer
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            found.answered_by.as_deref().unwrap_or("someone"),
+            found
+                .answered_at
+                .map(|t| t.format("%F %T UTC").to_string())
+                .unwrap_or_default()
+        ),
+        _ => format!(
+            "the agent no longer waits for {} {} (its turn ended or its harness restarted)",
+            found.kind, found.id
+        ),
+    })
+}
+
 pub(crate) fn conflict_text(found: &Session) -> String {
     if found.phase.in_transition() {
         format!("session {} is {} ({})", found.id, found.status, found.phase)

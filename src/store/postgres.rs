@@ -5,12 +5,13 @@
 
 use super::feed::{CHANNEL, FANOUT_CAPACITY};
 use super::{
-    Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, conflict_text,
-    redact_url,
+    Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, ask_conflict,
+    conflict_text, redact_url,
 };
 use crate::model::{
-    AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
-    SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    AgentRecord, Ask, AskStatus, Event, Message, MessagePatch, NewAsk, NewEvent, NewMessage,
+    NewSession, NewTask, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task,
+    TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -24,7 +25,7 @@ use uuid::Uuid;
 
 const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_detail, runtime, \
     sandbox_ref, harness_session_id, failure_reason, \
-    ARRAY(SELECT k FROM jsonb_object_keys(env) AS k WHERE k NOT LIKE 'AGENTDECK\\_%') AS env_keys, last_message_seq, last_event_seq, \
+    ARRAY(SELECT k FROM jsonb_object_keys(env) AS k WHERE k NOT LIKE 'AGENTDECK\\_%') AS env_keys, last_message_seq, last_event_seq, waiting, \
     created_at, updated_at, last_activity_at, idle_deadline, stopped_at";
 const MESSAGE_COLUMNS: &str =
     "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
@@ -140,12 +141,63 @@ fn session_from_row(row: &PgRow) -> Result<Session> {
         env_keys,
         last_message_seq: row.try_get("last_message_seq")?,
         last_event_seq: row.try_get("last_event_seq")?,
+        waiting: row.try_get("waiting")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         last_activity_at: row.try_get("last_activity_at")?,
         idle_deadline: row.try_get("idle_deadline")?,
         stopped_at: row.try_get("stopped_at")?,
     })
+}
+
+const ASK_COLUMNS: &str = "session_id, id, kind, status, title, detail, asked_at, answer, message, \
+    answered_by, answered_at";
+
+fn ask_from_row(row: &PgRow) -> Result<Ask> {
+    let Json(detail) = row
+        .try_get::<Json<serde_json::Value>, _>("detail")
+        .map_err(|e| corrupt("ask detail", e))?;
+    let answer = row
+        .try_get::<Option<Json<serde_json::Value>>, _>("answer")
+        .map_err(|e| corrupt("ask answer", e))?
+        .map(|Json(a)| a);
+    Ok(Ask {
+        session_id: row.try_get("session_id")?,
+        id: row.try_get("id")?,
+        kind: parse(row, "kind")?,
+        status: parse(row, "status")?,
+        title: row.try_get("title")?,
+        detail,
+        asked_at: row.try_get("asked_at")?,
+        answer,
+        message: row.try_get("message")?,
+        answered_by: row.try_get("answered_by")?,
+        answered_at: row.try_get("answered_at")?,
+    })
+}
+
+/// Counts a session's waiting asks up or down (and marks it changed, for the change feed).
+async fn count_waiting(conn: &mut PgConnection, session: Uuid, by: i32) -> Result<()> {
+    sqlx::query(
+        "UPDATE sessions SET waiting = greatest(waiting + $2, 0), updated_at = now() WHERE id = $1",
+    )
+    .bind(session)
+    .bind(by)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn get_ask(conn: &mut PgConnection, session: Uuid, id: &str) -> Result<Option<Ask>> {
+    let sql = format!("SELECT {ASK_COLUMNS} FROM asks WHERE session_id = $1 AND id = $2");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(session)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(ask_from_row)
+        .transpose()
 }
 
 fn message_from_row(row: &PgRow) -> Result<Message> {
@@ -674,6 +726,131 @@ impl Store for PgStore {
             .collect::<Result<Vec<_>>>()?;
         events.reverse();
         Ok(events)
+    }
+
+    async fn record_ask(&self, session: Uuid, ask: &NewAsk) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let known: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+                .bind(session)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if known.is_none() {
+            return Err(StoreError::not_found("session", session));
+        }
+        let new = sqlx::query(
+            "INSERT INTO asks (session_id, id, kind, status, title, detail) \
+             VALUES ($1, $2, $3, 'pending', $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(session)
+        .bind(&ask.id)
+        .bind(ask.kind.as_str())
+        .bind(&ask.title)
+        .bind(Json(&ask.detail))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if new {
+            count_waiting(&mut tx, session, 1).await?;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    async fn list_asks(&self, session: Uuid, pending_only: bool) -> Result<Vec<Ask>> {
+        let sql = format!(
+            "SELECT {ASK_COLUMNS} FROM asks WHERE session_id = $1 AND ($2 = false OR status = 'pending') \
+             ORDER BY asked_at, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(session)
+            .bind(pending_only)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(ask_from_row).collect()
+    }
+
+    async fn answer_ask(
+        &self,
+        session: Uuid,
+        id: &str,
+        answer: &serde_json::Value,
+        message: Option<&str>,
+        by: &str,
+    ) -> Result<Ask> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE asks SET status = 'answered', answer = $3, message = $4, answered_by = $5, \
+             answered_at = now() WHERE session_id = $1 AND id = $2 AND status = 'pending' \
+             RETURNING {ASK_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(session)
+            .bind(id)
+            .bind(Json(answer))
+            .bind(message)
+            .bind(by)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(match get_ask(&mut tx, session, id).await? {
+                Some(found) => ask_conflict(&found),
+                None => StoreError::not_found("ask", id),
+            });
+        };
+        count_waiting(&mut tx, session, -1).await?;
+        tx.commit().await?;
+        ask_from_row(&row)
+    }
+
+    async fn reopen_ask(&self, session: Uuid, id: &str, by: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let reopened = sqlx::query(
+            "UPDATE asks SET status = 'pending', answer = NULL, message = NULL, answered_by = NULL, \
+             answered_at = NULL WHERE session_id = $1 AND id = $2 AND status = 'answered' \
+             AND answered_by = $3",
+        )
+        .bind(session)
+        .bind(id)
+        .bind(by)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if reopened {
+            count_waiting(&mut tx, session, 1).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn settle_ask(
+        &self,
+        session: Uuid,
+        id: &str,
+        status: AskStatus,
+        answer: Option<&serde_json::Value>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let settled = sqlx::query(
+            "UPDATE asks SET status = $3, answer = coalesce($4, answer), \
+             answered_by = CASE WHEN $3 = 'answered' THEN 'agent' END, answered_at = now() \
+             WHERE session_id = $1 AND id = $2 AND status = 'pending'",
+        )
+        .bind(session)
+        .bind(id)
+        .bind(status.as_str())
+        .bind(answer.map(Json))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if settled {
+            count_waiting(&mut tx, session, -1).await?;
+        }
+        tx.commit().await?;
+        Ok(settled)
     }
 
     async fn enqueue_task(&self, new: &NewTask) -> Result<Task> {

@@ -7,11 +7,13 @@
 
 use super::feed::FANOUT_CAPACITY;
 use super::{
-    Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, conflict_text,
+    Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, ask_conflict,
+    conflict_text,
 };
 use crate::model::{
-    AgentRecord, Event, Message, MessagePatch, NewEvent, NewMessage, NewSession, NewTask, Session,
-    SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    AgentRecord, Ask, AskStatus, Event, Message, MessagePatch, NewAsk, NewEvent, NewMessage,
+    NewSession, NewTask, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task,
+    TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,7 +33,7 @@ const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_d
     sandbox_ref, harness_session_id, failure_reason, \
     (SELECT json_group_array(key) FROM (SELECT key FROM json_each(env) \
         WHERE key NOT LIKE 'AGENTDECK\\_%' ESCAPE '\\' ORDER BY key)) AS env_keys, \
-    last_message_seq, last_event_seq, created_at, updated_at, last_activity_at, idle_deadline, \
+    last_message_seq, last_event_seq, waiting, created_at, updated_at, last_activity_at, idle_deadline, \
     stopped_at";
 const MESSAGE_COLUMNS: &str =
     "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
@@ -127,12 +129,60 @@ fn session_from_row(row: &SqliteRow) -> Result<Session> {
         env_keys: json(row, "env_keys")?,
         last_message_seq: row.try_get("last_message_seq")?,
         last_event_seq: row.try_get("last_event_seq")?,
+        waiting: row.try_get("waiting")?,
         created_at: at(row.try_get("created_at")?)?,
         updated_at: at(row.try_get("updated_at")?)?,
         last_activity_at: at(row.try_get("last_activity_at")?)?,
         idle_deadline: opt_at(row.try_get("idle_deadline")?)?,
         stopped_at: opt_at(row.try_get("stopped_at")?)?,
     })
+}
+
+const ASK_COLUMNS: &str = "session_id, id, kind, status, title, detail, asked_at, answer, message, \
+    answered_by, answered_at";
+
+fn ask_from_row(row: &SqliteRow) -> Result<Ask> {
+    let answer: Option<String> = row.try_get("answer")?;
+    Ok(Ask {
+        session_id: uuid(row, "session_id")?,
+        id: row.try_get("id")?,
+        kind: parse(row, "kind")?,
+        status: parse(row, "status")?,
+        title: row.try_get("title")?,
+        detail: json(row, "detail")?,
+        asked_at: at(row.try_get("asked_at")?)?,
+        answer: answer
+            .map(|a| serde_json::from_str(&a).map_err(|e| corrupt("answer", e)))
+            .transpose()?,
+        message: row.try_get("message")?,
+        answered_by: row.try_get("answered_by")?,
+        answered_at: opt_at(row.try_get("answered_at")?)?,
+    })
+}
+
+/// Counts a session's waiting asks up or down (and marks it changed, for the change feed).
+async fn count_waiting(conn: &mut SqliteConnection, session: Uuid, by: i32) -> Result<()> {
+    sqlx::query(
+        "UPDATE sessions SET waiting = max(waiting + ?2, 0), updated_at = ?3 WHERE id = ?1",
+    )
+    .bind(session.to_string())
+    .bind(by)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn get_ask(conn: &mut SqliteConnection, session: Uuid, id: &str) -> Result<Option<Ask>> {
+    let sql = format!("SELECT {ASK_COLUMNS} FROM asks WHERE session_id = ? AND id = ?");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(session.to_string())
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(ask_from_row)
+        .transpose()
 }
 
 fn message_from_row(row: &SqliteRow) -> Result<Message> {
@@ -913,6 +963,138 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>>>()?;
         events.reverse();
         Ok(events)
+    }
+
+    async fn record_ask(&self, session: Uuid, ask: &NewAsk) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let known: Option<String> = sqlx::query_scalar("SELECT id FROM sessions WHERE id = ?")
+            .bind(session.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Err(StoreError::not_found("session", session));
+        }
+        let new = sqlx::query(
+            "INSERT INTO asks (session_id, id, kind, status, title, detail, asked_at) \
+             VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(session.to_string())
+        .bind(&ask.id)
+        .bind(ask.kind.as_str())
+        .bind(&ask.title)
+        .bind(to_json(&ask.detail)?)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if new {
+            count_waiting(&mut tx, session, 1).await?;
+        }
+        tx.commit().await?;
+        self.wrote();
+        Ok(new)
+    }
+
+    async fn list_asks(&self, session: Uuid, pending_only: bool) -> Result<Vec<Ask>> {
+        let sql = format!(
+            "SELECT {ASK_COLUMNS} FROM asks WHERE session_id = ? AND (? = 0 OR status = 'pending') \
+             ORDER BY asked_at, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(session.to_string())
+            .bind(pending_only)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(ask_from_row).collect()
+    }
+
+    async fn answer_ask(
+        &self,
+        session: Uuid,
+        id: &str,
+        answer: &serde_json::Value,
+        message: Option<&str>,
+        by: &str,
+    ) -> Result<Ask> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "UPDATE asks SET status = 'answered', answer = ?3, message = ?4, answered_by = ?5, \
+             answered_at = ?6 WHERE session_id = ?1 AND id = ?2 AND status = 'pending' \
+             RETURNING {ASK_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(session.to_string())
+            .bind(id)
+            .bind(to_json(answer)?)
+            .bind(message)
+            .bind(by)
+            .bind(now_ms())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(match get_ask(&mut tx, session, id).await? {
+                Some(found) => ask_conflict(&found),
+                None => StoreError::not_found("ask", id),
+            });
+        };
+        count_waiting(&mut tx, session, -1).await?;
+        tx.commit().await?;
+        self.wrote();
+        ask_from_row(&row)
+    }
+
+    async fn reopen_ask(&self, session: Uuid, id: &str, by: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let reopened = sqlx::query(
+            "UPDATE asks SET status = 'pending', answer = NULL, message = NULL, answered_by = NULL, \
+             answered_at = NULL WHERE session_id = ? AND id = ? AND status = 'answered' \
+             AND answered_by = ?",
+        )
+        .bind(session.to_string())
+        .bind(id)
+        .bind(by)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if reopened {
+            count_waiting(&mut tx, session, 1).await?;
+        }
+        tx.commit().await?;
+        self.wrote();
+        Ok(())
+    }
+
+    async fn settle_ask(
+        &self,
+        session: Uuid,
+        id: &str,
+        status: AskStatus,
+        answer: Option<&serde_json::Value>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let answer = answer.map(to_json).transpose()?;
+        let settled = sqlx::query(
+            "UPDATE asks SET status = ?3, answer = coalesce(?4, answer), \
+             answered_by = CASE WHEN ?3 = 'answered' THEN 'agent' END, answered_at = ?5 \
+             WHERE session_id = ?1 AND id = ?2 AND status = 'pending'",
+        )
+        .bind(session.to_string())
+        .bind(id)
+        .bind(status.as_str())
+        .bind(answer)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if settled {
+            count_waiting(&mut tx, session, -1).await?;
+        }
+        tx.commit().await?;
+        self.wrote();
+        Ok(settled)
     }
 
     async fn enqueue_task(&self, new: &NewTask) -> Result<Task> {

@@ -659,6 +659,7 @@ pub(crate) mod tests {
             env_keys: vec![],
             last_message_seq: 0,
             last_event_seq: 0,
+            waiting: 0,
             created_at: t,
             updated_at: t,
             last_activity_at: t,
