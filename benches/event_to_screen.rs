@@ -54,14 +54,19 @@ const TOOL_PART: &str = "prt_tool";
 /// The marker a frame must show, when it was sent, and who waits for it.
 type Pending = Arc<Mutex<Option<(String, Instant, oneshot::Sender<Duration>)>>>;
 
-/// Whether the terminal's buffer holds `marker` on one of its rows.
+/// Whether the terminal's buffer shows `marker` (which has no spaces). The transcript wraps
+/// long lines at any char, so a marker may continue on the next row: rows are read as one
+/// text without spaces and borders.
 fn shows(term: &Terminal<TestBackend>, marker: &str) -> bool {
-    let buffer = term.backend().buffer();
-    let width = usize::from(buffer.area.width);
-    buffer.content.chunks(width.max(1)).any(|row| {
-        let line: String = row.iter().map(|c| c.symbol()).collect();
-        line.contains(marker)
-    })
+    let text: String = term
+        .backend()
+        .buffer()
+        .content
+        .iter()
+        .map(|c| c.symbol())
+        .filter(|s| !s.trim().is_empty() && *s != "│")
+        .collect();
+    text.contains(marker)
 }
 
 fn screen(term: &Terminal<TestBackend>) -> String {
