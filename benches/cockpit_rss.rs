@@ -241,6 +241,10 @@ fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {
     v[v.len() / 2]
 }
 
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -270,11 +274,11 @@ fn main() {
             std::fs::create_dir_all(&home).expect("a home");
             let r = run_once(&home, &db, n, attempt);
             eprintln!(
-                "cockpit_rss: {n} sessions, run {}: first frame {:.0?}, all loaded {:.0?}; \
+                "cockpit_rss: {n} sessions, run {}: first frame {}, all loaded {}; \
                  at first frame VmRSS {} (VmHWM {}); loaded and settled VmRSS {} (VmHWM {})",
                 attempt + 1,
-                r.first_frame,
-                r.loaded,
+                ms(r.first_frame),
+                ms(r.loaded),
                 mib(r.rss_first),
                 mib(r.hwm_first),
                 mib(r.rss_settled),
@@ -283,13 +287,13 @@ fn main() {
             all.push(r);
         }
         println!(
-            "cockpit_rss: {n} sessions, median of {runs} run(s): start to first frame {:.0?} \
-             (min {:.0?}, max {:.0?}), all loaded {:.0?}; VmRSS at first frame {}, loaded and \
+            "cockpit_rss: {n} sessions, median of {runs} run(s): start to first frame {} \
+             (min {}, max {}), all loaded {}; VmRSS at first frame {}, loaded and \
              settled {}; VmHWM {}",
-            median(all.iter().map(|r| r.first_frame).collect()),
-            all.iter().map(|r| r.first_frame).min().unwrap_or_default(),
-            all.iter().map(|r| r.first_frame).max().unwrap_or_default(),
-            median(all.iter().map(|r| r.loaded).collect()),
+            ms(median(all.iter().map(|r| r.first_frame).collect())),
+            ms(all.iter().map(|r| r.first_frame).min().unwrap_or_default()),
+            ms(all.iter().map(|r| r.first_frame).max().unwrap_or_default()),
+            ms(median(all.iter().map(|r| r.loaded).collect())),
             mib(median(all.iter().map(|r| r.rss_first).collect())),
             mib(median(all.iter().map(|r| r.rss_settled).collect())),
             mib(median(all.iter().map(|r| r.hwm_settled).collect())),

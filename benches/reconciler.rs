@@ -144,15 +144,15 @@ fn reconciler(c: &mut Criterion) {
             }
         });
         let root = tempfile::tempdir().expect("a temp dir");
-        let (core, admin) = rt.block_on(async {
+        let (core, admin, runtime, listed) = rt.block_on(async {
             let store = db.open().await;
             let runtime = Arc::new(InstantRuntime::default());
             let listed = seed(&store, n).await;
-            *runtime.listed.lock().expect("listed") = listed;
+            *runtime.listed.lock().expect("listed") = listed.clone();
             let core = Core::with_store(
                 config("", &db.url(), root.path()),
                 store,
-                runtime,
+                runtime.clone(),
                 Arc::new(ScriptedHarness::new().0),
             );
             let admin = match &db {
@@ -163,7 +163,7 @@ fn reconciler(c: &mut Criterion) {
                 ),
                 BenchDb::Sqlite(_) => None,
             };
-            (core, admin)
+            (core, admin, runtime, listed)
         });
         let db_name = match &db {
             BenchDb::Pg(pg) => pg.name.clone(),
@@ -199,6 +199,19 @@ fn reconciler(c: &mut Criterion) {
                 })
             })
         });
+        // The same pass with the runtime listing no sandbox: what looking up the session of
+        // each listed sandbox costs is the difference.
+        *runtime.listed.lock().expect("listed") = Vec::new();
+        let unlisted: Vec<Duration> = rt.block_on(async {
+            let mut out = Vec::new();
+            for _ in 0..3 {
+                let t0 = Instant::now();
+                core.reconcile_once().await.expect("a reconciler pass");
+                out.push(t0.elapsed());
+            }
+            out
+        });
+        *runtime.listed.lock().expect("listed") = listed;
         let k = passes.len().max(1) as u32;
         let wall: Duration = passes.iter().map(|p| p.wall).sum::<Duration>() / k;
         let cpu: Duration = passes.iter().map(|p| p.cpu).sum::<Duration>() / k;
@@ -221,6 +234,12 @@ fn reconciler(c: &mut Criterion) {
             passes.len(),
             100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9),
             server.map_or(String::new(), |s| format!(", Postgres server CPU {s:.1?}")),
+        ));
+        report.push(format!(
+            "reconciler {backend}: the same with no sandbox listed (live sessions' health only): \
+             wall {:.1?} (mean of {})",
+            unlisted.iter().sum::<Duration>() / unlisted.len().max(1) as u32,
+            unlisted.len()
         ));
         rt.block_on(async {
             if let Some(a) = admin {
