@@ -640,6 +640,13 @@ impl Core {
         }
     }
 
+    /// Runs one reconciler pass now, as the worker's reconciler does every few seconds while
+    /// it holds the role, but without taking the role and with no memory of earlier passes (a
+    /// leftover sandbox's grace starts at this pass). For benchmarks and operators' tooling.
+    pub async fn reconcile_once(&self) -> Result<()> {
+        reconciler::Reconciler::default().pass(self).await
+    }
+
     /// Counts for `/metrics` and the status line.
     pub async fn stats(&self) -> Result<Stats> {
         Ok(Stats {

@@ -265,6 +265,25 @@ async fn clock(tx: mpsc::UnboundedSender<Msg>) {
     }
 }
 
+/// The cockpit's data feeds without its terminal: the store's change feed and the live
+/// deltas, turned into messages on `tx` by the same tasks [`run`] starts (`attached` says which
+/// transcript is shown). For benchmarks of the path from a harness event to the screen.
+pub fn spawn_feeds(
+    core: &Core,
+    tx: mpsc::UnboundedSender<Msg>,
+    attached: watch::Receiver<Option<Uuid>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let ctx = Ctx {
+        core: core.clone(),
+        tx: tx.clone(),
+        logs_for: watch::channel(None).1,
+    };
+    vec![
+        tokio::spawn(follow_changes(ctx, attached.clone())),
+        tokio::spawn(follow_deltas(core.clone(), tx, attached)),
+    ]
+}
+
 /// Turns the store's change feed into fresh data for the app.
 async fn follow_changes(ctx: Ctx, attached: watch::Receiver<Option<Uuid>>) {
     let (core, tx) = (ctx.core.clone(), ctx.tx.clone());
