@@ -13,6 +13,8 @@ The reply depends only on the request, so tests can rely on it:
 * last message is a tool result      -> text "Ran it. Output: <first line of the tool output>"
 * last user message has "run: <cmd>"  -> a `bash` tool call {"command": cmd, "description": ...}
   (only when the request offers tools; finish_reason "tool_calls")
+* last user message has "ask: <question>? <option> | <option> ..." -> a `question` tool call
+  asking that question with those options (when the request offers the `question` tool)
 * a session-title request (opencode's small_model call) -> a short fixed title
 * anything else                       -> text "Scripted reply to: <first 60 chars of the prompt>"
 
@@ -39,6 +41,7 @@ from litellm import CustomLLM
 from litellm.types.utils import GenericStreamingChunk, ModelResponse
 
 RUN_RE = re.compile(r"run:\s*(.+)", re.IGNORECASE)
+ASK_RE = re.compile(r"ask:\s*([^?]+\?)\s*(.*)", re.IGNORECASE)
 TITLE_HINTS = ("title generator", "generate a title", "conversation title", "thread title")
 
 
@@ -104,6 +107,15 @@ def plan(messages: list, optional_params: dict | None) -> dict:
         command = match.group(1).strip().splitlines()[0].strip()
         arguments = json.dumps({"command": command, "description": f"Run {command[:40]}"})
         return {"tool": {"id": _call_id(messages, command), "name": "bash", "arguments": arguments}}
+
+    match = ASK_RE.search(prompt)
+    offered = [t.get("function", {}).get("name") for t in optional_params.get("tools") or []]
+    if match and "question" in offered:
+        question = match.group(1).strip()
+        labels = [o.strip() for o in match.group(2).splitlines()[0].split("|") if o.strip()] if match.group(2).strip() else []
+        options = [{"label": label, "description": f"Answer {label}"} for label in labels or ["yes", "no"]]
+        arguments = json.dumps({"questions": [{"question": question, "header": "Question", "options": options}]})
+        return {"tool": {"id": _call_id(messages, question), "name": "question", "arguments": arguments}}
 
     flat = " ".join(prompt.split())
     return {"text": f"Scripted reply to: {flat[:60]}"}

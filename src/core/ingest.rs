@@ -216,6 +216,9 @@ struct State {
     /// Highest seq read from the store.
     read_to: i64,
     dirty: BTreeSet<i64>,
+    /// Messages text was streamed into (as deltas) since the last flush: their part updates
+    /// wait for the next flush like the deltas do; any other part update is written at once.
+    streaming: HashSet<i64>,
 }
 
 /// Agentdeck's own history replay, echoed by the harness as a user message.
@@ -244,6 +247,7 @@ impl State {
             unlinked_users: VecDeque::new(),
             read_to: 0,
             dirty: BTreeSet::new(),
+            streaming: HashSet::new(),
         };
         state.read_new(core).await?;
         Ok(state)
@@ -401,7 +405,10 @@ impl State {
                 } => match self.links.get(&message_id).copied() {
                     Some((_, MessageRole::User)) => Ok(false),
                     Some((seq, _)) => {
-                        let urgent = matches!(part, Part::Tool { .. });
+                        // A tool call, or a part that arrives whole (not streamed as deltas),
+                        // reaches the store (and the screens following it) at once.
+                        let urgent =
+                            matches!(part, Part::Tool { .. }) || !self.streaming.contains(&seq);
                         upsert(self.parts.entry(seq).or_default(), part_id, part);
                         self.dirty.insert(seq);
                         Ok(urgent)
@@ -458,6 +465,7 @@ impl State {
                         text: delta,
                     });
                     self.dirty.insert(seq);
+                    self.streaming.insert(seq);
                     Ok(false)
                 }
                 Update::Busy => {
@@ -555,6 +563,7 @@ impl State {
                 tracing::warn!(session = %self.session, %err, "cannot record streamed text");
             }
         }
+        self.streaming.clear();
     }
 
     /// Brings the store in line with the harness's whole conversation.
