@@ -92,12 +92,25 @@ impl Api {
 }
 
 fn start_serve(root: &Path, db: &str, stack: &common::stack::Stack, port: u16) -> Serve {
+    start_serve_with(root, db, stack, port, "")
+}
+
+/// `agentdeck serve` with agent `coder` (opencode on the scripted model), and `extra` config.
+fn start_serve_with(
+    root: &Path,
+    db: &str,
+    stack: &common::stack::Stack,
+    port: u16,
+    extra: &str,
+) -> Serve {
     let config = root.join("agentdeck.toml");
     std::fs::write(
         &config,
-        "[agents.coder]\nmodel = \"litellm/scripted\"\n\
-         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n\
-         [sessions]\nphase_timeout = \"90s\"\n",
+        format!(
+            "[agents.coder]\nmodel = \"litellm/scripted\"\n\
+             command = [\"opencode\", \"serve\", \"--hostname\", \"{{host}}\", \"--port\", \"{{port}}\"]\n\
+             {extra}\n[sessions]\nphase_timeout = \"90s\"\n"
+        ),
     )
     .unwrap();
     let log = std::fs::File::create(root.join("serve.log")).unwrap();
@@ -895,4 +908,214 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
     .await;
     worker.stop(Duration::from_secs(5)).await;
     drop(namespaces);
+}
+
+/// The human in the loop, with the real opencode: an agent whose `bash` needs permission waits
+/// for a person; the request is listed (the session counts it); a rejection with a reason
+/// reaches the agent; a second answer is refused naming the first; the next call, allowed once,
+/// runs; the agent's question is answered with a label. Bad answers are 4xx and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_asks_and_a_person_answers() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    agentdeck::net::ensure_crypto();
+    let db = TestDb::postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _serve = start_serve_with(
+        root.path(),
+        db.url(),
+        &stack,
+        port,
+        "[agents.coder.permission]\nbash = \"ask\"\n",
+    );
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    eventually(Duration::from_secs(30), "serve to answer", || async {
+        api.http
+            .get(format!("{}/healthz", api.base))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    let (status, created) = api
+        .post(
+            "/api/sessions",
+            json!({"agent_id": "coder", "initial_prompt": "run: echo perm-one"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let pending = |kind: &'static str| {
+        let api = &api;
+        let id = id.clone();
+        async move {
+            api.get(&format!("/api/sessions/{id}/{kind}?status=pending"))
+                .await[kind]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+
+    // 1. The call waits for a person; the request says what it wants to run.
+    let asked = eventually(TURN, "the permission request", || async {
+        pending("permissions").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(asked["title"], "bash", "{asked}");
+    assert_eq!(asked["status"], "pending");
+    assert!(
+        asked["detail"]["metadata"]["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("echo perm-one")),
+        "{asked}"
+    );
+    let session = api.get(&format!("/api/sessions/{id}")).await;
+    assert_eq!(session["waiting"], 1, "{session}");
+    let pid = asked["id"].as_str().unwrap().to_string();
+
+    // Bad answers: refused, and nothing changes.
+    let (status, body) = api
+        .post(
+            &format!("/api/sessions/{id}/permissions/{pid}"),
+            json!({"reply": "maybe"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api
+        .post(
+            &format!("/api/sessions/{id}/permissions/per_nope"),
+            json!({"reply": "once"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api
+        .post(
+            &format!("/api/sessions/{id}/questions/{pid}"),
+            json!({"answers": [["yes"]]}),
+        )
+        .await;
+    assert_eq!(status, 400, "a permission is not a question: {body}");
+    assert_eq!(pending("permissions").await.len(), 1);
+
+    // 2. Rejected with a reason: the agent hears it; a second answer is refused.
+    let (status, answered) = api
+        .post(
+            &format!("/api/sessions/{id}/permissions/{pid}"),
+            json!({"reply": "reject", "message": "not on prod"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answered}");
+    assert_eq!(answered["status"], "answered");
+    assert_eq!(answered["answered_by"], "api");
+    let (status, body) = api
+        .post(
+            &format!("/api/sessions/{id}/permissions/{pid}"),
+            json!({"reply": "once"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let said = body["message"].as_str().unwrap_or("");
+    assert!(
+        said.contains("already answered") && said.contains("reject"),
+        "{body}"
+    );
+    let messages = api.reply_containing(&id, "not on prod").await;
+    let rejected = messages
+        .iter()
+        .flat_map(|m| m["parts"].as_array().cloned().unwrap_or_default())
+        .find(|p| p["type"] == "tool" && p["input"]["command"] == "echo perm-one")
+        .expect("the rejected tool call is in the transcript");
+    assert_eq!(rejected["status"], "error", "{rejected}");
+    assert!(
+        rejected["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not on prod")),
+        "{rejected}"
+    );
+
+    // 3. The next call, allowed once, runs.
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{id}/messages"),
+            json!({"text": "run: echo perm-two"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let asked = eventually(TURN, "the second permission request", || async {
+        pending("permissions").await.into_iter().next()
+    })
+    .await;
+    let pid2 = asked["id"].as_str().unwrap().to_string();
+    assert_ne!(pid2, pid);
+    let (status, body) = api
+        .post(
+            &format!("/api/sessions/{id}/permissions/{pid2}"),
+            json!({"reply": "once"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    api.reply_containing(&id, "Ran it. Output: perm-two").await;
+    let all = api.get(&format!("/api/sessions/{id}/permissions")).await["permissions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let trail: Vec<(Value, Value, Value)> = all
+        .iter()
+        .map(|a| {
+            (
+                a["answer"]["reply"].clone(),
+                a["message"].clone(),
+                a["answered_by"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            (json!("reject"), json!("not on prod"), json!("api")),
+            (json!("once"), Value::Null, json!("api")),
+        ]
+    );
+
+    // 4. A question, answered with a label.
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{id}/messages"),
+            json!({"text": "ask: Which region? eu-west | us-east"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let question = eventually(TURN, "the question", || async {
+        pending("questions").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        question["detail"]["questions"][0]["question"], "Which region?",
+        "{question}"
+    );
+    let qid = question["id"].as_str().unwrap().to_string();
+    let (status, body) = api
+        .post(
+            &format!("/api/sessions/{id}/questions/{qid}"),
+            json!({"answers": []}),
+        )
+        .await;
+    assert_eq!(status, 400, "one list of labels per question: {body}");
+    let (status, body) = api
+        .post(
+            &format!("/api/sessions/{id}/questions/{qid}"),
+            json!({"answers": [["eu-west"]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    api.reply_containing(&id, "eu-west").await;
+    let session = api.get(&format!("/api/sessions/{id}")).await;
+    assert_eq!(session["waiting"], 0, "{session}");
 }

@@ -108,6 +108,7 @@ fn agent(command: &[&str]) -> AgentSpec {
         command: command.iter().map(|s| s.to_string()).collect(),
         env: BTreeMap::new(),
         idle_timeout: Duration::from_secs(60),
+        permission: Default::default(),
     }
 }
 

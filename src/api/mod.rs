@@ -39,6 +39,16 @@ pub fn router(core: Core) -> Router {
         )
         .route("/api/sessions/{id}/events", get(events::stream))
         .route("/api/sessions/{id}/diagnosis", get(sessions::diagnosis))
+        .route("/api/sessions/{id}/permissions", get(sessions::permissions))
+        .route(
+            "/api/sessions/{id}/permissions/{ask}",
+            post(sessions::answer_permission),
+        )
+        .route("/api/sessions/{id}/questions", get(sessions::questions))
+        .route(
+            "/api/sessions/{id}/questions/{ask}",
+            post(sessions::answer_question),
+        )
         .route("/api/sessions/{id}/{action}", post(sessions::act))
         .route("/api/agents", get(sessions::agents))
         .route("/healthz", get(metrics::healthz))

@@ -4,7 +4,9 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use crate::core::CreateSession;
-use crate::model::{Message, Session, SessionQuery, SessionStatus};
+use crate::model::{
+    Answer, Ask, AskKind, Message, PermissionReply, Session, SessionQuery, SessionStatus,
+};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -202,6 +204,127 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
     Ok(Json(visible(&state, &caller, &id).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AsksQuery {
+    /// `pending`: only what still waits for a person.
+    status: Option<String>,
+}
+
+fn pending_only(q: &AsksQuery) -> Result<bool, ApiError> {
+    match q.status.as_deref() {
+        None | Some("") => Ok(false),
+        Some("pending") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "unknown status filter {other:?}; use status=pending or leave it out"
+        ))),
+    }
+}
+
+/// Who answers through the API, for the audit trail.
+fn answerer(caller: &Caller) -> String {
+    match caller {
+        Caller::Anyone => "api".to_string(),
+        Caller::Team(team) => format!("api:{team}"),
+    }
+}
+
+/// `GET /api/sessions/{id}/permissions`: the agent's permission requests, oldest first, with
+/// who answered what and when.
+pub async fn permissions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Params(q): Params<AsksQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    let asks = state
+        .core
+        .asks(session.id, Some(AskKind::Permission), pending_only(&q)?)
+        .await?;
+    Ok(Json(serde_json::json!({ "permissions": asks })))
+}
+
+/// `GET /api/sessions/{id}/questions`: the agent's questions, oldest first.
+pub async fn questions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Params(q): Params<AsksQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    let asks = state
+        .core
+        .asks(session.id, Some(AskKind::Question), pending_only(&q)?)
+        .await?;
+    Ok(Json(serde_json::json!({ "questions": asks })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionBody {
+    reply: String,
+    message: Option<String>,
+}
+
+/// `POST /api/sessions/{id}/permissions/{pid}` `{"reply": "once"|"always"|"reject", "message"?}`.
+pub async fn answer_permission(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, ask)): Path<(String, String)>,
+    Body(body): Body<PermissionBody>,
+) -> Result<Json<Ask>, ApiError> {
+    let reply = body
+        .reply
+        .parse::<PermissionReply>()
+        .map_err(|e| ApiError::bad_request(format!("{e}")))?;
+    let session = visible(&state, &caller, &id).await?;
+    let answer = Answer::Permission {
+        reply,
+        message: body.message,
+    };
+    Ok(Json(
+        state
+            .core
+            .answer(session.id, &ask, answer, &answerer(&caller))
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionBody {
+    answers: Option<Vec<Vec<String>>>,
+    #[serde(default)]
+    reject: bool,
+}
+
+/// `POST /api/sessions/{id}/questions/{qid}` `{"answers": [["label", …], …]}` or
+/// `{"reject": true}`.
+pub async fn answer_question(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, ask)): Path<(String, String)>,
+    Body(body): Body<QuestionBody>,
+) -> Result<Json<Ask>, ApiError> {
+    let answer = match (body.answers, body.reject) {
+        (Some(answers), false) => Answer::Question { answers },
+        (None, true) => Answer::RejectQuestion,
+        _ => {
+            return Err(ApiError::bad_request(
+                "give either answers (one list of labels per question) or \"reject\": true",
+            ));
+        }
+    };
+    let session = visible(&state, &caller, &id).await?;
+    Ok(Json(
+        state
+            .core
+            .answer(session.id, &ask, answer, &answerer(&caller))
+            .await?,
+    ))
 }
 
 /// `GET /api/sessions/{id}/diagnosis`: everything about the session and what to do.

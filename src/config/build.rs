@@ -115,6 +115,7 @@ fn agents(layers: &[Parsed]) -> Result<BTreeMap<String, AgentSpec>, ConfigError>
                 command: a.command.clone().unwrap_or_default(),
                 env: a.env.clone(),
                 idle_timeout: a.idle_timeout.unwrap_or(Duration::from_secs(30 * 60)),
+                permission: a.permission.clone(),
                 id,
             },
         );

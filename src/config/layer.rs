@@ -3,7 +3,7 @@
 //! layer's agent replacing the lower one's whole.
 
 use super::duration;
-use crate::model::{HarnessKind, Resources};
+use crate::model::{HarnessKind, Resources, ToolPolicy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -189,4 +189,7 @@ pub struct AgentLayer {
     pub env: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub idle_timeout: Option<Duration>,
+    /// tool → allow | ask | deny
+    #[serde(default)]
+    pub permission: BTreeMap<String, ToolPolicy>,
 }

@@ -12,6 +12,8 @@ pub enum CoreError {
     UnknownAgent { id: String, known: String },
     #[error("session {0} not found")]
     SessionNotFound(Uuid),
+    #[error("session {session} has no ask {id:?}")]
+    AskNotFound { session: Uuid, id: String },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]

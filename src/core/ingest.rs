@@ -11,7 +11,7 @@ use super::Core;
 use super::worker::acquire;
 use crate::harness::{HarnessEvent, HarnessMessage, MessageInfo, Update};
 use crate::model::{
-    MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, Part, SessionPatch,
+    AskStatus, MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, Part, SessionPatch,
     SessionQuery, SessionStatus, Transition,
 };
 use crate::store::SingletonGuard;
@@ -108,6 +108,48 @@ async fn live_sessions(core: &Core) -> super::Result<BTreeSet<Uuid>> {
     Ok(out)
 }
 
+/// Brings the session's asks in line with what the harness waits for: what was asked while
+/// nobody listened is recorded, and what we have as waiting that the harness no longer has (it
+/// restarted, or the turn ended) is settled as gone.
+async fn catch_up_asks(
+    core: &Core,
+    id: Uuid,
+    endpoint: &crate::harness::Endpoint,
+    harness_session: &str,
+) {
+    let waiting = match core.harness().pending_asks(endpoint).await {
+        Ok(all) => all,
+        Err(err) => {
+            tracing::debug!(session = %id, %err, "cannot list what the harness waits for");
+            return;
+        }
+    };
+    let mut open = HashSet::new();
+    for (session, ask) in waiting {
+        if session != harness_session {
+            continue;
+        }
+        open.insert(ask.id.clone());
+        super::write_aside("recording what the agent asks", id, || {
+            core.store().record_ask(id, &ask)
+        })
+        .await;
+    }
+    let stored = match core.store().list_asks(id, true).await {
+        Ok(stored) => stored,
+        Err(err) => {
+            tracing::warn!(session = %id, %err, "cannot read the session's asks");
+            return;
+        }
+    };
+    for ask in stored.into_iter().filter(|a| !open.contains(&a.id)) {
+        super::write_aside("settling an ask the agent no longer waits for", id, || {
+            core.store().settle_ask(id, &ask.id, AskStatus::Gone, None)
+        })
+        .await;
+    }
+}
+
 /// Follows one session's harness until the session is no longer live.
 async fn pump(core: Core, id: Uuid) {
     let mut state = match State::load(&core, id).await {
@@ -161,6 +203,7 @@ async fn pump(core: Core, id: Uuid) {
             }
             Err(err) => tracing::debug!(session = %id, %err, "cannot list the harness's messages"),
         }
+        catch_up_asks(&core, id, &endpoint, &harness_session).await;
         let mut batch: Vec<NewEvent> = Vec::new();
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         loop {
@@ -495,6 +538,21 @@ impl State {
                     .await;
                     Ok(true)
                 }
+                Update::Asked(ask) => {
+                    super::write_aside("recording what the agent asks", self.session, || {
+                        core.store().record_ask(self.session, &ask)
+                    })
+                    .await;
+                    Ok(true)
+                }
+                Update::AskSettled { id, status, answer } => {
+                    super::write_aside("settling an ask", self.session, || {
+                        core.store()
+                            .settle_ask(self.session, &id, status, answer.as_ref())
+                    })
+                    .await;
+                    Ok(false)
+                }
                 Update::Other => Ok(false),
             }
         }
@@ -531,6 +589,14 @@ impl State {
             core.store().update_session(self.session, &patch)
         })
         .await;
+        // A turn that ended waits for nothing: what is still open was dropped with it.
+        for ask in core.store().list_asks(self.session, true).await? {
+            super::write_aside("settling an ask the turn left open", self.session, || {
+                core.store()
+                    .settle_ask(self.session, &ask.id, AskStatus::Gone, None)
+            })
+            .await;
+        }
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! that two writers racing cannot take a session where the machine does not go. The front ends
 //! see only this module's vocabulary (`Change`, `FleetRow`, `Diagnosis`) and the model's.
 
+mod asks;
 mod diagnose;
 mod error;
 pub mod ingest;

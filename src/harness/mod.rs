@@ -8,7 +8,7 @@ pub mod opencode;
 pub mod sse;
 
 use crate::config::AgentSpec;
-use crate::model::{MessageRole, Part};
+use crate::model::{Answer, AskStatus, MessageRole, NewAsk, Part};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use std::collections::BTreeMap;
@@ -22,6 +22,9 @@ pub enum HarnessError {
     UnknownSession(String),
     #[error("the harness refused the request: {0}")]
     Refused(String),
+    /// What an answer was for is not waiting in the harness (any more).
+    #[error("the agent no longer waits for it: {0}")]
+    NotWaiting(String),
 }
 
 /// Where a session's harness answers, and the password it was started with (none for a
@@ -110,6 +113,14 @@ pub enum Update {
     Busy,
     Idle,
     Error(String),
+    /// The agent asks a person (a permission, a question) and waits.
+    Asked(NewAsk),
+    /// An ask was settled in the harness: answered (with the answer it reports) or dropped.
+    AskSettled {
+        id: String,
+        status: AskStatus,
+        answer: Option<serde_json::Value>,
+    },
     /// Anything else (kept in the raw event log only).
     Other,
 }
@@ -161,6 +172,26 @@ pub trait Harness: Send + Sync + 'static {
         endpoint: &Endpoint,
         session: &str,
     ) -> Result<Vec<HarnessMessage>, HarnessError>;
+    /// Everything the harness waits for a person to answer, with the harness session each is
+    /// in (after a reconnect: what was asked while nobody listened).
+    async fn pending_asks(
+        &self,
+        _endpoint: &Endpoint,
+    ) -> Result<Vec<(String, NewAsk)>, HarnessError> {
+        Ok(Vec::new())
+    }
+    /// Gives the harness a person's answer to ask `id`. `NotWaiting` when it does not wait for
+    /// it (any more).
+    async fn answer(
+        &self,
+        _endpoint: &Endpoint,
+        id: &str,
+        _answer: &Answer,
+    ) -> Result<(), HarnessError> {
+        Err(HarnessError::NotWaiting(format!(
+            "this harness asks nothing, so {id} is not waiting"
+        )))
+    }
     /// The harness's event bus, decoded; ends when the connection does (reconnect to go on).
     async fn events(&self, endpoint: &Endpoint) -> Result<EventStream, HarnessError>;
     /// The harness's own configuration files for a sandbox of `agent` (relative path →

@@ -59,7 +59,19 @@ pub struct AgentSpec {
     pub env: BTreeMap<String, String>,
     #[serde(serialize_with = "serialize_duration")]
     pub idle_timeout: Duration,
+    /// What the agent may do without asking, per tool (`bash`, `edit`, `webfetch` …): tools
+    /// not listed are allowed, as they always were.
+    pub permission: BTreeMap<String, ToolPolicy>,
 }
+
+text_enum!(
+    /// Whether an agent may use a tool: freely, after a person allows it, or never.
+    ToolPolicy, "tool policy" {
+        Allow => "allow",
+        Ask => "ask",
+        Deny => "deny",
+    }
+);
 
 impl AgentSpec {
     /// What the store keeps of the agent: everything but the values of its env.

@@ -72,6 +72,7 @@ pub fn test_agent(command: &[&str]) -> agentdeck::config::AgentSpec {
         command: command.iter().map(|a| a.to_string()).collect(),
         env: std::collections::BTreeMap::new(),
         idle_timeout: std::time::Duration::from_secs(600),
+        permission: Default::default(),
     }
 }
 

@@ -203,6 +203,33 @@ impl Client {
         self.call(endpoint, req, "send prompt").await.map(|_| ())
     }
 
+    /// What opencode waits for a person to answer: `GET /permission` or `GET /question`.
+    pub async fn pending(
+        &self,
+        endpoint: &Endpoint,
+        what: &str,
+    ) -> Result<Vec<Value>, HarnessError> {
+        let req = self.req(reqwest::Method::GET, endpoint, &format!("/{what}"));
+        let v = self.call(endpoint, req, &format!("list {what}s")).await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Answers a permission request or a question: `POST /{permission|question}/:id/{route}`.
+    /// A request opencode does not have (answered, or lost in a restart) is `NotWaiting`.
+    pub async fn reply(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        body: Value,
+    ) -> Result<(), HarnessError> {
+        let req = self.req(reqwest::Method::POST, endpoint, path).json(&body);
+        match self.call(endpoint, req, "answer").await {
+            Ok(_) => Ok(()),
+            Err(HarnessError::UnknownSession(why)) => Err(HarnessError::NotWaiting(why)),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn abort(&self, endpoint: &Endpoint, session: &str) -> Result<(), HarnessError> {
         let req = self.req(
             reqwest::Method::POST,

@@ -2,8 +2,8 @@
 //! types and part types are kept (as `Other`), never an error.
 
 use crate::harness::{HarnessEvent, HarnessMessage, MessageInfo, Update};
-use crate::model::{MessageRole, Part, ToolStatus};
-use serde_json::Value;
+use crate::model::{AskKind, AskStatus, MessageRole, NewAsk, Part, ToolStatus};
+use serde_json::{Value, json};
 
 fn text(v: &Value) -> Option<String> {
     v.as_str().map(str::to_string)
@@ -121,6 +121,12 @@ pub fn event(raw: &Value) -> HarnessEvent {
             Some("idle") => Update::Idle,
             _ => Update::Other,
         },
+        "permission.asked" | "question.asked" => {
+            ask(&kind, props).map_or(Update::Other, Update::Asked)
+        }
+        "permission.replied" => settled(props, json!({ "reply": props["reply"] })),
+        "question.replied" => settled(props, json!({ "answers": props["answers"] })),
+        "question.rejected" => settled(props, json!({ "reject": true })),
         "session.idle" => Update::Idle,
         "session.error" => Update::Error(
             error_text(&props["error"]).unwrap_or_else(|| "the harness reported an error".into()),
@@ -132,6 +138,45 @@ pub fn event(raw: &Value) -> HarnessEvent {
         kind,
         payload: props.clone(),
         update,
+    }
+}
+
+/// A permission request (`permission.asked`, an entry of `GET /permission`) or a question
+/// (`question.asked`, `GET /question`) as an ask. The detail keeps what opencode said, but the
+/// ids already in the ask.
+pub fn ask(kind: &str, props: &Value) -> Option<NewAsk> {
+    let id = text(&props["id"])?;
+    let mut detail = props.clone();
+    if let Some(map) = detail.as_object_mut() {
+        map.remove("id");
+        map.remove("sessionID");
+    }
+    let (kind, title) = if kind.starts_with("question") {
+        let header = props["questions"][0]["header"]
+            .as_str()
+            .or_else(|| props["questions"][0]["question"].as_str())
+            .unwrap_or("question");
+        (AskKind::Question, header.to_string())
+    } else {
+        let tool = props["permission"].as_str().unwrap_or("permission");
+        (AskKind::Permission, tool.to_string())
+    };
+    Some(NewAsk {
+        id,
+        kind,
+        title,
+        detail,
+    })
+}
+
+fn settled(props: &Value, answer: Value) -> Update {
+    match text(&props["requestID"]) {
+        Some(id) => Update::AskSettled {
+            id,
+            status: AskStatus::Answered,
+            answer: Some(answer),
+        },
+        None => Update::Other,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::harness::sse::SseParser;
 use crate::harness::{
     Endpoint, EventStream, GatewayAccess, Harness, HarnessError, HarnessMessage, Prompt,
 };
+use crate::model::{Answer, NewAsk};
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::json;
@@ -84,6 +85,49 @@ impl Harness for Opencode {
 
     async fn abort(&self, endpoint: &Endpoint, session: &str) -> Result<(), HarnessError> {
         self.client.abort(endpoint, session).await
+    }
+
+    async fn pending_asks(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<Vec<(String, NewAsk)>, HarnessError> {
+        let mut all = Vec::new();
+        for (what, kind) in [
+            ("permission", "permission.asked"),
+            ("question", "question.asked"),
+        ] {
+            for raw in self.client.pending(endpoint, what).await? {
+                let session = raw["sessionID"].as_str().map(str::to_string);
+                if let (Some(session), Some(ask)) = (session, decode::ask(kind, &raw)) {
+                    all.push((session, ask));
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    async fn answer(
+        &self,
+        endpoint: &Endpoint,
+        id: &str,
+        answer: &Answer,
+    ) -> Result<(), HarnessError> {
+        let id = path_segment(id);
+        let (path, body) = match answer {
+            Answer::Permission { reply, message } => {
+                let mut body = json!({ "reply": reply.as_str() });
+                if let Some(message) = message.as_deref().filter(|m| !m.trim().is_empty()) {
+                    body["message"] = json!(message);
+                }
+                (format!("/permission/{id}/reply"), body)
+            }
+            Answer::Question { answers } => (
+                format!("/question/{id}/reply"),
+                json!({ "answers": answers }),
+            ),
+            Answer::RejectQuestion => (format!("/question/{id}/reject"), json!({})),
+        };
+        self.client.reply(endpoint, &path, body).await
     }
 
     async fn messages(
@@ -197,7 +241,7 @@ impl Harness for Opencode {
             "small_model": agent.model,
             "autoupdate": false,
             "share": "disabled",
-            "permission": { "edit": "allow", "bash": "allow", "webfetch": "allow" }
+            "permission": permission(agent),
         });
         // opencode installs its plugin package from npm at start unless its config dir already
         // lists it as installed; seed that, so a sandbox makes no registry call and stops
@@ -231,4 +275,31 @@ impl Harness for Opencode {
             ("OPENCODE_SERVER_PASSWORD".to_string(), password.to_string()),
         ])
     }
+}
+
+/// The agent's tool policy as opencode's `permission` block: every tool allowed unless the
+/// agent's `permission` table says otherwise (`ask` makes opencode wait for a person).
+fn permission(agent: &AgentSpec) -> serde_json::Value {
+    let mut policy = serde_json::Map::new();
+    for tool in ["edit", "bash", "webfetch"] {
+        policy.insert(tool.to_string(), json!("allow"));
+    }
+    for (tool, rule) in &agent.permission {
+        policy.insert(tool.clone(), json!(rule.as_str()));
+    }
+    serde_json::Value::Object(policy)
+}
+
+/// An id from opencode, made safe as one path segment (they are `per_…`/`que_…` words; anything
+/// else is percent-encoded rather than trusted).
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
