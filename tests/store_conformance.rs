@@ -904,6 +904,36 @@ async fn asks_are_answered_once(db: TestDb) {
     assert!(err.is_not_found(), "{err}");
 }
 
+/// Many sessions' statuses in one read: those the store knows, whatever else is asked (more
+/// ids than SQLite binds in one statement).
+async fn statuses_of_many_sessions(db: TestDb) {
+    let store = db.open().await;
+    let a = store
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
+    let b = store
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
+    store
+        .update_session(
+            b.id,
+            &SessionPatch::status(SessionStatus::Dead, Phase::Dead),
+        )
+        .await
+        .unwrap();
+    let mut ids: Vec<Uuid> = (0..1200).map(|_| Uuid::now_v7()).collect();
+    ids.insert(700, b.id);
+    ids.push(a.id);
+    let mut found = store.session_statuses(&ids).await.unwrap();
+    found.sort();
+    let mut want = vec![(a.id, SessionStatus::Creating), (b.id, SessionStatus::Dead)];
+    want.sort();
+    assert_eq!(found, want);
+    assert!(store.session_statuses(&[]).await.unwrap().is_empty());
+}
+
 async fn deleting_nothing_is_harmless(db: TestDb) {
     // Migrations are idempotent: running them again on a migrated store changes nothing.
     let store: Arc<dyn Store> = db.open().await;
@@ -1075,4 +1105,5 @@ conformance!(
     deleting_nothing_is_harmless,
     commands_are_all_or_nothing,
     asks_are_answered_once,
+    statuses_of_many_sessions,
 );

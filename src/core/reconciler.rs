@@ -10,7 +10,7 @@
 use super::Core;
 use crate::model::{NewEvent, SessionPatch, SessionQuery, SessionStatus, TaskKind, Transition};
 use crate::runtime::{HealthChange, HealthPhase, SandboxHealth};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -108,21 +108,27 @@ impl Reconciler {
                 return Ok(());
             }
         };
-        let mut seen = Vec::new();
+        // One read for every listed sandbox's session, not one per sandbox.
+        let ids: Vec<Uuid> = listed.iter().filter_map(|item| item.session_id).collect();
+        let ended: HashSet<Uuid> = core
+            .store()
+            .session_statuses(&ids)
+            .await?
+            .into_iter()
+            .filter(|(_, status)| *status == SessionStatus::Dead)
+            .map(|(id, _)| id)
+            .collect();
+        let mut seen = HashSet::new();
         for item in listed {
             let Some(session_id) = item.session_id else {
                 continue;
             };
             // A sandbox whose session this store does not know may belong to another
             // agentdeck (another store sharing a namespace or a local root): leave it alone.
-            let leftover = match core.store().get_session(session_id).await? {
-                None => false,
-                Some(s) => s.status == SessionStatus::Dead,
-            };
-            if !leftover {
+            if !ended.contains(&session_id) {
                 continue;
             }
-            seen.push(item.sandbox.name.clone());
+            seen.insert(item.sandbox.name.clone());
             let since = *self
                 .orphans
                 .entry(item.sandbox.name.clone())

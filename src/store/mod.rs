@@ -104,6 +104,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>>;
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<Session>>;
     async fn count_sessions(&self) -> Result<Vec<(SessionStatus, i64)>>;
+    /// The status of each of `ids` this store knows (one read for many sessions).
+    async fn session_statuses(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, SessionStatus)>>;
     /// Applies a patch; `NotFound` when the session does not exist, `Conflict` when
     /// `only_if_status` does not hold.
     async fn update_session(&self, id: Uuid, patch: &SessionPatch) -> Result<Session>;

@@ -728,6 +728,16 @@ impl Store for PgStore {
         Ok(events)
     }
 
+    async fn session_statuses(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, SessionStatus)>> {
+        let rows = sqlx::query("SELECT id, status FROM sessions WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, parse(row, "status")?)))
+            .collect()
+    }
+
     async fn record_ask(&self, session: Uuid, ask: &NewAsk) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let known: Option<Uuid> =

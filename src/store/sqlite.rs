@@ -965,6 +965,19 @@ impl Store for SqliteStore {
         Ok(events)
     }
 
+    async fn session_statuses(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, SessionStatus)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        // SQLite binds at most a few thousand values per statement.
+        for chunk in ids.chunks(500) {
+            let mut b = QueryBuilder::new("SELECT id, status FROM sessions WHERE id IN ");
+            push_in(&mut b, chunk.iter());
+            for row in b.build().fetch_all(&self.pool).await? {
+                out.push((uuid(&row, "id")?, parse(&row, "status")?));
+            }
+        }
+        Ok(out)
+    }
+
     async fn record_ask(&self, session: Uuid, ask: &NewAsk) -> Result<bool> {
         let mut tx = self.begin().await?;
         let known: Option<String> = sqlx::query_scalar("SELECT id FROM sessions WHERE id = ?")
