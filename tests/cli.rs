@@ -463,3 +463,106 @@ async fn container_env_reaches_a_local_sandbox_and_nothing_else_does() {
     })
     .await;
 }
+
+/// `sessions asks` lists what the agent waits for; `sessions answer` refuses a malformed answer
+/// with the reason, and an answer the agent cannot be given (here: no sandbox) leaves the ask
+/// waiting, so nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asks_are_listed_and_an_answer_that_cannot_be_given_loses_nothing() {
+    let db = TestDb::sqlite();
+    let root = tempfile::tempdir().unwrap();
+    let url = db.url().to_string();
+    let created = stdout_json(&run(
+        root.path(),
+        &["sessions", "create", "--title", "asks", "-o", "json"],
+        Some(&url),
+    ));
+    let id = created["id"].as_str().unwrap().to_string();
+    let store = agentdeck::store::open(&url).await.unwrap();
+    store
+        .record_ask(
+            id.parse().unwrap(),
+            &agentdeck::model::NewAsk {
+                id: "per_cli1".into(),
+                kind: agentdeck::model::AskKind::Permission,
+                title: "bash".into(),
+                detail: serde_json::json!({"patterns": ["rm -rf \u{1b}[31mbuild"]}),
+            },
+        )
+        .await
+        .unwrap();
+    let table = run(
+        root.path(),
+        &["sessions", "asks", &id, "--pending"],
+        Some(&url),
+    );
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    assert!(
+        text.contains("per_cli1") && text.contains("pending"),
+        "{text}"
+    );
+    assert!(text.contains("bash: rm -rf"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "agent text is sanitised: {text:?}"
+    );
+
+    let bad = run(
+        root.path(),
+        &["sessions", "answer", &id, "per_cli1", "--reply", "maybe"],
+        Some(&url),
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown permission reply \"maybe\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let both = run(
+        root.path(),
+        &[
+            "sessions", "answer", &id, "per_cli1", "--reply", "once", "--label", "x",
+        ],
+        Some(&url),
+    );
+    assert_eq!(both.status.code(), Some(1));
+    let wrong = run(
+        root.path(),
+        &["sessions", "answer", &id, "per_cli1", "--label", "x"],
+        Some(&url),
+    );
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("is a permission request"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let unreachable = run(
+        root.path(),
+        &["sessions", "answer", &id, "per_cli1", "--reply", "once"],
+        Some(&url),
+    );
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unreachable.stderr).contains("no sandbox"),
+        "{}",
+        String::from_utf8_lossy(&unreachable.stderr)
+    );
+    let still = stdout_json(&run(
+        root.path(),
+        &["sessions", "asks", &id, "--pending", "-o", "json"],
+        Some(&url),
+    ));
+    assert_eq!(still.as_array().map(Vec::len), Some(1), "{still}");
+    assert_eq!(still[0]["answered_by"], Value::Null);
+    let shown = stdout_json(&run(
+        root.path(),
+        &["sessions", "show", &id, "-o", "json"],
+        Some(&url),
+    ));
+    assert_eq!(shown["session"]["waiting"], 1);
+}

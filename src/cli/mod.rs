@@ -150,6 +150,35 @@ pub enum SessionsCmd {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// What the session's agent asked a person (permissions, questions) and who answered.
+    Asks {
+        id: String,
+        /// Only what still waits for an answer.
+        #[arg(long)]
+        pending: bool,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Answer what the agent waits for: a permission (`--reply once|always|reject`, with
+    /// `--message` for a reason the agent hears) or a question (`--label`, once per question,
+    /// or `--reject`).
+    Answer {
+        id: String,
+        /// The ask's id (from `sessions asks`).
+        ask: String,
+        #[arg(long, value_name = "once|always|reject")]
+        reply: Option<String>,
+        #[arg(long)]
+        message: Option<String>,
+        /// The answer to a question; repeat for a question with several.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Decline to answer the question.
+        #[arg(long)]
+        reject: bool,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Restart a session's sandbox (a failed session is provisioned again).
     Restart {
         id: String,
@@ -519,6 +548,49 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
                 Output::Table => print!("{}", diagnosis_text(&diagnosis)),
             }
         }
+        SessionsCmd::Asks {
+            id,
+            pending,
+            output,
+        } => {
+            let asks = core.asks(parse_id(&id)?, None, pending).await?;
+            match output {
+                Output::Json => println!("{}", json(&asks)?),
+                Output::Table => print!("{}", asks_table(&asks)),
+            }
+        }
+        SessionsCmd::Answer {
+            id,
+            ask,
+            reply,
+            message,
+            labels,
+            reject,
+            output,
+        } => {
+            let answer = match (reply, labels.is_empty(), reject) {
+                (Some(reply), true, false) => crate::model::Answer::Permission {
+                    reply: reply.parse()?,
+                    message,
+                },
+                (None, false, false) => crate::model::Answer::Question {
+                    answers: vec![labels],
+                },
+                (None, true, true) => crate::model::Answer::RejectQuestion,
+                _ => anyhow::bail!(
+                    "answer a permission with --reply once|always|reject, or a question with --label (or --reject)"
+                ),
+            };
+            let by = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            );
+            let answered = core.answer(parse_id(&id)?, &ask, answer, &by).await?;
+            match output {
+                Output::Json => println!("{}", json(&answered)?),
+                Output::Table => print!("{}", asks_table(std::slice::from_ref(&answered))),
+            }
+        }
         SessionsCmd::Restart { id, output } => {
             print_session(&core.restart(parse_id(&id)?).await?, output)?
         }
@@ -534,6 +606,51 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
         SessionsCmd::End { id, output } => print_session(&core.end(parse_id(&id)?).await?, output)?,
     }
     Ok(())
+}
+
+/// Asks as a table: what was asked (sanitised: it comes from the agent) and its answer.
+fn asks_table(asks: &[crate::model::Ask]) -> String {
+    use crate::sanitize::line;
+    let mut table = Table::new(&["ID", "KIND", "STATUS", "ASKED", "WHAT", "ANSWER", "BY"]);
+    for a in asks {
+        let what = match a.kind {
+            crate::model::AskKind::Permission => format!(
+                "{}: {}",
+                a.title,
+                a.detail["patterns"]
+                    .as_array()
+                    .map(|p| p
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
+            crate::model::AskKind::Question => a.detail["questions"]
+                .as_array()
+                .map(|qs| {
+                    qs.iter()
+                        .filter_map(|q| q["question"].as_str())
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                })
+                .unwrap_or_default(),
+        };
+        let mut answer = a.answer.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        if let Some(m) = &a.message {
+            answer.push_str(&format!(" ({m})"));
+        }
+        table.row(vec![
+            a.id.clone(),
+            a.kind.to_string(),
+            a.status.to_string(),
+            a.asked_at.format("%F %T").to_string(),
+            line(&what),
+            line(&answer),
+            a.answered_by.clone().unwrap_or_default(),
+        ]);
+    }
+    table.render()
 }
 
 fn print_session(session: &Session, output: Output) -> Result<()> {
