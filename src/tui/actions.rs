@@ -51,6 +51,9 @@ pub enum Action {
     Resume,
     End,
     Abort,
+    Allow,
+    AllowAlways,
+    Reject,
     Compose,
     ToggleWrap,
     ToggleTimestamps,
@@ -254,6 +257,33 @@ pub const REGISTRY: &[ActionDef] = &[
         ["ctrl-x"],
         "abort",
         "Stop the agent's running turn",
+        true,
+        [Transcript]
+    ),
+    def!(
+        Allow,
+        "allow",
+        ["a"],
+        "allow",
+        "Allow what the agent asks, this once; or answer its question",
+        true,
+        [Transcript]
+    ),
+    def!(
+        AllowAlways,
+        "allow-always",
+        ["A"],
+        "always",
+        "Allow what the agent asks, and the like of it, for the rest of its life",
+        true,
+        [Transcript]
+    ),
+    def!(
+        Reject,
+        "reject",
+        ["r"],
+        "reject",
+        "Reject what the agent asks, with a reason it hears; or decline its question",
         true,
         [Transcript]
     ),

@@ -12,7 +12,9 @@ use super::transcript::Transcript;
 use crate::config::AgentSpec;
 use crate::core::Diagnosis;
 use crate::core::ingest::LiveDelta;
-use crate::model::{Command, Message, Session, SessionStatus};
+use crate::model::{
+    Answer, Ask, AskKind, Command, Message, PermissionReply, Session, SessionStatus,
+};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::style::{Modifier, Style};
 use ratatui_textarea::TextArea;
@@ -61,6 +63,11 @@ pub enum Msg {
         ended: Option<String>,
     },
     Diagnosis(Box<Diagnosis>),
+    /// What the session's agent waits for a person to answer.
+    Asks {
+        session: Uuid,
+        asks: Vec<Ask>,
+    },
     /// Whether the store, the runtime and the gateway answer.
     Connectivity(Connectivity),
 }
@@ -109,6 +116,14 @@ pub enum Effect {
     Diagnose {
         session: Uuid,
     },
+    LoadAsks {
+        session: Uuid,
+    },
+    Answer {
+        session: Uuid,
+        ask: String,
+        answer: Answer,
+    },
 }
 
 pub enum Dialog {
@@ -122,6 +137,12 @@ pub enum Dialog {
     NewSession(Box<NewSession>),
     /// `/` in the transcript or the logs: what to look for, typed in the status line.
     Search(Box<TextArea<'static>>),
+    /// Answering what the agent asks: a reason for a rejection, or the answer to a question.
+    Reply {
+        session: Uuid,
+        ask: Box<Ask>,
+        input: Box<TextArea<'static>>,
+    },
 }
 
 pub struct NewSession {
@@ -291,6 +312,12 @@ impl App {
             Action::End => Command::End,
             Action::Abort => Command::Abort,
             Action::Attach | Action::Logs | Action::Diagnose => return status.is_some(),
+            Action::Allow | Action::Reject => return self.waiting_ask().is_some(),
+            Action::AllowAlways => {
+                return self
+                    .waiting_ask()
+                    .is_some_and(|a| a.kind == AskKind::Permission);
+            }
             _ => return true,
         };
         status.is_some_and(|s| command.accepts(s))
@@ -461,6 +488,13 @@ impl App {
                 self.connectivity = now;
                 vec![]
             }
+            Msg::Asks { session, asks } => {
+                match self.transcript.as_mut().filter(|t| t.session == session) {
+                    Some(t) => t.asks = asks,
+                    None => self.dirty = false,
+                }
+                vec![]
+            }
             Msg::Diagnosis(d) => {
                 match &mut self.panel {
                     Some(Panel::Diagnose(v)) if v.diagnosis.session.id == d.session.id => {
@@ -585,10 +619,13 @@ impl App {
                         self.keep_draft(old);
                     }
                     self.transcript = Some(Transcript::new(id));
-                    return vec![Effect::LoadMessages {
-                        session: id,
-                        after: 0,
-                    }];
+                    return vec![
+                        Effect::LoadMessages {
+                            session: id,
+                            after: 0,
+                        },
+                        Effect::LoadAsks { session: id },
+                    ];
                 }
             }
             Action::Filter => {
@@ -631,6 +668,7 @@ impl App {
                     }];
                 }
             }
+            Action::Allow | Action::AllowAlways | Action::Reject => return self.on_ask(action),
             Action::Compose => {
                 if let Some(t) = &mut self.transcript {
                     let ended = self
@@ -660,6 +698,58 @@ impl App {
             | Action::SearchPrevious => {}
         }
         vec![]
+    }
+
+    /// The oldest ask the attached session's agent waits on.
+    fn waiting_ask(&self) -> Option<&Ask> {
+        self.transcript.as_ref().and_then(|t| t.asks.first())
+    }
+
+    /// `a`, `A`, `r` on what the agent asks: a permission is allowed at once (once or always),
+    /// or rejected with a reason asked for first; a question is answered (or declined).
+    fn on_ask(&mut self, action: Action) -> Vec<Effect> {
+        let (Some(session), Some(ask)) = (
+            self.transcript.as_ref().map(|t| t.session),
+            self.waiting_ask().cloned(),
+        ) else {
+            self.status = Some(("the agent is not waiting for an answer".into(), true));
+            return vec![];
+        };
+        let answer = |answer| {
+            vec![Effect::Answer {
+                session,
+                ask: ask.id.clone(),
+                answer,
+            }]
+        };
+        let permission = |reply| Answer::Permission {
+            reply,
+            message: None,
+        };
+        match (ask.kind, action) {
+            (AskKind::Permission, Action::Allow) => answer(permission(PermissionReply::Once)),
+            (AskKind::Permission, Action::AllowAlways) => {
+                answer(permission(PermissionReply::Always))
+            }
+            (AskKind::Question, Action::Reject) => answer(Answer::RejectQuestion),
+            (AskKind::Question, Action::AllowAlways) => {
+                self.status = Some(("a question is answered with a".into(), true));
+                vec![]
+            }
+            (kind, _) => {
+                let mut input = TextArea::default();
+                input.set_placeholder_text(match kind {
+                    AskKind::Permission => "why (the agent reads it); enter rejects, esc cancels",
+                    AskKind::Question => "an option's number or your own answer; enter sends",
+                });
+                self.dialog = Some(Dialog::Reply {
+                    session,
+                    ask: Box::new(ask),
+                    input: Box::new(input),
+                });
+                vec![]
+            }
+        }
     }
 
     /// The wheel scrolls what is under it (three rows a notch); a click on a list row selects
@@ -814,6 +904,18 @@ impl App {
                     vec![]
                 }
             }),
+            Some(Dialog::Reply { input, .. }) => Some(match key.code {
+                KeyCode::Esc => {
+                    self.dialog = None;
+                    self.status = Some(("not answered".into(), false));
+                    vec![]
+                }
+                KeyCode::Enter => self.submit_reply(),
+                _ => {
+                    input.input(key);
+                    vec![]
+                }
+            }),
             Some(Dialog::Filter(area)) => Some(match key.code {
                 KeyCode::Esc => {
                     self.dialog = None;
@@ -945,6 +1047,66 @@ impl App {
         }
     }
 
+    /// Enter in the reply dialog: a permission is rejected with the reason typed; a question
+    /// is answered with the option whose number was typed, or with the text as written.
+    fn submit_reply(&mut self) -> Vec<Effect> {
+        let Some(Dialog::Reply {
+            session,
+            ask,
+            input,
+        }) = self.dialog.take()
+        else {
+            return vec![];
+        };
+        let text = text_of(&input).trim().to_string();
+        let answer = match ask.kind {
+            AskKind::Permission => Answer::Permission {
+                reply: PermissionReply::Reject,
+                message: Some(text).filter(|t| !t.is_empty()),
+            },
+            AskKind::Question => {
+                let questions = ask.detail["questions"].as_array().map_or(0, Vec::len);
+                if questions != 1 {
+                    self.status = Some((
+                        format!(
+                            "this question has {questions} parts: answer it with `agentdeck sessions answer` or the API"
+                        ),
+                        true,
+                    ));
+                    return vec![];
+                }
+                let options = &ask.detail["questions"][0]["options"];
+                let label = text
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|n| n.checked_sub(1))
+                    .and_then(|i| options[i]["label"].as_str())
+                    .map(str::to_string)
+                    .unwrap_or(text);
+                if label.is_empty() {
+                    self.status = Some((
+                        "nothing to answer with: type a number or words".into(),
+                        true,
+                    ));
+                    self.dialog = Some(Dialog::Reply {
+                        session,
+                        ask,
+                        input,
+                    });
+                    return vec![];
+                }
+                Answer::Question {
+                    answers: vec![vec![label]],
+                }
+            }
+        };
+        vec![Effect::Answer {
+            session,
+            ask: ask.id.clone(),
+            answer,
+        }]
+    }
+
     fn submit_new(&mut self) -> Vec<Effect> {
         let Some(Dialog::NewSession(form)) = self.dialog.take() else {
             return vec![];
@@ -1055,10 +1217,13 @@ mod tests {
         let id = Uuid::from_u128(2);
         assert_eq!(
             fx,
-            vec![Effect::LoadMessages {
-                session: id,
-                after: 0
-            }]
+            vec![
+                Effect::LoadMessages {
+                    session: id,
+                    after: 0
+                },
+                Effect::LoadAsks { session: id }
+            ]
         );
         a.update(key('i'));
         for c in "hi there".chars() {
@@ -1189,6 +1354,147 @@ mod tests {
         });
         frame(&a);
         (a, id)
+    }
+
+    fn an_ask(session: Uuid, id: &str, kind: AskKind) -> Ask {
+        let detail = match kind {
+            AskKind::Permission => serde_json::json!({
+                "permission": "bash",
+                "patterns": ["rm -rf build\u{1b}[2J"],
+                "metadata": {"command": "rm -rf build"}
+            }),
+            AskKind::Question => serde_json::json!({"questions": [{
+                "question": "Which region?",
+                "header": "Region",
+                "options": [{"label": "eu-west", "description": ""}, {"label": "us-east", "description": ""}]
+            }]}),
+        };
+        Ask {
+            session_id: session,
+            id: id.to_string(),
+            kind,
+            status: crate::model::AskStatus::Pending,
+            title: if kind == AskKind::Permission {
+                "bash".into()
+            } else {
+                "Region".into()
+            },
+            detail,
+            asked_at: chrono::Utc::now(),
+            answer: None,
+            message: None,
+            answered_by: None,
+            answered_at: None,
+        }
+    }
+
+    /// What the agent asks shows under its transcript (sanitised) and in the list; `a` allows
+    /// once, `A` always, `r` asks why and rejects with the reason; a question is answered by
+    /// an option's number; read-only has none of it.
+    #[test]
+    fn the_agent_asks_and_the_operator_answers() {
+        let (mut a, id) = attached(&["run the cleanup".to_string()]);
+        let mut waiting = session(1, "coder", SessionStatus::Busy);
+        waiting.waiting = 1;
+        a.update(Msg::Session(Box::new(waiting)));
+        assert!(
+            !a.offers(Action::Allow),
+            "nothing to answer before the asks arrive"
+        );
+        a.update(Msg::Asks {
+            session: id,
+            asks: vec![an_ask(id, "per_1", AskKind::Permission)],
+        });
+        assert!(a.offers(Action::Allow) && a.offers(Action::AllowAlways));
+        let screen = frame(&a);
+        assert!(
+            screen.contains("bash wants to run: rm -rf build"),
+            "{screen}"
+        );
+        assert!(screen.contains("a allow once"), "{screen}");
+        assert!(screen.contains("1 waiting for you?"), "{screen}");
+        assert!(!screen.contains('\u{1b}'));
+
+        let once = Effect::Answer {
+            session: id,
+            ask: "per_1".into(),
+            answer: Answer::Permission {
+                reply: PermissionReply::Once,
+                message: None,
+            },
+        };
+        assert_eq!(a.update(key('a')), vec![once]);
+        a.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char('A'),
+            KeyModifiers::SHIFT,
+        )));
+        assert!(a.dialog.is_none());
+        assert_eq!(a.update(key('r')), vec![]);
+        assert!(matches!(a.dialog, Some(Dialog::Reply { .. })));
+        assert!(frame(&a).contains("Reject (why?)"));
+        for c in "not on prod".chars() {
+            a.update(key(c));
+        }
+        assert_eq!(
+            a.update(press(KeyCode::Enter)),
+            vec![Effect::Answer {
+                session: id,
+                ask: "per_1".into(),
+                answer: Answer::Permission {
+                    reply: PermissionReply::Reject,
+                    message: Some("not on prod".into()),
+                },
+            }]
+        );
+
+        // A question: its options are numbered; a number answers with that option's label.
+        a.update(Msg::Asks {
+            session: id,
+            asks: vec![an_ask(id, "que_1", AskKind::Question)],
+        });
+        assert!(!a.offers(Action::AllowAlways));
+        let screen = frame(&a);
+        assert!(screen.contains("1 eu-west · 2 us-east"), "{screen}");
+        a.update(key('a'));
+        a.update(key('2'));
+        assert_eq!(
+            a.update(press(KeyCode::Enter)),
+            vec![Effect::Answer {
+                session: id,
+                ask: "que_1".into(),
+                answer: Answer::Question {
+                    answers: vec![vec!["us-east".into()]],
+                },
+            }]
+        );
+        a.update(Msg::Asks {
+            session: id,
+            asks: vec![],
+        });
+        assert!(!a.offers(Action::Reject));
+        assert_eq!(a.update(key('a')), vec![]);
+
+        // Read-only: no answering.
+        let mut ro = App::new(
+            Keymap::new(true),
+            Theme::mono(),
+            vec![],
+            String::new(),
+            String::new(),
+        );
+        ro.update(Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Busy,
+        )]));
+        ro.update(press(KeyCode::Enter));
+        ro.update(Msg::Asks {
+            session: id,
+            asks: vec![an_ask(id, "per_1", AskKind::Permission)],
+        });
+        assert_eq!(ro.update(key('a')), vec![]);
+        assert_eq!(ro.update(key('r')), vec![]);
+        assert!(ro.dialog.is_none());
     }
 
     fn transcript(a: &App) -> &Transcript {

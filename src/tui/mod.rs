@@ -291,7 +291,13 @@ async fn follow_changes(ctx: Ctx, attached: watch::Receiver<Option<Uuid>>) {
     while let Some(change) = feed.next().await {
         let msg = match change {
             Change::Session(id) => match core.get_session(id).await {
-                Ok(s) => Some(Msg::Session(Box::new(s))),
+                Ok(s) => {
+                    // The attached session's asks come and go with it.
+                    if Some(id) == *attached.borrow() {
+                        ctx.run(Effect::LoadAsks { session: id });
+                    }
+                    Some(Msg::Session(Box::new(s)))
+                }
                 Err(_) => None,
             },
             Change::Resync => {
@@ -576,6 +582,33 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 let since = panels::SINCE.get(since).unwrap_or(&panels::SINCE[0]);
                 follow_logs(core, tx, session, stream, since, logs_for).await;
                 return;
+            }
+            Effect::LoadAsks { session } => match core.asks(session, None, true).await {
+                Ok(asks) => Msg::Asks { session, asks },
+                Err(e) => Msg::Error(format!("cannot read what the agent asks: {e}")),
+            },
+            Effect::Answer {
+                session,
+                ask,
+                answer,
+            } => {
+                let by = format!(
+                    "cockpit:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                );
+                let said = match core.answer(session, &ask, answer, &by).await {
+                    Ok(a) => Msg::Info(format!(
+                        "answered {}: {}",
+                        a.title,
+                        a.answer.map(|v| v.to_string()).unwrap_or_default()
+                    )),
+                    Err(e) => Msg::Error(format!("not answered: {e}")),
+                };
+                let _ = tx.send(said);
+                match core.asks(session, None, true).await {
+                    Ok(asks) => Msg::Asks { session, asks },
+                    Err(e) => Msg::Error(format!("cannot read what the agent asks: {e}")),
+                }
             }
             Effect::Diagnose { session } => match core.diagnose(session).await {
                 Ok(d) => Msg::Diagnosis(Box::new(d)),

@@ -70,7 +70,7 @@ impl Filter {
             Some(match k {
                 "agent" => &s.agent_id,
                 "team" => &s.team,
-                "status" => s.status.as_str(),
+                "status" => status_words(s),
                 "phase" => s.phase.as_str(),
                 "title" => &s.title,
                 "id" => id,
@@ -85,6 +85,23 @@ impl Filter {
                     .iter()
                     .any(|k| field(k).is_some_and(|f| contains_folded(f, w)))
             })
+    }
+}
+
+/// A session's status as the filter sees it: a session whose agent waits for a person is
+/// `waiting` as well as its status (`status:waiting` finds them all).
+fn status_words(s: &Session) -> &'static str {
+    if s.waiting == 0 {
+        return s.status.as_str();
+    }
+    match s.status {
+        SessionStatus::Creating => "waiting creating",
+        SessionStatus::Ready => "waiting ready",
+        SessionStatus::Idle => "waiting idle",
+        SessionStatus::Busy => "waiting busy",
+        SessionStatus::Suspended => "waiting suspended",
+        SessionStatus::Dead => "waiting dead",
+        SessionStatus::Failed => "waiting failed",
     }
 }
 
@@ -200,6 +217,8 @@ pub struct SessionList {
     selected: Option<Uuid>,
     /// How many of `all` have each status (indexed by the status's declaration order).
     by_status: [usize; SessionStatus::ALL.len()],
+    /// How many sessions have an agent waiting for a person's answer.
+    waiting: usize,
     /// The filters typed before this one and what they showed, newest last, while no session
     /// changed: taking a character back shows what it showed at once.
     typed: Vec<(Filter, Vec<u32>)>,
@@ -222,8 +241,10 @@ impl SessionList {
     pub fn replace_all(&mut self, mut sessions: Vec<Session>) {
         sessions.sort_by_key(|s| std::cmp::Reverse(s.id));
         self.by_status = Default::default();
+        self.waiting = 0;
         for s in &sessions {
             self.by_status[s.status as usize] += 1;
+            self.waiting += usize::from(s.waiting > 0);
         }
         self.all = sessions;
         self.order = None;
@@ -279,6 +300,9 @@ impl SessionList {
             Ok(i) => {
                 let old = &mut self.by_status[self.all[i].status as usize];
                 *old = old.saturating_sub(1);
+                self.waiting = self
+                    .waiting
+                    .saturating_sub(usize::from(self.all[i].waiting > 0));
                 if let Some(o) = &mut order {
                     self.take_out(o, i);
                 }
@@ -303,6 +327,7 @@ impl SessionList {
             }
         };
         self.by_status[self.all[i].status as usize] += 1;
+        self.waiting += usize::from(self.all[i].waiting > 0);
         if let Some(o) = &mut order {
             self.put_in(o, i);
         }
@@ -450,6 +475,11 @@ impl SessionList {
     }
 
     /// How many sessions of each status (for the title bar).
+    /// How many sessions have an agent waiting for a person's answer.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
     pub fn count(&self, status: SessionStatus) -> usize {
         self.by_status[status as usize]
     }
@@ -589,8 +619,13 @@ fn render_sessions(
                 .or(s.failure_reason.as_deref())
                 .map(sanitize::line)
                 .unwrap_or_default();
-            let status = Cell::from(format!("{} {}", glyph(s.status), s.status))
-                .style(status_style(app, s.status));
+            // An agent waiting for a person says so first, in words and a glyph.
+            let status = if s.waiting > 0 {
+                Cell::from("? waiting").style(app.theme.warning)
+            } else {
+                Cell::from(format!("{} {}", glyph(s.status), s.status))
+                    .style(status_style(app, s.status))
+            };
             let texts: Vec<String> = if wide {
                 vec![
                     sanitize::line(&s.agent_id),

@@ -26,6 +26,70 @@ pub fn glyph(status: SessionStatus) -> &'static str {
     }
 }
 
+/// What an agent asks, as lines (sanitised: every word of it comes from the agent), with the
+/// keys that answer it when `keys`.
+pub fn ask_lines(app: &App, ask: &crate::model::Ask, keys: bool) -> Vec<Line<'static>> {
+    use crate::model::AskKind;
+    let t = &app.theme;
+    let mut lines = Vec::new();
+    match ask.kind {
+        AskKind::Permission => {
+            let what: Vec<String> = ask.detail["patterns"]
+                .as_array()
+                .map(|p| {
+                    p.iter()
+                        .filter_map(|x| x.as_str())
+                        .map(sanitize::line)
+                        .collect()
+                })
+                .unwrap_or_default();
+            lines.push(Line::from(vec![
+                Span::styled("? ", t.warning),
+                Span::styled(
+                    format!("{} wants to run: ", sanitize::line(&ask.title)),
+                    t.warning,
+                ),
+                Span::raw(what.join(", ")),
+            ]));
+            if keys {
+                lines.push(Line::from(Span::styled(
+                    "  a allow once · A allow always · r reject (with a reason)",
+                    t.muted,
+                )));
+            }
+        }
+        AskKind::Question => {
+            for q in ask.detail["questions"].as_array().into_iter().flatten() {
+                lines.push(Line::from(vec![
+                    Span::styled("? ", t.warning),
+                    Span::styled(
+                        sanitize::line(q["question"].as_str().unwrap_or("")),
+                        t.warning,
+                    ),
+                ]));
+                let options: Vec<String> = q["options"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, o)| {
+                        format!(
+                            "{} {}",
+                            i + 1,
+                            sanitize::line(o["label"].as_str().unwrap_or(""))
+                        )
+                    })
+                    .collect();
+                lines.push(Line::from(format!("  {}", options.join(" · "))));
+            }
+            if keys {
+                lines.push(Line::from(Span::styled("  a answer · r decline", t.muted)));
+            }
+        }
+    }
+    lines
+}
+
 pub(super) fn age(t: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
     let s = (now - t).num_seconds().max(0);
     match s {
@@ -143,6 +207,37 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
             f.render_widget(pb, prompt);
             f.render_widget(&form.prompt, pi);
         }
+        Some(Dialog::Reply { ask, input, .. }) => {
+            let width = 70.min(f.area().width);
+            let room = usize::from(width.saturating_sub(2));
+            let mut text = Vec::new();
+            for line in ask_lines(app, ask, false) {
+                text.extend(cells::wrap_line(&line, room));
+            }
+            text.push(Line::from(""));
+            let height = (text.len() as u16 + 5).min(f.area().height);
+            let title = match ask.kind {
+                crate::model::AskKind::Permission => "Reject (why?)",
+                crate::model::AskKind::Question => "Answer",
+            };
+            let r = centered(f.area(), width, height);
+            f.render_widget(Clear, r);
+            let block = Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.accent)
+                .title(format!(" {title} "));
+            let inner = block.inner(r);
+            f.render_widget(block, r);
+            let [what, field] =
+                Layout::vertical([Constraint::Min(1), Constraint::Length(3)]).areas(inner);
+            f.render_widget(Paragraph::new(text), what);
+            let field_block = Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.border);
+            let field_inner = field_block.inner(field);
+            f.render_widget(field_block, field);
+            f.render_widget(&**input, field_inner);
+        }
         Some(Dialog::Search(_)) | None => {}
     }
 }
@@ -157,6 +252,13 @@ fn render_top(f: &mut Frame, app: &App, area: Rect) {
     ];
     if failed > 0 {
         spans.push(Span::styled(format!("{failed} failed!  "), app.theme.error));
+    }
+    let waiting = app.sessions.waiting();
+    if waiting > 0 {
+        spans.push(Span::styled(
+            format!("{waiting} waiting for you?  "),
+            app.theme.warning,
+        ));
     }
     if app.keymap.read_only() {
         spans.push(Span::styled("[read-only]  ", app.theme.warning));
@@ -300,6 +402,9 @@ fn modal_keys(app: &App) -> Option<&'static [(&'static str, &'static str)]> {
         }
         Some(Dialog::Search(_)) => {
             return Some(&[("enter", "search"), ("esc", "cancel")]);
+        }
+        Some(Dialog::Reply { .. }) => {
+            return Some(&[("enter", "send"), ("esc", "cancel")]);
         }
         None => {}
     }

@@ -77,6 +77,8 @@ pub struct Transcript {
     pub timestamps: bool,
     pub tools_open: bool,
     pub composer: Option<TextArea<'static>>,
+    /// What the agent waits for a person to answer (permissions, questions), oldest first.
+    pub asks: Vec<crate::model::Ask>,
     /// What [`Transcript::search`] looks for, and the hit last moved to.
     search: Option<Search>,
     /// The memo behind [`Transcript::window`].
@@ -105,6 +107,7 @@ impl Transcript {
             timestamps: false,
             tools_open: false,
             composer: None,
+            asks: Vec::new(),
             search: None,
             memo: Cell::new(Memo::default()),
         }

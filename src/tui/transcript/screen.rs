@@ -6,7 +6,7 @@ use crate::sanitize;
 use crate::tui::actions::{Action, Scope};
 use crate::tui::app::{App, Effect};
 use crate::tui::screen::{Cx, Screen, step};
-use crate::tui::views::glyph;
+use crate::tui::views::{ask_lines, glyph};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -103,11 +103,25 @@ fn render_transcript(f: &mut Frame, app: &App, t: &Transcript, area: Rect) {
         Some(q) => format!("{title}· search \"{}\" (n/N) ", sanitize::line(q)),
         None => title,
     };
-    let (body, composer) = if t.composer.is_some() {
+    let (area, composer) = if t.composer.is_some() {
         let [b, c] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
         (b, Some(c))
     } else {
         (area, None)
+    };
+    // What the agent waits for, between the conversation and the composer: the oldest two.
+    let waiting: Vec<Line> = t
+        .asks
+        .iter()
+        .take(2)
+        .flat_map(|a| ask_lines(app, a, true))
+        .collect();
+    let (body, asks) = if waiting.is_empty() {
+        (area, None)
+    } else {
+        let height = (waiting.len() as u16 + 2).min(area.height / 2).max(3);
+        let [b, a] = Layout::vertical([Constraint::Min(3), Constraint::Length(height)]).areas(area);
+        (b, Some(a))
     };
     let block = Block::default()
         .borders(Borders::ALL)
@@ -151,6 +165,18 @@ fn render_transcript(f: &mut Frame, app: &App, t: &Transcript, area: Rect) {
         }
     }
     f.render_widget(Paragraph::new(shown), inner);
+    if let Some(area) = asks {
+        let more = t.asks.len().saturating_sub(2);
+        let mut title = format!(" the agent waits for you ({}) ", t.asks.len());
+        if more > 0 {
+            title.push_str(&format!("· {more} more after these "));
+        }
+        let block = Block::default()
+            .borders(Borders::ALL)
+            .border_style(app.theme.warning)
+            .title(title);
+        f.render_widget(Paragraph::new(waiting).block(block), area);
+    }
     if let (Some(area), Some(c)) = (composer, &t.composer) {
         let block = Block::default()
             .borders(Borders::ALL)
