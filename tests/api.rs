@@ -885,5 +885,13 @@ async fn the_fleets_health_is_read_concurrently() {
         most >= 2,
         "health was read one at a time ({most} in flight at most)"
     );
+    // The reconciler reads its live sessions' sandboxes the same way.
+    s.runtime.health_most_in_flight.store(0, SeqCst);
+    s.core.reconcile_once().await.unwrap();
+    let most = s.runtime.health_most_in_flight.load(SeqCst);
+    assert!(
+        most >= 2,
+        "the reconciler read health one at a time ({most} in flight at most)"
+    );
     s.stop().await;
 }

@@ -10,9 +10,13 @@
 use super::Core;
 use crate::model::{NewEvent, SessionPatch, SessionQuery, SessionStatus, TaskKind, Transition};
 use crate::runtime::{HealthChange, HealthPhase, SandboxHealth};
+use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// Sandbox health reads in flight at once (each is a round trip to the cluster).
+const HEALTH_READS: usize = 16;
 
 /// How long an ended session's sandbox may linger before it is destroyed.
 const GRACE: Duration = Duration::from_secs(60);
@@ -44,31 +48,43 @@ impl Reconciler {
                 .await?;
             let Some(last) = page.last() else { break };
             before = Some(last.id);
+            // A command on its way (end, suspend, restart …) is left to its task; the rest
+            // have their sandbox's health read, HEALTH_READS at a time.
+            let mut todo = Vec::new();
             for session in &page {
-                // A command is on its way (end, suspend, restart …): leave it to its task.
                 if session.phase.in_transition() {
                     continue;
                 }
-                let Some(sandbox) = Core::sandbox_of(session) else {
-                    continue;
-                };
-                if sandbox.runtime != core.runtime().kind() {
-                    continue;
+                match Core::sandbox_of(session) {
+                    Some(sandbox) if sandbox.runtime == core.runtime().kind() => {
+                        todo.push((session.id, sandbox));
+                    }
+                    _ => {}
                 }
-                match core.runtime().health(&sandbox).await {
+            }
+            let checked: Vec<(Uuid, _)> = futures::stream::iter(todo)
+                .map(|(id, sandbox)| {
+                    let core = core.clone();
+                    async move { (id, core.runtime().health(&sandbox).await) }
+                })
+                .buffer_unordered(HEALTH_READS)
+                .collect()
+                .await;
+            for (session_id, health) in checked {
+                match health {
                     Ok(h) if h.phase == HealthPhase::Gone => {
-                        self.reprovision(core, session.id, "sandbox vanished; provisioning again")
+                        self.reprovision(core, session_id, "sandbox vanished; provisioning again")
                             .await?;
                     }
                     Err(crate::runtime::RuntimeError::NotFound(_)) => {
-                        self.reprovision(core, session.id, "sandbox vanished; provisioning again")
+                        self.reprovision(core, session_id, "sandbox vanished; provisioning again")
                             .await?;
                     }
                     // A failure the watch reported while no process held this role.
                     Ok(h) if h.phase == HealthPhase::Failed => {
-                        tracing::warn!(session = %session.id, reason = ?h.reason, "sandbox failed under a live session; restarting it");
-                        if let Err(err) = core.restart(session.id).await {
-                            tracing::warn!(session = %session.id, %err, "cannot restart the failed sandbox");
+                        tracing::warn!(session = %session_id, reason = ?h.reason, "sandbox failed under a live session; restarting it");
+                        if let Err(err) = core.restart(session_id).await {
+                            tracing::warn!(session = %session_id, %err, "cannot restart the failed sandbox");
                         }
                     }
                     _ => {}
