@@ -136,6 +136,13 @@ model = "litellm/scripted"
 system_prompt = "You are a careful engineering agent."
 command = ["opencode", "serve", "--hostname", "{host}", "--port", "{port}"]
 
+[agents.careful]
+name = "Careful"
+model = "litellm/scripted"
+command = ["opencode", "serve", "--hostname", "{host}", "--port", "{port}"]
+[agents.careful.permission]
+bash = "ask"
+
 [agents.nightly]
 name = "Nightly"
 model = "litellm/mock-gpt"
@@ -301,6 +308,23 @@ quit
 cockpit NO_COLOR=1
 wait_for 30 "Sessions \(5\)" "look around the sandbox"
 shot sessions-mono
+quit
+
+# --- the human in the loop: an agent whose bash needs a person's yes -----------------------
+cockpit
+wait_for 30 "Sessions \(5\)"
+create --agent careful --title "clean the build cache" --prompt "run: rm -rf build/cache" >/dev/null
+wait_for 120 "\? waiting +careful" "1 waiting for you"
+shot sessions-waiting
+keys g Enter
+wait_for 30 "the agent waits for you" "bash wants to run: rm -rf build/cache"
+shot transcript-permission
+keys r
+wait_for 10 "Reject \(why\?\)"
+text "not on the shared runner; use the cache API"
+shot permission-reject
+keys Enter
+wait_for 60 "answered bash" "use the cache API"
 quit
 
 # --- pictures ------------------------------------------------------------------------------
