@@ -139,6 +139,8 @@ fn session(i: u64) -> Session {
         last_message_seq: 0,
         last_event_seq: 0,
         waiting: 0,
+        parent_id: None,
+        fork_seq: None,
         created_at: t,
         updated_at: t,
         last_activity_at: t,

@@ -895,3 +895,115 @@ async fn the_fleets_health_is_read_concurrently() {
     );
     s.stop().await;
 }
+
+/// A fork: a new session whose conversation is its parent's up to a message, replayed to its
+/// own harness when its sandbox comes up, linked both ways; a fork point outside the transcript
+/// is a 400 and makes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_forks_at_a_message() {
+    let db = TestDb::postgres().await;
+    let s = ApiServer::start(&db, "").await;
+    let (_, created) = post_json(
+        &s,
+        "/api/sessions",
+        json!({"agent_id": "coder", "title": "payments triage", "initial_prompt": "look at the failing checkout"}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_status(&s, &id, "busy").await;
+    post_json(
+        &s,
+        &format!("/api/sessions/{id}/messages"),
+        json!({"text": "now the refunds"}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "both messages delivered",
+        || async { (s.harness.sent_texts().len() >= 2).then_some(()) },
+    )
+    .await;
+
+    for (seq, why) in [
+        (0, "its messages are #1 to #2"),
+        (3, "its messages are #1 to #2"),
+    ] {
+        let (status, body) = post_json(
+            &s,
+            &format!("/api/sessions/{id}/fork"),
+            json!({"message_seq": seq}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["message"].as_str().unwrap_or("").contains(why),
+            "{body}"
+        );
+    }
+    let (status, _) = post_json(
+        &s,
+        "/api/sessions/01890000-0000-7000-8000-000000000000/fork",
+        json!({"message_seq": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, forks) = get_json(&s, &format!("/api/sessions/{id}/forks")).await;
+    assert_eq!(forks["forks"], json!([]), "bad fork points made nothing");
+
+    let (status, fork) = post_json(
+        &s,
+        &format!("/api/sessions/{id}/fork"),
+        json!({"message_seq": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{fork}");
+    let fork_id = fork["id"].as_str().unwrap().to_string();
+    assert_ne!(fork_id, id);
+    assert_eq!(fork["title"], "fork of payments triage");
+    assert_eq!(fork["parent_id"], id.as_str());
+    assert_eq!(fork["fork_seq"], 1);
+    let (_, forks) = get_json(&s, &format!("/api/sessions/{id}/forks")).await;
+    assert_eq!(forks["forks"][0]["id"], fork_id.as_str());
+
+    // Its own sandbox, and the parent's conversation up to #1 replayed to its harness.
+    wait_status(&s, &fork_id, "ready").await;
+    let (_, page) = get_json(&s, &format!("/api/sessions/{fork_id}/messages")).await;
+    let messages = page["messages"].as_array().unwrap();
+    assert_eq!(
+        messages[0]["parts"][0]["text"],
+        "look at the failing checkout"
+    );
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["parts"][0]["text"] != "now the refunds"),
+        "only up to the fork point: {page}"
+    );
+    assert!(
+        messages.iter().any(|m| m["role"] == "system"
+            && m["parts"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Forked from session")),
+        "{page}"
+    );
+    let replay = s
+        .harness
+        .sent_texts()
+        .into_iter()
+        .find(|t| t.contains("forked from another"))
+        .expect("the history was replayed to the fork's harness");
+    assert!(replay.contains("look at the failing checkout"), "{replay}");
+    assert!(!replay.contains("now the refunds"), "{replay}");
+    let parent = s.core.get_session(id.parse().unwrap()).await.unwrap();
+    assert_ne!(
+        parent.sandbox_ref,
+        s.core
+            .get_session(fork_id.parse().unwrap())
+            .await
+            .unwrap()
+            .sandbox_ref,
+        "a sandbox of its own"
+    );
+    s.stop().await;
+}

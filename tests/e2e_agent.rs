@@ -1118,4 +1118,41 @@ async fn an_agent_asks_and_a_person_answers() {
     api.reply_containing(&id, "eu-west").await;
     let session = api.get(&format!("/api/sessions/{id}")).await;
     assert_eq!(session["waiting"], 0, "{session}");
+
+    // 5. A fork at the first message: a new session with its own opencode, the conversation
+    //    up to there replayed to it, and it answers.
+    let (status, fork) = api
+        .post(
+            &format!("/api/sessions/{id}/fork"),
+            json!({"message_seq": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{fork}");
+    let fork_id = fork["id"].as_str().unwrap().to_string();
+    assert_eq!(fork["parent_id"], id.as_str());
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{fork_id}/messages"),
+            json!({"text": "say forked"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let messages = api
+        .reply_containing(&fork_id, "Scripted reply to: say forked")
+        .await;
+    let texts = texts(&messages);
+    assert_eq!(
+        texts[0],
+        ("user".to_string(), "run: echo perm-one".to_string())
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|(role, t)| role == "system" && t.contains("Forked from session")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|(_, t)| t.contains("perm-two")),
+        "only up to the fork point: {texts:?}"
+    );
 }

@@ -4,9 +4,9 @@
 mod common;
 
 use agentdeck::model::{
-    AgentRecord, AskKind, AskStatus, MessagePatch, MessageRole, MessageStatus, NewAsk, NewEvent,
-    NewMessage, NewSession, NewTask, Part, Phase, SessionCreation, SessionPatch, SessionQuery,
-    SessionStatus, TaskKind, TaskQuery, TaskStatus, Transition,
+    AgentRecord, AskKind, AskStatus, Fork, MessagePatch, MessageRole, MessageStatus, NewAsk,
+    NewEvent, NewMessage, NewSession, NewTask, Part, Phase, SessionCreation, SessionPatch,
+    SessionQuery, SessionStatus, TaskKind, TaskQuery, TaskStatus, Transition,
 };
 use agentdeck::store::{Change, ChangeFeed, Store, StoreError};
 use common::{TestDb, eventually};
@@ -934,6 +934,64 @@ async fn statuses_of_many_sessions(db: TestDb) {
     assert!(store.session_statuses(&[]).await.unwrap().is_empty());
 }
 
+/// A fork is made whole or not at all: its row linked to its parent, the parent's messages up
+/// to the fork point copied in order (before any first message), its task.
+async fn a_fork_is_made_with_its_history(db: TestDb) {
+    let store = db.open().await;
+    let parent = store
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
+    let id = Uuid::now_v7();
+    let creation = SessionCreation {
+        session: NewSession {
+            id: Some(id),
+            ..new_session("coder", "red")
+        },
+        created: NewEvent::new(
+            "session.created",
+            serde_json::json!({"forked_from": parent.id}),
+        ),
+        first_message: Some(user("and now?")),
+        task: NewTask::new(TaskKind::Provision, serde_json::json!({})).for_session(id),
+        fork: Some(Fork {
+            parent: parent.id,
+            at_seq: 2,
+            history: vec![user("first"), user("second")],
+        }),
+    };
+    db.refuse_tasks(true).await;
+    assert!(store.create_session(&creation).await.is_err());
+    assert!(
+        store.get_session(id).await.unwrap().is_none(),
+        "no half-made fork"
+    );
+    db.refuse_tasks(false).await;
+    let fork = store.create_session(&creation).await.unwrap();
+    assert_eq!((fork.parent_id, fork.fork_seq), (Some(parent.id), Some(2)));
+    assert_eq!(fork.last_message_seq, 3);
+    let texts: Vec<String> = store
+        .list_messages(id, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.text())
+        .collect();
+    assert_eq!(texts, ["first", "second", "and now?"]);
+    let forks = store
+        .list_sessions(&SessionQuery {
+            parent: Some(parent.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(forks.iter().map(|s| s.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(
+        store.get_session(id).await.unwrap().unwrap().parent_id,
+        Some(parent.id)
+    );
+}
+
 async fn deleting_nothing_is_harmless(db: TestDb) {
     // Migrations are idempotent: running them again on a migrated store changes nothing.
     let store: Arc<dyn Store> = db.open().await;
@@ -964,6 +1022,7 @@ async fn commands_are_all_or_nothing(db: TestDb) {
         task: NewTask::new(TaskKind::Provision, serde_json::json!({}))
             .for_session(id)
             .dedupe(format!("provision:{id}")),
+        fork: None,
     };
     let tasks_of = |kind: &'static str| {
         let store = store.clone();
@@ -1106,4 +1165,5 @@ conformance!(
     commands_are_all_or_nothing,
     asks_are_answered_once,
     statuses_of_many_sessions,
+    a_fork_is_made_with_its_history,
 );

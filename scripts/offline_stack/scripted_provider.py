@@ -75,9 +75,16 @@ def _is_title_request(messages: list) -> bool:
 
 
 def _last_user_text(messages: list) -> str:
+    """What the user said last: the last text part of the last user message (a provider may
+    merge consecutive user messages, such as a replayed history and the next prompt, into one
+    message of several parts; the prompt is the last of them)."""
     for m in reversed(messages):
         if m.get("role") == "user":
-            return _text_of(m.get("content"))
+            content = m.get("content")
+            if isinstance(content, list):
+                texts = [_text_of([p]) for p in content if _text_of([p]).strip()]
+                return texts[-1] if texts else ""
+            return _text_of(content)
     return ""
 
 

@@ -39,6 +39,8 @@ pub fn router(core: Core) -> Router {
         )
         .route("/api/sessions/{id}/events", get(events::stream))
         .route("/api/sessions/{id}/diagnosis", get(sessions::diagnosis))
+        .route("/api/sessions/{id}/fork", post(sessions::fork))
+        .route("/api/sessions/{id}/forks", get(sessions::forks))
         .route("/api/sessions/{id}/permissions", get(sessions::permissions))
         .route(
             "/api/sessions/{id}/permissions/{ask}",

@@ -327,6 +327,38 @@ pub async fn answer_question(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkBody {
+    message_seq: i64,
+}
+
+/// `POST /api/sessions/{id}/fork` `{"message_seq": N}`: a new session whose conversation is
+/// this one's up to message N; 201 with it.
+pub async fn fork(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<ForkBody>,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(state.core.fork(session.id, body.message_seq).await?),
+    ))
+}
+
+/// `GET /api/sessions/{id}/forks`: the sessions forked from this one, newest first.
+pub async fn forks(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    let forks = state.core.forks(session.id).await?;
+    Ok(Json(serde_json::json!({ "forks": forks })))
+}
+
 /// `GET /api/sessions/{id}/diagnosis`: everything about the session and what to do.
 pub async fn diagnosis(
     State(state): State<AppState>,

@@ -179,6 +179,15 @@ pub enum SessionsCmd {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// Fork a session: a new one, in a sandbox of its own, whose conversation is this one's up
+    /// to message `--at` (the `#N` of `sessions show`).
+    Fork {
+        id: String,
+        #[arg(long, value_name = "SEQ")]
+        at: i64,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Restart a session's sandbox (a failed session is provisioned again).
     Restart {
         id: String,
@@ -590,6 +599,9 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
                 Output::Json => println!("{}", json(&answered)?),
                 Output::Table => print!("{}", asks_table(std::slice::from_ref(&answered))),
             }
+        }
+        SessionsCmd::Fork { id, at, output } => {
+            print_session(&core.fork(parse_id(&id)?, at).await?, output)?
         }
         SessionsCmd::Restart { id, output } => {
             print_session(&core.restart(parse_id(&id)?).await?, output)?

@@ -26,6 +26,8 @@ pub struct Diagnosis {
     pub health: Option<std::result::Result<SandboxHealth, String>>,
     pub log_tail: std::result::Result<Vec<String>, String>,
     pub gateway: std::result::Result<(), String>,
+    /// The sessions forked from this one, newest first.
+    pub forks: Vec<Session>,
 }
 
 impl Core {
@@ -62,13 +64,21 @@ impl Core {
             }
         };
         let gateway = self.gateway_health();
-        let (phases, health, log_tail, gateway) = tokio::join!(phases, health, log_tail, gateway);
+        let forks = async {
+            self.forks(id).await.unwrap_or_else(|err| {
+                tracing::warn!(session = %id, %err, "cannot list the session's forks");
+                Vec::new()
+            })
+        };
+        let (phases, health, log_tail, gateway, forks) =
+            tokio::join!(phases, health, log_tail, gateway, forks);
         Ok(Diagnosis {
             session,
             phases,
             health,
             log_tail,
             gateway,
+            forks,
         })
     }
 }
@@ -136,6 +146,7 @@ impl Diagnosis {
             },
             "log_tail": part(self.log_tail.as_ref().map(|l| serde_json::json!(l))),
             "gateway": part(self.gateway.as_ref().map(|_| serde_json::json!({"answering": true}))),
+            "forks": self.forks.iter().map(|f| serde_json::json!({"id": f.id, "title": f.title, "status": f.status, "fork_seq": f.fork_seq})).collect::<Vec<_>>(),
             "advice": self.advice(),
         })
     }

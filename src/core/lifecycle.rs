@@ -676,8 +676,11 @@ impl Core {
             .create_session(endpoint, &session.title)
             .await
             .map_err(|e| TaskError::retry(format!("harness session: {e}")))?;
+        // A fork's first harness conversation starts from its parent's, copied: replayed the
+        // same way.
+        let forked = session.parent_id.is_some() && session.harness_session_id.is_none();
         if (session.harness_session_id.is_some() || session.last_message_seq > 0)
-            && let Some(history) = self.history_for_replay(id).await?
+            && let Some(history) = self.history_for_replay(id, forked).await?
         {
             let prompt = crate::harness::Prompt {
                 text: history,
@@ -689,7 +692,11 @@ impl Core {
                 .send(endpoint, &created, &prompt)
                 .await
                 .map_err(|e| TaskError::retry(format!("replaying history: {e}")))?;
-            self.note_recovery(id, true, &created).await?;
+            if forked {
+                self.note_fork(session).await?;
+            } else {
+                self.note_recovery(id, true, &created).await?;
+            }
         }
         Ok(created)
     }
@@ -749,8 +756,33 @@ impl Core {
         Ok(())
     }
 
+    /// Records in a fork's transcript that its parent's conversation was replayed to it.
+    async fn note_fork(&self, session: &Session) -> TaskResult {
+        let text = format!(
+            "Forked from session {} at message #{}: the conversation so far was replayed to the agent.",
+            session.parent_id.map(|p| p.to_string()).unwrap_or_default(),
+            session.fork_seq.unwrap_or_default()
+        );
+        self.store()
+            .append_message(
+                session.id,
+                &crate::model::NewMessage {
+                    role: MessageRole::System,
+                    status: MessageStatus::Complete,
+                    parts: vec![crate::model::Part::text(&text)],
+                    harness_message_id: None,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The stored conversation as text for a new harness conversation, newest kept when long.
-    async fn history_for_replay(&self, id: Uuid) -> Result<Option<String>, TaskError> {
+    async fn history_for_replay(
+        &self,
+        id: Uuid,
+        forked: bool,
+    ) -> Result<Option<String>, TaskError> {
         const LIMIT: usize = 100 * 1024;
         let mut turns = Vec::new();
         let mut after = 0;
@@ -796,8 +828,13 @@ impl Core {
             }
             body = format!("{turn}\n\n{body}");
         }
+        let why = if forked {
+            "in a new session forked from another"
+        } else {
+            "after the agent's sandbox restarted"
+        };
         Ok(Some(format!(
-            "{} after the agent's sandbox restarted. \
+            "{} {why}. \
              Here is the conversation so far, for context; do not answer it, wait for the next message.\n\n{body}",
             super::REPLAY_PREFIX
         )))

@@ -14,6 +14,7 @@
 mod asks;
 mod diagnose;
 mod error;
+mod fork;
 pub mod ingest;
 mod lifecycle;
 mod reconciler;
@@ -357,6 +358,7 @@ impl Core {
                     harness_message_id: None,
                 }),
                 task: self.task(TaskKind::Provision, id),
+                fork: None,
             })
             .await?;
         tracing::info!(session = %session.id, agent = %session.agent_id, team = %session.team, "session created");

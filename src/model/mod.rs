@@ -28,6 +28,6 @@ pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus};
 pub use sandbox::{
     Condition, HealthChange, HealthPhase, LogOptions, SandboxEvent, SandboxHealth, SandboxRef,
 };
-pub use session::{NewSession, Session, SessionCreation, SessionPatch, SessionQuery};
+pub use session::{Fork, NewSession, Session, SessionCreation, SessionPatch, SessionQuery};
 pub use task::{NewTask, Task, TaskQuery};
 pub use transition::Transition;

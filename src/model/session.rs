@@ -32,6 +32,12 @@ pub struct Session {
     /// How many of the agent's asks (permissions, questions) wait for a person.
     #[serde(default)]
     pub waiting: i32,
+    /// The session this one was forked from, if any (it may since have been deleted)…
+    #[serde(default)]
+    pub parent_id: Option<Uuid>,
+    /// …and the message of the parent's transcript it was forked at.
+    #[serde(default)]
+    pub fork_seq: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_activity_at: DateTime<Utc>,
@@ -59,6 +65,17 @@ pub struct SessionCreation {
     pub created: super::NewEvent,
     pub first_message: Option<super::NewMessage>,
     pub task: super::NewTask,
+    /// For a fork: the parent and the message it is forked at, and the parent's transcript up
+    /// to that message, copied (before the first message).
+    pub fork: Option<Fork>,
+}
+
+/// What a fork starts from.
+#[derive(Debug, Clone)]
+pub struct Fork {
+    pub parent: Uuid,
+    pub at_seq: i64,
+    pub history: Vec<super::NewMessage>,
 }
 
 /// A partial update of a session; `None` leaves a field as it is, `Some(None)` clears it.
@@ -106,6 +123,8 @@ pub struct SessionQuery {
     pub teams: Option<Vec<String>>,
     pub agent_id: Option<String>,
     pub statuses: Option<Vec<SessionStatus>>,
+    /// Only the forks of this session.
+    pub parent: Option<Uuid>,
     /// Only sessions whose idle deadline is before this time.
     pub idle_before: Option<DateTime<Utc>>,
     /// Only sessions older than this one (ids are time-ordered UUIDv7).

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_detail, runtime, \
     sandbox_ref, harness_session_id, failure_reason, \
-    ARRAY(SELECT k FROM jsonb_object_keys(env) AS k WHERE k NOT LIKE 'AGENTDECK\\_%') AS env_keys, last_message_seq, last_event_seq, waiting, \
+    ARRAY(SELECT k FROM jsonb_object_keys(env) AS k WHERE k NOT LIKE 'AGENTDECK\\_%') AS env_keys, last_message_seq, last_event_seq, waiting, parent_id, fork_seq, \
     created_at, updated_at, last_activity_at, idle_deadline, stopped_at";
 const MESSAGE_COLUMNS: &str =
     "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
@@ -142,6 +142,8 @@ fn session_from_row(row: &PgRow) -> Result<Session> {
         last_message_seq: row.try_get("last_message_seq")?,
         last_event_seq: row.try_get("last_event_seq")?,
         waiting: row.try_get("waiting")?,
+        parent_id: row.try_get("parent_id")?,
+        fork_seq: row.try_get("fork_seq")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         last_activity_at: row.try_get("last_activity_at")?,
@@ -588,6 +590,9 @@ impl Store for PgStore {
                 .push_bind(statuses_text(statuses))
                 .push(")");
         }
+        if let Some(parent) = q.parent {
+            b.push(" AND parent_id = ").push_bind(parent);
+        }
         if let Some(t) = q.idle_before {
             b.push(" AND idle_deadline < ").push_bind(t);
         }
@@ -884,6 +889,17 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         let session = insert_session_in(&mut tx, &new.session).await?;
         append_events_in(&mut tx, session.id, std::slice::from_ref(&new.created)).await?;
+        if let Some(fork) = &new.fork {
+            sqlx::query("UPDATE sessions SET parent_id = $2, fork_seq = $3 WHERE id = $1")
+                .bind(session.id)
+                .bind(fork.parent)
+                .bind(fork.at_seq)
+                .execute(&mut *tx)
+                .await?;
+            for message in &fork.history {
+                append_message_in(&mut tx, session.id, message).await?;
+            }
+        }
         if let Some(first) = &new.first_message {
             append_message_in(&mut tx, session.id, first).await?;
         }

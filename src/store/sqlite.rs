@@ -33,7 +33,7 @@ const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_d
     sandbox_ref, harness_session_id, failure_reason, \
     (SELECT json_group_array(key) FROM (SELECT key FROM json_each(env) \
         WHERE key NOT LIKE 'AGENTDECK\\_%' ESCAPE '\\' ORDER BY key)) AS env_keys, \
-    last_message_seq, last_event_seq, waiting, created_at, updated_at, last_activity_at, idle_deadline, \
+    last_message_seq, last_event_seq, waiting, parent_id, fork_seq, created_at, updated_at, last_activity_at, idle_deadline, \
     stopped_at";
 const MESSAGE_COLUMNS: &str =
     "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
@@ -130,6 +130,8 @@ fn session_from_row(row: &SqliteRow) -> Result<Session> {
         last_message_seq: row.try_get("last_message_seq")?,
         last_event_seq: row.try_get("last_event_seq")?,
         waiting: row.try_get("waiting")?,
+        parent_id: opt_uuid(row, "parent_id")?,
+        fork_seq: row.try_get("fork_seq")?,
         created_at: at(row.try_get("created_at")?)?,
         updated_at: at(row.try_get("updated_at")?)?,
         last_activity_at: at(row.try_get("last_activity_at")?)?,
@@ -806,6 +808,9 @@ impl Store for SqliteStore {
             b.push(" AND status IN ");
             push_in(&mut b, statuses.iter());
         }
+        if let Some(parent) = q.parent {
+            b.push(" AND parent_id = ").push_bind(parent.to_string());
+        }
         if let Some(t) = q.idle_before {
             b.push(" AND idle_deadline < ")
                 .push_bind(t.timestamp_millis());
@@ -1136,6 +1141,17 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let session = insert_session_in(&mut tx, &new.session).await?;
         append_events_in(&mut tx, session.id, std::slice::from_ref(&new.created)).await?;
+        if let Some(fork) = &new.fork {
+            sqlx::query("UPDATE sessions SET parent_id = ?2, fork_seq = ?3 WHERE id = ?1")
+                .bind(session.id.to_string())
+                .bind(fork.parent.to_string())
+                .bind(fork.at_seq)
+                .execute(&mut *tx)
+                .await?;
+            for message in &fork.history {
+                append_message_in(&mut tx, session.id, message).await?;
+            }
+        }
         if let Some(first) = &new.first_message {
             append_message_in(&mut tx, session.id, first).await?;
         }

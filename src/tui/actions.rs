@@ -54,6 +54,7 @@ pub enum Action {
     Allow,
     AllowAlways,
     Reject,
+    Fork,
     Compose,
     ToggleWrap,
     ToggleTimestamps,
@@ -347,6 +348,15 @@ pub const REGISTRY: &[ActionDef] = &[
         ["N"],
         "",
         "Previous match of the search",
+        false,
+        [Transcript]
+    ),
+    def!(
+        Fork,
+        "fork",
+        ["f"],
+        "fork",
+        "Fork the session at a message: a new session whose conversation is this one up to it",
         false,
         [Transcript]
     ),

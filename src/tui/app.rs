@@ -63,6 +63,8 @@ pub enum Msg {
         ended: Option<String>,
     },
     Diagnosis(Box<Diagnosis>),
+    /// A fork made from the cockpit: it is attached.
+    Forked(Box<Session>),
     /// What the session's agent waits for a person to answer.
     Asks {
         session: Uuid,
@@ -119,6 +121,10 @@ pub enum Effect {
     LoadAsks {
         session: Uuid,
     },
+    Fork {
+        session: Uuid,
+        at_seq: i64,
+    },
     Answer {
         session: Uuid,
         ask: String,
@@ -137,6 +143,11 @@ pub enum Dialog {
     NewSession(Box<NewSession>),
     /// `/` in the transcript or the logs: what to look for, typed in the status line.
     Search(Box<TextArea<'static>>),
+    /// `f`: the message to fork the attached session at.
+    Fork {
+        session: Uuid,
+        input: Box<TextArea<'static>>,
+    },
     /// Answering what the agent asks: a reason for a rejection, or the answer to a question.
     Reply {
         session: Uuid,
@@ -488,6 +499,30 @@ impl App {
                 self.connectivity = now;
                 vec![]
             }
+            Msg::Forked(fork) => {
+                self.status = Some((
+                    format!(
+                        "forked at message #{}: {} (esc goes back to the list)",
+                        fork.fork_seq.unwrap_or_default(),
+                        fork.title
+                    ),
+                    false,
+                ));
+                let id = fork.id;
+                self.sessions.upsert(*fork);
+                if let Some(old) = self.transcript.take() {
+                    self.keep_draft(old);
+                }
+                self.panel = None;
+                self.transcript = Some(Transcript::new(id));
+                vec![
+                    Effect::LoadMessages {
+                        session: id,
+                        after: 0,
+                    },
+                    Effect::LoadAsks { session: id },
+                ]
+            }
             Msg::Asks { session, asks } => {
                 match self.transcript.as_mut().filter(|t| t.session == session) {
                     Some(t) => t.asks = asks,
@@ -596,6 +631,7 @@ impl App {
                         health: None,
                         log_tail: Ok(vec![]),
                         gateway: Ok(()),
+                        forks: vec![],
                     }))));
                     return vec![Effect::Diagnose { session: id }];
                 }
@@ -669,6 +705,21 @@ impl App {
                 }
             }
             Action::Allow | Action::AllowAlways | Action::Reject => return self.on_ask(action),
+            Action::Fork => {
+                if let Some(t) = &self.transcript {
+                    let last = t.last_seq();
+                    if last < 1 {
+                        self.status = Some(("nothing to fork yet: no messages".into(), true));
+                    } else {
+                        let mut input = TextArea::default();
+                        input.insert_str(last.to_string());
+                        self.dialog = Some(Dialog::Fork {
+                            session: t.session,
+                            input: Box::new(input),
+                        });
+                    }
+                }
+            }
             Action::Compose => {
                 if let Some(t) = &mut self.transcript {
                     let ended = self
@@ -901,6 +952,30 @@ impl App {
                         let text = text_of(area);
                         self.set_search(&text);
                     }
+                    vec![]
+                }
+            }),
+            Some(Dialog::Fork { session, input }) => Some(match key.code {
+                KeyCode::Esc => {
+                    self.dialog = None;
+                    vec![]
+                }
+                KeyCode::Enter => {
+                    match text_of(input).trim().trim_start_matches('#').parse::<i64>() {
+                        Ok(at_seq) => {
+                            let session = *session;
+                            self.dialog = None;
+                            vec![Effect::Fork { session, at_seq }]
+                        }
+                        Err(_) => {
+                            self.status =
+                                Some(("fork at which message? type its number (#N)".into(), true));
+                            vec![]
+                        }
+                    }
+                }
+                _ => {
+                    input.input(key);
                     vec![]
                 }
             }),
@@ -1497,6 +1572,43 @@ mod tests {
         assert!(ro.dialog.is_none());
     }
 
+    /// `f` asks at which message (the last one offered), Enter forks there; the fork is
+    /// attached when it is made.
+    #[test]
+    fn fork_at_a_message() {
+        let (mut a, id) = attached(&["one".to_string(), "two".to_string(), "three".to_string()]);
+        assert_eq!(a.update(key('f')), vec![]);
+        assert!(matches!(a.dialog, Some(Dialog::Fork { .. })));
+        assert!(frame(&a).contains("Fork at message #"));
+        a.update(press(KeyCode::Backspace));
+        a.update(key('x'));
+        assert_eq!(a.update(press(KeyCode::Enter)), vec![]);
+        assert!(
+            a.status
+                .as_ref()
+                .is_some_and(|(t, e)| *e && t.contains("which message"))
+        );
+        a.update(press(KeyCode::Backspace));
+        a.update(key('2'));
+        assert_eq!(
+            a.update(press(KeyCode::Enter)),
+            vec![Effect::Fork {
+                session: id,
+                at_seq: 2
+            }]
+        );
+        let mut fork = session(9, "coder", SessionStatus::Creating);
+        fork.parent_id = Some(id);
+        fork.fork_seq = Some(2);
+        let fx = a.update(Msg::Forked(Box::new(fork)));
+        assert_eq!(transcript(&a).session, Uuid::from_u128(9));
+        assert!(fx.contains(&Effect::LoadMessages {
+            session: Uuid::from_u128(9),
+            after: 0
+        }));
+        assert!(frame(&a).contains("forked from"), "{}", frame(&a));
+    }
+
     fn transcript(a: &App) -> &Transcript {
         a.transcript.as_ref().unwrap_or_else(|| panic!("attached"))
     }
@@ -1699,11 +1811,15 @@ mod tests {
             help.shown.get().max_top > 0,
             "80x24 is too small for every key"
         );
-        a.update(press(KeyCode::PageDown));
-        a.update(press(KeyCode::PageDown));
-        a.update(press(KeyCode::PageDown));
-        let last = frame(&a);
-        assert!(last.contains("On other screens"), "{last}");
+        let mut pages = Vec::new();
+        for _ in 0..3 {
+            a.update(press(KeyCode::PageDown));
+            pages.push(frame(&a));
+        }
+        assert!(
+            pages.iter().any(|p| p.contains("On other screens")),
+            "{pages:?}"
+        );
         assert!(matches!(a.dialog, Some(Dialog::Help(_))));
         a.update(key('x'));
         assert!(a.dialog.is_none());

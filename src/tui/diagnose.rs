@@ -108,6 +108,32 @@ fn render_diagnose(
             Span::raw(sanitize::line(&v)),
         ]));
     }
+    // Its family: where it was forked from, and what was forked from it.
+    let mut family = Vec::new();
+    if let Some(parent) = s.parent_id {
+        family.push((
+            "forked from".to_string(),
+            format!("{parent} at message #{}", s.fork_seq.unwrap_or_default()),
+        ));
+    }
+    for f in &d.forks {
+        family.push((
+            "fork".to_string(),
+            format!(
+                "{} {} at #{} ({})",
+                f.id,
+                sanitize::line(&f.title),
+                f.fork_seq.unwrap_or_default(),
+                f.status
+            ),
+        ));
+    }
+    for (k, v) in family {
+        lines.push(Line::from(vec![
+            Span::styled(format!("  {k:<17}"), t.muted),
+            Span::raw(v),
+        ]));
+    }
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(
         "Phase history (latest last)",

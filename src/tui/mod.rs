@@ -583,6 +583,10 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 follow_logs(core, tx, session, stream, since, logs_for).await;
                 return;
             }
+            Effect::Fork { session, at_seq } => match core.fork(session, at_seq).await {
+                Ok(fork) => Msg::Forked(Box::new(fork)),
+                Err(e) => Msg::Error(format!("cannot fork: {e}")),
+            },
             Effect::LoadAsks { session } => match core.asks(session, None, true).await {
                 Ok(asks) => Msg::Asks { session, asks },
                 Err(e) => Msg::Error(format!("cannot read what the agent asks: {e}")),

@@ -695,6 +695,8 @@ pub(crate) mod tests {
             last_message_seq: 0,
             last_event_seq: 0,
             waiting: 0,
+            parent_id: None,
+            fork_seq: None,
             created_at: t,
             updated_at: t,
             last_activity_at: t,

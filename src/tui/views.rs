@@ -238,6 +238,31 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
             f.render_widget(field_block, field);
             f.render_widget(&**input, field_inner);
         }
+        Some(Dialog::Fork { input, .. }) => {
+            let r = centered(f.area(), 60, 6);
+            f.render_widget(Clear, r);
+            let block = Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.accent)
+                .title(" Fork at message # (its conversation up to there) ");
+            let inner = block.inner(r);
+            f.render_widget(block, r);
+            let [hint, field] =
+                Layout::vertical([Constraint::Length(1), Constraint::Length(3)]).areas(inner);
+            f.render_widget(
+                Paragraph::new(Span::styled(
+                    "a new session in a sandbox of its own; this one goes on",
+                    app.theme.muted,
+                )),
+                hint,
+            );
+            let field_block = Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.border);
+            let field_inner = field_block.inner(field);
+            f.render_widget(field_block, field);
+            f.render_widget(&**input, field_inner);
+        }
         Some(Dialog::Search(_)) | None => {}
     }
 }
@@ -405,6 +430,9 @@ fn modal_keys(app: &App) -> Option<&'static [(&'static str, &'static str)]> {
         }
         Some(Dialog::Reply { .. }) => {
             return Some(&[("enter", "send"), ("esc", "cancel")]);
+        }
+        Some(Dialog::Fork { .. }) => {
+            return Some(&[("enter", "fork"), ("esc", "cancel")]);
         }
         None => {}
     }

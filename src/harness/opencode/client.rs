@@ -176,7 +176,9 @@ impl Client {
         }
     }
 
-    /// Starts a turn; returns once opencode accepted it (the reply streams on `/event`).
+    /// Starts a turn; returns once opencode accepted it (the reply streams on `/event`). A
+    /// `no_reply` prompt (history added without a turn) is sent to `/message`, which returns
+    /// once it is stored, so that a prompt sent next comes after it.
     pub async fn prompt_async(
         &self,
         endpoint: &Endpoint,
@@ -197,7 +199,11 @@ impl Client {
             .req(
                 reqwest::Method::POST,
                 endpoint,
-                &format!("/session/{session}/prompt_async"),
+                &if no_reply {
+                    format!("/session/{session}/message")
+                } else {
+                    format!("/session/{session}/prompt_async")
+                },
             )
             .json(&body);
         self.call(endpoint, req, "send prompt").await.map(|_| ())

@@ -99,6 +99,14 @@ fn render_transcript(f: &mut Frame, app: &App, t: &Transcript, area: Rect) {
         ),
         None => " transcript ".to_string(),
     };
+    // A fork says where it came from (its parent's id, as `sessions show` takes it).
+    let title = match session.and_then(|s| s.parent_id.zip(s.fork_seq)) {
+        Some((parent, at)) => {
+            let short: String = parent.to_string().chars().take(8).collect();
+            format!("{title}· forked from {short}… at #{at} ")
+        }
+        None => title,
+    };
     let title = match t.search_query() {
         Some(q) => format!("{title}· search \"{}\" (n/N) ", sanitize::line(q)),
         None => title,
