@@ -565,4 +565,13 @@ async fn asks_are_listed_and_an_answer_that_cannot_be_given_loses_nothing() {
         Some(&url),
     ));
     assert_eq!(shown["session"]["waiting"], 1);
+
+    // No sandbox yet: no shell, and it says why.
+    let shell = run(root.path(), &["sessions", "shell", &id], Some(&url));
+    assert_eq!(shell.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&shell.stderr).contains("nothing to open a shell in"),
+        "{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
 }

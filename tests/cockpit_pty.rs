@@ -348,3 +348,57 @@ async fn sessions_come_once_the_store_answers_again() {
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", wait);
 }
+
+/// `!` gives the terminal to a shell in the session's sandbox (its working folder, with the
+/// sandbox's env) and takes it back intact when the shell exits.
+#[test]
+fn a_shell_in_the_sandbox_and_back() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let tmux = launch(
+        root.path(),
+        Launch {
+            stack: Some(&stack),
+            env: "SHELL=/bin/sh",
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(20);
+    tmux.wait_for("No sessions yet. Press n to start one.", wait);
+    tmux.keys(&["n"]);
+    tmux.wait_for("New session", wait);
+    tmux.keys(&["Tab"]);
+    tmux.text("shell check");
+    tmux.keys(&["C-s"]);
+    tmux.wait_for("Sessions (1)", wait);
+    tmux.wait_for("+ ready", Duration::from_secs(90));
+
+    tmux.keys(&["!"]);
+    tmux.wait_for("a shell in", wait);
+    tmux.text("echo \"where=$PWD id=$AGENTDECK_SESSION_ID\"");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("where=", wait);
+    assert!(
+        screen.contains("/data/agentdeck/sandboxes/"),
+        "the shell starts in the sandbox's folder:\n{screen}"
+    );
+    assert!(
+        screen.contains("id=01"),
+        "with the sandbox's env:\n{screen}"
+    );
+    tmux.text("exit");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the shell ended", wait);
+    assert!(
+        screen.contains("shell check"),
+        "the cockpit is back:\n{screen}"
+    );
+    // Keys reach the cockpit again.
+    tmux.keys(&["?"]);
+    tmux.wait_for("On this screen", wait);
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
+}

@@ -188,6 +188,9 @@ pub enum SessionsCmd {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// An interactive shell in the session's sandbox (its working folder and env on the local
+    /// runtime); it ends when the shell does.
+    Shell { id: String },
     /// Restart a session's sandbox (a failed session is provisioned again).
     Restart {
         id: String,
@@ -602,6 +605,17 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
         }
         SessionsCmd::Fork { id, at, output } => {
             print_session(&core.fork(parse_id(&id)?, at).await?, output)?
+        }
+        SessionsCmd::Shell { id } => {
+            let spec = core.shell(parse_id(&id)?).await?;
+            let status = std::process::Command::new(&spec.program)
+                .args(&spec.args)
+                .current_dir(&spec.cwd)
+                .env_clear()
+                .envs(&spec.env)
+                .status()
+                .with_context(|| format!("cannot start {}", spec.program.display()))?;
+            tracing::info!(session = %id, %status, "shell ended");
         }
         SessionsCmd::Restart { id, output } => {
             print_session(&core.restart(parse_id(&id)?).await?, output)?

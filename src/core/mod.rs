@@ -551,6 +551,19 @@ impl Core {
         Ok(self.inner.store.enqueue_task(task).await?)
     }
 
+    /// An interactive shell in the session's sandbox, for an operator's terminal (on the local
+    /// runtime: the sandbox's working folder, with its env).
+    pub async fn shell(&self, id: Uuid) -> Result<crate::model::ShellSpec> {
+        let session = self.get_session(id).await?;
+        let sandbox = Self::sandbox_of(&session).ok_or_else(|| {
+            CoreError::Conflict(format!(
+                "session {id} is {} with no sandbox: there is nothing to open a shell in",
+                session.status
+            ))
+        })?;
+        Ok(self.runtime().shell(&sandbox).await?)
+    }
+
     /// How a session's sandbox is doing right now (`None` when it has none).
     pub async fn sandbox_health(
         &self,

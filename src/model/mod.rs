@@ -27,6 +27,7 @@ pub use event::{Event, NewEvent};
 pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus};
 pub use sandbox::{
     Condition, HealthChange, HealthPhase, LogOptions, SandboxEvent, SandboxHealth, SandboxRef,
+    ShellSpec,
 };
 pub use session::{Fork, NewSession, Session, SessionCreation, SessionPatch, SessionQuery};
 pub use task::{NewTask, Task, TaskQuery};

@@ -127,3 +127,25 @@ pub struct LogOptions {
     /// Keep the stream open and send lines as they are written.
     pub follow: bool,
 }
+
+/// An interactive shell in a sandbox, to run on an operator's terminal: the program, where it
+/// starts and its whole environment (the sandbox's: it may hold secrets, so `Debug` shows only
+/// the names).
+#[derive(Clone, PartialEq)]
+pub struct ShellSpec {
+    pub program: std::path::PathBuf,
+    pub args: Vec<String>,
+    pub cwd: std::path::PathBuf,
+    pub env: std::collections::BTreeMap<String, std::ffi::OsString>,
+}
+
+impl std::fmt::Debug for ShellSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShellSpec")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}

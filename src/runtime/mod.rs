@@ -57,6 +57,7 @@ pub struct SandboxSpec {
 // core and the front ends; the runtimes speak it.
 pub use crate::model::{
     Condition, HealthChange, HealthPhase, LogOptions, SandboxEvent, SandboxHealth, SandboxRef,
+    ShellSpec,
 };
 
 /// A sandbox's log, line by line.
@@ -113,6 +114,13 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     async fn destroy(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError>;
     /// What `agentdeck doctor` reports about this runtime.
     async fn check(&self) -> Vec<Check>;
+    /// An interactive shell in the sandbox for an operator's terminal.
+    async fn shell(&self, _sandbox: &SandboxRef) -> Result<ShellSpec, RuntimeError> {
+        Err(RuntimeError::Unavailable(format!(
+            "a shell in a {} sandbox is not supported yet",
+            self.kind()
+        )))
+    }
 }
 
 /// The runtime of a configured kind that cannot be used (no cluster configuration, say).

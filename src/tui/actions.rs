@@ -55,6 +55,7 @@ pub enum Action {
     AllowAlways,
     Reject,
     Fork,
+    Shell,
     Compose,
     ToggleWrap,
     ToggleTimestamps,
@@ -359,6 +360,15 @@ pub const REGISTRY: &[ActionDef] = &[
         "Fork the session at a message: a new session whose conversation is this one up to it",
         false,
         [Transcript]
+    ),
+    def!(
+        Shell,
+        "shell",
+        ["!"],
+        "shell",
+        "A shell in the session's sandbox (exit it to come back)",
+        true,
+        [Sessions, Transcript, Sandboxes]
     ),
     def!(
         Since,

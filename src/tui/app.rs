@@ -65,6 +65,8 @@ pub enum Msg {
     Diagnosis(Box<Diagnosis>),
     /// A fork made from the cockpit: it is attached.
     Forked(Box<Session>),
+    /// A shell to run on the terminal (the loop gives the terminal to it, then takes it back).
+    Shell(Box<crate::model::ShellSpec>),
     /// What the session's agent waits for a person to answer.
     Asks {
         session: Uuid,
@@ -124,6 +126,9 @@ pub enum Effect {
     Fork {
         session: Uuid,
         at_seq: i64,
+    },
+    Shell {
+        session: Uuid,
     },
     Answer {
         session: Uuid,
@@ -323,6 +328,7 @@ impl App {
             Action::End => Command::End,
             Action::Abort => Command::Abort,
             Action::Attach | Action::Logs | Action::Diagnose => return status.is_some(),
+            Action::Shell => return status.is_some_and(|s| !s.is_terminal()),
             Action::Allow | Action::Reject => return self.waiting_ask().is_some(),
             Action::AllowAlways => {
                 return self
@@ -523,6 +529,8 @@ impl App {
                     Effect::LoadAsks { session: id },
                 ]
             }
+            // The loop runs it; nothing changes here.
+            Msg::Shell(_) => vec![],
             Msg::Asks { session, asks } => {
                 match self.transcript.as_mut().filter(|t| t.session == session) {
                     Some(t) => t.asks = asks,
@@ -705,6 +713,16 @@ impl App {
                 }
             }
             Action::Allow | Action::AllowAlways | Action::Reject => return self.on_ask(action),
+            Action::Shell => {
+                if let Some(s) = self.target() {
+                    if s.status.is_terminal() {
+                        self.status =
+                            Some(("this session has ended: its sandbox is gone".into(), true));
+                    } else {
+                        return vec![Effect::Shell { session: s.id }];
+                    }
+                }
+            }
             Action::Fork => {
                 if let Some(t) = &self.transcript {
                     let last = t.last_seq();
@@ -1570,6 +1588,42 @@ mod tests {
         assert_eq!(ro.update(key('a')), vec![]);
         assert_eq!(ro.update(key('r')), vec![]);
         assert!(ro.dialog.is_none());
+    }
+
+    /// `!` asks the loop for a shell in the selected session's sandbox; not for an ended
+    /// session, and not in read-only mode.
+    #[test]
+    fn a_shell_for_a_session_that_has_a_sandbox() {
+        let mut a = app();
+        a.update(Msg::Sessions(vec![
+            session(1, "coder", SessionStatus::Idle),
+            session(2, "coder", SessionStatus::Dead),
+        ]));
+        // Newest first: the ended session (2) is the first row.
+        a.sessions.select_index(0);
+        assert_eq!(
+            a.sessions.selected().map(|s| s.status),
+            Some(SessionStatus::Dead)
+        );
+        assert!(!a.offers(Action::Shell));
+        assert_eq!(a.update(key('!')), vec![]);
+        a.sessions.select_index(1);
+        assert!(a.offers(Action::Shell));
+        let id = a.sessions.selected().map(|s| s.id).unwrap();
+        assert_eq!(a.update(key('!')), vec![Effect::Shell { session: id }]);
+        let mut ro = App::new(
+            Keymap::new(true),
+            Theme::mono(),
+            vec![],
+            String::new(),
+            String::new(),
+        );
+        ro.update(Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Idle,
+        )]));
+        assert_eq!(ro.update(key('!')), vec![]);
     }
 
     /// `f` asks at which message (the last one offered), Enter forks there; the fork is

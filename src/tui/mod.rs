@@ -133,10 +133,12 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
     let _restore = Restore;
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    // Set while a shell has the terminal: the input task lets go of it.
+    let (paused_tx, paused_rx) = watch::channel(false);
     let (attached_tx, attached_rx) = watch::channel::<Option<Uuid>>(None);
     let (logs_tx, logs_rx) = watch::channel::<Option<u64>>(None);
     let mut tasks = vec![
-        tokio::spawn(input(tx.clone())),
+        tokio::spawn(input(tx.clone(), paused_rx)),
         tokio::spawn(follow_changes(
             Ctx {
                 core: core.clone(),
@@ -170,6 +172,15 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
                 && k.modifiers.contains(KeyModifiers::CONTROL)
             {
                 suspend_self(&mut term, mouse)?;
+                app.dirty = true;
+                continue;
+            }
+            if let Msg::Shell(spec) = &msg {
+                let said = match run_shell(&mut term, mouse, &paused_tx, spec).await {
+                    Ok(status) => Msg::Info(format!("the shell ended ({status})")),
+                    Err(e) => Msg::Error(format!("the shell: {e:#}")),
+                };
+                app.update(said);
                 app.dirty = true;
                 continue;
             }
@@ -239,20 +250,72 @@ fn suspend_self(term: &mut Term, mouse: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn input(tx: mpsc::UnboundedSender<Msg>) {
-    let mut events = EventStream::new();
-    while let Some(event) = events.next().await {
-        let msg = match event {
-            Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => Msg::Key(k),
-            Ok(Event::Resize(..)) => Msg::Resize,
-            Ok(Event::Mouse(m)) => Msg::Mouse(m),
-            Ok(_) => continue,
-            Err(err) => Msg::Error(format!("terminal input: {err}")),
-        };
-        if tx.send(msg).is_err() {
-            return;
+/// The terminal's keys, mouse and resizes as messages; while `paused` (a shell has the
+/// terminal) it reads nothing, so that every key goes to the shell.
+async fn input(tx: mpsc::UnboundedSender<Msg>, mut paused: watch::Receiver<bool>) {
+    loop {
+        if *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+            continue;
         }
+        let mut events = EventStream::new();
+        loop {
+            let event = tokio::select! {
+                event = events.next() => event,
+                changed = paused.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if *paused.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(event) = event else { return };
+            let msg = match event {
+                Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => Msg::Key(k),
+                Ok(Event::Resize(..)) => Msg::Resize,
+                Ok(Event::Mouse(m)) => Msg::Mouse(m),
+                Ok(_) => continue,
+                Err(err) => Msg::Error(format!("terminal input: {err}")),
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+        // Dropped here: crossterm stops reading the terminal.
     }
+}
+
+/// Gives the terminal to a shell in a sandbox and takes it back, intact, when the shell ends.
+async fn run_shell(
+    term: &mut Term,
+    mouse: bool,
+    paused: &watch::Sender<bool>,
+    spec: &crate::model::ShellSpec,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let _ = paused.send(true);
+    // A moment for the input task to let go of the terminal.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    leave();
+    println!(
+        "agentdeck: a shell in {} (exit it to go back to the cockpit)\r",
+        spec.cwd.display()
+    );
+    let status = tokio::process::Command::new(&spec.program)
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(&spec.env)
+        .status()
+        .await
+        .with_context(|| format!("cannot start {}", spec.program.display()));
+    *term = enter(mouse)?;
+    let _ = paused.send(false);
+    status
 }
 
 async fn clock(tx: mpsc::UnboundedSender<Msg>) {
@@ -583,6 +646,10 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 follow_logs(core, tx, session, stream, since, logs_for).await;
                 return;
             }
+            Effect::Shell { session } => match core.shell(session).await {
+                Ok(spec) => Msg::Shell(Box::new(spec)),
+                Err(e) => Msg::Error(format!("cannot open a shell: {e}")),
+            },
             Effect::Fork { session, at_seq } => match core.fork(session, at_seq).await {
                 Ok(fork) => Msg::Forked(Box::new(fork)),
                 Err(e) => Msg::Error(format!("cannot fork: {e}")),

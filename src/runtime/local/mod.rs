@@ -28,7 +28,7 @@ pub use workdir::{LOG_FILE, RECORD_FILE};
 use crate::config::LocalConfig;
 use crate::runtime::{
     Check, HealthChange, ListedSandbox, LogOptions, LogStream, RuntimeError, SandboxHealth,
-    SandboxRef, SandboxRuntime, SandboxSpec,
+    SandboxRef, SandboxRuntime, SandboxSpec, ShellSpec,
 };
 use async_trait::async_trait;
 use sandbox::{Sandbox, Shared};
@@ -301,6 +301,38 @@ impl SandboxRuntime for LocalRuntime {
             // Not one of ours: nothing of it is here.
             Err(_) => Ok(()),
         }
+    }
+
+    /// The operator's shell (`$SHELL`, else `/bin/sh`) in the sandbox's working folder, with
+    /// the environment the sandbox's agent gets (and the operator's `TERM`).
+    async fn shell(&self, sandbox: &SandboxRef) -> Result<ShellSpec, RuntimeError> {
+        let id = session_of(sandbox)?;
+        let dir = self.workdir(id);
+        if !dir.is_dir() {
+            return Err(RuntimeError::NotFound(sandbox.name.clone()));
+        }
+        let launch = record::read_launch(&dir).map_err(RuntimeError::Failed)?;
+        let mut env = launch::environment(
+            &self.allowlist,
+            |name| std::env::var_os(name),
+            &launch.env,
+            &dir,
+            &id.to_string(),
+        );
+        if let Some(term) = std::env::var_os("TERM") {
+            env.insert("TERM".to_string(), term);
+        }
+        let program = std::env::var_os("SHELL")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute() && p.is_file())
+            .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+        env.insert("SHELL".to_string(), program.clone().into_os_string());
+        Ok(ShellSpec {
+            program,
+            args: Vec::new(),
+            cwd: dir,
+            env,
+        })
     }
 
     async fn check(&self) -> Vec<Check> {
