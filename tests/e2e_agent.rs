@@ -37,6 +37,24 @@ struct Api {
 }
 
 impl Api {
+    /// The REST API of the `agentdeck serve` listening on `port`, once it answers.
+    async fn answering(port: u16) -> Api {
+        let api = Api {
+            http: reqwest::Client::new(),
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        eventually(Duration::from_secs(30), "serve to answer", || async {
+            api.http
+                .get(format!("{}/healthz", api.base))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await;
+        api
+    }
+
     async fn get(&self, path: &str) -> Value {
         let resp = self
             .http
@@ -151,19 +169,7 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
     let root = tempfile::tempdir().unwrap();
     let port = free_port();
     let _serve = start_serve(root.path(), db.url(), &stack, port);
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    eventually(Duration::from_secs(30), "serve to answer", || async {
-        api.http
-            .get(format!("{}/healthz", api.base))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    let api = Api::answering(port).await;
 
     // 1. A prompt at creation gets an answer.
     let (status, created) = api
@@ -477,19 +483,7 @@ async fn the_embedded_default_answers_a_first_prompt() {
             .spawn()
             .unwrap(),
     );
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    eventually(Duration::from_secs(30), "serve to answer", || async {
-        api.http
-            .get(format!("{}/healthz", api.base))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    let api = Api::answering(port).await;
     let (status, created) = api
         .post(
             "/api/sessions",
@@ -930,19 +924,7 @@ async fn an_agent_asks_and_a_person_answers() {
         port,
         "[agents.coder.permission]\nbash = \"ask\"\n",
     );
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    eventually(Duration::from_secs(30), "serve to answer", || async {
-        api.http
-            .get(format!("{}/healthz", api.base))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    let api = Api::answering(port).await;
     let (status, created) = api
         .post(
             "/api/sessions",

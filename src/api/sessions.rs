@@ -223,6 +223,21 @@ fn pending_only(q: &AsksQuery) -> Result<bool, ApiError> {
     }
 }
 
+/// A visible session's asks of `kind`, as the query filters them.
+async fn asks_of(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    q: &AsksQuery,
+    kind: AskKind,
+) -> Result<Vec<Ask>, ApiError> {
+    let session = visible(state, caller, id).await?;
+    Ok(state
+        .core
+        .asks(session.id, Some(kind), pending_only(q)?)
+        .await?)
+}
+
 /// Who answers through the API, for the audit trail.
 fn answerer(caller: &Caller) -> String {
     match caller {
@@ -239,11 +254,7 @@ pub async fn permissions(
     Path(id): Path<String>,
     Params(q): Params<AsksQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let session = visible(&state, &caller, &id).await?;
-    let asks = state
-        .core
-        .asks(session.id, Some(AskKind::Permission), pending_only(&q)?)
-        .await?;
+    let asks = asks_of(&state, &caller, &id, &q, AskKind::Permission).await?;
     Ok(Json(serde_json::json!({ "permissions": asks })))
 }
 
@@ -254,11 +265,7 @@ pub async fn questions(
     Path(id): Path<String>,
     Params(q): Params<AsksQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let session = visible(&state, &caller, &id).await?;
-    let asks = state
-        .core
-        .asks(session.id, Some(AskKind::Question), pending_only(&q)?)
-        .await?;
+    let asks = asks_of(&state, &caller, &id, &q, AskKind::Question).await?;
     Ok(Json(serde_json::json!({ "questions": asks })))
 }
 

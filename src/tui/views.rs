@@ -215,53 +215,19 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
                 text.extend(cells::wrap_line(&line, room));
             }
             text.push(Line::from(""));
-            let height = (text.len() as u16 + 5).min(f.area().height);
             let title = match ask.kind {
                 crate::model::AskKind::Permission => "Reject (why?)",
                 crate::model::AskKind::Question => "Answer",
             };
-            let r = centered(f.area(), width, height);
-            f.render_widget(Clear, r);
-            let block = Block::default()
-                .borders(Borders::ALL)
-                .border_style(app.theme.accent)
-                .title(format!(" {title} "));
-            let inner = block.inner(r);
-            f.render_widget(block, r);
-            let [what, field] =
-                Layout::vertical([Constraint::Min(1), Constraint::Length(3)]).areas(inner);
-            f.render_widget(Paragraph::new(text), what);
-            let field_block = Block::default()
-                .borders(Borders::ALL)
-                .border_style(app.theme.border);
-            let field_inner = field_block.inner(field);
-            f.render_widget(field_block, field);
-            f.render_widget(&**input, field_inner);
+            input_dialog(f, app, title, text, width, input);
         }
         Some(Dialog::Fork { input, .. }) => {
-            let r = centered(f.area(), 60, 6);
-            f.render_widget(Clear, r);
-            let block = Block::default()
-                .borders(Borders::ALL)
-                .border_style(app.theme.accent)
-                .title(" Fork at message # (its conversation up to there) ");
-            let inner = block.inner(r);
-            f.render_widget(block, r);
-            let [hint, field] =
-                Layout::vertical([Constraint::Length(1), Constraint::Length(3)]).areas(inner);
-            f.render_widget(
-                Paragraph::new(Span::styled(
-                    "a new session in a sandbox of its own; this one goes on",
-                    app.theme.muted,
-                )),
-                hint,
-            );
-            let field_block = Block::default()
-                .borders(Borders::ALL)
-                .border_style(app.theme.border);
-            let field_inner = field_block.inner(field);
-            f.render_widget(field_block, field);
-            f.render_widget(&**input, field_inner);
+            let text = vec![Line::from(Span::styled(
+                "a new session in a sandbox of its own; this one goes on",
+                app.theme.muted,
+            ))];
+            let title = "Fork at message # (its conversation up to there)";
+            input_dialog(f, app, title, text, 60, input);
         }
         Some(Dialog::Search(_)) | None => {}
     }
@@ -555,6 +521,34 @@ fn render_help(f: &mut Frame, app: &App, help: &HelpView) {
     let lines: Vec<Line> = lines.into_iter().skip(top).take(height).collect();
     let fit = (lines.len() + 2) as u16;
     popup(f, app, &title, lines, 90, fit);
+}
+
+/// A dialog that asks for a line of text: `text` above a framed input field.
+fn input_dialog(
+    f: &mut Frame,
+    app: &App,
+    title: &str,
+    text: Vec<Line<'_>>,
+    width: u16,
+    input: &ratatui_textarea::TextArea<'_>,
+) {
+    let height = (text.len() as u16 + 5).min(f.area().height);
+    let r = centered(f.area(), width.min(f.area().width), height);
+    f.render_widget(Clear, r);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.accent)
+        .title(format!(" {title} "));
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let [above, field] = Layout::vertical([Constraint::Min(1), Constraint::Length(3)]).areas(inner);
+    f.render_widget(Paragraph::new(text), above);
+    let field_block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border);
+    let field_inner = field_block.inner(field);
+    f.render_widget(field_block, field);
+    f.render_widget(input, field_inner);
 }
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
