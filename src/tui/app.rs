@@ -533,7 +533,7 @@ impl App {
             Msg::Shell(_) => vec![],
             Msg::Asks { session, asks } => {
                 match self.transcript.as_mut().filter(|t| t.session == session) {
-                    Some(t) => t.asks = asks,
+                    Some(t) => t.set_asks(asks),
                     None => self.dirty = false,
                 }
                 vec![]
@@ -1454,7 +1454,8 @@ mod tests {
             AskKind::Permission => serde_json::json!({
                 "permission": "bash",
                 "patterns": ["rm -rf build\u{1b}[2J"],
-                "metadata": {"command": "rm -rf build"}
+                "metadata": {"command": "rm -rf build"},
+                "tool": {"messageID": "msg_1", "callID": "call_1"}
             }),
             AskKind::Question => serde_json::json!({"questions": [{
                 "question": "Which region?",
@@ -1487,6 +1488,23 @@ mod tests {
     #[test]
     fn the_agent_asks_and_the_operator_answers() {
         let (mut a, id) = attached(&["run the cleanup".to_string()]);
+        // The agent's turn: a bash call, which the ask below is about.
+        let mut turn = message(id, 2, "");
+        turn.role = crate::model::MessageRole::Assistant;
+        turn.parts = vec![crate::model::Part::Tool {
+            call_id: "call_1".into(),
+            tool: "bash".into(),
+            status: crate::model::ToolStatus::Running,
+            input: serde_json::json!({"command": "rm -rf build"}),
+            output: None,
+            error: None,
+        }];
+        a.update(Msg::Messages {
+            session: id,
+            messages: vec![turn],
+            complete: true,
+        });
+        assert!(frame(&a).contains("[bash running]"));
         let mut waiting = session(1, "coder", SessionStatus::Busy);
         waiting.waiting = 1;
         a.update(Msg::Session(Box::new(waiting)));
@@ -1504,6 +1522,7 @@ mod tests {
             screen.contains("bash wants to run: rm -rf build"),
             "{screen}"
         );
+        assert!(screen.contains("[bash waits for you]"), "{screen}");
         assert!(screen.contains("a allow once"), "{screen}");
         assert!(screen.contains("1 waiting for you?"), "{screen}");
         assert!(!screen.contains('\u{1b}'));
@@ -1566,6 +1585,11 @@ mod tests {
         });
         assert!(!a.offers(Action::Reject));
         assert_eq!(a.update(key('a')), vec![]);
+        let screen = frame(&a);
+        assert!(
+            screen.contains("[bash running]"),
+            "answered: the call is drawn as it is again:\n{screen}"
+        );
 
         // Read-only: no answering.
         let mut ro = App::new(

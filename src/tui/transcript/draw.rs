@@ -11,6 +11,8 @@ pub struct Look<'a> {
     pub timestamps: bool,
     pub tools_open: bool,
     pub theme: &'a Theme,
+    /// The tool calls waiting for a person's answer (their call ids): drawn as such.
+    pub waiting: &'a [String],
 }
 
 impl Look<'_> {
@@ -128,6 +130,7 @@ pub(super) enum Piece<'a> {
     Header,
     Tool {
         tool: &'a str,
+        call_id: &'a str,
         status: &'a ToolStatus,
         input: &'a serde_json::Value,
     },
@@ -151,16 +154,17 @@ pub(super) fn pieces<'a>(m: &'a Message, details: bool, mut visit: impl FnMut(u3
             }
             Part::Tool {
                 tool,
+                call_id,
                 status,
                 input,
                 output,
                 error,
-                ..
             } => {
                 visit(
                     id,
                     Piece::Tool {
                         tool,
+                        call_id,
                         status,
                         input,
                     },
@@ -247,10 +251,14 @@ pub(super) fn draw_piece(
         }
         Piece::Tool {
             tool,
+            call_id,
             status,
             input,
         } => {
+            let waits = matches!(status, ToolStatus::Running | ToolStatus::Pending)
+                && look.waiting.iter().any(|c| c == call_id);
             let mark = match status {
+                _ if waits => "waits for you",
                 ToolStatus::Completed => "done",
                 ToolStatus::Running => "running",
                 ToolStatus::Pending => "pending",

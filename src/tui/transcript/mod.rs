@@ -79,6 +79,8 @@ pub struct Transcript {
     pub composer: Option<TextArea<'static>>,
     /// What the agent waits for a person to answer (permissions, questions), oldest first.
     pub asks: Vec<crate::model::Ask>,
+    /// The call ids of the tool calls `asks` are about.
+    waiting_calls: Vec<String>,
     /// What [`Transcript::search`] looks for, and the hit last moved to.
     search: Option<Search>,
     /// The memo behind [`Transcript::window`].
@@ -108,6 +110,7 @@ impl Transcript {
             tools_open: false,
             composer: None,
             asks: Vec::new(),
+            waiting_calls: Vec::new(),
             search: None,
             memo: Cell::new(Memo::default()),
         }
@@ -196,13 +199,45 @@ impl Transcript {
     }
 
     /// How the transcript is drawn `width` columns wide with `theme`.
-    pub fn look<'a>(&self, width: u16, theme: &'a Theme) -> Look<'a> {
+    pub fn look<'a>(&'a self, width: u16, theme: &'a Theme) -> Look<'a> {
         Look {
             width: usize::from(width.max(10)),
             wrap: self.wrap,
             timestamps: self.timestamps,
             tools_open: self.tools_open,
             theme,
+            waiting: &self.waiting_calls,
+        }
+    }
+
+    /// What the agent waits for a person to answer. The tool calls these asks are about are
+    /// drawn as waiting (their messages are drawn again when that changes).
+    pub fn set_asks(&mut self, asks: Vec<crate::model::Ask>) {
+        let calls: Vec<String> = asks
+            .iter()
+            .filter_map(|a| a.detail["tool"]["callID"].as_str().map(str::to_string))
+            .collect();
+        let changed: Vec<&String> = calls
+            .iter()
+            .filter(|c| !self.waiting_calls.contains(c))
+            .chain(self.waiting_calls.iter().filter(|c| !calls.contains(c)))
+            .collect();
+        let touched: Vec<usize> = self
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| {
+                m.parts.iter().any(|p| {
+                    matches!(p, crate::model::Part::Tool { call_id, .. } if changed.contains(&call_id))
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        self.waiting_calls = calls;
+        self.asks = asks;
+        for i in touched {
+            self.shapes[i] = self.shape(i);
+            self.memo.get_mut().changed(i);
         }
     }
 
