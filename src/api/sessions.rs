@@ -238,6 +238,23 @@ async fn asks_of(
         .await?)
 }
 
+/// Gives `answer` to ask `ask` of a session the caller sees, recorded as the caller's.
+async fn answer_as_caller(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    ask: &str,
+    answer: Answer,
+) -> Result<Json<Ask>, ApiError> {
+    let session = visible(state, caller, id).await?;
+    Ok(Json(
+        state
+            .core
+            .answer(session.id, ask, answer, &answerer(caller))
+            .await?,
+    ))
+}
+
 /// Who answers through the API, for the audit trail.
 fn answerer(caller: &Caller) -> String {
     match caller {
@@ -287,17 +304,11 @@ pub async fn answer_permission(
         .reply
         .parse::<PermissionReply>()
         .map_err(|e| ApiError::bad_request(format!("{e}")))?;
-    let session = visible(&state, &caller, &id).await?;
     let answer = Answer::Permission {
         reply,
         message: body.message,
     };
-    Ok(Json(
-        state
-            .core
-            .answer(session.id, &ask, answer, &answerer(&caller))
-            .await?,
-    ))
+    answer_as_caller(&state, &caller, &id, &ask, answer).await
 }
 
 #[derive(Deserialize)]
@@ -325,13 +336,7 @@ pub async fn answer_question(
             ));
         }
     };
-    let session = visible(&state, &caller, &id).await?;
-    Ok(Json(
-        state
-            .core
-            .answer(session.id, &ask, answer, &answerer(&caller))
-            .await?,
-    ))
+    answer_as_caller(&state, &caller, &id, &ask, answer).await
 }
 
 #[derive(Deserialize)]
