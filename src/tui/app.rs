@@ -393,8 +393,18 @@ impl App {
                 vec![]
             }
             Msg::Session(s) => {
+                // The attached session's asks are read again when its count of them moved
+                // (not on every change of the session: those come many times a turn).
+                let reload = self.transcript.as_ref().is_some_and(|t| {
+                    t.session == s.id && usize::try_from(s.waiting).ok() != Some(t.asks.len())
+                });
+                let id = s.id;
                 self.sessions.upsert(*s);
-                vec![]
+                if reload {
+                    vec![Effect::LoadAsks { session: id }]
+                } else {
+                    vec![]
+                }
             }
             Msg::Messages {
                 session,
@@ -1507,7 +1517,11 @@ mod tests {
         assert!(frame(&a).contains("[bash running]"));
         let mut waiting = session(1, "coder", SessionStatus::Busy);
         waiting.waiting = 1;
-        a.update(Msg::Session(Box::new(waiting)));
+        // Its count of asks moved: they are read again (and only then).
+        assert_eq!(
+            a.update(Msg::Session(Box::new(waiting.clone()))),
+            vec![Effect::LoadAsks { session: id }]
+        );
         assert!(
             !a.offers(Action::Allow),
             "nothing to answer before the asks arrive"
@@ -1517,6 +1531,7 @@ mod tests {
             asks: vec![an_ask(id, "per_1", AskKind::Permission)],
         });
         assert!(a.offers(Action::Allow) && a.offers(Action::AllowAlways));
+        assert_eq!(a.update(Msg::Session(Box::new(waiting))), vec![]);
         let screen = frame(&a);
         assert!(
             screen.contains("bash wants to run: rm -rf build"),

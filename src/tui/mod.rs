@@ -354,13 +354,7 @@ async fn follow_changes(ctx: Ctx, attached: watch::Receiver<Option<Uuid>>) {
     while let Some(change) = feed.next().await {
         let msg = match change {
             Change::Session(id) => match core.get_session(id).await {
-                Ok(s) => {
-                    // The attached session's asks come and go with it.
-                    if Some(id) == *attached.borrow() {
-                        ctx.run(Effect::LoadAsks { session: id });
-                    }
-                    Some(Msg::Session(Box::new(s)))
-                }
+                Ok(s) => Some(Msg::Session(Box::new(s))),
                 Err(_) => None,
             },
             Change::Resync => {

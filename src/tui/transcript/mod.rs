@@ -222,6 +222,10 @@ impl Transcript {
             .filter(|c| !self.waiting_calls.contains(c))
             .chain(self.waiting_calls.iter().filter(|c| !calls.contains(c)))
             .collect();
+        self.asks = asks;
+        if changed.is_empty() {
+            return;
+        }
         let touched: Vec<usize> = self
             .messages
             .iter()
@@ -234,7 +238,6 @@ impl Transcript {
             .map(|(i, _)| i)
             .collect();
         self.waiting_calls = calls;
-        self.asks = asks;
         for i in touched {
             self.shapes[i] = self.shape(i);
             self.memo.get_mut().changed(i);
