@@ -19,9 +19,9 @@ impl Core {
         let parent = self.get_session(id).await?;
         if at_seq < 1 || at_seq > parent.last_message_seq {
             return Err(CoreError::Invalid(match parent.last_message_seq {
-                0 => format!("cannot fork session {id}: it has no messages yet"),
+                0 => format!("session {id} has no messages yet to fork at"),
                 last => format!(
-                    "cannot fork session {id} at message #{at_seq}: its messages are #1 to #{last}"
+                    "no message #{at_seq} to fork session {id} at: its messages are #1 to #{last}"
                 ),
             }));
         }
