@@ -902,3 +902,189 @@ async fn a_harness_is_reached_through_a_port_forward() {
     assert!(refused.is_err(), "{refused:?}");
     runtime.destroy(&sandbox).await.unwrap();
 }
+
+/// Reads `from` until what it gave contains every one of `wanted`, or panics with what it gave.
+async fn read_until(
+    from: &mut agentdeck::runtime::ShellOutput,
+    seen: &mut String,
+    wanted: &[&str],
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let read = async {
+        while !wanted.iter().all(|w| seen.contains(w)) {
+            let n = from.read(&mut buf).await.expect("reading the shell");
+            assert!(
+                n > 0,
+                "the shell's output ended before {wanted:?}: {seen:?}"
+            );
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    if tokio::time::timeout(WAIT, read).await.is_err() {
+        panic!("no {wanted:?} from the shell in {WAIT:?}: {seen:?}");
+    }
+}
+
+fn attached(shell: agentdeck::runtime::Shell) -> agentdeck::runtime::AttachedShell {
+    match shell {
+        agentdeck::runtime::Shell::Attached(a) => a,
+        other => panic!("a Kubernetes shell is attached: {other:?}"),
+    }
+}
+
+/// `sessions shell` on Kubernetes: `pods/exec` through kube's WebSocket. Against the FAKE API
+/// server only: its exec runs the command as a local process on a real pseudo-terminal. The
+/// real control plane's kubelet (tests/common/kubelet) serves no exec: the API server speaks
+/// SPDY to a kubelet for it, which that kubelet does not; rbac.yaml's `pods/exec` is checked
+/// there by tests/cluster_real.rs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_in_the_pod_through_exec() {
+    use agentdeck::runtime::{ShellExit, ShellOptions};
+    use tokio::io::AsyncWriteExt;
+    let e = env(vec!["v1beta1"]).await;
+    let Some(fake) = e.fake.as_ref() else {
+        eprintln!("skipped on the real control plane: the tests' kubelet has no exec");
+        return;
+    };
+    let sandbox = e.runtime.provision(&spec("red")).await.unwrap();
+    wait_phase(&e.runtime, &sandbox, HealthPhase::Ready).await;
+
+    // Without a terminal: a script in, its output and errors apart, its exit status out. The
+    // pod's env is the shell's, the Secret's value included.
+    let mut sh = attached(
+        e.runtime
+            .shell(&sandbox, &ShellOptions::default())
+            .await
+            .unwrap(),
+    );
+    assert!(!sh.tty && sh.resize.is_none());
+    assert_eq!(sh.place, format!("pod {}, container agent", sandbox.name));
+    sh.input
+        .write_all(b"echo ticket=$TICKET token=$GITHUB_TOKEN; echo oops >&2; exit 3\n")
+        .await
+        .unwrap();
+    sh.input.shutdown().await.unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    read_until(
+        &mut sh.output,
+        &mut out,
+        &[&format!("ticket=OPS-1 token={SECRET_VALUE}")],
+    )
+    .await;
+    read_until(sh.errors.as_mut().unwrap(), &mut err, &["oops"]).await;
+    assert_eq!(sh.exit.await, ShellExit::Code(3));
+    let exec = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.contains("/exec?"))
+        .expect("an exec request");
+    assert!(
+        exec.contains("container=agent") && exec.contains("stdin=true"),
+        "{exec}"
+    );
+
+    // With a terminal: its TERM, its size at the start, and again after a resize.
+    let mut sh = attached(
+        e.runtime
+            .shell(
+                &sandbox,
+                &ShellOptions {
+                    tty: true,
+                    term: Some("xterm-256color".to_string()),
+                    size: Some((100, 30)),
+                },
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(sh.tty && sh.errors.is_none());
+    let mut seen = String::new();
+    sh.input
+        .write_all(b"echo term=$TERM pid=$$; stty size\n")
+        .await
+        .unwrap();
+    read_until(
+        &mut sh.output,
+        &mut seen,
+        &["term=xterm-256color", "30 100"],
+    )
+    .await;
+    sh.resize.as_ref().unwrap().send((132, 43)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sh.input.write_all(b"stty size\n").await.unwrap();
+    read_until(&mut sh.output, &mut seen, &["43 132"]).await;
+    sh.input.write_all(b"exit 7\n").await.unwrap();
+    assert_eq!(sh.exit.await, ShellExit::Code(7));
+
+    // Dropped before it exits (the operator left with ~.): the connection closes, and the
+    // shell in the pod goes with it.
+    let mut sh = attached(
+        e.runtime
+            .shell(
+                &sandbox,
+                &ShellOptions {
+                    tty: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap(),
+    );
+    let mut seen = String::new();
+    sh.input.write_all(b"printf 'P%sP\\n' $$\n").await.unwrap();
+    // (the terminal echoes the command line first; the pid is on a line of its own)
+    let pid_line = |seen: &str| {
+        seen.split(['\r', '\n'])
+            .filter_map(|l| l.strip_prefix('P')?.strip_suffix('P')?.parse::<u32>().ok())
+            .next()
+    };
+    let read = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if let Some(pid) = pid_line(&seen) {
+                return pid;
+            }
+            let n = sh.output.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{seen:?}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    let Ok(pid) = tokio::time::timeout(WAIT, read).await else {
+        panic!("no pid from the shell: {seen:?}");
+    };
+    drop(sh);
+    eventually(WAIT, "the dropped shell's process to end", || async {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .await;
+
+    // Refused, with the reason: the verb taken away (named, with the fix) …
+    fake.deny("create", "pods/exec");
+    let refused = e
+        .runtime
+        .shell(&sandbox, &ShellOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("pods/exec") && refused.contains("rbac.yaml"),
+        "{refused}"
+    );
+    // … and a sandbox with no pod (suspended).
+    e.runtime.suspend(&sandbox).await.unwrap();
+    let (ns, name) = name_of(&sandbox);
+    eventually(WAIT, "the pod to go", || async {
+        e.get("pods", &ns, &name).await.is_none().then_some(())
+    })
+    .await;
+    let none = e
+        .runtime
+        .shell(&sandbox, &ShellOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(none.contains("has no pod now"), "{none}");
+    e.runtime.destroy(&sandbox).await.unwrap();
+}

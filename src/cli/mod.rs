@@ -189,7 +189,8 @@ pub enum SessionsCmd {
         output: Output,
     },
     /// An interactive shell in the session's sandbox (its working folder and env on the local
-    /// runtime); it ends when the shell does.
+    /// runtime, `pods/exec` in its pod on Kubernetes); it ends when the shell does, with its
+    /// exit status. Standard input that is not a terminal is sent to the shell as a script.
     Shell { id: String },
     /// Restart a session's sandbox (a failed session is provisioned again).
     Restart {
@@ -338,6 +339,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
             agents_list(&config, output)?;
             Ok(0)
         }
+        Some(Command::Sessions(SessionsCmd::Shell { id })) => {
+            let core = open_core(config).await?;
+            shell(&core, &id).await
+        }
         Some(Command::Sessions(cmd)) => {
             let core = open_core(config).await?;
             sessions(&core, cmd).await.map(|()| 0)
@@ -458,6 +463,26 @@ fn session_table(sessions: &[crate::model::Session]) -> String {
         ]);
     }
     t.render()
+}
+
+/// `sessions shell`: the shell on this terminal; agentdeck exits with the shell's status.
+async fn shell(core: &Core, id: &str) -> Result<i32> {
+    let id = parse_id(id)?;
+    let shell = core.shell(id, &crate::console::options()).await?;
+    eprintln!("{}", crate::console::banner(&shell).trim_end_matches('\r'));
+    let ended = crate::console::run(shell).await?;
+    tracing::info!(session = %id, %ended, "shell ended");
+    Ok(match ended {
+        crate::console::Ended::Exited(code) => code,
+        crate::console::Ended::Left => {
+            eprintln!("\r\nagentdeck: left the shell (~.)");
+            0
+        }
+        crate::console::Ended::Failed(why) => {
+            eprintln!("\r\nagentdeck: {why}");
+            1
+        }
+    })
 }
 
 async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
@@ -607,15 +632,7 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
             print_session(&core.fork(parse_id(&id)?, at).await?, output)?
         }
         SessionsCmd::Shell { id } => {
-            let spec = core.shell(parse_id(&id)?).await?;
-            let status = std::process::Command::new(&spec.program)
-                .args(&spec.args)
-                .current_dir(&spec.cwd)
-                .env_clear()
-                .envs(&spec.env)
-                .status()
-                .with_context(|| format!("cannot start {}", spec.program.display()))?;
-            tracing::info!(session = %id, %status, "shell ended");
+            shell(core, &id).await?;
         }
         SessionsCmd::Restart { id, output } => {
             print_session(&core.restart(parse_id(&id)?).await?, output)?

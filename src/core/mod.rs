@@ -30,6 +30,7 @@ pub type FleetRow = (
     String,
     std::result::Result<crate::model::SandboxHealth, String>,
 );
+pub use crate::runtime::{AttachedShell, Shell, ShellExit, ShellInput, ShellOptions};
 pub use diagnose::Diagnosis;
 pub use error::{CoreError, Result};
 
@@ -551,9 +552,10 @@ impl Core {
         Ok(self.inner.store.enqueue_task(task).await?)
     }
 
-    /// An interactive shell in the session's sandbox, for an operator's terminal (on the local
-    /// runtime: the sandbox's working folder, with its env).
-    pub async fn shell(&self, id: Uuid) -> Result<crate::model::ShellSpec> {
+    /// An interactive shell in the session's sandbox, for an operator's terminal: on the local
+    /// runtime a program run in the sandbox's working folder with its env, on Kubernetes a
+    /// process started in its pod and attached (`crate::console` runs either).
+    pub async fn shell(&self, id: Uuid, options: &ShellOptions) -> Result<Shell> {
         let session = self.get_session(id).await?;
         let sandbox = Self::sandbox_of(&session).ok_or_else(|| {
             CoreError::Conflict(format!(
@@ -561,7 +563,8 @@ impl Core {
                 session.status
             ))
         })?;
-        Ok(self.runtime().shell(&sandbox).await?)
+        tracing::info!(session = %id, sandbox = %sandbox.name, tty = options.tty, "opening a shell");
+        Ok(self.runtime().shell(&sandbox, options).await?)
     }
 
     /// How a session's sandbox is doing right now (`None` when it has none).

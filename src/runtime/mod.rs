@@ -6,6 +6,9 @@
 
 pub mod kubernetes;
 pub mod local;
+mod shell;
+
+pub use shell::{AttachedShell, Shell, ShellExit, ShellInput, ShellOptions, ShellOutput};
 
 use crate::config::AgentSpec;
 use async_trait::async_trait;
@@ -115,7 +118,11 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// What `agentdeck doctor` reports about this runtime.
     async fn check(&self) -> Vec<Check>;
     /// An interactive shell in the sandbox for an operator's terminal.
-    async fn shell(&self, _sandbox: &SandboxRef) -> Result<ShellSpec, RuntimeError> {
+    async fn shell(
+        &self,
+        _sandbox: &SandboxRef,
+        _options: &ShellOptions,
+    ) -> Result<Shell, RuntimeError> {
         Err(RuntimeError::Unavailable(format!(
             "a shell in a {} sandbox is not supported yet",
             self.kind()

@@ -66,7 +66,7 @@ pub enum Msg {
     /// A fork made from the cockpit: it is attached.
     Forked(Box<Session>),
     /// A shell to run on the terminal (the loop gives the terminal to it, then takes it back).
-    Shell(Box<crate::model::ShellSpec>),
+    Shell(Box<crate::core::Shell>),
     /// What the session's agent waits for a person to answer.
     Asks {
         session: Uuid,

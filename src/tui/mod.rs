@@ -175,9 +175,9 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
                 app.dirty = true;
                 continue;
             }
-            if let Msg::Shell(spec) = &msg {
-                let said = match run_shell(&mut term, mouse, &paused_tx, spec).await {
-                    Ok(status) => Msg::Info(format!("the shell ended ({status})")),
+            if let Msg::Shell(shell) = msg {
+                let said = match run_shell(&mut term, mouse, &paused_tx, *shell).await {
+                    Ok(ended) => Msg::Info(format!("the shell ended ({ended})")),
                     Err(e) => Msg::Error(format!("the shell: {e:#}")),
                 };
                 app.update(said);
@@ -295,27 +295,17 @@ async fn run_shell(
     term: &mut Term,
     mouse: bool,
     paused: &watch::Sender<bool>,
-    spec: &crate::model::ShellSpec,
-) -> anyhow::Result<std::process::ExitStatus> {
+    shell: crate::core::Shell,
+) -> anyhow::Result<crate::console::Ended> {
     let _ = paused.send(true);
     // A moment for the input task to let go of the terminal.
     tokio::time::sleep(Duration::from_millis(50)).await;
     leave();
-    println!(
-        "agentdeck: a shell in {} (exit it to go back to the cockpit)\r",
-        spec.cwd.display()
-    );
-    let status = tokio::process::Command::new(&spec.program)
-        .args(&spec.args)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(&spec.env)
-        .status()
-        .await
-        .with_context(|| format!("cannot start {}", spec.program.display()));
+    println!("{}", crate::console::banner(&shell));
+    let ended = crate::console::run(shell).await;
     *term = enter(mouse)?;
     let _ = paused.send(false);
-    status
+    ended
 }
 
 async fn clock(tx: mpsc::UnboundedSender<Msg>) {
@@ -640,10 +630,12 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 follow_logs(core, tx, session, stream, since, logs_for).await;
                 return;
             }
-            Effect::Shell { session } => match core.shell(session).await {
-                Ok(spec) => Msg::Shell(Box::new(spec)),
-                Err(e) => Msg::Error(format!("cannot open a shell: {e}")),
-            },
+            Effect::Shell { session } => {
+                match core.shell(session, &crate::console::options()).await {
+                    Ok(shell) => Msg::Shell(Box::new(shell)),
+                    Err(e) => Msg::Error(format!("cannot open a shell: {e}")),
+                }
+            }
             Effect::Fork { session, at_seq } => match core.fork(session, at_seq).await {
                 Ok(fork) => Msg::Forked(Box::new(fork)),
                 Err(e) => Msg::Error(format!("cannot fork: {e}")),

@@ -22,6 +22,8 @@ pub const NEEDS: &[(&str, &str, &[&str])] = &[
     ("", "pods/log", &["get"]),
     // A WebSocket port-forward is a GET upgrade: Kubernetes 1.35+ checks both verbs.
     ("", "pods/portforward", &["get", "create"]),
+    // The operators' shells (`pods/exec` over WebSocket): the same two verbs.
+    ("", "pods/exec", &["get", "create"]),
     ("", "secrets", &["get", "create", "patch", "delete"]),
     ("", "events", &["list", "watch"]),
 ];

@@ -4,6 +4,7 @@
 //! (v1beta1); logs through the pod's log stream.
 
 mod check;
+mod exec;
 mod forward;
 mod health;
 pub mod names;
@@ -13,7 +14,7 @@ mod watch;
 use crate::config::{EndpointMode, KubernetesConfig, SandboxApiVersion};
 use crate::runtime::{
     Check, HealthChange, ListedSandbox, LogOptions, LogStream, RuntimeError, SandboxHealth,
-    SandboxRef, SandboxRuntime, SandboxSpec,
+    SandboxRef, SandboxRuntime, SandboxSpec, Shell, ShellOptions,
 };
 use async_trait::async_trait;
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
@@ -400,6 +401,19 @@ impl SandboxRuntime for KubernetesRuntime {
             Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(classify("deleting the pod", e)),
         }
+    }
+
+    /// A shell in the sandbox's pod, through `pods/exec` (as `kubectl exec -it`).
+    async fn shell(
+        &self,
+        sandbox: &SandboxRef,
+        options: &ShellOptions,
+    ) -> Result<Shell, RuntimeError> {
+        let (ns, name) = key_of(sandbox)?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        Ok(Shell::Attached(
+            exec::open(pods, &ns, &name, options).await?,
+        ))
     }
 
     async fn suspend(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {

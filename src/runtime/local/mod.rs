@@ -28,7 +28,7 @@ pub use workdir::{LOG_FILE, RECORD_FILE};
 use crate::config::LocalConfig;
 use crate::runtime::{
     Check, HealthChange, ListedSandbox, LogOptions, LogStream, RuntimeError, SandboxHealth,
-    SandboxRef, SandboxRuntime, SandboxSpec, ShellSpec,
+    SandboxRef, SandboxRuntime, SandboxSpec, Shell, ShellOptions, ShellSpec,
 };
 use async_trait::async_trait;
 use sandbox::{Sandbox, Shared};
@@ -304,8 +304,13 @@ impl SandboxRuntime for LocalRuntime {
     }
 
     /// The operator's shell (`$SHELL`, else `/bin/sh`) in the sandbox's working folder, with
-    /// the environment the sandbox's agent gets (and the operator's `TERM`).
-    async fn shell(&self, sandbox: &SandboxRef) -> Result<ShellSpec, RuntimeError> {
+    /// the environment the sandbox's agent gets (and the operator's `TERM`). It runs on the
+    /// operator's terminal itself, or on the streams it is given when there is none.
+    async fn shell(
+        &self,
+        sandbox: &SandboxRef,
+        options: &ShellOptions,
+    ) -> Result<Shell, RuntimeError> {
         let id = session_of(sandbox)?;
         let dir = self.workdir(id);
         if !dir.is_dir() {
@@ -319,20 +324,20 @@ impl SandboxRuntime for LocalRuntime {
             &dir,
             &id.to_string(),
         );
-        if let Some(term) = std::env::var_os("TERM") {
-            env.insert("TERM".to_string(), term);
+        if let Some(term) = &options.term {
+            env.insert("TERM".to_string(), term.into());
         }
         let program = std::env::var_os("SHELL")
             .map(PathBuf::from)
             .filter(|p| p.is_absolute() && p.is_file())
             .unwrap_or_else(|| PathBuf::from("/bin/sh"));
         env.insert("SHELL".to_string(), program.clone().into_os_string());
-        Ok(ShellSpec {
+        Ok(Shell::Process(ShellSpec {
             program,
             args: Vec::new(),
             cwd: dir,
             env,
-        })
+        }))
     }
 
     async fn check(&self) -> Vec<Check> {

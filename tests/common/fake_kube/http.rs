@@ -38,7 +38,16 @@ async fn handle(State(cluster): State<Arc<Cluster>>, request: Request) -> Respon
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    if let ["api", "v1", "namespaces", ns, "pods", pod, "portforward"] = path
+    // The WebSocket subresources, answered before the body is read (there is none: it upgrades).
+    if let [
+        "api",
+        "v1",
+        "namespaces",
+        ns,
+        "pods",
+        pod,
+        sub @ ("portforward" | "exec"),
+    ] = path
         .iter()
         .map(String::as_str)
         .collect::<Vec<_>>()
@@ -47,10 +56,12 @@ async fn handle(State(cluster): State<Arc<Cluster>>, request: Request) -> Respon
         if request.method() != Method::GET && request.method() != Method::POST {
             return error(ApiError::new(405, "MethodNotAllowed", "use GET or POST"));
         }
-        return match super::forward::portforward(&cluster, ns, pod, request) {
-            Ok(response) => response,
-            Err(e) => error(e),
+        let answer = if *sub == "exec" {
+            super::exec::exec(&cluster, ns, pod, request)
+        } else {
+            super::forward::portforward(&cluster, ns, pod, request)
         };
+        return answer.unwrap_or_else(error);
     }
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, 64 << 20).await {

@@ -19,6 +19,8 @@
 //! - `pods/{name}/log` with `tailLines`, `sinceSeconds`, `timestamps` and `follow`.
 //! - `pods/{name}/portforward` over WebSocket (`v4.channel.k8s.io`, one port per connection),
 //!   dialled to the pod's `status.podIP` (see `forward.rs`).
+//! - `pods/{name}/exec` over WebSocket (`v5.channel.k8s.io`, else v4): the command run as a local
+//!   process with the pod's container env, on a real pseudo-terminal when `tty` (see `exec.rs`).
 //!
 //! A simulation (on by default) plays the agent-sandbox controller (Sandbox → Pod + headless
 //! Service + status) and a kubelet (Pod phases, conditions, container states, Events), see
@@ -27,13 +29,14 @@
 //! What it does **not** model, so no test may rely on it: field ownership and conflicts of
 //! server-side apply (apply is a merge), schema validation and defaulting (beyond a Pod starting
 //! Pending, a Service's clusterIP and Secret `stringData`), admission, authorization of real
-//! requests (only SelfSubjectAccessReview answers are faked), graceful deletion and finalizers
+//! requests (only SelfSubjectAccessReview answers are faked, and a denied `create pods/exec`), graceful deletion and finalizers
 //! (deletes are immediate), general garbage collection (only a Sandbox's Pod and Service go with
 //! it, and only when simulating; deleting a namespace deletes nothing in it), version conversion,
-//! paging (`limit` is ignored, there is never a `continue`), Table output, `/openapi`, exec,
+//! paging (`limit` is ignored, there is never a `continue`), Table output, `/openapi`,
 //! attach, and port-forwards of several ports at once.
 
 mod discovery;
+mod exec;
 mod forward;
 mod http;
 mod objects;
