@@ -61,7 +61,8 @@ pub fn banner(shell: &Shell) -> String {
             shell.place()
         ),
         Shell::Attached(a) if a.tty => format!(
-            "agentdeck: a shell in {} (exit it, or type ~. at the start of a line, to come back)\r",
+            "agentdeck: a shell in {}\r\nagentdeck: exit it to come back (~. at the start of a \
+             line leaves it, if it hangs)\r",
             a.place
         ),
         Shell::Attached(a) => format!("agentdeck: a shell in {}", a.place),

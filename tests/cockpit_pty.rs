@@ -402,3 +402,184 @@ fn a_shell_in_the_sandbox_and_back() {
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", wait);
 }
+
+/// A session whose sandbox is a pod on the FAKE API server (tests/common/fake_kube: no real
+/// cluster serves exec here; its exec runs the command on a real pseudo-terminal), made through
+/// the core with an in-test harness; and the config and kubeconfig for an agentdeck binary to
+/// find it (no worker of its own: the session stays as made).
+struct KubeSession {
+    _rt: tokio::runtime::Runtime,
+    _fake: common::fake_kube::FakeKube,
+    db: common::TestDb,
+    id: uuid::Uuid,
+    /// Environment and arguments for the binary.
+    env: String,
+    args: String,
+}
+
+fn kube_session(root: &Path) -> KubeSession {
+    use agentdeck::core::{Core, CreateSession};
+    use agentdeck::runtime::kubernetes::KubernetesRuntime;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(common::fake_kube::FakeKube::start(Default::default()));
+    let db = common::TestDb::sqlite();
+    let text = format!(
+        "[runtime]\nkind = \"kubernetes\"\n[kubernetes]\nnamespace = \"deck\"\nendpoint = \
+         \"pod-ip\"\nharness_port = {}\n[worker]\nenabled = false\n[agents.coder]\nmodel = \
+         \"litellm/mock-gpt\"\nimage = \"ghcr.io/example/agent:1\"\n",
+        common::free_port()
+    );
+    std::fs::create_dir_all(root.join("config/agentdeck")).unwrap();
+    std::fs::write(root.join("config/agentdeck/config.toml"), &text).unwrap();
+    let kubeconfig = root.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\nusers:\n\
+             - name: me\n  user:\n    token: t\ncurrent-context: fake\n",
+            fake.url
+        ),
+    )
+    .unwrap();
+    let config = common::config_with(&text, db.url(), root);
+    let id = rt.block_on(async {
+        let runtime = KubernetesRuntime::with_client(
+            kube::Config::new(fake.url.parse().unwrap()),
+            config.kubernetes.clone(),
+            false,
+        )
+        .unwrap();
+        let harness = std::sync::Arc::new(common::fakes::InTestHarness::default());
+        let core = Core::with_store(
+            config,
+            db.open().await,
+            std::sync::Arc::new(runtime),
+            harness,
+        );
+        let worker = agentdeck::core::worker::spawn(core.clone());
+        let session = core
+            .create_session(CreateSession {
+                agent_id: Some("coder".into()),
+                title: Some("kube shell".into()),
+                env: [("TICKET".to_string(), "OPS-7".to_string())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        common::eventually(Duration::from_secs(20), "the session to be up", || async {
+            let s = core.get_session(session.id).await.ok()?;
+            s.status.is_live().then_some(())
+        })
+        .await;
+        worker.stop(Duration::from_secs(5)).await;
+        session.id
+    });
+    KubeSession {
+        env: format!("KUBECONFIG={} SHELL=/bin/sh", kubeconfig.display()),
+        args: format!("--database-url '{}'", db.url()),
+        _rt: rt,
+        _fake: fake,
+        db,
+        id,
+    }
+}
+
+/// `!` on a session on Kubernetes: the cockpit gives the terminal to a shell in its pod
+/// (`pods/exec`), which gets the window's size and its changes, and takes the terminal back
+/// when the shell exits, or when the operator leaves with `~.`.
+#[test]
+fn a_shell_in_a_kubernetes_pod_and_back() {
+    let root = tempfile::tempdir().unwrap();
+    let kube = kube_session(root.path());
+    let tmux = launch(
+        root.path(),
+        Launch {
+            env: &kube.env,
+            args: &kube.args,
+            size: (100, 30),
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(20);
+    tmux.wait_for("kube shell", wait);
+    tmux.keys(&["!"]);
+    let screen = tmux.wait_for("~. at the start of a line leaves it", wait);
+    assert!(screen.contains("a shell in pod deck/ad-"), "{screen}");
+    tmux.text("echo \"ticket=$TICKET\"; stty size");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("ticket=OPS-7", wait);
+    tmux.wait_for("30 100", wait);
+    // The window grows: the shell's terminal follows.
+    tmux.run(&["resize-window", "-t", "deck", "-x", "120", "-y", "40"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.text("stty size");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("40 120", wait);
+    tmux.text("exit 4");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the shell ended (exit status: 4)", wait);
+    assert!(
+        screen.contains("kube shell"),
+        "the cockpit is back:\n{screen}"
+    );
+
+    // Again, and leave with ~. (for a connection that hangs): the cockpit is back, its keys work.
+    // (the terminal's main screen still shows the first shell: its banner is there twice now)
+    tmux.keys(&["!"]);
+    let start = Instant::now();
+    while tmux.screen().matches("~. at the start of a line").count() < 2 {
+        assert!(
+            start.elapsed() < wait,
+            "no second shell:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.text("sleep 300");
+    tmux.keys(&["Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["Enter"]);
+    tmux.text("~.");
+    tmux.wait_for("the shell ended (left with ~.)", wait);
+    tmux.keys(&["?"]);
+    tmux.wait_for("On this screen", wait);
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
+}
+
+/// `agentdeck sessions shell ID` with a script on standard input (no terminal): the script runs
+/// in the pod, its output and errors come out apart, and agentdeck exits with its status.
+#[test]
+fn a_script_through_sessions_shell_on_kubernetes() {
+    use std::io::Write;
+    let root = tempfile::tempdir().unwrap();
+    let kube = kube_session(root.path());
+    let kubeconfig = root.path().join("kubeconfig");
+    let mut child = common::agentdeck(root.path())
+        .args(["--database-url", kube.db.url()])
+        .args(["sessions", "shell", &kube.id.to_string()])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo \"ticket=$TICKET in $PWD\"\necho oops >&2\nexit 5\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(5), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ticket=OPS-7"), "{stdout}");
+    assert!(!stdout.contains("oops"), "errors stay apart: {stdout}");
+    assert!(stderr.contains("oops"), "{stderr}");
+    assert!(stderr.contains("a shell in pod deck/ad-"), "{stderr}");
+}

@@ -469,7 +469,7 @@ fn session_table(sessions: &[crate::model::Session]) -> String {
 async fn shell(core: &Core, id: &str) -> Result<i32> {
     let id = parse_id(id)?;
     let shell = core.shell(id, &crate::console::options()).await?;
-    eprintln!("{}", crate::console::banner(&shell).trim_end_matches('\r'));
+    eprintln!("{}", crate::console::banner(&shell).replace('\r', ""));
     let ended = crate::console::run(shell).await?;
     tracing::info!(session = %id, %ended, "shell ended");
     Ok(match ended {
