@@ -529,6 +529,7 @@ async fn rbac_yaml_grants_what_agentdeck_needs_and_nothing_more() {
         .collect()
         .await;
     assert!(lines.iter().all(|l| l.is_ok()), "{lines:?}");
+    assert_eq!(shell_exit(&runtime, &sandbox, b"exit 4\n").await, Ok(4));
     runtime.restart(&sandbox).await.unwrap();
     wait_phase(&runtime, &sandbox, HealthPhase::Ready).await;
     runtime.suspend(&sandbox).await.unwrap();
@@ -673,5 +674,78 @@ async fn a_denied_verb_is_a_clear_error_and_doctor_names_it() {
         .find(|c| c["name"] == "cluster")
         .unwrap();
     assert_eq!(cluster_check["ok"], true, "{cluster_check}");
+
+    // The operators' shells taken away (the Role's pods/exec rule removed): a shell is refused
+    // naming the verb, and everything else still works.
+    assert_eq!(shell_exit(&runtime, &sandbox, b"exit 0\n").await, Ok(0));
+    let out = cluster
+        .kubectl()
+        .args(["-n", &namespace, "get", "role", "agentdeck", "-o", "json"])
+        .output()
+        .unwrap();
+    let role: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let at = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|r| r["resources"][0] == "pods/exec")
+        .expect("rbac.yaml has a pods/exec rule");
+    let out = cluster
+        .kubectl()
+        .args([
+            "-n",
+            &namespace,
+            "patch",
+            "role",
+            "agentdeck",
+            "--type",
+            "json",
+            "-p",
+        ])
+        .arg(format!(r#"[{{"op":"remove","path":"/rules/{at}"}}]"#))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = eventually(WAIT, "the shell to be refused", || async {
+        shell_exit(&runtime, &sandbox, b"exit 0\n").await.err()
+    })
+    .await;
+    assert!(
+        refused.contains("pods/exec") && refused.contains("rbac.yaml"),
+        "{refused}"
+    );
+    assert!(runtime.health(&sandbox).await.is_ok());
     drop(ns);
+}
+
+/// Opens a shell (no terminal) in the sandbox, gives it `script`, and says how it ended (or why
+/// it could not open).
+async fn shell_exit(
+    runtime: &KubernetesRuntime,
+    sandbox: &agentdeck::runtime::SandboxRef,
+    script: &[u8],
+) -> Result<i32, String> {
+    use agentdeck::runtime::{Shell, ShellExit, ShellOptions};
+    use tokio::io::AsyncWriteExt;
+    let shell = runtime
+        .shell(sandbox, &ShellOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let Shell::Attached(mut sh) = shell else {
+        return Err(format!("not attached: {shell:?}"));
+    };
+    sh.input
+        .write_all(script)
+        .await
+        .map_err(|e| e.to_string())?;
+    sh.input.shutdown().await.map_err(|e| e.to_string())?;
+    match tokio::time::timeout(WAIT, sh.exit).await {
+        Ok(ShellExit::Code(code)) => Ok(code),
+        Ok(ShellExit::Failed(why)) => Err(why),
+        Err(_) => Err("the shell did not end".to_string()),
+    }
 }

@@ -326,6 +326,7 @@ impl ContainerTask {
             c.restart_count = attempt;
             c.runs = run + 1;
             c.pid = Some(pid);
+            c.launch = Some(Arc::new(launch.clone()));
             c.log_open = true;
             c.ready = !probed;
             c.state = RunState::Running {
@@ -382,6 +383,7 @@ impl ContainerTask {
         let terminated = terminated(status, started_at, process.pid);
         self.set(|c| {
             c.pid = None;
+            c.launch = None;
             c.ready = false;
             c.log_open = false;
             c.state = RunState::Terminated(terminated.clone());

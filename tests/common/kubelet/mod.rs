@@ -73,7 +73,11 @@
 //!   (`tailLines`, `follow`, `sinceSeconds`, `sinceTime`, `timestamps`, `previous`, `limitBytes`,
 //!   `stream`), which `kubectl logs` and kube's `Api::<Pod>::logs` reach through the API server;
 //!   `/portForward/NS/POD` (WebSocket, `v4.channel.k8s.io`, see [`tunnel`]), where kube's
-//!   `Api::<Pod>::portforward` lands; `/healthz`.
+//!   `Api::<Pod>::portforward` lands; `/exec/NS/POD/C` (WebSocket, `v5.channel.k8s.io` or v4,
+//!   see [`exec`]: the command with the running container's env, folder and translated paths,
+//!   on a pseudo-terminal with `tty`), where kube's `Api::<Pod>::exec` and `kubectl exec` land:
+//!   the Node declares `ExtendWebSocketsToKubelet`, so the 1.36 API server passes their
+//!   WebSocket through rather than speaking SPDY to the kubelet; `/healthz`.
 //!
 //! Processes die with their kubelet: on [`TestKubelet::stop`], on drop, and (through
 //! `PR_SET_PDEATHSIG`) when the kubelet's process dies; a kubelet started again on the same
@@ -85,9 +89,8 @@
 //! cgroups, so no OOMKilled: use [`TestKubelet::kill`], which shows as exit 137), init,
 //! ephemeral and sidecar containers (a pod with init containers waits with
 //! `CreateContainerError`), liveness and startup probes, `lifecycle` hooks, the termination
-//! message, readiness gates, `exec`/`attach` through the API server, SPDY port-forwarding (what
-//! `kubectl port-forward` asks for: the API server then speaks SPDY to the kubelet; kube-rs's
-//! WebSocket port-forward is what works), Services, DNS and `KUBERNETES_SERVICE_HOST`, paths a
+//! message, readiness gates, `attach`, SPDY (an exec or port-forward the API server translates
+//! to SPDY: a client that asks for SPDY itself, or an API server before 1.36), Services, DNS and `KUBERNETES_SERVICE_HOST`, paths a
 //! program has built in (in-cluster clients look for `/var/run/secrets/…`, which is not
 //! translated), node heartbeats and leases, pod resizing, and changes to a running pod's spec
 //! (only its deletion is acted on).
@@ -101,6 +104,7 @@
 #![allow(dead_code)]
 
 mod container;
+pub mod exec;
 mod forward;
 mod logs;
 mod node;
@@ -645,6 +649,8 @@ pub(crate) struct ContainerRecord {
     pub log_open: bool,
     /// It will not run again.
     pub done: bool,
+    /// How the running process was started (for `exec`: its env, folder and paths).
+    pub launch: Option<Arc<setup::Launch>>,
 }
 
 impl ContainerRecord {
@@ -663,6 +669,7 @@ impl ContainerRecord {
             runs: 0,
             log_open: false,
             done: false,
+            launch: None,
         }
     }
 }

@@ -64,6 +64,9 @@ fn status(shared: &Shared) -> Value {
             {"type": "Hostname", "address": shared.node},
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": shared.port}},
+        // exec (and attach, port-forward) WebSockets come straight through from a 1.36 API
+        // server, which would otherwise speak SPDY to this kubelet for exec.
+        "declaredFeatures": ["ExtendWebSocketsToKubelet"],
         "nodeInfo": {
             "machineID": "", "systemUUID": "", "bootID": "",
             "kernelVersion": "", "osImage": "agentdeck test kubelet",

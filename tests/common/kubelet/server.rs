@@ -1,5 +1,6 @@
 //! The kubelet's HTTPS server, which the API server reaches at InternalIP:kubeletEndpoint.Port
-//! for `pods/log` (`/containerLogs/…`) and `pods/portforward` (`/portForward/…`). The API
+//! for `pods/log` (`/containerLogs/…`), `pods/portforward` (`/portForward/…`) and `pods/exec`
+//! (`/exec/…`, WebSocket only: see `exec.rs`). The API
 //! server does not verify a kubelet's certificate (no `--kubelet-certificate-authority`), and
 //! this server asks for no client certificate.
 
@@ -130,8 +131,8 @@ fn status_of(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// `a=1&b=x%3Ay` as pairs, percent-decoded.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
+/// `a=1&b=x%3Ay` as pairs, percent-decoded (also the fake API server's exec's).
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|kv| !kv.is_empty())
@@ -175,6 +176,9 @@ async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body
         }
         ["portForward", namespace, pod] | ["portForward", namespace, pod, _] => {
             port_forward(&shared, namespace, pod, &query, request)
+        }
+        ["exec", namespace, pod, container] | ["exec", namespace, pod, _, container] => {
+            exec(&shared, namespace, pod, container, request)
         }
         _ => text(
             StatusCode::NOT_FOUND,
@@ -294,6 +298,11 @@ fn port_forward(
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         tunnel(ws, &ip, port).await;
     });
+    switching(&key, PORT_FORWARD_PROTOCOL)
+}
+
+/// `101 Switching Protocols` to a WebSocket of `protocol`.
+fn switching(key: &str, protocol: &'static str) -> Response<Body> {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
@@ -310,7 +319,71 @@ fn port_forward(
     }
     h.insert(
         header::SEC_WEBSOCKET_PROTOCOL,
-        header::HeaderValue::from_static(PORT_FORWARD_PROTOCOL),
+        header::HeaderValue::from_static(protocol),
     );
     response
+}
+
+/// `exec` in a running container: the command with the container's env, in its folder, its
+/// words' paths translated as the container's own are (`Launch::word`).
+fn exec(
+    shared: &Arc<Shared>,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    mut request: Request<Incoming>,
+) -> Response<Body> {
+    let Some(entry) = shared.find(namespace, pod) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {namespace}/{pod} does not run on node {}", shared.node),
+        );
+    };
+    let launch = entry
+        .lock()
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .and_then(|c| c.launch.clone());
+    let Some(launch) = launch else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("container not found ({container:?})"),
+        );
+    };
+    let mut asked = super::exec::parse(request.uri().query().unwrap_or(""));
+    asked.command = asked.command.iter().map(|w| launch.word(w)).collect();
+    if asked.command.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "no command to run");
+    }
+    let headers = request.headers();
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the test kubelet serves exec over WebSocket only, not SPDY",
+        );
+    };
+    let offered = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(protocol) = super::exec::protocol(offered) else {
+        return text(StatusCode::BAD_REQUEST, super::exec::unsupported(offered));
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    let gone = entry.gone.clone();
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!("exec upgrade: {e}"),
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let (env, cwd) = (launch.env.clone(), launch.cwd.clone());
+        super::exec::serve(ws, asked, env, cwd, protocol.starts_with("v5"), gone).await;
+    });
+    switching(&key, protocol)
 }
