@@ -614,25 +614,10 @@ async fn a_denied_verb_is_a_clear_error_and_doctor_names_it() {
     wait_phase(&runtime, &sandbox, HealthPhase::Ready).await;
 
     // Take `delete` on pods away (a JSON patch on the Role's pods rule).
-    let out = cluster
-        .kubectl()
-        .args([
-            "-n",
-            &namespace,
-            "patch",
-            "role",
-            "agentdeck",
-            "--type",
-            "json",
-            "-p",
-        ])
-        .arg(r#"[{"op":"replace","path":"/rules/1/verbs","value":["get","list","watch"]}]"#)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    patch_role(
+        &cluster,
+        &namespace,
+        r#"[{"op":"replace","path":"/rules/1/verbs","value":["get","list","watch"]}]"#,
     );
     let err = eventually(WAIT, "the restart to be refused", || async {
         runtime.restart(&sandbox).await.err()
@@ -690,25 +675,10 @@ async fn a_denied_verb_is_a_clear_error_and_doctor_names_it() {
         .iter()
         .position(|r| r["resources"][0] == "pods/exec")
         .expect("rbac.yaml has a pods/exec rule");
-    let out = cluster
-        .kubectl()
-        .args([
-            "-n",
-            &namespace,
-            "patch",
-            "role",
-            "agentdeck",
-            "--type",
-            "json",
-            "-p",
-        ])
-        .arg(format!(r#"[{{"op":"remove","path":"/rules/{at}"}}]"#))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    patch_role(
+        &cluster,
+        &namespace,
+        &format!(r#"[{{"op":"remove","path":"/rules/{at}"}}]"#),
     );
     let refused = eventually(WAIT, "the shell to be refused", || async {
         shell_exit(&runtime, &sandbox, b"exit 0\n").await.err()
@@ -720,6 +690,30 @@ async fn a_denied_verb_is_a_clear_error_and_doctor_names_it() {
     );
     assert!(runtime.health(&sandbox).await.is_ok());
     drop(ns);
+}
+
+/// Changes the Role rbac.yaml made in `namespace` by a JSON patch.
+fn patch_role(cluster: &common::cluster::Cluster, namespace: &str, patch: &str) {
+    let out = cluster
+        .kubectl()
+        .args([
+            "-n",
+            namespace,
+            "patch",
+            "role",
+            "agentdeck",
+            "--type",
+            "json",
+            "-p",
+        ])
+        .arg(patch)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Opens a shell (no terminal) in the sandbox, gives it `script`, and says how it ended (or why

@@ -4,18 +4,15 @@
 //! the stored Secrets). A `create pods/exec` taken away with `FakeKube::deny` is refused with the
 //! real server's 403.
 
-use super::super::kubelet::exec as kubelet_exec;
+use super::super::kubelet;
 use super::Cluster;
 use super::objects::{ApiError, find_kind};
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// Answers an exec request: `101 Switching Protocols`, then the process in a task.
@@ -25,7 +22,7 @@ pub(crate) fn exec(
     pod: &str,
     mut request: Request,
 ) -> Result<Response, ApiError> {
-    let asked = kubelet_exec::parse(request.uri().query().unwrap_or(""));
+    let asked = kubelet::exec::parse(request.uri().query().unwrap_or(""));
     if cluster
         .world()
         .denied
@@ -116,35 +113,17 @@ pub(crate) fn exec(
             "you must specify at least 1 of stdin, stdout, stderr",
         ));
     }
-    let headers = request.headers();
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::bad_request("an exec needs a WebSocket upgrade"))?
-        .to_string();
-    let offered = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let protocol = kubelet_exec::protocol(offered)
-        .ok_or_else(|| ApiError::bad_request(kubelet_exec::unsupported(offered)))?;
+    let (key, offered) = kubelet::websocket(request.headers())
+        .ok_or_else(|| ApiError::bad_request("an exec needs a WebSocket upgrade"))?;
+    let protocol = kubelet::exec::protocol(&offered)
+        .ok_or_else(|| ApiError::bad_request(kubelet::exec::unsupported(&offered)))?;
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         let v5 = protocol.starts_with("v5");
         let cwd = std::env::temp_dir();
-        kubelet_exec::serve(ws, asked, env, cwd, v5, Default::default()).await;
+        kubelet::exec::serve(ws, asked, env, cwd, v5, Default::default()).await;
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "Upgrade")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()),
-        )
-        .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
-        .body(Body::empty())
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+    Ok(kubelet::switching(&key, protocol))
 }

@@ -11,14 +11,11 @@
 
 use super::Cluster;
 use super::objects::{ApiError, find_kind};
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::super::kubelet::PORT_FORWARD_PROTOCOL as PROTOCOL;
@@ -61,16 +58,8 @@ pub(crate) fn portforward(
             ));
         }
     };
-    let headers = request.headers();
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::bad_request("a port-forward needs a WebSocket upgrade"))?
-        .to_string();
-    let offered = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let (key, offered) = super::super::kubelet::websocket(request.headers())
+        .ok_or_else(|| ApiError::bad_request("a port-forward needs a WebSocket upgrade"))?;
     if !offered.split(',').any(|p| p.trim() == PROTOCOL) {
         return Err(ApiError::bad_request(format!(
             "unsupported subprotocol {offered:?}: the fake speaks {PROTOCOL}"
@@ -85,15 +74,5 @@ pub(crate) fn portforward(
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         super::super::kubelet::tunnel(ws, &ip, port).await;
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "Upgrade")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()),
-        )
-        .header(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL)
-        .body(Body::empty())
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+    Ok(super::super::kubelet::switching(&key, PROTOCOL))
 }

@@ -116,6 +116,9 @@ mod setup;
 
 #[allow(unused_imports)]
 pub use forward::{PORT_FORWARD_PROTOCOL, tunnel};
+// (the fake API server's WebSocket upgrades too; the example program does not use them)
+#[allow(unused_imports)]
+pub use server::{switching, websocket};
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Pod;

@@ -237,12 +237,7 @@ fn port_forward(
             format!("pod {namespace}/{pod} does not run on node {}", shared.node),
         );
     };
-    let headers = request.headers();
-    let Some(key) = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-    else {
+    let Some((key, offered)) = websocket(request.headers()) else {
         return text(
             StatusCode::BAD_REQUEST,
             format!(
@@ -251,10 +246,6 @@ fn port_forward(
             ),
         );
     };
-    let offered = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     if !offered
         .split(',')
         .any(|p| p.trim() == PORT_FORWARD_PROTOCOL)
@@ -301,8 +292,18 @@ fn port_forward(
     switching(&key, PORT_FORWARD_PROTOCOL)
 }
 
-/// `101 Switching Protocols` to a WebSocket of `protocol`.
-fn switching(key: &str, protocol: &'static str) -> Response<Body> {
+/// A WebSocket upgrade's key and the subprotocols it offers (`None`: not an upgrade).
+pub fn websocket(headers: &header::HeaderMap) -> Option<(String, String)> {
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?.to_str().ok()?;
+    let offered = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Some((key.to_string(), offered.to_string()))
+}
+
+/// `101 Switching Protocols` to a WebSocket of `protocol` (also the fake API server's).
+pub fn switching(key: &str, protocol: &'static str) -> Response<Body> {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
@@ -356,23 +357,14 @@ fn exec(
     if asked.command.is_empty() {
         return text(StatusCode::BAD_REQUEST, "no command to run");
     }
-    let headers = request.headers();
-    let Some(key) = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-    else {
+    let Some((key, offered)) = websocket(request.headers()) else {
         return text(
             StatusCode::BAD_REQUEST,
             "the test kubelet serves exec over WebSocket only, not SPDY",
         );
     };
-    let offered = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let Some(protocol) = super::exec::protocol(offered) else {
-        return text(StatusCode::BAD_REQUEST, super::exec::unsupported(offered));
+    let Some(protocol) = super::exec::protocol(&offered) else {
+        return text(StatusCode::BAD_REQUEST, super::exec::unsupported(&offered));
     };
     let upgrade = hyper::upgrade::on(&mut request);
     let gone = entry.gone.clone();
