@@ -408,7 +408,7 @@ fn a_shell_in_the_sandbox_and_back() {
 /// the core with an in-test harness; and the config and kubeconfig for an agentdeck binary to
 /// find it (no worker of its own: the session stays as made).
 struct KubeSession {
-    _rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
     _fake: common::fake_kube::FakeKube,
     db: common::TestDb,
     id: uuid::Uuid,
@@ -478,7 +478,7 @@ fn kube_session(root: &Path) -> KubeSession {
     KubeSession {
         env: format!("KUBECONFIG={} SHELL=/bin/sh", kubeconfig.display()),
         args: format!("--database-url '{}'", db.url()),
-        _rt: rt,
+        rt,
         _fake: fake,
         db,
         id,
@@ -547,6 +547,14 @@ fn a_shell_in_a_kubernetes_pod_and_back() {
     tmux.keys(&["Escape"]);
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", wait);
+    let opened = kube.shells_opened();
+    assert_eq!(opened.len(), 2, "each shell is in the history: {opened:?}");
+    assert!(
+        opened
+            .iter()
+            .all(|e| e["by"].as_str().unwrap().starts_with("cockpit:") && e["tty"] == true),
+        "{opened:?}"
+    );
 }
 
 /// `agentdeck sessions shell ID` with a script on standard input (no terminal): the script runs
@@ -582,4 +590,25 @@ fn a_script_through_sessions_shell_on_kubernetes() {
     assert!(!stdout.contains("oops"), "errors stay apart: {stdout}");
     assert!(stderr.contains("oops"), "{stderr}");
     assert!(stderr.contains("a shell in pod deck/ad-"), "{stderr}");
+    let opened = kube.shells_opened();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert!(
+        opened[0]["by"].as_str().unwrap().starts_with("cli:"),
+        "{opened:?}"
+    );
+    assert_eq!(opened[0]["tty"], false);
+}
+
+impl KubeSession {
+    /// The `sandbox.shell` events of the session's history: who opened a shell, newest first.
+    fn shells_opened(&self) -> Vec<serde_json::Value> {
+        self.rt.block_on(async {
+            let store = self.db.open().await;
+            let events = store
+                .latest_events(self.id, "sandbox.shell", 10)
+                .await
+                .unwrap();
+            events.into_iter().map(|e| e.payload).collect()
+        })
+    }
 }

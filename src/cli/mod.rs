@@ -465,10 +465,20 @@ fn session_table(sessions: &[crate::model::Session]) -> String {
     t.render()
 }
 
+/// Who acts from this command line, for the session's history: `cli:$USER`.
+fn operator() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
 /// `sessions shell`: the shell on this terminal; agentdeck exits with the shell's status.
 async fn shell(core: &Core, id: &str) -> Result<i32> {
     let id = parse_id(id)?;
-    let shell = core.shell(id, &crate::console::options()).await?;
+    let shell = core
+        .shell(id, &crate::console::options(), &operator())
+        .await?;
     eprintln!("{}", crate::console::banner(&shell).replace('\r', ""));
     let ended = crate::console::run(shell).await?;
     tracing::info!(session = %id, %ended, "shell ended");
@@ -618,11 +628,9 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
                     "answer a permission with --reply once|always|reject, or a question with --label (or --reject)"
                 ),
             };
-            let by = format!(
-                "cli:{}",
-                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-            );
-            let answered = core.answer(parse_id(&id)?, &ask, answer, &by).await?;
+            let answered = core
+                .answer(parse_id(&id)?, &ask, answer, &operator())
+                .await?;
             match output {
                 Output::Json => println!("{}", json(&answered)?),
                 Output::Table => print!("{}", asks_table(std::slice::from_ref(&answered))),

@@ -554,8 +554,9 @@ impl Core {
 
     /// An interactive shell in the session's sandbox, for an operator's terminal: on the local
     /// runtime a program run in the sandbox's working folder with its env, on Kubernetes a
-    /// process started in its pod and attached (`crate::console` runs either).
-    pub async fn shell(&self, id: Uuid, options: &ShellOptions) -> Result<Shell> {
+    /// process started in its pod and attached (`crate::console` runs either). Who opened it
+    /// (`by`: `cli:$USER`, `cockpit:$USER`) goes into the session's history, as `sandbox.shell`.
+    pub async fn shell(&self, id: Uuid, options: &ShellOptions, by: &str) -> Result<Shell> {
         let session = self.get_session(id).await?;
         let sandbox = Self::sandbox_of(&session).ok_or_else(|| {
             CoreError::Conflict(format!(
@@ -563,8 +564,17 @@ impl Core {
                 session.status
             ))
         })?;
-        tracing::info!(session = %id, sandbox = %sandbox.name, tty = options.tty, "opening a shell");
-        Ok(self.runtime().shell(&sandbox, options).await?)
+        let shell = self.runtime().shell(&sandbox, options).await?;
+        tracing::info!(session = %id, sandbox = %sandbox.name, tty = options.tty, by, "shell opened");
+        let opened = [NewEvent::new(
+            "sandbox.shell",
+            serde_json::json!({"by": by, "tty": options.tty, "sandbox": sandbox.name}),
+        )];
+        write_aside("recording who opened a shell", id, || {
+            self.store().append_events(id, &opened)
+        })
+        .await;
+        Ok(shell)
     }
 
     /// How a session's sandbox is doing right now (`None` when it has none).

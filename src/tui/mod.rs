@@ -290,6 +290,14 @@ async fn input(tx: mpsc::UnboundedSender<Msg>, mut paused: watch::Receiver<bool>
     }
 }
 
+/// Who acts from this cockpit, for the session's history: `cockpit:$USER`.
+fn operator() -> String {
+    format!(
+        "cockpit:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
 /// Gives the terminal to a shell in a sandbox and takes it back, intact, when the shell ends.
 async fn run_shell(
     term: &mut Term,
@@ -631,7 +639,8 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 return;
             }
             Effect::Shell { session } => {
-                match core.shell(session, &crate::console::options()).await {
+                let options = crate::console::options();
+                match core.shell(session, &options, &operator()).await {
                     Ok(shell) => Msg::Shell(Box::new(shell)),
                     Err(e) => Msg::Error(format!("cannot open a shell: {e}")),
                 }
@@ -649,11 +658,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 ask,
                 answer,
             } => {
-                let by = format!(
-                    "cockpit:{}",
-                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-                );
-                let said = match core.answer(session, &ask, answer, &by).await {
+                let said = match core.answer(session, &ask, answer, &operator()).await {
                     Ok(a) => Msg::Info(format!(
                         "answered {}: {}",
                         a.title,
