@@ -3,7 +3,8 @@
 //! The layers, bottom up: [`model`] (domain types), [`store`] (Postgres / SQLite),
 //! [`runtime`] (sandboxes), [`harness`] (the agent inside a sandbox), [`gateway`] (the LLM
 //! gateway), [`core`] (the one API every front end calls, and the worker), and the front ends:
-//! [`api`] (REST), [`tui`] (the cockpit) and the CLI in `main.rs`.
+//! [`api`] (REST), [`tui`] (the cockpit) and the CLI in `main.rs`; [`console`] gives the
+//! operator's terminal to a shell in a sandbox, for the cockpit and the CLI.
 
 pub mod api;
 pub mod cli;
