@@ -904,8 +904,8 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
     drop(namespaces);
 }
 
-/// The human in the loop, with the real opencode: an agent whose `bash` needs permission waits
-/// for a person; the request is listed (the session counts it); a rejection with a reason
+/// The human in the loop, with the real opencode: an agent whose `bash` needs permission (but
+/// for the commands its patterns allow) waits for a person; the request is listed (the session counts it); a rejection with a reason
 /// reaches the agent; a second answer is refused naming the first; the next call, allowed once,
 /// runs; the agent's question is answered with a label. Bad answers are 4xx and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -922,7 +922,8 @@ async fn an_agent_asks_and_a_person_answers() {
         db.url(),
         &stack,
         port,
-        "[agents.coder.permission]\nbash = \"ask\"\n",
+        // opencode's pattern form: every command asks but `echo free-…` (the last match wins)
+        "[agents.coder.permission]\nbash = { \"*\" = \"ask\", \"echo free-*\" = \"allow\" }\n",
     );
     let api = Api::answering(port).await;
     let (status, created) = api
@@ -1065,6 +1066,21 @@ async fn an_agent_asks_and_a_person_answers() {
             (json!("once"), Value::Null, json!("api")),
         ]
     );
+
+    // 3b. A command the agent's patterns allow runs without asking anyone.
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{id}/messages"),
+            json!({"text": "run: echo free-three"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    api.reply_containing(&id, "Ran it. Output: free-three")
+        .await;
+    let asked = api.get(&format!("/api/sessions/{id}/permissions")).await["permissions"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(asked, 2, "the allowed pattern asked nobody");
 
     // 4. A question, answered with a label.
     let (status, _) = api

@@ -3,7 +3,7 @@
 //! layer's agent replacing the lower one's whole.
 
 use super::duration;
-use crate::model::{HarnessKind, Resources, ToolPolicy};
+use crate::model::{HarnessKind, Resources, ToolRule};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -191,5 +191,5 @@ pub struct AgentLayer {
     pub idle_timeout: Option<Duration>,
     /// tool → allow | ask | deny
     #[serde(default)]
-    pub permission: BTreeMap<String, ToolPolicy>,
+    pub permission: BTreeMap<String, ToolRule>,
 }

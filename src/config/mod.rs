@@ -317,6 +317,55 @@ mod tests {
     }
 
     #[test]
+    fn tool_rules_are_a_policy_or_patterns_in_the_order_written() -> Result<(), ConfigError> {
+        use crate::model::{ToolPolicy, ToolRule};
+        let config = load_text(
+            "[agents.careful]\nmodel = \"m\"\ncommand = [\"x\"]\n\
+             [agents.careful.permission]\nedit = \"deny\"\n\
+             bash = { \"*\" = \"ask\", \"git status\" = \"allow\", \"cat *\" = \"allow\" }\n",
+            "user.toml",
+            dirs(),
+        )?;
+        let rules = &config.agents["careful"].permission;
+        assert_eq!(rules["edit"], ToolRule::Every(ToolPolicy::Deny));
+        // not sorted: the last pattern that matches wins, so the order is the meaning
+        assert_eq!(
+            rules["bash"],
+            ToolRule::Patterns(vec![
+                ("*".to_string(), ToolPolicy::Ask),
+                ("git status".to_string(), ToolPolicy::Allow),
+                ("cat *".to_string(), ToolPolicy::Allow),
+            ])
+        );
+        // what the store and the API show keeps the order too
+        let shown = serde_json::to_value(&rules["bash"]).unwrap_or_default();
+        assert_eq!(shown[2]["pattern"], "cat *");
+        assert_eq!(
+            serde_json::from_value::<ToolRule>(shown).ok().as_ref(),
+            Some(&rules["bash"])
+        );
+        for (bad, says) in [
+            ("bash = \"maybe\"", "maybe"),
+            ("bash = { \"*\" = \"sometimes\" }", "sometimes"),
+            ("bash = {}", "empty"),
+            ("bash = 3", "allow, ask or deny"),
+        ] {
+            let text = format!(
+                "[agents.c]\nmodel = \"m\"\ncommand = [\"x\"]\n[agents.c.permission]\n{bad}\n"
+            );
+            let err = load_text(&text, "bad.toml", dirs())
+                .err()
+                .map(|e| e.to_string());
+            let err = err.unwrap_or_default();
+            assert!(
+                err.contains("bad.toml:5") && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
     fn unknown_key_names_file_line_and_column() {
         let err = load_text("[worker]\nconcurency = 3\n", "bad.toml", dirs()).unwrap_err();
         let text = err.to_string();

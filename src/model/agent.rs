@@ -61,7 +61,7 @@ pub struct AgentSpec {
     pub idle_timeout: Duration,
     /// What the agent may do without asking, per tool (`bash`, `edit`, `webfetch` …): tools
     /// not listed are allowed, as they always were.
-    pub permission: BTreeMap<String, ToolPolicy>,
+    pub permission: BTreeMap<String, ToolRule>,
 }
 
 text_enum!(
@@ -72,6 +72,97 @@ text_enum!(
         Deny => "deny",
     }
 );
+
+/// How an agent may use one tool: one policy for every call (`bash = "ask"`), or policies by
+/// pattern on what the call is given (`bash = { "*" = "allow", "git push *" = "ask" }`,
+/// opencode's object syntax: `*` is any run of characters, `?` one, and the LAST pattern that
+/// matches wins, so the catch-all comes first). Patterns keep the order they were written in.
+///
+/// Written as a string, or as `[{"pattern", "policy"}, …]` in order (a JSON object's order is
+/// not kept by every reader); read from either, or from a table (TOML) in its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolRule {
+    Every(ToolPolicy),
+    Patterns(Vec<(String, ToolPolicy)>),
+}
+
+impl Serialize for ToolRule {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        match self {
+            ToolRule::Every(policy) => serializer.serialize_str(policy.as_str()),
+            ToolRule::Patterns(rules) => {
+                let mut seq = serializer.serialize_seq(Some(rules.len()))?;
+                for (pattern, policy) in rules {
+                    seq.serialize_element(&PatternRule {
+                        pattern: pattern.clone(),
+                        policy: *policy,
+                    })?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatternRule {
+    pattern: String,
+    policy: ToolPolicy,
+}
+
+impl<'de> Deserialize<'de> for ToolRule {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ToolRule;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "allow, ask or deny, or a table of patterns to those (\"*\" = \"allow\", \
+                     \"git push *\" = \"ask\")",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ToolRule, E> {
+                v.parse().map(ToolRule::Every).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ToolRule, A::Error> {
+                let mut rules = Vec::new();
+                while let Some((pattern, policy)) = map.next_entry::<String, String>()? {
+                    let policy = policy.parse().map_err(serde::de::Error::custom)?;
+                    rules.push((pattern, policy));
+                }
+                ToolRule::patterns(rules).map_err(serde::de::Error::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ToolRule, A::Error> {
+                let mut rules = Vec::new();
+                while let Some(rule) = seq.next_element::<PatternRule>()? {
+                    rules.push((rule.pattern, rule.policy));
+                }
+                ToolRule::patterns(rules).map_err(serde::de::Error::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl ToolRule {
+    fn patterns(rules: Vec<(String, ToolPolicy)>) -> Result<ToolRule, String> {
+        if rules.is_empty() {
+            return Err("a tool's table of patterns is empty: give at least \"*\"".to_string());
+        }
+        if let Some((pattern, _)) = rules.iter().find(|(p, _)| p.is_empty()) {
+            return Err(format!("an empty pattern ({pattern:?}) matches nothing"));
+        }
+        Ok(ToolRule::Patterns(rules))
+    }
+}
 
 impl AgentSpec {
     /// What the store keeps of the agent: everything but the values of its env.

@@ -17,7 +17,7 @@ mod session;
 mod task;
 mod transition;
 
-pub use agent::{AgentRecord, AgentSpec, HarnessKind, Resources, ToolPolicy};
+pub use agent::{AgentRecord, AgentSpec, HarnessKind, Resources, ToolPolicy, ToolRule};
 pub use ask::{Answer, Ask, AskKind, AskStatus, NewAsk, PermissionReply};
 pub use command::Command;
 pub use enums::{

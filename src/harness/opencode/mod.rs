@@ -9,7 +9,7 @@ use crate::harness::sse::SseParser;
 use crate::harness::{
     Endpoint, EventStream, GatewayAccess, Harness, HarnessError, HarnessMessage, Prompt,
 };
-use crate::model::{Answer, NewAsk};
+use crate::model::{Answer, NewAsk, ToolRule};
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::json;
@@ -241,8 +241,13 @@ impl Harness for Opencode {
             "small_model": agent.model,
             "autoupdate": false,
             "share": "disabled",
-            "permission": permission(agent),
         });
+        // The permission block is written in its own order: a pattern table's order is its
+        // meaning (the last match wins), which a JSON value would sort away.
+        let config = WithPermission {
+            base: config,
+            permission: Permission(agent),
+        };
         // opencode installs its plugin package from npm at start unless its config dir already
         // lists it as installed; seed that, so a sandbox makes no registry call and stops
         // promptly. The config dir is `$HOME/.config/opencode`, and HOME is `home/` in the
@@ -277,17 +282,48 @@ impl Harness for Opencode {
     }
 }
 
+/// opencode's config: everything else, then the permission block.
+#[derive(serde::Serialize)]
+struct WithPermission<'a> {
+    #[serde(flatten)]
+    base: serde_json::Value,
+    permission: Permission<'a>,
+}
+
 /// The agent's tool policy as opencode's `permission` block: every tool allowed unless the
-/// agent's `permission` table says otherwise (`ask` makes opencode wait for a person).
-fn permission(agent: &AgentSpec) -> serde_json::Value {
-    let mut policy = serde_json::Map::new();
-    for tool in ["edit", "bash", "webfetch"] {
-        policy.insert(tool.to_string(), json!("allow"));
+/// agent's `permission` table says otherwise (`ask` makes opencode wait for a person); a tool's
+/// pattern table as an object in the order it was written.
+struct Permission<'a>(&'a AgentSpec);
+
+impl serde::Serialize for Permission<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Ordered<'a>(&'a [(String, crate::model::ToolPolicy)]);
+        impl serde::Serialize for Ordered<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.0.len()))?;
+                for (pattern, policy) in self.0 {
+                    map.serialize_entry(pattern, policy.as_str())?;
+                }
+                map.end()
+            }
+        }
+        let rules = &self.0.permission;
+        let defaults = ["bash", "edit", "webfetch"]
+            .into_iter()
+            .filter(|tool| !rules.contains_key(*tool));
+        let mut map = serializer.serialize_map(None)?;
+        for tool in defaults {
+            map.serialize_entry(tool, "allow")?;
+        }
+        for (tool, rule) in rules {
+            match rule {
+                ToolRule::Every(policy) => map.serialize_entry(tool, policy.as_str())?,
+                ToolRule::Patterns(patterns) => map.serialize_entry(tool, &Ordered(patterns))?,
+            }
+        }
+        map.end()
     }
-    for (tool, rule) in &agent.permission {
-        policy.insert(tool.clone(), json!(rule.as_str()));
-    }
-    serde_json::Value::Object(policy)
 }
 
 /// An id from opencode, made safe as one path segment (they are `per_…`/`que_…` words; anything
@@ -302,4 +338,61 @@ fn path_segment(id: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::Harness;
+    use crate::model::{ToolPolicy, ToolRule};
+
+    #[test]
+    fn the_permission_block_keeps_each_tools_patterns_in_order() {
+        let dirs = crate::config::Dirs {
+            config_dir: "/c".into(),
+            data_dir: "/d".into(),
+            state_dir: "/s".into(),
+            cache_dir: "/k".into(),
+        };
+        let mut agent = crate::config::load_text("", "t.toml", dirs)
+            .ok()
+            .and_then(|c| c.agents.get("opencode").cloned())
+            .expect("the built-in agent");
+        agent.permission = BTreeMap::from([
+            (
+                "bash".to_string(),
+                ToolRule::Patterns(vec![
+                    ("*".to_string(), ToolPolicy::Ask),
+                    ("git status".to_string(), ToolPolicy::Allow),
+                    ("cat *".to_string(), ToolPolicy::Allow),
+                ]),
+            ),
+            ("webfetch".to_string(), ToolRule::Every(ToolPolicy::Deny)),
+        ]);
+        let harness = Opencode::new().expect("a client");
+        let files = harness.sandbox_files(
+            &agent,
+            &GatewayAccess {
+                base_url: "http://gw".into(),
+                key_env: "KEY".into(),
+            },
+        );
+        let text = &files["opencode.json"];
+        let config: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        assert_eq!(
+            config["permission"],
+            json!({"edit": "allow", "webfetch": "deny",
+                   "bash": {"*": "ask", "git status": "allow", "cat *": "allow"}})
+        );
+        assert_eq!(
+            config["model"], agent.model,
+            "the rest of the config is there"
+        );
+        // in the order written (the last match wins), not sorted
+        let at = |needle: &str| text.find(needle).unwrap_or(usize::MAX);
+        assert!(
+            at("\"*\": \"ask\"") < at("\"git status\"") && at("\"git status\"") < at("\"cat *\""),
+            "{text}"
+        );
+    }
 }
