@@ -11,9 +11,10 @@ use kube::Api;
 use kube::api::{AttachParams, TerminalSize};
 
 /// What runs in the container: the operator's `TERM`, the harness's working folder, then bash
-/// when the image has it, else sh. Positional parameters, so nothing is quoted into the script.
+/// when the image has it, else sh: interactive with a terminal (`$3` is `-i`), reading a script
+/// from its input without one. Positional parameters, so nothing is quoted into the script.
 const SCRIPT: &str = "[ -n \"$1\" ] && export TERM=\"$1\"; cd \"$2\" 2>/dev/null; \
-                      if command -v bash >/dev/null 2>&1; then exec bash -i; fi; exec sh -i";
+                      if command -v bash >/dev/null 2>&1; then exec bash $3; fi; exec sh $3";
 
 /// The command `pods/exec` is asked to run (also what an audit log shows).
 pub fn command(options: &ShellOptions) -> Vec<String> {
@@ -24,6 +25,7 @@ pub fn command(options: &ShellOptions) -> Vec<String> {
         "agentdeck-shell".to_string(),
         options.term.clone().unwrap_or_default(),
         names::WORKDIR.to_string(),
+        if options.tty { "-i" } else { "-s" }.to_string(),
     ]
 }
 
@@ -188,5 +190,8 @@ mod tests {
         assert_eq!(cmd[2], SCRIPT);
         assert_eq!(cmd[4], "xterm; rm -rf /");
         assert_eq!(cmd[5], names::WORKDIR);
+        assert_eq!(cmd[6], "-i", "interactive with a terminal");
+        let script = command(&ShellOptions::default());
+        assert_eq!(script[6], "-s", "a script from its input without one");
     }
 }

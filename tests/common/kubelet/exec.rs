@@ -267,7 +267,7 @@ pub async fn serve<S>(
             let mut msg = vec![3u8];
             msg.extend(status.to_string().into_bytes());
             let _ = ws.send(Message::binary(msg)).await;
-            let _ = ws.close(None).await;
+            close(ws).await;
             return;
         }
     };
@@ -340,5 +340,17 @@ pub async fn serve<S>(
     let mut msg = vec![3u8];
     msg.extend(status.to_string().into_bytes());
     let _ = ws.send(Message::binary(msg)).await;
+    close(ws).await;
+}
+
+/// The closing handshake: our close, then what the client still sends until its own close.
+/// Dropping the connection with the client's messages unread would reset it, and the client
+/// could lose the status before it read it.
+async fn close<S>(mut ws: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let _ = ws.close(None).await;
+    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
