@@ -15,7 +15,8 @@
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -192,23 +193,38 @@ fn spawn(
     })
 }
 
+/// A pseudo-terminal: (master, slave), both close-on-exec (std opens with `O_CLOEXEC`), so no
+/// other process started meanwhile holds them open (a terminal held open never hangs up on
+/// its shell).
 fn openpty() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: two valid out-pointers; the name, termios and size are optional.
+    use std::os::unix::fs::OpenOptionsExt;
+    let master = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/ptmx")?;
+    let fd = master.as_raw_fd();
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: a valid descriptor of ours; `name` is valid for its length.
     let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
+        if libc::grantpt(fd) != 0 || libc::unlockpt(fd) != 0 {
+            -1
+        } else {
+            libc::ptsname_r(fd, name.as_mut_ptr(), name.len())
+        }
     };
-    if rc < 0 {
+    if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: openpty returned two open descriptors, owned from here on.
-    Ok(unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) })
+    // SAFETY: ptsname_r wrote a NUL-terminated path into `name`.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)?;
+    Ok((OwnedFd::from(master), OwnedFd::from(slave)))
 }
 
 fn set_size(terminal: &std::fs::File, width: u16, height: u16) {
