@@ -511,11 +511,15 @@ fn a_shell_in_a_kubernetes_pod_and_back() {
     tmux.wait_for("ticket=OPS-7", wait);
     tmux.wait_for("30 100", wait);
     // The window grows: the shell's terminal follows.
+    // (the new size travels apart from the keys: asked again until it has come)
     tmux.run(&["resize-window", "-t", "deck", "-x", "120", "-y", "40"]);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.text("stty size");
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("40 120", wait);
+    let start = Instant::now();
+    while !tmux.screen().contains("40 120") {
+        assert!(start.elapsed() < wait, "no new size:\n{}", tmux.screen());
+        tmux.text("stty size");
+        tmux.keys(&["Enter"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     tmux.text("exit 4");
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for("the shell ended (exit status: 4)", wait);

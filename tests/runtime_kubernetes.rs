@@ -1008,10 +1008,24 @@ async fn a_shell_in_the_pod_through_exec() {
         &["term=xterm-256color", "30 100"],
     )
     .await;
+    // (the new size travels apart from the keys: asked again until it has come)
     sh.resize.as_ref().unwrap().send((132, 43)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    sh.input.write_all(b"stty size\n").await.unwrap();
-    read_until(&mut sh.output, &mut seen, &["43 132"]).await;
+    let resized = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 4096];
+        while !seen.contains("43 132") {
+            sh.input.write_all(b"stty size\n").await.unwrap();
+            let read = tokio::time::timeout(Duration::from_millis(500), sh.output.read(&mut buf));
+            if let Ok(n) = read.await {
+                let n = n.unwrap();
+                assert!(n > 0, "the shell's output ended: {seen:?}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    };
+    if tokio::time::timeout(WAIT, resized).await.is_err() {
+        panic!("the shell never saw its new size: {seen:?}");
+    }
     sh.input.write_all(b"exit 7\n").await.unwrap();
     assert_eq!(sh.exit.await, ShellExit::Code(7));
 

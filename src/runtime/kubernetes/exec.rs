@@ -10,14 +10,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::Api;
 use kube::api::{AttachParams, TerminalSize};
 
-/// What runs in the container: the operator's `TERM`, the harness's working folder, then bash
-/// when the image has it, else sh: interactive with a terminal (`$3` is `-i`), reading a script
-/// from its input without one. Positional parameters, so nothing is quoted into the script.
-const SCRIPT: &str = "[ -n \"$1\" ] && export TERM=\"$1\"; cd \"$2\" 2>/dev/null; \
+/// What runs in the container: the operator's `TERM`, the terminal's size at the start (`$4`
+/// columns, `$5` rows: set here, so the shell starts with it whatever order the resize message
+/// and the first keys take on the connection), the harness's working folder, then bash when
+/// the image has it, else sh: interactive with a terminal (`$3` is `-i`), reading a script from
+/// its input without one. Positional parameters, so nothing is quoted into the script.
+const SCRIPT: &str = "[ -n \"$1\" ] && export TERM=\"$1\"; \
+                      [ -n \"$4\" ] && stty cols \"$4\" rows \"$5\" 2>/dev/null; \
+                      cd \"$2\" 2>/dev/null; \
                       if command -v bash >/dev/null 2>&1; then exec bash $3; fi; exec sh $3";
 
 /// The command `pods/exec` is asked to run (also what an audit log shows).
 pub fn command(options: &ShellOptions) -> Vec<String> {
+    let (cols, rows) = match options.size.filter(|_| options.tty) {
+        Some((cols, rows)) => (cols.to_string(), rows.to_string()),
+        None => (String::new(), String::new()),
+    };
     vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
@@ -26,6 +34,8 @@ pub fn command(options: &ShellOptions) -> Vec<String> {
         options.term.clone().unwrap_or_default(),
         names::WORKDIR.to_string(),
         if options.tty { "-i" } else { "-s" }.to_string(),
+        cols,
+        rows,
     ]
 }
 
@@ -191,6 +201,13 @@ mod tests {
         assert_eq!(cmd[4], "xterm; rm -rf /");
         assert_eq!(cmd[5], names::WORKDIR);
         assert_eq!(cmd[6], "-i", "interactive with a terminal");
+        assert_eq!(cmd[7..], ["", ""], "no size known: stty is not run");
+        let sized = command(&ShellOptions {
+            tty: true,
+            term: None,
+            size: Some((100, 30)),
+        });
+        assert_eq!(sized[7..], ["100", "30"]);
         let script = command(&ShellOptions::default());
         assert_eq!(script[6], "-s", "a script from its input without one");
     }
