@@ -552,19 +552,57 @@ async fn asks_are_listed_and_an_answer_that_cannot_be_given_loses_nothing() {
         "{}",
         String::from_utf8_lossy(&unreachable.stderr)
     );
+    // A question of two parts takes one --label for each, in order.
+    store
+        .record_ask(
+            id.parse().unwrap(),
+            &agentdeck::model::NewAsk {
+                id: "que_cli2".into(),
+                kind: agentdeck::model::AskKind::Question,
+                title: "Region".into(),
+                detail: serde_json::json!({"questions": [
+                    {"question": "Which region?", "options": [{"label": "eu-west"}]},
+                    {"question": "How many?", "options": [{"label": "3"}]}
+                ]}),
+            },
+        )
+        .await
+        .unwrap();
+    let one = run(
+        root.path(),
+        &["sessions", "answer", &id, "que_cli2", "--label", "eu-west"],
+        Some(&url),
+    );
+    assert!(
+        String::from_utf8_lossy(&one.stderr).contains("asks 2 question(s)"),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let two = run(
+        root.path(),
+        &[
+            "sessions", "answer", &id, "que_cli2", "--label", "eu-west", "--label", "3",
+        ],
+        Some(&url),
+    );
+    assert!(
+        String::from_utf8_lossy(&two.stderr).contains("no sandbox"),
+        "both parts answered: only the harness is missing: {}",
+        String::from_utf8_lossy(&two.stderr)
+    );
     let still = stdout_json(&run(
         root.path(),
         &["sessions", "asks", &id, "--pending", "-o", "json"],
         Some(&url),
     ));
-    assert_eq!(still.as_array().map(Vec::len), Some(1), "{still}");
+    assert_eq!(still.as_array().map(Vec::len), Some(2), "{still}");
     assert_eq!(still[0]["answered_by"], Value::Null);
     let shown = stdout_json(&run(
         root.path(),
         &["sessions", "show", &id, "-o", "json"],
         Some(&url),
     ));
-    assert_eq!(shown["session"]["waiting"], 1);
+    assert_eq!(shown["session"]["waiting"], 2, "both still wait");
 
     // No sandbox yet: no shell, and it says why.
     let shell = run(root.path(), &["sessions", "shell", &id], Some(&url));

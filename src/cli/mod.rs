@@ -170,7 +170,8 @@ pub enum SessionsCmd {
         reply: Option<String>,
         #[arg(long)]
         message: Option<String>,
-        /// The answer to a question; repeat for a question with several.
+        /// The answer to a question (an option's label or your own words): one for each of its
+        /// parts, in order. (A part that takes several choices is answered through the API.)
         #[arg(long = "label")]
         labels: Vec<String>,
         /// Decline to answer the question.
@@ -621,7 +622,7 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
                     message,
                 },
                 (None, false, false) => crate::model::Answer::Question {
-                    answers: vec![labels],
+                    answers: labels.into_iter().map(|label| vec![label]).collect(),
                 },
                 (None, true, true) => crate::model::Answer::RejectQuestion,
                 _ => anyhow::bail!(

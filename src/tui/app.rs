@@ -153,11 +153,13 @@ pub enum Dialog {
         session: Uuid,
         input: Box<TextArea<'static>>,
     },
-    /// Answering what the agent asks: a reason for a rejection, or the answer to a question.
+    /// Answering what the agent asks: a reason for a rejection, or the answer to a question
+    /// (one part after another when it has several: `answers` are the parts answered so far).
     Reply {
         session: Uuid,
         ask: Box<Ask>,
         input: Box<TextArea<'static>>,
+        answers: Vec<Vec<String>>,
     },
 }
 
@@ -825,6 +827,7 @@ impl App {
                     session,
                     ask: Box::new(ask),
                     input: Box::new(input),
+                    answers: Vec::new(),
                 });
                 vec![]
             }
@@ -1151,12 +1154,14 @@ impl App {
     }
 
     /// Enter in the reply dialog: a permission is rejected with the reason typed; a question
-    /// is answered with the option whose number was typed, or with the text as written.
+    /// is answered with the option whose number was typed, or with the text as written, one part
+    /// after another when it has several (sent once every part has its answer).
     fn submit_reply(&mut self) -> Vec<Effect> {
         let Some(Dialog::Reply {
             session,
             ask,
             input,
+            mut answers,
         }) = self.dialog.take()
         else {
             return vec![];
@@ -1168,17 +1173,11 @@ impl App {
                 message: Some(text).filter(|t| !t.is_empty()),
             },
             AskKind::Question => {
-                let questions = ask.detail["questions"].as_array().map_or(0, Vec::len);
-                if questions != 1 {
-                    self.status = Some((
-                        format!(
-                            "this question has {questions} parts: answer it with `agentdeck sessions answer` or the API"
-                        ),
-                        true,
-                    ));
-                    return vec![];
-                }
-                let options = &ask.detail["questions"][0]["options"];
+                let parts = ask.detail["questions"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+                    .max(1);
+                let options = &ask.detail["questions"][answers.len()]["options"];
                 let label = text
                     .parse::<usize>()
                     .ok()
@@ -1195,12 +1194,26 @@ impl App {
                         session,
                         ask,
                         input,
+                        answers,
                     });
                     return vec![];
                 }
-                Answer::Question {
-                    answers: vec![vec![label]],
+                answers.push(vec![label]);
+                if answers.len() < parts {
+                    self.status =
+                        Some((format!("part {} of {parts} answered", answers.len()), false));
+                    let mut input = TextArea::default();
+                    input
+                        .set_placeholder_text("an option's number or your own answer; enter sends");
+                    self.dialog = Some(Dialog::Reply {
+                        session,
+                        ask,
+                        input: Box::new(input),
+                        answers,
+                    });
+                    return vec![];
                 }
+                Answer::Question { answers }
             }
         };
         vec![Effect::Answer {
@@ -1591,6 +1604,38 @@ mod tests {
                 ask: "que_1".into(),
                 answer: Answer::Question {
                     answers: vec![vec!["us-east".into()]],
+                },
+            }]
+        );
+        // A question of two parts: answered one after the other, sent once both are.
+        let mut two = an_ask(id, "que_2", AskKind::Question);
+        two.detail["questions"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "question": "How many replicas?", "header": "Replicas",
+                "options": [{"label": "1", "description": ""}, {"label": "3", "description": ""}]
+            }));
+        a.update(Msg::Asks {
+            session: id,
+            asks: vec![two],
+        });
+        a.update(key('a'));
+        assert!(frame(&a).contains("Answer 1 of 2: Region"));
+        a.update(key('1'));
+        assert_eq!(a.update(press(KeyCode::Enter)), vec![], "one part of two");
+        let screen = frame(&a);
+        assert!(screen.contains("Answer 2 of 2: Replicas"), "{screen}");
+        for c in "5 please".chars() {
+            a.update(key(c));
+        }
+        assert_eq!(
+            a.update(press(KeyCode::Enter)),
+            vec![Effect::Answer {
+                session: id,
+                ask: "que_2".into(),
+                answer: Answer::Question {
+                    answers: vec![vec!["eu-west".into()], vec!["5 please".into()]],
                 },
             }]
         );

@@ -207,7 +207,12 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
             f.render_widget(pb, prompt);
             f.render_widget(&form.prompt, pi);
         }
-        Some(Dialog::Reply { ask, input, .. }) => {
+        Some(Dialog::Reply {
+            ask,
+            input,
+            answers,
+            ..
+        }) => {
             let width = 70.min(f.area().width);
             let room = usize::from(width.saturating_sub(2));
             let mut text = Vec::new();
@@ -215,11 +220,22 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
                 text.extend(cells::wrap_line(&line, room));
             }
             text.push(Line::from(""));
+            let parts = ask.detail["questions"].as_array().map_or(0, Vec::len);
             let title = match ask.kind {
-                crate::model::AskKind::Permission => "Reject (why?)",
-                crate::model::AskKind::Question => "Answer",
+                crate::model::AskKind::Permission => "Reject (why?)".to_string(),
+                crate::model::AskKind::Question if parts > 1 => {
+                    let part = answers.len().min(parts - 1);
+                    let question = sanitize::line(
+                        ask.detail["questions"][part]["header"]
+                            .as_str()
+                            .or(ask.detail["questions"][part]["question"].as_str())
+                            .unwrap_or(""),
+                    );
+                    format!("Answer {} of {parts}: {question}", part + 1)
+                }
+                crate::model::AskKind::Question => "Answer".to_string(),
             };
-            input_dialog(f, app, title, text, width, input);
+            input_dialog(f, app, &title, text, width, input);
         }
         Some(Dialog::Fork { input, .. }) => {
             let text = vec![Line::from(Span::styled(
