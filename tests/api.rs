@@ -25,11 +25,36 @@ async fn post_json(s: &ApiServer, path: &str, body: Value) -> (StatusCode, Value
 
 async fn wait_status(s: &ApiServer, id: &str, status: &str) -> Value {
     let path = format!("/api/sessions/{id}");
-    eventually(WAIT, &format!("session {id} to be {status}"), || async {
-        let (_, body) = get_json(s, &path).await;
-        (body["status"] == status).then_some(body)
-    })
-    .await
+    let last = std::sync::Mutex::new(Value::Null);
+    let waited = tokio::time::timeout(
+        WAIT,
+        eventually(WAIT * 2, &format!("session {id} to be {status}"), || async {
+            let (_, body) = get_json(s, &path).await;
+            if body["status"] == status {
+                return Some(body);
+            }
+            *last.lock().unwrap() = body;
+            None
+        }),
+    )
+    .await;
+    match waited {
+        Ok(body) => body,
+        Err(_) => {
+            let diagnosis = tokio::time::timeout(
+                Duration::from_secs(5),
+                get_json(s, &format!("{path}/diagnosis")),
+            )
+            .await
+            .map(|(_, d)| d)
+            .unwrap_or(Value::Null);
+            panic!(
+                "timed out after {WAIT:?} waiting for session {id} to be {status}; it is {}\n\
+                 its diagnosis: {diagnosis}",
+                last.lock().unwrap()
+            )
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,7 +798,11 @@ async fn a_sandbox_that_cannot_be_made_fails_the_session_with_the_reason() {
     *s.runtime.refuse.lock().unwrap() = None;
     post_json(&s, &format!("/api/sessions/{id}/restart"), json!({})).await;
     wait_status(&s, id, "busy").await;
-    assert_eq!(s.harness.sent_texts(), vec!["hi"]);
+    // (busy is written as the delivery starts: the harness has the text a moment later)
+    eventually(WAIT, "the prompt to reach the harness", || async {
+        (s.harness.sent_texts() == vec!["hi"]).then_some(())
+    })
+    .await;
     s.stop().await;
 }
 
