@@ -28,14 +28,18 @@ async fn wait_status(s: &ApiServer, id: &str, status: &str) -> Value {
     let last = std::sync::Mutex::new(Value::Null);
     let waited = tokio::time::timeout(
         WAIT,
-        eventually(WAIT * 2, &format!("session {id} to be {status}"), || async {
-            let (_, body) = get_json(s, &path).await;
-            if body["status"] == status {
-                return Some(body);
-            }
-            *last.lock().unwrap() = body;
-            None
-        }),
+        eventually(
+            WAIT * 2,
+            &format!("session {id} to be {status}"),
+            || async {
+                let (_, body) = get_json(s, &path).await;
+                if body["status"] == status {
+                    return Some(body);
+                }
+                *last.lock().unwrap() = body;
+                None
+            },
+        ),
     )
     .await;
     match waited {
