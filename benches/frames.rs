@@ -147,6 +147,7 @@ fn session(i: u64) -> Session {
         idle_deadline: (status == SessionStatus::Idle)
             .then(|| now() + chrono::Duration::minutes(9)),
         stopped_at: None,
+        command_seq: 0,
     }
 }
 

@@ -46,10 +46,14 @@ export AGENTDECK_CLUSTER_REQUIRED=1
 # Everything, with the Kubernetes tests on the real control plane; then the Kubernetes runtime's
 # contract once more on the in-process fake API server, which also has the fault knobs (dropped
 # watches, 410 Gone, OOMKilled …) a real cluster cannot be made to show on demand.
+# Every test runs even when some fail (--no-fail-fast, and the second run after a red first),
+# so that one red test never hides the state of the rest.
+failed=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast --all-targets
-  env -u AGENTDECK_TEST_KUBECONFIG cargo nextest run --locked --no-fail-fast --test runtime_kubernetes
+  cargo nextest run --locked --no-fail-fast --all-targets || failed=1
+  env -u AGENTDECK_TEST_KUBECONFIG cargo nextest run --locked --no-fail-fast --test runtime_kubernetes || failed=1
 else
-  cargo test --locked --all-targets
-  env -u AGENTDECK_TEST_KUBECONFIG cargo test --locked --test runtime_kubernetes
+  cargo test --locked --no-fail-fast --all-targets || failed=1
+  env -u AGENTDECK_TEST_KUBECONFIG cargo test --locked --no-fail-fast --test runtime_kubernetes || failed=1
 fi
+exit "$failed"

@@ -1040,3 +1040,64 @@ async fn a_session_forks_at_a_message() {
     );
     s.stop().await;
 }
+
+/// A suspend, then at once a restart, of one session (an operator changing their mind): the
+/// restart waits for the running suspend, which lands nothing once overtaken, and the session
+/// ends up as the last command said: up, its sandbox running. (Before, both tasks ran at once
+/// and the slow suspend, landing last, left the session suspended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_of_two_racing_commands_wins() {
+    let db = TestDb::postgres().await;
+    let s = ApiServer::start(&db, "").await;
+    let (status, created) = post_json(&s, "/api/sessions", json!({"agent_id": "coder"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let ready = wait_status(&s, &id, "ready").await;
+    let sandbox = ready["sandbox_ref"].as_str().unwrap().to_string();
+    *s.runtime.suspend_delay.lock().unwrap() = Duration::from_millis(1500);
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    let store = db.open().await;
+    let tasks_of = || {
+        let store = store.clone();
+        async move {
+            store
+                .list_tasks(&agentdeck::model::TaskQuery {
+                    session_id: Some(uuid),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    s.core.suspend(uuid).await.unwrap();
+    // The suspend's task is running (slowly) when the restart comes.
+    eventually(WAIT, "the suspend task to run", || async {
+        tasks_of()
+            .await
+            .iter()
+            .any(|t| {
+                t.kind == "session.suspend" && t.status == agentdeck::model::TaskStatus::Running
+            })
+            .then_some(())
+    })
+    .await;
+    let restarting = s.core.restart(uuid).await.unwrap();
+    assert_eq!(restarting.status, agentdeck::model::SessionStatus::Creating);
+    let up = wait_status(&s, &id, "ready").await;
+    assert_eq!(up["phase"], "ready", "{up}");
+    assert!(
+        !s.runtime.sandbox(&sandbox).unwrap().suspended,
+        "the sandbox runs, as the restart asked"
+    );
+    // And it stays so: the overtaken suspend landed nothing after the restart.
+    let tasks = tasks_of().await;
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.status == agentdeck::model::TaskStatus::Done),
+        "{tasks:?}"
+    );
+    let (_, now) = get_json(&s, &format!("/api/sessions/{id}")).await;
+    assert_eq!(now["status"], "ready", "{now}");
+    s.stop().await;
+}

@@ -142,7 +142,7 @@ fn start_create_attach_talk_filter_quit() {
     let stack = common::stack::stack();
     let root = tempfile::tempdir().unwrap();
     let tmux = start(root.path(), stack.as_ref());
-    let wait = Duration::from_secs(20);
+    let wait = Duration::from_secs(60);
     let screen = tmux.wait_for("No sessions yet. Press n to start one.", wait);
     assert!(screen.contains("? help"), "hints on screen:\n{screen}");
 
@@ -243,7 +243,7 @@ fn read_only_and_no_color() {
             ..Launch::default()
         },
     );
-    let screen = tmux.wait_for("[read-only]", Duration::from_secs(20));
+    let screen = tmux.wait_for("[read-only]", Duration::from_secs(60));
     assert!(
         !screen.contains("X end") && !screen.contains("R restart"),
         "no dangerous action offered:\n{screen}"
@@ -263,13 +263,13 @@ fn read_only_and_no_color() {
         "meaning still carried by weight and glyphs"
     );
     tmux.keys(&["q"]);
-    tmux.wait_for("EXITED 0", Duration::from_secs(20));
+    tmux.wait_for("EXITED 0", Duration::from_secs(60));
 }
 
 #[test]
 fn a_draft_outlives_a_dropped_connection() {
     let root = tempfile::tempdir().unwrap();
-    let wait = Duration::from_secs(20);
+    let wait = Duration::from_secs(60);
     let tmux = start(root.path(), None);
     tmux.wait_for("No sessions yet", wait);
     tmux.keys(&["n"]);
@@ -334,7 +334,7 @@ async fn sessions_come_once_the_store_answers_again() {
             ..Launch::default()
         },
     );
-    let wait = Duration::from_secs(20);
+    let wait = Duration::from_secs(60);
     let screen = tmux.wait_for("cannot list sessions (trying again", wait);
     assert!(screen.contains("Loading sessions…"), "{screen}");
     assert!(!screen.contains("No sessions yet"), "{screen}");
@@ -365,7 +365,7 @@ fn a_shell_in_the_sandbox_and_back() {
             ..Launch::default()
         },
     );
-    let wait = Duration::from_secs(20);
+    let wait = Duration::from_secs(60);
     tmux.wait_for("No sessions yet. Press n to start one.", wait);
     tmux.keys(&["n"]);
     tmux.wait_for("New session", wait);
@@ -467,7 +467,7 @@ fn kube_session(root: &Path) -> KubeSession {
             })
             .await
             .unwrap();
-        common::eventually(Duration::from_secs(20), "the session to be up", || async {
+        common::eventually(Duration::from_secs(60), "the session to be up", || async {
             let s = core.get_session(session.id).await.ok()?;
             s.status.is_live().then_some(())
         })
@@ -501,7 +501,7 @@ fn a_shell_in_a_kubernetes_pod_and_back() {
             ..Launch::default()
         },
     );
-    let wait = Duration::from_secs(20);
+    let wait = Duration::from_secs(60);
     tmux.wait_for("kube shell", wait);
     tmux.keys(&["!"]);
     let screen = tmux.wait_for("~. at the start of a line leaves it", wait);

@@ -275,6 +275,41 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
     })
     .await;
 
+    // 2a. Output Postgres's text and jsonb refuse (a NUL byte, as `cat` of a binary file gives)
+    // is stored as it came, the turn ends and the session is idle: it once stalled busy.
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{id}/messages"),
+            json!({"text": "run: printf 'bin\\000ary\\n'"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let messages = api.reply_containing(&id, "Ran it. Output: bin").await;
+    let outputs: Vec<String> = messages
+        .iter()
+        .flat_map(|m| m["parts"].as_array().cloned().unwrap_or_default())
+        .filter(|p| {
+            p["type"] == "tool"
+                && p["input"]["command"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("printf"))
+        })
+        .map(|p| p["output"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        outputs.iter().any(|o| o.contains("bin\0ary")),
+        "the NUL is kept: {outputs:?}"
+    );
+    eventually(
+        TURN,
+        "the session to be idle after the NUL turn",
+        || async {
+            let s = api.get(&format!("/api/sessions/{id}")).await;
+            (s["status"] == "idle").then_some(())
+        },
+    )
+    .await;
+
     // 2b. A long tool call, aborted: the turn stops at once (the message says "aborted", not
     // "failed"), the session is idle again, and the next turn works.
     let marker = format!("abort-{}", &id[..8]);
@@ -408,7 +443,7 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
         .collect();
     assert_eq!(
         all_users.len(),
-        5,
+        6,
         "no other user message (the history replay stays out): {all_users:?}"
     );
     let users: Vec<&str> = turns
@@ -421,6 +456,7 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
         vec![
             "say hi",
             "run: echo agentdeck-e2e",
+            "run: printf 'bin\\000ary\\n'",
             &format!("run: sleep 300; echo {marker}"),
             "run: echo after-abort",
             "are you still there?"

@@ -1134,6 +1134,315 @@ async fn commands_are_all_or_nothing(db: TestDb) {
     assert!(missing.is_not_found(), "{missing:?}");
 }
 
+/// Two commands of one session racing: a suspend whose task has started, then a restart. The
+/// session's tasks run one at a time and in order, the overtaken suspend can land nothing, and
+/// a command that has not started is superseded by a newer one.
+async fn commands_of_one_session_run_in_order_and_never_land_stale(db: TestDb) {
+    let store = db.open().await;
+    let lease = Duration::from_secs(30);
+    let none = Duration::ZERO;
+    let id = Uuid::now_v7();
+    let created = store
+        .create_session(&SessionCreation {
+            session: NewSession {
+                id: Some(id),
+                ..new_session("coder", "red")
+            },
+            created: NewEvent::new("session.created", serde_json::json!({})),
+            first_message: None,
+            task: NewTask::new(TaskKind::Provision, serde_json::json!({})).for_session(id),
+            fork: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.command_seq, 0);
+    let provision = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    assert_eq!(provision.command, Some(0), "creating is the first command");
+    store
+        .update_session(
+            id,
+            &SessionPatch {
+                only_if_command: Some(0),
+                ..SessionPatch::status(SessionStatus::Idle, Phase::Ready)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store.complete_task(provision.id, "w1").await.unwrap());
+
+    let command = |status: Option<SessionStatus>, phase: Phase, kind: TaskKind| {
+        let store = store.clone();
+        async move {
+            store
+                .command_session(
+                    id,
+                    &SessionPatch {
+                        status,
+                        phase: Some(phase),
+                        new_command: true,
+                        ..Default::default()
+                    },
+                    &NewTask::new(kind, serde_json::json!({}))
+                        .for_session(id)
+                        .dedupe(format!("{kind}:{id}")),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let (suspending, suspend) = command(None, Phase::Suspending, TaskKind::Suspend).await;
+    assert_eq!(suspending.command_seq, 1);
+    assert_eq!(suspend.command, Some(1));
+    let running = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    assert_eq!(running.id, suspend.id);
+
+    // The restart comes while the suspend runs: its task waits for the session's running one.
+    let (restarting, restart) = command(
+        Some(SessionStatus::Creating),
+        Phase::Restarting,
+        TaskKind::Restart,
+    )
+    .await;
+    assert_eq!(restarting.command_seq, 2);
+    assert_eq!(restart.command, Some(2));
+    assert!(
+        store.claim_task("w2", lease, none).await.unwrap().is_none(),
+        "a session runs one task at a time"
+    );
+    // The overtaken suspend lands nothing: the session stays as the restart left it.
+    let stale = SessionPatch {
+        only_if_command: running.command,
+        ..SessionPatch::status(SessionStatus::Suspended, Phase::Suspended)
+    };
+    let err = store.update_session(id, &stale).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let now = store.get_session(id).await.unwrap().unwrap();
+    assert_eq!(
+        (now.status, now.phase),
+        (SessionStatus::Creating, Phase::Restarting)
+    );
+    assert!(store.complete_task(running.id, "w1").await.unwrap());
+    let next = store.claim_task("w2", lease, none).await.unwrap().unwrap();
+    assert_eq!(next.id, restart.id, "then the restart");
+
+    // A command that has not started is superseded by a newer one, and never runs.
+    let (_, end) = command(None, Phase::Ending, TaskKind::End).await;
+    let (_, resume) = command(
+        Some(SessionStatus::Creating),
+        Phase::Resuming,
+        TaskKind::Resume,
+    )
+    .await;
+    let end = store.get_task(end.id).await.unwrap().unwrap();
+    assert_eq!(end.status, TaskStatus::Done);
+    assert_eq!(end.completed_by.as_deref(), Some("superseded"));
+    assert!(store.complete_task(next.id, "w2").await.unwrap());
+    let last = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    assert_eq!((last.id, last.command), (resume.id, Some(4)));
+
+    // Tasks that are no commands (deliveries) keep their order too, one at a time; one backing
+    // off after a failure does not hold a later one up.
+    assert!(store.complete_task(last.id, "w1").await.unwrap());
+    let deliver = |n: i32| {
+        let store = store.clone();
+        async move {
+            store
+                .enqueue_task(
+                    &NewTask::new(TaskKind::Deliver, serde_json::json!({"n": n})).for_session(id),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let first = deliver(1).await;
+    let second = deliver(2).await;
+    let other = store
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})))
+        .await
+        .unwrap();
+    let a = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    assert_eq!(a.id, first.id);
+    let b = store.claim_task("w2", lease, none).await.unwrap().unwrap();
+    assert_eq!(
+        b.id, other.id,
+        "another session's (or no session's) task is not held up"
+    );
+    assert!(store.claim_task("w2", lease, none).await.unwrap().is_none());
+    store
+        .fail_task(
+            a.id,
+            "w1",
+            "harness unreachable",
+            Duration::from_secs(60),
+            false,
+        )
+        .await
+        .unwrap();
+    let c = store.claim_task("w2", lease, none).await.unwrap().unwrap();
+    assert_eq!(c.id, second.id, "a retry due later holds nothing up");
+}
+
+/// Text Postgres's text and jsonb refuse (NUL, from an agent's `cat` of a binary file) is kept,
+/// and reads back as it was written; so is the character its encoding uses.
+async fn text_with_nul_is_kept_as_sent(db: TestDb) {
+    let store = db.open().await;
+    let odd = "ELF\0\u{1}\u{E000}0 and \u{E000}\u{E000} end\0";
+    let session = store
+        .insert_session(&NewSession {
+            title: odd.to_string(),
+            ..new_session("coder", "red")
+        })
+        .await
+        .unwrap();
+    assert_eq!(session.title, odd);
+    let message = store
+        .append_message(
+            session.id,
+            &NewMessage {
+                role: MessageRole::Assistant,
+                status: MessageStatus::Pending,
+                parts: vec![Part::text(odd)],
+                harness_message_id: Some("msg_1".to_string()),
+            },
+        )
+        .await
+        .unwrap();
+    let updated = store
+        .update_message(
+            session.id,
+            message.seq,
+            &MessagePatch {
+                parts: Some(vec![Part::text(format!("{odd}{odd}"))]),
+                error: Some(Some(odd.to_string())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.text(), format!("{odd}{odd}"));
+    let read = &store.list_messages(session.id, 0, 10).await.unwrap()[0];
+    assert_eq!(read.text(), format!("{odd}{odd}"));
+    assert_eq!(read.error.as_deref(), Some(odd));
+    let events = store
+        .append_events(
+            session.id,
+            &[NewEvent::new(
+                "harness.x",
+                serde_json::json!({odd: [odd, "\\u0000"]}),
+            )],
+        )
+        .await
+        .unwrap();
+    let read = store.list_events(session.id, 0, 10).await.unwrap();
+    assert_eq!(read[0].payload, serde_json::json!({odd: [odd, "\\u0000"]}));
+    assert_eq!(events[0].payload, read[0].payload);
+    let patched = store
+        .update_session(
+            session.id,
+            &SessionPatch {
+                phase_detail: Some(Some(format!("agent error: {odd}"))),
+                failure_reason: Some(Some(odd.to_string())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.phase_detail, Some(format!("agent error: {odd}")));
+    assert_eq!(patched.failure_reason.as_deref(), Some(odd));
+    assert!(
+        store
+            .record_ask(
+                session.id,
+                &NewAsk {
+                    title: odd.to_string(),
+                    detail: serde_json::json!({"cmd": odd}),
+                    ..ask("a1", AskKind::Permission)
+                },
+            )
+            .await
+            .unwrap()
+    );
+    let asked = &store.list_asks(session.id, true).await.unwrap()[0];
+    assert_eq!(
+        (asked.title.as_str(), &asked.detail["cmd"]),
+        (odd, &serde_json::json!(odd))
+    );
+}
+
+/// Reads the feed up to the notice of `session` and says whether a task notice came before it
+/// (notices are sent in commit order, so this needs no waiting for something not to happen).
+async fn task_notice_before(feed: &mut ChangeFeed, session: Uuid) -> bool {
+    let mut seen = false;
+    let reached = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(change) = feed.next().await {
+            match change {
+                Change::Task => seen = true,
+                Change::Session(id) if id == session => return true,
+                _ => {}
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(reached, Ok(true), "no notice of session {session}");
+    seen
+}
+
+/// An idle worker's statements wake nobody (they once woke every worker, its own included, in
+/// a loop of 2,000 transactions a second): no task notice for a claim that finds nothing, a
+/// claim, a renewed lease or a reclaim that changes nothing; one when a task is queued or ends.
+async fn an_idle_worker_wakes_nobody(db: TestDb) {
+    let store = db.open().await;
+    let lease = Duration::from_secs(30);
+    let none = Duration::ZERO;
+    let mut feed = store.subscribe();
+    let marker = || {
+        let store = store.clone();
+        async move {
+            store
+                .insert_session(&new_session("coder", "red"))
+                .await
+                .unwrap()
+                .id
+        }
+    };
+    for _ in 0..5 {
+        assert!(store.claim_task("w1", lease, none).await.unwrap().is_none());
+    }
+    let m = marker().await;
+    assert!(
+        !task_notice_before(&mut feed, m).await,
+        "empty claims notify"
+    );
+
+    let task = store
+        .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})))
+        .await
+        .unwrap();
+    let m = marker().await;
+    assert!(
+        task_notice_before(&mut feed, m).await,
+        "a queued task wakes the workers"
+    );
+
+    let claimed = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    assert_eq!(claimed.id, task.id);
+    assert!(store.renew_lease(task.id, "w1", lease).await.unwrap());
+    assert!(store.claim_task("w2", lease, none).await.unwrap().is_none());
+    let m = marker().await;
+    assert!(
+        !task_notice_before(&mut feed, m).await,
+        "a claim or a renewal notifies"
+    );
+
+    assert!(store.complete_task(task.id, "w1").await.unwrap());
+    let m = marker().await;
+    assert!(
+        task_notice_before(&mut feed, m).await,
+        "an ended task may free its session's next"
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod postgres {
@@ -1166,4 +1475,7 @@ conformance!(
     asks_are_answered_once,
     statuses_of_many_sessions,
     a_fork_is_made_with_its_history,
+    commands_of_one_session_run_in_order_and_never_land_stale,
+    text_with_nul_is_kept_as_sent,
+    an_idle_worker_wakes_nobody,
 );

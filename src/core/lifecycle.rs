@@ -101,7 +101,17 @@ impl Core {
             // The session was deleted: nothing left to do.
             return Ok(());
         };
-        match kind {
+        // A command's task acts for its own command only: one overtaken by a newer command of
+        // the session (its tasks run one at a time, so the newer one's task comes next) has
+        // nothing left to do, and every write it makes is fenced by its number.
+        if let Some(command) = task.command
+            && command != session.command_seq
+        {
+            tracing::info!(session = %id, task = %kind, "overtaken by a newer command: nothing to do");
+            return Ok(());
+        }
+        let fence = session.command_seq;
+        let result = match kind {
             TaskKind::Provision => self.on_provision(session).await,
             TaskKind::Restart => self.on_restart(session).await,
             TaskKind::Suspend => self.on_suspend(session).await,
@@ -110,12 +120,29 @@ impl Core {
             TaskKind::Deliver => self.on_deliver(session).await,
             TaskKind::Abort => self.on_abort(session).await,
             TaskKind::DiagEcho => self.diag_echo(task, worker).await,
+        };
+        match result {
+            Err(err) if task.command.is_some() && self.overtaken(id, fence).await => {
+                tracing::info!(session = %id, task = %kind, error = %err.message, "overtaken by a newer command while it ran: stopped");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the session was given a newer command than `fence` (or is gone).
+    async fn overtaken(&self, id: Uuid, fence: i64) -> bool {
+        match self.store().get_session(id).await {
+            Ok(Some(session)) => session.command_seq != fence,
+            Ok(None) => true,
+            Err(_) => false,
         }
     }
 
     async fn set_phase(
         &self,
         id: Uuid,
+        fence: Option<i64>,
         status: Option<SessionStatus>,
         phase: Phase,
         detail: Option<String>,
@@ -124,13 +151,20 @@ impl Core {
             status,
             phase: Some(phase),
             phase_detail: Some(detail),
+            only_if_command: fence,
             ..Default::default()
         };
         Ok(self.store().update_session(id, &patch).await?)
     }
 
-    /// Marks a session failed with a reason an operator can act on.
-    pub(crate) async fn fail_session(&self, id: Uuid, reason: &str) -> TaskResult {
+    /// Marks a session failed with a reason an operator can act on (unless a command newer than
+    /// `fence` came meanwhile: then the failure is no longer the session's).
+    pub(crate) async fn fail_session(
+        &self,
+        id: Uuid,
+        fence: Option<i64>,
+        reason: &str,
+    ) -> TaskResult {
         tracing::warn!(session = %id, reason, "session failed");
         let patch = SessionPatch {
             status: Some(SessionStatus::Failed),
@@ -138,6 +172,7 @@ impl Core {
             phase_detail: Some(None),
             failure_reason: Some(Some(reason.to_string())),
             idle_deadline: Some(None),
+            only_if_command: fence,
             ..Default::default()
         };
         self.store().update_session(id, &patch).await?;
@@ -155,11 +190,18 @@ impl Core {
     }
 
     /// A runtime error as a task outcome: transient ones retry, the rest fail the session.
-    async fn runtime_failure(&self, id: Uuid, what: &str, err: RuntimeError) -> TaskResult {
+    async fn runtime_failure(
+        &self,
+        id: Uuid,
+        fence: Option<i64>,
+        what: &str,
+        err: RuntimeError,
+    ) -> TaskResult {
         if err.is_transient() {
             return Err(TaskError::retry(format!("{what}: {err}")));
         }
-        self.fail_session(id, &format!("{what}: {err}")).await
+        self.fail_session(id, fence, &format!("{what}: {err}"))
+            .await
     }
 
     async fn on_provision(&self, session: Session) -> TaskResult {
@@ -173,12 +215,29 @@ impl Core {
         if session.status != SessionStatus::Creating {
             return Ok(());
         }
+        let fence = Some(session.command_seq);
         let mut fresh = true;
         if let Some(sandbox) = Self::sandbox_of(&session) {
-            match self.runtime().restart(&sandbox).await {
+            // A suspended sandbox (a suspend that ran just before) has nothing to restart: it
+            // is brought back instead.
+            let suspended = self
+                .runtime()
+                .health(&sandbox)
+                .await
+                .is_ok_and(|h| h.phase == crate::model::HealthPhase::Suspended);
+            let restarted = if suspended {
+                self.runtime().resume(&sandbox).await
+            } else {
+                self.runtime().restart(&sandbox).await
+            };
+            match restarted {
                 Ok(()) => fresh = false,
                 Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => return self.runtime_failure(session.id, "restart failed", e).await,
+                Err(e) => {
+                    return self
+                        .runtime_failure(session.id, fence, "restart failed", e)
+                        .await;
+                }
             }
         }
         self.bring_up(session, fresh).await
@@ -193,7 +252,12 @@ impl Core {
             match self.runtime().resume(&sandbox).await {
                 Ok(()) => fresh = false,
                 Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => return self.runtime_failure(session.id, "resume failed", e).await,
+                Err(e) => {
+                    let fence = Some(session.command_seq);
+                    return self
+                        .runtime_failure(session.id, fence, "resume failed", e)
+                        .await;
+                }
             }
         }
         self.bring_up(session, fresh).await
@@ -206,7 +270,12 @@ impl Core {
         if let Some(sandbox) = Self::sandbox_of(&session) {
             match self.runtime().suspend(&sandbox).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => return self.runtime_failure(session.id, "suspend failed", e).await,
+                Err(e) => {
+                    let fence = Some(session.command_seq);
+                    return self
+                        .runtime_failure(session.id, fence, "suspend failed", e)
+                        .await;
+                }
             }
         }
         let patch = SessionPatch {
@@ -214,6 +283,7 @@ impl Core {
             phase: Some(Phase::Suspended),
             phase_detail: Some(None),
             idle_deadline: Some(None),
+            only_if_command: Some(session.command_seq),
             ..Default::default()
         };
         self.store().update_session(session.id, &patch).await?;
@@ -230,6 +300,7 @@ impl Core {
                 phase_detail: Some(None),
                 idle_deadline: Some(None),
                 stopped_at: Some(Some(chrono::Utc::now())),
+                only_if_command: Some(session.command_seq),
                 ..Default::default()
             };
             self.store().update_session(session.id, &patch).await?;
@@ -254,10 +325,12 @@ impl Core {
     /// and delivers what is pending.
     async fn bring_up(&self, session: Session, provision: bool) -> TaskResult {
         let id = session.id;
+        let fence = Some(session.command_seq);
         let Some(agent) = self.config().agents.get(&session.agent_id).cloned() else {
             return self
                 .fail_session(
                     id,
+                    fence,
                     &format!(
                         "agent {:?} is no longer configured; add it back or end this session",
                         session.agent_id
@@ -268,6 +341,7 @@ impl Core {
         let sandbox = if provision || Self::sandbox_of(&session).is_none() {
             self.set_phase(
                 id,
+                fence,
                 Some(SessionStatus::Creating),
                 Phase::CreatingSandbox,
                 None,
@@ -276,7 +350,7 @@ impl Core {
             if let Err(reason) = self.ensure_gateway_key(id, &agent).await {
                 return match reason {
                     KeyError::Retry(e) => Err(TaskError::retry(e)),
-                    KeyError::Fail(e) => self.fail_session(id, &e).await,
+                    KeyError::Fail(e) => self.fail_session(id, fence, &e).await,
                 };
             }
             let mut session_env = self.store().session_env(id).await?;
@@ -315,13 +389,14 @@ impl Core {
                 Ok(sandbox) => sandbox,
                 Err(e) => {
                     return self
-                        .runtime_failure(id, "cannot create the sandbox", e)
+                        .runtime_failure(id, fence, "cannot create the sandbox", e)
                         .await;
                 }
             };
             let patch = SessionPatch {
                 runtime: Some(Some(sandbox.runtime.clone())),
                 sandbox_ref: Some(Some(sandbox.name.clone())),
+                only_if_command: fence,
                 ..SessionPatch::status(SessionStatus::Creating, Phase::SandboxPending)
             };
             self.store().update_session(id, &patch).await?;
@@ -333,13 +408,19 @@ impl Core {
             }
         };
 
-        let endpoint = match self.await_ready(id, &sandbox).await? {
+        let endpoint = match self.await_ready(id, fence, &sandbox).await? {
             Some(url) => self.harness_endpoint(id, url).await?,
             None => return Ok(()), // the session was failed with the reason
         };
 
-        self.set_phase(id, None, Phase::HarnessStarting, Some(endpoint.url.clone()))
-            .await?;
+        self.set_phase(
+            id,
+            fence,
+            None,
+            Phase::HarnessStarting,
+            Some(endpoint.url.clone()),
+        )
+        .await?;
         let deadline = Instant::now() + self.config().sessions.phase_timeout;
         loop {
             match self.harness().health(&endpoint).await {
@@ -348,6 +429,7 @@ impl Core {
                     return self
                         .fail_session(
                             id,
+                            fence,
                             &format!(
                                 "the harness did not answer within {}: {e}",
                                 humantime::format_duration(self.config().sessions.phase_timeout)
@@ -361,7 +443,8 @@ impl Core {
         let harness_session = self
             .open_harness_session(&session, &endpoint, &agent)
             .await?;
-        self.set_phase(id, None, Phase::HarnessReady, None).await?;
+        self.set_phase(id, fence, None, Phase::HarnessReady, None)
+            .await?;
         let patch = SessionPatch {
             harness_session_id: Some(Some(harness_session)),
             failure_reason: Some(None),
@@ -371,6 +454,7 @@ impl Core {
                         .unwrap_or(chrono::Duration::MAX),
             )),
             last_activity_at: Some(chrono::Utc::now()),
+            only_if_command: fence,
             ..SessionPatch::status(SessionStatus::Ready, Phase::Ready)
         };
         let session = self.store().update_session(id, &patch).await?;
@@ -382,6 +466,7 @@ impl Core {
     async fn await_ready(
         &self,
         id: Uuid,
+        fence: Option<i64>,
         sandbox: &SandboxRef,
     ) -> Result<Option<String>, TaskError> {
         let timeout = self.config().sessions.phase_timeout;
@@ -398,7 +483,7 @@ impl Core {
                     continue;
                 }
                 Err(e) => {
-                    self.runtime_failure(id, "sandbox health", e).await?;
+                    self.runtime_failure(id, fence, "sandbox health", e).await?;
                     return Ok(None);
                 }
             };
@@ -410,7 +495,7 @@ impl Core {
                     let reason = health
                         .reason
                         .unwrap_or_else(|| format!("sandbox is {:?}", health.phase));
-                    self.fail_session(id, &format!("sandbox failed: {reason}"))
+                    self.fail_session(id, fence, &format!("sandbox failed: {reason}"))
                         .await?;
                     return Ok(None);
                 }
@@ -421,7 +506,7 @@ impl Core {
             };
             let now_shown = (phase, health.reason.clone());
             if shown.as_ref() != Some(&now_shown) {
-                self.set_phase(id, None, phase, health.reason.clone())
+                self.set_phase(id, fence, None, phase, health.reason.clone())
                     .await?;
                 shown = Some(now_shown);
             }
@@ -431,6 +516,7 @@ impl Core {
                     .unwrap_or_else(|| format!("{:?}", health.phase));
                 self.fail_session(
                     id,
+                    fence,
                     &format!(
                         "sandbox not ready within {} (last seen: {reason})",
                         humantime::format_duration(timeout)
@@ -438,6 +524,12 @@ impl Core {
                 )
                 .await?;
                 return Ok(None);
+            }
+            // A newer command (an end while this one waits for a slow pod, say) takes over.
+            if let Some(fence) = fence
+                && self.overtaken(id, fence).await
+            {
+                return Err(TaskError::retry("overtaken by a newer command"));
             }
             wait_for_change(&mut changes, sandbox).await;
         }

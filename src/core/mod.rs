@@ -509,6 +509,7 @@ impl Core {
             phase: Some(phase),
             phase_detail: Some(Some(format!("{} requested", command.verb()))),
             only_if_status: Some(command.accepted()),
+            new_command: true,
             ..extra
         };
         match self

@@ -98,6 +98,7 @@ impl Reconciler {
         tracing::warn!(session = %id, why, "provisioning the session's sandbox again");
         let patch = SessionPatch {
             sandbox_ref: Some(None),
+            new_command: true,
             ..Transition::SandboxVanished.patch().detail(why)
         };
         // The new phase and the task that provisions: one transaction, so that a crash between

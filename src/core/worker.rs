@@ -185,7 +185,7 @@ async fn execute(core: &Core, worker: &str, task: Task) {
                             "{} gave up after {} attempt(s): {}",
                             task.kind, task.attempts, failure.message
                         );
-                        if let Err(err) = core.fail_session(session, &reason).await {
+                        if let Err(err) = core.fail_session(session, task.command, &reason).await {
                             tracing::warn!(error = %err.message, "cannot mark session failed");
                         }
                     }

@@ -4,6 +4,7 @@
 //! read the whole conversation, and follow the harness's event bus, decoded into [`Update`]s
 //! that the core turns into stored messages.
 
+pub mod json;
 pub mod opencode;
 pub mod sse;
 

@@ -44,6 +44,11 @@ pub struct Session {
     /// When an idle session will be reaped, if it is idle.
     pub idle_deadline: Option<DateTime<Utc>>,
     pub stopped_at: Option<DateTime<Utc>>,
+    /// How many lifecycle commands (restart, suspend, resume, end, a re-provision) the session
+    /// was given: each one's task acts only while this is still its number, so a task overtaken
+    /// by a newer command writes nothing.
+    #[serde(default)]
+    pub command_seq: i64,
 }
 
 /// What it takes to create a session row.
@@ -97,6 +102,11 @@ pub struct SessionPatch {
     pub only_if_status: Option<Vec<SessionStatus>>,
     /// Apply only when the session's phase is none of these (the same kind of conflict).
     pub unless_phase: Option<Vec<Phase>>,
+    /// A new lifecycle command: the session's `command_seq` counts one up.
+    pub new_command: bool,
+    /// Apply only while the session's `command_seq` is this one (a command's task landing: a
+    /// newer command makes it a conflict).
+    pub only_if_command: Option<i64>,
 }
 
 impl SessionPatch {
@@ -113,6 +123,11 @@ impl SessionPatch {
     }
     pub fn only_if(mut self, statuses: &[SessionStatus]) -> Self {
         self.only_if_status = Some(statuses.to_vec());
+        self
+    }
+    /// Fenced by the command a task carries out (see [`Session::command_seq`]).
+    pub fn for_command(mut self, command: Option<i64>) -> Self {
+        self.only_if_command = command;
         self
     }
 }

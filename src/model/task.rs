@@ -24,6 +24,9 @@ pub struct Task {
     pub last_error: Option<String>,
     /// At most one unfinished task per key.
     pub dedupe_key: Option<String>,
+    /// The session's command this task carries out ([`super::Session::command_seq`]), for the
+    /// tasks of lifecycle commands.
+    pub command: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -43,6 +46,8 @@ pub struct NewTask {
     pub max_attempts: i32,
     pub run_at: Option<DateTime<Utc>>,
     pub dedupe_key: Option<String>,
+    /// Set by the store for a command's task (the session's new `command_seq`).
+    pub command: Option<i64>,
 }
 
 impl NewTask {
@@ -54,6 +59,7 @@ impl NewTask {
             max_attempts: 5,
             run_at: None,
             dedupe_key: None,
+            command: None,
         }
     }
     pub fn for_session(mut self, id: Uuid) -> Self {

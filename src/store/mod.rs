@@ -5,6 +5,7 @@
 //! worker learns what changed without polling the tables.
 
 pub mod feed;
+mod pg_text;
 pub mod postgres;
 pub mod sqlite;
 

@@ -4,6 +4,7 @@
 //! writing transaction commits.
 
 use super::feed::{CHANNEL, FANOUT_CAPACITY};
+use super::pg_text::{self, PgJson, decode_opt, decode_text, encode_text};
 use super::{
     Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, ask_conflict,
     conflict_text, redact_url,
@@ -26,11 +27,12 @@ use uuid::Uuid;
 const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_detail, runtime, \
     sandbox_ref, harness_session_id, failure_reason, \
     ARRAY(SELECT k FROM jsonb_object_keys(env) AS k WHERE k NOT LIKE 'AGENTDECK\\_%') AS env_keys, last_message_seq, last_event_seq, waiting, parent_id, fork_seq, \
-    created_at, updated_at, last_activity_at, idle_deadline, stopped_at";
+    created_at, updated_at, last_activity_at, idle_deadline, stopped_at, command_seq";
 const MESSAGE_COLUMNS: &str =
     "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
 const TASK_COLUMNS: &str = "id, kind, session_id, payload, status, attempts, max_attempts, \
-    run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, created_at, updated_at";
+    run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, command, created_at, \
+    updated_at";
 
 pub struct PgStore {
     pool: PgPool,
@@ -130,14 +132,14 @@ fn session_from_row(row: &PgRow) -> Result<Session> {
         id: row.try_get("id")?,
         agent_id: row.try_get("agent_id")?,
         team: row.try_get("team")?,
-        title: row.try_get("title")?,
+        title: decode_text(row.try_get("title")?),
         status: parse(row, "status")?,
         phase: parse(row, "phase")?,
-        phase_detail: row.try_get("phase_detail")?,
+        phase_detail: decode_opt(row.try_get("phase_detail")?),
         runtime: row.try_get("runtime")?,
         sandbox_ref: row.try_get("sandbox_ref")?,
         harness_session_id: row.try_get("harness_session_id")?,
-        failure_reason: row.try_get("failure_reason")?,
+        failure_reason: decode_opt(row.try_get("failure_reason")?),
         env_keys,
         last_message_seq: row.try_get("last_message_seq")?,
         last_event_seq: row.try_get("last_event_seq")?,
@@ -149,6 +151,7 @@ fn session_from_row(row: &PgRow) -> Result<Session> {
         last_activity_at: row.try_get("last_activity_at")?,
         idle_deadline: row.try_get("idle_deadline")?,
         stopped_at: row.try_get("stopped_at")?,
+        command_seq: row.try_get("command_seq")?,
     })
 }
 
@@ -156,23 +159,23 @@ const ASK_COLUMNS: &str = "session_id, id, kind, status, title, detail, asked_at
     answered_by, answered_at";
 
 fn ask_from_row(row: &PgRow) -> Result<Ask> {
-    let Json(detail) = row
-        .try_get::<Json<serde_json::Value>, _>("detail")
+    let PgJson(detail) = row
+        .try_get::<PgJson<serde_json::Value>, _>("detail")
         .map_err(|e| corrupt("ask detail", e))?;
     let answer = row
-        .try_get::<Option<Json<serde_json::Value>>, _>("answer")
+        .try_get::<Option<PgJson<serde_json::Value>>, _>("answer")
         .map_err(|e| corrupt("ask answer", e))?
-        .map(|Json(a)| a);
+        .map(|PgJson(a)| a);
     Ok(Ask {
         session_id: row.try_get("session_id")?,
         id: row.try_get("id")?,
         kind: parse(row, "kind")?,
         status: parse(row, "status")?,
-        title: row.try_get("title")?,
+        title: decode_text(row.try_get("title")?),
         detail,
         asked_at: row.try_get("asked_at")?,
         answer,
-        message: row.try_get("message")?,
+        message: decode_opt(row.try_get("message")?),
         answered_by: row.try_get("answered_by")?,
         answered_at: row.try_get("answered_at")?,
     })
@@ -203,8 +206,8 @@ async fn get_ask(conn: &mut PgConnection, session: Uuid, id: &str) -> Result<Opt
 }
 
 fn message_from_row(row: &PgRow) -> Result<Message> {
-    let Json(parts) = row
-        .try_get::<Json<_>, _>("parts")
+    let PgJson(parts) = row
+        .try_get::<PgJson<_>, _>("parts")
         .map_err(|e| corrupt("message parts", e))?;
     Ok(Message {
         id: row.try_get("id")?,
@@ -213,7 +216,7 @@ fn message_from_row(row: &PgRow) -> Result<Message> {
         role: parse(row, "role")?,
         status: parse(row, "status")?,
         parts,
-        error: row.try_get("error")?,
+        error: decode_opt(row.try_get("error")?),
         harness_message_id: row.try_get("harness_message_id")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -221,7 +224,7 @@ fn message_from_row(row: &PgRow) -> Result<Message> {
 }
 
 fn event_from_row(row: &PgRow) -> Result<Event> {
-    let Json(payload) = row.try_get::<Json<serde_json::Value>, _>("payload")?;
+    let PgJson(payload) = row.try_get::<PgJson<serde_json::Value>, _>("payload")?;
     Ok(Event {
         session_id: row.try_get("session_id")?,
         seq: row.try_get("seq")?,
@@ -232,7 +235,7 @@ fn event_from_row(row: &PgRow) -> Result<Event> {
 }
 
 fn task_from_row(row: &PgRow) -> Result<Task> {
-    let Json(payload) = row.try_get::<Json<serde_json::Value>, _>("payload")?;
+    let PgJson(payload) = row.try_get::<PgJson<serde_json::Value>, _>("payload")?;
     Ok(Task {
         id: row.try_get("id")?,
         kind: row.try_get("kind")?,
@@ -247,6 +250,7 @@ fn task_from_row(row: &PgRow) -> Result<Task> {
         completed_by: row.try_get("completed_by")?,
         last_error: row.try_get("last_error")?,
         dedupe_key: row.try_get("dedupe_key")?,
+        command: row.try_get("command")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -264,6 +268,13 @@ fn agent_from_row(row: &PgRow) -> Result<AgentRecord> {
         updated_at: row.try_get("updated_at")?,
     })
 }
+
+/// A session's tasks run one at a time, the oldest due first: a task `t` may be claimed when no
+/// other task of its session runs and none due was queued before it. (One due later, backing off
+/// after a failure, does not hold the others up: an `end` must not wait for a retrying delivery.)
+const ONE_AT_A_TIME: &str = "(t.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks o \
+    WHERE o.session_id = t.session_id AND o.id <> t.id AND (o.status = 'running' \
+      OR (o.status = 'queued' AND o.run_at <= now() AND (o.created_at, o.id) < (t.created_at, t.id)))))";
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -313,7 +324,7 @@ async fn insert_session_in(conn: &mut PgConnection, new: &NewSession) -> Result<
         .bind(id)
         .bind(&new.agent_id)
         .bind(&new.team)
-        .bind(&new.title)
+        .bind(encode_text(&new.title))
         .bind(SessionStatus::Creating.as_str())
         .bind(crate::model::Phase::CreatingSandbox.as_str())
         .bind(Json(&new.env))
@@ -348,10 +359,11 @@ async fn update_session_in(
         b.push(", phase = ").push_bind(v.as_str());
     }
     if let Some(v) = &p.phase_detail {
-        b.push(", phase_detail = ").push_bind(v.clone());
+        b.push(", phase_detail = ")
+            .push_bind(v.as_deref().map(|t| encode_text(t).into_owned()));
     }
     if let Some(v) = &p.title {
-        b.push(", title = ").push_bind(v.clone());
+        b.push(", title = ").push_bind(encode_text(v).into_owned());
     }
     if let Some(v) = &p.runtime {
         b.push(", runtime = ").push_bind(v.clone());
@@ -363,7 +375,8 @@ async fn update_session_in(
         b.push(", harness_session_id = ").push_bind(v.clone());
     }
     if let Some(v) = &p.failure_reason {
-        b.push(", failure_reason = ").push_bind(v.clone());
+        b.push(", failure_reason = ")
+            .push_bind(v.as_deref().map(|t| encode_text(t).into_owned()));
     }
     if let Some(v) = p.last_activity_at {
         b.push(", last_activity_at = ").push_bind(v);
@@ -374,7 +387,13 @@ async fn update_session_in(
     if let Some(v) = p.stopped_at {
         b.push(", stopped_at = ").push_bind(v);
     }
+    if p.new_command {
+        b.push(", command_seq = command_seq + 1");
+    }
     b.push(" WHERE id = ").push_bind(id);
+    if let Some(command) = p.only_if_command {
+        b.push(" AND command_seq = ").push_bind(command);
+    }
     if let Some(only) = &p.only_if_status {
         b.push(" AND status = ANY(")
             .push_bind(statuses_text(only))
@@ -417,7 +436,7 @@ async fn append_message_in(
         .bind(Uuid::now_v7())
         .bind(new.role.as_str())
         .bind(new.status.as_str())
-        .bind(Json(&new.parts))
+        .bind(PgJson(&new.parts))
         .bind(&new.harness_message_id)
         .fetch_optional(&mut *conn)
         .await?
@@ -434,7 +453,10 @@ async fn append_events_in(
         return Ok(Vec::new());
     }
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+    let payloads: Vec<String> = events
+        .iter()
+        .map(|e| pg_text::encode_json(&e.payload.to_string()).into_owned())
+        .collect();
     let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
     let rows = sqlx::query(
         "WITH s AS (UPDATE sessions SET last_event_seq = last_event_seq + $2 WHERE id = $1 \
@@ -463,8 +485,9 @@ async fn append_events_in(
 
 async fn enqueue_task_in(conn: &mut PgConnection, new: &NewTask) -> Result<Task> {
     let insert = format!(
-        "INSERT INTO tasks (id, kind, session_id, payload, status, max_attempts, run_at, dedupe_key) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, coalesce($6, now()), $7) \
+        "INSERT INTO tasks (id, kind, session_id, payload, status, max_attempts, run_at, dedupe_key, \
+             command) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, coalesce($6, now()), $7, $8) \
          ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING RETURNING {TASK_COLUMNS}"
     );
     // A racing enqueue with the same key may finish its task between our insert and our
@@ -474,10 +497,11 @@ async fn enqueue_task_in(conn: &mut PgConnection, new: &NewTask) -> Result<Task>
             .bind(Uuid::now_v7())
             .bind(new.kind.as_str())
             .bind(new.session_id)
-            .bind(Json(&new.payload))
+            .bind(PgJson(&new.payload))
             .bind(new.max_attempts.max(1))
             .bind(new.run_at)
             .bind(&new.dedupe_key)
+            .bind(new.command)
             .fetch_optional(&mut *conn)
             .await?;
         if let Some(row) = row {
@@ -663,10 +687,11 @@ impl Store for PgStore {
             b.push(", status = ").push_bind(v.as_str());
         }
         if let Some(v) = &p.parts {
-            b.push(", parts = ").push_bind(Json(v.clone()));
+            b.push(", parts = ").push_bind(PgJson(v.clone()));
         }
         if let Some(v) = &p.error {
-            b.push(", error = ").push_bind(v.clone());
+            b.push(", error = ")
+                .push_bind(v.as_deref().map(|t| encode_text(t).into_owned()));
         }
         if let Some(v) = &p.harness_message_id {
             b.push(", harness_message_id = ").push_bind(v.clone());
@@ -760,8 +785,8 @@ impl Store for PgStore {
         .bind(session)
         .bind(&ask.id)
         .bind(ask.kind.as_str())
-        .bind(&ask.title)
-        .bind(Json(&ask.detail))
+        .bind(encode_text(&ask.title))
+        .bind(PgJson(&ask.detail))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -803,8 +828,8 @@ impl Store for PgStore {
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(session)
             .bind(id)
-            .bind(Json(answer))
-            .bind(message)
+            .bind(PgJson(answer))
+            .bind(message.map(encode_text))
             .bind(by)
             .fetch_optional(&mut *tx)
             .await?;
@@ -856,7 +881,7 @@ impl Store for PgStore {
         .bind(session)
         .bind(id)
         .bind(status.as_str())
-        .bind(answer.map(Json))
+        .bind(answer.map(PgJson))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -903,7 +928,11 @@ impl Store for PgStore {
         if let Some(first) = &new.first_message {
             append_message_in(&mut tx, session.id, first).await?;
         }
-        enqueue_task_in(&mut tx, &new.task).await?;
+        let task = NewTask {
+            command: Some(session.command_seq),
+            ..new.task.clone()
+        };
+        enqueue_task_in(&mut tx, &task).await?;
         // The row as it is now (its counters moved with the event and the message).
         let session = get_session_in(&mut tx, session.id)
             .await?
@@ -923,7 +952,23 @@ impl Store for PgStore {
             tx.rollback().await?;
             return Err(self.why_not_updated(id).await?);
         };
-        let task = enqueue_task_in(&mut tx, task).await?;
+        let task = NewTask {
+            command: patch.new_command.then_some(session.command_seq),
+            ..task.clone()
+        };
+        if patch.new_command {
+            // The session's earlier commands that have not started no longer apply.
+            sqlx::query(
+                "UPDATE tasks SET status = 'done', completed_by = 'superseded', \
+                     last_error = 'superseded by a newer command (' || $2 || ')', updated_at = now() \
+                 WHERE session_id = $1 AND status = 'queued' AND command IS NOT NULL",
+            )
+            .bind(id)
+            .bind(task.kind.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let task = enqueue_task_in(&mut tx, &task).await?;
         tx.commit().await?;
         Ok((session, task))
     }
@@ -949,8 +994,9 @@ impl Store for PgStore {
         let sql = format!(
             "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = $1, \
                  lease_until = now() + $2 * interval '1 millisecond', updated_at = now() \
-             WHERE id = (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= now() \
-                         ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             WHERE id = (SELECT t.id FROM tasks t WHERE t.status = 'queued' AND t.run_at <= now() \
+                           AND {ONE_AT_A_TIME} \
+                         ORDER BY t.run_at, t.id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING {TASK_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -34,11 +34,12 @@ const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_d
     (SELECT json_group_array(key) FROM (SELECT key FROM json_each(env) \
         WHERE key NOT LIKE 'AGENTDECK\\_%' ESCAPE '\\' ORDER BY key)) AS env_keys, \
     last_message_seq, last_event_seq, waiting, parent_id, fork_seq, created_at, updated_at, last_activity_at, idle_deadline, \
-    stopped_at";
+    stopped_at, command_seq";
 const MESSAGE_COLUMNS: &str =
     "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
 const TASK_COLUMNS: &str = "id, kind, session_id, payload, status, attempts, max_attempts, \
-    run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, created_at, updated_at";
+    run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, command, created_at, \
+    updated_at";
 
 /// How often the poller looks for writes by other processes.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -137,6 +138,7 @@ fn session_from_row(row: &SqliteRow) -> Result<Session> {
         last_activity_at: at(row.try_get("last_activity_at")?)?,
         idle_deadline: opt_at(row.try_get("idle_deadline")?)?,
         stopped_at: opt_at(row.try_get("stopped_at")?)?,
+        command_seq: row.try_get("command_seq")?,
     })
 }
 
@@ -227,6 +229,7 @@ fn task_from_row(row: &SqliteRow) -> Result<Task> {
         completed_by: row.try_get("completed_by")?,
         last_error: row.try_get("last_error")?,
         dedupe_key: row.try_get("dedupe_key")?,
+        command: row.try_get("command")?,
         created_at: at(row.try_get("created_at")?)?,
         updated_at: at(row.try_get("updated_at")?)?,
     })
@@ -570,7 +573,13 @@ async fn update_session_in(
         b.push(", stopped_at = ")
             .push_bind(v.map(|t| t.timestamp_millis()));
     }
+    if p.new_command {
+        b.push(", command_seq = command_seq + 1");
+    }
     b.push(" WHERE id = ").push_bind(id.to_string());
+    if let Some(command) = p.only_if_command {
+        b.push(" AND command_seq = ").push_bind(command);
+    }
     if let Some(only) = &p.only_if_status {
         b.push(" AND status IN ");
         push_in(&mut b, only.iter());
@@ -707,8 +716,8 @@ async fn enqueue_task_in(conn: &mut SqliteConnection, new: &NewTask) -> Result<T
     }
     let sql = format!(
         "INSERT INTO tasks (id, kind, session_id, payload, status, max_attempts, run_at, \
-             dedupe_key, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?8) RETURNING {TASK_COLUMNS}"
+             dedupe_key, created_at, updated_at, command) \
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?8, ?9) RETURNING {TASK_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(Uuid::now_v7().to_string())
@@ -719,6 +728,7 @@ async fn enqueue_task_in(conn: &mut SqliteConnection, new: &NewTask) -> Result<T
         .bind(new.run_at.map_or(now, |t| t.timestamp_millis()))
         .bind(&new.dedupe_key)
         .bind(now)
+        .bind(new.command)
         .fetch_one(&mut *conn)
         .await?;
     let task = task_from_row(&row)?;
@@ -1155,7 +1165,11 @@ impl Store for SqliteStore {
         if let Some(first) = &new.first_message {
             append_message_in(&mut tx, session.id, first).await?;
         }
-        enqueue_task_in(&mut tx, &new.task).await?;
+        let task = NewTask {
+            command: Some(session.command_seq),
+            ..new.task.clone()
+        };
+        enqueue_task_in(&mut tx, &task).await?;
         // The row as it is now (its counters moved with the event and the message).
         let session = get_session_in(&mut tx, session.id)
             .await?
@@ -1176,7 +1190,24 @@ impl Store for SqliteStore {
             tx.rollback().await?;
             return Err(self.why_not_updated(id).await?);
         };
-        let task = enqueue_task_in(&mut tx, task).await?;
+        let task = NewTask {
+            command: patch.new_command.then_some(session.command_seq),
+            ..task.clone()
+        };
+        if patch.new_command {
+            // The session's earlier commands that have not started no longer apply.
+            sqlx::query(
+                "UPDATE tasks SET status = 'done', completed_by = 'superseded', \
+                     last_error = 'superseded by a newer command (' || ?2 || ')', updated_at = ?3 \
+                 WHERE session_id = ?1 AND status = 'queued' AND command IS NOT NULL",
+            )
+            .bind(id.to_string())
+            .bind(task.kind.as_str())
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let task = enqueue_task_in(&mut tx, &task).await?;
         tx.commit().await?;
         self.wrote();
         Ok((session, task))
@@ -1207,8 +1238,13 @@ impl Store for SqliteStore {
         let sql = format!(
             "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?1, \
                  lease_until = ?2 + ?3, updated_at = ?2 \
-             WHERE id = (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= ?2 \
-                         ORDER BY run_at, id LIMIT 1) \
+             WHERE id = (SELECT t.id FROM tasks t WHERE t.status = 'queued' AND t.run_at <= ?2 \
+                           AND (t.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks o \
+                             WHERE o.session_id = t.session_id AND o.id <> t.id \
+                               AND (o.status = 'running' OR (o.status = 'queued' AND o.run_at <= ?2 \
+                                 AND (o.created_at < t.created_at \
+                                   OR (o.created_at = t.created_at AND o.id < t.id)))))) \
+                         ORDER BY t.run_at, t.id LIMIT 1) \
              RETURNING {TASK_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -702,6 +702,7 @@ pub(crate) mod tests {
             last_activity_at: t,
             idle_deadline: None,
             stopped_at: None,
+            command_seq: 0,
         }
     }
 

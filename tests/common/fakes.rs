@@ -32,6 +32,8 @@ pub struct InTestRuntime {
     pub health_delay: Mutex<std::time::Duration>,
     pub health_in_flight: std::sync::atomic::AtomicUsize,
     pub health_most_in_flight: std::sync::atomic::AtomicUsize,
+    /// How long a suspend takes (none by default).
+    pub suspend_delay: Mutex<std::time::Duration>,
 }
 
 impl Default for InTestRuntime {
@@ -44,6 +46,7 @@ impl Default for InTestRuntime {
             health_delay: Mutex::default(),
             health_in_flight: Default::default(),
             health_most_in_flight: Default::default(),
+            suspend_delay: Mutex::default(),
         }
     }
 }
@@ -150,6 +153,11 @@ impl SandboxRuntime for InTestRuntime {
         Ok(())
     }
     async fn suspend(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
+        let delay = *self
+            .suspend_delay
+            .lock()
+            .map_err(|_| RuntimeError::Transient("poisoned".into()))?;
+        tokio::time::sleep(delay).await;
         let mut all = self
             .sandboxes
             .lock()

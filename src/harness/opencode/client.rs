@@ -109,11 +109,13 @@ impl Client {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
             }
-            return serde_json::from_str(&text).map_err(|e| {
-                HarnessError::Refused(format!(
-                    "{what}: opencode answered something unreadable: {e}"
-                ))
-            });
+            return crate::harness::json::parse(&text)
+                .map(|(value, _)| value)
+                .map_err(|e| {
+                    HarnessError::Refused(format!(
+                        "{what}: opencode answered something unreadable: {e}"
+                    ))
+                });
         }
         let detail = serde_json::from_str::<Value>(&text)
             .ok()

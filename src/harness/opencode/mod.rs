@@ -197,7 +197,7 @@ impl Harness for Opencode {
                         Ok(Some(Ok(chunk))) => chunk,
                     };
                     for sse in parser.feed(&chunk) {
-                        match serde_json::from_str::<serde_json::Value>(&sse.data) {
+                        match crate::harness::json::parse_event(&sse.data) {
                             Ok(raw) => queue.push_back(decode::event(&raw)),
                             Err(err) => {
                                 tracing::warn!(%err, bytes = sse.data.len(), "skipping a malformed harness event");
