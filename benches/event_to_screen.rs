@@ -208,7 +208,8 @@ impl Rig {
             Arc::new(harness),
         );
         core.sync_agents().await.expect("sync agents");
-        let worker = agentdeck::core::worker::spawn(core.clone());
+        let worker =
+            agentdeck::core::worker::spawn(core.clone(), agentdeck::model::CoreKind::Serve);
 
         // The cockpit: its app, attached to the session, and its feeds.
         let mut app = App::new(

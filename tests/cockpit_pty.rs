@@ -457,7 +457,8 @@ fn kube_session(root: &Path) -> KubeSession {
             std::sync::Arc::new(runtime),
             harness,
         );
-        let worker = agentdeck::core::worker::spawn(core.clone());
+        let worker =
+            agentdeck::core::worker::spawn(core.clone(), agentdeck::model::CoreKind::Serve);
         let session = core
             .create_session(CreateSession {
                 agent_id: Some("coder".into()),

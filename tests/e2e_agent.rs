@@ -5,159 +5,12 @@
 
 mod common;
 
+use common::agent_api::{Api, Serve, TURN, start_serve, start_serve_with, texts};
 use common::{TestDb, agentdeck, eventually, free_port};
 use serde_json::{Value, json};
-use std::path::Path;
+
 use std::process::{Child, Stdio};
 use std::time::Duration;
-
-const TURN: Duration = Duration::from_secs(90);
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    /// The REST API of the `agentdeck serve` listening on `port`, once it answers.
-    async fn answering(port: u16) -> Api {
-        let api = Api {
-            http: reqwest::Client::new(),
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        eventually(Duration::from_secs(30), "serve to answer", || async {
-            api.http
-                .get(format!("{}/healthz", api.base))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        })
-        .await;
-        api
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        resp.json().await.unwrap_or(Value::Null)
-    }
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-    async fn messages(&self, id: &str) -> Vec<Value> {
-        self.get(&format!("/api/sessions/{id}/messages?limit=1000"))
-            .await["messages"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-    /// Waits until the last message is a complete assistant reply whose text contains `want`.
-    async fn reply_containing(&self, id: &str, want: &str) -> Vec<Value> {
-        let start = std::time::Instant::now();
-        loop {
-            let messages = self.messages(id).await;
-            let done = messages.last().is_some_and(|last| {
-                let text: String = last["parts"]
-                    .as_array()
-                    .map(|ps| ps.iter().filter_map(|p| p["text"].as_str()).collect())
-                    .unwrap_or_default();
-                last["role"] == "assistant" && last["status"] == "complete" && text.contains(want)
-            });
-            if done {
-                return messages;
-            }
-            if start.elapsed() > TURN {
-                let session = self.get(&format!("/api/sessions/{id}")).await;
-                panic!(
-                    "no reply containing {want:?} within {TURN:?}\nsession: {session}\nmessages: {}",
-                    serde_json::to_string_pretty(&texts(&messages)).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn start_serve(root: &Path, db: &str, stack: &common::stack::Stack, port: u16) -> Serve {
-    start_serve_with(root, db, stack, port, "")
-}
-
-/// `agentdeck serve` with agent `coder` (opencode on the scripted model), and `extra` config.
-fn start_serve_with(
-    root: &Path,
-    db: &str,
-    stack: &common::stack::Stack,
-    port: u16,
-    extra: &str,
-) -> Serve {
-    let config = root.join("agentdeck.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agents.coder]\nmodel = \"litellm/scripted\"\n\
-             command = [\"opencode\", \"serve\", \"--hostname\", \"{{host}}\", \"--port\", \"{{port}}\"]\n\
-             {extra}\n[sessions]\nphase_timeout = \"90s\"\n"
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(root.join("serve.log")).unwrap();
-    let child = agentdeck(root)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("AGENTDECK_CONFIG", &config)
-        .env("AGENTDECK_DATABASE_URL", db)
-        .env("AGENTDECK_GATEWAY_URL", &stack.gateway_url)
-        .env("PATH", &stack.path)
-        .env("AGENTDECK_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Serve(child)
-}
-
-fn texts(messages: &[Value]) -> Vec<(String, String)> {
-    messages
-        .iter()
-        .map(|m| {
-            let text: String = m["parts"]
-                .as_array()
-                .map(|ps| ps.iter().filter_map(|p| p["text"].as_str()).collect())
-                .unwrap_or_default();
-            (m["role"].as_str().unwrap_or("").to_string(), text)
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
@@ -633,7 +486,7 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         Arc::new(runtime),
         Arc::new(harness),
     );
-    let worker = agentdeck::core::worker::spawn(core.clone());
+    let worker = agentdeck::core::worker::spawn(core.clone(), agentdeck::model::CoreKind::Serve);
 
     let session = core
         .create_session(CreateSession {
@@ -828,7 +681,7 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
         Arc::new(runtime),
         Arc::new(Opencode::new().unwrap()),
     );
-    let worker = agentdeck::core::worker::spawn(core.clone());
+    let worker = agentdeck::core::worker::spawn(core.clone(), agentdeck::model::CoreKind::Serve);
 
     let session = core
         .create_session(CreateSession {

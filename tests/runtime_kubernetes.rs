@@ -688,7 +688,7 @@ async fn sessions_created_through_the_core_get_a_sandbox() {
     let harness = Arc::new(common::fakes::InTestHarness::default());
     let runtime = e.runtime.clone();
     let core = Core::with_store(config, db.open().await, runtime.clone(), harness.clone());
-    let worker = agentdeck::core::worker::spawn(core.clone());
+    let worker = agentdeck::core::worker::spawn(core.clone(), agentdeck::model::CoreKind::Serve);
 
     let session = core
         .create_session(CreateSession {

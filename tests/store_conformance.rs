@@ -4,9 +4,9 @@
 mod common;
 
 use agentdeck::model::{
-    AgentRecord, AskKind, AskStatus, Fork, MessagePatch, MessageRole, MessageStatus, NewAsk,
-    NewEvent, NewMessage, NewSession, NewTask, Part, Phase, SessionCreation, SessionPatch,
-    SessionQuery, SessionStatus, TaskKind, TaskQuery, TaskStatus, Transition,
+    AgentRecord, AskKind, AskStatus, CoreKind, Fence, Fork, MessagePatch, MessageRole,
+    MessageStatus, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Part, Phase, SessionCreation,
+    SessionPatch, SessionQuery, SessionStatus, TaskKind, TaskQuery, TaskStatus, Transition,
 };
 use agentdeck::store::{Change, ChangeFeed, Store, StoreError};
 use common::{TestDb, eventually};
@@ -729,27 +729,185 @@ async fn agents_sync_marks_absent(db: TestDb) {
     assert!(agents[0].present && !agents[1].present);
 }
 
-async fn one_singleton_holder_at_a_time(db: TestDb) {
+/// The fleet's leases: a core holds roles and sessions at the epoch its heartbeat returns; one
+/// that stops renewing loses them within its lease, its fenced writes are refused from then on
+/// (nothing of them is stored), others take over, and when it comes back it has a new epoch.
+async fn roles_and_sessions_are_held_under_a_lease(db: TestDb) {
     let one = db.open().await;
     let two = db.open().await;
-    let guard = one
-        .try_singleton("reaper", "p1")
+    let short = Duration::from_secs(1);
+    let long = Duration::from_secs(60);
+    let e1 = one
+        .heartbeat("p1", CoreKind::Serve, true, short)
         .await
-        .unwrap()
-        .expect("first takes it");
-    assert!(two.try_singleton("reaper", "p2").await.unwrap().is_none());
-    assert!(guard.still_held().await);
-    // another role is independent
-    let other = two.try_singleton("reconciler", "p2").await.unwrap();
-    assert!(other.is_some());
-    drop(guard);
-    let taken = eventually(Duration::from_secs(5), "the role to be free again", || {
+        .unwrap();
+    assert_eq!(
+        one.heartbeat("p1", CoreKind::Serve, true, short)
+            .await
+            .unwrap(),
+        e1,
+        "a renewal keeps the epoch"
+    );
+    let e2 = two
+        .heartbeat("p2", CoreKind::Worker, true, long)
+        .await
+        .unwrap();
+    assert!(one.take_role("idle-reaper", "p1", e1).await.unwrap());
+    assert!(
+        one.take_role("idle-reaper", "p1", e1).await.unwrap(),
+        "kept"
+    );
+    assert!(!two.take_role("idle-reaper", "p2", e2).await.unwrap());
+    assert!(
+        two.take_role("reconciler", "p2", e2).await.unwrap(),
+        "roles are independent"
+    );
+
+    // A live session, followed by p1.
+    let session = one
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
+    let live = SessionPatch {
+        runtime: Some(Some("local".into())),
+        sandbox_ref: Some(Some("sbx".into())),
+        harness_session_id: Some(Some("ses_1".into())),
+        ..SessionPatch::status(SessionStatus::Idle, Phase::Ready)
+    };
+    one.update_session(session.id, &live).await.unwrap();
+    assert_eq!(
+        two.followed_sessions().await.unwrap(),
+        vec![(session.id, None)]
+    );
+    assert_eq!(
+        one.take_sessions("p1", e1, &[session.id]).await.unwrap(),
+        vec![session.id]
+    );
+    assert!(
+        two.take_sessions("p2", e2, &[session.id])
+            .await
+            .unwrap()
+            .is_empty(),
+        "held by a live core"
+    );
+    assert_eq!(
+        two.followed_sessions().await.unwrap(),
+        vec![(session.id, Some("p1".to_string()))]
+    );
+    let cores = two.list_cores().await.unwrap();
+    assert_eq!(cores.len(), 2, "{cores:?}");
+    assert_eq!((cores[0].id.as_str(), cores[0].sessions), ("p1", 1));
+    assert_eq!(cores[0].roles, vec!["idle-reaper"]);
+    assert_eq!(
+        (cores[1].id.as_str(), cores[1].roles.clone()),
+        ("p2", vec!["reconciler".to_string()])
+    );
+
+    let fence = Fence::Session {
+        id: session.id,
+        core: "p1".into(),
+        epoch: e1,
+    };
+    let p1_writes = one.fenced(fence.clone());
+    let event = || NewEvent::new("harness.x", serde_json::json!({}));
+    p1_writes
+        .append_events(session.id, &[event()])
+        .await
+        .unwrap();
+    let role_writes = one.fenced(Fence::Role {
+        name: "idle-reaper".into(),
+        core: "p1".into(),
+        epoch: e1,
+    });
+    role_writes
+        .update_session(session.id, &SessionPatch::default())
+        .await
+        .unwrap();
+
+    // p1 stops renewing (frozen): within its lease, p2 can take what it held.
+    eventually(Duration::from_secs(10), "p1's lease to run out", || {
         let two = two.clone();
-        async move { two.try_singleton("reaper", "p2").await.unwrap() }
+        async move {
+            two.take_role("idle-reaper", "p2", e2)
+                .await
+                .unwrap()
+                .then_some(())
+        }
     })
     .await;
-    assert!(taken.still_held().await);
-    assert!(one.try_singleton("reaper", "p1").await.unwrap().is_none());
+    let events_before = one.list_events(session.id, 0, 100).await.unwrap().len();
+    let refused = p1_writes
+        .append_events(session.id, &[event()])
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced(_)), "{refused:?}");
+    assert!(refused.to_string().contains("no longer holds"), "{refused}");
+    for write in [
+        p1_writes
+            .update_message(session.id, 1, &MessagePatch::default())
+            .await
+            .err(),
+        p1_writes
+            .update_session(session.id, &SessionPatch::default())
+            .await
+            .err(),
+        p1_writes
+            .append_message(session.id, &user("stale"))
+            .await
+            .err(),
+        role_writes
+            .update_session(session.id, &SessionPatch::default())
+            .await
+            .err(),
+    ] {
+        assert!(matches!(write, Some(StoreError::Fenced(_))), "{write:?}");
+    }
+    assert_eq!(
+        one.list_events(session.id, 0, 100).await.unwrap().len(),
+        events_before,
+        "nothing of a refused write is stored"
+    );
+    assert!(
+        one.list_messages(session.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        two.take_sessions("p2", e2, &[session.id]).await.unwrap(),
+        vec![session.id]
+    );
+
+    // p1 wakes: a new epoch, under which it holds nothing; its old fence stays void.
+    let again = one
+        .heartbeat("p1", CoreKind::Serve, true, long)
+        .await
+        .unwrap();
+    assert_ne!(again, e1, "a lease that ran out starts a new epoch");
+    assert!(matches!(
+        p1_writes.append_events(session.id, &[event()]).await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert!(
+        one.take_sessions("p1", again, &[session.id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!one.take_role("idle-reaper", "p1", again).await.unwrap());
+
+    // p2 leaves cleanly: what it held is free at once.
+    two.leave("p2").await.unwrap();
+    assert!(one.take_role("idle-reaper", "p1", again).await.unwrap());
+    assert_eq!(
+        one.take_sessions("p1", again, &[session.id]).await.unwrap(),
+        vec![session.id]
+    );
+    let cores = one.list_cores().await.unwrap();
+    assert_eq!(
+        cores.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["p1"]
+    );
 }
 
 fn ask(id: &str, kind: AskKind) -> NewAsk {
@@ -1469,7 +1627,7 @@ conformance!(
     expired_leases_are_taken_over,
     change_feed_reaches_other_processes,
     agents_sync_marks_absent,
-    one_singleton_holder_at_a_time,
+    roles_and_sessions_are_held_under_a_lease,
     deleting_nothing_is_harmless,
     commands_are_all_or_nothing,
     asks_are_answered_once,

@@ -302,7 +302,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             let with_worker = config.worker.enabled;
             let core = open_core(config).await?;
-            let worker = with_worker.then(|| crate::core::worker::spawn(core.clone()));
+            let worker = with_worker
+                .then(|| crate::core::worker::spawn(core.clone(), crate::model::CoreKind::Cockpit));
             let result = crate::tui::run(
                 core,
                 crate::tui::Options {
@@ -381,7 +382,8 @@ async fn serve(config: Config, with_worker: bool) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let worker = with_worker.then(|| crate::core::worker::spawn(core.clone()));
+    let worker = with_worker
+        .then(|| crate::core::worker::spawn(core.clone(), crate::model::CoreKind::Serve));
     tracing::info!(
         %listen,
         store = %core.store_description(),
@@ -403,7 +405,7 @@ async fn serve(config: Config, with_worker: bool) -> Result<()> {
 
 async fn worker(config: Config) -> Result<()> {
     let core = open_core(config).await?;
-    let worker = crate::core::worker::spawn(core.clone());
+    let worker = crate::core::worker::spawn(core.clone(), crate::model::CoreKind::Worker);
     eprintln!(
         "agentdeck worker {} is running (store: {})",
         core.instance(),

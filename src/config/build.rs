@@ -264,6 +264,10 @@ fn worker(layers: &[Parsed], overrides: &Overrides) -> Result<WorkerConfig, Conf
         max_attempts,
         backoff: top!(layers, worker.backoff).unwrap_or(Duration::from_secs(2)),
         max_backoff: top!(layers, worker.max_backoff).unwrap_or(Duration::from_secs(300)),
+        // Below a second, a heartbeat (a third of it) could not keep up with a busy database.
+        fleet_lease: top!(layers, worker.fleet_lease)
+            .unwrap_or(Duration::from_secs(15))
+            .max(Duration::from_secs(1)),
     })
 }
 

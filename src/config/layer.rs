@@ -74,6 +74,8 @@ pub struct WorkerLayer {
     pub backoff: Option<Duration>,
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub max_backoff: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub fleet_lease: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -75,6 +75,9 @@ pub struct WorkerConfig {
     pub max_attempts: i32,
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// How long this process keeps its fleet roles and the sessions it follows without renewing
+    /// them: a process that stops (killed, frozen, cut off) loses them within this.
+    pub fleet_lease: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -1,20 +1,24 @@
 //! Ingest: follows each live session's harness event bus and keeps the store current.
 //!
-//! One process at a time holds the `ingest` role and runs one pump per live session. A pump
-//! subscribes to the harness's bus, then catches up from the harness's full message list, so a
-//! pump that starts late (or after the role moved to another process) misses nothing. Every
+//! The live sessions are shared among the cores that run fleet work, each following its fair
+//! share (the followed sessions over the working cores, rounded up): a new core takes part of the
+//! load at its first look, and the sessions of a core that stops (killed, frozen, cut off) are
+//! taken by the others once its lease runs out. A session is held under its core's lease and
+//! every write of its pump is fenced by it, so a core that wakes after losing it writes nothing.
+//! A pump subscribes to the harness's bus, then catches up from the harness's full message list,
+//! so a pump that starts late (or after the session moved to another core) misses nothing. Every
 //! event is appended to the session's raw event log (in batches); messages and their parts are
 //! kept current as they stream; text deltas reach in-process subscribers at once and the store
 //! every [`FLUSH_EVERY`]; the stored message is complete when the turn ends.
 
 use super::Core;
-use super::worker::acquire;
 use crate::harness::{HarnessEvent, HarnessMessage, MessageInfo, Update};
+use crate::model::Fence;
 use crate::model::{
     AskStatus, MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, Part, SessionPatch,
-    SessionQuery, SessionStatus, Transition,
+    SessionStatus, Transition,
 };
-use crate::store::SingletonGuard;
+use crate::store::Change;
 use futures::StreamExt;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -27,8 +31,10 @@ use uuid::Uuid;
 const FLUSH_EVERY: Duration = Duration::from_millis(150);
 /// Raw events written at most per batch.
 const BATCH: usize = 200;
-/// How often the set of live sessions is looked at.
-const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// How often the share of live sessions is looked at when nothing happens…
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+/// …and at most, when sessions change.
+const LOOK_AT_MOST: Duration = Duration::from_millis(250);
 
 /// Streamed text as it arrives, for whoever shows it live in this process.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,71 +47,157 @@ pub struct LiveDelta {
     pub text: String,
 }
 
-/// Holds (or waits for) the ingest role and runs the pumps.
+/// A pump running for a session this core holds, at the epoch it holds it.
+struct Running {
+    epoch: i64,
+    stop: watch::Sender<bool>,
+    join: JoinHandle<()>,
+}
+
+/// Shares the followed sessions with the other working cores and runs a pump for each of this
+/// core's, until `shutdown`; then gives them up.
 pub async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
-    let mut role: Option<Box<dyn SingletonGuard>> = None;
-    let mut pumps: HashMap<Uuid, JoinHandle<()>> = HashMap::new();
-    let mut tick = tokio::time::interval(SCAN_EVERY);
+    let mut pumps: HashMap<Uuid, Running> = HashMap::new();
+    let mut feed = core.subscribe();
+    let mut standing = core.watch_standing();
+    let mut last_look = Instant::now() - LOOK_EVERY;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => break,
+        if let Err(err) = look(&core, &mut pumps).await {
+            tracing::warn!(%err, "cannot share the live sessions this pass");
         }
-        if !acquire(&core, "ingest", &mut role).await {
-            for (_, pump) in pumps.drain() {
-                pump.abort();
-            }
-            continue;
-        }
-        let live = match live_sessions(&core).await {
-            Ok(live) => live,
-            Err(err) => {
-                tracing::warn!(%err, "cannot list live sessions");
-                continue;
+        last_look = last_look.max(Instant::now());
+        // Looked at again on a timer, when this core's standing changes, and soon after a
+        // session it does not follow changes (it may have come up); never more often than
+        // LOOK_AT_MOST.
+        let wake = async {
+            loop {
+                match feed.next().await {
+                    Some(Change::Session(id)) if !pumps.contains_key(&id) => break,
+                    Some(Change::Resync) | None => break,
+                    Some(_) => {}
+                }
             }
         };
-        pumps.retain(|id, pump| {
-            let keep = live.contains(id) && !pump.is_finished();
-            if !keep {
-                pump.abort();
+        tokio::select! {
+            _ = tokio::time::sleep_until(last_look + LOOK_EVERY) => {}
+            _ = wake => {
+                tokio::time::sleep_until(last_look + LOOK_AT_MOST).await;
             }
-            keep
-        });
-        for id in live {
-            pumps
-                .entry(id)
-                .or_insert_with(|| tokio::spawn(pump(core.clone(), id)));
+            _ = standing.changed() => {}
+            _ = shutdown.changed() => break,
         }
+        last_look = Instant::now();
     }
-    for (_, pump) in pumps.drain() {
-        pump.abort();
-    }
-    if let Some(role) = role {
-        role.release().await;
+    let held: Vec<Uuid> = pumps.keys().copied().collect();
+    stop_pumps(&mut pumps, &held).await;
+    if let Err(err) = core.store().release_sessions(core.instance(), &held).await {
+        tracing::debug!(%err, "cannot give the followed sessions up; the lease will run out");
     }
 }
 
-async fn live_sessions(core: &Core) -> super::Result<BTreeSet<Uuid>> {
-    let mut out = BTreeSet::new();
-    let mut before = None;
-    loop {
-        let page = core
-            .list_sessions(&SessionQuery {
-                statuses: Some(SessionStatus::LIVE.to_vec()),
-                before,
-                limit: Some(500),
-                ..Default::default()
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        before = Some(last.id);
-        out.extend(
-            page.iter()
-                .filter(|s| s.harness_session_id.is_some() && s.sandbox_ref.is_some())
-                .map(|s| s.id),
-        );
+/// Asks the pumps of `ids` to write what they have and stop, and waits for them (a moment).
+async fn stop_pumps(pumps: &mut HashMap<Uuid, Running>, ids: &[Uuid]) {
+    let stopping: Vec<Running> = ids.iter().filter_map(|id| pumps.remove(id)).collect();
+    for running in &stopping {
+        let _ = running.stop.send(true);
     }
-    Ok(out)
+    for running in stopping {
+        let abort = running.join.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), running.join)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
+/// One look: this core's fair share of the followed sessions, taken or given up, and a pump for
+/// each it holds.
+async fn look(core: &Core, pumps: &mut HashMap<Uuid, Running>) -> super::Result<()> {
+    let me = core.instance().to_string();
+    let Some(standing) = core.standing().filter(|s| s.fleet) else {
+        // Not working (a cockpit beside a live serve, or its lease is in doubt): others follow.
+        let held: Vec<Uuid> = pumps.keys().copied().collect();
+        stop_pumps(pumps, &held).await;
+        if !held.is_empty() {
+            core.store().release_sessions(&me, &held).await?;
+        }
+        return Ok(());
+    };
+    // Pumps of an older epoch hold nothing any more.
+    let stale: Vec<Uuid> = pumps
+        .iter()
+        .filter(|(_, r)| r.epoch != standing.epoch || r.join.is_finished())
+        .map(|(id, _)| *id)
+        .collect();
+    stop_pumps(pumps, &stale).await;
+
+    let followed = core.store().followed_sessions().await?;
+    let working = core
+        .store()
+        .list_cores()
+        .await?
+        .iter()
+        .filter(|c| c.fleet)
+        .count();
+    let share = super::fleet::fair_share(followed.len(), working);
+    let mut mine: Vec<Uuid> = followed
+        .iter()
+        .filter(|(_, owner)| owner.as_deref() == Some(me.as_str()))
+        .map(|(id, _)| *id)
+        .collect();
+    // More than a fair share (a core joined): give the newest up, for others to take. One over
+    // is kept, so that shares that do not divide evenly do not move back and forth.
+    if mine.len() > share + 1 {
+        mine.sort();
+        let give: Vec<Uuid> = mine.split_off(share);
+        tracing::info!(
+            count = give.len(),
+            share,
+            "giving sessions up to the other cores"
+        );
+        stop_pumps(pumps, &give).await;
+        core.store().release_sessions(&me, &give).await?;
+    } else if mine.len() < share {
+        let free: Vec<Uuid> = followed
+            .iter()
+            .filter(|(_, owner)| owner.is_none())
+            .map(|(id, _)| *id)
+            .take(share - mine.len())
+            .collect();
+        if !free.is_empty() {
+            let taken = core
+                .store()
+                .take_sessions(&me, standing.epoch, &free)
+                .await?;
+            tracing::debug!(count = taken.len(), share, "took sessions to follow");
+            mine.extend(taken);
+        }
+    }
+    // Sessions no longer held (or no longer live) stop; each held one has its pump.
+    let gone: Vec<Uuid> = pumps
+        .keys()
+        .filter(|id| !mine.contains(id))
+        .copied()
+        .collect();
+    stop_pumps(pumps, &gone).await;
+    for id in mine {
+        pumps.entry(id).or_insert_with(|| {
+            let fenced = core.fenced(Fence::Session {
+                id,
+                core: me.clone(),
+                epoch: standing.epoch,
+            });
+            let (stop, stopped) = watch::channel(false);
+            Running {
+                epoch: standing.epoch,
+                stop,
+                join: tokio::spawn(pump(fenced, id, stopped)),
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Brings the session's asks in line with what the harness waits for: what was asked while
@@ -151,7 +243,10 @@ async fn catch_up_asks(
 }
 
 /// Follows one session's harness until the session is no longer live.
-async fn pump(core: Core, id: Uuid) {
+/// Follows one session's harness until the session is no longer live, it is asked to `stop`
+/// (it writes what it has first), or its writes are refused because this core no longer holds
+/// the session (then at once).
+async fn pump(core: Core, id: Uuid, mut stop: watch::Receiver<bool>) {
     let mut state = match State::load(&core, id).await {
         Ok(state) => state,
         Err(err) => {
@@ -161,6 +256,9 @@ async fn pump(core: Core, id: Uuid) {
     };
     let mut backoff = Duration::from_millis(250);
     loop {
+        if *stop.borrow() || state.lost {
+            return;
+        }
         let session = match core.store().get_session(id).await {
             Ok(Some(s)) if s.status.is_live() => s,
             _ => return,
@@ -180,7 +278,10 @@ async fn pump(core: Core, id: Uuid) {
             None => None,
         };
         let Some(endpoint) = endpoint else {
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
             backoff = (backoff * 2).min(Duration::from_secs(5));
             continue;
         };
@@ -188,7 +289,10 @@ async fn pump(core: Core, id: Uuid) {
             Ok(events) => events,
             Err(err) => {
                 tracing::debug!(session = %id, %err, "harness bus not reachable yet");
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
@@ -198,7 +302,7 @@ async fn pump(core: Core, id: Uuid) {
         match core.harness().messages(&endpoint, &harness_session).await {
             Ok(messages) => {
                 if let Err(err) = state.catch_up(&core, messages).await {
-                    tracing::warn!(session = %id, %err, "catching up with the harness failed");
+                    state.note_error(&err, "catching up with the harness failed");
                 }
             }
             Err(err) => tracing::debug!(session = %id, %err, "cannot list the harness's messages"),
@@ -207,7 +311,14 @@ async fn pump(core: Core, id: Uuid) {
         let mut batch: Vec<NewEvent> = Vec::new();
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         loop {
-            let next = tokio::time::timeout_at(flush_at, events.next()).await;
+            if state.lost {
+                tracing::warn!(session = %id, "this core no longer follows the session (its lease ran out); stopping at once");
+                return;
+            }
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(flush_at, events.next()) => next,
+                _ = stop.changed() => break,
+            };
             let event = match next {
                 Err(_) => {
                     state.flush(&core, &mut batch).await;
@@ -262,6 +373,8 @@ struct State {
     /// Messages text was streamed into (as deltas) since the last flush: their part updates
     /// wait for the next flush like the deltas do; any other part update is written at once.
     streaming: HashSet<i64>,
+    /// A write was refused because this core no longer holds the session: the pump stops.
+    lost: bool,
 }
 
 /// Agentdeck's own history replay, echoed by the harness as a user message.
@@ -279,6 +392,15 @@ fn upsert(parts: &mut Vec<(String, Part)>, id: String, part: Part) {
 }
 
 impl State {
+    /// Logs a refused write; one refused for want of the session's lease stops the pump.
+    fn note_error(&mut self, err: &crate::store::StoreError, what: &str) {
+        if matches!(err, crate::store::StoreError::Fenced(_)) {
+            self.lost = true;
+        } else {
+            tracing::warn!(session = %self.session, %err, "{what}");
+        }
+    }
+
     async fn load(core: &Core, session: Uuid) -> crate::store::Result<State> {
         let mut state = State {
             session,
@@ -291,6 +413,7 @@ impl State {
             read_to: 0,
             dirty: BTreeSet::new(),
             streaming: HashSet::new(),
+            lost: false,
         };
         state.read_new(core).await?;
         Ok(state)
@@ -558,7 +681,7 @@ impl State {
         }
         .await;
         result.unwrap_or_else(|err| {
-            tracing::warn!(session = %self.session, %err, "cannot record a harness update");
+            self.note_error(&err, "cannot record a harness update");
             false
         })
     }
@@ -619,14 +742,14 @@ impl State {
     async fn flush(&mut self, core: &Core, batch: &mut Vec<NewEvent>) {
         if !batch.is_empty() {
             if let Err(err) = core.store().append_events(self.session, batch).await {
-                tracing::warn!(session = %self.session, %err, "cannot record harness events");
+                self.note_error(&err, "cannot record harness events");
             }
             batch.clear();
         }
         let seqs: Vec<i64> = self.dirty.iter().copied().collect();
         for seq in seqs {
             if let Err(err) = self.write_parts(core, seq).await {
-                tracing::warn!(session = %self.session, %err, "cannot record streamed text");
+                self.note_error(&err, "cannot record streamed text");
             }
         }
         self.streaming.clear();

@@ -14,6 +14,7 @@
 mod asks;
 mod diagnose;
 mod error;
+pub mod fleet;
 mod fork;
 pub mod ingest;
 mod lifecycle;
@@ -80,11 +81,12 @@ pub struct CreateSession {
 #[derive(Clone)]
 pub struct Core {
     inner: Arc<Inner>,
+    /// The store, or a fenced view of it for work done under a lease ([`Core::fenced`]).
+    store: Arc<dyn Store>,
 }
 
 struct Inner {
     config: Config,
-    store: Arc<dyn Store>,
     runtime: Arc<dyn SandboxRuntime>,
     harness: Arc<dyn Harness>,
     gateway: Option<Arc<crate::gateway::Gateway>>,
@@ -92,6 +94,8 @@ struct Inner {
     /// `CONTAINER_ENV_*` of this process, prefix stripped, read once.
     container_env: BTreeMap<String, String>,
     instance: String,
+    /// This process's place in the fleet, while it runs fleet work (see [`fleet`]).
+    standing: tokio::sync::watch::Sender<Option<fleet::Standing>>,
 }
 
 /// A name for this process that other cores can read in a task's `locked_by`.
@@ -119,6 +123,11 @@ where
             Ok(value) => return Some(value),
             Err(crate::store::StoreError::Conflict(why)) => {
                 tracing::debug!(session = %session, %why, "{what}: no longer applies");
+                return None;
+            }
+            // Made under a lease this process no longer holds: another one does the work now.
+            Err(e @ crate::store::StoreError::Fenced(_)) => {
+                tracing::debug!(session = %session, error = %e, "{what}: not ours any more");
                 return None;
             }
             Err(e) if e.is_not_found() => return None,
@@ -168,6 +177,7 @@ impl Core {
         harness: Arc<dyn Harness>,
     ) -> Core {
         Core {
+            store: store.clone(),
             inner: Arc::new(Inner {
                 gateway: crate::gateway::Gateway::new(config.gateway.clone())
                     .ok()
@@ -176,10 +186,10 @@ impl Core {
                 deltas: tokio::sync::broadcast::channel(4096).0,
                 container_env: env::from_prefixed(std::env::vars()),
                 config,
-                store,
                 runtime,
                 harness,
                 instance: instance_name(),
+                standing: tokio::sync::watch::channel(None).0,
             }),
         }
     }
@@ -191,7 +201,15 @@ impl Core {
     /// The store, for the core's own parts (worker, ingest, lifecycle); front ends use the
     /// methods below.
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+        &self.store
+    }
+
+    /// This core with every store write fenced by `fence` (work done under a lease).
+    pub(crate) fn fenced(&self, fence: crate::model::Fence) -> Core {
+        Core {
+            inner: self.inner.clone(),
+            store: self.store.fenced(fence),
+        }
     }
 
     pub(crate) fn runtime(&self) -> &Arc<dyn SandboxRuntime> {
@@ -200,7 +218,7 @@ impl Core {
 
     /// Where the store is, safe to show (no password).
     pub fn store_description(&self) -> String {
-        self.inner.store.describe()
+        self.store.describe()
     }
 
     /// Which sandbox runtime this is: `kubernetes` or `local`.
@@ -235,7 +253,7 @@ impl Core {
             .values()
             .map(AgentSpec::to_record)
             .collect();
-        self.inner.store.sync_agents(&records).await?;
+        self.store.sync_agents(&records).await?;
         Ok(())
     }
 
@@ -270,7 +288,7 @@ impl Core {
     }
 
     pub fn subscribe(&self) -> ChangeFeed {
-        self.inner.store.subscribe()
+        self.store.subscribe()
     }
 
     /// Streamed text as it arrives from the harnesses this process follows (the store has it
@@ -333,7 +351,6 @@ impl Core {
         // (validated above: a session's own env has none of agentdeck's reserved names)
         let env_keys: Vec<&String> = req.env.keys().collect();
         let session = self
-            .inner
             .store
             .create_session(&SessionCreation {
                 created: NewEvent::new(
@@ -367,12 +384,11 @@ impl Core {
     }
 
     pub async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<Session>> {
-        Ok(self.inner.store.list_sessions(query).await?)
+        Ok(self.store.list_sessions(query).await?)
     }
 
     pub async fn get_session(&self, id: Uuid) -> Result<Session> {
-        self.inner
-            .store
+        self.store
             .get_session(id)
             .await?
             .ok_or(CoreError::SessionNotFound(id))
@@ -382,7 +398,6 @@ impl Core {
     pub async fn messages(&self, id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Message>> {
         self.get_session(id).await?;
         Ok(self
-            .inner
             .store
             .list_messages(id, after_seq, limit.clamp(1, 1000))
             .await?)
@@ -392,7 +407,6 @@ impl Core {
     pub async fn events(&self, id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Event>> {
         self.get_session(id).await?;
         Ok(self
-            .inner
             .store
             .list_events(id, after_seq, limit.clamp(1, 1000))
             .await?)
@@ -430,13 +444,12 @@ impl Core {
         if session.status == SessionStatus::Suspended {
             // Stored, then the resume that brings the sandbox back delivers it; should the
             // resume not be written, the message waits in the transcript for the next one.
-            let message = self.inner.store.append_message(id, &message).await?;
+            let message = self.store.append_message(id, &message).await?;
             self.resume(id).await?;
             return Ok(message);
         }
         // The message and the task that delivers it: one transaction.
         let (message, _) = self
-            .inner
             .store
             .append_message_with_task(id, &message, &self.task(Command::Send.task(), id))
             .await?;
@@ -513,7 +526,6 @@ impl Core {
             ..extra
         };
         match self
-            .inner
             .store
             .command_session(id, &patch, &self.task(command.task(), id))
             .await
@@ -541,16 +553,12 @@ impl Core {
     }
 
     pub(crate) async fn enqueue(&self, kind: TaskKind, session: Uuid) -> Result<Task> {
-        Ok(self
-            .inner
-            .store
-            .enqueue_task(&self.task(kind, session))
-            .await?)
+        Ok(self.store.enqueue_task(&self.task(kind, session)).await?)
     }
 
     /// Queues any task (for operators' tooling and tests of the worker fleet).
     pub async fn enqueue_task(&self, task: &NewTask) -> Result<Task> {
-        Ok(self.inner.store.enqueue_task(task).await?)
+        Ok(self.store.enqueue_task(task).await?)
     }
 
     /// An interactive shell in the session's sandbox, for an operator's terminal: on the local
@@ -654,7 +662,7 @@ impl Core {
 
     /// Whether the store answers (for the status line).
     pub async fn store_health(&self) -> std::result::Result<(), String> {
-        self.inner.store.ping().await.map_err(|e| e.to_string())
+        self.store.ping().await.map_err(|e| e.to_string())
     }
 
     /// Whether the sandbox runtime answers (the cluster, on Kubernetes), for the status line.
@@ -680,8 +688,8 @@ impl Core {
     /// Counts for `/metrics` and the status line.
     pub async fn stats(&self) -> Result<Stats> {
         Ok(Stats {
-            sessions: self.inner.store.count_sessions().await?,
-            tasks: self.inner.store.count_tasks().await?,
+            sessions: self.store.count_sessions().await?,
+            tasks: self.store.count_tasks().await?,
         })
     }
 }

@@ -1,17 +1,19 @@
 //! The worker: claims tasks from the store with a lease, runs them, retries with backoff and
-//! dead-letters what keeps failing; and, in one process at a time, the singletons: the idle
-//! reaper and the reconciler.
+//! dead-letters what keeps failing; and, in one process at a time, the fleet's roles: the idle
+//! reaper and the reconciler. It also keeps this process's place in the fleet ([`super::fleet`])
+//! and runs ingest ([`super::ingest`]) for the live sessions this process follows.
 //!
-//! Any number of workers may share a store (every cockpit and every `serve` replica runs one).
-//! A worker that dies mid-task stops renewing its lease; once the lease runs out, another
-//! worker takes the task again.
+//! Any number of workers may share a store (every `serve` replica runs one; a cockpit does when
+//! no `serve` is alive). A worker that dies mid-task stops renewing its lease; once the lease
+//! runs out, another worker takes the task again. A role is held under this process's fleet
+//! lease and every write made for it is fenced by it.
 
 use super::Core;
 use super::lifecycle::TaskError;
 use super::reconciler::Reconciler;
 use crate::config::IdleAction;
-use crate::model::{SessionQuery, SessionStatus, Task, TaskStatus};
-use crate::store::{Change, SingletonGuard};
+use crate::model::{CoreKind, Fence, SessionQuery, SessionStatus, Task, TaskStatus};
+use crate::store::Change;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
@@ -38,10 +40,11 @@ impl WorkerHandle {
     }
 }
 
-/// Starts the worker (and its singletons) on the current runtime.
-pub fn spawn(core: Core) -> WorkerHandle {
+/// Starts the worker (its place in the fleet, its roles, ingest) on the current runtime, for a
+/// process of `kind`.
+pub fn spawn(core: Core, kind: CoreKind) -> WorkerHandle {
     let (shutdown, rx) = watch::channel(false);
-    let join = tokio::spawn(run(core, rx));
+    let join = tokio::spawn(run(core, kind, rx));
     WorkerHandle { shutdown, join }
 }
 
@@ -55,17 +58,29 @@ fn backoff(core: &Core, attempts: i32) -> Duration {
     capped + jitter
 }
 
-async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
+async fn run(core: Core, kind: CoreKind, mut shutdown: watch::Receiver<bool>) {
     let cfg = core.config().worker.clone();
     let worker = core.instance().to_string();
     let slots = Arc::new(Semaphore::new(cfg.concurrency as usize));
     let mut feed = core.subscribe();
+    let (heartbeat_stop, heartbeat_rx) = watch::channel(false);
+    let heartbeat = tokio::spawn(super::fleet::heartbeat(core.clone(), kind, heartbeat_rx));
+    let mut standing = core.watch_standing();
     let singletons = tokio::spawn(run_singletons(core.clone(), shutdown.clone()));
     let ingest = tokio::spawn(super::ingest::run(core.clone(), shutdown.clone()));
-    tracing::info!(%worker, concurrency = cfg.concurrency, "worker started");
+    tracing::info!(%worker, %kind, concurrency = cfg.concurrency, "worker started");
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        // Tasks are taken only while this process runs fleet work.
+        if !standing.borrow().is_some_and(|s| s.fleet) {
+            tokio::select! {
+                _ = standing.changed() => {}
+                _ = tokio::time::sleep(super::fleet::RECHECK) => {}
+                _ = shutdown.changed() => break,
+            }
+            continue;
         }
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -110,10 +125,14 @@ async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
-    // Let running tasks finish: take every slot back; the singletons give their roles up.
+    // Let running tasks finish: take every slot back; the roles and the followed sessions are
+    // given up, then this process leaves the fleet, so that others take over at once.
     let _ = slots.acquire_many(cfg.concurrency).await;
     let _ = tokio::time::timeout(Duration::from_secs(3), singletons).await;
     let _ = tokio::time::timeout(Duration::from_secs(3), ingest).await;
+    let _ = heartbeat_stop.send(true);
+    let _ = heartbeat.await;
+    super::fleet::leave(&core).await;
     tracing::info!(%worker, "worker stopped");
 }
 
@@ -197,31 +216,57 @@ async fn execute(core: &Core, worker: &str, task: Task) {
     }
 }
 
-/// Holds (or waits for) the singleton roles and runs them every tick.
+/// The fleet's roles: one process at a time runs each.
+const REAPER: &str = "idle-reaper";
+const RECONCILER: &str = "reconciler";
+
+/// Takes (or keeps) `role` for this process; the core to do its work with, every write fenced
+/// by the role, while this process holds it.
+pub(super) async fn hold(core: &Core, role: &str) -> Option<Core> {
+    let standing = core.standing().filter(|s| s.fleet)?;
+    match core
+        .store()
+        .take_role(role, core.instance(), standing.epoch)
+        .await
+    {
+        Ok(true) => Some(core.fenced(Fence::Role {
+            name: role.to_string(),
+            core: core.instance().to_string(),
+            epoch: standing.epoch,
+        })),
+        Ok(false) => None,
+        Err(err) => {
+            tracing::warn!(role, %err, "cannot take or keep a fleet role");
+            None
+        }
+    }
+}
+
+/// Holds (or waits for) the roles and runs them every tick.
 async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
-    let mut reaper: Option<Box<dyn SingletonGuard>> = None;
-    let mut reconciler: Option<Box<dyn SingletonGuard>> = None;
     let mut state = Reconciler::default();
+    let mut reconciling: Option<Core> = None;
     let mut health = core.runtime().watch();
     let mut tick = tokio::time::interval(SINGLETON_TICK);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if acquire(&core, "idle-reaper", &mut reaper).await
-                    && let Err(err) = reap_idle(&core).await
+                if let Some(reaper) = hold(&core, REAPER).await
+                    && let Err(err) = reap_idle(&reaper).await
                 {
                     tracing::warn!(%err, "idle reaper pass failed");
                 }
-                if acquire(&core, "reconciler", &mut reconciler).await
-                    && let Err(err) = state.pass(&core).await
+                reconciling = hold(&core, RECONCILER).await;
+                if let Some(reconciler) = &reconciling
+                    && let Err(err) = state.pass(reconciler).await
                 {
                     tracing::warn!(%err, "reconciler pass failed");
                 }
             }
             change = health.recv() => match change {
                 Ok(change) => {
-                    if reconciler.is_some() {
-                        state.on_health(&core, change).await;
+                    if let Some(reconciler) = &reconciling {
+                        state.on_health(reconciler, change).await;
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -234,33 +279,9 @@ async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => break,
         }
     }
-    for guard in [reaper, reconciler].into_iter().flatten() {
-        guard.release().await;
-    }
-}
-
-/// True while this process holds the role `name`.
-pub(super) async fn acquire(
-    core: &Core,
-    name: &str,
-    slot: &mut Option<Box<dyn SingletonGuard>>,
-) -> bool {
-    if let Some(guard) = slot {
-        if guard.still_held().await {
-            return true;
-        }
-        tracing::warn!(role = name, "lost singleton role");
-        *slot = None;
-    }
-    match core.store().try_singleton(name, core.instance()).await {
-        Ok(Some(guard)) => {
-            *slot = Some(guard);
-            true
-        }
-        Ok(None) => false,
-        Err(err) => {
-            tracing::warn!(role = name, %err, "cannot take singleton role");
-            false
+    for role in [REAPER, RECONCILER] {
+        if let Err(err) = core.store().release_role(role, core.instance()).await {
+            tracing::debug!(role, %err, "cannot give the role up; its lease will run out");
         }
     }
 }

@@ -11,6 +11,7 @@ mod ask;
 mod command;
 pub mod env;
 mod event;
+mod fleet;
 mod message;
 mod sandbox;
 mod session;
@@ -24,6 +25,7 @@ pub use enums::{
     MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskKind, TaskStatus,
 };
 pub use event::{Event, NewEvent};
+pub use fleet::{CoreInfo, CoreKind, Fence};
 pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus};
 pub use sandbox::{
     Condition, HealthChange, HealthPhase, LogOptions, SandboxEvent, SandboxHealth, SandboxRef,

@@ -10,9 +10,9 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::model::{
-    AgentRecord, Ask, AskStatus, Event, Message, MessagePatch, NewAsk, NewEvent, NewMessage,
-    NewSession, NewTask, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task,
-    TaskQuery, TaskStatus,
+    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, Message, MessagePatch, NewAsk,
+    NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation, SessionPatch,
+    SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 pub use feed::{Change, ChangeFeed};
@@ -27,6 +27,10 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
+    /// A write made under a lease this process no longer holds (it was stopped, frozen or cut
+    /// off for longer than the lease): refused, and the work it was part of is someone else's.
+    #[error("this process no longer holds {0}: its lease ran out, so it writes nothing more")]
+    Fenced(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -72,15 +76,6 @@ impl Backend {
             Backend::Sqlite => "sqlite",
         }
     }
-}
-
-/// A singleton role (the reconciler, the idle reaper) held by this process until dropped.
-#[async_trait]
-pub trait SingletonGuard: Send + Sync {
-    /// Confirms (and, for lease-based locks, renews) that this process still holds the role.
-    async fn still_held(&self) -> bool;
-    /// Gives the role up now, so that another process can take it at once.
-    async fn release(self: Box<Self>);
 }
 
 /// Everything the control core keeps. Every write is durable when the call returns and is
@@ -219,14 +214,35 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>>;
     async fn count_tasks(&self) -> Result<Vec<(TaskStatus, i64)>>;
 
-    // --- coordination
-    /// Takes a singleton role if nobody holds it. Postgres: an advisory lock on a dedicated
-    /// connection. SQLite: a renewable lease row.
-    async fn try_singleton(
+    // --- the fleet (see `model::fleet`): cores with leases, what they hold, fenced writes
+    /// Registers core `id` or renews its lease for `lease` from now (the database's clock on
+    /// Postgres). Returns its epoch: the one it had while its lease ran, a new one when the
+    /// lease had run out (it was frozen or cut off) or on its first heartbeat.
+    async fn heartbeat(
         &self,
-        name: &str,
-        holder: &str,
-    ) -> Result<Option<Box<dyn SingletonGuard>>>;
+        id: &str,
+        kind: CoreKind,
+        fleet: bool,
+        lease: Duration,
+    ) -> Result<i64>;
+    /// Core `id` leaves (a clean shutdown): what it held is free at once.
+    async fn leave(&self, id: &str) -> Result<()>;
+    /// The cores whose lease runs, oldest first, with what each holds.
+    async fn list_cores(&self) -> Result<Vec<CoreInfo>>;
+    /// Takes role `name` for `core` at `epoch` unless another core with a running lease holds
+    /// it; true when `core` holds it now.
+    async fn take_role(&self, name: &str, core: &str, epoch: i64) -> Result<bool>;
+    async fn release_role(&self, name: &str, core: &str) -> Result<()>;
+    /// The live sessions whose event stream is followed (a harness session and a sandbox), each
+    /// with the core that follows it now, if a core with a running lease does.
+    async fn followed_sessions(&self) -> Result<Vec<(Uuid, Option<String>)>>;
+    /// Takes those of `ids` that no core with a running lease holds, for `core` at `epoch`;
+    /// returns those it holds now.
+    async fn take_sessions(&self, core: &str, epoch: i64, ids: &[Uuid]) -> Result<Vec<Uuid>>;
+    async fn release_sessions(&self, core: &str, ids: &[Uuid]) -> Result<()>;
+    /// A view of this store whose every write first checks, in its own transaction, that
+    /// `fence` is still held, and is refused with [`StoreError::Fenced`] otherwise.
+    fn fenced(&self, fence: Fence) -> Arc<dyn Store>;
 
     // --- change feed
     fn subscribe(&self) -> ChangeFeed;

@@ -6,22 +6,22 @@
 use super::feed::{CHANNEL, FANOUT_CAPACITY};
 use super::pg_text::{self, PgJson, decode_opt, decode_text, encode_text};
 use super::{
-    Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, ask_conflict,
-    conflict_text, redact_url,
+    Backend, Change, ChangeFeed, Result, Store, StoreError, ask_conflict, conflict_text, redact_url,
 };
 use crate::model::{
-    AgentRecord, Ask, AskStatus, Event, Message, MessagePatch, NewAsk, NewEvent, NewMessage,
-    NewSession, NewTask, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task,
-    TaskQuery, TaskStatus,
+    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, Message, MessagePatch, NewAsk,
+    NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation, SessionPatch,
+    SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Connection, PgConnection, QueryBuilder, Row};
+use sqlx::{PgConnection, QueryBuilder, Row};
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_detail, runtime, \
@@ -34,20 +34,114 @@ const TASK_COLUMNS: &str = "id, kind, session_id, payload, status, attempts, max
     run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, command, created_at, \
     updated_at";
 
+#[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
     url: String,
     changes: broadcast::Sender<Change>,
-    listener: tokio::task::JoinHandle<()>,
+    /// Kept for its drop: the listener stops with the last view of the store.
+    _listener: Arc<Listening>,
+    /// Set on a fenced view ([`Store::fenced`]): every write checks it first.
+    fence: Option<Fence>,
 }
 
-impl Drop for PgStore {
+/// The change feed's listener, stopped when the last view of the store goes.
+struct Listening(tokio::task::JoinHandle<()>);
+
+impl Drop for Listening {
     fn drop(&mut self) {
-        self.listener.abort();
+        self.0.abort();
+    }
+}
+
+/// Where a write goes: a connection of the pool, or, on a fenced view, a transaction whose first
+/// statement checked the fence (and holds it, so that nobody takes it over before the write
+/// commits).
+enum Writer {
+    Plain(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Fenced(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl std::ops::Deref for Writer {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Writer::Plain(conn) => conn,
+            Writer::Fenced(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Writer::Plain(conn) => conn,
+            Writer::Fenced(tx) => tx,
+        }
+    }
+}
+
+impl Writer {
+    /// Makes the write durable (commits a fenced one).
+    async fn done(self) -> Result<()> {
+        if let Writer::Fenced(tx) = self {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks, and holds until the transaction ends, what `fence` says is held.
+async fn check_fence(conn: &mut PgConnection, fence: &Fence) -> Result<()> {
+    let held = match fence {
+        Fence::Role { name, core, epoch } => sqlx::query_scalar::<_, i32>(
+            "SELECT 1 FROM roles r JOIN cores c ON c.id = r.core AND c.epoch = r.epoch \
+             WHERE r.name = $1 AND r.core = $2 AND r.epoch = $3 AND c.expires_at > now() \
+             FOR SHARE OF r",
+        )
+        .bind(name)
+        .bind(core)
+        .bind(epoch)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some(),
+        Fence::Session { id, core, epoch } => sqlx::query_scalar::<_, i32>(
+            "SELECT 1 FROM session_owners o JOIN cores c ON c.id = o.core AND c.epoch = o.epoch \
+             WHERE o.session_id = $1 AND o.core = $2 AND o.epoch = $3 AND c.expires_at > now() \
+             FOR SHARE OF o",
+        )
+        .bind(id)
+        .bind(core)
+        .bind(epoch)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some(),
+    };
+    if held {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced(fence.to_string()))
     }
 }
 
 impl PgStore {
+    /// A transaction for a write; on a fenced view, the fence is checked first.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(fence) = &self.fence {
+            check_fence(&mut tx, fence).await?;
+        }
+        Ok(tx)
+    }
+
+    /// A connection for a write of one statement (in a fenced transaction on a fenced view).
+    async fn write(&self) -> Result<Writer> {
+        Ok(match &self.fence {
+            None => Writer::Plain(self.pool.acquire().await?),
+            Some(_) => Writer::Fenced(self.begin().await?),
+        })
+    }
+
     /// The session an update returned, or why there was none.
     async fn updated_or_why(&self, id: Uuid, updated: Option<Session>) -> Result<Session> {
         match updated {
@@ -83,7 +177,8 @@ impl PgStore {
             pool,
             url: shown,
             changes,
-            listener,
+            _listener: Arc::new(Listening(listener)),
+            fence: None,
         })
     }
 
@@ -282,34 +377,6 @@ fn millis(d: Duration) -> i64 {
 
 fn statuses_text<T: Copy + std::fmt::Display>(items: &[T]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
-}
-
-/// A stable 64-bit key for an advisory lock name (FNV-1a).
-pub(crate) fn lock_key(name: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    i64::from_ne_bytes(hash.to_ne_bytes())
-}
-
-struct PgSingleton {
-    conn: Mutex<PgConnection>,
-}
-
-#[async_trait]
-impl SingletonGuard for PgSingleton {
-    async fn still_held(&self) -> bool {
-        // The advisory lock lives as long as its connection; a working connection holds it.
-        let mut conn = self.conn.lock().await;
-        sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok()
-    }
-
-    async fn release(self: Box<Self>) {
-        // Closing the session releases its advisory locks.
-        let _ = self.conn.into_inner().close().await;
-    }
 }
 
 // --- writes that take part in a caller's transaction
@@ -555,7 +622,7 @@ impl Store for PgStore {
     }
 
     async fn sync_agents(&self, agents: &[AgentRecord]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
         sqlx::query("UPDATE agents SET present = false, updated_at = now() WHERE present AND NOT (id = ANY($1))")
             .bind(&ids)
@@ -592,7 +659,10 @@ impl Store for PgStore {
     }
 
     async fn insert_session(&self, new: &NewSession) -> Result<Session> {
-        insert_session_in(&mut *self.pool.acquire().await?, new).await
+        let mut w = self.write().await?;
+        let session = insert_session_in(&mut w, new).await?;
+        w.done().await?;
+        Ok(session)
     }
 
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
@@ -641,7 +711,9 @@ impl Store for PgStore {
     }
 
     async fn update_session(&self, id: Uuid, p: &SessionPatch) -> Result<Session> {
-        let updated = update_session_in(&mut *self.pool.acquire().await?, id, p).await?;
+        let mut w = self.write().await?;
+        let updated = update_session_in(&mut w, id, p).await?;
+        w.done().await?;
         self.updated_or_why(id, updated).await
     }
 
@@ -658,30 +730,35 @@ impl Store for PgStore {
     }
 
     async fn set_session_env(&self, id: Uuid, name: &str, value: Option<&str>) -> Result<()> {
+        let mut w = self.write().await?;
         let done = match value {
             Some(v) => sqlx::query("UPDATE sessions SET env = env || jsonb_build_object($2::text, $3::text) WHERE id = $1")
                 .bind(id)
                 .bind(name)
                 .bind(v)
-                .execute(&self.pool)
+                .execute(&mut *w)
                 .await?,
             None => sqlx::query("UPDATE sessions SET env = env - $2::text WHERE id = $1")
                 .bind(id)
                 .bind(name)
-                .execute(&self.pool)
+                .execute(&mut *w)
                 .await?,
         };
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("session", id));
         }
-        Ok(())
+        w.done().await
     }
 
     async fn append_message(&self, session: Uuid, new: &NewMessage) -> Result<Message> {
-        append_message_in(&mut *self.pool.acquire().await?, session, new).await
+        let mut w = self.write().await?;
+        let message = append_message_in(&mut w, session, new).await?;
+        w.done().await?;
+        Ok(message)
     }
 
     async fn update_message(&self, session: Uuid, seq: i64, p: &MessagePatch) -> Result<Message> {
+        let mut w = self.write().await?;
         let mut b = QueryBuilder::new("UPDATE messages SET updated_at = now()");
         if let Some(v) = p.status {
             b.push(", status = ").push_bind(v.as_str());
@@ -703,9 +780,10 @@ impl Store for PgStore {
             .push(format!(" RETURNING {MESSAGE_COLUMNS}"));
         let row = b
             .build()
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *w)
             .await?
             .ok_or_else(|| StoreError::not_found("message", format!("{session}#{seq}")))?;
+        w.done().await?;
         message_from_row(&row)
     }
 
@@ -724,7 +802,10 @@ impl Store for PgStore {
     }
 
     async fn append_events(&self, session: Uuid, events: &[NewEvent]) -> Result<Vec<Event>> {
-        append_events_in(&mut *self.pool.acquire().await?, session, events).await
+        let mut w = self.write().await?;
+        let events = append_events_in(&mut w, session, events).await?;
+        w.done().await?;
+        Ok(events)
     }
 
     async fn list_events(&self, session: Uuid, after: i64, limit: i64) -> Result<Vec<Event>> {
@@ -769,7 +850,7 @@ impl Store for PgStore {
     }
 
     async fn record_ask(&self, session: Uuid, ask: &NewAsk) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let known: Option<Uuid> =
             sqlx::query_scalar("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
                 .bind(session)
@@ -819,7 +900,7 @@ impl Store for PgStore {
         message: Option<&str>,
         by: &str,
     ) -> Result<Ask> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let sql = format!(
             "UPDATE asks SET status = 'answered', answer = $3, message = $4, answered_by = $5, \
              answered_at = now() WHERE session_id = $1 AND id = $2 AND status = 'pending' \
@@ -845,7 +926,7 @@ impl Store for PgStore {
     }
 
     async fn reopen_ask(&self, session: Uuid, id: &str, by: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let reopened = sqlx::query(
             "UPDATE asks SET status = 'pending', answer = NULL, message = NULL, answered_by = NULL, \
              answered_at = NULL WHERE session_id = $1 AND id = $2 AND status = 'answered' \
@@ -872,7 +953,7 @@ impl Store for PgStore {
         status: AskStatus,
         answer: Option<&serde_json::Value>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let settled = sqlx::query(
             "UPDATE asks SET status = $3, answer = coalesce($4, answer), \
              answered_by = CASE WHEN $3 = 'answered' THEN 'agent' END, answered_at = now() \
@@ -894,7 +975,10 @@ impl Store for PgStore {
     }
 
     async fn enqueue_task(&self, new: &NewTask) -> Result<Task> {
-        enqueue_task_in(&mut *self.pool.acquire().await?, new).await
+        let mut w = self.write().await?;
+        let task = enqueue_task_in(&mut w, new).await?;
+        w.done().await?;
+        Ok(task)
     }
 
     async fn append_message_with_task(
@@ -903,7 +987,7 @@ impl Store for PgStore {
         new: &NewMessage,
         task: &NewTask,
     ) -> Result<(Message, Task)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let message = append_message_in(&mut tx, session, new).await?;
         let task = enqueue_task_in(&mut tx, task).await?;
         tx.commit().await?;
@@ -911,7 +995,7 @@ impl Store for PgStore {
     }
 
     async fn create_session(&self, new: &SessionCreation) -> Result<Session> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let session = insert_session_in(&mut tx, &new.session).await?;
         append_events_in(&mut tx, session.id, std::slice::from_ref(&new.created)).await?;
         if let Some(fork) = &new.fork {
@@ -947,7 +1031,7 @@ impl Store for PgStore {
         patch: &SessionPatch,
         task: &NewTask,
     ) -> Result<(Session, Task)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some(session) = update_session_in(&mut tx, id, patch).await? else {
             tx.rollback().await?;
             return Err(self.why_not_updated(id).await?);
@@ -1097,25 +1181,150 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn try_singleton(
+    async fn heartbeat(
         &self,
-        name: &str,
-        holder: &str,
-    ) -> Result<Option<Box<dyn SingletonGuard>>> {
-        let options = self.pool.connect_options();
-        let mut conn = PgConnection::connect_with(&options).await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lock_key(name))
-            .fetch_one(&mut conn)
-            .await?;
-        if !got {
-            let _ = conn.close().await;
-            return Ok(None);
+        id: &str,
+        kind: CoreKind,
+        fleet: bool,
+        lease: Duration,
+    ) -> Result<i64> {
+        // A lease that ran out starts a new epoch: what the core held before is void. A first
+        // epoch is the time in ms, so that a core whose row was cleaned away never meets its
+        // old epoch again.
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO cores (id, kind, fleet, epoch, expires_at) \
+             VALUES ($1, $2, $3, (extract(epoch FROM clock_timestamp()) * 1000)::bigint, \
+                     now() + $4 * interval '1 millisecond') \
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, fleet = excluded.fleet, \
+                 renewed_at = now(), expires_at = excluded.expires_at, \
+                 epoch = CASE WHEN cores.expires_at > now() THEN cores.epoch ELSE cores.epoch + 1 END \
+             RETURNING epoch",
+        )
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(fleet)
+        .bind(millis(lease))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(epoch)
+    }
+
+    async fn leave(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "DELETE FROM session_owners WHERE core = $1",
+            "DELETE FROM roles WHERE core = $1",
+            "DELETE FROM cores WHERE id = $1 OR expires_at < now() - interval '1 day'",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
-        tracing::info!(role = name, holder, "took singleton role");
-        Ok(Some(Box::new(PgSingleton {
-            conn: Mutex::new(conn),
-        })))
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_cores(&self) -> Result<Vec<CoreInfo>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.kind, c.fleet, c.epoch, c.started_at, c.expires_at, \
+                 (SELECT count(*) FROM session_owners o WHERE o.core = c.id AND o.epoch = c.epoch) \
+                     AS sessions, \
+                 ARRAY(SELECT r.name FROM roles r WHERE r.core = c.id AND r.epoch = c.epoch \
+                       ORDER BY r.name) AS roles \
+             FROM cores c WHERE c.expires_at > now() ORDER BY c.started_at, c.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CoreInfo {
+                    id: row.try_get("id")?,
+                    kind: parse(row, "kind")?,
+                    fleet: row.try_get("fleet")?,
+                    epoch: row.try_get("epoch")?,
+                    started_at: row.try_get("started_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    sessions: row.try_get("sessions")?,
+                    roles: row.try_get("roles")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn take_role(&self, name: &str, core: &str, epoch: i64) -> Result<bool> {
+        let holder: Option<String> = sqlx::query_scalar(
+            "INSERT INTO roles (name, core, epoch) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET core = excluded.core, epoch = excluded.epoch \
+             WHERE roles.core = excluded.core OR NOT EXISTS (SELECT 1 FROM cores c \
+                 WHERE c.id = roles.core AND c.epoch = roles.epoch AND c.expires_at > now()) \
+             RETURNING core",
+        )
+        .bind(name)
+        .bind(core)
+        .bind(epoch)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(holder.is_some())
+    }
+
+    async fn release_role(&self, name: &str, core: &str) -> Result<()> {
+        sqlx::query("DELETE FROM roles WHERE name = $1 AND core = $2")
+            .bind(name)
+            .bind(core)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn followed_sessions(&self) -> Result<Vec<(Uuid, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT s.id, c.id AS core FROM sessions s \
+             LEFT JOIN session_owners o ON o.session_id = s.id \
+             LEFT JOIN cores c ON c.id = o.core AND c.epoch = o.epoch AND c.expires_at > now() \
+             WHERE s.status IN ('ready', 'idle', 'busy') AND s.harness_session_id IS NOT NULL \
+               AND s.sandbox_ref IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("core")?)))
+            .collect()
+    }
+
+    async fn take_sessions(&self, core: &str, epoch: i64, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let taken = sqlx::query_scalar(
+            "INSERT INTO session_owners (session_id, core, epoch) \
+             SELECT s.id, $1, $2 FROM sessions s WHERE s.id = ANY($3) \
+             ON CONFLICT (session_id) DO UPDATE SET core = excluded.core, epoch = excluded.epoch, \
+                 since = now() \
+             WHERE session_owners.core = excluded.core OR NOT EXISTS (SELECT 1 FROM cores c \
+                 WHERE c.id = session_owners.core AND c.epoch = session_owners.epoch \
+                   AND c.expires_at > now()) \
+             RETURNING session_id",
+        )
+        .bind(core)
+        .bind(epoch)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(taken)
+    }
+
+    async fn release_sessions(&self, core: &str, ids: &[Uuid]) -> Result<()> {
+        sqlx::query("DELETE FROM session_owners WHERE core = $1 AND session_id = ANY($2)")
+            .bind(core)
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    fn fenced(&self, fence: Fence) -> Arc<dyn Store> {
+        Arc::new(PgStore {
+            fence: Some(fence),
+            ..self.clone()
+        })
     }
 
     fn subscribe(&self) -> ChangeFeed {

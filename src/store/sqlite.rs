@@ -6,14 +6,11 @@
 //! data_version` shows that another process (a `serve` beside a cockpit) wrote to the file.
 
 use super::feed::FANOUT_CAPACITY;
-use super::{
-    Backend, Change, ChangeFeed, Result, SingletonGuard, Store, StoreError, ask_conflict,
-    conflict_text,
-};
+use super::{Backend, Change, ChangeFeed, Result, Store, StoreError, ask_conflict, conflict_text};
 use crate::model::{
-    AgentRecord, Ask, AskStatus, Event, Message, MessagePatch, NewAsk, NewEvent, NewMessage,
-    NewSession, NewTask, Session, SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task,
-    TaskQuery, TaskStatus,
+    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, Message, MessagePatch, NewAsk,
+    NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation, SessionPatch,
+    SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -45,25 +42,65 @@ const TASK_COLUMNS: &str = "id, kind, session_id, payload, status, attempts, max
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Change rows older than this are pruned; a reader further behind resyncs.
 const CHANGE_RETENTION: Duration = Duration::from_secs(600);
-/// How long a singleton lease lasts without renewal.
-const SINGLETON_LEASE: Duration = Duration::from_secs(15);
 
+#[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     path: String,
     changes: broadcast::Sender<Change>,
     wake: Arc<Notify>,
-    poller: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    poller: Arc<PollerSlot>,
     options: SqliteConnectOptions,
+    /// Set on a fenced view ([`Store::fenced`]): every write checks it first.
+    fence: Option<Fence>,
 }
 
-impl Drop for SqliteStore {
+/// The change poller, stopped when the last view of the store goes.
+#[derive(Default)]
+struct PollerSlot(tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>);
+
+impl Drop for PollerSlot {
     fn drop(&mut self) {
-        if let Ok(mut poller) = self.poller.try_lock()
+        if let Ok(mut poller) = self.0.try_lock()
             && let Some(handle) = poller.take()
         {
             handle.abort();
         }
+    }
+}
+
+/// Checks what `fence` says is held, inside a write transaction (SQLite's writers take turns,
+/// so nobody takes it over before the write commits).
+async fn check_fence(conn: &mut SqliteConnection, fence: &Fence) -> Result<()> {
+    let now = now_ms();
+    let held = match fence {
+        Fence::Role { name, core, epoch } => sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM roles r JOIN cores c ON c.id = r.core AND c.epoch = r.epoch \
+             WHERE r.name = ?1 AND r.core = ?2 AND r.epoch = ?3 AND c.expires_at > ?4",
+        )
+        .bind(name)
+        .bind(core)
+        .bind(epoch)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some(),
+        Fence::Session { id, core, epoch } => sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM session_owners o JOIN cores c ON c.id = o.core AND c.epoch = o.epoch \
+             WHERE o.session_id = ?1 AND o.core = ?2 AND o.epoch = ?3 AND c.expires_at > ?4",
+        )
+        .bind(id.to_string())
+        .bind(core)
+        .bind(epoch)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some(),
+    };
+    if held {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced(fence.to_string()))
     }
 }
 
@@ -296,14 +333,15 @@ impl SqliteStore {
             path,
             changes,
             wake: Arc::new(Notify::new()),
-            poller: tokio::sync::Mutex::new(None),
+            poller: Arc::default(),
             options,
+            fence: None,
         })
     }
 
     /// Starts the change poller (after migrations, since it reads the `changes` table).
     async fn start_poller(&self) -> Result<()> {
-        let mut slot = self.poller.lock().await;
+        let mut slot = self.poller.0.lock().await;
         if slot.is_some() {
             return Ok(());
         }
@@ -346,8 +384,13 @@ impl SqliteStore {
         self.wake.notify_one();
     }
 
+    /// A write transaction; on a fenced view, the fence is checked first.
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(fence) = &self.fence {
+            check_fence(&mut tx, fence).await?;
+        }
+        Ok(tx)
     }
 }
 
@@ -422,64 +465,6 @@ impl Poller {
                 .await?;
         }
         Ok(())
-    }
-}
-
-struct SqliteSingleton {
-    pool: SqlitePool,
-    name: String,
-    holder: String,
-}
-
-async fn take_lease(pool: &SqlitePool, name: &str, holder: &str) -> Result<bool> {
-    let now = now_ms();
-    let row = sqlx::query(
-        "INSERT INTO singletons (name, holder, expires_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
-         WHERE singletons.holder = excluded.holder OR singletons.expires_at < ?4 \
-         RETURNING holder",
-    )
-    .bind(name)
-    .bind(holder)
-    .bind(now + ms(SINGLETON_LEASE))
-    .bind(now)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.is_some())
-}
-
-#[async_trait]
-impl SingletonGuard for SqliteSingleton {
-    async fn still_held(&self) -> bool {
-        take_lease(&self.pool, &self.name, &self.holder)
-            .await
-            .unwrap_or(false)
-    }
-
-    async fn release(self: Box<Self>) {
-        let _ = sqlx::query("DELETE FROM singletons WHERE name = ? AND holder = ?")
-            .bind(&self.name)
-            .bind(&self.holder)
-            .execute(&self.pool)
-            .await;
-        // Drop then finds nothing left to do.
-    }
-}
-
-impl Drop for SqliteSingleton {
-    fn drop(&mut self) {
-        let pool = self.pool.clone();
-        let name = std::mem::take(&mut self.name);
-        let holder = std::mem::take(&mut self.holder);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = sqlx::query("DELETE FROM singletons WHERE name = ? AND holder = ?")
-                    .bind(name)
-                    .bind(holder)
-                    .execute(&pool)
-                    .await;
-            });
-        }
     }
 }
 
@@ -867,6 +852,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_session_env(&self, id: Uuid, name: &str, value: Option<&str>) -> Result<()> {
+        let mut tx = self.begin().await?;
         let done = match value {
             Some(v) => sqlx::query(
                 "UPDATE sessions SET env = json_set(env, '$.' || json_quote(?2), ?3) WHERE id = ?1",
@@ -874,19 +860,21 @@ impl Store for SqliteStore {
             .bind(id.to_string())
             .bind(name)
             .bind(v)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?,
             None => sqlx::query(
                 "UPDATE sessions SET env = json_remove(env, '$.' || json_quote(?2)) WHERE id = ?1",
             )
             .bind(id.to_string())
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?,
         };
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("session", id));
         }
+        tx.commit().await?;
+        self.wrote();
         Ok(())
     }
 
@@ -899,6 +887,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_message(&self, session: Uuid, seq: i64, p: &MessagePatch) -> Result<Message> {
+        let mut tx = self.begin().await?;
         let mut b = QueryBuilder::new("UPDATE messages SET updated_at = ");
         b.push_bind(now_ms());
         if let Some(v) = p.status {
@@ -920,9 +909,10 @@ impl Store for SqliteStore {
             .push(format!(" RETURNING {MESSAGE_COLUMNS}"));
         let row = b
             .build()
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::not_found("message", format!("{session}#{seq}")))?;
+        tx.commit().await?;
         self.wrote();
         message_from_row(&row)
     }
@@ -1352,20 +1342,169 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn try_singleton(
+    async fn heartbeat(
         &self,
-        name: &str,
-        holder: &str,
-    ) -> Result<Option<Box<dyn SingletonGuard>>> {
-        if !take_lease(&self.pool, name, holder).await? {
-            return Ok(None);
+        id: &str,
+        kind: CoreKind,
+        fleet: bool,
+        lease: Duration,
+    ) -> Result<i64> {
+        let now = now_ms();
+        // A lease that ran out starts a new epoch; a first one is the time in ms.
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO cores (id, kind, fleet, epoch, started_at, renewed_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?4 + ?5) \
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, fleet = excluded.fleet, \
+                 renewed_at = ?4, expires_at = ?4 + ?5, \
+                 epoch = CASE WHEN cores.expires_at > ?4 THEN cores.epoch ELSE cores.epoch + 1 END \
+             RETURNING epoch",
+        )
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(fleet)
+        .bind(now)
+        .bind(ms(lease))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(epoch)
+    }
+
+    async fn leave(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM session_owners WHERE core = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM roles WHERE core = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM cores WHERE id = ?1 OR expires_at < ?2")
+            .bind(id)
+            .bind(now_ms() - 86_400_000)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_cores(&self) -> Result<Vec<CoreInfo>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.kind, c.fleet, c.epoch, c.started_at, c.expires_at, \
+                 (SELECT count(*) FROM session_owners o WHERE o.core = c.id AND o.epoch = c.epoch) \
+                     AS sessions, \
+                 (SELECT json_group_array(name) FROM (SELECT r.name FROM roles r \
+                     WHERE r.core = c.id AND r.epoch = c.epoch ORDER BY r.name)) AS roles \
+             FROM cores c WHERE c.expires_at > ?1 ORDER BY c.started_at, c.id",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CoreInfo {
+                    id: row.try_get("id")?,
+                    kind: parse(row, "kind")?,
+                    fleet: row.try_get("fleet")?,
+                    epoch: row.try_get("epoch")?,
+                    started_at: at(row.try_get("started_at")?)?,
+                    expires_at: at(row.try_get("expires_at")?)?,
+                    sessions: row.try_get("sessions")?,
+                    roles: json(row, "roles")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn take_role(&self, name: &str, core: &str, epoch: i64) -> Result<bool> {
+        let holder: Option<String> = sqlx::query_scalar(
+            "INSERT INTO roles (name, core, epoch) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET core = excluded.core, epoch = excluded.epoch \
+             WHERE roles.core = excluded.core OR NOT EXISTS (SELECT 1 FROM cores c \
+                 WHERE c.id = roles.core AND c.epoch = roles.epoch AND c.expires_at > ?4) \
+             RETURNING core",
+        )
+        .bind(name)
+        .bind(core)
+        .bind(epoch)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(holder.is_some())
+    }
+
+    async fn release_role(&self, name: &str, core: &str) -> Result<()> {
+        sqlx::query("DELETE FROM roles WHERE name = ?1 AND core = ?2")
+            .bind(name)
+            .bind(core)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn followed_sessions(&self) -> Result<Vec<(Uuid, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT s.id, c.id AS core FROM sessions s \
+             LEFT JOIN session_owners o ON o.session_id = s.id \
+             LEFT JOIN cores c ON c.id = o.core AND c.epoch = o.epoch AND c.expires_at > ?1 \
+             WHERE s.status IN ('ready', 'idle', 'busy') AND s.harness_session_id IS NOT NULL \
+               AND s.sandbox_ref IS NOT NULL",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((uuid(row, "id")?, row.try_get("core")?)))
+            .collect()
+    }
+
+    async fn take_sessions(&self, core: &str, epoch: i64, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut taken = Vec::new();
+        for id in ids {
+            let row: Option<String> = sqlx::query_scalar(
+                "INSERT INTO session_owners (session_id, core, epoch, since) \
+                 SELECT s.id, ?2, ?3, ?4 FROM sessions s WHERE s.id = ?1 \
+                 ON CONFLICT (session_id) DO UPDATE SET core = excluded.core, \
+                     epoch = excluded.epoch, since = excluded.since \
+                 WHERE session_owners.core = excluded.core OR NOT EXISTS (SELECT 1 FROM cores c \
+                     WHERE c.id = session_owners.core AND c.epoch = session_owners.epoch \
+                       AND c.expires_at > ?4) \
+                 RETURNING session_id",
+            )
+            .bind(id.to_string())
+            .bind(core)
+            .bind(epoch)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_some() {
+                taken.push(*id);
+            }
         }
-        tracing::info!(role = name, holder, "took singleton role");
-        Ok(Some(Box::new(SqliteSingleton {
-            pool: self.pool.clone(),
-            name: name.to_string(),
-            holder: holder.to_string(),
-        })))
+        tx.commit().await?;
+        Ok(taken)
+    }
+
+    async fn release_sessions(&self, core: &str, ids: &[Uuid]) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for id in ids {
+            sqlx::query("DELETE FROM session_owners WHERE core = ?1 AND session_id = ?2")
+                .bind(core)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn fenced(&self, fence: Fence) -> Arc<dyn Store> {
+        Arc::new(SqliteStore {
+            fence: Some(fence),
+            ..self.clone()
+        })
     }
 
     fn subscribe(&self) -> ChangeFeed {

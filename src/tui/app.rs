@@ -83,6 +83,8 @@ pub struct Connectivity {
     /// The sandbox runtime: the cluster on Kubernetes (a local runtime always answers).
     pub runtime: Result<(), String>,
     pub gateway: Result<(), String>,
+    /// Who runs the fleet's work (`fleet: this cockpit`, `fleet: 2 cores`), when the store said.
+    pub fleet: Option<String>,
 }
 
 /// What the loop must do for the app (I/O, off the render path).

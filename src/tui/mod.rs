@@ -408,18 +408,20 @@ async fn follow_deltas(
 /// The store and the gateway, checked every few seconds for the status line (nothing would
 /// tell us when they go away).
 async fn connectivity(core: Core, tx: mpsc::UnboundedSender<Msg>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        let (store, runtime, gateway) = tokio::join!(
+        let (store, runtime, gateway, fleet) = tokio::join!(
             core.store_health(),
             core.runtime_health(),
-            core.gateway_health()
+            core.gateway_health(),
+            core.fleet()
         );
         let now = app::Connectivity {
             store,
             runtime,
             gateway,
+            fleet: fleet.ok().map(|f| f.summary()),
         };
         if tx.send(Msg::Connectivity(now)).is_err() {
             return;

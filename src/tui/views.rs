@@ -285,6 +285,14 @@ fn render_top(f: &mut Frame, app: &App, area: Rect) {
                 item("cluster", &c.runtime);
             }
             item("gateway", &c.gateway);
+            if let Some(fleet) = &c.fleet {
+                let style = if fleet.ends_with("none") {
+                    app.theme.warning
+                } else {
+                    app.theme.muted
+                };
+                spans.push(Span::styled(format!(" {fleet} "), style));
+            }
             spans.push(Span::styled(
                 format!(" {}  {}", app.runtime, app.store),
                 app.theme.muted,
@@ -852,11 +860,12 @@ mod tests {
             store: Ok(()),
             runtime: Ok(()),
             gateway: Ok(()),
+            fleet: Some("fleet: 2 cores".into()),
         };
         a.update(crate::tui::app::Msg::Connectivity(ok.clone()));
         let screen = draw(&a, 160, 48).backend().to_string();
         assert!(
-            screen.contains("store ok cluster ok gateway ok"),
+            screen.contains("store ok cluster ok gateway ok  fleet: 2 cores"),
             "{screen}"
         );
         a.update(crate::tui::app::Msg::Connectivity(

@@ -3,6 +3,7 @@
 //! running API server on a free port, and helpers to run the real binary.
 #![allow(dead_code)]
 
+pub mod agent_api;
 pub mod cluster;
 pub mod fake_kube;
 pub mod fakes;
@@ -265,7 +266,8 @@ impl ApiServer {
         let core =
             agentdeck::core::Core::with_store(config, store, runtime.clone(), harness.clone());
         core.sync_agents().await.expect("sync agents");
-        let worker = agentdeck::core::worker::spawn(core.clone());
+        let worker =
+            agentdeck::core::worker::spawn(core.clone(), agentdeck::model::CoreKind::Serve);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
