@@ -1,8 +1,8 @@
 //! Harness event ingest into Postgres, in events per second, beside a raw batched insert of
 //! the same rows into the same table in the same run.
 //!
-//! - `ingest/core_pump`: the core's ingest (`agentdeck::core::ingest::run`, the task the worker
-//!   runs) follows a live session whose harness is a stand-in playing one scripted turn of
+//! - `ingest/core_pump`: the core's ingest (run by the worker, which holds the session under
+//!   its fleet lease, every write fenced by it) follows a live session whose harness is a stand-in playing one scripted turn of
 //!   opencode-like bus events per iteration, all at once (a burst: message updates, step parts,
 //!   reasoning and text parts with their streamed deltas, tool calls pending → running →
 //!   completed, then `session.idle`). Timed from the first event sent to the moment the change
@@ -98,8 +98,7 @@ struct Pumped {
     feed: agentdeck::core::ChangeFeed,
     session: Uuid,
     turns: usize,
-    shutdown: tokio::sync::watch::Sender<bool>,
-    ingest: tokio::task::JoinHandle<()>,
+    worker: agentdeck::core::worker::WorkerHandle,
     _root: tempfile::TempDir,
 }
 
@@ -119,8 +118,8 @@ impl Pumped {
         );
         core.sync_agents().await.expect("sync agents");
         let feed = core.subscribe();
-        let (shutdown, rx) = tokio::sync::watch::channel(false);
-        let ingest = tokio::spawn(agentdeck::core::ingest::run(core.clone(), rx));
+        let worker =
+            agentdeck::core::worker::spawn(core.clone(), agentdeck::model::CoreKind::Serve);
         tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
             .await
             .expect("the core's ingest follows the session's harness within 10 s");
@@ -131,8 +130,7 @@ impl Pumped {
             feed,
             session,
             turns: 0,
-            shutdown,
-            ingest,
+            worker,
             _root: root,
         }
     }
@@ -194,8 +192,7 @@ impl Pumped {
     }
 
     async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.ingest).await;
+        self.worker.stop(Duration::from_secs(5)).await;
         drop(self.core);
     }
 }

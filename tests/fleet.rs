@@ -209,6 +209,25 @@ async fn serves_share_the_sessions_and_carry_on_when_one_freezes_or_dies() {
     assert_eq!(fleet.summary(), "fleet: 2 cores");
     let roles: Vec<String> = fleet.working().flat_map(|c| c.roles.clone()).collect();
     assert_eq!(roles.len(), 2, "each role held once: {roles:?}");
+    let metrics = first
+        .http
+        .get(format!("{}/metrics", first.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shares: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("agentdeck_fleet_core_sessions{") && l.contains("kind=\"serve\""))
+        .collect();
+    assert_eq!(shares.len(), 2, "{metrics}");
+    assert!(
+        shares.iter().all(|l| l.ends_with("\"true\"} 2")),
+        "{shares:?}"
+    );
+    assert!(metrics.contains("agentdeck_fleet_this_core{"), "{metrics}");
 
     // 2. A serve frozen in the middle of a turn of a session it follows.
     let frozen_session = ids[0];

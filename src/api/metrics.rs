@@ -77,6 +77,34 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             let _ = writeln!(out, "agentdeck_tasks{{status=\"{status}\"}} {n}");
         }
     }
+    if let Ok(fleet) = state.core.fleet().await {
+        let _ = writeln!(
+            out,
+            "# HELP agentdeck_fleet_core_sessions Live sessions whose event stream each core follows."
+        );
+        let _ = writeln!(out, "# TYPE agentdeck_fleet_core_sessions gauge");
+        for core in &fleet.cores {
+            let _ = writeln!(
+                out,
+                "agentdeck_fleet_core_sessions{{core=\"{}\",kind=\"{}\",fleet=\"{}\"}} {}",
+                escape(&core.id),
+                core.kind,
+                core.fleet,
+                core.sessions
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP agentdeck_fleet_this_core Whether this process runs fleet work (1) or not (0)."
+        );
+        let _ = writeln!(out, "# TYPE agentdeck_fleet_this_core gauge");
+        let _ = writeln!(
+            out,
+            "agentdeck_fleet_this_core{{core=\"{}\"}} {}",
+            escape(&fleet.this),
+            i32::from(fleet.this_runs_fleet)
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP agentdeck_http_requests_total HTTP requests served."

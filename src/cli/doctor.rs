@@ -32,14 +32,18 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     });
 
     let shown = crate::store::redact_url(&config.database_url);
+    let mut fleet = None;
     let store = match crate::store::open(&config.database_url).await {
         Ok(store) => match store.ping().await {
-            Ok(()) => Check {
-                name: "store".into(),
-                ok: true,
-                detail: format!("{} answers", store.describe()),
-                fix: None,
-            },
+            Ok(()) => {
+                fleet = Some(fleet_check(store.as_ref()).await);
+                Check {
+                    name: "store".into(),
+                    ok: true,
+                    detail: format!("{} answers", store.describe()),
+                    fix: None,
+                }
+            }
             Err(e) => Check {
                 name: "store".into(),
                 ok: false,
@@ -60,6 +64,7 @@ pub async fn checks(config: &Config) -> Vec<Check> {
         },
     };
     checks.push(store);
+    checks.extend(fleet);
 
     match super::runtime_for(config).await {
         Ok(runtime) => checks.extend(runtime.check().await),
@@ -129,6 +134,50 @@ pub async fn checks(config: &Config) -> Vec<Check> {
         }
     }
     checks
+}
+
+/// Who runs the fleet's work, and how many live sessions each core follows. Informational: a
+/// store with no live core is fine until someone starts one.
+async fn fleet_check(store: &dyn crate::store::Store) -> Check {
+    let cores = match store.list_cores().await {
+        Ok(cores) => cores,
+        Err(e) => {
+            return Check {
+                name: "fleet".into(),
+                ok: false,
+                detail: format!("cannot read the fleet: {e}"),
+                fix: Some("run `agentdeck migrate` with this agentdeck".into()),
+            };
+        }
+    };
+    let working: Vec<String> = cores
+        .iter()
+        .filter(|c| c.fleet)
+        .map(|c| {
+            let mut held = format!("{} sessions", c.sessions);
+            for role in &c.roles {
+                held.push_str(", ");
+                held.push_str(role);
+            }
+            format!("{} ({}: {held})", c.id, c.kind)
+        })
+        .collect();
+    let aside = cores.iter().filter(|c| !c.fleet).count();
+    let mut detail = match working.len() {
+        0 => "no process runs fleet work now (`agentdeck serve`, `agentdeck worker` or a cockpit \
+              does while it runs)"
+            .to_string(),
+        n => format!("{n} working: {}", working.join("; ")),
+    };
+    if aside > 0 {
+        detail.push_str(&format!("; {aside} cockpit(s) standing aside"));
+    }
+    Check {
+        name: "fleet".into(),
+        ok: true,
+        detail,
+        fix: None,
+    }
 }
 
 pub async fn run(config: &Config, output: Output) -> anyhow::Result<bool> {

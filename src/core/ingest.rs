@@ -56,7 +56,7 @@ struct Running {
 
 /// Shares the followed sessions with the other working cores and runs a pump for each of this
 /// core's, until `shutdown`; then gives them up.
-pub async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
     let mut pumps: HashMap<Uuid, Running> = HashMap::new();
     let mut feed = core.subscribe();
     let mut standing = core.watch_standing();
