@@ -858,13 +858,14 @@ async fn a_command_whose_task_cannot_be_written_changes_nothing() {
     .await;
     assert_eq!(status, StatusCode::CREATED);
     let id = created["id"].as_str().unwrap().to_string();
-    let before = wait_status(&s, &id, "idle").await;
+    // Busy with its prompt (the in-test agent never answers: a turn that stays open).
+    let before = wait_status(&s, &id, "busy").await;
 
     db.refuse_tasks(true).await;
     let (status, body) = post_json(&s, &format!("/api/sessions/{id}/restart"), json!({})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let (_, after) = get_json(&s, &format!("/api/sessions/{id}")).await;
-    assert_eq!(after["status"], "idle", "{after}");
+    assert_eq!(after["status"], "busy", "{after}");
     assert_eq!(after["phase"], before["phase"], "{after}");
     // Nor can a session be made half-way.
     let (status, _) = post_json(&s, "/api/sessions", json!({"agent_id": "coder"})).await;

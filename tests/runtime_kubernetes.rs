@@ -926,6 +926,31 @@ async fn read_until(
     }
 }
 
+/// The shell's exit status, within the tests' patience, its output read meanwhile (as a
+/// terminal reads it: output nobody reads holds the connection, and its status, up).
+async fn exit_of(
+    exit: impl std::future::Future<Output = agentdeck::runtime::ShellExit>,
+    output: &mut agentdeck::runtime::ShellOutput,
+    what: &str,
+) -> agentdeck::runtime::ShellExit {
+    use tokio::io::AsyncReadExt;
+    let drain = async {
+        let mut buf = vec![0u8; 4096];
+        while output.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        std::future::pending::<()>().await
+    };
+    let exit = async {
+        tokio::select! {
+            exit = exit => exit,
+            () = drain => unreachable!(),
+        }
+    };
+    match tokio::time::timeout(WAIT, exit).await {
+        Ok(exit) => exit,
+        Err(_) => panic!("{what}: its exit status did not come within {WAIT:?}"),
+    }
+}
+
 fn attached(shell: agentdeck::runtime::Shell) -> agentdeck::runtime::AttachedShell {
     match shell {
         agentdeck::runtime::Shell::Attached(a) => a,
@@ -969,7 +994,10 @@ async fn a_shell_in_the_pod_through_exec() {
     )
     .await;
     read_until(sh.errors.as_mut().unwrap(), &mut err, &["oops"]).await;
-    assert_eq!(sh.exit.await, ShellExit::Code(3));
+    assert_eq!(
+        exit_of(sh.exit, &mut sh.output, "a script").await,
+        ShellExit::Code(3)
+    );
     if let Some(fake) = &e.fake {
         let exec = fake
             .requests()
@@ -1027,7 +1055,10 @@ async fn a_shell_in_the_pod_through_exec() {
         panic!("the shell never saw its new size: {seen:?}");
     }
     sh.input.write_all(b"exit 7\n").await.unwrap();
-    assert_eq!(sh.exit.await, ShellExit::Code(7));
+    assert_eq!(
+        exit_of(sh.exit, &mut sh.output, "a shell with a terminal").await,
+        ShellExit::Code(7)
+    );
 
     // Dropped before it exits (the operator left with ~.): the connection closes, and the
     // shell in the pod goes with it.

@@ -264,8 +264,32 @@ impl Harness for InTestHarness {
             ));
         Ok(())
     }
-    async fn messages(&self, _: &Endpoint, _: &str) -> Result<Vec<HarnessMessage>, HarnessError> {
-        Ok(Vec::new())
+    /// The prompts sent to `session`, each a user message the agent has not answered (the
+    /// in-test agent never answers): a turn that is still open, as a real harness would list it.
+    async fn messages(
+        &self,
+        _: &Endpoint,
+        session: &str,
+    ) -> Result<Vec<HarnessMessage>, HarnessError> {
+        let sent = self
+            .sent
+            .lock()
+            .map_err(|_| HarnessError::Refused("poisoned".into()))?;
+        Ok(sent
+            .iter()
+            .filter(|(_, s, _)| s == session)
+            .enumerate()
+            .map(|(n, (_, _, text))| HarnessMessage {
+                info: agentdeck::harness::MessageInfo {
+                    id: format!("msg_user_{n}"),
+                    role: agentdeck::model::MessageRole::User,
+                    done: true,
+                    error: None,
+                    aborted: false,
+                },
+                parts: vec![(format!("prt_user_{n}"), agentdeck::model::Part::text(text))],
+            })
+            .collect())
     }
     async fn events(&self, _: &Endpoint) -> Result<EventStream, HarnessError> {
         // The in-test harness says nothing on its bus; it stays open.

@@ -73,6 +73,10 @@ pub async fn open(
         stdout: true,
         stderr: !options.tty,
         tty: options.tty,
+        // Room for output not read yet (a terminal busy redrawing, a script's burst): kube's
+        // default of 1 KiB holds its connection loop, and with it the exit status, up.
+        max_stdout_buf_size: Some(OUTPUT_BUFFER),
+        max_stderr_buf_size: Some(OUTPUT_BUFFER),
         ..AttachParams::default()
     };
     let mut process = pods
@@ -127,6 +131,9 @@ pub async fn open(
         exit: Box::pin(exit),
     })
 }
+
+/// Output kept for the reader of a shell (per stream).
+const OUTPUT_BUFFER: usize = 256 * 1024;
 
 /// The end of an exec'd process from the status the server sends on channel 3: `Success`, or a
 /// `NonZeroExitCode` failure with the code as a cause, or another failure (it did not start).
