@@ -1,5 +1,9 @@
 //! From a transcript event the harness commits to the moment it is drawn on the cockpit's
-//! screen, on Postgres and on SQLite, with a cockpit running in the same process.
+//! screen, on Postgres and on SQLite, with a cockpit running in the same process; and, on
+//! Postgres, with the cockpit a core of its own (`postgres_remote`): its own store, connections
+//! and listeners, no worker, as a cockpit in another process beside the `serve` that follows the
+//! session (nothing passes between the two but Postgres: the change feed and the live text's
+//! NOTIFY).
 //!
 //! The core runs as the cockpit runs it: `Core::with_store` over the real store, its worker
 //! (`core::worker::spawn`, whose ingest follows the session's harness). The harness is a
@@ -194,7 +198,7 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start(db: &BenchDb) -> Rig {
+    async fn start(db: &BenchDb, remote: bool) -> Rig {
         agentdeck::net::ensure_crypto();
         let root = tempfile::tempdir().expect("a temp dir");
         let store = db.open().await;
@@ -211,7 +215,18 @@ impl Rig {
         let worker =
             agentdeck::core::worker::spawn(core.clone(), agentdeck::model::CoreKind::Serve);
 
-        // The cockpit: its app, attached to the session, and its feeds.
+        // The cockpit: its app, attached to the session, and its feeds; on a core of its own
+        // when remote.
+        let core = if remote {
+            Core::with_store(
+                config("", &db.url(), root.path()),
+                db.open().await,
+                Arc::new(InstantRuntime::default()),
+                Arc::new(ScriptedHarness::new().0),
+            )
+        } else {
+            core
+        };
         let mut app = App::new(
             Keymap::new(false),
             Theme::default_theme(),
@@ -307,15 +322,15 @@ fn event_to_screen(c: &mut Criterion) {
         .build()
         .expect("a tokio runtime");
     let mut report = Vec::new();
-    for backend in ["postgres", "sqlite"] {
+    for backend in ["postgres", "postgres_remote", "sqlite"] {
         let db = rt.block_on(async {
-            if backend == "postgres" {
+            if backend.starts_with("postgres") {
                 BenchDb::postgres().await
             } else {
                 BenchDb::sqlite()
             }
         });
-        let mut rig = rt.block_on(Rig::start(&db));
+        let mut rig = rt.block_on(Rig::start(&db, backend == "postgres_remote"));
         let mut group = c.benchmark_group(format!("event_to_screen_{backend}"));
         group
             .sampling_mode(SamplingMode::Flat)

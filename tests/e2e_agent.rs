@@ -593,14 +593,16 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         "the gateway key is in the Secret"
     );
 
-    let mut deltas = core.subscribe_deltas();
+    let mut deltas = core.watch_deltas(session.id);
     core.send_message(session.id, "run: echo k8s-ok")
         .await
         .unwrap();
     let messages = reply("Ran it. Output: k8s-ok").await;
     // The text streamed live, delta by delta, as well as being stored.
     let mut streamed = String::new();
-    while let Ok(d) = deltas.try_recv() {
+    while let Ok(agentdeck::core::live::Live::Delta(d)) =
+        tokio::time::timeout(Duration::from_millis(200), deltas.next()).await
+    {
         assert_eq!(d.session, session.id);
         streamed.push_str(&d.text);
     }

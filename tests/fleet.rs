@@ -3,7 +3,9 @@
 //! machine share it) and the offline stack's scripted model. The serves share the live sessions
 //! and the cockpit holds nothing; a serve frozen (SIGSTOP) or killed (SIGKILL) in the middle of
 //! a turn loses its sessions within its lease, the other serve carries the turn on, every
-//! message of it is stored exactly once, and the frozen one, woken, writes nothing more.
+//! message of it is stored exactly once, and the frozen one, woken, writes nothing more. Text
+//! streamed in one process is seen live by the others (the cockpit, the other serve's REST
+//! event stream).
 
 mod common;
 
@@ -136,6 +138,36 @@ async fn tool_running(api: &Api, id: Uuid, marker: &str) {
     .await;
 }
 
+/// Reads `event: delta` items of a session's event stream until their text holds `want`.
+async fn sse_deltas(resp: reqwest::Response, want: &str) -> String {
+    use futures::StreamExt;
+    let mut body = resp.bytes_stream();
+    let mut pending = String::new();
+    let mut text = String::new();
+    let mut kind = String::new();
+    while let Some(chunk) = body.next().await {
+        pending.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = pending.find('\n') {
+            let line = pending[..end].trim_end_matches('\r').to_string();
+            pending.drain(..=end);
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_string();
+            } else if let Some(data) = line.strip_prefix("data:")
+                && kind == "delta"
+            {
+                let delta: Value = serde_json::from_str(data.trim()).unwrap();
+                text.push_str(delta["text"].as_str().unwrap_or(""));
+                if text.contains(want) {
+                    return text;
+                }
+            } else if line.is_empty() {
+                kind.clear();
+            }
+        }
+    }
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_share_the_sessions_and_carry_on_when_one_freezes_or_dies() {
     let Some(stack) = common::stack::stack() else {
@@ -228,6 +260,58 @@ async fn serves_share_the_sessions_and_carry_on_when_one_freezes_or_dies() {
         "{shares:?}"
     );
     assert!(metrics.contains("agentdeck_fleet_this_core{"), "{metrics}");
+
+    // 1b. Live text reaches the processes that do not follow the session, as it streams: the
+    // other serve's event stream (REST) and the cockpit.
+    let streamed = ids[2];
+    let owner = pid_of(owners(&store).await[&streamed].as_deref().unwrap());
+    let onlooker = serves
+        .iter()
+        .find(|(pid, _)| **pid != owner)
+        .map(|(_, (_, api, _))| api)
+        .unwrap();
+    let after = onlooker.get(&format!("/api/sessions/{streamed}")).await["last_event_seq"]
+        .as_i64()
+        .unwrap();
+    let sse = onlooker
+        .http
+        .get(format!(
+            "{}/api/sessions/{streamed}/events?after_seq={after}",
+            onlooker.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status().as_u16(), 200);
+    let mut cockpit_live = cockpit.watch_deltas(streamed);
+    // The cockpit's watch is listening once a delta sent to it arrives (the owner's first
+    // deltas may come before; the stored text has them).
+    let (status, _) = onlooker
+        .post(
+            &format!("/api/sessions/{streamed}/messages"),
+            json!({"text": "stream this answer word by word please"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let want = "word by word please";
+    let heard = tokio::time::timeout(TAKEOVER, async {
+        let mut text = String::new();
+        while !text.contains(want) {
+            if let agentdeck::core::live::Live::Delta(d) = cockpit_live.next().await {
+                assert_eq!(d.session, streamed);
+                text.push_str(&d.text);
+            }
+        }
+        text
+    })
+    .await
+    .expect("the cockpit hears the streamed text");
+    assert!(heard.contains(want), "{heard}");
+    let rest = tokio::time::timeout(TAKEOVER, sse_deltas(sse, want))
+        .await
+        .expect("the other serve's event stream carries the streamed text");
+    assert!(rest.contains(want), "{rest}");
+    drop(cockpit_live);
 
     // 2. A serve frozen in the middle of a turn of a session it follows.
     let frozen_session = ids[0];

@@ -4,7 +4,7 @@
 mod common;
 
 use agentdeck::model::{
-    AgentRecord, AskKind, AskStatus, CoreKind, Fence, Fork, MessagePatch, MessageRole,
+    AgentRecord, AskKind, AskStatus, CoreKind, Fence, Fork, LiveDelta, MessagePatch, MessageRole,
     MessageStatus, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Part, Phase, SessionCreation,
     SessionPatch, SessionQuery, SessionStatus, TaskKind, TaskQuery, TaskStatus, Transition,
 };
@@ -1601,6 +1601,85 @@ async fn an_idle_worker_wakes_nobody(db: TestDb) {
     );
 }
 
+/// Live text across processes: on Postgres, deltas published by one process reach another that
+/// watches their session, whole and in order, and no other session's watcher; the embedded store
+/// has one process, which shows its own (nothing is sent, nothing heard).
+async fn live_text_reaches_the_watchers_of_its_session(db: TestDb) {
+    let sender = db.open().await;
+    let watcher = db.open().await;
+    let session = Uuid::now_v7();
+    let other = Uuid::now_v7();
+    let delta = |session: Uuid, text: &str| LiveDelta {
+        session,
+        seq: 2,
+        part: 1,
+        text: text.to_string(),
+    };
+    let mut watch = watcher.watch_deltas(session);
+    let mut elsewhere = watcher.watch_deltas(other);
+    if db.url().starts_with("sqlite") {
+        sender
+            .publish_deltas("p1", &[delta(session, "hello")])
+            .await
+            .unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), watch.next())
+                .await
+                .is_err(),
+            "the embedded store sends nothing"
+        );
+        return;
+    }
+    // The watcher's LISTEN is in place once something sent arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for n in 1.. {
+        sender
+            .publish_deltas("p1", &[delta(session, &format!("ping {n}"))])
+            .await
+            .unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), watch.next())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch never heard its session"
+        );
+    }
+    while tokio::time::timeout(Duration::from_millis(100), watch.next())
+        .await
+        .is_ok()
+    {}
+    let long = "x".repeat(20_000);
+    let sent = vec![
+        delta(session, "Hello"),
+        delta(other, "not for you"),
+        delta(session, " world"),
+        delta(session, &long),
+    ];
+    sender.publish_deltas("p1", &sent).await.unwrap();
+    let mut heard = String::new();
+    while heard.len() < "Hello world".len() + long.len() {
+        let batch = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("the deltas arrive")
+            .expect("none missed");
+        assert_eq!((batch.origin.as_str(), batch.session), ("p1", session));
+        for d in batch.as_ref().clone().into_deltas() {
+            heard.push_str(&d.text);
+        }
+    }
+    assert_eq!(heard, format!("Hello world{long}"));
+    let theirs = tokio::time::timeout(Duration::from_secs(5), elsewhere.next())
+        .await
+        .expect("the other session's delta arrives")
+        .expect("none missed");
+    assert_eq!(theirs.session, other);
+    assert_eq!(theirs.deltas.len(), 1);
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod postgres {
@@ -1636,4 +1715,5 @@ conformance!(
     commands_of_one_session_run_in_order_and_never_land_stale,
     text_with_nul_is_kept_as_sent,
     an_idle_worker_wakes_nobody,
+    live_text_reaches_the_watchers_of_its_session,
 );

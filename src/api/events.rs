@@ -1,14 +1,19 @@
 //! `GET /api/sessions/{id}/events`: the session's event log as Server-Sent Events, from the
 //! start (or after `Last-Event-ID` / `?after_seq=`) and then live. Each event's id is its seq,
 //! so a client that reconnects with `Last-Event-ID` misses nothing and sees nothing twice.
+//!
+//! Once caught up, streamed text is sent too as it arrives, whichever process follows the
+//! session: `event: delta`, `{"seq", "part", "text"}` (the message's seq, the part's index),
+//! without an id. Deltas are a live preview; the stored events that follow are the record.
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::sessions::{Params, visible};
 use crate::core::Core;
+use crate::core::live::{DeltaFeed, Live};
 use crate::core::{Change, ChangeFeed};
-use crate::model::{Event, SessionStatus};
+use crate::model::{Event, LiveDelta, SessionStatus};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{self, KeepAlive, Sse};
@@ -30,16 +35,23 @@ struct Cursor {
     session: Uuid,
     last: i64,
     feed: ChangeFeed,
+    live: DeltaFeed,
     buffer: VecDeque<Event>,
     done: bool,
 }
 
+/// What the stream sends next.
+enum Item {
+    Event(Event),
+    Delta(LiveDelta),
+}
+
 impl Cursor {
-    async fn next(&mut self) -> Option<Event> {
+    async fn next(&mut self) -> Option<Item> {
         loop {
             if let Some(event) = self.buffer.pop_front() {
                 self.last = event.seq;
-                return Some(event);
+                return Some(Item::Event(event));
             }
             if self.done {
                 return None;
@@ -65,7 +77,14 @@ impl Cursor {
                 Err(_) => return None,
             }
             loop {
-                match self.feed.next().await {
+                let change = tokio::select! {
+                    change = self.feed.next() => change,
+                    live = self.live.next() => match live {
+                        Live::Delta(delta) => return Some(Item::Delta(delta)),
+                        Live::Missed => continue,
+                    },
+                };
+                match change {
                     Some(Change::Event { session, seq }) if session == self.session => {
                         if seq > self.last {
                             break;
@@ -101,6 +120,7 @@ pub async fn stream(
     // Subscribe before reading, so nothing written in between is missed.
     let cursor = Cursor {
         feed: state.core.subscribe(),
+        live: state.core.watch_deltas(session.id),
         core: state.core.clone(),
         session: session.id,
         last: from_header.or(p.after_seq).unwrap_or(0).max(0),
@@ -108,12 +128,19 @@ pub async fn stream(
         done: false,
     };
     let stream = futures::stream::unfold(cursor, |mut cursor| async move {
-        let event = cursor.next().await?;
-        let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_string());
-        let sse = sse::Event::default()
-            .id(event.seq.to_string())
-            .event(event.kind.clone())
-            .data(data);
+        let sse = match cursor.next().await? {
+            Item::Event(event) => {
+                let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_string());
+                sse::Event::default()
+                    .id(event.seq.to_string())
+                    .event(event.kind.clone())
+                    .data(data)
+            }
+            Item::Delta(delta) => sse::Event::default().event("delta").data(
+                serde_json::json!({"seq": delta.seq, "part": delta.part, "text": delta.text})
+                    .to_string(),
+            ),
+        };
         Some((Ok(sse), cursor))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

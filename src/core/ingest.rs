@@ -36,16 +36,8 @@ const LOOK_EVERY: Duration = Duration::from_secs(5);
 /// …and at most, when sessions change.
 const LOOK_AT_MOST: Duration = Duration::from_millis(250);
 
-/// Streamed text as it arrives, for whoever shows it live in this process.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveDelta {
-    pub session: Uuid,
-    /// The message's seq in the transcript.
-    pub seq: i64,
-    /// The part's index in the message.
-    pub part: usize,
-    pub text: String,
-}
+/// Streamed text as it arrives (see `model::LiveDelta`).
+pub use crate::model::LiveDelta;
 
 /// A pump running for a session this core holds, at the epoch it holds it.
 struct Running {
@@ -57,6 +49,7 @@ struct Running {
 /// Shares the followed sessions with the other working cores and runs a pump for each of this
 /// core's, until `shutdown`; then gives them up.
 pub(crate) async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
+    let publisher = tokio::spawn(super::live::publish(core.clone(), shutdown.clone()));
     let mut pumps: HashMap<Uuid, Running> = HashMap::new();
     let mut feed = core.subscribe();
     let mut standing = core.watch_standing();
@@ -93,6 +86,7 @@ pub(crate) async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
     if let Err(err) = core.store().release_sessions(core.instance(), &held).await {
         tracing::debug!(%err, "cannot give the followed sessions up; the lease will run out");
     }
+    let _ = tokio::time::timeout(Duration::from_secs(1), publisher).await;
 }
 
 /// Asks the pumps of `ids` to write what they have and stop, and waits for them (a moment).

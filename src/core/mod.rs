@@ -18,6 +18,7 @@ pub mod fleet;
 mod fork;
 pub mod ingest;
 mod lifecycle;
+pub mod live;
 mod reconciler;
 pub mod worker;
 
@@ -289,12 +290,6 @@ impl Core {
 
     pub fn subscribe(&self) -> ChangeFeed {
         self.store.subscribe()
-    }
-
-    /// Streamed text as it arrives from the harnesses this process follows (the store has it
-    /// too, a moment later).
-    pub fn subscribe_deltas(&self) -> tokio::sync::broadcast::Receiver<ingest::LiveDelta> {
-        self.inner.deltas.subscribe()
     }
 
     pub(crate) fn publish_delta(&self, delta: ingest::LiveDelta) {

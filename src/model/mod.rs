@@ -9,6 +9,7 @@ mod enums;
 mod agent;
 mod ask;
 mod command;
+mod delta;
 pub mod env;
 mod event;
 mod fleet;
@@ -21,6 +22,7 @@ mod transition;
 pub use agent::{AgentRecord, AgentSpec, HarnessKind, Resources, ToolPolicy, ToolRule};
 pub use ask::{Answer, Ask, AskKind, AskStatus, NewAsk, PermissionReply};
 pub use command::Command;
+pub use delta::LiveDelta;
 pub use enums::{
     MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskKind, TaskStatus,
 };

@@ -4,17 +4,19 @@
 //! the embedded default. Both keep the same change feed (see [`feed`]) so that every cockpit and
 //! worker learns what changed without polling the tables.
 
+pub mod deltas;
 pub mod feed;
 mod pg_text;
 pub mod postgres;
 pub mod sqlite;
 
 use crate::model::{
-    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, Message, MessagePatch, NewAsk,
-    NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation, SessionPatch,
-    SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, LiveDelta, Message,
+    MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation,
+    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
+pub use deltas::DeltaWatch;
 pub use feed::{Change, ChangeFeed};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -246,6 +248,14 @@ pub trait Store: Send + Sync + 'static {
 
     // --- change feed
     fn subscribe(&self) -> ChangeFeed;
+
+    // --- live text across processes (see `deltas`)
+    /// Sends streamed text to the other processes that watch its session now (ephemeral: the
+    /// stored text follows at the next flush). `origin` names the sending process. The embedded
+    /// store has no other processes to send to: nothing is sent.
+    async fn publish_deltas(&self, origin: &str, deltas: &[LiveDelta]) -> Result<()>;
+    /// Streamed text of `session` that other processes send, while the watch lives.
+    fn watch_deltas(&self, session: Uuid) -> DeltaWatch;
 }
 
 /// Opens the store a URL names (`postgres://…` or `sqlite://…`), without migrating.

@@ -9,9 +9,9 @@ use super::{
     Backend, Change, ChangeFeed, Result, Store, StoreError, ask_conflict, conflict_text, redact_url,
 };
 use crate::model::{
-    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, Message, MessagePatch, NewAsk,
-    NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation, SessionPatch,
-    SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, LiveDelta, Message,
+    MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation,
+    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -41,6 +41,8 @@ pub struct PgStore {
     changes: broadcast::Sender<Change>,
     /// Kept for its drop: the listener stops with the last view of the store.
     _listener: Arc<Listening>,
+    /// The sessions whose live text this process watches (see `deltas`).
+    deltas: Arc<super::deltas::Hub>,
     /// Set on a fenced view ([`Store::fenced`]): every write checks it first.
     fence: Option<Fence>,
 }
@@ -178,6 +180,7 @@ impl PgStore {
             url: shown,
             changes,
             _listener: Arc::new(Listening(listener)),
+            deltas: Arc::default(),
             fence: None,
         })
     }
@@ -203,6 +206,55 @@ async fn run_listener(mut listener: PgListener, tx: broadcast::Sender<Change>) {
                 tracing::warn!(%err, "change feed cannot reach Postgres; retrying in 1s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let _ = tx.send(Change::Resync);
+            }
+        }
+    }
+}
+
+/// Listens on the channels of the sessions whose live text this process watches (a connection
+/// of its own, opened at the first watch), and hands what comes to their watchers. Ends with the
+/// last view of the store.
+async fn listen_for_deltas(
+    pool: PgPool,
+    hub: std::sync::Weak<super::deltas::Hub>,
+    mut orders: tokio::sync::mpsc::UnboundedReceiver<super::deltas::Order>,
+) {
+    use super::deltas::{Order, channel};
+    let mut listener = loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(listener) => break listener,
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for live text; retrying in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if hub.strong_count() == 0 {
+                    return;
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            order = orders.recv() => {
+                let result = match order {
+                    None => return,
+                    Some(Order::Listen(id)) => listener.listen(&channel(id)).await,
+                    Some(Order::Unlisten(id)) => listener.unlisten(&channel(id)).await,
+                };
+                if let Err(err) = result {
+                    tracing::warn!(%err, "cannot change which sessions' live text is heard");
+                }
+            }
+            notice = listener.try_recv() => match notice {
+                Ok(Some(notice)) => match hub.upgrade() {
+                    Some(hub) => hub.deliver(notice.channel(), notice.payload()),
+                    None => return,
+                },
+                // Reconnected (and listening again): what was sent meanwhile is in the store.
+                Ok(None) => tracing::debug!("live text connection lost; reconnected"),
+                Err(err) => {
+                    tracing::warn!(%err, "live text cannot be heard; retrying in 1s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }
@@ -1318,6 +1370,33 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn publish_deltas(&self, origin: &str, deltas: &[LiveDelta]) -> Result<()> {
+        let notices = super::deltas::encode(origin, deltas);
+        if notices.is_empty() {
+            return Ok(());
+        }
+        let (channels, payloads): (Vec<String>, Vec<String>) = notices.into_iter().unzip();
+        // One statement, outside a transaction: sent as it completes.
+        sqlx::query("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)")
+            .bind(&channels)
+            .bind(&payloads)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    fn watch_deltas(&self, session: Uuid) -> super::DeltaWatch {
+        let (orders, rx) = tokio::sync::mpsc::unbounded_channel();
+        if self.deltas.start(orders)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let pool = self.pool.clone();
+            let hub = Arc::downgrade(&self.deltas);
+            runtime.spawn(listen_for_deltas(pool, hub, rx));
+        }
+        super::DeltaWatch::of(&self.deltas, session)
     }
 
     fn fenced(&self, fence: Fence) -> Arc<dyn Store> {

@@ -8,9 +8,9 @@
 use super::feed::FANOUT_CAPACITY;
 use super::{Backend, Change, ChangeFeed, Result, Store, StoreError, ask_conflict, conflict_text};
 use crate::model::{
-    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, Message, MessagePatch, NewAsk,
-    NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation, SessionPatch,
-    SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, LiveDelta, Message,
+    MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation,
+    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -1498,6 +1498,14 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn publish_deltas(&self, _origin: &str, _deltas: &[LiveDelta]) -> Result<()> {
+        Ok(())
+    }
+
+    fn watch_deltas(&self, _session: Uuid) -> super::DeltaWatch {
+        super::DeltaWatch::none()
     }
 
     fn fenced(&self, fence: Fence) -> Arc<dyn Store> {

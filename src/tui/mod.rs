@@ -386,21 +386,39 @@ async fn follow_changes(ctx: Ctx, attached: watch::Receiver<Option<Uuid>>) {
     }
 }
 
+/// The attached session's streamed text as it arrives, from this process's ingest or from the
+/// process that follows the session.
 async fn follow_deltas(
     core: Core,
     tx: mpsc::UnboundedSender<Msg>,
-    attached: watch::Receiver<Option<Uuid>>,
+    mut attached: watch::Receiver<Option<Uuid>>,
 ) {
-    let mut deltas = core.subscribe_deltas();
     loop {
-        match deltas.recv().await {
-            Ok(d) if Some(d.session) == *attached.borrow() => {
-                if tx.send(Msg::Delta(d)).is_err() {
-                    return;
+        let Some(session) = *attached.borrow_and_update() else {
+            if attached.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let mut feed = core.watch_deltas(session);
+        loop {
+            tokio::select! {
+                live = feed.next() => match live {
+                    crate::core::live::Live::Delta(d) => {
+                        if tx.send(Msg::Delta(d)).is_err() {
+                            return;
+                        }
+                    }
+                    // Missed some: the stored text follows at the next flush.
+                    crate::core::live::Live::Missed => {}
+                },
+                changed = attached.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
                 }
             }
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
 }
