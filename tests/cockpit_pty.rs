@@ -617,3 +617,163 @@ impl KubeSession {
         })
     }
 }
+
+/// The cockpit, the only process on a Postgres store, runs the fleet's work itself (its top
+/// bar says so). Frozen (SIGSTOP: a laptop put to sleep, a hung SSH session) in the middle of a
+/// turn, it stalls nothing: a `serve` started beside it takes the session once the frozen
+/// cockpit's lease runs out and carries the turn on, stored once. Woken, the cockpit finds its
+/// lease gone, writes nothing more, and stands aside for the serve.
+#[test]
+fn a_frozen_cockpit_hands_the_fleet_over() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test (apt-get install tmux)");
+    }
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(common::TestDb::postgres());
+    let store = rt.block_on(db.open());
+    let root = tempfile::tempdir().unwrap();
+    let fleet = "[worker]\nfleet_lease = \"3s\"\n";
+    let config = common::agent_api::write_config(root.path(), fleet);
+    let env = format!(
+        "AGENTDECK_CONFIG='{}' AGENTDECK_DATABASE_URL='{}'",
+        config.display(),
+        db.url()
+    );
+    let tmux = launch(
+        root.path(),
+        Launch {
+            stack: Some(&stack),
+            env: &env,
+            size: (160, 40),
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(60);
+    tmux.wait_for("fleet: this cockpit", wait);
+    let cores = rt.block_on(store.list_cores()).unwrap();
+    assert_eq!(cores.len(), 1, "{cores:?}");
+    let cockpit_pid: i32 = cores[0].id.split(':').nth(1).unwrap().parse().unwrap();
+
+    // A session with a long turn, made through the store's API as any client would (the
+    // cockpit's worker provisions it and follows it).
+    let id = rt.block_on(async {
+        let core = agentdeck::core::Core::with_store(
+            common::config_with(
+                &std::fs::read_to_string(&config).unwrap(),
+                db.url(),
+                root.path(),
+            ),
+            db.open().await,
+            std::sync::Arc::new(common::fakes::InTestRuntime::default()),
+            std::sync::Arc::new(common::fakes::InTestHarness::default()),
+        );
+        core.create_session(agentdeck::core::CreateSession {
+            agent_id: Some("coder".into()),
+            title: Some("long turn".into()),
+            initial_prompt: Some(
+                "run: for i in $(seq 1 25); do echo tick-$i; sleep 0.2; done".into(),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .id
+    });
+    let running = || {
+        rt.block_on(store.list_messages(id, 0, 100))
+            .unwrap()
+            .iter()
+            .flat_map(|m| m.parts.clone())
+            .any(|p| {
+                matches!(
+                    p,
+                    agentdeck::model::Part::Tool {
+                        status: agentdeck::model::ToolStatus::Running,
+                        ..
+                    }
+                )
+            })
+    };
+    let start = Instant::now();
+    while !running() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the long tool call never ran:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: signalling the cockpit process this test started.
+    assert_eq!(unsafe { libc::kill(cockpit_pid, libc::SIGSTOP) }, 0);
+
+    let port = common::free_port();
+    let serve = common::agent_api::start_serve_logged(
+        root.path(),
+        db.url(),
+        &stack,
+        port,
+        fleet,
+        "serve.log",
+    );
+    let api = rt.block_on(common::agent_api::Api::answering(port));
+    let messages = rt.block_on(api.reply_containing(&id.to_string(), "Output: tick-1"));
+    let tools = messages
+        .iter()
+        .flat_map(|m| m["parts"].as_array().cloned().unwrap_or_default())
+        .filter(|p| p["type"] == "tool")
+        .collect::<Vec<_>>();
+    assert_eq!(tools.len(), 1, "one tool call: {tools:?}");
+    assert!(
+        tools[0]["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("tick-25")),
+        "{tools:?}"
+    );
+    let stored = common::agent_api::texts(&messages);
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(cockpit_pid, libc::SIGCONT) }, 0);
+    tmux.wait_for("fleet: 1 serve", wait);
+    let log = root.path().join("state/agentdeck/agentdeck.log");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("fleet lease had run out")
+    {
+        assert!(
+            start.elapsed() < wait,
+            "the woken cockpit never said its lease ran out"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cores = rt.block_on(store.list_cores()).unwrap();
+    let cockpit = cores
+        .iter()
+        .find(|c| c.kind == agentdeck::model::CoreKind::Cockpit)
+        .unwrap();
+    assert!(!cockpit.fleet && cockpit.sessions == 0, "{cockpit:?}");
+    let now = rt.block_on(api.messages(&id.to_string()));
+    assert_eq!(
+        common::agent_api::texts(&now),
+        stored,
+        "the woken cockpit wrote nothing"
+    );
+
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
+    let resp = rt
+        .block_on(
+            api.http
+                .delete(format!("{}/api/sessions/{id}", api.base))
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    rt.block_on(common::eventually(wait, "the session to end", || async {
+        (api.get(&format!("/api/sessions/{id}")).await["status"] == "dead").then_some(())
+    }));
+    drop(serve);
+}

@@ -457,6 +457,36 @@ pub fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// CPU time the Postgres server's backends for `db` have used so far (clock ticks → time).
+pub async fn server_cpu(admin: &sqlx::PgPool, db: &str) -> Duration {
+    let pids: Vec<i32> = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+        .bind(db)
+        .fetch_all(admin)
+        .await
+        .unwrap_or_default();
+    // SAFETY: sysconf reads a constant.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut ticks = 0u64;
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // after the command's closing parenthesis: state is field 3, utime 14, stime 15
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let get = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += get(11) + get(12);
+    }
+    Duration::from_secs_f64(ticks as f64 / tick)
+}
+
 /// The value at quantile `q` (0..=1) of sorted samples (nearest rank).
 pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {

@@ -29,6 +29,8 @@ use uuid::Uuid;
 
 /// How often streamed text is written to the store (and raw events flushed).
 const FLUSH_EVERY: Duration = Duration::from_millis(150);
+/// How long a pump with nothing to flush waits for its harness before looking again.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// Raw events written at most per batch.
 const BATCH: usize = 200;
 /// How often the share of live sessions is looked at when nothing happens…
@@ -309,8 +311,16 @@ async fn pump(core: Core, id: Uuid, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(session = %id, "this core no longer follows the session (its lease ran out); stopping at once");
                 return;
             }
+            // Woken for the next flush only when there is something to flush: an idle session
+            // costs nothing between its harness's events (a thousand of them woke 6,700 times
+            // a second for nothing).
+            let wake_at = if batch.is_empty() && state.dirty.is_empty() {
+                Instant::now() + IDLE_WAIT
+            } else {
+                flush_at
+            };
             let next = tokio::select! {
-                next = tokio::time::timeout_at(flush_at, events.next()) => next,
+                next = tokio::time::timeout_at(wake_at, events.next()) => next,
                 _ = stop.changed() => break,
             };
             let event = match next {
@@ -335,6 +345,10 @@ async fn pump(core: Core, id: Uuid, mut stop: watch::Receiver<bool>) {
                 update,
                 ..
             } = event;
+            if batch.is_empty() && state.dirty.is_empty() {
+                // The first event after a quiet spell: the flush comes a period from now.
+                flush_at = Instant::now() + FLUSH_EVERY;
+            }
             batch.push(NewEvent::new(format!("harness.{kind}"), payload));
             let urgent = state.apply(&core, update).await;
             if urgent || batch.len() >= BATCH {

@@ -120,16 +120,9 @@ pub fn start_serve_with(
     start_serve_logged(root, db, stack, port, extra, "serve.log")
 }
 
-/// As [`start_serve_with`], logging to `root/log` (several serves sharing one data dir, as
-/// processes of one machine do).
-pub fn start_serve_logged(
-    root: &Path,
-    db: &str,
-    stack: &super::stack::Stack,
-    port: u16,
-    extra: &str,
-    log: &str,
-) -> Serve {
+/// The config the real processes of these tests run with: agent `coder` (opencode on the
+/// scripted model), and `extra`; written to `root/agentdeck.toml`, whose path is returned.
+pub fn write_config(root: &Path, extra: &str) -> std::path::PathBuf {
     let config = root.join("agentdeck.toml");
     std::fs::write(
         &config,
@@ -140,6 +133,20 @@ pub fn start_serve_logged(
         ),
     )
     .unwrap();
+    config
+}
+
+/// As [`start_serve_with`], logging to `root/log` (several serves sharing one data dir, as
+/// processes of one machine do).
+pub fn start_serve_logged(
+    root: &Path,
+    db: &str,
+    stack: &super::stack::Stack,
+    port: u16,
+    extra: &str,
+    log: &str,
+) -> Serve {
+    let config = write_config(root, extra);
     let log = std::fs::File::create(root.join(log)).unwrap();
     let child = agentdeck(root)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
