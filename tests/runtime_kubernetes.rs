@@ -736,11 +736,14 @@ async fn sessions_created_through_the_core_get_a_sandbox() {
             .then_some(())
     })
     .await;
-    assert!(
+    // (on the real control plane the garbage collector takes the Secret a moment later)
+    eventually(WAIT, "the Sandbox's Secret to go with it", || async {
         e.get("secrets", &e.namespace, &format!("{name}-env"))
             .await
             .is_none()
-    );
+            .then_some(())
+    })
+    .await;
     worker.stop(Duration::from_secs(5)).await;
 }
 
