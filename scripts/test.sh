@@ -25,7 +25,20 @@ done
 # 1.1 GB the first time); the tests that need it fail, rather than skip, when it is missing.
 eval "$(scripts/offline-stack.sh up)"
 export AGENTDECK_E2E_REQUIRED=1
-trap 'scripts/offline-stack.sh down >/dev/null 2>&1 || true; scripts/test-cluster.sh down >/dev/null 2>&1 || true' EXIT
+# Sandboxes the tests' local runtime started and left behind (their sessions' folders are gone
+# with the tests' temporary dirs): each runs in a process group of its own, ended here.
+reap_test_sandboxes() {
+  for cwd in /proc/[0-9]*/cwd; do
+    target=$(readlink "$cwd" 2>/dev/null) || continue
+    case "$target" in
+      /tmp/*/data/agentdeck/sandboxes/*" (deleted)")
+        pid=${cwd#/proc/}; pid=${pid%/cwd}
+        kill -KILL -- "-$(ps -o pgid= -p "$pid" | tr -d ' ')" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        ;;
+    esac
+  done
+}
+trap 'reap_test_sandboxes; scripts/offline-stack.sh down >/dev/null 2>&1 || true; scripts/test-cluster.sh down >/dev/null 2>&1 || true' EXIT
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo fmt --check
