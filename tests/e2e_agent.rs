@@ -316,14 +316,7 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
         ],
         "{turns:?}"
     );
-    let seqs: Vec<i64> = messages
-        .iter()
-        .map(|m| m["seq"].as_i64().unwrap())
-        .collect();
-    assert!(
-        seqs.windows(2).all(|w| w[1] == w[0] + 1),
-        "the transcript is in order: {seqs:?}"
-    );
+    common::agent_api::assert_in_order(&messages);
     let last_system = turns.iter().position(|(r, _)| r == "system").unwrap();
     let third = turns
         .iter()

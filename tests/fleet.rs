@@ -63,14 +63,7 @@ fn shape(messages: &[Value]) -> Vec<Value> {
 /// The transcript after a turn whose tool printed `ticks` lines: in order, each harness message
 /// once, one tool call with all of its output, one answer.
 fn assert_whole_once(messages: &[Value], marker: &str, ticks: usize) {
-    let seqs: Vec<i64> = messages
-        .iter()
-        .map(|m| m["seq"].as_i64().unwrap())
-        .collect();
-    assert!(
-        seqs.windows(2).all(|w| w[1] == w[0] + 1),
-        "in order, no gap: {seqs:?}"
-    );
+    common::agent_api::assert_in_order(messages);
     let mut harness_ids: Vec<&str> = messages
         .iter()
         .filter_map(|m| m["harness_message_id"].as_str())
@@ -114,15 +107,19 @@ fn assert_whole_once(messages: &[Value], marker: &str, ticks: usize) {
     assert_eq!(answers, 1, "one answer to the turn");
 }
 
-/// A turn whose tool call runs for a while: `ticks` lines, a fifth of a second apart.
-fn long_turn(marker: &str, ticks: usize) -> Value {
-    json!({"text": format!("run: for i in $(seq 1 {ticks}); do echo {marker}-$i; sleep 0.2; done")})
-}
-
-/// Waits until the session's tool call for `marker` is running.
-async fn tool_running(api: &Api, id: Uuid, marker: &str) {
+/// Sends `session` a turn whose tool call runs for a while (`ticks` lines, a fifth of a second
+/// apart), and waits until the tool call runs.
+async fn start_long_turn(api: &Api, session: Uuid, marker: &str, ticks: usize) {
+    let text = format!("run: for i in $(seq 1 {ticks}); do echo {marker}-$i; sleep 0.2; done");
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{session}/messages"),
+            json!({ "text": text }),
+        )
+        .await;
+    assert_eq!(status, 202);
     eventually(TAKEOVER, "the long tool call to run", || async {
-        let messages = api.messages(&id.to_string()).await;
+        let messages = api.messages(&session.to_string()).await;
         messages
             .iter()
             .flat_map(|m| m["parts"].as_array().cloned().unwrap_or_default())
@@ -319,14 +316,7 @@ async fn serves_share_the_sessions_and_carry_on_when_one_freezes_or_dies() {
     let frozen = pid_of(&frozen_core);
     let other = *serves.keys().find(|p| **p != frozen).unwrap();
     let other_api = &serves[&other].1;
-    let (status, _) = other_api
-        .post(
-            &format!("/api/sessions/{frozen_session}/messages"),
-            long_turn("freeze", 25),
-        )
-        .await;
-    assert_eq!(status, 202);
-    tool_running(other_api, frozen_session, "freeze").await;
+    start_long_turn(other_api, frozen_session, "freeze", 25).await;
     signal(frozen, libc::SIGSTOP);
     eventually(
         TAKEOVER,
@@ -378,14 +368,7 @@ async fn serves_share_the_sessions_and_carry_on_when_one_freezes_or_dies() {
     let killed = pid_of(&killed_core);
     let survivor = *serves.keys().find(|p| **p != killed).unwrap();
     let survivor_api = &serves[&survivor].1;
-    let (status, _) = survivor_api
-        .post(
-            &format!("/api/sessions/{killed_session}/messages"),
-            long_turn("kill", 25),
-        )
-        .await;
-    assert_eq!(status, 202);
-    tool_running(survivor_api, killed_session, "kill").await;
+    start_long_turn(survivor_api, killed_session, "kill", 25).await;
     signal(killed, libc::SIGKILL);
     let messages = survivor_api
         .reply_containing(&killed_session.to_string(), "Output: kill-1")

@@ -162,6 +162,18 @@ pub fn start_serve_logged(
     Serve(child)
 }
 
+/// Asserts the transcript's seqs run on without a gap.
+pub fn assert_in_order(messages: &[Value]) {
+    let seqs: Vec<i64> = messages
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "the transcript is in order, with no gap: {seqs:?}"
+    );
+}
+
 pub fn texts(messages: &[Value]) -> Vec<(String, String)> {
     messages
         .iter()
