@@ -1680,6 +1680,142 @@ async fn live_text_reaches_the_watchers_of_its_session(db: TestDb) {
     assert_eq!(theirs.deltas.len(), 1);
 }
 
+/// Ingest's grouped writes: the writes of several sessions commit together, each session's raw
+/// events get contiguous seqs after its own last, message parts and statuses land; a write whose
+/// session fence does not hold is refused and writes nothing, and a write that cannot be made
+/// (a message that does not exist) fails alone, the others still written.
+async fn ingest_writes_of_many_sessions_commit_together_and_fail_alone(db: TestDb) {
+    let store = db.open().await;
+    let epoch = store
+        .heartbeat("c1", CoreKind::Serve, true, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let live = SessionPatch {
+        runtime: Some(Some("local".into())),
+        sandbox_ref: Some(Some("sbx".into())),
+        harness_session_id: Some(Some("ses".into())),
+        ..SessionPatch::status(SessionStatus::Idle, Phase::Ready)
+    };
+    let mut ids = Vec::new();
+    let mut seqs = Vec::new();
+    for team in ["a", "b", "c", "d"] {
+        let s = store
+            .insert_session(&new_session("coder", team))
+            .await
+            .unwrap();
+        store.update_session(s.id, &live).await.unwrap();
+        store
+            .append_events(
+                s.id,
+                &[NewEvent::new("before", serde_json::json!({"n": 0}))],
+            )
+            .await
+            .unwrap();
+        let m = store
+            .append_message(
+                s.id,
+                &NewMessage {
+                    role: MessageRole::Assistant,
+                    status: MessageStatus::Pending,
+                    parts: vec![],
+                    harness_message_id: Some(format!("msg_{team}")),
+                },
+            )
+            .await
+            .unwrap();
+        ids.push(s.id);
+        seqs.push(m.seq);
+    }
+    let mut before = Vec::new();
+    for id in &ids {
+        before.push(store.list_events(*id, 0, 100).await.unwrap().len() as i64);
+    }
+    // c1 holds a, b and d; nobody holds c.
+    let held = store
+        .take_sessions("c1", epoch, &[ids[0], ids[1], ids[3]])
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 3);
+    let fence = |id: Uuid| {
+        Some(Fence::Session {
+            id,
+            core: "c1".into(),
+            epoch,
+        })
+    };
+    let write = |i: usize, seq: i64, text: &str, done: bool| agentdeck::store::IngestWrite {
+        session: ids[i],
+        fence: fence(ids[i]),
+        events: (1..=3)
+            .map(|n| NewEvent::new("harness.delta", serde_json::json!({"n": n, "t": text})))
+            .collect(),
+        messages: vec![(
+            seq,
+            MessagePatch {
+                parts: Some(vec![Part::text(text)]),
+                status: done.then_some(MessageStatus::Complete),
+                ..Default::default()
+            },
+        )],
+    };
+    let writes = vec![
+        write(0, seqs[0], "streamed a", false),
+        write(1, seqs[1], "finished b", true),
+        write(2, seqs[2], "not held", false),
+        write(3, seqs[3] + 40, "no such message", false),
+    ];
+    let results = store.write_ingest(&writes).await;
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(results[1].is_ok(), "{:?}", results[1]);
+    assert!(
+        matches!(results[2], Err(StoreError::Fenced(_))),
+        "an unheld session is refused: {:?}",
+        results[2]
+    );
+    assert!(
+        matches!(results[3], Err(StoreError::NotFound { .. })),
+        "a missing message fails its write: {:?}",
+        results[3]
+    );
+    for (i, expect) in [
+        (0, Some(("streamed a", MessageStatus::Pending))),
+        (1, Some(("finished b", MessageStatus::Complete))),
+        (2, None),
+        (3, None),
+    ] {
+        let events = store.list_events(ids[i], 0, 100).await.unwrap();
+        let messages = store.list_messages(ids[i], 0, 100).await.unwrap();
+        match expect {
+            Some((text, status)) => {
+                assert_eq!(
+                    events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                    (1..=before[i] + 3).collect::<Vec<_>>(),
+                    "session {i}: its events follow its own last, in order"
+                );
+                assert_eq!(events[before[i] as usize + 2].payload["n"], 3);
+                assert_eq!(messages[0].parts, vec![Part::text(text)]);
+                assert_eq!(messages[0].status, status);
+            }
+            None => {
+                assert_eq!(
+                    events.len() as i64,
+                    before[i],
+                    "session {i}: nothing of a refused write is kept"
+                );
+                assert!(messages[0].parts.is_empty());
+            }
+        }
+    }
+    // A second group goes on from where each session is.
+    let results = store
+        .write_ingest(&[write(0, seqs[0], "more of a", false)])
+        .await;
+    assert!(results[0].is_ok());
+    let events = store.list_events(ids[0], 0, 100).await.unwrap();
+    assert_eq!(events.last().map(|e| e.seq), Some(before[0] + 6));
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod postgres {
@@ -1716,4 +1852,74 @@ conformance!(
     text_with_nul_is_kept_as_sent,
     an_idle_worker_wakes_nobody,
     live_text_reaches_the_watchers_of_its_session,
+    ingest_writes_of_many_sessions_commit_together_and_fail_alone,
 );
+
+/// On Postgres, a batch of raw events moves its session's event counter without announcing a
+/// change of the session (the events' own notice says it; cockpits re-read a session on its
+/// notice, and a streaming fleet appends events several times a second per session), while any
+/// other update of the session is announced. Notices come in commit order, so a marker written
+/// after the events shows that none was sent for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_event_batches_are_not_session_changes() {
+    let db = TestDb::postgres().await;
+    let store = db.open().await;
+    let a = store
+        .insert_session(&new_session("coder", "a"))
+        .await
+        .unwrap();
+    let b = store
+        .insert_session(&new_session("coder", "b"))
+        .await
+        .unwrap();
+    let mut feed = store.subscribe();
+    store
+        .append_events(
+            a.id,
+            &[NewEvent::new("harness.delta", serde_json::json!({}))],
+        )
+        .await
+        .unwrap();
+    store
+        .update_session(
+            b.id,
+            &SessionPatch {
+                title: Some("marker".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let marker = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(change) = feed.next().await {
+            if change == Change::Session(b.id) {
+                return true;
+            }
+            seen.push(change);
+        }
+        false
+    })
+    .await;
+    assert_eq!(marker, Ok(true), "the marker's notice arrives");
+    assert!(
+        seen.iter()
+            .any(|c| matches!(c, Change::Event { session, .. } if *session == a.id)),
+        "the events are announced: {seen:?}"
+    );
+    assert!(
+        !seen.contains(&Change::Session(a.id)),
+        "an event batch is not a change of the session: {seen:?}"
+    );
+    store
+        .update_session(
+            a.id,
+            &SessionPatch::status(SessionStatus::Idle, Phase::Ready),
+        )
+        .await
+        .unwrap();
+    expect_change(&mut feed, "a status change", |c| {
+        *c == Change::Session(a.id)
+    })
+    .await;
+}

@@ -12,15 +12,17 @@
 //! every [`FLUSH_EVERY`]; the stored message is complete when the turn ends.
 
 use super::Core;
+use super::ingest_writes::IngestWrites;
 use crate::harness::{HarnessEvent, HarnessMessage, MessageInfo, Update};
 use crate::model::Fence;
 use crate::model::{
     AskStatus, MessagePatch, MessageRole, MessageStatus, NewEvent, NewMessage, Part, SessionPatch,
     SessionStatus, Transition,
 };
-use crate::store::Change;
+use crate::store::{Change, IngestWrite};
+use futures::FutureExt;
 use futures::StreamExt;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,6 +35,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(150);
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// Raw events written at most per batch.
 const BATCH: usize = 200;
+/// Writer lanes (commits that may overlap) of a core on a store that takes concurrent writers.
+const WRITER_LANES: usize = 3;
 /// How often the share of live sessions is looked at when nothing happens…
 const LOOK_EVERY: Duration = Duration::from_secs(5);
 /// …and at most, when sessions change.
@@ -52,12 +56,18 @@ struct Running {
 /// core's, until `shutdown`; then gives them up.
 pub(crate) async fn run(core: Core, mut shutdown: watch::Receiver<bool>) {
     let publisher = tokio::spawn(super::live::publish(core.clone(), shutdown.clone()));
+    let lanes = match core.store().backend() {
+        crate::store::Backend::Postgres => WRITER_LANES,
+        // One writer at a time there anyway.
+        crate::store::Backend::Sqlite => 1,
+    };
+    let writes = IngestWrites::start(core.store().clone(), lanes);
     let mut pumps: HashMap<Uuid, Running> = HashMap::new();
     let mut feed = core.subscribe();
     let mut standing = core.watch_standing();
     let mut last_look = Instant::now() - LOOK_EVERY;
     loop {
-        if let Err(err) = look(&core, &mut pumps).await {
+        if let Err(err) = look(&core, &writes, &mut pumps).await {
             tracing::warn!(%err, "cannot share the live sessions this pass");
         }
         last_look = last_look.max(Instant::now());
@@ -110,7 +120,11 @@ async fn stop_pumps(pumps: &mut HashMap<Uuid, Running>, ids: &[Uuid]) {
 
 /// One look: this core's fair share of the followed sessions, taken or given up, and a pump for
 /// each it holds.
-async fn look(core: &Core, pumps: &mut HashMap<Uuid, Running>) -> super::Result<()> {
+async fn look(
+    core: &Core,
+    writes: &IngestWrites,
+    pumps: &mut HashMap<Uuid, Running>,
+) -> super::Result<()> {
     let me = core.instance().to_string();
     let Some(standing) = core.standing().filter(|s| s.fleet) else {
         // Not working (a cockpit beside a live serve, or its lease is in doubt): others follow.
@@ -180,16 +194,21 @@ async fn look(core: &Core, pumps: &mut HashMap<Uuid, Running>) -> super::Result<
     stop_pumps(pumps, &gone).await;
     for id in mine {
         pumps.entry(id).or_insert_with(|| {
-            let fenced = core.fenced(Fence::Session {
+            let fence = Fence::Session {
                 id,
                 core: me.clone(),
                 epoch: standing.epoch,
-            });
+            };
+            let fenced = core.fenced(fence.clone());
+            let writer = Writer {
+                fence,
+                writes: writes.clone(),
+            };
             let (stop, stopped) = watch::channel(false);
             Running {
                 epoch: standing.epoch,
                 stop,
-                join: tokio::spawn(pump(fenced, id, stopped)),
+                join: tokio::spawn(pump(fenced, id, writer, stopped)),
             }
         });
     }
@@ -238,12 +257,11 @@ async fn catch_up_asks(
     }
 }
 
-/// Follows one session's harness until the session is no longer live.
 /// Follows one session's harness until the session is no longer live, it is asked to `stop`
 /// (it writes what it has first), or its writes are refused because this core no longer holds
 /// the session (then at once).
-async fn pump(core: Core, id: Uuid, mut stop: watch::Receiver<bool>) {
-    let mut state = match State::load(&core, id).await {
+async fn pump(core: Core, id: Uuid, writer: Writer, mut stop: watch::Receiver<bool>) {
+    let mut state = match State::load(&core, id, writer).await {
         Ok(state) => state,
         Err(err) => {
             tracing::warn!(session = %id, %err, "cannot start following the harness");
@@ -306,26 +324,46 @@ async fn pump(core: Core, id: Uuid, mut stop: watch::Receiver<bool>) {
         catch_up_asks(&core, id, &endpoint, &harness_session).await;
         let mut batch: Vec<NewEvent> = Vec::new();
         let mut flush_at = Instant::now() + FLUSH_EVERY;
+        // Something should reach the store now (a tool call, a finished message): it goes with
+        // the events already here, once none is left to read at once.
+        let mut flush_soon = false;
         loop {
             if state.lost {
                 tracing::warn!(session = %id, "this core no longer follows the session (its lease ran out); stopping at once");
                 return;
             }
-            // Woken for the next flush only when there is something to flush: an idle session
-            // costs nothing between its harness's events (a thousand of them woke 6,700 times
-            // a second for nothing).
-            let wake_at = if batch.is_empty() && state.dirty.is_empty() {
-                Instant::now() + IDLE_WAIT
+            if flush_soon && batch.len() >= BATCH {
+                state.flush(&mut batch).await;
+                flush_soon = false;
+                flush_at = Instant::now() + FLUSH_EVERY;
+            }
+            let next = if flush_soon {
+                match events.next().now_or_never() {
+                    Some(next) => Ok(next),
+                    None => {
+                        state.flush(&mut batch).await;
+                        flush_soon = false;
+                        flush_at = Instant::now() + FLUSH_EVERY;
+                        continue;
+                    }
+                }
             } else {
-                flush_at
-            };
-            let next = tokio::select! {
-                next = tokio::time::timeout_at(wake_at, events.next()) => next,
-                _ = stop.changed() => break,
+                // Woken for the next flush only when there is something to flush: an idle
+                // session costs nothing between its harness's events (a thousand of them woke
+                // 6,700 times a second for nothing).
+                let wake_at = if batch.is_empty() && !state.has_changes() {
+                    Instant::now() + IDLE_WAIT
+                } else {
+                    flush_at
+                };
+                tokio::select! {
+                    next = tokio::time::timeout_at(wake_at, events.next()) => next,
+                    _ = stop.changed() => break,
+                }
             };
             let event = match next {
                 Err(_) => {
-                    state.flush(&core, &mut batch).await;
+                    state.flush(&mut batch).await;
                     flush_at = Instant::now() + FLUSH_EVERY;
                     continue;
                 }
@@ -345,19 +383,47 @@ async fn pump(core: Core, id: Uuid, mut stop: watch::Receiver<bool>) {
                 update,
                 ..
             } = event;
-            if batch.is_empty() && state.dirty.is_empty() {
+            if batch.is_empty() && !state.has_changes() {
                 // The first event after a quiet spell: the flush comes a period from now.
                 flush_at = Instant::now() + FLUSH_EVERY;
             }
             batch.push(NewEvent::new(format!("harness.{kind}"), payload));
-            let urgent = state.apply(&core, update).await;
-            if urgent || batch.len() >= BATCH {
-                state.flush(&core, &mut batch).await;
+            match state.apply(&core, update).await {
+                Then::Wait => {}
+                Then::Flush => flush_soon = true,
+                Then::TurnEnded => {
+                    state.flush(&mut batch).await;
+                    flush_soon = false;
+                    flush_at = Instant::now() + FLUSH_EVERY;
+                    if let Err(err) = state.idle(&core).await {
+                        state.note_error(&err, "cannot record the end of the turn");
+                    }
+                }
+            }
+            if batch.len() >= BATCH {
+                state.flush(&mut batch).await;
+                flush_soon = false;
                 flush_at = Instant::now() + FLUSH_EVERY;
             }
         }
-        state.flush(&core, &mut batch).await;
+        state.flush(&mut batch).await;
     }
+}
+
+/// Where a pump's writes go: the core's grouped writes, fenced by the pump's hold on its session.
+struct Writer {
+    fence: Fence,
+    writes: IngestWrites,
+}
+
+/// What the pump does after an update.
+enum Then {
+    /// Nothing yet: it is written with the next flush.
+    Wait,
+    /// Flush soon: with the events already here.
+    Flush,
+    /// The turn is over: flush, then the session is idle.
+    TurnEnded,
 }
 
 /// What a pump knows of its session's transcript.
@@ -378,11 +444,14 @@ struct State {
     /// Highest seq read from the store.
     read_to: i64,
     dirty: BTreeSet<i64>,
+    /// Messages that ended since the last flush: their status (and error), written with it.
+    finished: BTreeMap<i64, MessagePatch>,
     /// Messages text was streamed into (as deltas) since the last flush: their part updates
     /// wait for the next flush like the deltas do; any other part update is written at once.
     streaming: HashSet<i64>,
     /// A write was refused because this core no longer holds the session: the pump stops.
     lost: bool,
+    writer: Writer,
 }
 
 /// Agentdeck's own history replay, echoed by the harness as a user message.
@@ -409,7 +478,7 @@ impl State {
         }
     }
 
-    async fn load(core: &Core, session: Uuid) -> crate::store::Result<State> {
+    async fn load(core: &Core, session: Uuid, writer: Writer) -> crate::store::Result<State> {
         let mut state = State {
             session,
             links: HashMap::new(),
@@ -420,11 +489,18 @@ impl State {
             unlinked_users: VecDeque::new(),
             read_to: 0,
             dirty: BTreeSet::new(),
+            finished: BTreeMap::new(),
             streaming: HashSet::new(),
             lost: false,
+            writer,
         };
         state.read_new(core).await?;
         Ok(state)
+    }
+
+    /// Whether anything waits for the next flush besides raw events.
+    fn has_changes(&self) -> bool {
+        !self.dirty.is_empty() || !self.finished.is_empty()
     }
 
     /// Reads messages stored since the last look (our users' messages in particular).
@@ -457,7 +533,9 @@ impl State {
     ) -> crate::store::Result<Option<i64>> {
         if let Some((seq, role)) = self.links.get(&info.id).copied() {
             if role == MessageRole::Assistant && info.done {
-                self.write_parts(core, seq).await?;
+                // Written with the next flush (at once: a finished message flushes), with its
+                // parts.
+                self.dirty.insert(seq);
                 let patch = MessagePatch {
                     status: Some(if info.aborted {
                         MessageStatus::Aborted
@@ -469,9 +547,7 @@ impl State {
                     error: info.error.clone().map(Some),
                     ..Default::default()
                 };
-                core.store()
-                    .update_message(self.session, seq, &patch)
-                    .await?;
+                self.finished.insert(seq, patch);
             }
             return Ok(Some(seq));
         }
@@ -564,20 +640,20 @@ impl State {
         }
     }
 
-    /// Applies one update; true when it should reach the store at once.
-    async fn apply(&mut self, core: &Core, update: Update) -> bool {
-        let result: crate::store::Result<bool> = async {
+    /// Applies one update; says when it should reach the store.
+    async fn apply(&mut self, core: &Core, update: Update) -> Then {
+        let result: crate::store::Result<Then> = async {
             match update {
                 Update::Message(info) => {
                     self.on_message(core, &info).await?;
-                    Ok(info.done)
+                    Ok(if info.done { Then::Flush } else { Then::Wait })
                 }
                 Update::Part {
                     message_id,
                     part_id,
                     part,
                 } => match self.links.get(&message_id).copied() {
-                    Some((_, MessageRole::User)) => Ok(false),
+                    Some((_, MessageRole::User)) => Ok(Then::Wait),
                     Some((seq, _)) => {
                         // A tool call, or a part that arrives whole (not streamed as deltas),
                         // reaches the store (and the screens following it) at once.
@@ -585,9 +661,9 @@ impl State {
                             matches!(part, Part::Tool { .. }) || !self.streaming.contains(&seq);
                         upsert(self.parts.entry(seq).or_default(), part_id, part);
                         self.dirty.insert(seq);
-                        Ok(urgent)
+                        Ok(if urgent { Then::Flush } else { Then::Wait })
                     }
-                    None if self.ignored.contains(&message_id) => Ok(false),
+                    None if self.ignored.contains(&message_id) => Ok(Then::Wait),
                     None if self.foreign.contains(&message_id) => {
                         upsert(
                             self.early.entry(message_id.clone()).or_default(),
@@ -602,11 +678,11 @@ impl State {
                             aborted: false,
                         };
                         self.on_message(core, &info).await?;
-                        Ok(false)
+                        Ok(Then::Wait)
                     }
                     None => {
                         upsert(self.early.entry(message_id).or_default(), part_id, part);
-                        Ok(false)
+                        Ok(Then::Wait)
                     }
                 },
                 Update::Delta {
@@ -616,10 +692,10 @@ impl State {
                     delta,
                 } => {
                     let Some((seq, role)) = self.links.get(&message_id).copied() else {
-                        return Ok(false);
+                        return Ok(Then::Wait);
                     };
                     if role == MessageRole::User || field != "text" {
-                        return Ok(false);
+                        return Ok(Then::Wait);
                     }
                     let parts = self.parts.entry(seq).or_default();
                     let index = match parts.iter().position(|(pid, _)| *pid == part_id) {
@@ -640,7 +716,7 @@ impl State {
                     });
                     self.dirty.insert(seq);
                     self.streaming.insert(seq);
-                    Ok(false)
+                    Ok(Then::Wait)
                 }
                 Update::Busy => {
                     let patch = SessionPatch {
@@ -652,12 +728,9 @@ impl State {
                         core.store().update_session(self.session, &patch)
                     })
                     .await;
-                    Ok(false)
+                    Ok(Then::Wait)
                 }
-                Update::Idle => {
-                    self.idle(core).await?;
-                    Ok(true)
-                }
+                Update::Idle => Ok(Then::TurnEnded),
                 Update::Error(message) => {
                     let patch = SessionPatch {
                         phase_detail: Some(Some(format!("agent error: {message}"))),
@@ -667,14 +740,14 @@ impl State {
                         core.store().update_session(self.session, &patch)
                     })
                     .await;
-                    Ok(true)
+                    Ok(Then::Flush)
                 }
                 Update::Asked(ask) => {
                     super::write_aside("recording what the agent asks", self.session, || {
                         core.store().record_ask(self.session, &ask)
                     })
                     .await;
-                    Ok(true)
+                    Ok(Then::Flush)
                 }
                 Update::AskSettled { id, status, answer } => {
                     super::write_aside("settling an ask", self.session, || {
@@ -682,24 +755,20 @@ impl State {
                             .settle_ask(self.session, &id, status, answer.as_ref())
                     })
                     .await;
-                    Ok(false)
+                    Ok(Then::Wait)
                 }
-                Update::Other => Ok(false),
+                Update::Other => Ok(Then::Wait),
             }
         }
         .await;
         result.unwrap_or_else(|err| {
             self.note_error(&err, "cannot record a harness update");
-            false
+            Then::Wait
         })
     }
 
-    /// The turn is over: everything streamed is written and the session is idle.
+    /// The turn is over (everything streamed was flushed first): the session is idle.
     async fn idle(&mut self, core: &Core) -> crate::store::Result<()> {
-        let seqs: Vec<i64> = self.dirty.iter().copied().collect();
-        for seq in seqs {
-            self.write_parts(core, seq).await?;
-        }
         let Some(session) = core.store().get_session(self.session).await? else {
             return Ok(());
         };
@@ -731,36 +800,47 @@ impl State {
         Ok(())
     }
 
-    async fn write_parts(&mut self, core: &Core, seq: i64) -> crate::store::Result<()> {
-        self.dirty.remove(&seq);
-        let Some(parts) = self.parts.get(&seq) else {
-            return Ok(());
-        };
-        let patch = MessagePatch {
-            parts: Some(parts.iter().map(|(_, p)| p.clone()).collect()),
-            ..Default::default()
-        };
-        core.store()
-            .update_message(self.session, seq, &patch)
-            .await?;
-        Ok(())
-    }
-
-    /// Writes streamed parts and the raw events gathered so far.
-    async fn flush(&mut self, core: &Core, batch: &mut Vec<NewEvent>) {
-        if !batch.is_empty() {
-            if let Err(err) = core.store().append_events(self.session, batch).await {
-                self.note_error(&err, "cannot record harness events");
+    /// Writes the raw events gathered so far and what changed in the messages, at once (with
+    /// the other sessions' writes of this core).
+    async fn flush(&mut self, batch: &mut Vec<NewEvent>) {
+        let mut messages = Vec::new();
+        let seqs: BTreeSet<i64> = self
+            .dirty
+            .iter()
+            .chain(self.finished.keys())
+            .copied()
+            .collect();
+        let finished = std::mem::take(&mut self.finished);
+        let dirty = std::mem::take(&mut self.dirty);
+        for &seq in &seqs {
+            let mut patch = finished.get(&seq).cloned().unwrap_or_default();
+            if dirty.contains(&seq)
+                && let Some(parts) = self.parts.get(&seq)
+            {
+                patch.parts = Some(parts.iter().map(|(_, p)| p.clone()).collect());
             }
-            batch.clear();
-        }
-        let seqs: Vec<i64> = self.dirty.iter().copied().collect();
-        for seq in seqs {
-            if let Err(err) = self.write_parts(core, seq).await {
-                self.note_error(&err, "cannot record streamed text");
-            }
+            messages.push((seq, patch));
         }
         self.streaming.clear();
+        let write = IngestWrite {
+            session: self.session,
+            fence: Some(self.writer.fence.clone()),
+            events: std::mem::take(batch),
+            messages,
+        };
+        let events = write.events.len();
+        if let Err(err) = self.writer.writes.write(write).await {
+            if !matches!(err, crate::store::StoreError::Fenced(_)) {
+                // The messages are written again with the next flush (the raw events are
+                // not: the message list, caught up at the next reconnection, is the truth).
+                tracing::warn!(session = %self.session, events, "raw harness events not recorded");
+                self.dirty.extend(dirty);
+                for (seq, patch) in finished {
+                    self.finished.entry(seq).or_insert(patch);
+                }
+            }
+            self.note_error(&err, "cannot record harness events and streamed text");
+        }
     }
 
     /// Brings the store in line with the harness's whole conversation.
@@ -790,7 +870,13 @@ impl State {
             for (id, part) in m.parts {
                 upsert(parts, id, part);
             }
-            self.write_parts(core, seq).await?;
+            self.dirty.insert(seq);
+        }
+        self.flush(&mut Vec::new()).await;
+        if self.lost {
+            return Err(crate::store::StoreError::Fenced(
+                self.writer.fence.to_string(),
+            ));
         }
         // Events missed while nobody followed this harness may include the end of a turn: a
         // busy session whose harness is not mid-turn is idle.

@@ -17,6 +17,7 @@ mod error;
 pub mod fleet;
 mod fork;
 pub mod ingest;
+mod ingest_writes;
 mod lifecycle;
 pub mod live;
 mod reconciler;
@@ -593,7 +594,7 @@ impl Core {
         Ok(Some(
             self.inner
                 .runtime
-                .health(&sandbox)
+                .observe(&sandbox)
                 .await
                 .map_err(|e| e.to_string()),
         ))
@@ -620,7 +621,7 @@ impl Core {
         Ok(futures::stream::iter(sessions)
             .filter_map(|s| async move { Self::sandbox_of(&s).map(|sandbox| (s, sandbox)) })
             .map(|(s, sandbox)| async move {
-                let health = runtime.health(&sandbox).await.map_err(|e| e.to_string());
+                let health = runtime.observe(&sandbox).await.map_err(|e| e.to_string());
                 (s.id, s.title, health)
             })
             .buffered(16)

@@ -147,6 +147,14 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<Message>>;
 
+    // --- ingest
+    /// Writes what ingest gathered for each of `writes` (a session's raw events and its
+    /// messages' changes), each all or nothing, in as few transactions as can be: the writes of
+    /// many sessions commit together. Each write is fenced by its own `fence` (whatever this
+    /// view's is): one whose fence no longer holds is refused with [`StoreError::Fenced`], and
+    /// one that fails fails alone. One result per write, in order.
+    async fn write_ingest(&self, writes: &[IngestWrite]) -> Vec<Result<()>>;
+
     // --- raw event log
     /// Appends in order; returns the events with their seqs.
     async fn append_events(&self, session: Uuid, events: &[NewEvent]) -> Result<Vec<Event>>;
@@ -256,6 +264,25 @@ pub trait Store: Send + Sync + 'static {
     async fn publish_deltas(&self, origin: &str, deltas: &[LiveDelta]) -> Result<()>;
     /// Streamed text of `session` that other processes send, while the watch lives.
     fn watch_deltas(&self, session: Uuid) -> DeltaWatch;
+}
+
+/// What a session's ingest writes at once (see [`Store::write_ingest`]).
+#[derive(Debug, Clone)]
+pub struct IngestWrite {
+    pub session: Uuid,
+    /// What must still be held for the write to be made (the session, by its core).
+    pub fence: Option<Fence>,
+    /// Raw events, appended in order.
+    pub events: Vec<NewEvent>,
+    /// Changes to the session's messages, by seq, applied in order.
+    pub messages: Vec<(i64, MessagePatch)>,
+}
+
+impl IngestWrite {
+    /// Whether the write holds nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.messages.is_empty()
+    }
 }
 
 /// Opens the store a URL names (`postgres://…` or `sqlite://…`), without migrating.

@@ -6,7 +6,8 @@
 use super::feed::{CHANNEL, FANOUT_CAPACITY};
 use super::pg_text::{self, PgJson, decode_opt, decode_text, encode_text};
 use super::{
-    Backend, Change, ChangeFeed, Result, Store, StoreError, ask_conflict, conflict_text, redact_url,
+    Backend, Change, ChangeFeed, IngestWrite, Result, Store, StoreError, ask_conflict,
+    conflict_text, redact_url,
 };
 use crate::model::{
     AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, LiveDelta, Message,
@@ -17,7 +18,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgConnection, QueryBuilder, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -602,6 +603,183 @@ async fn append_events_in(
     Ok(out)
 }
 
+async fn update_message_in(
+    conn: &mut PgConnection,
+    session: Uuid,
+    seq: i64,
+    p: &MessagePatch,
+) -> Result<Message> {
+    let mut b = QueryBuilder::new("UPDATE messages SET updated_at = now()");
+    if let Some(v) = p.status {
+        b.push(", status = ").push_bind(v.as_str());
+    }
+    if let Some(v) = &p.parts {
+        b.push(", parts = ").push_bind(PgJson(v.clone()));
+    }
+    if let Some(v) = &p.error {
+        b.push(", error = ")
+            .push_bind(v.as_deref().map(|t| encode_text(t).into_owned()));
+    }
+    if let Some(v) = &p.harness_message_id {
+        b.push(", harness_message_id = ").push_bind(v.clone());
+    }
+    b.push(" WHERE session_id = ")
+        .push_bind(session)
+        .push(" AND seq = ")
+        .push_bind(seq)
+        .push(format!(" RETURNING {MESSAGE_COLUMNS}"));
+    let row = b
+        .build()
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("message", format!("{session}#{seq}")))?;
+    message_from_row(&row)
+}
+
+/// Ingest's writes of many sessions in one transaction (see [`Store::write_ingest`]): one
+/// statement checks every session fence, one appends every session's raw events, one writes
+/// every message's parts; only other message changes (a message done) take one each. Any
+/// failure fails them all (the caller then writes each alone).
+async fn write_ingest_at_once(pool: &PgPool, writes: &[IngestWrite]) -> Result<Vec<Result<()>>> {
+    if writes.iter().all(IngestWrite::is_empty) {
+        return Ok(writes.iter().map(|_| Ok(())).collect());
+    }
+    let mut tx = pool.begin().await?;
+    let refused = refused_fences(&mut tx, writes).await?;
+    let held: Vec<&IngestWrite> = writes
+        .iter()
+        .zip(&refused)
+        .filter(|(_, refused)| !**refused)
+        .map(|(w, _)| w)
+        .collect();
+    append_events_of_many(&mut tx, &held).await?;
+    let mut ids = Vec::new();
+    let mut seqs = Vec::new();
+    let mut parts = Vec::new();
+    for w in &held {
+        for (seq, patch) in &w.messages {
+            let only_parts = patch.status.is_none()
+                && patch.error.is_none()
+                && patch.harness_message_id.is_none();
+            match &patch.parts {
+                Some(p) if only_parts => {
+                    let json = serde_json::to_string(p).map_err(|e| corrupt("message parts", e))?;
+                    ids.push(w.session);
+                    seqs.push(*seq);
+                    parts.push(pg_text::encode_json(&json).into_owned());
+                }
+                _ => {
+                    update_message_in(&mut tx, w.session, *seq, patch).await?;
+                }
+            }
+        }
+    }
+    if !ids.is_empty() {
+        let done = sqlx::query(
+            "UPDATE messages m SET parts = u.parts::jsonb, updated_at = now() \
+             FROM unnest($1::uuid[], $2::int8[], $3::text[]) AS u(sid, seq, parts) \
+             WHERE m.session_id = u.sid AND m.seq = u.seq",
+        )
+        .bind(&ids)
+        .bind(&seqs)
+        .bind(&parts)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != ids.len() as u64 {
+            return Err(StoreError::not_found("message", "of an ingest write"));
+        }
+    }
+    tx.commit().await?;
+    Ok(writes
+        .iter()
+        .zip(refused)
+        .map(|(w, refused)| match (refused, &w.fence) {
+            (true, Some(fence)) => Err(StoreError::Fenced(fence.to_string())),
+            _ => Ok(()),
+        })
+        .collect())
+}
+
+/// Which of `writes` are refused: their fence does not hold (checked, and held until the
+/// transaction ends, for all the session fences in one statement).
+async fn refused_fences(conn: &mut PgConnection, writes: &[IngestWrite]) -> Result<Vec<bool>> {
+    let mut refused = vec![false; writes.len()];
+    let (mut at, mut ids, mut cores, mut epochs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, w) in writes.iter().enumerate() {
+        match &w.fence {
+            None => {}
+            Some(Fence::Session { id, core, epoch }) => {
+                at.push(i);
+                ids.push(*id);
+                cores.push(core.clone());
+                epochs.push(*epoch);
+            }
+            Some(fence) => match check_fence(conn, fence).await {
+                Ok(()) => {}
+                Err(StoreError::Fenced(_)) => refused[i] = true,
+                Err(err) => return Err(err),
+            },
+        }
+    }
+    if ids.is_empty() {
+        return Ok(refused);
+    }
+    let held: Vec<i64> = sqlx::query_scalar(
+        "SELECT w.i FROM unnest($1::uuid[], $2::text[], $3::int8[]) WITH ORDINALITY \
+             AS w(id, core, epoch, i) \
+         JOIN session_owners o ON o.session_id = w.id AND o.core = w.core AND o.epoch = w.epoch \
+         JOIN cores c ON c.id = o.core AND c.epoch = o.epoch \
+         WHERE c.expires_at > now() FOR SHARE OF o",
+    )
+    .bind(&ids)
+    .bind(&cores)
+    .bind(&epochs)
+    .fetch_all(&mut *conn)
+    .await?;
+    let held: HashSet<i64> = held.into_iter().collect();
+    for (k, i) in at.into_iter().enumerate() {
+        refused[i] = !held.contains(&(k as i64 + 1));
+    }
+    Ok(refused)
+}
+
+/// The raw events of many sessions, each session's appended in order after its last, in one
+/// statement.
+async fn append_events_of_many(conn: &mut PgConnection, writes: &[&IngestWrite]) -> Result<()> {
+    let (mut sids, mut ords, mut kinds, mut payloads) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for w in writes {
+        for (i, e) in w.events.iter().enumerate() {
+            sids.push(w.session);
+            ords.push(i as i64 + 1);
+            kinds.push(e.kind.as_str());
+            payloads.push(pg_text::encode_json(&e.payload.to_string()).into_owned());
+        }
+    }
+    if sids.is_empty() {
+        return Ok(());
+    }
+    let done = sqlx::query(
+        "WITH e AS (SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[]) \
+                 AS e(sid, ord, kind, payload)), \
+              n AS (SELECT sid, count(*) AS n FROM e GROUP BY sid), \
+              s AS (UPDATE sessions SET last_event_seq = last_event_seq + n.n FROM n \
+                 WHERE sessions.id = n.sid RETURNING sessions.id, last_event_seq - n.n AS base) \
+         INSERT INTO events (session_id, seq, kind, payload) \
+         SELECT e.sid, s.base + e.ord, e.kind, e.payload::jsonb FROM e JOIN s ON s.id = e.sid",
+    )
+    .bind(&sids)
+    .bind(&ords)
+    .bind(&kinds)
+    .bind(&payloads)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != sids.len() as u64 {
+        return Err(StoreError::not_found("session", "of an ingest write"));
+    }
+    Ok(())
+}
+
 async fn enqueue_task_in(conn: &mut PgConnection, new: &NewTask) -> Result<Task> {
     let insert = format!(
         "INSERT INTO tasks (id, kind, session_id, payload, status, max_attempts, run_at, dedupe_key, \
@@ -811,32 +989,30 @@ impl Store for PgStore {
 
     async fn update_message(&self, session: Uuid, seq: i64, p: &MessagePatch) -> Result<Message> {
         let mut w = self.write().await?;
-        let mut b = QueryBuilder::new("UPDATE messages SET updated_at = now()");
-        if let Some(v) = p.status {
-            b.push(", status = ").push_bind(v.as_str());
-        }
-        if let Some(v) = &p.parts {
-            b.push(", parts = ").push_bind(PgJson(v.clone()));
-        }
-        if let Some(v) = &p.error {
-            b.push(", error = ")
-                .push_bind(v.as_deref().map(|t| encode_text(t).into_owned()));
-        }
-        if let Some(v) = &p.harness_message_id {
-            b.push(", harness_message_id = ").push_bind(v.clone());
-        }
-        b.push(" WHERE session_id = ")
-            .push_bind(session)
-            .push(" AND seq = ")
-            .push_bind(seq)
-            .push(format!(" RETURNING {MESSAGE_COLUMNS}"));
-        let row = b
-            .build()
-            .fetch_optional(&mut *w)
-            .await?
-            .ok_or_else(|| StoreError::not_found("message", format!("{session}#{seq}")))?;
+        let message = update_message_in(&mut w, session, seq, p).await?;
         w.done().await?;
-        message_from_row(&row)
+        Ok(message)
+    }
+
+    async fn write_ingest(&self, writes: &[IngestWrite]) -> Vec<Result<()>> {
+        match write_ingest_at_once(&self.pool, writes).await {
+            Ok(results) => results,
+            Err(err) if writes.len() > 1 => {
+                // One of them failed: each is written alone, so that it fails alone.
+                tracing::debug!(%err, count = writes.len(), "a grouped ingest write failed; writing each alone");
+                let mut out = Vec::with_capacity(writes.len());
+                for w in writes {
+                    out.push(
+                        match write_ingest_at_once(&self.pool, std::slice::from_ref(w)).await {
+                            Ok(mut r) => r.pop().unwrap_or(Ok(())),
+                            Err(err) => Err(err),
+                        },
+                    );
+                }
+                out
+            }
+            Err(err) => vec![Err(err)],
+        }
     }
 
     async fn list_messages(&self, session: Uuid, after: i64, limit: i64) -> Result<Vec<Message>> {

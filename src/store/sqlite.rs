@@ -6,7 +6,10 @@
 //! data_version` shows that another process (a `serve` beside a cockpit) wrote to the file.
 
 use super::feed::FANOUT_CAPACITY;
-use super::{Backend, Change, ChangeFeed, Result, Store, StoreError, ask_conflict, conflict_text};
+use super::{
+    Backend, Change, ChangeFeed, IngestWrite, Result, Store, StoreError, ask_conflict,
+    conflict_text,
+};
 use crate::model::{
     AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, LiveDelta, Message,
     MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation,
@@ -686,6 +689,70 @@ async fn append_events_in(
     Ok(out)
 }
 
+async fn update_message_in(
+    conn: &mut SqliteConnection,
+    session: Uuid,
+    seq: i64,
+    p: &MessagePatch,
+) -> Result<Message> {
+    let mut b = QueryBuilder::new("UPDATE messages SET updated_at = ");
+    b.push_bind(now_ms());
+    if let Some(v) = p.status {
+        b.push(", status = ").push_bind(v.as_str());
+    }
+    if let Some(v) = &p.parts {
+        b.push(", parts = ").push_bind(to_json(v)?);
+    }
+    if let Some(v) = &p.error {
+        b.push(", error = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.harness_message_id {
+        b.push(", harness_message_id = ").push_bind(v.clone());
+    }
+    b.push(" WHERE session_id = ")
+        .push_bind(session.to_string())
+        .push(" AND seq = ")
+        .push_bind(seq)
+        .push(format!(" RETURNING {MESSAGE_COLUMNS}"));
+    let row = b
+        .build()
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("message", format!("{session}#{seq}")))?;
+    message_from_row(&row)
+}
+
+impl SqliteStore {
+    /// Ingest's writes of many sessions in one transaction (see [`Store::write_ingest`]); any
+    /// failure fails them all (the caller then writes each alone).
+    async fn write_ingest_at_once(&self, writes: &[IngestWrite]) -> Result<Vec<Result<()>>> {
+        if writes.iter().all(IngestWrite::is_empty) {
+            return Ok(writes.iter().map(|_| Ok(())).collect());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut results = Vec::with_capacity(writes.len());
+        for w in writes {
+            if let Some(fence) = &w.fence {
+                match check_fence(&mut tx, fence).await {
+                    Ok(()) => {}
+                    Err(err @ StoreError::Fenced(_)) => {
+                        results.push(Err(err));
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            append_events_in(&mut tx, w.session, &w.events).await?;
+            for (seq, patch) in &w.messages {
+                update_message_in(&mut tx, w.session, *seq, patch).await?;
+            }
+            results.push(Ok(()));
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+}
+
 async fn enqueue_task_in(conn: &mut SqliteConnection, new: &NewTask) -> Result<Task> {
     let now = now_ms();
     if let Some(key) = &new.dedupe_key {
@@ -888,33 +955,33 @@ impl Store for SqliteStore {
 
     async fn update_message(&self, session: Uuid, seq: i64, p: &MessagePatch) -> Result<Message> {
         let mut tx = self.begin().await?;
-        let mut b = QueryBuilder::new("UPDATE messages SET updated_at = ");
-        b.push_bind(now_ms());
-        if let Some(v) = p.status {
-            b.push(", status = ").push_bind(v.as_str());
-        }
-        if let Some(v) = &p.parts {
-            b.push(", parts = ").push_bind(to_json(v)?);
-        }
-        if let Some(v) = &p.error {
-            b.push(", error = ").push_bind(v.clone());
-        }
-        if let Some(v) = &p.harness_message_id {
-            b.push(", harness_message_id = ").push_bind(v.clone());
-        }
-        b.push(" WHERE session_id = ")
-            .push_bind(session.to_string())
-            .push(" AND seq = ")
-            .push_bind(seq)
-            .push(format!(" RETURNING {MESSAGE_COLUMNS}"));
-        let row = b
-            .build()
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::not_found("message", format!("{session}#{seq}")))?;
+        let message = update_message_in(&mut tx, session, seq, p).await?;
         tx.commit().await?;
         self.wrote();
-        message_from_row(&row)
+        Ok(message)
+    }
+
+    async fn write_ingest(&self, writes: &[IngestWrite]) -> Vec<Result<()>> {
+        let results = match self.write_ingest_at_once(writes).await {
+            Ok(results) => results,
+            Err(err) if writes.len() > 1 => {
+                // One of them failed: each is written alone, so that it fails alone.
+                tracing::debug!(%err, count = writes.len(), "a grouped ingest write failed; writing each alone");
+                let mut out = Vec::with_capacity(writes.len());
+                for w in writes {
+                    out.push(
+                        match self.write_ingest_at_once(std::slice::from_ref(w)).await {
+                            Ok(mut r) => r.pop().unwrap_or(Ok(())),
+                            Err(err) => Err(err),
+                        },
+                    );
+                }
+                out
+            }
+            Err(err) => vec![Err(err)],
+        };
+        self.wrote();
+        results
     }
 
     async fn list_messages(&self, session: Uuid, after: i64, limit: i64) -> Result<Vec<Message>> {
