@@ -827,6 +827,22 @@ async fn a_harness_is_reached_through_a_port_forward() {
     });
 
     let sandbox = runtime.provision(&spec("red")).await.unwrap();
+    // Seen, not reached: observing a ready sandbox (the sandboxes view, diagnose, the
+    // reconciler: a whole fleet's worth) opens no port-forward.
+    let seen = eventually(WAIT, "the sandbox seen ready", || async {
+        runtime
+            .observe(&sandbox)
+            .await
+            .ok()
+            .filter(|h| h.phase == HealthPhase::Ready)
+    })
+    .await;
+    assert_eq!(seen.endpoint, None, "nothing opened, so nothing to reach");
+    assert!(
+        !fake.requests().iter().any(|r| r.contains("/portforward")),
+        "observing opened a port-forward: {:?}",
+        fake.requests()
+    );
     let ready = wait_phase(&runtime, &sandbox, HealthPhase::Ready).await;
     let endpoint = ready.endpoint.expect("a forwarded endpoint");
     assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");

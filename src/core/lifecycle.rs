@@ -222,7 +222,7 @@ impl Core {
             // is brought back instead.
             let suspended = self
                 .runtime()
-                .health(&sandbox)
+                .observe(&sandbox)
                 .await
                 .is_ok_and(|h| h.phase == crate::model::HealthPhase::Suspended);
             let restarted = if suspended {

@@ -65,7 +65,7 @@ impl Reconciler {
             let checked: Vec<(Uuid, _)> = futures::stream::iter(todo)
                 .map(|(id, sandbox)| {
                     let core = core.clone();
-                    async move { (id, core.runtime().health(&sandbox).await) }
+                    async move { (id, core.runtime().observe(&sandbox).await) }
                 })
                 .buffer_unordered(HEALTH_READS)
                 .collect()

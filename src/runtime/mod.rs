@@ -98,7 +98,16 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     }
     /// Creates the session's sandbox, or finds the one already created for it (idempotent).
     async fn provision(&self, spec: &SandboxSpec) -> Result<SandboxRef, RuntimeError>;
+    /// The sandbox's health with a way to reach its harness (`endpoint`, once it is ready):
+    /// for those who talk to the harness. On Kubernetes from outside the cluster this opens a
+    /// port-forward to the pod.
     async fn health(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError>;
+    /// The sandbox's health as seen, opening nothing (no port-forward; `endpoint` only when it
+    /// costs nothing): for views, diagnosis and the reconciler, which read it for a whole
+    /// fleet.
+    async fn observe(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError> {
+        self.health(sandbox).await
+    }
     /// Health changes of every sandbox of this runtime as they happen (from watches and
     /// process events, not polling). A receiver that lags should re-read with `health`.
     fn watch(&self) -> tokio::sync::broadcast::Receiver<HealthChange>;

@@ -9,6 +9,7 @@ mod forward;
 mod health;
 pub mod names;
 pub mod template;
+mod trim;
 mod watch;
 
 use crate::config::{EndpointMode, KubernetesConfig, SandboxApiVersion};
@@ -314,14 +315,20 @@ impl SandboxRuntime for KubernetesRuntime {
         })
     }
 
-    async fn health(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError> {
+    async fn observe(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError> {
         let key = key_of(sandbox)?;
         let (version, watches) = self.synced().await?;
-        let mut health = match watches.health(&key) {
-            Some(h) => h,
+        match watches.health(&key) {
+            Some(h) => Ok(h),
             // Not (yet) seen by the watch, as right after it was created: ask the API.
-            None => self.read_health(version, &key).await?,
-        };
+            None => self.read_health(version, &key).await,
+        }
+    }
+
+    async fn health(&self, sandbox: &SandboxRef) -> Result<SandboxHealth, RuntimeError> {
+        let key = key_of(sandbox)?;
+        let (_, watches) = self.synced().await?;
+        let mut health = self.observe(sandbox).await?;
         if health.phase == crate::runtime::HealthPhase::Ready
             && health.endpoint.is_none()
             && self.endpoint_mode() == EndpointMode::PortForward

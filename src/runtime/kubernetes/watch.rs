@@ -61,14 +61,35 @@ enum Kind {
     Event,
 }
 
-/// A watcher event with its object as JSON (one code path for every kind).
-fn as_json<K: serde::Serialize>(event: watcher::Event<K>) -> watcher::Event<serde_json::Value> {
-    let json = |o: K| serde_json::to_value(o).unwrap_or_default();
+/// An object as it is kept: only what health and endpoints read of it (see `trim`), so that a
+/// thousand sandboxes cost what their rows show, not their managed fields, specs and
+/// annotations.
+pub(super) enum Object {
+    Sandbox(serde_json::Value),
+    Pod(Box<Pod>),
+    Event(Box<Event>),
+}
+
+impl Object {
+    fn name(&self) -> String {
+        match self {
+            Object::Sandbox(v) => v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            Object::Pod(p) => p.metadata.name.clone().unwrap_or_default(),
+            Object::Event(e) => e.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A watcher event with its object trimmed (one code path for every kind).
+fn trimmed<K>(event: watcher::Event<K>, trim: fn(K) -> Object) -> watcher::Event<Object> {
     match event {
-        watcher::Event::Apply(o) => watcher::Event::Apply(json(o)),
-        watcher::Event::Delete(o) => watcher::Event::Delete(json(o)),
+        watcher::Event::Apply(o) => watcher::Event::Apply(trim(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(trim(o)),
         watcher::Event::Init => watcher::Event::Init,
-        watcher::Event::InitApply(o) => watcher::Event::InitApply(json(o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(trim(o)),
         watcher::Event::InitDone => watcher::Event::InitDone,
     }
 }
@@ -110,7 +131,7 @@ impl Watches {
                 Kind::Sandbox,
                 watcher(sandboxes, cfg.clone())
                     .default_backoff()
-                    .map(|e| e.map(as_json))
+                    .map(|e| e.map(|e| trimmed(e, super::trim::sandbox)))
                     .boxed(),
             )));
             tasks.push(tokio::spawn(Self::run(
@@ -119,7 +140,7 @@ impl Watches {
                 Kind::Pod,
                 watcher(pods, cfg)
                     .default_backoff()
-                    .map(|e| e.map(as_json))
+                    .map(|e| e.map(|e| trimmed(e, super::trim::pod)))
                     .boxed(),
             )));
             tasks.push(tokio::spawn(Self::run(
@@ -131,7 +152,7 @@ impl Watches {
                     watcher::Config::default().fields("involvedObject.kind=Pod"),
                 )
                 .default_backoff()
-                .map(|e| e.map(as_json))
+                .map(|e| e.map(|e| trimmed(e, super::trim::event)))
                 .boxed(),
             )));
         }
@@ -156,10 +177,10 @@ impl Watches {
         kind: Kind,
         mut stream: futures::stream::BoxStream<
             'static,
-            Result<watcher::Event<serde_json::Value>, watcher::Error>,
+            Result<watcher::Event<Object>, watcher::Error>,
         >,
     ) {
-        let mut buffer: Option<Vec<serde_json::Value>> = None;
+        let mut buffer: Option<Vec<Object>> = None;
         let mut first = true;
         while let Some(event) = stream.next().await {
             match event {
@@ -173,8 +194,8 @@ impl Watches {
                         self.synced.send_modify(|n| *n += 1);
                     }
                 }
-                Ok(watcher::Event::Apply(o)) => self.apply(&ns, &kind, o, false),
-                Ok(watcher::Event::Delete(o)) => self.apply(&ns, &kind, o, true),
+                Ok(watcher::Event::Apply(o)) => self.apply(&ns, o, false),
+                Ok(watcher::Event::Delete(o)) => self.apply(&ns, o, true),
                 Err(err) => {
                     tracing::warn!(namespace = %ns, %err, "watch interrupted; it resumes by itself");
                 }
@@ -182,38 +203,32 @@ impl Watches {
         }
     }
 
-    fn apply(&self, ns: &str, kind: &Kind, object: serde_json::Value, deleted: bool) {
+    fn apply(&self, ns: &str, object: Object, deleted: bool) {
         let affected = {
             let Ok(mut state) = self.state.lock() else {
                 return;
             };
-            let name = object["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            match kind {
-                Kind::Sandbox => {
+            let name = object.name();
+            match object {
+                Object::Sandbox(sandbox) => {
                     let key = key_of(ns, &name);
                     if deleted {
                         state.sandboxes.remove(&key);
                     } else {
-                        state.sandboxes.insert(key.clone(), object);
+                        state.sandboxes.insert(key.clone(), sandbox);
                     }
                     vec![key]
                 }
-                Kind::Pod => {
+                Object::Pod(pod) => {
                     let key = key_of(ns, &name);
                     if deleted {
                         state.pods.remove(&key);
-                    } else if let Ok(pod) = serde_json::from_value::<Pod>(object) {
-                        state.pods.insert(key.clone(), pod);
+                    } else {
+                        state.pods.insert(key.clone(), *pod);
                     }
                     vec![key]
                 }
-                Kind::Event => {
-                    let Ok(event) = serde_json::from_value::<Event>(object) else {
-                        return;
-                    };
+                Object::Event(event) => {
                     let Some(pod) = event.involved_object.name.clone() else {
                         return;
                     };
@@ -224,7 +239,7 @@ impl Watches {
                     let list = state.events.entry(key.clone()).or_default();
                     list.retain(|e| e.metadata.name != event.metadata.name);
                     if !deleted {
-                        list.push(event);
+                        list.push(*event);
                     }
                     let excess = list.len().saturating_sub(EVENTS_PER_POD);
                     list.drain(..excess);
@@ -235,7 +250,7 @@ impl Watches {
         self.recompute(&affected);
     }
 
-    fn replace_all(&self, ns: &str, kind: &Kind, objects: Vec<serde_json::Value>) {
+    fn replace_all(&self, ns: &str, kind: &Kind, objects: Vec<Object>) {
         let affected: Vec<Key> = {
             let Ok(mut state) = self.state.lock() else {
                 return;
@@ -252,53 +267,35 @@ impl Watches {
                 Kind::Pod => state.pods.retain(|(n, _), _| n != ns),
                 Kind::Event => state.events.retain(|(n, _), _| n != ns),
             }
-            drop(state);
             for o in objects {
-                let name = o["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                affected.push(key_of(ns, &name));
-                self.apply_quiet(ns, kind, o);
+                let name = o.name();
+                match o {
+                    Object::Sandbox(sandbox) => {
+                        affected.push(key_of(ns, &name));
+                        state.sandboxes.insert(key_of(ns, &name), sandbox);
+                    }
+                    Object::Pod(pod) => {
+                        affected.push(key_of(ns, &name));
+                        state.pods.insert(key_of(ns, &name), *pod);
+                    }
+                    Object::Event(event) => {
+                        if let Some(pod) = event.involved_object.name.clone()
+                            && pod.starts_with("ad-")
+                        {
+                            affected.push(key_of(ns, &pod));
+                            let list = state.events.entry(key_of(ns, &pod)).or_default();
+                            list.push(*event);
+                            let excess = list.len().saturating_sub(EVENTS_PER_POD);
+                            list.drain(..excess);
+                        }
+                    }
+                }
             }
             affected.sort();
             affected.dedup();
             affected
         };
         self.recompute(&affected);
-    }
-
-    /// Like `apply` without recomputing (for relists, recomputed once at the end).
-    fn apply_quiet(&self, ns: &str, kind: &Kind, object: serde_json::Value) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        match kind {
-            Kind::Sandbox => {
-                state.sandboxes.insert(key_of(ns, &name), object);
-            }
-            Kind::Pod => {
-                if let Ok(pod) = serde_json::from_value::<Pod>(object) {
-                    state.pods.insert(key_of(ns, &name), pod);
-                }
-            }
-            Kind::Event => {
-                if let Ok(event) = serde_json::from_value::<Event>(object)
-                    && let Some(pod) = event.involved_object.name.clone()
-                    && pod.starts_with("ad-")
-                {
-                    state
-                        .events
-                        .entry(key_of(ns, &pod))
-                        .or_default()
-                        .push(event);
-                }
-            }
-        }
     }
 
     /// Recomputes the health of `keys` and announces those that changed.
