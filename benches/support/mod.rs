@@ -160,6 +160,103 @@ impl Harness for ScriptedHarness {
     }
 }
 
+/// A harness per sandbox: the bus of sandbox `sbx-<session id>` plays what the bench sends into
+/// that session's sender ([`BusHarness::bus`]); a sandbox with no bus stays silent. One
+/// subscriber at a time reads a bus; when it lets go (its core gave the session up), the next
+/// one to subscribe reads on from there (what was sent meanwhile waits for it, as a harness's
+/// message list would give it back). Its conversation lists are empty.
+#[derive(Default)]
+pub struct BusHarness {
+    buses: Arc<Mutex<BTreeMap<String, mpsc::UnboundedReceiver<HarnessEvent>>>>,
+}
+
+impl BusHarness {
+    /// The sender that feeds the bus of `session`'s sandbox.
+    pub fn bus(&self, session: Uuid) -> mpsc::UnboundedSender<HarnessEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut buses) = self.buses.lock() {
+            buses.insert(format!("stand-in://sbx-{session}"), rx);
+        }
+        tx
+    }
+
+    /// How many buses nobody reads now.
+    pub fn unclaimed(&self) -> usize {
+        self.buses.lock().map(|b| b.len()).unwrap_or(0)
+    }
+}
+
+/// A subscriber's hold on a bus: the bus goes back when it is dropped.
+struct Subscription {
+    url: String,
+    rx: Option<mpsc::UnboundedReceiver<HarnessEvent>>,
+    home: Arc<Mutex<BTreeMap<String, mpsc::UnboundedReceiver<HarnessEvent>>>>,
+}
+
+impl futures::Stream for Subscription {
+    type Item = Result<HarnessEvent, HarnessError>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.poll_recv(cx).map(|e| e.map(Ok)),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let (Some(rx), Ok(mut home)) = (self.rx.take(), self.home.lock()) {
+            home.insert(std::mem::take(&mut self.url), rx);
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for BusHarness {
+    async fn health(&self, _: &Endpoint) -> Result<(), HarnessError> {
+        Ok(())
+    }
+    async fn create_session(&self, _: &Endpoint, _: &str) -> Result<String, HarnessError> {
+        Ok(HARNESS_SESSION.into())
+    }
+    async fn has_session(&self, _: &Endpoint, _: &str) -> Result<bool, HarnessError> {
+        Ok(true)
+    }
+    async fn send(&self, _: &Endpoint, _: &str, _: &Prompt) -> Result<(), HarnessError> {
+        Ok(())
+    }
+    async fn abort(&self, _: &Endpoint, _: &str) -> Result<(), HarnessError> {
+        Ok(())
+    }
+    async fn messages(&self, _: &Endpoint, _: &str) -> Result<Vec<HarnessMessage>, HarnessError> {
+        Ok(Vec::new())
+    }
+    async fn events(&self, endpoint: &Endpoint) -> Result<EventStream, HarnessError> {
+        let bus = self
+            .buses
+            .lock()
+            .ok()
+            .and_then(|mut b| b.remove(&endpoint.url));
+        Ok(match bus {
+            Some(rx) => Box::pin(Subscription {
+                url: endpoint.url.clone(),
+                rx: Some(rx),
+                home: self.buses.clone(),
+            }),
+            None => Box::pin(futures::stream::pending()),
+        })
+    }
+    fn sandbox_files(&self, _: &AgentSpec, _: &GatewayAccess) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+    fn auth_env(&self, _: &str) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+}
+
 // ----------------------------------------------------------------- opencode-like bus events
 
 fn event(kind: &str, payload: serde_json::Value, update: Update) -> HarnessEvent {
