@@ -618,13 +618,33 @@ impl KubeSession {
     }
 }
 
+/// How the cockpit holding the fleet's work stops in the middle of a turn.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Stop {
+    /// SIGSTOP: a laptop put to sleep, a hung SSH session (its connections stay open).
+    Freeze,
+    /// SIGKILL: a crash, an OOM kill, a laptop's battery.
+    Kill,
+}
+
 /// The cockpit, the only process on a Postgres store, runs the fleet's work itself (its top
-/// bar says so). Frozen (SIGSTOP: a laptop put to sleep, a hung SSH session) in the middle of a
-/// turn, it stalls nothing: a `serve` started beside it takes the session once the frozen
-/// cockpit's lease runs out and carries the turn on, stored once. Woken, the cockpit finds its
-/// lease gone, writes nothing more, and stands aside for the serve.
+/// bar says so). Frozen in the middle of a turn, it stalls nothing: a `serve` started beside it
+/// takes the session once the frozen cockpit's lease runs out and carries the turn on, stored
+/// once. Woken, the cockpit finds its lease gone, writes nothing more, and stands aside for the
+/// serve.
 #[test]
 fn a_frozen_cockpit_hands_the_fleet_over() {
+    cockpit_hands_the_fleet_over(Stop::Freeze);
+}
+
+/// The same with the cockpit killed (kill -9) in the middle of the turn: the serve carries the
+/// turn on once the dead cockpit's lease runs out, every event of it stored once.
+#[test]
+fn a_killed_cockpit_hands_the_fleet_over() {
+    cockpit_hands_the_fleet_over(Stop::Kill);
+}
+
+fn cockpit_hands_the_fleet_over(stop: Stop) {
     if Command::new("tmux").arg("-V").output().is_err() {
         panic!("tmux is needed for this test (apt-get install tmux)");
     }
@@ -706,8 +726,12 @@ fn a_frozen_cockpit_hands_the_fleet_over() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let signal = match stop {
+        Stop::Freeze => libc::SIGSTOP,
+        Stop::Kill => libc::SIGKILL,
+    };
     // SAFETY: signalling the cockpit process this test started.
-    assert_eq!(unsafe { libc::kill(cockpit_pid, libc::SIGSTOP) }, 0);
+    assert_eq!(unsafe { libc::kill(cockpit_pid, signal) }, 0);
 
     let port = common::free_port();
     let serve = common::agent_api::start_serve_logged(
@@ -734,6 +758,19 @@ fn a_frozen_cockpit_hands_the_fleet_over() {
     );
     let stored = common::agent_api::texts(&messages);
 
+    if stop == Stop::Kill {
+        tmux.wait_for("EXITED 137", wait);
+        let cores = rt.block_on(store.list_cores()).unwrap();
+        assert!(
+            cores
+                .iter()
+                .all(|c| c.kind != agentdeck::model::CoreKind::Cockpit),
+            "the dead cockpit's lease ran out: {cores:?}"
+        );
+        end_session(&rt, &api, id, wait);
+        drop(serve);
+        return;
+    }
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(cockpit_pid, libc::SIGCONT) }, 0);
     tmux.wait_for("fleet: 1 serve", wait);
@@ -764,6 +801,17 @@ fn a_frozen_cockpit_hands_the_fleet_over() {
 
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", wait);
+    end_session(&rt, &api, id, wait);
+    drop(serve);
+}
+
+/// Ends a session through the API and waits until it is.
+fn end_session(
+    rt: &tokio::runtime::Runtime,
+    api: &common::agent_api::Api,
+    id: uuid::Uuid,
+    wait: Duration,
+) {
     let resp = rt
         .block_on(
             api.http
@@ -775,5 +823,4 @@ fn a_frozen_cockpit_hands_the_fleet_over() {
     rt.block_on(common::eventually(wait, "the session to end", || async {
         (api.get(&format!("/api/sessions/{id}")).await["status"] == "dead").then_some(())
     }));
-    drop(serve);
 }
