@@ -45,6 +45,10 @@ cargo build --release --quiet --bin agentdeck --example stand-in-harness --examp
 TARGET=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN=$TARGET/release
 WORK=$(mktemp -d /tmp/bench-cockpit-k9s.XXXXXX)
+# The screens as they were at the end of each measurement.
+OUT=${BENCH_OUT:-$WORK}
+mkdir -p "$OUT"
+log "screens are kept in $OUT"
 PIDS=()
 cleanup() {
   tmux kill-session -t fleet-bench 2>/dev/null || true
@@ -65,13 +69,13 @@ pid_in_tmux() { tmux list-panes -t fleet-bench -F '#{pane_pid}' 2>/dev/null | he
 # Waits until the pane matches REGEX; prints the seconds it took since START (date +%s.%N).
 wait_screen() { # start regex what
   local start=$1 re=$2 what=$3 deadline=$((SECONDS + 300))
-  until pane | grep -Eq "$re"; do
+  until pane | grep -Eiq "$re"; do
     if ((SECONDS > deadline)); then
       log "the screen never showed $what; it shows:"; pane >&2; return 1
     fi
     sleep 0.05
   done
-  echo "$(date +%s.%N) - $start" | bc
+  awk -v now="$(date +%s.%N)" -v start="$start" 'BEGIN { printf "%.2f", now - start }'
 }
 
 # Idle CPU (% of one core) and memory of PID over WINDOW seconds.
@@ -82,18 +86,27 @@ idle_cost() { # pid
   sleep "$WINDOW"
   t1=$(cpu_ticks "$pid")
   printf 'CPU %.2f%% of a core, RSS %d MB (peak %d MB)' \
-    "$(echo "100 * ($t1 - $t0) / $hz / $WINDOW" | bc -l)" \
+    "$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v w="$WINDOW" 'BEGIN { print 100 * (b - a) / hz / w }')" \
     "$(($(mem_kb "$pid" VmRSS) / 1024))" "$(($(mem_kb "$pid" VmHWM) / 1024))"
 }
 
-"$KUBECTL" --kubeconfig "$KCFG" create namespace "$NS" >/dev/null 2>&1 || true
-log "starting a kubelet for namespace $NS (the stand-in harness on its PATH)"
-PATH="$BIN/examples:$PATH" setsid "$BIN/examples/test-kubelet" --kubeconfig "$KCFG" \
-  --node fleet-bench-node --namespace "$NS" --root "$WORK/kubelet" \
-  --tls-cert "$PKI/kubelet.crt" --tls-key "$PKI/kubelet.key" >"$WORK/kubelet.log" 2>&1 </dev/null &
-PIDS+=($!)
+# A namespace of its own, fresh for each size (a namespace being deleted refuses new objects,
+# so the old one must be gone first), and a kubelet for it with the stand-in harness on its PATH.
+KUBELET=
+fresh_namespace() {
+  if [[ -n $KUBELET ]]; then kill -TERM -- "-$KUBELET" 2>/dev/null || kill -TERM "$KUBELET" 2>/dev/null || true; wait "$KUBELET" 2>/dev/null || true; fi
+  "$KUBECTL" --kubeconfig "$KCFG" delete namespace "$NS" --ignore-not-found --wait=true --timeout=600s >/dev/null
+  "$KUBECTL" --kubeconfig "$KCFG" create namespace "$NS" >/dev/null
+  log "starting a kubelet for namespace $NS (the stand-in harness on its PATH)"
+  PATH="$BIN/examples:$PATH" setsid "$BIN/examples/test-kubelet" --kubeconfig "$KCFG" \
+    --node fleet-bench-node --namespace "$NS" --root "$WORK/kubelet" \
+    --tls-cert "$PKI/kubelet.crt" --tls-key "$PKI/kubelet.key" >>"$WORK/kubelet.log" 2>&1 </dev/null &
+  KUBELET=$!
+  PIDS+=("$KUBELET")
+}
 
 cat >"$WORK/config.toml" <<EOF
+[store]
 database_url = "postgres://postgres@127.0.0.1:5432/$DB"
 
 [runtime]
@@ -119,11 +132,14 @@ idle_timeout = "24h"
 resources = { cpu = "10m", memory = "16Mi" }
 EOF
 export KUBECONFIG=$KCFG XDG_STATE_HOME=$WORK/state XDG_DATA_HOME=$WORK/data XDG_CONFIG_HOME=$WORK/config
+# (tmux starts its programs with its server's environment, so theirs is spelled out)
+ENVS="KUBECONFIG=$KCFG XDG_STATE_HOME=$WORK/state XDG_DATA_HOME=$WORK/data XDG_CONFIG_HOME=$WORK/config TERM=xterm-256color"
 count() { psql -h 127.0.0.1 -U postgres -d "$DB" -tAc "SELECT count(*) FROM sessions WHERE $1"; }
 
 for N in "${SIZES[@]}"; do
   log "size $N: a fresh database and namespace"
-  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
+  fresh_namespace
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null 2>&1
   "$BIN/agentdeck" --config "$WORK/config.toml" migrate >/dev/null
   setsid "$BIN/agentdeck" --config "$WORK/config.toml" serve >"$WORK/serve-$N.log" 2>&1 </dev/null &
   SERVE=$!
@@ -147,22 +163,26 @@ for N in "${SIZES[@]}"; do
   # The cockpit, on its Sandboxes view.
   start=$(date +%s.%N)
   tmux new-session -d -s fleet-bench -x 200 -y 50 \
-    "exec env KUBECONFIG=$KCFG $BIN/agentdeck --config $WORK/config.toml"
+    "exec env $ENVS $BIN/agentdeck --config $WORK/config.toml"
   until pane | grep -q "fleet:"; do sleep 0.05; done
   tmux send-keys -t fleet-bench h
   shown=$(wait_screen "$start" "Sandboxes \\($N\\)" "Sandboxes ($N)")
   pid=$(pid_in_tmux)
   cost=$(idle_cost "$pid")
+  pane >"$OUT/cockpit-$N.txt"
   echo "cockpit, $N live sandboxes: the Sandboxes view shows all $N ${shown}s after start; idle: $cost"
   tmux kill-session -t fleet-bench
 
   # k9s, on the namespace's pods.
   start=$(date +%s.%N)
   tmux new-session -d -s fleet-bench -x 200 -y 50 \
-    "exec $K9S --kubeconfig $KCFG -n $NS -c pods --readonly --logoless"
-  shown=$(wait_screen "$start" "pods\\($NS\\)\\[$N\\]" "pods($NS)[$N]")
+    "exec env $ENVS $K9S --kubeconfig $KCFG -n $NS -c pods --readonly --logoless"
+  # (k9s writes 1000 as 1,000)
+  grouped=$(printf '%s' "$N" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta')
+  shown=$(wait_screen "$start" "pods\\($NS\\)\\[($N|$grouped)\\]" "pods($NS)[$grouped]")
   pid=$(pid_in_tmux)
   cost=$(idle_cost "$pid")
+  pane >"$OUT/k9s-$N.txt"
   echo "k9s, $N pods: shows all $N ${shown}s after start; idle: $cost"
   tmux kill-session -t fleet-bench
 
