@@ -262,6 +262,17 @@ fn read_only_and_no_color() {
         raw.contains("\u{1b}[1m"),
         "meaning still carried by weight and glyphs"
     );
+    // Nothing acts: `n` opens no new session, and `:new` typed in the command line is refused
+    // with the reason.
+    tmux.keys(&["n"]);
+    tmux.keys(&[":"]);
+    tmux.text("new");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("read-only: this cockpit", Duration::from_secs(60));
+    assert!(
+        !screen.contains("New session"),
+        "a read-only cockpit opened the new-session dialog:\n{screen}"
+    );
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", Duration::from_secs(60));
 }

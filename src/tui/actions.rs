@@ -1,6 +1,7 @@
-//! The one registry of actions: each has an id, default keys, a hint, a help line and a
-//! `dangerous` flag. It drives key handling, the hint bar, `?` help and read-only mode (where
-//! dangerous actions vanish). No key is handled outside it.
+//! The one registry of actions: each has an id, default keys, a hint, a help line and what it
+//! does to sessions (looks, acts, or acts dangerously). It drives key handling, the hint bar,
+//! `?` help and read-only mode (where every action that acts vanishes). No key is handled
+//! outside it.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -70,6 +71,18 @@ pub enum Action {
     Command,
 }
 
+/// What an action does to sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Moves, shows, filters: changes no session and makes no agent act.
+    Looks,
+    /// Changes a session or makes an agent act (a new session, a message, a fork, a resume).
+    Acts,
+    /// Acts, and stops or overrides something (restart, suspend, end, abort, answers, a shell
+    /// in the sandbox): offered last.
+    Dangerous,
+}
+
 pub struct ActionDef {
     pub action: Action,
     pub id: &'static str,
@@ -77,7 +90,8 @@ pub struct ActionDef {
     /// A word or two for the hint bar.
     pub hint: &'static str,
     pub help: &'static str,
-    pub dangerous: bool,
+    /// What it does to sessions: read-only mode has only the actions that look.
+    pub kind: Kind,
     /// Where it applies: everywhere (`[Global]`) or on the screens listed.
     pub scopes: &'static [Scope],
 }
@@ -90,11 +104,25 @@ impl ActionDef {
     fn global(&self) -> bool {
         self.applies_in(Scope::Global)
     }
+
+    /// Whether it changes a session or makes an agent act: none of these in read-only mode.
+    pub fn acts(&self) -> bool {
+        self.kind != Kind::Looks
+    }
+
+    pub fn dangerous(&self) -> bool {
+        self.kind == Kind::Dangerous
+    }
+}
+
+/// The registry's entry of `action`.
+pub fn def_of(action: Action) -> Option<&'static ActionDef> {
+    REGISTRY.iter().find(|d| d.action == action)
 }
 
 macro_rules! def {
-    ($a:ident, $id:literal, [$($k:literal),*], $hint:literal, $help:literal, $danger:literal, [$($scope:ident),+]) => {
-        ActionDef { action: Action::$a, id: $id, keys: &[$($k),*], hint: $hint, help: $help, dangerous: $danger, scopes: &[$(Scope::$scope),+] }
+    ($a:ident, $id:literal, [$($k:literal),*], $hint:literal, $help:literal, $kind:ident, [$($scope:ident),+]) => {
+        ActionDef { action: Action::$a, id: $id, keys: &[$($k),*], hint: $hint, help: $help, kind: Kind::$kind, scopes: &[$(Scope::$scope),+] }
     };
 }
 
@@ -105,7 +133,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["q", "ctrl-c"],
         "quit",
         "Leave the cockpit (sessions keep running)",
-        false,
+        Looks,
         [Global]
     ),
     def!(
@@ -114,7 +142,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["?"],
         "help",
         "Show every key",
-        false,
+        Looks,
         [Global]
     ),
     def!(
@@ -123,17 +151,17 @@ pub const REGISTRY: &[ActionDef] = &[
         ["esc"],
         "back",
         "Go back / close",
-        false,
+        Looks,
         [Global]
     ),
-    def!(Up, "up", ["up", "k"], "", "Move up", false, [Global]),
+    def!(Up, "up", ["up", "k"], "", "Move up", Looks, [Global]),
     def!(
         Down,
         "down",
         ["down", "j"],
         "",
         "Move down",
-        false,
+        Looks,
         [Global]
     ),
     def!(
@@ -142,7 +170,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["pgup", "ctrl-b"],
         "",
         "Page up",
-        false,
+        Looks,
         [Global]
     ),
     def!(
@@ -151,7 +179,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["pgdn", "ctrl-f"],
         "",
         "Page down",
-        false,
+        Looks,
         [Global]
     ),
     def!(
@@ -160,7 +188,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["home", "g"],
         "",
         "Go to the top",
-        false,
+        Looks,
         [Global]
     ),
     def!(
@@ -169,7 +197,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["end", "G"],
         "",
         "Go to the bottom",
-        false,
+        Looks,
         [Sessions, Sandboxes, Diagnose]
     ),
     def!(
@@ -178,7 +206,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["end", "G"],
         "follow",
         "Go to the end and follow what comes (scrolling up stops following)",
-        false,
+        Looks,
         [Transcript, Logs]
     ),
     def!(
@@ -187,7 +215,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["enter"],
         "attach",
         "Open the session's live transcript",
-        false,
+        Looks,
         [Sessions, Sandboxes]
     ),
     def!(
@@ -196,7 +224,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["/"],
         "filter",
         "Filter: words, or key:value (agent:x status:failed team:y)",
-        false,
+        Looks,
         [Sessions]
     ),
     def!(
@@ -205,7 +233,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["s"],
         "sort",
         "Sort: newest, last activity, trouble first, agent, title (:sort KEY)",
-        false,
+        Looks,
         [Sessions]
     ),
     def!(
@@ -214,7 +242,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["n"],
         "new",
         "Start a new session",
-        false,
+        Acts,
         [Sessions]
     ),
     def!(
@@ -223,7 +251,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["R"],
         "restart",
         "Restart the session's sandbox",
-        true,
+        Dangerous,
         [Global]
     ),
     def!(
@@ -232,7 +260,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["S"],
         "suspend",
         "Suspend the session's sandbox",
-        true,
+        Dangerous,
         [Global]
     ),
     def!(
@@ -241,7 +269,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["U"],
         "resume",
         "Resume a suspended session",
-        false,
+        Acts,
         [Global]
     ),
     def!(
@@ -250,7 +278,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["X"],
         "end",
         "End the session: its sandbox is destroyed, its transcript kept",
-        true,
+        Dangerous,
         [Global]
     ),
     def!(
@@ -259,7 +287,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["ctrl-x"],
         "abort",
         "Stop the agent's running turn",
-        true,
+        Dangerous,
         [Transcript]
     ),
     def!(
@@ -268,7 +296,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["a"],
         "allow",
         "Allow what the agent asks, this once; or answer its question",
-        true,
+        Dangerous,
         [Transcript]
     ),
     def!(
@@ -277,7 +305,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["A"],
         "always",
         "Allow what the agent asks, and the like of it, for the rest of its life",
-        true,
+        Dangerous,
         [Transcript]
     ),
     def!(
@@ -286,7 +314,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["r"],
         "reject",
         "Reject what the agent asks, with a reason it hears; or decline its question",
-        true,
+        Dangerous,
         [Transcript]
     ),
     def!(
@@ -295,7 +323,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["i", "tab"],
         "write",
         "Write a message to the agent (ctrl-s sends; esc keeps it as a draft)",
-        false,
+        Acts,
         [Transcript]
     ),
     def!(
@@ -304,7 +332,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["w"],
         "wrap",
         "Wrap long lines on or off",
-        false,
+        Looks,
         [Transcript, Logs]
     ),
     def!(
@@ -313,7 +341,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["t"],
         "times",
         "Show or hide timestamps",
-        false,
+        Looks,
         [Transcript]
     ),
     def!(
@@ -322,7 +350,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["o"],
         "tools",
         "Unfold or fold tool calls",
-        false,
+        Looks,
         [Transcript]
     ),
     def!(
@@ -331,7 +359,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["/"],
         "search",
         "Search: the transcript (smart case; n next, N previous), or in logs show only matching lines",
-        false,
+        Looks,
         [Transcript, Logs]
     ),
     def!(
@@ -340,7 +368,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["n"],
         "",
         "Next match of the search",
-        false,
+        Looks,
         [Transcript]
     ),
     def!(
@@ -349,7 +377,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["N"],
         "",
         "Previous match of the search",
-        false,
+        Looks,
         [Transcript]
     ),
     def!(
@@ -358,7 +386,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["f"],
         "fork",
         "Fork the session at a message: a new session whose conversation is this one up to it",
-        false,
+        Acts,
         [Transcript]
     ),
     def!(
@@ -367,7 +395,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["!"],
         "shell",
         "A shell in the session's sandbox (exit it to come back)",
-        true,
+        Dangerous,
         [Sessions, Transcript, Sandboxes]
     ),
     def!(
@@ -376,7 +404,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["s"],
         "since",
         "Logs since: the last 500 lines, 5 minutes, 1 hour, 1 day, everything",
-        false,
+        Looks,
         [Logs]
     ),
     def!(
@@ -385,7 +413,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["h"],
         "health",
         "Sandbox health of every live session, trouble first",
-        false,
+        Looks,
         [Global]
     ),
     def!(
@@ -394,7 +422,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["l"],
         "logs",
         "The session's sandbox log, following",
-        false,
+        Looks,
         [Global]
     ),
     def!(
@@ -403,7 +431,7 @@ pub const REGISTRY: &[ActionDef] = &[
         ["d"],
         "diagnose",
         "Everything about the session, and what to do",
-        false,
+        Looks,
         [Global]
     ),
     def!(
@@ -412,7 +440,7 @@ pub const REGISTRY: &[ActionDef] = &[
         [":"],
         "cmd",
         "Command mode: :sessions :sandboxes :logs :diagnose :agents :team NAME :sort KEY :quit",
-        false,
+        Looks,
         [Global]
     ),
 ];
@@ -450,7 +478,7 @@ fn matches(key: &KeyEvent, spec: &str) -> bool {
     }
 }
 
-/// The actions in effect: read-only mode removes the dangerous ones; the config may rebind keys.
+/// The actions in effect: read-only mode removes every one that acts; the config may rebind keys.
 pub struct Keymap {
     read_only: bool,
     keys: std::collections::HashMap<Action, Vec<String>>,
@@ -535,7 +563,7 @@ impl Keymap {
     pub fn defs(&self) -> impl Iterator<Item = &'static ActionDef> + '_ {
         REGISTRY
             .iter()
-            .filter(move |d| !(self.read_only && d.dangerous))
+            .filter(move |d| !(self.read_only && d.acts()))
     }
 
     /// The action a key means in `scope` (its own actions first, then global ones).
@@ -566,7 +594,7 @@ impl Keymap {
             .filter(|d| !(scope == Scope::Sessions && d.action == Action::Back))
             .filter(|d| offered(d.action))
             .collect();
-        defs.sort_by_key(|d| (d.global(), d.dangerous));
+        defs.sort_by_key(|d| (d.global(), d.dangerous()));
         defs.into_iter()
             .filter_map(|d| self.keys_of(d.action).first().map(|k| (k.clone(), d.hint)))
             .collect()
@@ -687,6 +715,128 @@ mod tests {
         assert!(err.contains("cannot read the key"), "{err}");
     }
 
+    /// Every action says what it does, and read-only mode keeps only those that look: a table
+    /// over every action (a new one does not compile until it is in it), checked against the
+    /// registry and against a read-only keymap, where no key of an acting action does anything.
+    #[test]
+    fn read_only_keeps_only_the_actions_that_look() {
+        use Action as A;
+        let all = [
+            A::Quit,
+            A::Help,
+            A::Back,
+            A::Up,
+            A::Down,
+            A::PageUp,
+            A::PageDown,
+            A::Top,
+            A::Bottom,
+            A::Follow,
+            A::Attach,
+            A::Filter,
+            A::Sort,
+            A::NewSession,
+            A::Restart,
+            A::Suspend,
+            A::Resume,
+            A::End,
+            A::Abort,
+            A::Allow,
+            A::AllowAlways,
+            A::Reject,
+            A::Fork,
+            A::Shell,
+            A::Compose,
+            A::ToggleWrap,
+            A::ToggleTimestamps,
+            A::ToggleTools,
+            A::Search,
+            A::SearchNext,
+            A::SearchPrevious,
+            A::Since,
+            A::Health,
+            A::Logs,
+            A::Diagnose,
+            A::Command,
+        ];
+        let acts = |a: Action| match a {
+            A::Quit
+            | A::Help
+            | A::Back
+            | A::Up
+            | A::Down
+            | A::PageUp
+            | A::PageDown
+            | A::Top
+            | A::Bottom
+            | A::Follow
+            | A::Attach
+            | A::Filter
+            | A::Sort
+            | A::ToggleWrap
+            | A::ToggleTimestamps
+            | A::ToggleTools
+            | A::Search
+            | A::SearchNext
+            | A::SearchPrevious
+            | A::Since
+            | A::Health
+            | A::Logs
+            | A::Diagnose
+            | A::Command => false,
+            A::NewSession
+            | A::Restart
+            | A::Suspend
+            | A::Resume
+            | A::End
+            | A::Abort
+            | A::Allow
+            | A::AllowAlways
+            | A::Reject
+            | A::Fork
+            | A::Shell
+            | A::Compose => true,
+        };
+        assert_eq!(
+            all.len(),
+            REGISTRY.len(),
+            "every action of the registry is in the table"
+        );
+        let read_only = Keymap::new(true);
+        let scopes = [
+            Scope::Sessions,
+            Scope::Transcript,
+            Scope::Logs,
+            Scope::Sandboxes,
+            Scope::Diagnose,
+        ];
+        for a in all {
+            let def = def_of(a).unwrap_or_else(|| panic!("{a:?} is in the registry"));
+            assert_eq!(def.acts(), acts(a), "{a:?} ({}) says what it does", def.id);
+            for k in def.keys {
+                let Some((code, mods)) = parse(k) else {
+                    panic!("{k}");
+                };
+                let event = KeyEvent::new(code, mods);
+                for scope in scopes {
+                    let found = read_only.action(&event, scope);
+                    if acts(a) {
+                        assert_ne!(
+                            found,
+                            Some(a),
+                            "read-only: {k} still does {a:?} in {scope:?}"
+                        );
+                    }
+                }
+            }
+            assert_eq!(
+                read_only.defs().any(|d| d.action == a),
+                !acts(a),
+                "read-only offers {a:?} exactly when it only looks"
+            );
+        }
+    }
+
     #[test]
     fn read_only_removes_dangerous_actions_everywhere() {
         let km = Keymap::new(true);
@@ -702,7 +852,7 @@ mod tests {
                 .iter()
                 .any(|(_, h)| *h == "end" || *h == "restart")
         );
-        assert!(km.defs().all(|d| !d.dangerous));
+        assert!(km.defs().all(|d| !d.acts()));
         // every key is parseable and no two actions of one scope share a key
         for d in REGISTRY {
             for k in d.keys {

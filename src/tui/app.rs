@@ -139,6 +139,29 @@ pub enum Effect {
     },
 }
 
+/// What a read-only cockpit says when asked to act.
+pub const READ_ONLY: &str = "read-only: this cockpit changes no session and makes no agent act (started with --read-only or a read-only context)";
+
+impl Effect {
+    /// Whether it changes a session or makes an agent act: none leaves a read-only cockpit.
+    pub fn acts(&self) -> bool {
+        match self {
+            Effect::Send { .. }
+            | Effect::Lifecycle { .. }
+            | Effect::Create { .. }
+            | Effect::Fork { .. }
+            | Effect::Shell { .. }
+            | Effect::Answer { .. } => true,
+            Effect::LoadSessions { .. }
+            | Effect::LoadMessages { .. }
+            | Effect::LoadHealth
+            | Effect::FollowLogs { .. }
+            | Effect::Diagnose { .. }
+            | Effect::LoadAsks { .. } => false,
+        }
+    }
+}
+
 pub enum Dialog {
     Help(HelpView),
     Filter(Box<TextArea<'static>>),
@@ -347,7 +370,13 @@ impl App {
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
         // a key may have written in the composer or left a draft; the loop compares and saves
         self.drafts_changed |= matches!(msg, Msg::Key(_) | Msg::NotSent { .. });
-        let effects = self.apply(msg);
+        let mut effects = self.apply(msg);
+        // Read-only holds whatever path led here (a key, a command, a dialog): nothing that
+        // changes a session or makes an agent act leaves the cockpit.
+        if self.keymap.read_only() && effects.iter().any(Effect::acts) {
+            effects.retain(|e| !e.acts());
+            self.status = Some((READ_ONLY.to_string(), true));
+        }
         let same = match (&self.status, &self.status_since) {
             (Some((t, e)), Some((t2, e2, _))) => t == t2 && e == e2,
             (None, None) => true,
@@ -612,6 +641,10 @@ impl App {
     }
 
     fn on_action(&mut self, action: Action) -> Vec<Effect> {
+        if self.keymap.read_only() && super::actions::def_of(action).is_some_and(|d| d.acts()) {
+            self.status = Some((READ_ONLY.to_string(), true));
+            return vec![];
+        }
         // The screen shown first: its own actions are its to handle.
         let (screen, mut cx) = self.screen_mut();
         if let Some(effects) = screen.on_action(action, &mut cx) {
@@ -1417,6 +1450,67 @@ mod tests {
             KeyModifiers::SHIFT,
         )));
         assert!(ro.dialog.is_none());
+    }
+
+    /// A read-only cockpit acts on nothing whatever the way in: every acting action of the
+    /// registry (sent as the action itself, as if a key or a command had led to it), `:new`
+    /// typed in the command line, and a composer left open with text in it.
+    #[test]
+    fn read_only_acts_on_nothing_whatever_the_way_in() {
+        let mut ro = App::new(
+            Keymap::new(true),
+            Theme::mono(),
+            vec![],
+            String::new(),
+            String::new(),
+        );
+        ro.update(Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Busy,
+        )]));
+        for def in crate::tui::actions::REGISTRY.iter().filter(|d| d.acts()) {
+            ro.status = None;
+            let effects = ro.on_action(def.action);
+            assert!(effects.iter().all(|e| !e.acts()), "{}: {effects:?}", def.id);
+            assert!(ro.dialog.is_none(), "{}: no dialog to act from", def.id);
+            assert_eq!(
+                ro.status.as_ref().map(|(t, _)| t.as_str()),
+                Some(READ_ONLY),
+                "{} says why",
+                def.id
+            );
+        }
+        ro.status = None;
+        assert_eq!(ro.run_command(":new"), vec![]);
+        assert_eq!(ro.status.as_ref().map(|(t, _)| t.as_str()), Some(READ_ONLY));
+        // Whatever state the app is in, no acting effect leaves it: a composer open with text
+        // in it sends in a writable cockpit, and nothing once the cockpit is read-only.
+        let composing = |read_only: bool| {
+            let mut a = app();
+            a.update(Msg::Sessions(vec![session(
+                1,
+                "coder",
+                SessionStatus::Idle,
+            )]));
+            a.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+            a.update(key('i'));
+            a.update(key('h'));
+            a.update(key('i'));
+            if read_only {
+                a.keymap = Keymap::new(true);
+            }
+            let sent = a.update(ctrl('s'));
+            (sent, a.status.clone())
+        };
+        let (sent, _) = composing(false);
+        assert!(
+            sent.iter().any(Effect::acts),
+            "the writable cockpit sends: {sent:?}"
+        );
+        let (sent, status) = composing(true);
+        assert_eq!(sent, vec![], "nothing sent once read-only");
+        assert_eq!(status.as_ref().map(|(t, _)| t.as_str()), Some(READ_ONLY));
     }
 
     fn ctrl(c: char) -> Msg {
