@@ -245,6 +245,99 @@ async fn the_seed_curl_example_works_as_written() {
     s.stop().await;
 }
 
+/// Every route answers its rejections as JSON, like every other error of the API: a method a
+/// route does not take is a 405 with the JSON error and an `Allow` header naming what it takes;
+/// a path segment that is not UTF-8 is a 400 with the JSON error (axum answered an empty 405
+/// and a text/plain 400 before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_its_rejections_as_json() {
+    let db = TestDb::postgres().await;
+    let s = ApiServer::start(&db, "").await;
+    // (path, the methods it takes): the router's table.
+    let routes: &[(&str, &[&str])] = &[
+        ("/api/sessions", &["GET", "POST"]),
+        ("/api/sessions/{id}", &["GET", "DELETE"]),
+        ("/api/sessions/{id}/messages", &["GET", "POST"]),
+        ("/api/sessions/{id}/events", &["GET"]),
+        ("/api/sessions/{id}/diagnosis", &["GET"]),
+        ("/api/sessions/{id}/fork", &["POST"]),
+        ("/api/sessions/{id}/forks", &["GET"]),
+        ("/api/sessions/{id}/permissions", &["GET"]),
+        ("/api/sessions/{id}/permissions/{ask}", &["POST"]),
+        ("/api/sessions/{id}/questions", &["GET"]),
+        ("/api/sessions/{id}/questions/{ask}", &["POST"]),
+        ("/api/sessions/{id}/restart", &["POST"]),
+        ("/api/agents", &["GET"]),
+        ("/healthz", &["GET"]),
+        ("/metrics", &["GET"]),
+    ];
+    let some_id = "01234567-89ab-cdef-0123-456789abcdef";
+    for (route, takes) in routes {
+        let path = route.replace("{id}", some_id).replace("{ask}", "per_1");
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            if takes.contains(&method) {
+                continue;
+            }
+            let resp = s
+                .http
+                .request(method.parse().unwrap(), s.url(&path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            let allow = resp
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            for m in *takes {
+                assert!(
+                    allow.contains(m),
+                    "{method} {path}: Allow {allow:?} lacks {m}"
+                );
+            }
+            let body: Value = resp
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: the 405 is not JSON: {e}"));
+            assert_eq!(
+                body["error"], "method_not_allowed",
+                "{method} {path}: {body}"
+            );
+            assert!(
+                body["message"].as_str().unwrap_or("").contains(method),
+                "{method} {path}: {body}"
+            );
+        }
+        if route.contains("{id}") {
+            let path = route.replace("{id}", "%FF%FE").replace("{ask}", "per_1");
+            let method = takes[0];
+            let resp = s
+                .http
+                .request(method.parse().unwrap(), s.url(&path))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{method} {path}");
+            let body: Value = resp
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: the 400 is not JSON: {e}"));
+            assert_eq!(body["error"], "bad_request", "{method} {path}: {body}");
+            assert!(
+                body["message"].as_str().unwrap_or("").contains("path"),
+                "{method} {path}: {body}"
+            );
+        }
+    }
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_4xx() {
     let db = TestDb::postgres().await;

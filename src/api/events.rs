@@ -9,12 +9,13 @@
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::sessions::Segments;
 use super::sessions::{Params, visible};
 use crate::core::Core;
 use crate::core::live::{DeltaFeed, Live};
 use crate::core::{Change, ChangeFeed};
 use crate::model::{Event, LiveDelta, SessionStatus};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{self, KeepAlive, Sse};
 use futures::Stream;
@@ -103,7 +104,7 @@ impl Cursor {
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     headers: HeaderMap,
     Params(p): Params<EventParams>,
 ) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {

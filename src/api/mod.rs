@@ -56,11 +56,24 @@ pub fn router(core: Core) -> Router {
         .route("/healthz", get(metrics::healthz))
         .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::not_found("no such route; the API lives under /api") })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count_requests,
         ))
         .with_state(state)
+}
+
+/// A route asked with a method it does not take (axum adds the `Allow` header).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not take {method}; the Allow header says what it takes",
+            uri.path()
+        ),
+    )
 }
 
 /// Why `serve` refuses an address.

@@ -8,7 +8,7 @@ use crate::model::{
     Answer, Ask, AskKind, Message, PermissionReply, Session, SessionQuery, SessionStatus,
 };
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -51,6 +51,32 @@ where
 
 /// Query parameters whose rejection is a JSON error.
 pub struct Params<T>(pub T);
+
+/// The path's segments (a session's id, an ask's, an action), with a JSON error when they
+/// cannot be read (not UTF-8, say), like every other error of the API.
+pub struct Segments<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Segments<T>
+where
+    Path<T>: axum::extract::FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Segments(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "cannot read the path {}: {}",
+                parts.uri.path(),
+                e.body_text()
+            ))),
+        }
+    }
+}
 
 impl<S, T> axum::extract::FromRequestParts<S> for Params<T>
 where
@@ -201,7 +227,7 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
 ) -> Result<Json<Session>, ApiError> {
     Ok(Json(visible(&state, &caller, &id).await?))
 }
@@ -268,7 +294,7 @@ fn answerer(caller: &Caller) -> String {
 pub async fn permissions(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     Params(q): Params<AsksQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let asks = asks_of(&state, &caller, &id, &q, AskKind::Permission).await?;
@@ -279,7 +305,7 @@ pub async fn permissions(
 pub async fn questions(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     Params(q): Params<AsksQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let asks = asks_of(&state, &caller, &id, &q, AskKind::Question).await?;
@@ -297,7 +323,7 @@ pub struct PermissionBody {
 pub async fn answer_permission(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, ask)): Path<(String, String)>,
+    Segments((id, ask)): Segments<(String, String)>,
     Body(body): Body<PermissionBody>,
 ) -> Result<Json<Ask>, ApiError> {
     let reply = body
@@ -324,7 +350,7 @@ pub struct QuestionBody {
 pub async fn answer_question(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, ask)): Path<(String, String)>,
+    Segments((id, ask)): Segments<(String, String)>,
     Body(body): Body<QuestionBody>,
 ) -> Result<Json<Ask>, ApiError> {
     let answer = match (body.answers, body.reject) {
@@ -350,7 +376,7 @@ pub struct ForkBody {
 pub async fn fork(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     Body(body): Body<ForkBody>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let session = visible(&state, &caller, &id).await?;
@@ -364,7 +390,7 @@ pub async fn fork(
 pub async fn forks(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let session = visible(&state, &caller, &id).await?;
     let forks = state.core.forks(session.id).await?;
@@ -375,7 +401,7 @@ pub async fn forks(
 pub async fn diagnosis(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let session = visible(&state, &caller, &id).await?;
     Ok(Json(state.core.diagnose(session.id).await?.to_json()))
@@ -384,7 +410,7 @@ pub async fn diagnosis(
 pub async fn end(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let session = visible(&state, &caller, &id).await?;
     Ok((
@@ -396,7 +422,7 @@ pub async fn end(
 pub async fn act(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, action)): Path<(String, String)>,
+    Segments((id, action)): Segments<(String, String)>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let core = &state.core;
     // Check the action before the session so that a typo says so even for a valid id.
@@ -424,7 +450,7 @@ pub struct SendBody {
 pub async fn send(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     Body(body): Body<SendBody>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     let session = visible(&state, &caller, &id).await?;
@@ -449,7 +475,7 @@ pub struct MessagePage {
 pub async fn messages(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     Params(p): Params<MessageParams>,
 ) -> Result<Json<MessagePage>, ApiError> {
     let session = visible(&state, &caller, &id).await?;
