@@ -921,13 +921,21 @@ async fn an_agent_asks_and_a_person_answers() {
     .await;
     let pid2 = asked["id"].as_str().unwrap().to_string();
     assert_ne!(pid2, pid);
-    let (status, body) = api
-        .post(
-            &format!("/api/sessions/{id}/permissions/{pid2}"),
-            json!({"reply": "once"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    // Answered from the command line: a short-lived process of its own, on the local runtime
+    // (it finds the sandbox running from its folder and reaches its harness at once).
+    let out = agentdeck(root.path())
+        .args(["sessions", "answer", &id, &pid2, "--reply", "once"])
+        .env("AGENTDECK_CONFIG", root.path().join("agentdeck.toml"))
+        .env("AGENTDECK_DATABASE_URL", db.url())
+        .env("AGENTDECK_GATEWAY_URL", &stack.gateway_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sessions answer: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     api.reply_containing(&id, "Ran it. Output: perm-two").await;
     let all = api.get(&format!("/api/sessions/{id}/permissions")).await["permissions"]
         .as_array()
@@ -943,12 +951,15 @@ async fn an_agent_asks_and_a_person_answers() {
             )
         })
         .collect();
+    assert_eq!(trail.len(), 2, "{trail:?}");
     assert_eq!(
-        trail,
-        [
-            (json!("reject"), json!("not on prod"), json!("api")),
-            (json!("once"), Value::Null, json!("api")),
-        ]
+        trail[0],
+        (json!("reject"), json!("not on prod"), json!("api"))
+    );
+    assert_eq!((&trail[1].0, &trail[1].1), (&json!("once"), &Value::Null));
+    assert!(
+        trail[1].2.as_str().is_some_and(|by| by.starts_with("cli")),
+        "answered from the command line: {trail:?}"
     );
 
     // 3b. A command the agent's patterns allow runs without asking anyone.

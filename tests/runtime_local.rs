@@ -380,6 +380,11 @@ async fn a_new_runtime_adopts_what_is_still_running() {
     let listed = second.list().await.expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].session_id, Some(spec.session_id));
+    // Its first look already has the harness's endpoint: a command run once (the CLI's
+    // `sessions answer`, `sessions shell`) has no time for the monitor's next probe.
+    let first_look = second.health(&sandbox).await.expect("health");
+    assert_eq!(first_look.phase, HealthPhase::Ready, "{first_look:?}");
+    assert!(first_look.endpoint.is_some(), "{first_look:?}");
     let health = ready(&second, &sandbox).await;
     assert!(health.recent_events.iter().any(|e| e.reason == "Adopted"));
     assert_eq!(pid_of(&second, &sandbox), pid);

@@ -22,12 +22,25 @@ pub enum CoreError {
     Conflict(String),
     #[error("store: {0}")]
     Store(StoreError),
-    /// The sandbox runtime (the cluster, local processes) failed or did not answer.
+    /// The sandbox runtime (the cluster, local processes) failed or did not answer. (Its text
+    /// is in this one's, so it is not also given as the source: `{:#}` says it once.)
     #[error("sandbox runtime: {0}")]
-    Runtime(#[from] RuntimeError),
-    /// The agent's harness in the sandbox failed or did not answer.
+    Runtime(RuntimeError),
+    /// The agent's harness in the sandbox failed or did not answer (said once, as above).
     #[error("agent harness: {0}")]
-    Harness(#[from] HarnessError),
+    Harness(HarnessError),
+}
+
+impl From<RuntimeError> for CoreError {
+    fn from(err: RuntimeError) -> Self {
+        CoreError::Runtime(err)
+    }
+}
+
+impl From<HarnessError> for CoreError {
+    fn from(err: HarnessError) -> Self {
+        CoreError::Harness(err)
+    }
 }
 
 impl From<StoreError> for CoreError {
@@ -61,3 +74,26 @@ impl CoreError {
 }
 
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the CLI prints (`{:#}`, the whole chain) says each thing once: the harness's
+    /// reason was printed twice, once as this error's text and again as its source.
+    #[test]
+    fn an_error_is_said_once() {
+        let reason = "the sandbox has no endpoint";
+        let errors = [
+            anyhow::Error::from(CoreError::Harness(HarnessError::Unreachable {
+                endpoint: "session x".into(),
+                reason: reason.into(),
+            })),
+            anyhow::Error::from(CoreError::Runtime(RuntimeError::Unavailable(reason.into()))),
+        ];
+        for err in errors {
+            let text = format!("{err:#}");
+            assert_eq!(text.matches(reason).count(), 1, "{text}");
+        }
+    }
+}

@@ -27,8 +27,8 @@ pub use workdir::{LOG_FILE, RECORD_FILE};
 
 use crate::config::LocalConfig;
 use crate::runtime::{
-    Check, HealthChange, ListedSandbox, LogOptions, LogStream, RuntimeError, SandboxHealth,
-    SandboxRef, SandboxRuntime, SandboxSpec, Shell, ShellOptions, ShellSpec,
+    Check, HealthChange, HealthPhase, ListedSandbox, LogOptions, LogStream, RuntimeError,
+    SandboxHealth, SandboxRef, SandboxRuntime, SandboxSpec, Shell, ShellOptions, ShellSpec,
 };
 use async_trait::async_trait;
 use sandbox::{Sandbox, Shared};
@@ -234,6 +234,22 @@ impl SandboxRuntime for LocalRuntime {
         let entry = self
             .entry(id, false)
             .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
+        // A sandbox still starting as far as this process knows (one it has just found running
+        // from its folder, as a short-lived CLI command does) is asked at once rather than at
+        // its monitor's next probe: a command run once needs the harness now.
+        let starting = {
+            let state = entry.state();
+            if state.health.phase == HealthPhase::Starting && !state.removed {
+                state.running().map(|r| (r.generation, r.port))
+            } else {
+                None
+            }
+        };
+        if let Some((generation, port)) = starting
+            && monitor::answers(&self.shared.http, port).await
+        {
+            entry.mark_ready(generation, monitor::endpoint(port));
+        }
         let state = entry.state();
         if state.removed {
             return Err(RuntimeError::NotFound(sandbox.name.clone()));

@@ -53,6 +53,11 @@ pub fn endpoint(port: u16) -> String {
 /// runtime does not hold the password; the core checks health with it.
 async fn probe(http: &reqwest::Client, port: u16) -> bool {
     tokio::time::sleep(PROBE_INTERVAL).await;
+    answers(http, port).await
+}
+
+/// Whether the harness on `port` answers its health endpoint now (see `probe`).
+pub async fn answers(http: &reqwest::Client, port: u16) -> bool {
     let url = format!("{}/global/health", endpoint(port));
     matches!(http.get(&url).send().await,
         Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::UNAUTHORIZED)
