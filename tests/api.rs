@@ -245,6 +245,91 @@ async fn the_seed_curl_example_works_as_written() {
     s.stop().await;
 }
 
+/// A session belongs to the runtime that made its sandbox: a `serve` on another runtime refuses
+/// to act on it (it would act on a sandbox it cannot reach, or make a new one on its own runtime
+/// while the old one runs on) and says which runtime to use, changing nothing; its sandboxes
+/// view leaves it out, and its health says where it runs instead of "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_of_another_runtime_is_not_acted_on() {
+    let db = TestDb::postgres().await;
+    let s = ApiServer::start(&db, "").await;
+    let store = db.open().await;
+    let elsewhere = store
+        .insert_session(&agentdeck::model::NewSession {
+            agent_id: "coder".into(),
+            team: "red".into(),
+            title: "on kubernetes".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store
+        .update_session(
+            elsewhere.id,
+            &agentdeck::model::SessionPatch {
+                runtime: Some(Some("kubernetes".into())),
+                sandbox_ref: Some(Some("agentdeck/ad-x".into())),
+                harness_session_id: Some(Some("ses".into())),
+                ..agentdeck::model::SessionPatch::status(
+                    agentdeck::model::SessionStatus::Idle,
+                    agentdeck::model::Phase::Ready,
+                )
+            },
+        )
+        .await
+        .unwrap();
+    let id = elsewhere.id.to_string();
+    let says = "runs on the kubernetes runtime (start agentdeck with --runtime kubernetes";
+    for action in ["restart", "suspend"] {
+        let (st, b) = post_json(&s, &format!("/api/sessions/{id}/{action}"), json!({})).await;
+        assert_eq!(st, StatusCode::CONFLICT, "{action}: {b}");
+        assert!(
+            b["message"].as_str().unwrap_or("").contains(says),
+            "{action}: {b}"
+        );
+    }
+    let (st, b) = post_json(
+        &s,
+        &format!("/api/sessions/{id}/messages"),
+        json!({"text": "hello"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    let resp = s
+        .http
+        .delete(s.url(&format!("/api/sessions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let after = store.get_session(elsewhere.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.status, after.command_seq),
+        (agentdeck::model::SessionStatus::Idle, elsewhere.command_seq),
+        "nothing changed"
+    );
+    assert!(
+        store
+            .list_messages(elsewhere.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no message stored"
+    );
+    let (_, diagnosis) = get_json(&s, &format!("/api/sessions/{id}/diagnosis")).await;
+    assert!(diagnosis.to_string().contains(says), "{diagnosis}");
+    assert!(
+        s.core
+            .fleet_health()
+            .await
+            .unwrap()
+            .iter()
+            .all(|row| row.0 != elsewhere.id),
+        "the sandboxes view is this runtime's"
+    );
+    s.stop().await;
+}
+
 /// Every route answers its rejections as JSON, like every other error of the API: a method a
 /// route does not take is a 405 with the JSON error and an `Allow` header naming what it takes;
 /// a path segment that is not UTF-8 is a 400 with the JSON error (axum answered an empty 405

@@ -35,7 +35,7 @@ fn signal(pid: i32, sig: i32) {
 /// Who follows each followed session now.
 async fn owners(store: &Arc<dyn agentdeck::store::Store>) -> BTreeMap<Uuid, Option<String>> {
     store
-        .followed_sessions()
+        .followed_sessions("local")
         .await
         .unwrap()
         .into_iter()

@@ -456,13 +456,21 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
     assert_eq!(a.id, b.id);
     assert_eq!(b.payload["n"], 1);
 
-    let claimed = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    let claimed = store
+        .claim_task("w1", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(claimed.id, a.id);
     assert_eq!(claimed.status, TaskStatus::Running);
     assert_eq!(claimed.attempts, 1);
     assert_eq!(claimed.locked_by.as_deref(), Some("w1"));
     assert!(
-        store.claim_task("w2", lease, none).await.unwrap().is_none(),
+        store
+            .claim_task("w2", "local", lease, none)
+            .await
+            .unwrap()
+            .is_none(),
         "nothing else is due"
     );
     // While it runs, the same key may be queued again.
@@ -488,8 +496,16 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
         .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})).max_attempts(2))
         .await
         .unwrap();
-    let _ = store.claim_task("w1", lease, none).await.unwrap().unwrap(); // c
-    let got = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    let _ = store
+        .claim_task("w1", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap(); // c
+    let got = store
+        .claim_task("w1", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.id, t.id);
     let status = store
         .fail_task(t.id, "w1", "boom", Duration::from_secs(3600), false)
@@ -497,7 +513,11 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
         .unwrap();
     assert_eq!(status, Some(TaskStatus::Queued));
     assert!(
-        store.claim_task("w1", lease, none).await.unwrap().is_none(),
+        store
+            .claim_task("w1", "local", lease, none)
+            .await
+            .unwrap()
+            .is_none(),
         "backoff holds it back"
     );
     let waiting = store.get_task(t.id).await.unwrap().unwrap();
@@ -508,7 +528,11 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
         .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})).max_attempts(2))
         .await
         .unwrap();
-    let got = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    let got = store
+        .claim_task("w1", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.id, t2.id);
     assert_eq!(
         store
@@ -517,7 +541,11 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
             .unwrap(),
         Some(TaskStatus::Queued)
     );
-    let got = store.claim_task("w2", lease, none).await.unwrap().unwrap();
+    let got = store
+        .claim_task("w2", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((got.id, got.attempts), (t2.id, 2));
     assert_eq!(
         store
@@ -540,7 +568,11 @@ async fn tasks_lease_retry_and_dead_letter(db: TestDb) {
         .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})))
         .await
         .unwrap();
-    store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    store
+        .claim_task("w1", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         store
             .fail_task(t3.id, "w1", "no such thing", none, true)
@@ -570,21 +602,21 @@ async fn expired_leases_are_taken_over(db: TestDb) {
         .await
         .unwrap();
     let first = store
-        .claim_task("crashed", short, Duration::ZERO)
+        .claim_task("crashed", "local", short, Duration::ZERO)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(first.id, t.id);
     assert!(
         store
-            .claim_task("other", short, Duration::ZERO)
+            .claim_task("other", "local", short, Duration::ZERO)
             .await
             .unwrap()
             .is_none()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let second = store
-        .claim_task("other", Duration::from_secs(30), Duration::ZERO)
+        .claim_task("other", "local", Duration::from_secs(30), Duration::ZERO)
         .await
         .unwrap()
         .unwrap();
@@ -617,14 +649,14 @@ async fn expired_leases_are_taken_over(db: TestDb) {
         .await
         .unwrap();
     store
-        .claim_task("crashed", lease, Duration::ZERO)
+        .claim_task("crashed", "local", lease, Duration::ZERO)
         .await
         .unwrap()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         store
-            .claim_task("other", lease, Duration::ZERO)
+            .claim_task("other", "local", lease, Duration::ZERO)
             .await
             .unwrap()
             .is_none()
@@ -776,7 +808,7 @@ async fn roles_and_sessions_are_held_under_a_lease(db: TestDb) {
     };
     one.update_session(session.id, &live).await.unwrap();
     assert_eq!(
-        two.followed_sessions().await.unwrap(),
+        two.followed_sessions("local").await.unwrap(),
         vec![(session.id, None)]
     );
     assert_eq!(
@@ -791,7 +823,7 @@ async fn roles_and_sessions_are_held_under_a_lease(db: TestDb) {
         "held by a live core"
     );
     assert_eq!(
-        two.followed_sessions().await.unwrap(),
+        two.followed_sessions("local").await.unwrap(),
         vec![(session.id, Some("p1".to_string()))]
     );
     let cores = two.list_cores().await.unwrap();
@@ -1314,7 +1346,11 @@ async fn commands_of_one_session_run_in_order_and_never_land_stale(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(created.command_seq, 0);
-    let provision = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    let provision = store
+        .claim_task("w1", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(provision.command, Some(0), "creating is the first command");
     store
         .update_session(
@@ -1351,7 +1387,11 @@ async fn commands_of_one_session_run_in_order_and_never_land_stale(db: TestDb) {
     let (suspending, suspend) = command(None, Phase::Suspending, TaskKind::Suspend).await;
     assert_eq!(suspending.command_seq, 1);
     assert_eq!(suspend.command, Some(1));
-    let running = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    let running = store
+        .claim_task("w1", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(running.id, suspend.id);
 
     // The restart comes while the suspend runs: its task waits for the session's running one.
@@ -1364,7 +1404,11 @@ async fn commands_of_one_session_run_in_order_and_never_land_stale(db: TestDb) {
     assert_eq!(restarting.command_seq, 2);
     assert_eq!(restart.command, Some(2));
     assert!(
-        store.claim_task("w2", lease, none).await.unwrap().is_none(),
+        store
+            .claim_task("w2", "local", lease, none)
+            .await
+            .unwrap()
+            .is_none(),
         "a session runs one task at a time"
     );
     // The overtaken suspend lands nothing: the session stays as the restart left it.
@@ -1380,7 +1424,11 @@ async fn commands_of_one_session_run_in_order_and_never_land_stale(db: TestDb) {
         (SessionStatus::Creating, Phase::Restarting)
     );
     assert!(store.complete_task(running.id, "w1").await.unwrap());
-    let next = store.claim_task("w2", lease, none).await.unwrap().unwrap();
+    let next = store
+        .claim_task("w2", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(next.id, restart.id, "then the restart");
 
     // A command that has not started is superseded by a newer one, and never runs.
@@ -1395,7 +1443,11 @@ async fn commands_of_one_session_run_in_order_and_never_land_stale(db: TestDb) {
     assert_eq!(end.status, TaskStatus::Done);
     assert_eq!(end.completed_by.as_deref(), Some("superseded"));
     assert!(store.complete_task(next.id, "w2").await.unwrap());
-    let last = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    let last = store
+        .claim_task("w1", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((last.id, last.command), (resume.id, Some(4)));
 
     // Tasks that are no commands (deliveries) keep their order too, one at a time; one backing
@@ -1418,14 +1470,28 @@ async fn commands_of_one_session_run_in_order_and_never_land_stale(db: TestDb) {
         .enqueue_task(&NewTask::new(TaskKind::DiagEcho, serde_json::json!({})))
         .await
         .unwrap();
-    let a = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    let a = store
+        .claim_task("w1", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(a.id, first.id);
-    let b = store.claim_task("w2", lease, none).await.unwrap().unwrap();
+    let b = store
+        .claim_task("w2", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         b.id, other.id,
         "another session's (or no session's) task is not held up"
     );
-    assert!(store.claim_task("w2", lease, none).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_task("w2", "local", lease, none)
+            .await
+            .unwrap()
+            .is_none()
+    );
     store
         .fail_task(
             a.id,
@@ -1436,7 +1502,11 @@ async fn commands_of_one_session_run_in_order_and_never_land_stale(db: TestDb) {
         )
         .await
         .unwrap();
-    let c = store.claim_task("w2", lease, none).await.unwrap().unwrap();
+    let c = store
+        .claim_task("w2", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(c.id, second.id, "a retry due later holds nothing up");
 }
 
@@ -1565,7 +1635,13 @@ async fn an_idle_worker_wakes_nobody(db: TestDb) {
         }
     };
     for _ in 0..5 {
-        assert!(store.claim_task("w1", lease, none).await.unwrap().is_none());
+        assert!(
+            store
+                .claim_task("w1", "local", lease, none)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
     let m = marker().await;
     assert!(
@@ -1583,10 +1659,20 @@ async fn an_idle_worker_wakes_nobody(db: TestDb) {
         "a queued task wakes the workers"
     );
 
-    let claimed = store.claim_task("w1", lease, none).await.unwrap().unwrap();
+    let claimed = store
+        .claim_task("w1", "local", lease, none)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(claimed.id, task.id);
     assert!(store.renew_lease(task.id, "w1", lease).await.unwrap());
-    assert!(store.claim_task("w2", lease, none).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_task("w2", "local", lease, none)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let m = marker().await;
     assert!(
         !task_notice_before(&mut feed, m).await,
@@ -1816,6 +1902,74 @@ async fn ingest_writes_of_many_sessions_commit_together_and_fail_alone(db: TestD
     assert_eq!(events.last().map(|e| e.seq), Some(before[0] + 6));
 }
 
+/// A session belongs to the runtime that made its sandbox: its tasks wait for a worker of that
+/// runtime (a worker of another would act on a sandbox it cannot reach, or make a new one on its
+/// own runtime), and only cores of that runtime follow its events. A task of a session with no
+/// sandbox yet, or of no session, is anyone's.
+async fn a_sessions_work_waits_for_its_own_runtime(db: TestDb) {
+    let store = db.open().await;
+    let lease = Duration::from_secs(30);
+    let none = Duration::ZERO;
+    let local = store
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
+    store
+        .update_session(
+            local.id,
+            &SessionPatch {
+                runtime: Some(Some("local".into())),
+                sandbox_ref: Some(Some("sbx".into())),
+                harness_session_id: Some(Some("ses".into())),
+                ..SessionPatch::status(SessionStatus::Idle, Phase::Ready)
+            },
+        )
+        .await
+        .unwrap();
+    let fresh = store
+        .insert_session(&new_session("coder", "blue"))
+        .await
+        .unwrap();
+    let task = |id: Uuid| NewTask {
+        session_id: Some(id),
+        ..NewTask::new(TaskKind::DiagEcho, serde_json::json!({}))
+    };
+    store.enqueue_task(&task(local.id)).await.unwrap();
+    assert!(
+        store
+            .claim_task("k8s", "kubernetes", lease, none)
+            .await
+            .unwrap()
+            .is_none_or(|t| t.session_id != Some(local.id)),
+        "a worker of another runtime does not take a local session's task"
+    );
+    store.enqueue_task(&task(fresh.id)).await.unwrap();
+    let taken = store
+        .claim_task("k8s", "kubernetes", lease, none)
+        .await
+        .unwrap()
+        .expect("a session with no sandbox yet is anyone's");
+    assert_eq!(taken.session_id, Some(fresh.id));
+    let taken = store
+        .claim_task("w", "local", lease, none)
+        .await
+        .unwrap()
+        .expect("the local worker takes the local session's task");
+    assert_eq!(taken.session_id, Some(local.id));
+    assert!(
+        store
+            .followed_sessions("kubernetes")
+            .await
+            .unwrap()
+            .is_empty(),
+        "a Kubernetes core follows no local session"
+    );
+    assert_eq!(
+        store.followed_sessions("local").await.unwrap(),
+        vec![(local.id, None)]
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod postgres {
@@ -1853,6 +2007,7 @@ conformance!(
     an_idle_worker_wakes_nobody,
     live_text_reaches_the_watchers_of_its_session,
     ingest_writes_of_many_sessions_commit_together_and_fail_alone,
+    a_sessions_work_waits_for_its_own_runtime,
 );
 
 /// On Postgres, a batch of raw events moves its session's event counter without announcing a

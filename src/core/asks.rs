@@ -35,6 +35,7 @@ impl Core {
     /// changes unless the harness took the answer.
     pub async fn answer(&self, id: Uuid, ask_id: &str, answer: Answer, by: &str) -> Result<Ask> {
         let session = self.get_session(id).await?;
+        self.on_this_runtime(&session)?;
         let found = self
             .store()
             .list_asks(id, false)

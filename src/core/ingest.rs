@@ -143,7 +143,10 @@ async fn look(
         .collect();
     stop_pumps(pumps, &stale).await;
 
-    let followed = core.store().followed_sessions().await?;
+    let followed = core
+        .store()
+        .followed_sessions(core.runtime().kind())
+        .await?;
     let working = core
         .store()
         .list_cores()

@@ -414,6 +414,7 @@ impl Core {
         let text = text.trim_end();
         check_message(text)?;
         let session = self.get_session(id).await?;
+        self.on_this_runtime(&session)?;
         match session.status {
             SessionStatus::Dead => {
                 return Err(CoreError::Conflict(format!(
@@ -513,6 +514,7 @@ impl Core {
         let (status, phase) = command.lands_in().ok_or_else(|| {
             CoreError::Invalid(format!("{command:?} is not a command that moves a session"))
         })?;
+        self.on_this_runtime(&self.get_session(id).await?)?;
         let patch = SessionPatch {
             status,
             phase: Some(phase),
@@ -563,6 +565,7 @@ impl Core {
     /// (`by`: `cli:$USER`, `cockpit:$USER`) goes into the session's history, as `sandbox.shell`.
     pub async fn shell(&self, id: Uuid, options: &ShellOptions, by: &str) -> Result<Shell> {
         let session = self.get_session(id).await?;
+        self.on_this_runtime(&session)?;
         let sandbox = Self::sandbox_of(&session).ok_or_else(|| {
             CoreError::Conflict(format!(
                 "session {id} is {} with no sandbox: there is nothing to open a shell in",
@@ -591,6 +594,9 @@ impl Core {
         let Some(sandbox) = Self::sandbox_of(&session) else {
             return Ok(None);
         };
+        if let Err(other) = self.on_this_runtime(&session) {
+            return Ok(Some(Err(other.to_string())));
+        }
         Ok(Some(
             self.inner
                 .runtime
@@ -598,6 +604,19 @@ impl Core {
                 .await
                 .map_err(|e| e.to_string()),
         ))
+    }
+
+    /// Refuses to act on a session whose sandbox is on another runtime than this core's: it
+    /// would act on a sandbox it cannot reach, or make a new one on its own runtime while the
+    /// old one runs on (a session never moves to another runtime by itself).
+    pub(crate) fn on_this_runtime(&self, session: &Session) -> Result<()> {
+        match session.runtime.as_deref() {
+            Some(theirs) if theirs != self.runtime().kind() => Err(CoreError::Conflict(format!(
+                "this session runs on the {theirs} runtime (start agentdeck with --runtime \
+                     {theirs} to act on it)"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Every live session's sandbox health, for the sandboxes view: (session, title, its
@@ -618,8 +637,15 @@ impl Core {
             })
             .await?;
         let runtime = &self.inner.runtime;
-        Ok(futures::stream::iter(sessions)
-            .filter_map(|s| async move { Self::sandbox_of(&s).map(|sandbox| (s, sandbox)) })
+        // The sandboxes of this runtime: another's are not this view's to judge.
+        let mine: Vec<(Session, crate::runtime::SandboxRef)> = sessions
+            .into_iter()
+            .filter_map(|s| {
+                let sandbox = Self::sandbox_of(&s)?;
+                (sandbox.runtime == runtime.kind()).then_some((s, sandbox))
+            })
+            .collect();
+        Ok(futures::stream::iter(mine)
             .map(|(s, sandbox)| async move {
                 let health = runtime.observe(&sandbox).await.map_err(|e| e.to_string());
                 (s.id, s.title, health)
@@ -636,6 +662,7 @@ impl Core {
         options: crate::runtime::LogOptions,
     ) -> Result<crate::runtime::LogStream> {
         let session = self.get_session(id).await?;
+        self.on_this_runtime(&session)?;
         let sandbox = Self::sandbox_of(&session).ok_or_else(|| {
             CoreError::Conflict(format!(
                 "session {id} has no sandbox (it is {})",

@@ -88,7 +88,7 @@ async fn run(core: Core, kind: CoreKind, mut shutdown: watch::Receiver<bool>) {
         };
         match core
             .store()
-            .claim_task(&worker, cfg.lease, cfg.backoff)
+            .claim_task(&worker, core.runtime().kind(), cfg.lease, cfg.backoff)
             .await
         {
             Ok(Some(task)) => {

@@ -199,10 +199,12 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue_task(&self, new: &NewTask) -> Result<Task>;
     /// Takes the next due task for `worker` with a lease. Tasks whose holder's lease ran out are
     /// first put back in the queue (with `backoff`), or dead-lettered if they had no attempts
-    /// left.
+    /// left. Only tasks a worker of `runtime` can carry out are taken: a task of a session whose
+    /// sandbox is on another runtime waits for a worker of that one.
     async fn claim_task(
         &self,
         worker: &str,
+        runtime: &str,
         lease: Duration,
         backoff: Duration,
     ) -> Result<Option<Task>>;
@@ -243,9 +245,9 @@ pub trait Store: Send + Sync + 'static {
     /// it; true when `core` holds it now.
     async fn take_role(&self, name: &str, core: &str, epoch: i64) -> Result<bool>;
     async fn release_role(&self, name: &str, core: &str) -> Result<()>;
-    /// The live sessions whose event stream is followed (a harness session and a sandbox), each
-    /// with the core that follows it now, if a core with a running lease does.
-    async fn followed_sessions(&self) -> Result<Vec<(Uuid, Option<String>)>>;
+    /// The live sessions of `runtime` whose event stream is followed (a harness session and a
+    /// sandbox), each with the core that follows it now, if a core with a running lease does.
+    async fn followed_sessions(&self, runtime: &str) -> Result<Vec<(Uuid, Option<String>)>>;
     /// Takes those of `ids` that no core with a running lease holds, for `core` at `epoch`;
     /// returns those it holds now.
     async fn take_sessions(&self, core: &str, epoch: i64, ids: &[Uuid]) -> Result<Vec<Uuid>>;

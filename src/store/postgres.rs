@@ -1288,6 +1288,7 @@ impl Store for PgStore {
     async fn claim_task(
         &self,
         worker: &str,
+        runtime: &str,
         lease: Duration,
         backoff: Duration,
     ) -> Result<Option<Task>> {
@@ -1308,12 +1309,15 @@ impl Store for PgStore {
                  lease_until = now() + $2 * interval '1 millisecond', updated_at = now() \
              WHERE id = (SELECT t.id FROM tasks t WHERE t.status = 'queued' AND t.run_at <= now() \
                            AND {ONE_AT_A_TIME} \
+                           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = t.session_id \
+                             AND s.runtime IS NOT NULL AND s.runtime <> $3) \
                          ORDER BY t.run_at, t.id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING {TASK_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(worker)
             .bind(millis(lease))
+            .bind(runtime)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(task_from_row).transpose()
@@ -1502,14 +1506,15 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn followed_sessions(&self) -> Result<Vec<(Uuid, Option<String>)>> {
+    async fn followed_sessions(&self, runtime: &str) -> Result<Vec<(Uuid, Option<String>)>> {
         let rows = sqlx::query(
             "SELECT s.id, c.id AS core FROM sessions s \
              LEFT JOIN session_owners o ON o.session_id = s.id \
              LEFT JOIN cores c ON c.id = o.core AND c.epoch = o.epoch AND c.expires_at > now() \
              WHERE s.status IN ('ready', 'idle', 'busy') AND s.harness_session_id IS NOT NULL \
-               AND s.sandbox_ref IS NOT NULL",
+               AND s.sandbox_ref IS NOT NULL AND s.runtime = $1",
         )
+        .bind(runtime)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -1273,6 +1273,7 @@ impl Store for SqliteStore {
     async fn claim_task(
         &self,
         worker: &str,
+        runtime: &str,
         lease: Duration,
         backoff: Duration,
     ) -> Result<Option<Task>> {
@@ -1301,6 +1302,8 @@ impl Store for SqliteStore {
                                AND (o.status = 'running' OR (o.status = 'queued' AND o.run_at <= ?2 \
                                  AND (o.created_at < t.created_at \
                                    OR (o.created_at = t.created_at AND o.id < t.id)))))) \
+                           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = t.session_id \
+                             AND s.runtime IS NOT NULL AND s.runtime <> ?4) \
                          ORDER BY t.run_at, t.id LIMIT 1) \
              RETURNING {TASK_COLUMNS}"
         );
@@ -1308,6 +1311,7 @@ impl Store for SqliteStore {
             .bind(worker)
             .bind(now)
             .bind(ms(lease))
+            .bind(runtime)
             .fetch_optional(&self.pool)
             .await?;
         if row.is_some() {
@@ -1509,15 +1513,16 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn followed_sessions(&self) -> Result<Vec<(Uuid, Option<String>)>> {
+    async fn followed_sessions(&self, runtime: &str) -> Result<Vec<(Uuid, Option<String>)>> {
         let rows = sqlx::query(
             "SELECT s.id, c.id AS core FROM sessions s \
              LEFT JOIN session_owners o ON o.session_id = s.id \
              LEFT JOIN cores c ON c.id = o.core AND c.epoch = o.epoch AND c.expires_at > ?1 \
              WHERE s.status IN ('ready', 'idle', 'busy') AND s.harness_session_id IS NOT NULL \
-               AND s.sandbox_ref IS NOT NULL",
+               AND s.sandbox_ref IS NOT NULL AND s.runtime = ?2",
         )
         .bind(now_ms())
+        .bind(runtime)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
