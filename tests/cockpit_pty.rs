@@ -743,6 +743,10 @@ fn cockpit_hands_the_fleet_over(stop: Stop) {
     };
     // SAFETY: signalling the cockpit process this test started.
     assert_eq!(unsafe { libc::kill(cockpit_pid, signal) }, 0);
+    if stop == Stop::Kill {
+        // (seen at once: the pane lives on only a minute after the cockpit ends)
+        tmux.wait_for("EXITED 137", wait);
+    }
 
     let port = common::free_port();
     let serve = common::agent_api::start_serve_logged(
@@ -770,7 +774,6 @@ fn cockpit_hands_the_fleet_over(stop: Stop) {
     let stored = common::agent_api::texts(&messages);
 
     if stop == Stop::Kill {
-        tmux.wait_for("EXITED 137", wait);
         let cores = rt.block_on(store.list_cores()).unwrap();
         assert!(
             cores

@@ -1513,6 +1513,32 @@ mod tests {
         assert_eq!(status.as_ref().map(|(t, _)| t.as_str()), Some(READ_ONLY));
     }
 
+    /// Sessions of one runtime: no RUNTIME column. Of two (the local and the Kubernetes
+    /// cockpit's on one store): each row says which, and the column goes when they are one
+    /// runtime's again.
+    #[test]
+    fn the_list_says_the_runtime_when_there_are_several() {
+        let mut a = app();
+        let local = session(1, "coder", SessionStatus::Idle);
+        let mut k8s = session(2, "coder", SessionStatus::Idle);
+        k8s.runtime = Some("kubernetes".into());
+        a.update(Msg::Sessions(vec![local.clone()]));
+        assert!(!frame(&a).contains("RUNTIME"), "{}", frame(&a));
+        a.update(Msg::Session(Box::new(k8s.clone())));
+        let screen = frame(&a);
+        assert!(screen.contains("RUNTIME"), "{screen}");
+        assert!(
+            screen.contains("kubernetes") && screen.contains("local"),
+            "{screen}"
+        );
+        a.sessions.set_filter("runtime:kube");
+        assert_eq!(a.sessions.len(), 1, "runtime: filters");
+        a.sessions.set_filter("");
+        k8s.runtime = Some("local".into());
+        a.update(Msg::Session(Box::new(k8s)));
+        assert!(!frame(&a).contains("RUNTIME"), "{}", frame(&a));
+    }
+
     fn ctrl(c: char) -> Msg {
         Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
     }

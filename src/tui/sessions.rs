@@ -19,7 +19,7 @@ use std::cmp::Ordering;
 use uuid::Uuid;
 
 /// `/` filter: plain words match the title, agent, team, status or id; `key:value` pairs match
-/// one field (`agent:`, `team:`, `status:`, `phase:`, `title:`, `id:`).
+/// one field (`agent:`, `team:`, `status:`, `phase:`, `title:`, `id:`, `runtime:`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     pub text: String,
@@ -74,6 +74,7 @@ impl Filter {
                 "phase" => s.phase.as_str(),
                 "title" => &s.title,
                 "id" => id,
+                "runtime" => runtime_of(s),
                 _ => return None,
             })
         };
@@ -219,6 +220,8 @@ pub struct SessionList {
     by_status: [usize; SessionStatus::ALL.len()],
     /// How many sessions have an agent waiting for a person's answer.
     waiting: usize,
+    /// How many sessions each runtime has a sandbox of (`-` for none yet).
+    by_runtime: std::collections::BTreeMap<String, usize>,
     /// The filters typed before this one and what they showed, newest last, while no session
     /// changed: taking a character back shows what it showed at once.
     typed: Vec<(Filter, Vec<u32>)>,
@@ -242,9 +245,14 @@ impl SessionList {
         sessions.sort_by_key(|s| std::cmp::Reverse(s.id));
         self.by_status = Default::default();
         self.waiting = 0;
+        self.by_runtime.clear();
         for s in &sessions {
             self.by_status[s.status as usize] += 1;
             self.waiting += usize::from(s.waiting > 0);
+            *self
+                .by_runtime
+                .entry(runtime_of(s).to_string())
+                .or_default() += 1;
         }
         self.all = sessions;
         self.order = None;
@@ -300,6 +308,13 @@ impl SessionList {
             Ok(i) => {
                 let old = &mut self.by_status[self.all[i].status as usize];
                 *old = old.saturating_sub(1);
+                let runtime = runtime_of(&self.all[i]).to_string();
+                if let Some(n) = self.by_runtime.get_mut(&runtime) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.by_runtime.remove(&runtime);
+                    }
+                }
                 self.waiting = self
                     .waiting
                     .saturating_sub(usize::from(self.all[i].waiting > 0));
@@ -328,6 +343,10 @@ impl SessionList {
         };
         self.by_status[self.all[i].status as usize] += 1;
         self.waiting += usize::from(self.all[i].waiting > 0);
+        *self
+            .by_runtime
+            .entry(runtime_of(&self.all[i]).to_string())
+            .or_default() += 1;
         if let Some(o) = &mut order {
             self.put_in(o, i);
         }
@@ -483,6 +502,23 @@ impl SessionList {
     pub fn count(&self, status: SessionStatus) -> usize {
         self.by_status[status as usize]
     }
+
+    /// Whether sessions of more than one runtime are held (then the list says which is which).
+    pub fn mixed_runtimes(&self) -> bool {
+        self.by_runtime
+            .keys()
+            .filter(|r| r.as_str() != NO_RUNTIME)
+            .count()
+            > 1
+    }
+}
+
+/// What the RUNTIME column shows of a session with no sandbox yet.
+const NO_RUNTIME: &str = "-";
+
+/// The runtime a session's sandbox is on, as the list shows it.
+fn runtime_of(s: &Session) -> &str {
+    s.runtime.as_deref().unwrap_or(NO_RUNTIME)
 }
 
 impl Screen for SessionList {
@@ -579,7 +615,7 @@ fn render_sessions(
     list.shown.top.set(offset);
     // Narrow terminals (80 columns over SSH) keep what matters most.
     let wide = inner.width >= 110;
-    let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
+    let (mut header, mut widths): (Vec<&str>, Vec<Constraint>) = if wide {
         (
             vec![
                 "STATUS", "AGENT", "TEAM", "TITLE", "PHASE", "HEALTH", "AGE", "ACTIVE", "IDLE",
@@ -609,6 +645,12 @@ fn render_sessions(
             ],
         )
     };
+    // Sessions of several runtimes on one store: each says which (after AGENT).
+    let mixed = list.mixed_runtimes();
+    if mixed {
+        header.insert(2, "RUNTIME");
+        widths.insert(2, Constraint::Length(10));
+    }
     let room = column_widths(&widths, inner.width);
     let rows: Vec<Row> = (offset..(offset + height).min(list.len()))
         .filter_map(|i| list.at(i).map(|s| (i, s)))
@@ -626,7 +668,7 @@ fn render_sessions(
                 Cell::from(format!("{} {}", glyph(s.status), s.status))
                     .style(status_style(app, s.status))
             };
-            let texts: Vec<String> = if wide {
+            let mut texts: Vec<String> = if wide {
                 vec![
                     sanitize::line(&s.agent_id),
                     sanitize::line(&s.team),
@@ -649,6 +691,9 @@ fn render_sessions(
                     countdown(s, now),
                 ]
             };
+            if mixed {
+                texts.insert(1, sanitize::line(runtime_of(s)));
+            }
             let cells = std::iter::once(status).chain(
                 texts
                     .iter()
