@@ -156,16 +156,6 @@ struct Run {
     unstored_at_end: usize,
 }
 
-async fn committed(admin: &sqlx::PgPool, db: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
-    )
-    .bind(db)
-    .fetch_one(admin)
-    .await
-    .unwrap_or(0)
-}
-
 async fn measure(n: usize, cores: usize, warmup: Duration, window: Duration) -> Run {
     agentdeck::net::ensure_crypto();
     let db = PgDb::create().await;
@@ -300,19 +290,6 @@ struct Driven {
     unstored: usize,
     /// The driver thread's CPU over the window.
     cpu: Duration,
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Streams from every stand-in harness until `window_to`, observing what is stored, then waits

@@ -33,16 +33,6 @@ struct Idle {
     transactions_per_s: f64,
 }
 
-async fn committed(admin: &sqlx::PgPool, db: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
-    )
-    .bind(db)
-    .fetch_one(admin)
-    .await
-    .unwrap_or(0)
-}
-
 async fn measure(n: usize, window: Duration) -> Idle {
     agentdeck::net::ensure_crypto();
     let db = PgDb::create().await;

@@ -541,17 +541,38 @@ pub async fn live_session(store: &Arc<dyn Store>, title: &str) -> Uuid {
     s.id
 }
 
-/// CPU time (user + system) this process has used so far, all threads.
-pub fn process_cpu() -> Duration {
+/// CPU time (user + system) `who` (`RUSAGE_SELF`, `RUSAGE_THREAD`) has used so far.
+fn cpu_of(who: libc::c_int) -> Duration {
     // SAFETY: getrusage writes into the struct we pass and reads nothing else.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
         return Duration::ZERO;
     }
     let tv = |t: libc::timeval| {
         Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
     };
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time (user + system) this process has used so far, all threads.
+pub fn process_cpu() -> Duration {
+    cpu_of(libc::RUSAGE_SELF)
+}
+
+/// CPU time the calling thread has used so far.
+pub fn thread_cpu() -> Duration {
+    cpu_of(libc::RUSAGE_THREAD)
+}
+
+/// Transactions Postgres counted for database `db` so far (committed and rolled back).
+pub async fn committed(admin: &sqlx::PgPool, db: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
+    )
+    .bind(db)
+    .fetch_one(admin)
+    .await
+    .unwrap_or(0)
 }
 
 /// CPU time the Postgres server's backends for `db` have used so far (clock ticks → time).
