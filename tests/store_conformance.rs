@@ -2028,6 +2028,19 @@ async fn postgres_event_batches_are_not_session_changes() {
         .await
         .unwrap();
     let mut feed = store.subscribe();
+    // The feed is live once a notice of ours comes through (its listener may still be
+    // connecting right after it was asked for).
+    store
+        .update_session(
+            b.id,
+            &SessionPatch {
+                title: Some("warm-up".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    expect_change(&mut feed, "the warm-up", |c| *c == Change::Session(b.id)).await;
     store
         .append_events(
             a.id,
