@@ -2023,24 +2023,19 @@ async fn postgres_event_batches_are_not_session_changes() {
         .insert_session(&new_session("coder", "a"))
         .await
         .unwrap();
-    let b = store
-        .insert_session(&new_session("coder", "b"))
-        .await
-        .unwrap();
     let mut feed = store.subscribe();
-    // The feed is live once a notice of ours comes through (its listener may still be
-    // connecting right after it was asked for).
-    store
-        .update_session(
-            b.id,
-            &SessionPatch {
-                title: Some("warm-up".into()),
-                ..Default::default()
-            },
-        )
+    // Markers are sessions created after subscribing: their notices can only come after
+    // everything committed before them (the listener may still be handing over notices of
+    // writes made before the subscription, such as `a`'s creation, so an update of an older
+    // session cannot mark a point in the feed).
+    let warm_up = store
+        .insert_session(&new_session("coder", "warm-up"))
         .await
         .unwrap();
-    expect_change(&mut feed, "the warm-up", |c| *c == Change::Session(b.id)).await;
+    expect_change(&mut feed, "the warm-up", |c| {
+        *c == Change::Session(warm_up.id)
+    })
+    .await;
     store
         .append_events(
             a.id,
@@ -2048,20 +2043,14 @@ async fn postgres_event_batches_are_not_session_changes() {
         )
         .await
         .unwrap();
-    store
-        .update_session(
-            b.id,
-            &SessionPatch {
-                title: Some("marker".into()),
-                ..Default::default()
-            },
-        )
+    let marker = store
+        .insert_session(&new_session("coder", "marker"))
         .await
         .unwrap();
     let mut seen = Vec::new();
-    let marker = tokio::time::timeout(Duration::from_secs(5), async {
+    let arrived = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(change) = feed.next().await {
-            if change == Change::Session(b.id) {
+            if change == Change::Session(marker.id) {
                 return true;
             }
             seen.push(change);
@@ -2069,7 +2058,7 @@ async fn postgres_event_batches_are_not_session_changes() {
         false
     })
     .await;
-    assert_eq!(marker, Ok(true), "the marker's notice arrives");
+    assert_eq!(arrived, Ok(true), "the marker's notice arrives");
     assert!(
         seen.iter()
             .any(|c| matches!(c, Change::Event { session, .. } if *session == a.id)),
