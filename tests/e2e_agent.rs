@@ -921,6 +921,33 @@ async fn an_agent_asks_and_a_person_answers() {
     .await;
     let pid2 = asked["id"].as_str().unwrap().to_string();
     assert_ne!(pid2, pid);
+    // Diagnosed from the command line while it waits: a person awaited is the finding (it
+    // said "Nothing looks wrong."), and the sandbox, found running from its folder, is ready
+    // (it said "starting (adopted …)").
+    let cli = |args: &[&str]| {
+        agentdeck(root.path())
+            .args(args)
+            .env("AGENTDECK_CONFIG", root.path().join("agentdeck.toml"))
+            .env("AGENTDECK_DATABASE_URL", db.url())
+            .env("AGENTDECK_GATEWAY_URL", &stack.gateway_url)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["sessions", "diagnose", &id]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let advice = said.split("\nSession").next().unwrap_or_default();
+    assert!(
+        advice.contains("waited") && advice.contains("to allow bash") && advice.contains(&pid2),
+        "the waiting permission is the finding: {said}"
+    );
+    assert!(!said.contains("Nothing looks wrong"), "{said}");
+    let sandbox = said.split("\nSandbox\n").nth(1).unwrap_or_default();
+    assert!(sandbox.trim_start().starts_with("ready"), "{said}");
     // Answered from the command line: a short-lived process of its own, on the local runtime
     // (it finds the sandbox running from its folder and reaches its harness at once).
     let out = agentdeck(root.path())

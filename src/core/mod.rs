@@ -34,7 +34,7 @@ pub type FleetRow = (
     std::result::Result<crate::model::SandboxHealth, String>,
 );
 pub use crate::runtime::{AttachedShell, Shell, ShellExit, ShellInput, ShellOptions};
-pub use diagnose::Diagnosis;
+pub use diagnose::{Diagnosis, ago, failure_advice};
 pub use error::{CoreError, Result};
 
 use crate::config::{AgentSpec, Config};

@@ -50,6 +50,41 @@ pub struct Ask {
     pub answered_at: Option<DateTime<Utc>>,
 }
 
+impl Ask {
+    /// What it asks, in one plain line: `bash: ls -la /etc` for a permission, the question's
+    /// words for a question. Untrusted text, as it came from the agent (sanitise it to show it).
+    pub fn summary(&self) -> String {
+        match self.kind {
+            AskKind::Permission => {
+                let patterns: Vec<&str> = self.detail["patterns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_str())
+                    .collect();
+                if patterns.is_empty() {
+                    self.title.clone()
+                } else {
+                    format!("{}: {}", self.title, patterns.join(", "))
+                }
+            }
+            AskKind::Question => {
+                let questions: Vec<&str> = self.detail["questions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|q| q["question"].as_str())
+                    .collect();
+                if questions.is_empty() {
+                    self.title.clone()
+                } else {
+                    questions.join(" / ")
+                }
+            }
+        }
+    }
+}
+
 /// An ask as the harness raised it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAsk {

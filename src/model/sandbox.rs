@@ -87,6 +87,9 @@ pub struct SandboxHealth {
     pub node: Option<String>,
     /// Why the last run ended: OOMKilled, Error, "exit code 137" …
     pub last_termination: Option<String>,
+    /// When the last run ended, where the runtime knows.
+    #[serde(default)]
+    pub last_termination_at: Option<DateTime<Utc>>,
     pub conditions: Vec<Condition>,
     /// The most recent events, newest last.
     pub recent_events: Vec<SandboxEvent>,
@@ -102,6 +105,7 @@ impl SandboxHealth {
             endpoint: None,
             node: None,
             last_termination: None,
+            last_termination_at: None,
             conditions: Vec::new(),
             recent_events: Vec::new(),
         }

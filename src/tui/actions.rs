@@ -560,6 +560,14 @@ impl Keymap {
         self.keys.get(&action).map_or(&[], Vec::as_slice)
     }
 
+    /// The first key of `action` when it is in effect (read-only has none for what acts).
+    pub fn key_for(&self, action: Action) -> Option<&str> {
+        if self.read_only && def_of(action).is_some_and(|d| d.acts()) {
+            return None;
+        }
+        self.keys_of(action).first().map(String::as_str)
+    }
+
     pub fn defs(&self) -> impl Iterator<Item = &'static ActionDef> + '_ {
         REGISTRY
             .iter()

@@ -585,6 +585,7 @@ impl App {
                 match &mut self.panel {
                     Some(Panel::Diagnose(v)) if v.diagnosis.session.id == d.session.id => {
                         v.diagnosis = d;
+                        v.looking = false;
                     }
                     _ => self.dirty = false,
                 }
@@ -680,14 +681,7 @@ impl App {
             Action::Diagnose => {
                 if let Some(s) = self.target() {
                     let id = s.id;
-                    self.panel = Some(Panel::Diagnose(DiagnoseView::new(Box::new(Diagnosis {
-                        session: s.clone(),
-                        phases: vec![],
-                        health: None,
-                        log_tail: Ok(vec![]),
-                        gateway: Ok(()),
-                        forks: vec![],
-                    }))));
+                    self.panel = Some(Panel::Diagnose(DiagnoseView::looking(s.clone())));
                     return vec![Effect::Diagnose { session: id }];
                 }
             }

@@ -18,6 +18,8 @@ pub struct DiagnoseView {
     pub diagnosis: Box<Diagnosis>,
     pub scroll: usize,
     pub shown: std::cell::Cell<Rows>,
+    /// The core is still looking (the page shows the session as listed meanwhile).
+    pub looking: bool,
 }
 
 impl DiagnoseView {
@@ -26,6 +28,15 @@ impl DiagnoseView {
             diagnosis,
             scroll: 0,
             shown: Default::default(),
+            looking: false,
+        }
+    }
+
+    /// The page of `session` while the core looks at it.
+    pub fn looking(session: crate::model::Session) -> Self {
+        DiagnoseView {
+            looking: true,
+            ..DiagnoseView::new(Box::new(Diagnosis::of(session)))
         }
     }
 }
@@ -71,8 +82,15 @@ fn render_diagnose(
     let s = &d.session;
     let t = &app.theme;
     let mut lines = vec![Line::from(Span::styled("What to do", t.accent))];
-    for a in d.advice() {
-        lines.push(Line::from(format!("  - {a}")));
+    if view.looking {
+        lines.push(Line::from(Span::styled(
+            "  looking at the session, its sandbox, its log and the gateway…",
+            t.muted,
+        )));
+    } else {
+        for a in d.advice() {
+            lines.push(Line::from(format!("  - {a}")));
+        }
     }
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled("Session", t.accent)));

@@ -270,8 +270,7 @@ mod tests {
             phases: vec![],
             health: None,
             log_tail: Ok((0..60).map(|i| format!("log line {i}")).collect()),
-            gateway: Ok(()),
-            forks: vec![],
+            ..Diagnosis::of(session(7, "coder", SessionStatus::Idle))
         };
         let mut app = app_with(Panel::Diagnose(DiagnoseView::new(Box::new(d))));
         let first = frame(&app);
@@ -408,7 +407,7 @@ mod tests {
                 health: Some(Ok(h)),
                 log_tail: Ok(vec!["sh: 1: opencode: not found".into()]),
                 gateway: Err("nothing listens at http://127.0.0.1:4000".into()),
-                forks: vec![],
+                ..Diagnosis::of(session(7, "coder", SessionStatus::Failed))
             }
         };
         let advice = diagnosis().advice();

@@ -6,14 +6,16 @@
 use super::actions::{Action, Scope};
 use super::app::{App, Effect};
 use super::cells;
+use super::panels::wrap_clean;
 use super::screen::{Cx, ListShown, Screen};
 use super::views::{age, column_widths, countdown, glyph, scrolled_to, status_style};
+use crate::core::failure_advice;
 use crate::model::{Session, SessionStatus};
 use crate::sanitize;
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Modifier;
-use ratatui::text::Span;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use std::cmp::Ordering;
 use uuid::Uuid;
@@ -565,6 +567,42 @@ impl Screen for SessionList {
     }
 }
 
+/// What is wrong with a session, in full, for the line under the list when it is selected: an
+/// agent waiting for a person, or a failure with what to do about it.
+fn trouble_lines(app: &App, s: &Session) -> Option<Vec<Line<'static>>> {
+    let t = &app.theme;
+    let key = |action: Action| app.keymap.key_for(action).unwrap_or("?").to_string();
+    if s.waiting > 0 {
+        let asks = if s.waiting == 1 {
+            "something".to_string()
+        } else {
+            format!("{} things", s.waiting)
+        };
+        return Some(vec![Line::from(Span::styled(
+            format!(
+                "? {} waits for a person to answer {asks}: {} opens its transcript to answer",
+                sanitize::line(&s.title),
+                key(Action::Attach)
+            ),
+            t.warning,
+        ))]);
+    }
+    if s.status != SessionStatus::Failed {
+        return None;
+    }
+    let reason = s
+        .failure_reason
+        .as_deref()
+        .unwrap_or("no reason was recorded");
+    Some(vec![
+        Line::from(Span::styled(format!("! {reason}"), t.error)),
+        Line::from(vec![
+            Span::raw(failure_advice(reason)),
+            Span::styled(format!(" ({} diagnose)", key(Action::Diagnose)), t.muted),
+        ]),
+    ])
+}
+
 fn render_sessions(
     f: &mut Frame,
     app: &App,
@@ -606,13 +644,31 @@ fn render_sessions(
         f.render_widget(Paragraph::new(Span::styled(text, app.theme.muted)), inner);
         return;
     }
+    // The selected session's trouble, in full, under the table: the failure and what to do,
+    // or that the agent waits for a person.
+    let selected = list.selected_index();
+    let detail = list.at(selected).and_then(|s| trouble_lines(app, s));
+    let inner = match &detail {
+        Some(lines) => {
+            let lines = wrap_clean(lines, usize::from(inner.width).max(1));
+            let height = (lines.len() as u16 + 1).min(inner.height / 3).max(2);
+            let [table, below] =
+                Layout::vertical([Constraint::Min(2), Constraint::Length(height)]).areas(inner);
+            let rule = Block::default()
+                .borders(Borders::TOP)
+                .border_style(app.theme.border);
+            f.render_widget(Paragraph::new(lines).block(rule), below);
+            table
+        }
+        None => inner,
+    };
     // Only the rows that fit are built: instant at any number of sessions.
     let height = inner.height.saturating_sub(1) as usize;
     list.shown.rows.set(height);
     list.shown.y.set(inner.y + 1);
-    let selected = list.selected_index();
     let offset = scrolled_to(list.shown.top.get(), selected, height, list.len());
     list.shown.top.set(offset);
+    let on_screen = offset..(offset + height).min(list.len());
     // Narrow terminals (80 columns over SSH) keep what matters most.
     let wide = inner.width >= 110;
     let (mut header, mut widths): (Vec<&str>, Vec<Constraint>) = if wide {
@@ -651,8 +707,26 @@ fn render_sessions(
         header.insert(2, "RUNTIME");
         widths.insert(2, Constraint::Length(10));
     }
+    // TITLE takes what the longest title on screen needs, up to half of the room the two
+    // share; HEALTH (where a failure's reason is) takes the rest.
+    let title_at = header.iter().position(|h| *h == "TITLE").unwrap_or(2);
+    let shared: usize = column_widths(&widths, inner.width)
+        .iter()
+        .zip(&widths)
+        .filter(|(_, c)| matches!(c, Constraint::Fill(_)))
+        .map(|(w, _)| *w)
+        .sum();
+    let longest = on_screen
+        .clone()
+        .filter_map(|i| list.at(i))
+        .map(|s| cells::width(&sanitize::line(&s.title)))
+        .max()
+        .unwrap_or(0)
+        .max("TITLE".len());
+    let title_width = longest.min(shared / 2).max(shared.min(12));
+    widths[title_at] = Constraint::Length(u16::try_from(title_width).unwrap_or(u16::MAX));
     let room = column_widths(&widths, inner.width);
-    let rows: Vec<Row> = (offset..(offset + height).min(list.len()))
+    let rows: Vec<Row> = on_screen
         .filter_map(|i| list.at(i).map(|s| (i, s)))
         .map(|(i, s)| {
             let health = s

@@ -756,14 +756,19 @@ mod tests {
     }
 
     /// Snapshots of `build`'s app at 80x24 and 160x48, in the default and the mono theme.
-    fn snap(name: &str, build: impl Fn(Theme) -> App) {
+    /// Snapshots of the app `build` makes, in colour and mono, at 80x24 and 160x48; gives
+    /// the last screen's text.
+    fn snap(name: &str, build: impl Fn(Theme) -> App) -> String {
+        let mut last = String::new();
         for (theme, suffix) in [(Theme::default_theme(), ""), (Theme::mono(), "_mono")] {
             let app = build(theme);
             for (w, h) in [(80, 24), (160, 48)] {
                 let term = draw(&app, w, h);
                 insta::assert_snapshot!(format!("{name}{suffix}_{w}x{h}"), term.backend());
+                last = term.backend().to_string();
             }
         }
+        last
     }
 
     #[test]
@@ -774,6 +779,35 @@ mod tests {
             filtered.sessions.set_filter("status:failed");
             filtered
         });
+    }
+
+    /// A failed session's transcript says why and what to do at its top (it said only "No
+    /// messages yet. Press i to write one."); the list says it in full under the table.
+    #[test]
+    fn a_failed_session_says_why_where_people_look() {
+        let failed = |theme| {
+            let mut app = app(theme);
+            let mut t = Transcript::new(Uuid::from_u128(3));
+            t.loaded = true;
+            app.transcript = Some(t);
+            app
+        };
+        let screen = snap("transcript_failed", failed);
+        assert!(screen.contains("this session failed"), "{screen}");
+        assert!(screen.contains("ImagePullBackOff"), "{screen}");
+        assert!(screen.contains("registry credentials"), "{screen}");
+        assert!(screen.contains("R restart"), "{screen}");
+        assert!(!screen.contains("Press i"), "{screen}");
+        let mut list = app(Theme::mono());
+        list.sessions.set_filter("status:failed");
+        let screen = draw(&list, 80, 24).backend().to_string();
+        assert!(screen.contains("check the agent's image name"), "{screen}");
+        // A read-only cockpit offers no key it does not have.
+        let mut ro = failed(Theme::mono());
+        ro.keymap = Keymap::new(true);
+        let screen = draw(&ro, 100, 30).backend().to_string();
+        assert!(screen.contains("d diagnose"), "{screen}");
+        assert!(!screen.contains("R restart"), "{screen}");
     }
 
     #[test]

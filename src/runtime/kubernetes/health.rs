@@ -145,6 +145,16 @@ pub fn derive(
         let c = container(pod);
         health.restarts = c.map_or(0, |c| u32::try_from(c.restart_count).unwrap_or(0));
         health.last_termination = c.and_then(termination);
+        health.last_termination_at = c.and_then(|c| {
+            let at = c
+                .last_state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .finished_at
+                .as_ref()?;
+            chrono_time(at.0)
+        });
         health.node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         health.conditions = pod
             .status
@@ -220,9 +230,13 @@ mod tests {
         let ready = pod(
             json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
             "containerStatuses": [{"name": "agent", "ready": true, "restartCount": 2, "image": "i", "imageID": "",
-              "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}, "state": {"running": {}}}]}),
+              "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-12-07T06:00:00Z"}}, "state": {"running": {}}}]}),
         );
         let h = health(&ready);
+        assert_eq!(
+            h.last_termination_at.map(|t| t.to_rfc3339()),
+            Some("2026-12-07T06:00:00+00:00".to_string())
+        );
         assert_eq!(h.phase, HealthPhase::Ready);
         assert_eq!(h.endpoint.as_deref(), Some("http://x:1"));
         assert_eq!(h.restarts, 2);

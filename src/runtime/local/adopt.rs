@@ -47,6 +47,7 @@ pub fn load(id: Uuid, dir: &Path, node: Option<String>) -> (State, Option<Adopte
     };
     state.health.restarts = record.restarts;
     state.health.last_termination = record.last_termination.clone();
+    state.health.last_termination_at = record.last_termination_at;
     state.health.recent_events = record.events.clone();
     state.health.since = record.updated_at;
     state.written_at = Some(record.updated_at);
@@ -104,6 +105,7 @@ pub fn load(id: Uuid, dir: &Path, node: Option<String>) -> (State, Option<Adopte
                 tracing::info!(sandbox = %id, "sandbox's process exited while agentdeck was away");
                 state.set_phase(HealthPhase::Failed, Some(AWAY.to_string()));
                 state.health.last_termination = Some(AWAY.to_string());
+                state.health.last_termination_at = Some(chrono::Utc::now());
                 state.event(true, "Exited", AWAY.to_string());
                 (state, None)
             }

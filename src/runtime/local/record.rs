@@ -35,6 +35,8 @@ pub struct SandboxRecord {
     pub port: Option<u16>,
     pub restarts: u32,
     pub last_termination: Option<String>,
+    #[serde(default)]
+    pub last_termination_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     /// The most recent events, newest last.
     #[serde(default)]
@@ -84,6 +86,7 @@ mod tests {
             port: Some(4096),
             restarts: 2,
             last_termination: Some("exit code 1".into()),
+            last_termination_at: Some(Utc::now()),
             updated_at: Utc::now(),
             events: Vec::new(),
         };

@@ -102,6 +102,7 @@ impl State {
             port: self.port,
             restarts: self.health.restarts,
             last_termination: self.health.last_termination.clone(),
+            last_termination_at: self.health.last_termination_at,
             updated_at: Utc::now(),
             events: self.health.recent_events.clone(),
         }
@@ -237,6 +238,7 @@ impl Sandbox {
         let (pid, stopping) = (run.pid, run.stopping);
         let text = exit.to_string();
         state.health.last_termination = Some(text.clone());
+        state.health.last_termination_at = Some(Utc::now());
         if stopping {
             tracing::debug!(sandbox = %self.id, pid, %text, "sandbox process stopped");
             state.event(false, "Stopped", format!("pid {pid} stopped: {text}"));

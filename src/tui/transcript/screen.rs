@@ -2,9 +2,12 @@
 //! from match to match), scrolling, and drawing the lines on screen with the composer below.
 
 use super::Transcript;
+use crate::core::failure_advice;
+use crate::model::{Session, SessionStatus};
 use crate::sanitize;
 use crate::tui::actions::{Action, Scope};
 use crate::tui::app::{App, Effect};
+use crate::tui::panels::wrap_clean;
 use crate::tui::screen::{Cx, Screen, step};
 use crate::tui::views::{ask_lines, glyph};
 use ratatui::Frame;
@@ -86,6 +89,35 @@ impl Transcript {
     }
 }
 
+/// Why a failed session failed, what to do about it, and the keys that do it (those this
+/// cockpit has: a read-only one has no restart or end).
+fn failure_lines(app: &App, session: Option<&Session>) -> Option<Vec<Line<'static>>> {
+    let s = session.filter(|s| s.status == SessionStatus::Failed)?;
+    let reason = s
+        .failure_reason
+        .as_deref()
+        .unwrap_or("no reason was recorded");
+    let keys: Vec<String> = [
+        (Action::Diagnose, "diagnose"),
+        (Action::Restart, "restart"),
+        (Action::End, "end"),
+    ]
+    .into_iter()
+    .filter_map(|(action, what)| {
+        let key = app.keymap.key_for(action)?;
+        Some(format!("{key} {what}"))
+    })
+    .collect();
+    let mut lines = vec![
+        Line::from(Span::styled(format!("! {reason}"), app.theme.error)),
+        Line::from(failure_advice(reason)),
+    ];
+    if !keys.is_empty() {
+        lines.push(Line::from(Span::styled(keys.join(" · "), app.theme.muted)));
+    }
+    Some(lines)
+}
+
 fn render_transcript(f: &mut Frame, app: &App, t: &Transcript, area: Rect) {
     let session = app.sessions.get(t.session);
     let title = match session {
@@ -116,6 +148,22 @@ fn render_transcript(f: &mut Frame, app: &App, t: &Transcript, area: Rect) {
         (b, Some(c))
     } else {
         (area, None)
+    };
+    // A failed session says why, and what to do, above its conversation.
+    let (area, failure) = match failure_lines(app, session) {
+        Some(lines) => {
+            let lines = wrap_clean(&lines, usize::from(area.width.saturating_sub(2)).max(1));
+            let height = (lines.len() as u16 + 2).min(area.height / 3).max(3);
+            let [top, rest] =
+                Layout::vertical([Constraint::Length(height), Constraint::Min(3)]).areas(area);
+            let block = Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.error)
+                .title(" this session failed ");
+            f.render_widget(Paragraph::new(lines).block(block), top);
+            (rest, true)
+        }
+        None => (area, false),
     };
     // What the agent waits for, between the conversation and the composer: the oldest two.
     let waiting: Vec<Line> = t
@@ -158,10 +206,12 @@ fn render_transcript(f: &mut Frame, app: &App, t: &Transcript, area: Rect) {
             app.theme.muted,
         ))];
     } else if shown.is_empty() {
-        shown = vec![Line::from(Span::styled(
-            "No messages yet. Press i to write one.",
-            app.theme.muted,
-        ))];
+        let empty = if failure {
+            "No messages."
+        } else {
+            "No messages yet. Press i to write one."
+        };
+        shown = vec![Line::from(Span::styled(empty, app.theme.muted))];
     }
     if below > 0 && height > 0 {
         let last = shown.len().min(height).saturating_sub(1);
