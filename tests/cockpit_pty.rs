@@ -203,18 +203,21 @@ fn start_create_attach_talk_filter_quit() {
     tmux.text("pty");
     tmux.keys(&["Enter"]);
     tmux.wait_for("filter: pty", wait);
-    // The other screens, on the selected session: sandboxes, its log, diagnose.
+    // The other screens, on the selected session, and esc walks back through them: the
+    // sandboxes, its log opened from there, its diagnosis, back to the sandboxes, then the list.
     tmux.keys(&["h"]);
     tmux.wait_for("Sandboxes (", wait);
-    tmux.keys(&["Escape"]);
     tmux.keys(&["l"]);
     tmux.wait_for("Log · pty check", wait);
     tmux.keys(&["s"]);
     tmux.wait_for("last 5 minutes", wait);
     tmux.keys(&["Escape"]);
+    tmux.wait_for("Sandboxes (", wait);
     tmux.keys(&["d"]);
     tmux.wait_for("What to do", wait);
     tmux.wait_for("Phase history", wait);
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("Sandboxes (", wait);
     tmux.keys(&["Escape"]);
     tmux.wait_for("filter: pty", wait);
     tmux.keys(&["s"]);

@@ -216,7 +216,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "attach",
         "Open the session's live transcript",
         Looks,
-        [Sessions, Sandboxes]
+        [Sessions, Sandboxes, Diagnose]
     ),
     def!(
         Filter,

@@ -245,6 +245,8 @@ pub struct App {
     pub transcript: Option<Transcript>,
     /// A screen over the others (health, logs, diagnose).
     pub panel: Option<Panel>,
+    /// The screens left for the one shown, for esc.
+    pub back: super::navigation::BackStack,
     pub dialog: Option<Dialog>,
     /// `:` command mode, and the commands given before.
     pub command: Option<TextArea<'static>>,
@@ -286,6 +288,7 @@ impl App {
             loading: true,
             transcript: None,
             panel: None,
+            back: Default::default(),
             dialog: None,
             command: None,
             history: Vec::new(),
@@ -493,9 +496,7 @@ impl App {
             }
             Msg::Health(rows) => {
                 if let Some(Panel::Health(v)) = &mut self.panel {
-                    v.rows = rows;
-                    v.loaded = true;
-                    v.sort();
+                    v.replace(rows);
                 }
                 vec![]
             }
@@ -559,18 +560,7 @@ impl App {
                 ));
                 let id = fork.id;
                 self.sessions.upsert(*fork);
-                if let Some(old) = self.transcript.take() {
-                    self.keep_draft(old);
-                }
-                self.panel = None;
-                self.transcript = Some(Transcript::new(id));
-                vec![
-                    Effect::LoadMessages {
-                        session: id,
-                        after: 0,
-                    },
-                    Effect::LoadAsks { session: id },
-                ]
+                self.go_to_transcript(id)
             }
             // The loop runs it; nothing changes here.
             Msg::Shell(_) => vec![],
@@ -646,6 +636,11 @@ impl App {
             self.status = Some((READ_ONLY.to_string(), true));
             return vec![];
         }
+        // What is acted on from the list is the session under the cursor, from now on (not
+        // one selected before a filter hid it); a new filter may still bring that one back.
+        if self.panel.is_none() && self.transcript.is_none() && action != Action::Filter {
+            self.sessions.pin();
+        }
         // The screen shown first: its own actions are its to handle.
         let (screen, mut cx) = self.screen_mut();
         if let Some(effects) = screen.on_action(action, &mut cx) {
@@ -655,21 +650,22 @@ impl App {
             Action::Quit => self.quit = true,
             Action::Help => self.dialog = Some(Dialog::Help(HelpView::default())),
             Action::Back => {
-                if self.dialog.take().is_none()
-                    && self.panel.take().is_none()
-                    && let Some(t) = self.transcript.take()
-                {
-                    self.keep_draft(t);
+                if self.dialog.take().is_none() {
+                    return self.go_back();
                 }
             }
             Action::Health => {
-                self.panel = Some(Panel::Health(HealthView::default()));
+                if !matches!(self.panel, Some(Panel::Health(_))) {
+                    self.leave();
+                    self.panel = Some(Panel::Health(HealthView::default()));
+                }
                 return vec![Effect::LoadHealth];
             }
             Action::Logs => {
                 if let Some(s) = self.target() {
                     let (id, title) = (s.id, s.title.clone());
                     let stream = next_stream();
+                    self.leave();
                     self.panel = Some(Panel::Logs(LogView::new(id, title, stream)));
                     return vec![Effect::FollowLogs {
                         session: id,
@@ -680,8 +676,9 @@ impl App {
             }
             Action::Diagnose => {
                 if let Some(s) = self.target() {
-                    let id = s.id;
-                    self.panel = Some(Panel::Diagnose(DiagnoseView::looking(s.clone())));
+                    let (id, s) = (s.id, s.clone());
+                    self.leave();
+                    self.panel = Some(Panel::Diagnose(DiagnoseView::looking(s)));
                     return vec![Effect::Diagnose { session: id }];
                 }
             }
@@ -699,18 +696,7 @@ impl App {
             Action::Top => self.scroll(isize::MIN),
             Action::Attach => {
                 if let Some(id) = self.target().map(|s| s.id) {
-                    self.panel = None;
-                    if let Some(old) = self.transcript.take() {
-                        self.keep_draft(old);
-                    }
-                    self.transcript = Some(Transcript::new(id));
-                    return vec![
-                        Effect::LoadMessages {
-                            session: id,
-                            after: 0,
-                        },
-                        Effect::LoadAsks { session: id },
-                    ];
+                    return self.go_to_transcript(id);
                 }
             }
             Action::Filter => {
@@ -906,7 +892,7 @@ impl App {
     }
 
     /// Keeps what the composer held when leaving a transcript, for the next `i` there.
-    fn keep_draft(&mut self, t: Transcript) {
+    pub(super) fn keep_draft(&mut self, t: Transcript) {
         if let Some(area) = &t.composer {
             let text = text_of(area);
             if !text.trim().is_empty() {
@@ -1126,8 +1112,7 @@ impl App {
             "" => vec![],
             "q" | "quit" => self.on_action(Action::Quit),
             "s" | "sessions" => {
-                self.panel = None;
-                self.transcript = None;
+                self.go_home();
                 vec![]
             }
             "sandboxes" | "sb" | "health" | "pods" => self.on_action(Action::Health),
@@ -1148,8 +1133,7 @@ impl App {
                 let names: Vec<&str> = SortKey::ALL.iter().map(|k| k.name()).collect();
                 match rest.first().map(|k| SortKey::parse(k)) {
                     Some(Some(key)) => {
-                        self.panel = None;
-                        self.transcript = None;
+                        self.go_home();
                         self.sessions.set_sort(key);
                         self.status = Some((format!("sorted by {}", key.name()), false));
                     }
@@ -1161,8 +1145,7 @@ impl App {
                 vec![]
             }
             "team" => {
-                self.panel = None;
-                self.transcript = None;
+                self.go_home();
                 let filter = match rest.first() {
                     Some(team) => format!("team:{team}"),
                     None => String::new(),

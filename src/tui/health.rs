@@ -26,8 +26,10 @@ pub struct HealthView {
 }
 
 impl HealthView {
-    /// Trouble first, then the rest by title.
+    /// Trouble first, then the rest by title; the cursor stays on its sandbox (a row that
+    /// moves under it must not make the next key act on another session).
     pub fn sort(&mut self) {
+        let selected = self.rows.get(self.selected).map(|r| r.0);
         let rank = |r: &Result<SandboxHealth, String>| match r {
             Ok(h) if h.phase.is_trouble() => 0,
             Err(_) => 1,
@@ -36,6 +38,21 @@ impl HealthView {
         };
         self.rows
             .sort_by(|a, b| rank(&a.2).cmp(&rank(&b.2)).then_with(|| a.1.cmp(&b.1)));
+        if let Some(at) = selected.and_then(|id| self.rows.iter().position(|r| r.0 == id)) {
+            self.selected = at;
+        }
+        self.selected = self.selected.min(self.rows.len().saturating_sub(1));
+    }
+
+    /// A fresh read of the whole fleet; the cursor stays on its sandbox while it is listed.
+    pub fn replace(&mut self, rows: Vec<(Uuid, String, Result<SandboxHealth, String>)>) {
+        let selected = self.rows.get(self.selected).map(|r| r.0);
+        self.rows = rows;
+        self.loaded = true;
+        self.sort();
+        if let Some(at) = selected.and_then(|id| self.rows.iter().position(|r| r.0 == id)) {
+            self.selected = at;
+        }
     }
 
     pub fn upsert(&mut self, id: Uuid, title: String, health: Result<SandboxHealth, String>) {

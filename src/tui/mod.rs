@@ -16,6 +16,7 @@ pub mod diagnose;
 pub mod drafts;
 pub mod health;
 pub mod logs;
+pub mod navigation;
 pub mod panels;
 pub mod quiet;
 pub mod screen;

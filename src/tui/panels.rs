@@ -361,6 +361,8 @@ mod tests {
                 Some("ImagePullBackOff: Back-off pulling image \"registry.example/agents/opencode:1.4\""),
             )),
         );
+        // The operator moved to the top row (the first one in trouble).
+        v.selected = 0;
         v
     }
 

@@ -218,6 +218,8 @@ pub struct SessionList {
     /// filter walks `order` (or `all`) once; nothing is sorted again.
     visible: Option<Vec<u32>>,
     selected: Option<Uuid>,
+    /// Where the selected row was last seen: the cursor stays there when its session goes.
+    selected_at: std::cell::Cell<usize>,
     /// How many of `all` have each status (indexed by the status's declaration order).
     by_status: [usize; SessionStatus::ALL.len()],
     /// How many sessions have an agent waiting for a person's answer.
@@ -470,14 +472,33 @@ impl SessionList {
     /// The selected row's index among the visible ones (where it would be, or the last row,
     /// when the selected session is filtered out; the first with no selection).
     pub fn selected_index(&self) -> usize {
+        let last = self.len().saturating_sub(1);
         let Some(id) = self.selected else { return 0 };
-        let Ok(i) = self.position(id) else { return 0 };
-        match self.shown() {
+        let Ok(i) = self.position(id) else {
+            return self.selected_at.get().min(last);
+        };
+        let at = match self.shown() {
             None => i,
             Some(v) => match self.search(v, &self.all[i]) {
                 Ok(at) => at,
-                Err(at) => at.min(v.len().saturating_sub(1)),
+                Err(at) => at.min(last),
             },
+        };
+        self.selected_at.set(at);
+        at
+    }
+
+    /// Puts the cursor on session `id` (the one worked on), wherever the list shows it.
+    pub fn select(&mut self, id: Uuid) {
+        self.selected = Some(id);
+    }
+
+    /// Makes the selection the session the cursor is on: a selected session hidden by the
+    /// filter (the cursor then shows its neighbour) gives way to the one acted on.
+    pub fn pin(&mut self) {
+        let i = self.selected_index();
+        if let Some(id) = self.at(i).map(|s| s.id) {
+            self.selected = Some(id);
         }
     }
 
