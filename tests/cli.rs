@@ -138,12 +138,15 @@ fn sessions_commands_round_trip() {
         "{text}"
     );
 
-    let filtered = stdout_json(&run(
-        root.path(),
-        &["sessions", "list", "--status", "dead", "-o", "json"],
-        None,
-    ));
-    assert_eq!(filtered, serde_json::json!([]));
+    // Statuses by their stored names or the words the tables show (`ended` is dead).
+    for status in ["dead", "ended"] {
+        let filtered = stdout_json(&run(
+            root.path(),
+            &["sessions", "list", "--status", status, "-o", "json"],
+            None,
+        ));
+        assert_eq!(filtered, serde_json::json!([]), "{status}");
+    }
 
     // Diagnose: the advice first, then what it rests on; JSON has every part.
     let diag = run(root.path(), &["sessions", "diagnose", &id], None);

@@ -387,7 +387,7 @@ fn a_shell_in_the_sandbox_and_back() {
     tmux.text("shell check");
     tmux.keys(&["C-s"]);
     tmux.wait_for("Sessions (1)", wait);
-    tmux.wait_for("+ ready", Duration::from_secs(90));
+    tmux.wait_for("o idle", Duration::from_secs(90));
 
     tmux.keys(&["!"]);
     tmux.wait_for("a shell in", wait);

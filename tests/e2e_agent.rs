@@ -223,6 +223,15 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
         (Some("assistant"), Some("aborted")),
         "{last}"
     );
+    // The killed command is not "done" (opencode ends it "completed", with a note).
+    let killed = tool_call(&messages, &marker);
+    assert_eq!(killed["status"], "stopped", "{killed}");
+    assert!(
+        killed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("aborted")),
+        "{killed}"
+    );
     assert!(
         last["error"].as_str().unwrap_or("").contains("Aborted"),
         "{last}"
@@ -250,7 +259,21 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
     api.reply_containing(&id, "Ran it. Output: after-abort")
         .await;
 
-    // 3. The harness dies and loses what it knew (as a pod with an emptyDir would).
+    // 3. The harness dies in the middle of a tool call and loses what it knew (as a pod with
+    // an emptyDir would).
+    let dying = format!("dying-{}", &id[..8]);
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{id}/messages"),
+            json!({"text": format!("run: sleep 300; echo {dying}")}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    eventually(TURN, "the dying tool call to be running", || async {
+        let messages = api.messages(&id).await;
+        (tool_call(&messages, &dying)["status"] == "running").then_some(())
+    })
+    .await;
     let workdir = root.path().join(format!("data/agentdeck/sandboxes/{id}"));
     let record: Value =
         serde_json::from_slice(&std::fs::read(workdir.join("sandbox.json")).unwrap()).unwrap();
@@ -272,6 +295,18 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
         (recovered && matches!(events["status"].as_str(), Some("ready" | "idle"))).then_some(())
     })
     .await;
+
+    // The turn the harness died in failed, and its tool call with it: it does not show as
+    // running for good.
+    let messages = api.messages(&id).await;
+    let stopped = tool_call(&messages, &dying);
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert!(
+        stopped["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("interrupted")),
+        "{stopped}"
+    );
 
     // 4. The next message works as if nothing happened.
     let (status, _) = api
@@ -296,7 +331,7 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
         .collect();
     assert_eq!(
         all_users.len(),
-        6,
+        7,
         "no other user message (the history replay stays out): {all_users:?}"
     );
     let users: Vec<&str> = turns
@@ -312,6 +347,7 @@ async fn a_session_talks_uses_a_tool_and_survives_its_harness_dying() {
             "run: printf 'bin\\000ary\\n'",
             &format!("run: sleep 300; echo {marker}"),
             "run: echo after-abort",
+            &format!("run: sleep 300; echo {dying}"),
             "are you still there?"
         ],
         "{turns:?}"
@@ -394,6 +430,20 @@ async fn the_embedded_default_answers_a_first_prompt() {
 }
 
 /// The session's messages once its last one is a complete answer containing `want`.
+/// The tool call whose command holds `marker`, in any message (`null` when there is none).
+fn tool_call(messages: &[Value], marker: &str) -> Value {
+    messages
+        .iter()
+        .flat_map(|m| m["parts"].as_array().cloned().unwrap_or_default())
+        .find(|p| {
+            p["type"] == "tool"
+                && p["input"]["command"]
+                    .as_str()
+                    .is_some_and(|c| c.contains(marker))
+        })
+        .unwrap_or(Value::Null)
+}
+
 async fn answer_containing(
     core: &agentdeck::core::Core,
     session: uuid::Uuid,

@@ -320,6 +320,12 @@ async fn suspend_stops_it_and_resume_starts_it_again() {
     assert_eq!(health.endpoint, None);
     assert!(health.recent_events.iter().any(|e| e.reason == "Suspended"));
     gone(pid).await;
+    // A stop asked for is not a crash (it said "killed by signal 15").
+    let health = health_until(&runtime, &sandbox, "the stop to be recorded", |h| {
+        h.last_termination.is_some()
+    })
+    .await;
+    assert_eq!(health.last_termination.as_deref(), Some("stopped"));
     assert!(runtime.workdir(spec.session_id).join("server.py").exists());
     assert_eq!(record(&runtime, &sandbox).state, RecordState::Suspended);
     runtime.suspend(&sandbox).await.expect("suspend twice");

@@ -337,7 +337,7 @@ pub fn tool_part(message: &str, part: &str, status: ToolStatus, output: &str) ->
         ToolStatus::Pending => ("pending", None),
         ToolStatus::Running => ("running", None),
         ToolStatus::Completed => ("completed", Some(output.to_string())),
-        ToolStatus::Error => ("error", None),
+        ToolStatus::Error | ToolStatus::Stopped => ("error", None),
     };
     let command = format!("cargo test -p module{}", part.len());
     event(

@@ -457,7 +457,7 @@ fn session_table(sessions: &[crate::model::Session]) -> String {
     for s in sessions {
         t.row(vec![
             s.id.to_string(),
-            s.status.to_string(),
+            s.status.word().to_string(),
             s.agent_id.clone(),
             s.team.clone(),
             s.phase.to_string(),
@@ -513,8 +513,9 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
                 Some(
                     status
                         .iter()
-                        .map(|s| s.trim().parse::<SessionStatus>())
-                        .collect::<Result<Vec<_>, _>>()?,
+                        .map(|s| SessionStatus::from_word(s.trim()))
+                        .collect::<Result<Vec<_>, _>>()?
+                        .concat(),
                 )
             };
             let sessions = core
@@ -728,7 +729,9 @@ fn diagnosis_text(d: &crate::core::Diagnosis) -> String {
     let _ = writeln!(
         out,
         "\nSession {}\n  status    {} ({})",
-        s.id, s.status, s.phase
+        s.id,
+        s.status.word(),
+        s.phase
     );
     if let Some(detail) = &s.phase_detail {
         let _ = writeln!(out, "  detail    {}", line(detail));

@@ -109,10 +109,16 @@ fn copied(m: &Message) -> NewMessage {
         (MessageRole::Assistant, MessageStatus::Pending) => MessageStatus::Aborted,
         (_, status) => status,
     };
+    let mut parts = m.parts.clone();
+    if let Some(why) = crate::model::why_tools_stopped(status, m.error.as_deref()) {
+        for part in &mut parts {
+            part.stop_unfinished(&why);
+        }
+    }
     NewMessage {
         role: m.role,
         status,
-        parts: m.parts.clone(),
+        parts,
         harness_message_id: None,
     }
 }

@@ -539,14 +539,16 @@ impl State {
                 // Written with the next flush (at once: a finished message flushes), with its
                 // parts.
                 self.dirty.insert(seq);
+                let status = if info.aborted {
+                    MessageStatus::Aborted
+                } else if info.error.is_some() {
+                    MessageStatus::Failed
+                } else {
+                    MessageStatus::Complete
+                };
+                self.stop_unfinished_tools(seq, status, info.error.as_deref());
                 let patch = MessagePatch {
-                    status: Some(if info.aborted {
-                        MessageStatus::Aborted
-                    } else if info.error.is_some() {
-                        MessageStatus::Failed
-                    } else {
-                        MessageStatus::Complete
-                    }),
+                    status: Some(status),
                     error: info.error.clone().map(Some),
                     ..Default::default()
                 };
@@ -638,6 +640,9 @@ impl State {
                 self.read_to = self.read_to.max(m.seq);
                 self.links.insert(info.id.clone(), (m.seq, role));
                 self.parts.insert(m.seq, early);
+                if self.stop_unfinished_tools(m.seq, status, info.error.as_deref()) {
+                    self.dirty.insert(m.seq);
+                }
                 Ok(Some(m.seq))
             }
         }
@@ -801,6 +806,28 @@ impl State {
             .await;
         }
         Ok(())
+    }
+
+    /// A message that ended badly (aborted, failed) will not finish its tool calls: those
+    /// still pending or running are stopped (they showed `running` for good). Returns whether
+    /// any was.
+    fn stop_unfinished_tools(
+        &mut self,
+        seq: i64,
+        status: MessageStatus,
+        error: Option<&str>,
+    ) -> bool {
+        let Some(why) = crate::model::why_tools_stopped(status, error) else {
+            return false;
+        };
+        let Some(parts) = self.parts.get_mut(&seq) else {
+            return false;
+        };
+        let mut stopped = false;
+        for (_, part) in parts.iter_mut() {
+            stopped |= part.stop_unfinished(&why);
+        }
+        stopped
     }
 
     /// Writes the raw events gathered so far and what changed in the messages, at once (with

@@ -806,16 +806,21 @@ impl Core {
                 m.role == MessageRole::Assistant && m.status == MessageStatus::Pending
             }));
         }
-        for m in interrupted {
+        for mut m in interrupted {
+            let error = "interrupted: the agent's sandbox stopped during this turn";
+            let why = crate::model::why_tools_stopped(MessageStatus::Failed, Some(error));
+            let mut stopped = false;
+            for part in &mut m.parts {
+                stopped |= why.as_deref().is_some_and(|why| part.stop_unfinished(why));
+            }
             self.store()
                 .update_message(
                     id,
                     m.seq,
                     &MessagePatch {
                         status: Some(MessageStatus::Failed),
-                        error: Some(Some(
-                            "interrupted: the agent's sandbox stopped during this turn".into(),
-                        )),
+                        error: Some(Some(error.into())),
+                        parts: stopped.then(|| m.parts.clone()),
                         ..Default::default()
                     },
                 )

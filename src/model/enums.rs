@@ -66,6 +66,26 @@ impl SessionStatus {
     /// Live and not working: the idle deadline runs (and the idle reaper acts on it).
     pub const AT_REST: &'static [SessionStatus] = &[SessionStatus::Ready, SessionStatus::Idle];
 
+    /// The word people read for it: `ready` and `idle` are one state to an operator (up, and
+    /// waiting for a message), and a `dead` session is one that was ended.
+    pub fn word(self) -> &'static str {
+        match self {
+            SessionStatus::Ready | SessionStatus::Idle => "idle",
+            SessionStatus::Dead => "ended",
+            other => other.as_str(),
+        }
+    }
+
+    /// The statuses a word a person typed means: a stored name, or a [`word`](Self::word)
+    /// (`idle` is ready or idle, `ended` is dead).
+    pub fn from_word(word: &str) -> Result<Vec<SessionStatus>, super::ParseEnumError> {
+        match word {
+            "idle" => Ok(SessionStatus::AT_REST.to_vec()),
+            "ended" => Ok(vec![SessionStatus::Dead]),
+            other => other.parse().map(|s| vec![s]),
+        }
+    }
+
     pub fn is_live(self) -> bool {
         Self::LIVE.contains(&self)
     }

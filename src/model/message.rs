@@ -44,6 +44,9 @@ pub enum ToolStatus {
     Running,
     Completed,
     Error,
+    /// It did not finish: its turn was aborted, failed, or lost its sandbox (`error` says
+    /// which).
+    Stopped,
 }
 
 /// One piece of a message. Parts of a kind this version does not know are kept as they came
@@ -86,6 +89,34 @@ pub enum Part {
 impl Part {
     pub fn text(text: impl Into<String>) -> Self {
         Part::Text { text: text.into() }
+    }
+
+    /// A tool call still pending or running when its turn ended will not finish: it is
+    /// `Stopped`, saying `why`. Returns whether it changed.
+    pub fn stop_unfinished(&mut self, why: &str) -> bool {
+        match self {
+            Part::Tool { status, error, .. }
+                if matches!(status, ToolStatus::Pending | ToolStatus::Running) =>
+            {
+                *status = ToolStatus::Stopped;
+                *error = Some(why.to_string());
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Why the unfinished tool calls of a message that ended `status` stopped (`None` when it
+/// ended well or has not ended).
+pub fn why_tools_stopped(status: MessageStatus, error: Option<&str>) -> Option<String> {
+    match status {
+        MessageStatus::Aborted => Some("aborted with its turn".to_string()),
+        MessageStatus::Failed => Some(match error {
+            Some(e) => format!("its turn failed: {e}"),
+            None => "its turn failed".to_string(),
+        }),
+        _ => None,
     }
 }
 

@@ -28,7 +28,7 @@ pub use enums::{
 };
 pub use event::{Event, NewEvent};
 pub use fleet::{CoreInfo, CoreKind, Fence};
-pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus};
+pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus, why_tools_stopped};
 pub use sandbox::{
     Condition, HealthChange, HealthPhase, LogOptions, SandboxEvent, SandboxHealth, SandboxRef,
     ShellSpec,

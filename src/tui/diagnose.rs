@@ -96,7 +96,7 @@ fn render_diagnose(
     lines.push(Line::from(Span::styled("Session", t.accent)));
     for (k, v) in [
         ("id", s.id.to_string()),
-        ("status", format!("{} ({})", s.status, s.phase)),
+        ("status", format!("{} ({})", s.status.word(), s.phase)),
         ("detail", s.phase_detail.clone().unwrap_or_default()),
         ("failure", s.failure_reason.clone().unwrap_or_default()),
         ("agent / team", format!("{} / {}", s.agent_id, s.team)),

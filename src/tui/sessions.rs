@@ -91,20 +91,21 @@ impl Filter {
     }
 }
 
-/// A session's status as the filter sees it: a session whose agent waits for a person is
-/// `waiting` as well as its status (`status:waiting` finds them all).
+/// A session's status as the filter sees it: the word shown and the stored name (`ready` and
+/// `idle` are both shown as idle, a `dead` session as ended: either word finds them), and
+/// `waiting` when its agent waits for a person (`status:waiting` finds them all).
 fn status_words(s: &Session) -> &'static str {
-    if s.waiting == 0 {
-        return s.status.as_str();
-    }
-    match s.status {
-        SessionStatus::Creating => "waiting creating",
-        SessionStatus::Ready => "waiting ready",
-        SessionStatus::Idle => "waiting idle",
-        SessionStatus::Busy => "waiting busy",
-        SessionStatus::Suspended => "waiting suspended",
-        SessionStatus::Dead => "waiting dead",
-        SessionStatus::Failed => "waiting failed",
+    let at_rest = "idle ready";
+    match (s.waiting > 0, s.status) {
+        (false, SessionStatus::Ready | SessionStatus::Idle) => at_rest,
+        (false, SessionStatus::Dead) => "ended dead",
+        (false, status) => status.as_str(),
+        (true, SessionStatus::Creating) => "waiting creating",
+        (true, SessionStatus::Ready | SessionStatus::Idle) => "waiting idle ready",
+        (true, SessionStatus::Busy) => "waiting busy",
+        (true, SessionStatus::Suspended) => "waiting suspended",
+        (true, SessionStatus::Dead) => "waiting ended dead",
+        (true, SessionStatus::Failed) => "waiting failed",
     }
 }
 
@@ -695,7 +696,7 @@ fn render_sessions(
     let (mut header, mut widths): (Vec<&str>, Vec<Constraint>) = if wide {
         (
             vec![
-                "STATUS", "AGENT", "TEAM", "TITLE", "PHASE", "HEALTH", "AGE", "ACTIVE", "IDLE",
+                "STATUS", "AGENT", "TEAM", "TITLE", "PHASE", "HEALTH", "AGE", "ACTIVE", "SUSPENDS",
             ],
             vec![
                 Constraint::Length(11),
@@ -706,19 +707,19 @@ fn render_sessions(
                 Constraint::Fill(1),
                 Constraint::Length(4),
                 Constraint::Length(6),
-                Constraint::Length(5),
+                Constraint::Length(8),
             ],
         )
     } else {
         (
             // the phase's detail or the failure says more than the phase in one column
-            vec!["STATUS", "AGENT", "TITLE", "HEALTH", "IDLE"],
+            vec!["STATUS", "AGENT", "TITLE", "HEALTH", "SUSPENDS"],
             vec![
                 Constraint::Length(11),
                 Constraint::Length(10),
                 Constraint::Fill(1),
                 Constraint::Fill(1),
-                Constraint::Length(5),
+                Constraint::Length(8),
             ],
         )
     };
@@ -760,7 +761,7 @@ fn render_sessions(
             let status = if s.waiting > 0 {
                 Cell::from("? waiting").style(app.theme.warning)
             } else {
-                Cell::from(format!("{} {}", glyph(s.status), s.status))
+                Cell::from(format!("{} {}", glyph(s.status), s.status.word()))
                     .style(status_style(app, s.status))
             };
             let mut texts: Vec<String> = if wide {

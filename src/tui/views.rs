@@ -17,11 +17,10 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 pub fn glyph(status: SessionStatus) -> &'static str {
     match status {
         SessionStatus::Creating => "~",
-        SessionStatus::Ready => "+",
-        SessionStatus::Idle => "o",
+        SessionStatus::Ready | SessionStatus::Idle => "o",
         SessionStatus::Busy => "*",
         SessionStatus::Suspended => "=",
-        SessionStatus::Dead => "x",
+        SessionStatus::Dead => "-",
         SessionStatus::Failed => "!",
     }
 }
@@ -100,11 +99,12 @@ pub(super) fn age(t: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono
     }
 }
 
+/// When an idle session will be suspended for being idle (the SUSPENDS column): `in 29:57`.
 pub(super) fn countdown(s: &Session, now: chrono::DateTime<chrono::Utc>) -> String {
     match s.idle_deadline {
         Some(d) if SessionStatus::AT_REST.contains(&s.status) => {
             let left = (d - now).num_seconds().max(0);
-            format!("{}:{:02}", left / 60, left % 60)
+            format!("in {}:{:02}", left / 60, left % 60)
         }
         _ => String::new(),
     }
@@ -309,10 +309,10 @@ fn render_top(f: &mut Frame, app: &App, area: Rect) {
 pub(super) fn status_style(app: &App, s: SessionStatus) -> Style {
     match s {
         SessionStatus::Failed => app.theme.error,
-        SessionStatus::Busy | SessionStatus::Ready => app.theme.ok,
+        SessionStatus::Busy => app.theme.ok,
         SessionStatus::Creating => app.theme.warning,
         SessionStatus::Dead | SessionStatus::Suspended => app.theme.muted,
-        SessionStatus::Idle => app.theme.text,
+        SessionStatus::Ready | SessionStatus::Idle => app.theme.text,
     }
 }
 
@@ -810,6 +810,40 @@ mod tests {
         assert!(!screen.contains("R restart"), "{screen}");
     }
 
+    /// One state, one word: ready and idle both read `o idle`, a session ended on purpose
+    /// reads `- ended` (it read `x dead`), and the countdown says what it counts down to (it
+    /// read `IDLE 12:34`, like idle time); the filter finds them by either word.
+    #[test]
+    fn the_list_says_what_is_true() {
+        let mut a = app(Theme::mono());
+        let mut ready = session(6, "coder", SessionStatus::Ready);
+        ready.idle_deadline = Some(now() + chrono::Duration::seconds(60));
+        a.update(Msg::Sessions(vec![
+            ready,
+            session(7, "coder", SessionStatus::Idle),
+            session(8, "coder", SessionStatus::Dead),
+        ]));
+        let screen = draw(&a, 120, 12).backend().to_string();
+        assert_eq!(screen.matches("o idle").count(), 2, "{screen}");
+        assert!(screen.contains("- ended"), "{screen}");
+        for untrue in ["+ ready", "x dead", "IDLE"] {
+            assert!(!screen.contains(untrue), "{untrue}: {screen}");
+        }
+        assert!(
+            screen.contains("SUSPENDS") && screen.contains("in 1:00"),
+            "{screen}"
+        );
+        for (filter, shown) in [
+            ("status:idle", 2),
+            ("status:ready", 2),
+            ("status:ended", 1),
+            ("status:dead", 1),
+        ] {
+            a.sessions.set_filter(filter);
+            assert_eq!(a.sessions.len(), shown, "{filter}");
+        }
+    }
+
     #[test]
     fn transcript_view() {
         snap("transcript", |theme| attached(app(theme), false));
@@ -949,8 +983,10 @@ mod tests {
                 .unwrap_or_default();
             let (kept, _) = row.split_once('…').unwrap_or_else(|| panic!("cut: {row}"));
             let last = kept.split_whitespace().last().unwrap_or_default();
+            // (a cut that drops only a word's trailing colon is still between words)
             let words: Vec<&str> = "sandbox failed: ImagePullBackOff: Back-off pulling image"
                 .split_whitespace()
+                .flat_map(|w| [w, w.trim_end_matches(':')])
                 .collect();
             assert!(
                 words.contains(&last),

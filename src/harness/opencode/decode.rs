@@ -39,6 +39,18 @@ pub fn message_info(info: &Value) -> Option<MessageInfo> {
     })
 }
 
+/// Whether a shell tool's output ends with opencode's note that the command was aborted
+/// (`<shell_metadata>` in newer versions, `<bash_metadata>` in older ones).
+fn aborted_shell(output: &str) -> bool {
+    let tail = output.trim_end();
+    ["shell_metadata", "bash_metadata"].iter().any(|tag| {
+        tail.ends_with(&format!("</{tag}>"))
+            && tail
+                .rsplit_once(&format!("<{tag}>"))
+                .is_some_and(|(_, note)| note.contains("User aborted the command"))
+    })
+}
+
 /// An opencode part as an agentdeck part.
 pub fn part(p: &Value) -> Part {
     match p["type"].as_str().unwrap_or_default() {
@@ -57,13 +69,22 @@ pub fn part(p: &Value) -> Part {
                 _ => ToolStatus::Pending,
             };
             let output = text(&state["output"]).or_else(|| text(&state["metadata"]["output"]));
+            let mut error = text(&state["error"]);
+            // opencode's shell tool, aborted, ends "completed" with a note in its output.
+            let status = match &output {
+                Some(o) if status == ToolStatus::Completed && aborted_shell(o) => {
+                    error = Some("aborted: the command was killed".to_string());
+                    ToolStatus::Stopped
+                }
+                _ => status,
+            };
             Part::Tool {
                 call_id: p["callID"].as_str().unwrap_or_default().to_string(),
                 tool: p["tool"].as_str().unwrap_or_default().to_string(),
                 status,
                 input: state["input"].clone(),
                 output,
-                error: text(&state["error"]),
+                error,
             }
         }
         "file" => Part::File {
@@ -267,6 +288,32 @@ mod tests {
             Update::Other
         );
         assert_eq!(decode("[1,2]").update, Update::Other);
+        // A shell command killed by an abort: opencode says "completed", with a note.
+        let aborted = part(
+            &serde_json::json!({"type": "tool", "tool": "bash", "callID": "c",
+            "state": {"status": "completed", "input": {"command": "sleep 300"},
+                      "output": "(no output)\n\n<shell_metadata>\nUser aborted the command\n</shell_metadata>"}}),
+        );
+        assert!(
+            matches!(&aborted, Part::Tool { status: ToolStatus::Stopped, error: Some(e), .. } if e.contains("aborted")),
+            "{aborted:?}"
+        );
+        // Output that only quotes the words is still a finished command.
+        let quoted = part(
+            &serde_json::json!({"type": "tool", "tool": "bash", "callID": "c",
+            "state": {"status": "completed", "input": {"command": "cat log"},
+                      "output": "User aborted the command\n"}}),
+        );
+        assert!(
+            matches!(
+                &quoted,
+                Part::Tool {
+                    status: ToolStatus::Completed,
+                    ..
+                }
+            ),
+            "{quoted:?}"
+        );
         assert!(matches!(
             part(&serde_json::json!({"type":"step-start","id":"p"})),
             Part::Other(_)

@@ -109,6 +109,9 @@ impl State {
     }
 }
 
+/// How a run that agentdeck stopped on purpose ended, as `last_termination` says it.
+pub const STOPPED: &str = "stopped";
+
 /// What every sandbox of a runtime shares.
 #[derive(Clone)]
 pub struct Shared {
@@ -237,7 +240,13 @@ impl Sandbox {
         run.monitor = None;
         let (pid, stopping) = (run.pid, run.stopping);
         let text = exit.to_string();
-        state.health.last_termination = Some(text.clone());
+        // A stop asked for (suspend, restart, end) is not a crash: the SIGTERM it took reads
+        // like one ("killed by signal 15").
+        state.health.last_termination = Some(if stopping {
+            STOPPED.to_string()
+        } else {
+            text.clone()
+        });
         state.health.last_termination_at = Some(Utc::now());
         if stopping {
             tracing::debug!(sandbox = %self.id, pid, %text, "sandbox process stopped");

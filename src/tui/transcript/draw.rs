@@ -263,6 +263,7 @@ pub(super) fn draw_piece(
                 ToolStatus::Running => "running",
                 ToolStatus::Pending => "pending",
                 ToolStatus::Error => "ERROR",
+                ToolStatus::Stopped => "stopped",
             };
             let summary = input
                 .get("command")

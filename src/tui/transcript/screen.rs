@@ -124,7 +124,7 @@ fn render_transcript(f: &mut Frame, app: &App, t: &Transcript, area: Rect) {
         Some(s) => format!(
             " {} {} · {} · {} · {} ",
             glyph(s.status),
-            s.status,
+            s.status.word(),
             sanitize::line(&s.title),
             sanitize::line(&s.agent_id),
             s.phase

@@ -116,6 +116,7 @@ fn reference(t: &Transcript, theme: &Theme, width: u16) -> Vec<Line<'static>> {
                         ToolStatus::Running => "running",
                         ToolStatus::Pending => "pending",
                         ToolStatus::Error => "ERROR",
+                        ToolStatus::Stopped => "stopped",
                     };
                     let summary = input
                         .get("command")
