@@ -92,6 +92,97 @@ async fn serve_and_curl_on_the_embedded_default() {
     serve_then_list(None).await;
 }
 
+/// A changed config file applies on SIGHUP without a restart where it can (a new agent, new
+/// API tokens), the log says what needs a restart (the worker's settings), and a file that no
+/// longer reads changes nothing and says why. (Before, nothing applied until every process
+/// was restarted, and nobody said so.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reloads_its_config_on_sighup() {
+    agentdeck::net::ensure_crypto();
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = root.path().join("agentdeck.toml");
+    let agent = |id: &str| format!("[agents.{id}]\nmodel = \"m\"\ncommand = [\"true\"]\n");
+    std::fs::write(&config, agent("coder")).unwrap();
+    let log = root.path().join("serve.log");
+    let mut cmd = agentdeck(root.path());
+    cmd.args(["serve", "--no-worker"])
+        .env("AGENTDECK_CONFIG", &config)
+        .env("AGENTDECK_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let serve = Serve(cmd.spawn().expect("start serve"));
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let create = |agent: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/api/sessions");
+        async move {
+            http.post(url)
+                .json(&serde_json::json!({ "agent_id": agent }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    eventually(Duration::from_secs(20), "serve to answer", || async {
+        (create("coder").await == 201).then_some(())
+    })
+    .await;
+    assert_eq!(create("reviewer").await, 404, "not configured yet");
+
+    let hup = || unsafe { libc::kill(serve.0.id() as i32, libc::SIGHUP) };
+    let said = |text: &'static str| {
+        let log = log.clone();
+        move || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log)
+                    .ok()
+                    .filter(|l| l.contains(text))
+            }
+        }
+    };
+    // A file that does not read: refused whole, nothing changes, the log says where.
+    std::fs::write(&config, format!("{}[agents.reviewer\n", agent("coder"))).unwrap();
+    hup();
+    eventually(
+        Duration::from_secs(20),
+        "the refusal in the log",
+        said("not reloaded"),
+    )
+    .await;
+    assert_eq!(create("coder").await, 201, "the running config stays");
+
+    // A new agent and new worker settings: the agent applies, the worker's wait.
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}[worker]\nconcurrency = 9\n",
+            agent("coder"),
+            agent("reviewer")
+        ),
+    )
+    .unwrap();
+    hup();
+    let logged = eventually(
+        Duration::from_secs(20),
+        "the reload in the log",
+        said("agent reviewer added"),
+    )
+    .await;
+    assert!(
+        logged.contains("needs a restart to apply: [worker]"),
+        "{logged}"
+    );
+    assert_eq!(
+        create("reviewer").await,
+        201,
+        "the new agent applies at once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_and_curl_on_postgres() {
     let db = TestDb::postgres().await;
@@ -280,6 +371,56 @@ fn doctor_says_what_is_wrong_and_how_to_fix_it() {
         .find(|c| c["name"] == "store")
         .unwrap();
     assert_eq!(store["ok"], true, "{store}");
+}
+
+/// `doctor` checks what the cockpit and the runtime check: keys that clash (the cockpit will
+/// not start) and an agent with no image on Kubernetes (every session of it fails). It said
+/// `ok config` for both.
+#[test]
+fn doctor_checks_what_the_cockpit_and_the_runtime_refuse() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("agentdeck.toml");
+    std::fs::write(
+        &config,
+        "[runtime]\nkind = \"kubernetes\"\n\
+         [tui.keys]\nrestart = [\"q\"]\n\
+         [agents.coder]\nmodel = \"m\"\ncommand = [\"opencode\"]\n",
+    )
+    .unwrap();
+    let out = agentdeck(root.path())
+        .args(["doctor", "-o", "json"])
+        .env("AGENTDECK_CONFIG", &config)
+        .env("KUBECONFIG", root.path().join("no-kubeconfig"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let checks: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} check in {checks}"))
+    };
+    let keys = find("config ([tui] keys)");
+    assert_eq!(keys["ok"], false, "{keys}");
+    assert!(keys["detail"].as_str().unwrap().contains("\"q\""), "{keys}");
+    let coder = find("agent (coder)");
+    assert_eq!(coder["ok"], false, "{coder}");
+    assert!(
+        coder["detail"].as_str().unwrap().contains("has no image"),
+        "{coder}"
+    );
+    assert!(
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] != "config"),
+        "no `ok config` beside them: {checks}"
+    );
 }
 
 #[test]

@@ -17,19 +17,60 @@ fn on_path(program: &str) -> Option<std::path::PathBuf> {
     })
 }
 
+/// What the cockpit and the runtime refuse in a configuration that reads well: keys that
+/// clash, a theme that cannot be loaded, an agent the configured runtime cannot run. Each is a
+/// failed check naming the fix (the configuration said `ok` while the cockpit would not start
+/// and every Kubernetes session of an image-less agent failed).
+fn config_checks(config: &Config) -> Vec<Check> {
+    let read = config
+        .sources
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let mut problems: Vec<(String, String, String)> = Vec::new();
+    if let Err(e) = crate::tui::actions::Keymap::with_keys(false, &config.tui.keys) {
+        problems.push((
+            "config ([tui] keys)".into(),
+            format!("{e}: the cockpit will not start"),
+            "bind each key to one action per screen under [tui] keys".into(),
+        ));
+    }
+    if let Err(e) =
+        crate::tui::theme::Theme::choose(config.tui.theme.as_deref(), &config.dirs.config_dir)
+    {
+        problems.push((
+            "config ([tui] theme)".into(),
+            format!("{e}: the cockpit will not start"),
+            "name a built-in theme (default, mono) or a theme file in the config folder".into(),
+        ));
+    }
+    for agent in config.agents.values() {
+        if let Some((why, fix)) = crate::runtime::agent_unfit(config.runtime, agent) {
+            problems.push((format!("agent ({})", agent.id), why, fix));
+        }
+    }
+    if problems.is_empty() {
+        return vec![Check {
+            name: "config".into(),
+            ok: true,
+            detail: read,
+            fix: None,
+        }];
+    }
+    problems
+        .into_iter()
+        .map(|(name, detail, fix)| Check {
+            name,
+            ok: false,
+            detail,
+            fix: Some(fix),
+        })
+        .collect()
+}
+
 pub async fn checks(config: &Config) -> Vec<Check> {
-    let mut checks = Vec::new();
-    checks.push(Check {
-        name: "config".into(),
-        ok: true,
-        detail: config
-            .sources
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" + "),
-        fix: None,
-    });
+    let mut checks = config_checks(config);
 
     let shown = crate::store::redact_url(&config.database_url);
     let mut fleet = None;
@@ -105,14 +146,11 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     if config.runtime == crate::config::RuntimeKind::Local {
         for agent in config.agents.values() {
             let name = format!("harness ({})", agent.id);
-            checks.push(match agent.command.first() {
-                None => Check {
-                    name,
-                    ok: false,
-                    detail: "the agent has no command to run locally".into(),
-                    fix: Some(format!("set command = [...] under [agents.{}]", agent.id)),
-                },
-                Some(program) => match on_path(program) {
+            // (an agent with no command is said once, with the configuration)
+            let Some(program) = agent.command.first() else {
+                continue;
+            };
+            checks.push(match on_path(program) {
                     Some(path) => Check {
                         name,
                         ok: true,
@@ -129,7 +167,6 @@ pub async fn checks(config: &Config) -> Vec<Check> {
                             format!("install {program} or fix the agent's command")
                         }),
                     },
-                },
             });
         }
     }

@@ -384,6 +384,7 @@ async fn serve(config: Config, with_worker: bool) -> Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     let worker = with_worker
         .then(|| crate::core::worker::spawn(core.clone(), crate::model::CoreKind::Serve));
+    let reloads = core.reload_on_hangup();
     tracing::info!(
         %listen,
         store = %core.store_description(),
@@ -397,6 +398,7 @@ async fn serve(config: Config, with_worker: bool) -> Result<()> {
     crate::api::serve(core, listener, shutdown_signal())
         .await
         .context("the API server stopped")?;
+    reloads.abort();
     if let Some(worker) = worker {
         worker.stop(Duration::from_secs(10)).await;
     }
@@ -406,12 +408,14 @@ async fn serve(config: Config, with_worker: bool) -> Result<()> {
 async fn worker(config: Config) -> Result<()> {
     let core = open_core(config).await?;
     let worker = crate::core::worker::spawn(core.clone(), crate::model::CoreKind::Worker);
+    let reloads = core.reload_on_hangup();
     eprintln!(
         "agentdeck worker {} is running (store: {})",
         core.instance(),
         core.store_description()
     );
     shutdown_signal().await;
+    reloads.abort();
     worker.stop(Duration::from_secs(10)).await;
     Ok(())
 }

@@ -65,6 +65,7 @@ pub(super) fn build(
         agents,
         sources: layers.into_iter().map(|p| p.source).collect(),
         dirs,
+        overrides: overrides.clone(),
     })
 }
 

@@ -61,13 +61,13 @@ impl Dirs {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiToken {
     pub token: String,
     pub team: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
     pub enabled: bool,
     pub concurrency: u32,
@@ -80,7 +80,7 @@ pub struct WorkerConfig {
     pub fleet_lease: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionsConfig {
     pub default_team: String,
     pub default_agent: Option<String>,
@@ -89,7 +89,7 @@ pub struct SessionsConfig {
 }
 
 /// The LLM gateway (LiteLLM) and how sandboxes get to use it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
     /// Where agentdeck reaches the gateway (health, key management).
     pub url: Option<String>,
@@ -107,7 +107,7 @@ pub struct GatewayConfig {
 }
 
 /// The cockpit.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TuiConfig {
     pub theme: Option<String>,
     pub read_only: bool,
@@ -136,7 +136,7 @@ impl TuiConfig {
 }
 
 /// The local process runtime.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LocalConfig {
     /// Where each session's working folder lives.
     pub root: PathBuf,
@@ -145,7 +145,7 @@ pub struct LocalConfig {
 }
 
 /// The Kubernetes runtime (agent-sandbox).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KubernetesConfig {
     /// The kubeconfig context; in-cluster config or the current context when absent.
     pub context: Option<String>,
@@ -185,6 +185,17 @@ pub struct Config {
     pub agents: BTreeMap<String, AgentSpec>,
     /// The files that were read, lowest first.
     pub sources: Vec<Source>,
+    /// What the environment and flags said (a reload applies them again).
+    pub overrides: Overrides,
+}
+
+impl Config {
+    /// The configuration read again from the same files, environment and flags (for a reload:
+    /// SIGHUP, the cockpit's `:reload`). A file that no longer parses is the same clear error
+    /// as at start, and nothing changes.
+    pub fn read_again(&self) -> Result<Config, ConfigError> {
+        load_with_dirs(&self.overrides, self.dirs.clone())
+    }
 }
 
 /// What the environment and flags say; each wins over the files.

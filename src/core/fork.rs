@@ -25,7 +25,7 @@ impl Core {
                 ),
             }));
         }
-        let agent = self.agent(&parent.agent_id)?.clone();
+        let agent = self.agent(&parent.agent_id)?;
         let mut history = Vec::new();
         let mut after = 0;
         while after < at_seq {

@@ -585,7 +585,8 @@ impl Core {
         }
         let endpoint = self.endpoint_of(&session).await?;
         for message in pending {
-            let agent = self.config().agents.get(&session.agent_id);
+            let config = self.config();
+            let agent = config.agents.get(&session.agent_id);
             let prompt = crate::harness::Prompt {
                 text: message.text(),
                 model: agent.map(|a| a.model.clone()).unwrap_or_default(),

@@ -21,6 +21,7 @@ mod ingest_writes;
 mod lifecycle;
 pub mod live;
 mod reconciler;
+mod reload;
 pub mod worker;
 
 /// The change feed, as the front ends see it: what changed, and a subscription to it.
@@ -36,6 +37,7 @@ pub type FleetRow = (
 pub use crate::runtime::{AttachedShell, Shell, ShellExit, ShellInput, ShellOptions};
 pub use diagnose::{Diagnosis, ago, failure_advice};
 pub use error::{CoreError, Result};
+pub use reload::Reloaded;
 
 use crate::config::{AgentSpec, Config};
 use crate::harness::Harness;
@@ -88,7 +90,8 @@ pub struct Core {
 }
 
 struct Inner {
-    config: Config,
+    /// Swapped whole by a reload ([`reload`]); readers take the one in effect.
+    config: std::sync::RwLock<Arc<Config>>,
     runtime: Arc<dyn SandboxRuntime>,
     harness: Arc<dyn Harness>,
     gateway: Option<Arc<crate::gateway::Gateway>>,
@@ -187,7 +190,7 @@ impl Core {
                     .map(Arc::new),
                 deltas: tokio::sync::broadcast::channel(4096).0,
                 container_env: env::from_prefixed(std::env::vars()),
-                config,
+                config: std::sync::RwLock::new(Arc::new(config)),
                 runtime,
                 harness,
                 instance: instance_name(),
@@ -196,8 +199,13 @@ impl Core {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The configuration in effect (a reload swaps it; what needs a restart stays as it was
+    /// at start, see [`reload`]).
+    pub fn config(&self) -> Arc<Config> {
+        match self.inner.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The store, for the core's own parts (worker, ingest, lifecycle); front ends use the
@@ -249,8 +257,7 @@ impl Core {
     /// Records the configured agents in the store.
     pub async fn sync_agents(&self) -> Result<()> {
         let records: Vec<_> = self
-            .inner
-            .config
+            .config()
             .agents
             .values()
             .map(AgentSpec::to_record)
@@ -260,14 +267,14 @@ impl Core {
     }
 
     pub fn agents(&self) -> Vec<AgentSpec> {
-        self.inner.config.agents.values().cloned().collect()
+        self.config().agents.values().cloned().collect()
     }
 
-    pub fn agent(&self, id: &str) -> Result<&AgentSpec> {
-        self.inner
-            .config
+    pub fn agent(&self, id: &str) -> Result<AgentSpec> {
+        self.config()
             .agents
             .get(id)
+            .cloned()
             .ok_or_else(|| CoreError::UnknownAgent {
                 id: id.to_string(),
                 known: self.known_agents(),
@@ -275,13 +282,8 @@ impl Core {
     }
 
     fn known_agents(&self) -> String {
-        let ids: Vec<&str> = self
-            .inner
-            .config
-            .agents
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let config = self.config();
+        let ids: Vec<&str> = config.agents.keys().map(String::as_str).collect();
         if ids.is_empty() {
             "(none configured)".to_string()
         } else {
@@ -305,8 +307,7 @@ impl Core {
         let agent_id = match req.agent_id.as_deref().map(str::trim) {
             Some(id) if !id.is_empty() => id.to_string(),
             _ => self
-                .inner
-                .config
+                .config()
                 .sessions
                 .default_agent
                 .clone()
@@ -317,11 +318,11 @@ impl Core {
                     ))
                 })?,
         };
-        let agent = self.agent(&agent_id)?.clone();
+        let agent = self.agent(&agent_id)?;
         env::validate_session_env(&req.env)?;
         let team = match req.team.as_deref().map(str::trim) {
             Some(team) if !team.is_empty() => team.to_string(),
-            _ => self.inner.config.sessions.default_team.clone(),
+            _ => self.config().sessions.default_team.clone(),
         };
         let prompt = req
             .initial_prompt
@@ -547,7 +548,7 @@ impl Core {
         NewTask::new(kind, serde_json::json!({}))
             .for_session(session)
             .dedupe(format!("{kind}:{session}"))
-            .max_attempts(self.inner.config.worker.max_attempts)
+            .max_attempts(self.config().worker.max_attempts)
     }
 
     pub(crate) async fn enqueue(&self, kind: TaskKind, session: Uuid) -> Result<Task> {
@@ -695,7 +696,7 @@ impl Core {
 
     /// Whether the gateway answers (for the status line and diagnose).
     pub async fn gateway_health(&self) -> std::result::Result<(), String> {
-        match &self.inner.config.gateway.url {
+        match &self.config().gateway.url {
             Some(url) => crate::gateway::check_health(url).await,
             None => Err("no gateway configured".to_string()),
         }

@@ -142,6 +142,30 @@ pub trait SandboxRuntime: Send + Sync + 'static {
 /// The runtime of a configured kind that cannot be used (no cluster configuration, say).
 /// Every call fails with the reason, which an operator reads on the session; listing sessions
 /// and everything else that needs no sandbox keeps working.
+/// What keeps `agent` from running on the `kind` runtime, from its configuration alone (the
+/// runtime refuses it the same way when asked to provision it): why, and the fix.
+pub fn agent_unfit(
+    kind: crate::config::RuntimeKind,
+    agent: &crate::config::AgentSpec,
+) -> Option<(String, String)> {
+    match kind {
+        crate::config::RuntimeKind::Kubernetes => {
+            kubernetes::template::image_of(agent).err().map(|e| {
+                (
+                    e.to_string(),
+                    format!("set image = \"…\" under [agents.{}]", agent.id),
+                )
+            })
+        }
+        crate::config::RuntimeKind::Local => agent.command.is_empty().then(|| {
+            (
+                "the agent has no command to run locally".to_string(),
+                format!("set command = [...] under [agents.{}]", agent.id),
+            )
+        }),
+    }
+}
+
 pub struct Unavailable {
     pub kind: &'static str,
     pub reason: String,

@@ -74,6 +74,20 @@ pub enum Msg {
     },
     /// Whether the store, the runtime and the gateway answer.
     Connectivity(Connectivity),
+    /// A reload was asked for from outside (SIGHUP).
+    ReloadAsked,
+    /// The configuration was read again: what applied, and what the cockpit takes of it.
+    Reloaded(Box<Reload>),
+}
+
+/// What a reload of the configuration gives the cockpit.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub report: crate::core::Reloaded,
+    pub agents: Vec<AgentSpec>,
+    pub tui: crate::config::TuiConfig,
+    /// The theme `[tui] theme` names now, when it changed (and no `--theme` overrides it).
+    pub theme: Option<Result<Theme, String>>,
 }
 
 /// Whether each thing the cockpit depends on answered at the last check (every few seconds).
@@ -137,6 +151,8 @@ pub enum Effect {
         ask: String,
         answer: Answer,
     },
+    /// Read the configuration again and put it in effect (`:reload`, SIGHUP).
+    Reload,
 }
 
 /// What a read-only cockpit says when asked to act.
@@ -157,7 +173,8 @@ impl Effect {
             | Effect::LoadHealth
             | Effect::FollowLogs { .. }
             | Effect::Diagnose { .. }
-            | Effect::LoadAsks { .. } => false,
+            | Effect::LoadAsks { .. }
+            | Effect::Reload => false,
         }
     }
 }
@@ -258,6 +275,10 @@ pub struct App {
     status_since: Option<(String, bool, std::time::Instant)>,
     pub store: String,
     pub runtime: String,
+    /// The Kubernetes context this cockpit is on, if any (for `[tui] read_only_contexts`).
+    pub context: Option<String>,
+    /// The theme was given with `--theme`: a reload keeps it.
+    pub theme_fixed: bool,
     /// The last connectivity check; `None` before the first.
     pub connectivity: Option<Connectivity>,
     pub quit: bool,
@@ -297,6 +318,8 @@ impl App {
             status_since: None,
             store,
             runtime,
+            context: None,
+            theme_fixed: false,
             connectivity: None,
             quit: false,
             dirty: true,
@@ -571,6 +594,11 @@ impl App {
                 }
                 vec![]
             }
+            Msg::ReloadAsked => vec![Effect::Reload],
+            Msg::Reloaded(reload) => {
+                self.apply_reload(*reload);
+                vec![]
+            }
             Msg::Diagnosis(d) => {
                 match &mut self.panel {
                     Some(Panel::Diagnose(v)) if v.diagnosis.session.id == d.session.id => {
@@ -685,7 +713,7 @@ impl App {
             Action::Command => {
                 let mut area = TextArea::default();
                 area.set_placeholder_text(
-                    "sessions, sandboxes, logs, diagnose, agents, team NAME, sort KEY, quit",
+                    "sessions, sandboxes, logs, diagnose, agents, team NAME, sort KEY, reload, quit",
                 );
                 self.command = Some(area);
             }
@@ -892,6 +920,39 @@ impl App {
     }
 
     /// Keeps what the composer held when leaving a transcript, for the next `i` there.
+    /// Takes what a reload gives the cockpit: the agents (for a new session), the keys, a
+    /// read-only context or flag (a reload can make a cockpit read-only, never lift it: that
+    /// takes a restart), and the theme. Says on the status line what applied and what needs a
+    /// restart; keys that clash keep the old ones, and say why.
+    fn apply_reload(&mut self, reload: Reload) {
+        let Reload {
+            report,
+            agents,
+            tui,
+            theme,
+        } = reload;
+        self.agents = agents;
+        let mut said = report.summary();
+        let mut error = !report.needs_restart.is_empty();
+        let read_only = self.keymap.read_only() || tui.read_only_on(self.context.as_deref());
+        match Keymap::with_keys(read_only, &tui.keys) {
+            Ok(keymap) => self.keymap = keymap,
+            Err(e) => {
+                said.push_str(&format!("; the keys stay as they were: {e}"));
+                error = true;
+            }
+        }
+        match theme.filter(|_| !self.theme_fixed) {
+            Some(Ok(theme)) => self.theme = theme,
+            Some(Err(e)) => {
+                said.push_str(&format!("; the theme stays as it was: {e}"));
+                error = true;
+            }
+            None => {}
+        }
+        self.status = Some((said, error));
+    }
+
     pub(super) fn keep_draft(&mut self, t: Transcript) {
         if let Some(area) = &t.composer {
             let text = text_of(area);
@@ -1120,6 +1181,10 @@ impl App {
             "diagnose" | "diag" => self.on_action(Action::Diagnose),
             "new" => self.on_action(Action::NewSession),
             "help" => self.on_action(Action::Help),
+            "reload" => {
+                self.status = Some(("reading the configuration again…".into(), false));
+                vec![Effect::Reload]
+            }
             "agents" | "agent" => {
                 let names: Vec<String> = self
                     .agents
@@ -1156,7 +1221,7 @@ impl App {
             other => {
                 self.status = Some((
                     format!(
-                        "unknown command :{other}; try :sessions :sandboxes :logs :diagnose :agents :team NAME :sort KEY :quit"
+                        "unknown command :{other}; try :sessions :sandboxes :logs :diagnose :agents :team NAME :sort KEY :reload :quit"
                     ),
                     true,
                 ));
@@ -1265,6 +1330,61 @@ mod tests {
 
     fn key(c: char) -> Msg {
         Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+    }
+
+    /// `:reload` (or SIGHUP) reads the configuration again; what it gives applies to the
+    /// cockpit and the status line says what applied and what needs a restart. Keys that clash
+    /// keep the old ones; a reload can make a cockpit read-only but never lifts it.
+    #[test]
+    fn a_reload_applies_and_says_what_needs_a_restart() {
+        let mut a = app();
+        a.update(key(':'));
+        for c in "reload".chars() {
+            a.update(key(c));
+        }
+        let effects = a.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+        assert_eq!(effects, [Effect::Reload]);
+        assert_eq!(a.update(Msg::ReloadAsked), [Effect::Reload]);
+
+        let agent = |id: &str| AgentSpec {
+            id: id.into(),
+            ..crate::config::load_text("", "x.toml", crate::config::Dirs::discover().unwrap())
+                .unwrap()
+                .agents["opencode"]
+                .clone()
+        };
+        let reload = |keys: Vec<(String, Vec<String>, String)>, read_only: bool| {
+            Msg::Reloaded(Box::new(Reload {
+                report: crate::core::Reloaded {
+                    applied: vec!["agent reviewer added".into()],
+                    needs_restart: vec!["[worker]".into()],
+                },
+                agents: vec![agent("reviewer")],
+                tui: crate::config::TuiConfig {
+                    keys,
+                    read_only,
+                    ..Default::default()
+                },
+                theme: None,
+            }))
+        };
+        a.update(reload(vec![("restart".into(), vec!["F".into()], "x:1:1".into())], false));
+        assert_eq!(a.agents.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["reviewer"]);
+        assert_eq!(a.keymap.key_for(Action::Restart), Some("F"));
+        let (said, error) = a.status.clone().unwrap_or_default();
+        assert!(said.contains("agent reviewer added"), "{said}");
+        assert!(said.contains("needs a restart to apply: [worker]"), "{said}");
+        assert!(error, "what does not apply is said as a warning");
+        // Keys that clash: the old ones stay, and the reason is said.
+        a.update(reload(vec![("restart".into(), vec!["q".into()], "x:2:1".into())], false));
+        assert_eq!(a.keymap.key_for(Action::Restart), Some("F"));
+        let (said, _) = a.status.clone().unwrap_or_default();
+        assert!(said.contains("the keys stay as they were"), "{said}");
+        // Read-only on, then off in the file: it stays on.
+        a.update(reload(vec![], true));
+        assert!(a.keymap.read_only());
+        a.update(reload(vec![], false));
+        assert!(a.keymap.read_only(), "a reload never lifts read-only");
     }
 
     #[test]

@@ -84,13 +84,11 @@ impl Drop for Restore {
 }
 
 pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
-    let requested = options
-        .theme
-        .as_deref()
-        .or(core.config().tui.theme.as_deref());
-    let theme = theme::Theme::choose(requested, &core.config().dirs.config_dir)
-        .map_err(anyhow::Error::msg)?;
-    let tui = &core.config().tui;
+    let config = core.config();
+    let requested = options.theme.as_deref().or(config.tui.theme.as_deref());
+    let theme =
+        theme::Theme::choose(requested, &config.dirs.config_dir).map_err(anyhow::Error::msg)?;
+    let tui = &config.tui;
     // The context connected to, else the one configured (a runtime that could not connect
     // still counts as that context's).
     let context = core.runtime_context().or_else(|| {
@@ -111,6 +109,8 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
         core.store_description(),
         runtime,
     );
+    app.context = context.clone();
+    app.theme_fixed = options.theme.is_some();
 
     // Drafts an earlier cockpit left (a dropped connection, a crash, a quit).
     let drafts_at = drafts::path(&core.config().dirs.state_dir);
@@ -152,6 +152,7 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
         tokio::spawn(clock(tx.clone())),
         tokio::spawn(follow_health(core.clone(), tx.clone())),
         tokio::spawn(connectivity(core.clone(), tx.clone())),
+        tokio::spawn(reload_on_hangup(tx.clone())),
     ];
     let ctx = Ctx {
         core: core.clone(),
@@ -315,6 +316,23 @@ async fn run_shell(
     *term = enter(mouse)?;
     let _ = paused.send(false);
     ended
+}
+
+/// SIGHUP asks the cockpit to read its configuration again (as `:reload` does).
+async fn reload_on_hangup(tx: mpsc::UnboundedSender<Msg>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: :reload still reloads");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if tx.send(Msg::ReloadAsked).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 async fn clock(tx: mpsc::UnboundedSender<Msg>) {
@@ -691,6 +709,27 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 match core.asks(session, None, true).await {
                     Ok(asks) => Msg::Asks { session, asks },
                     Err(e) => Msg::Error(format!("cannot read what the agent asks: {e}")),
+                }
+            }
+            Effect::Reload => {
+                let before = core.config().tui.theme.clone();
+                match core.reload_from_files().await {
+                    Ok(report) => {
+                        let config = core.config();
+                        let theme = (config.tui.theme != before).then(|| {
+                            theme::Theme::choose(
+                                config.tui.theme.as_deref(),
+                                &config.dirs.config_dir,
+                            )
+                        });
+                        Msg::Reloaded(Box::new(app::Reload {
+                            report,
+                            agents: core.agents(),
+                            tui: config.tui.clone(),
+                            theme,
+                        }))
+                    }
+                    Err(e) => Msg::Error(e.to_string()),
                 }
             }
             Effect::Diagnose { session } => match core.diagnose(session).await {

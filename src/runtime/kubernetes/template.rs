@@ -132,6 +132,20 @@ fn substitute(arg: &str, port: u16) -> String {
         .replace("{workdir}", WORKDIR)
 }
 
+/// The image `agent` runs in: one is needed on Kubernetes (`doctor` checks it too).
+pub fn image_of(agent: &crate::config::AgentSpec) -> Result<&str, RuntimeError> {
+    agent
+        .image
+        .as_deref()
+        .filter(|i| !i.trim().is_empty())
+        .ok_or_else(|| {
+            RuntimeError::Failed(format!(
+                "agent {:?} has no image: set image = \"…\" under [agents.{}] to run it on Kubernetes",
+                agent.id, agent.id
+            ))
+        })
+}
+
 /// The Sandbox object for `spec` in the given API version.
 pub fn sandbox(
     spec: &SandboxSpec,
@@ -141,12 +155,7 @@ pub fn sandbox(
     name: &str,
 ) -> Result<DynamicObject, RuntimeError> {
     let agent = &spec.agent;
-    let image = agent.image.as_deref().filter(|i| !i.trim().is_empty()).ok_or_else(|| {
-        RuntimeError::Failed(format!(
-            "agent {:?} has no image: set image = \"…\" under [agents.{}] to run it on Kubernetes",
-            agent.id, agent.id
-        ))
-    })?;
+    let image = image_of(agent)?;
     let port = config.harness_port;
     let secret = names::secret_name(name);
 
