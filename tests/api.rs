@@ -1280,3 +1280,76 @@ async fn the_last_of_two_racing_commands_wins() {
     assert_eq!(now["status"], "ready", "{now}");
     s.stop().await;
 }
+
+/// Messages to an agent whose gateway does not answer wait for it (the session says so,
+/// naming it), go once it answers, and fail naming it if it never does. They were sent, and
+/// the turn sat busy for over a minute before failing with an error that named no gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_wait_for_the_gateway_and_fail_naming_it() {
+    let db = TestDb::postgres().await;
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let s = ApiServer::start(&db, &format!("[gateway]\nurl = \"{url}\"\n")).await;
+    let (_, created) = post_json(
+        &s,
+        "/api/sessions",
+        json!({"agent_id": "coder", "initial_prompt": "hi"}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    // The sandbox comes up; the prompt waits, and the session says for what.
+    let waiting = eventually(
+        WAIT,
+        "the session to say it waits for the gateway",
+        || async {
+            let (_, body) = get_json(&s, &format!("/api/sessions/{id}")).await;
+            body["phase_detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("wait for the gateway") && d.contains(&url))
+                .then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(waiting["status"], "ready", "not busy: {waiting}");
+    assert!(s.harness.sent_texts().is_empty(), "nothing was sent");
+    // It never answers: the prompt fails, naming it; nothing is left "sending…".
+    let failed = eventually(WAIT * 2, "the prompt to fail", || async {
+        let (_, page) = get_json(&s, &format!("/api/sessions/{id}/messages")).await;
+        let m = page["messages"][0].clone();
+        (m["status"] == "failed").then_some(m)
+    })
+    .await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("not sent: the gateway does not answer") && error.contains(&url),
+        "{failed}"
+    );
+    let (_, body) = get_json(&s, &format!("/api/sessions/{id}")).await;
+    assert!(body["phase_detail"].is_null(), "{body}");
+
+    // It answers: the next message goes.
+    let gateway = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let app = axum::Router::new().route(
+        "/health/liveliness",
+        axum::routing::get(|| async { "I'm alive!" }),
+    );
+    let served = tokio::spawn(async move { axum::serve(gateway, app).await });
+    let (status, _) = post_json(
+        &s,
+        &format!("/api/sessions/{id}/messages"),
+        json!({"text": "again"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    eventually(WAIT, "the message to reach the agent", || async {
+        s.harness
+            .sent_texts()
+            .iter()
+            .any(|t| t == "again")
+            .then_some(())
+    })
+    .await;
+    served.abort();
+}

@@ -423,6 +423,20 @@ fn doctor_checks_what_the_cockpit_and_the_runtime_refuse() {
     );
 }
 
+/// A store that is not there is said in words, once: "connection refused" (it said "pool
+/// timed out while waiting for an open connection", twice, after 10 s of nothing).
+#[test]
+fn a_store_that_is_not_there_is_said_once_in_words() {
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
+    let out = run(root.path(), &["sessions", "list"], Some(&url));
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(said.matches("connection refused").count(), 1, "{said}");
+    assert!(said.contains("is Postgres running?"), "{said}");
+    assert!(!said.contains("pool timed out"), "{said}");
+}
+
 #[test]
 fn bad_config_files_are_refused_with_file_line_and_column() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
@@ -650,7 +664,7 @@ async fn asks_are_listed_and_an_answer_that_cannot_be_given_loses_nothing() {
         text.contains("per_cli1") && text.contains("pending"),
         "{text}"
     );
-    assert!(text.contains("bash: rm -rf"), "{text}");
+    assert!(text.contains("bash wants to run: rm -rf"), "{text}");
     assert!(
         !text.contains('\u{1b}'),
         "agent text is sanitised: {text:?}"

@@ -992,7 +992,9 @@ async fn an_agent_asks_and_a_person_answers() {
     );
     let advice = said.split("\nSession").next().unwrap_or_default();
     assert!(
-        advice.contains("waited") && advice.contains("to allow bash") && advice.contains(&pid2),
+        advice.contains("waited")
+            && advice.contains("bash wants to run: echo perm-two")
+            && advice.contains(&pid2),
         "the waiting permission is the finding: {said}"
     );
     assert!(!said.contains("Nothing looks wrong"), "{said}");

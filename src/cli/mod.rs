@@ -276,10 +276,20 @@ pub async fn runtime_for(config: &Config) -> Result<Arc<dyn SandboxRuntime>> {
 }
 
 async fn open_core(config: Config) -> Result<Core> {
+    let store = crate::store::redact_url(&config.database_url);
     let runtime = runtime_for(&config).await?;
     let harness = crate::harness::opencode::Opencode::new()
         .context("cannot start the opencode harness client")?;
-    Core::open(config, runtime, Arc::new(harness)).await
+    let opening = Core::open(config, runtime, Arc::new(harness));
+    tokio::pin!(opening);
+    // A store that is slow to answer is said at once, not after seconds of a blank terminal.
+    tokio::select! {
+        core = &mut opening => return core,
+        () = tokio::time::sleep(Duration::from_secs(1)) => {
+            eprintln!("agentdeck: waiting for the store at {store}…");
+        }
+    }
+    opening.await
 }
 
 /// Runs the command; returns the process exit code.
@@ -672,33 +682,11 @@ fn asks_table(asks: &[crate::model::Ask]) -> String {
     use crate::sanitize::line;
     let mut table = Table::new(&["ID", "KIND", "STATUS", "ASKED", "WHAT", "ANSWER", "BY"]);
     for a in asks {
-        let what = match a.kind {
-            crate::model::AskKind::Permission => format!(
-                "{}: {}",
-                a.title,
-                a.detail["patterns"]
-                    .as_array()
-                    .map(|p| p
-                        .iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "))
-                    .unwrap_or_default()
-            ),
-            crate::model::AskKind::Question => a.detail["questions"]
-                .as_array()
-                .map(|qs| {
-                    qs.iter()
-                        .filter_map(|q| q["question"].as_str())
-                        .collect::<Vec<_>>()
-                        .join(" / ")
-                })
-                .unwrap_or_default(),
-        };
-        let mut answer = a.answer.as_ref().map(|v| v.to_string()).unwrap_or_default();
-        if let Some(m) = &a.message {
-            answer.push_str(&format!(" ({m})"));
-        }
+        let what = a.summary();
+        let answer = a
+            .answer_said()
+            .or_else(|| a.answer.as_ref().map(ToString::to_string))
+            .unwrap_or_default();
         table.row(vec![
             a.id.clone(),
             a.kind.to_string(),

@@ -147,9 +147,9 @@ impl Diagnosis {
             let waited = ago(ask.asked_at, self.at);
             out.push(match ask.kind {
                 AskKind::Permission => format!(
-                    "The agent has waited {waited} for a person to allow {}. Answer it in the \
-                     transcript (a allow, r reject) or with `agentdeck sessions answer {id} {} \
-                     --reply once`.",
+                    "The agent has waited {waited} for a person's permission ({}). Answer it in \
+                     the transcript (a allow, r reject) or with `agentdeck sessions answer {id} \
+                     {} --reply once`.",
                     ask.summary(),
                     ask.id
                 ),
@@ -353,7 +353,10 @@ mod tests {
         let advice = d.advice();
         assert_eq!(advice.len(), 1, "{advice:?}");
         assert!(advice[0].contains("waited 3m"), "{advice:?}");
-        assert!(advice[0].contains("allow bash: rm -rf build"), "{advice:?}");
+        assert!(
+            advice[0].contains("permission (bash wants to run: rm -rf build)"),
+            "{advice:?}"
+        );
         assert!(advice[0].contains("per_1 --reply once"), "{advice:?}");
     }
 

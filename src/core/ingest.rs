@@ -449,6 +449,8 @@ struct State {
     dirty: BTreeSet<i64>,
     /// Messages that ended since the last flush: their status (and error), written with it.
     finished: BTreeMap<i64, MessagePatch>,
+    /// Failed messages' errors as explained (the gateway asked about once each).
+    explained: HashMap<i64, String>,
     /// Messages text was streamed into (as deltas) since the last flush: their part updates
     /// wait for the next flush like the deltas do; any other part update is written at once.
     streaming: HashSet<i64>,
@@ -493,6 +495,7 @@ impl State {
             read_to: 0,
             dirty: BTreeSet::new(),
             finished: BTreeMap::new(),
+            explained: HashMap::new(),
             streaming: HashSet::new(),
             lost: false,
             writer,
@@ -546,10 +549,11 @@ impl State {
                 } else {
                     MessageStatus::Complete
                 };
-                self.stop_unfinished_tools(seq, status, info.error.as_deref());
+                let error = self.explain(core, seq, status, info.error.as_deref()).await;
+                self.stop_unfinished_tools(seq, status, error.as_deref());
                 let patch = MessagePatch {
                     status: Some(status),
-                    error: info.error.clone().map(Some),
+                    error: error.map(Some),
                     ..Default::default()
                 };
                 self.finished.insert(seq, patch);
@@ -806,6 +810,31 @@ impl State {
             .await;
         }
         Ok(())
+    }
+
+    /// A turn that failed while the agents' gateway does not answer failed because of it (the
+    /// harness's own error names no gateway): the error says so, naming it. Asked once per
+    /// message (a catch-up reads finished messages again).
+    async fn explain(
+        &mut self,
+        core: &Core,
+        seq: i64,
+        status: MessageStatus,
+        error: Option<&str>,
+    ) -> Option<String> {
+        let error = error?;
+        if status != MessageStatus::Failed {
+            return Some(error.to_string());
+        }
+        if let Some(said) = self.explained.get(&seq) {
+            return Some(said.clone());
+        }
+        let said = match core.gateway_answers().await {
+            Ok(()) => error.to_string(),
+            Err(why) => format!("{error} ({why})"),
+        };
+        self.explained.insert(seq, said.clone());
+        Some(said)
     }
 
     /// A message that ended badly (aborted, failed) will not finish its tool calls: those

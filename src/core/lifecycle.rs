@@ -62,6 +62,9 @@ type TaskResult = Result<(), TaskError>;
 /// How often a sandbox coming up is looked at.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
 
+/// How a session's detail starts while its messages wait for the gateway.
+const GATEWAY_WAIT: &str = "messages wait for the gateway";
+
 /// Waits for a health change of `sandbox` (or any sign that something may have been missed),
 /// at most [`HEALTH_POLL`] × 4.
 async fn wait_for_change(
@@ -159,6 +162,41 @@ impl Core {
 
     /// Marks a session failed with a reason an operator can act on (unless a command newer than
     /// `fence` came meanwhile: then the failure is no longer the session's).
+    /// A delivery that gave up for good: the messages it could not send fail with its last
+    /// error (they waited as `pending`, "sending…", for ever), and the session no longer says
+    /// it waits for the gateway.
+    pub(crate) async fn fail_pending_messages(&self, id: Uuid, reason: &str) -> TaskResult {
+        let mut after = 0;
+        loop {
+            let page = self.store().list_messages(id, after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for m in page
+                .iter()
+                .filter(|m| m.role == MessageRole::User && m.status == MessageStatus::Pending)
+            {
+                let patch = MessagePatch {
+                    status: Some(MessageStatus::Failed),
+                    error: Some(Some(format!("not sent: {reason}"))),
+                    ..Default::default()
+                };
+                self.store().update_message(id, m.seq, &patch).await?;
+            }
+        }
+        let session = self.store().get_session(id).await?;
+        if session
+            .and_then(|s| s.phase_detail)
+            .is_some_and(|d| d.starts_with(GATEWAY_WAIT))
+        {
+            let patch = SessionPatch {
+                phase_detail: Some(None),
+                ..Default::default()
+            };
+            self.store().update_session(id, &patch).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn fail_session(
         &self,
         id: Uuid,
@@ -458,7 +496,18 @@ impl Core {
             ..SessionPatch::status(SessionStatus::Ready, Phase::Ready)
         };
         let session = self.store().update_session(id, &patch).await?;
-        self.on_deliver(session).await
+        // What waits for the agent goes now; what cannot go yet (its gateway is down) waits
+        // in a delivery of its own: the sandbox is up either way.
+        match self.on_deliver(session).await {
+            Err(e) if !e.permanent => {
+                tracing::info!(session = %id, error = %e.message, "the first delivery waits");
+                self.enqueue(TaskKind::Deliver, id)
+                    .await
+                    .map_err(|e| TaskError::retry(e.to_string()))?;
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Waits until the sandbox is ready and has an endpoint, mirroring its health in the
@@ -582,6 +631,34 @@ impl Core {
         }
         if pending.is_empty() {
             return Ok(());
+        }
+        // An agent whose gateway is down only fails its turn after its own retries (over a
+        // minute, busy, with an error naming no gateway): the messages wait for it here, the
+        // session says why, and if it does not come back they fail saying so.
+        if let Err(why) = self.gateway_answers().await {
+            let patch = SessionPatch {
+                phase_detail: Some(Some(format!("{GATEWAY_WAIT}: {why}"))),
+                ..Default::default()
+            };
+            super::write_aside("saying the gateway is awaited", session.id, || {
+                self.store().update_session(session.id, &patch)
+            })
+            .await;
+            return Err(TaskError::retry(why));
+        }
+        if session
+            .phase_detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with(GATEWAY_WAIT))
+        {
+            let patch = SessionPatch {
+                phase_detail: Some(None),
+                ..Default::default()
+            };
+            super::write_aside("the gateway is back", session.id, || {
+                self.store().update_session(session.id, &patch)
+            })
+            .await;
         }
         let endpoint = self.endpoint_of(&session).await?;
         for message in pending {

@@ -695,6 +695,17 @@ impl Core {
     }
 
     /// Whether the gateway answers (for the status line and diagnose).
+    /// Whether the agents' gateway answers, in words that name it: `Ok` when none is
+    /// configured (agents then reach their model some other way).
+    pub(crate) async fn gateway_answers(&self) -> std::result::Result<(), String> {
+        match &self.config().gateway.url {
+            Some(url) => crate::gateway::check_health(url)
+                .await
+                .map_err(|e| format!("the gateway does not answer ({e})")),
+            None => Ok(()),
+        }
+    }
+
     pub async fn gateway_health(&self) -> std::result::Result<(), String> {
         match &self.config().gateway.url {
             Some(url) => crate::gateway::check_health(url).await,

@@ -12,7 +12,7 @@ use super::Core;
 use super::lifecycle::TaskError;
 use super::reconciler::Reconciler;
 use crate::config::IdleAction;
-use crate::model::{CoreKind, Fence, SessionQuery, SessionStatus, Task, TaskStatus};
+use crate::model::{CoreKind, Fence, SessionQuery, SessionStatus, Task, TaskKind, TaskStatus};
 use crate::store::Change;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,6 +196,14 @@ async fn execute(core: &Core, worker: &str, task: Task) {
             {
                 Ok(Some(TaskStatus::Dead)) => {
                     tracing::error!(error = %failure.message, "task dead-lettered");
+                    if let Some(session) = task
+                        .session_id
+                        .filter(|_| task.known_kind().is_ok_and(|k| k == TaskKind::Deliver))
+                        && let Err(err) =
+                            core.fail_pending_messages(session, &failure.message).await
+                    {
+                        tracing::warn!(error = %err.message, "cannot fail the unsent messages");
+                    }
                     if let Some(session) = task
                         .session_id
                         .filter(|_| task.known_kind().is_ok_and(|k| k.drives_lifecycle()))

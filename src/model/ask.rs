@@ -62,10 +62,11 @@ impl Ask {
                     .flatten()
                     .filter_map(|p| p.as_str())
                     .collect();
+                let wants = permission_wants(&self.title);
                 if patterns.is_empty() {
-                    self.title.clone()
+                    wants
                 } else {
-                    format!("{}: {}", self.title, patterns.join(", "))
+                    format!("{wants}: {}", patterns.join(", "))
                 }
             }
             AskKind::Question => {
@@ -82,6 +83,55 @@ impl Ask {
                 }
             }
         }
+    }
+}
+
+impl Ask {
+    /// The answer given, in words (`allowed once`, `rejected: not on prod`, `answered eu-west`);
+    /// `None` while it waits, or when the stored answer is not one agentdeck gives.
+    pub fn answer_said(&self) -> Option<String> {
+        let stored = self.answer.as_ref()?;
+        let answer = if let Some(reply) = stored["reply"].as_str() {
+            Answer::Permission {
+                reply: reply.parse().ok()?,
+                message: self.message.clone(),
+            }
+        } else if let Some(answers) = stored["answers"].as_array() {
+            Answer::Question {
+                answers: answers
+                    .iter()
+                    .map(|a| {
+                        a.as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|l| l.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .collect(),
+            }
+        } else if stored["reject"] == true {
+            Answer::RejectQuestion
+        } else {
+            return None;
+        };
+        Some(answer.said())
+    }
+}
+
+/// What a permission of kind `title` (opencode's permission names) asks for, in words:
+/// `bash wants to run`, `the agent wants to work outside its folder, in` … (a kind that is not a
+/// tool read as one: `external_directory wants to run: /etc/*`).
+pub fn permission_wants(title: &str) -> String {
+    match title {
+        "bash" => "bash wants to run".into(),
+        "edit" | "write" | "patch" | "multiedit" => format!("{title} wants to change"),
+        "read" => "read wants to open".into(),
+        "list" | "glob" | "grep" => format!("{title} wants to look in"),
+        "webfetch" | "websearch" => format!("{title} wants to fetch"),
+        "external_directory" => "the agent wants to work outside its folder, in".into(),
+        "task" => "the agent wants to start a subagent".into(),
+        "doom_loop" => "the agent repeats the same call and asks to go on".into(),
+        other => format!("{other} asks for permission"),
     }
 }
 
@@ -120,6 +170,29 @@ text_enum!(
 );
 
 impl Answer {
+    /// The answer in words, for people (`allowed once`, `rejected: not on prod`, `answered
+    /// eu-west`): never the stored JSON.
+    pub fn said(&self) -> String {
+        match self {
+            Answer::Permission { reply, message } => {
+                let word = match reply {
+                    PermissionReply::Once => "allowed once",
+                    PermissionReply::Always => "allowed always",
+                    PermissionReply::Reject => "rejected",
+                };
+                match message.as_deref().filter(|m| !m.trim().is_empty()) {
+                    Some(m) => format!("{word}: {m}"),
+                    None => word.to_string(),
+                }
+            }
+            Answer::Question { answers } => {
+                let labels: Vec<String> = answers.iter().map(|a| a.join(" + ")).collect();
+                format!("answered {}", labels.join(", "))
+            }
+            Answer::RejectQuestion => "declined to answer".into(),
+        }
+    }
+
     pub fn kind(&self) -> AskKind {
         match self {
             Answer::Permission { .. } => AskKind::Permission,
@@ -141,5 +214,74 @@ impl Answer {
             Answer::Permission { message, .. } => message.as_deref(),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(kind: AskKind, title: &str, detail: serde_json::Value) -> Ask {
+        Ask {
+            session_id: Uuid::nil(),
+            id: "a1".into(),
+            kind,
+            status: AskStatus::Pending,
+            title: title.into(),
+            detail,
+            asked_at: chrono::Utc::now(),
+            answer: None,
+            message: None,
+            answered_by: None,
+            answered_at: None,
+        }
+    }
+
+    /// What is asked and answered reads as words: `external_directory wants to run: /etc/*`
+    /// and `answered bash: {"reply":"once"}` did not.
+    #[test]
+    fn asks_and_answers_read_as_words() {
+        let outside = ask(
+            AskKind::Permission,
+            "external_directory",
+            serde_json::json!({"patterns": ["/etc/*"]}),
+        );
+        assert_eq!(
+            outside.summary(),
+            "the agent wants to work outside its folder, in: /etc/*"
+        );
+        let run = ask(
+            AskKind::Permission,
+            "bash",
+            serde_json::json!({"patterns": ["ls -la"]}),
+        );
+        assert_eq!(run.summary(), "bash wants to run: ls -la");
+        assert_eq!(
+            ask(AskKind::Permission, "frobnicate", serde_json::json!({})).summary(),
+            "frobnicate asks for permission"
+        );
+        let question = ask(
+            AskKind::Question,
+            "Region",
+            serde_json::json!({"questions": [{"question": "Which region?"}]}),
+        );
+        assert_eq!(question.summary(), "Which region?");
+
+        let mut answered = run.clone();
+        answered.answer = Some(serde_json::json!({"reply": "reject"}));
+        answered.message = Some("not on prod".into());
+        assert_eq!(
+            answered.answer_said().as_deref(),
+            Some("rejected: not on prod")
+        );
+        answered.answer = Some(serde_json::json!({"reply": "once"}));
+        answered.message = None;
+        assert_eq!(answered.answer_said().as_deref(), Some("allowed once"));
+        let mut chosen = question.clone();
+        chosen.answer = Some(serde_json::json!({"answers": [["eu-west"]]}));
+        assert_eq!(chosen.answer_said().as_deref(), Some("answered eu-west"));
+        chosen.answer = Some(serde_json::json!({"reject": true}));
+        assert_eq!(chosen.answer_said().as_deref(), Some("declined to answer"));
+        assert_eq!(run.answer_said(), None, "not answered yet");
     }
 }

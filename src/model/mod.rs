@@ -20,7 +20,7 @@ mod task;
 mod transition;
 
 pub use agent::{AgentRecord, AgentSpec, HarnessKind, Resources, ToolPolicy, ToolRule};
-pub use ask::{Answer, Ask, AskKind, AskStatus, NewAsk, PermissionReply};
+pub use ask::{Answer, Ask, AskKind, AskStatus, NewAsk, PermissionReply, permission_wants};
 pub use command::Command;
 pub use delta::LiveDelta;
 pub use enums::{

@@ -33,10 +33,15 @@ pub enum StoreError {
     /// off for longer than the lease): refused, and the work it was part of is someone else's.
     #[error("this process no longer holds {0}: its lease ran out, so it writes nothing more")]
     Fenced(String),
+    // (Not `#[from]`: that would make the error its source too, and a chain of causes would
+    // say it twice.)
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+    /// The database could not be reached or refused us: what it said, in words.
+    #[error("{0}")]
+    Unreachable(String),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
     #[error(
@@ -49,6 +54,18 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::Database(err)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(err)
+    }
 }
 
 impl StoreError {
@@ -307,9 +324,8 @@ pub(crate) fn ask_conflict(found: &Ask) -> StoreError {
             found.kind,
             found.id,
             found
-                .answer
-                .as_ref()
-                .map(|a| a.to_string())
+                .answer_said()
+                .or_else(|| found.answer.as_ref().map(ToString::to_string))
                 .unwrap_or_default(),
             found.answered_by.as_deref().unwrap_or("someone"),
             found

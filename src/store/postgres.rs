@@ -166,6 +166,10 @@ impl PgStore {
         let shown = redact_url(url);
         let options =
             PgConnectOptions::from_str(url).map_err(|_| StoreError::BadUrl(shown.clone()))?;
+        // One plain connection first: a database that is not there is said at once, in words
+        // ("connection refused"), where the pool would retry for its whole acquire timeout and
+        // then say only that it timed out.
+        first_connection(&options).await?;
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))
@@ -188,6 +192,36 @@ impl PgStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// How long the first connection may take (a host that drops packets answers nothing).
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// Connects once, and says why not in words.
+async fn first_connection(options: &PgConnectOptions) -> Result<()> {
+    use sqlx::Connection;
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(CONNECT_WAIT, sqlx::PgConnection::connect_with(options)).await {
+        Err(_) => Err(StoreError::Unreachable(format!(
+            "{at} did not answer within {}s",
+            CONNECT_WAIT.as_secs()
+        ))),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(sqlx::Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(StoreError::Unreachable(format!(
+                "connection refused: nothing listens at {at} (is Postgres running?)"
+            )))
+        }
+        Ok(Err(sqlx::Error::Io(e))) => Err(StoreError::Unreachable(format!("{at}: {e}"))),
+        Ok(Err(sqlx::Error::Database(e))) => Err(StoreError::Unreachable(format!(
+            "{at} refused the connection: {}",
+            e.message()
+        ))),
+        Ok(Err(e)) => Err(StoreError::Unreachable(format!("{at}: {e}"))),
     }
 }
 

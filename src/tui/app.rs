@@ -1368,15 +1368,27 @@ mod tests {
                 theme: None,
             }))
         };
-        a.update(reload(vec![("restart".into(), vec!["F".into()], "x:1:1".into())], false));
-        assert_eq!(a.agents.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["reviewer"]);
+        a.update(reload(
+            vec![("restart".into(), vec!["F".into()], "x:1:1".into())],
+            false,
+        ));
+        assert_eq!(
+            a.agents.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["reviewer"]
+        );
         assert_eq!(a.keymap.key_for(Action::Restart), Some("F"));
         let (said, error) = a.status.clone().unwrap_or_default();
         assert!(said.contains("agent reviewer added"), "{said}");
-        assert!(said.contains("needs a restart to apply: [worker]"), "{said}");
+        assert!(
+            said.contains("needs a restart to apply: [worker]"),
+            "{said}"
+        );
         assert!(error, "what does not apply is said as a warning");
         // Keys that clash: the old ones stay, and the reason is said.
-        a.update(reload(vec![("restart".into(), vec!["q".into()], "x:2:1".into())], false));
+        a.update(reload(
+            vec![("restart".into(), vec!["q".into()], "x:2:1".into())],
+            false,
+        ));
         assert_eq!(a.keymap.key_for(Action::Restart), Some("F"));
         let (said, _) = a.status.clone().unwrap_or_default();
         assert!(said.contains("the keys stay as they were"), "{said}");

@@ -697,12 +697,9 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 ask,
                 answer,
             } => {
+                let words = answer.said();
                 let said = match core.answer(session, &ask, answer, &operator()).await {
-                    Ok(a) => Msg::Info(format!(
-                        "answered {}: {}",
-                        a.title,
-                        a.answer.map(|v| v.to_string()).unwrap_or_default()
-                    )),
+                    Ok(a) => Msg::Info(format!("{}: {words}", crate::sanitize::line(&a.title))),
                     Err(e) => Msg::Error(format!("not answered: {e}")),
                 };
                 let _ = tx.send(said);

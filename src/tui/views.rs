@@ -45,7 +45,10 @@ pub fn ask_lines(app: &App, ask: &crate::model::Ask, keys: bool) -> Vec<Line<'st
             lines.push(Line::from(vec![
                 Span::styled("? ", t.warning),
                 Span::styled(
-                    format!("{} wants to run: ", sanitize::line(&ask.title)),
+                    format!(
+                        "{}: ",
+                        sanitize::line(&crate::model::permission_wants(&ask.title))
+                    ),
                     t.warning,
                 ),
                 Span::raw(what.join(", ")),

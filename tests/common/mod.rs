@@ -255,11 +255,17 @@ impl ApiServer {
     pub async fn start(db: &TestDb, extra_config: &str) -> ApiServer {
         agentdeck::net::ensure_crypto();
         let root = tempfile::tempdir().expect("temp dir");
-        let config = config_with(
+        let mut config = config_with(
             &format!("{TEST_CONFIG}\n{extra_config}"),
             db.url(),
             root.path(),
         );
+        // The in-test harness reaches no model: no gateway (deliveries wait for a configured
+        // one that does not answer), unless the test configures one.
+        if !extra_config.contains("[gateway]") {
+            config.gateway.url = None;
+            config.gateway.sandbox_url = None;
+        }
         let runtime = Arc::new(fakes::InTestRuntime::default());
         let harness = Arc::new(fakes::InTestHarness::default());
         let store = db.open().await;

@@ -265,11 +265,7 @@ pub(super) fn draw_piece(
                 ToolStatus::Error => "ERROR",
                 ToolStatus::Stopped => "stopped",
             };
-            let summary = input
-                .get("command")
-                .and_then(|c| c.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| input.to_string());
+            let summary = tool_summary(input);
             let fold = if look.tools_open { "" } else { "  (o unfolds)" };
             out.push(Line::from(vec![
                 Span::styled(format!("  [{} {mark}] ", sanitize::line(tool)), theme.tool),
@@ -333,5 +329,44 @@ pub(super) fn drawn_and_clean(text: &str) -> (Cow<'_, str>, bool) {
         (Cow::Owned(sanitized.replace('\t', "    ")), clean)
     } else {
         (sanitized, clean)
+    }
+}
+
+/// What a tool call is about, in one line for its head: the command, the file, the pattern,
+/// the address, the question asked; else its plain fields as `name=value`. Never the raw JSON
+/// (a question's tool line read `{"questions":[{"header":…`).
+pub(super) fn tool_summary(input: &serde_json::Value) -> String {
+    for key in [
+        "command",
+        "filePath",
+        "path",
+        "pattern",
+        "url",
+        "query",
+        "description",
+    ] {
+        if let Some(text) = input.get(key).and_then(|v| v.as_str()) {
+            return text.to_string();
+        }
+    }
+    if let Some(questions) = input.get("questions").and_then(|q| q.as_array()) {
+        let asked: Vec<&str> = questions
+            .iter()
+            .filter_map(|q| q.get("question").and_then(|t| t.as_str()))
+            .collect();
+        return asked.join(" / ");
+    }
+    match input.as_object() {
+        Some(fields) => fields
+            .iter()
+            .filter_map(|(k, v)| match v {
+                serde_json::Value::String(s) => Some(format!("{k}={s}")),
+                serde_json::Value::Number(n) => Some(format!("{k}={n}")),
+                serde_json::Value::Bool(b) => Some(format!("{k}={b}")),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => input.as_str().map(str::to_string).unwrap_or_default(),
     }
 }

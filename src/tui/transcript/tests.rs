@@ -118,11 +118,7 @@ fn reference(t: &Transcript, theme: &Theme, width: u16) -> Vec<Line<'static>> {
                         ToolStatus::Error => "ERROR",
                         ToolStatus::Stopped => "stopped",
                     };
-                    let summary = input
-                        .get("command")
-                        .and_then(|c| c.as_str())
-                        .map(str::to_string)
-                        .unwrap_or_else(|| input.to_string());
+                    let summary = super::draw::tool_summary(input);
                     let fold = if t.tools_open { "" } else { "  (o unfolds)" };
                     out.push(Line::from(vec![
                         Span::styled(format!("  [{} {mark}] ", sanitize::line(tool)), theme.tool),
@@ -1077,4 +1073,30 @@ fn search_hits_match_the_reference_in_every_look() {
             }
         }
     }
+}
+
+/// A tool call's head says what it is about in words, never its raw JSON.
+#[test]
+fn a_tool_line_says_what_the_call_is_about() {
+    use super::draw::tool_summary;
+    use serde_json::json;
+    assert_eq!(
+        tool_summary(&json!({"command": "ls -la", "description": "List"})),
+        "ls -la"
+    );
+    assert_eq!(
+        tool_summary(&json!({"filePath": "/w/src/lib.rs"})),
+        "/w/src/lib.rs"
+    );
+    assert_eq!(
+        tool_summary(
+            &json!({"questions": [{"header": "Region", "question": "Which region?",
+            "options": [{"label": "eu-west"}]}]})
+        ),
+        "Which region?"
+    );
+    assert_eq!(
+        tool_summary(&json!({"limit": 5, "deep": true, "nested": {"a": 1}})),
+        "deep=true limit=5"
+    );
 }
