@@ -220,13 +220,13 @@ create --agent coder --title "look around the sandbox" --prompt "run: ls -la" >/
 # Sessions list newest first, so the table reads (top to bottom):
 #   look around the sandbox, say hello, summarise the incident, spike: retry budget, nightly…
 wait_for 120 "look around the sandbox +idle" "say hello +idle" "summarise the incident +idle" \
-    "spike: retry budget +idle" "nightly dependency audit +failed"
+    "spike: retry budget +idle" "! failed +nightly +default +nightly dependency audit"
 # End one. Ending a live session can race the reconciler, which then provisions the ended
 # session again ("sandbox vanished; provisioning again") and it comes back `ready`: end it again.
 for try in 1 2 3; do
     deck sessions end "$old" >/dev/null
-    if wait_for_quietly 30 "spike: retry budget +dead"; then break; fi
-    ((try < 3)) || wait_for 1 "spike: retry budget +dead"
+    if wait_for_quietly 30 "- ended +opencode +default +spike: retry budget"; then break; fi
+    ((try < 3)) || wait_for 1 "- ended +opencode +default +spike: retry budget"
     log "the ended session came back (end raced the reconciler); ending it again"
 done
 
@@ -324,7 +324,7 @@ wait_for 10 "Reject \(why\?\)"
 text "not on the shared runner; use the cache API"
 shot permission-reject
 keys Enter
-wait_for 60 "answered bash" "use the cache API"
+wait_for 60 "bash: rejected: not on the shared runner"
 quit
 
 # --- pictures ------------------------------------------------------------------------------

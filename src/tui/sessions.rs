@@ -625,6 +625,14 @@ fn trouble_lines(app: &App, s: &Session) -> Option<Vec<Line<'static>>> {
     ])
 }
 
+/// A phase as the list says it: a session ended on purpose is `ended`, as its status says.
+fn phase_word(phase: crate::model::Phase) -> &'static str {
+    match phase {
+        crate::model::Phase::Dead => "ended",
+        other => other.as_str(),
+    }
+}
+
 fn render_sessions(
     f: &mut Frame,
     app: &App,
@@ -693,6 +701,9 @@ fn render_sessions(
     let on_screen = offset..(offset + height).min(list.len());
     // Narrow terminals (80 columns over SSH) keep what matters most.
     let wide = inner.width >= 110;
+    // PHASE has a column of its own only where HEALTH (a failure's reason) still has room;
+    // else HEALTH shows the phase when it has nothing else to say.
+    let phase_column = inner.width >= 150;
     let (mut header, mut widths): (Vec<&str>, Vec<Constraint>) = if wide {
         (
             vec![
@@ -723,6 +734,10 @@ fn render_sessions(
             ],
         )
     };
+    if wide && !phase_column {
+        header.remove(4);
+        widths.remove(4);
+    }
     // Sessions of several runtimes on one store: each says which (after AGENT).
     let mixed = list.mixed_runtimes();
     if mixed {
@@ -765,22 +780,29 @@ fn render_sessions(
                     .style(status_style(app, s.status))
             };
             let mut texts: Vec<String> = if wide {
-                vec![
+                let mut texts = vec![
                     sanitize::line(&s.agent_id),
                     sanitize::line(&s.team),
                     sanitize::line(&s.title),
-                    s.phase.as_str().to_string(),
+                    phase_word(s.phase).to_string(),
                     health,
                     age(s.created_at, now),
                     age(s.last_activity_at, now),
                     countdown(s, now),
-                ]
+                ];
+                if !phase_column {
+                    let phase = texts.remove(3);
+                    if texts[3].is_empty() {
+                        texts[3] = phase;
+                    }
+                }
+                texts
             } else {
                 vec![
                     sanitize::line(&s.agent_id),
                     sanitize::line(&s.title),
                     if health.is_empty() {
-                        s.phase.as_str().to_string()
+                        phase_word(s.phase).to_string()
                     } else {
                         health
                     },

@@ -805,6 +805,14 @@ mod tests {
         list.sessions.set_filter("status:failed");
         let screen = draw(&list, 80, 24).backend().to_string();
         assert!(screen.contains("check the agent's image name"), "{screen}");
+        // At 120 columns the reason has the room PHASE had (it was cut to "sandbox failed:
+        // Image…").
+        let screen = draw(&app(Theme::mono()), 120, 24).backend().to_string();
+        let row = screen
+            .lines()
+            .find(|l| l.contains("task 3"))
+            .unwrap_or_default();
+        assert!(row.contains("ImagePullBackOff: Back-off pulling"), "{row}");
         // A read-only cockpit offers no key it does not have.
         let mut ro = failed(Theme::mono());
         ro.keymap = Keymap::new(true);
@@ -826,8 +834,12 @@ mod tests {
             session(7, "coder", SessionStatus::Idle),
             session(8, "coder", SessionStatus::Dead),
         ]));
+        let mut ended = session(8, "coder", SessionStatus::Dead);
+        ended.phase = crate::model::Phase::Dead;
+        a.update(Msg::Session(Box::new(ended)));
         let screen = draw(&a, 120, 12).backend().to_string();
         assert_eq!(screen.matches("o idle").count(), 2, "{screen}");
+        assert!(!screen.contains("dead"), "{screen}");
         assert!(screen.contains("- ended"), "{screen}");
         for untrue in ["+ ready", "x dead", "IDLE"] {
             assert!(!screen.contains(untrue), "{untrue}: {screen}");
