@@ -698,15 +698,19 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
     let opencode = format!("{}/opencode", stack.path.split(':').next().unwrap());
     let db = TestDb::postgres().await;
     let root = tempfile::tempdir().unwrap();
-    let mut config = common::config_with(
-        &format!(
-            "[agents.coder]\nmodel = \"litellm/scripted\"\nimage = \"ghcr.io/example/opencode:1\"\n\
-             command = [\"{opencode}\", \"serve\", \"--hostname\", \"{{host}}\", \"--port\", \"{{port}}\"]\n\
-             [sessions]\nphase_timeout = \"90s\"\n"
-        ),
-        db.url(),
-        root.path(),
+    let harness_port = free_port();
+    // One configuration for the core here and a command-line process below: `echo ask-*`
+    // waits for a person (opencode's patterns: the last match wins).
+    let text = format!(
+        "[agents.coder]\nmodel = \"litellm/scripted\"\nimage = \"ghcr.io/example/opencode:1\"\n\
+         command = [\"{opencode}\", \"serve\", \"--hostname\", \"{{host}}\", \"--port\", \"{{port}}\"]\n\
+         [agents.coder.permission]\nbash = {{ \"*\" = \"allow\", \"echo ask-*\" = \"ask\" }}\n\
+         [sessions]\nphase_timeout = \"90s\"\n\
+         [kubernetes]\nnamespace = \"{namespace}\"\nendpoint = \"port-forward\"\nharness_port = {harness_port}\n"
     );
+    let config_file = root.path().join("agentdeck.toml");
+    std::fs::write(&config_file, &text).unwrap();
+    let mut config = common::config_with(&text, db.url(), root.path());
     config.gateway.url = Some(stack.gateway_url.clone());
     config.gateway.sandbox_url = Some(stack.gateway_url.clone());
     let kconfig = KubernetesConfig {
@@ -715,10 +719,13 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
         team_namespaces: Default::default(),
         api_version: SandboxApiVersion::Auto,
         endpoint: EndpointMode::PortForward,
-        harness_port: free_port(),
+        harness_port,
         service_account: None,
     };
-    config.kubernetes = kconfig.clone();
+    assert_eq!(
+        config.kubernetes, kconfig,
+        "the file says what the test runs"
+    );
     let runtime = KubernetesRuntime::with_client(cluster.config.clone(), kconfig, false).unwrap();
     let core = Core::with_store(
         config,
@@ -775,6 +782,65 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
     let messages = reply("Ran it. Output: k8s-ok").await;
     assert!(messages.iter().flat_map(|m| m.parts.iter()).any(|p| matches!(p,
         agentdeck::model::Part::Tool { tool, output: Some(o), .. } if tool == "bash" && o.contains("k8s-ok"))));
+
+    // A permission answered from the command line: a short-lived process of its own, with
+    // the kubeconfig, reaching the harness through a port-forward of its own.
+    core.send_message(session.id, "run: echo ask-k8s")
+        .await
+        .unwrap();
+    let ask = eventually(TURN, "the permission request", || async {
+        core.asks(session.id, None, true)
+            .await
+            .ok()?
+            .into_iter()
+            .next()
+    })
+    .await;
+    let (kubeconfig, db_url, gateway, id, ask_id) = (
+        cluster.kubeconfig.clone(),
+        db.url().to_string(),
+        stack.gateway_url.clone(),
+        session.id.to_string(),
+        ask.id.clone(),
+    );
+    let cli_root = root.path().to_path_buf();
+    let config_path = config_file.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        agentdeck(&cli_root)
+            .args([
+                "--runtime",
+                "kubernetes",
+                "sessions",
+                "answer",
+                &id,
+                &ask_id,
+            ])
+            .args(["--reply", "once"])
+            .env("AGENTDECK_CONFIG", &config_path)
+            .env("AGENTDECK_DATABASE_URL", &db_url)
+            .env("AGENTDECK_GATEWAY_URL", &gateway)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "sessions answer on Kubernetes: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reply("Ran it. Output: ask-k8s").await;
+    let answered = core.asks(session.id, None, false).await.unwrap();
+    assert!(
+        answered.iter().any(|a| a.id == ask.id
+            && a.answered_by
+                .as_deref()
+                .is_some_and(|b| b.starts_with("cli"))),
+        "{answered:?}"
+    );
 
     // Restart: a new pod, an empty workspace; the conversation is replayed into it.
     let uid = pods.get(&name).await.unwrap().metadata.uid;
