@@ -242,7 +242,9 @@ impl Rig {
         app.transcript = Some(Transcript::new(session));
         let (tx, rx) = mpsc::unbounded_channel();
         let (attached_tx, attached_rx) = tokio::sync::watch::channel(Some(session));
-        let mut tasks = agentdeck::tui::spawn_feeds(&core, tx.clone(), attached_rx);
+        let deck: std::sync::Arc<dyn agentdeck::deck::Deck> =
+            std::sync::Arc::new(agentdeck::deck::Embedded::new(core.clone(), "bench"));
+        let mut tasks = agentdeck::tui::spawn_feeds(&deck, tx.clone(), attached_rx);
         let messages = core.messages(session, 0, 1000).await.expect("messages");
         let _ = tx.send(Msg::Messages {
             session,

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod core;
+pub mod deck;
 pub mod gateway;
 pub mod harness;
 pub mod model;

@@ -314,8 +314,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let core = open_core(config).await?;
             let worker = with_worker
                 .then(|| crate::core::worker::spawn(core.clone(), crate::model::CoreKind::Cockpit));
+            let deck: Arc<dyn crate::deck::Deck> =
+                Arc::new(crate::deck::Embedded::new(core, crate::tui::operator()));
             let result = crate::tui::run(
-                core,
+                deck,
                 crate::tui::Options {
                     theme: cli.theme.clone(),
                     read_only: cli.read_only,

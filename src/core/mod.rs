@@ -694,7 +694,6 @@ impl Core {
         self.runtime().ping().await.map_err(|e| e.to_string())
     }
 
-    /// Whether the gateway answers (for the status line and diagnose).
     /// Whether the agents' gateway answers, in words that name it: `Ok` when none is
     /// configured (agents then reach their model some other way).
     pub(crate) async fn gateway_answers(&self) -> std::result::Result<(), String> {
@@ -706,6 +705,7 @@ impl Core {
         }
     }
 
+    /// Whether the gateway answers (for the status line and diagnose).
     pub async fn gateway_health(&self) -> std::result::Result<(), String> {
         match &self.config().gateway.url {
             Some(url) => crate::gateway::check_health(url).await,

@@ -90,16 +90,7 @@ pub struct Reload {
     pub theme: Option<Result<Theme, String>>,
 }
 
-/// Whether each thing the cockpit depends on answered at the last check (every few seconds).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Connectivity {
-    pub store: Result<(), String>,
-    /// The sandbox runtime: the cluster on Kubernetes (a local runtime always answers).
-    pub runtime: Result<(), String>,
-    pub gateway: Result<(), String>,
-    /// Who runs the fleet's work (`fleet: this cockpit`, `fleet: 2 cores`), when the store said.
-    pub fleet: Option<String>,
-}
+pub use crate::deck::Connectivity;
 
 /// What the loop must do for the app (I/O, off the render path).
 #[derive(Debug, Clone, PartialEq)]

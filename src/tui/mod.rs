@@ -1,4 +1,5 @@
-//! The cockpit: `agentdeck` with no subcommand. It calls `core` only.
+//! The cockpit: `agentdeck` with no subcommand. It reaches the platform through a
+//! [`Deck`](crate::deck::Deck) only (the embedded core, or a client of `serve`).
 //!
 //! Each screen (the sessions list, a transcript, sandbox health, a log, a diagnosis) is a
 //! [`screen::Screen`] in its own module; `app` keeps what the screens share and routes to the
@@ -26,14 +27,15 @@ pub mod transcript;
 pub mod views;
 
 use crate::core::Change;
-use crate::core::{Core, CreateSession};
-use crate::model::SessionQuery;
+use crate::core::CreateSession;
+use crate::deck::Deck;
 use actions::{Action, Keymap};
 use anyhow::Context;
 use app::{App, Effect, Msg};
 use crossterm::event::{Event, EventStream, KeyCode, KeyEventKind, KeyModifiers};
 use futures::StreamExt;
 use std::io::Stdout;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -83,37 +85,39 @@ impl Drop for Restore {
     }
 }
 
-pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
-    let config = core.config();
+/// Who acts from a cockpit, for the sessions' history: `cockpit:$USER`.
+pub fn operator() -> String {
+    format!(
+        "cockpit:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
+    let config = deck.config();
     let requested = options.theme.as_deref().or(config.tui.theme.as_deref());
     let theme =
         theme::Theme::choose(requested, &config.dirs.config_dir).map_err(anyhow::Error::msg)?;
     let tui = &config.tui;
     // The context connected to, else the one configured (a runtime that could not connect
     // still counts as that context's).
-    let context = core.runtime_context().or_else(|| {
-        (core.config().runtime == crate::config::RuntimeKind::Kubernetes)
-            .then(|| core.config().kubernetes.context.clone())
+    let context = deck.runtime_context().or_else(|| {
+        (config.runtime == crate::config::RuntimeKind::Kubernetes)
+            .then(|| config.kubernetes.context.clone())
             .flatten()
     });
     let read_only = options.read_only || tui.read_only_on(context.as_deref());
     let keymap = Keymap::with_keys(read_only, &tui.keys).map_err(anyhow::Error::msg)?;
     let runtime = match &context {
-        Some(c) => format!("{}:{c}", core.runtime_kind()),
-        None => core.runtime_kind().to_string(),
+        Some(c) => format!("{}:{c}", deck.runtime_kind()),
+        None => deck.runtime_kind(),
     };
-    let mut app = App::new(
-        keymap,
-        theme,
-        core.agents(),
-        core.store_description(),
-        runtime,
-    );
+    let mut app = App::new(keymap, theme, deck.agents(), deck.describe(), runtime);
     app.context = context.clone();
     app.theme_fixed = options.theme.is_some();
 
     // Drafts an earlier cockpit left (a dropped connection, a crash, a quit).
-    let drafts_at = drafts::path(&core.config().dirs.state_dir);
+    let drafts_at = drafts::path(&config.dirs.state_dir);
     match drafts::load(&drafts_at) {
         Ok(saved) => app.restore_drafts(saved),
         Err(e) => {
@@ -129,7 +133,7 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
         leave();
         previous(info);
     }));
-    let mouse = options.mouse || core.config().tui.mouse;
+    let mouse = options.mouse || config.tui.mouse;
     let mut term = enter(mouse).context("cannot set up the terminal")?;
     let _restore = Restore;
 
@@ -142,20 +146,20 @@ pub async fn run(core: Core, options: Options) -> anyhow::Result<()> {
         tokio::spawn(input(tx.clone(), paused_rx)),
         tokio::spawn(follow_changes(
             Ctx {
-                core: core.clone(),
+                deck: deck.clone(),
                 tx: tx.clone(),
                 logs_for: watch::channel(None).1,
             },
             attached_rx.clone(),
         )),
-        tokio::spawn(follow_deltas(core.clone(), tx.clone(), attached_rx)),
+        tokio::spawn(follow_deltas(deck.clone(), tx.clone(), attached_rx)),
         tokio::spawn(clock(tx.clone())),
-        tokio::spawn(follow_health(core.clone(), tx.clone())),
-        tokio::spawn(connectivity(core.clone(), tx.clone())),
+        tokio::spawn(follow_health(deck.clone(), tx.clone())),
+        tokio::spawn(connectivity(deck.clone(), tx.clone())),
         tokio::spawn(reload_on_hangup(tx.clone())),
     ];
     let ctx = Ctx {
-        core: core.clone(),
+        deck: deck.clone(),
         tx: tx.clone(),
         logs_for: logs_rx,
     };
@@ -292,14 +296,6 @@ async fn input(tx: mpsc::UnboundedSender<Msg>, mut paused: watch::Receiver<bool>
     }
 }
 
-/// Who acts from this cockpit, for the session's history: `cockpit:$USER`.
-fn operator() -> String {
-    format!(
-        "cockpit:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    )
-}
-
 /// Gives the terminal to a shell in a sandbox and takes it back, intact, when the shell ends.
 async fn run_shell(
     term: &mut Term,
@@ -349,28 +345,28 @@ async fn clock(tx: mpsc::UnboundedSender<Msg>) {
 /// deltas, turned into messages on `tx` by the same tasks [`run`] starts (`attached` says which
 /// transcript is shown). For benchmarks of the path from a harness event to the screen.
 pub fn spawn_feeds(
-    core: &Core,
+    deck: &Arc<dyn Deck>,
     tx: mpsc::UnboundedSender<Msg>,
     attached: watch::Receiver<Option<Uuid>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let ctx = Ctx {
-        core: core.clone(),
+        deck: deck.clone(),
         tx: tx.clone(),
         logs_for: watch::channel(None).1,
     };
     vec![
         tokio::spawn(follow_changes(ctx, attached.clone())),
-        tokio::spawn(follow_deltas(core.clone(), tx, attached)),
+        tokio::spawn(follow_deltas(deck.clone(), tx, attached)),
     ]
 }
 
 /// Turns the store's change feed into fresh data for the app.
 async fn follow_changes(ctx: Ctx, attached: watch::Receiver<Option<Uuid>>) {
-    let (core, tx) = (ctx.core.clone(), ctx.tx.clone());
-    let mut feed = core.subscribe();
+    let (deck, tx) = (ctx.deck.clone(), ctx.tx.clone());
+    let mut feed = deck.changes();
     while let Some(change) = feed.next().await {
         let msg = match change {
-            Change::Session(id) => match core.get_session(id).await {
+            Change::Session(id) => match deck.session(id).await {
                 Ok(s) => Some(Msg::Session(Box::new(s))),
                 Err(_) => None,
             },
@@ -386,7 +382,7 @@ async fn follow_changes(ctx: Ctx, attached: watch::Receiver<Option<Uuid>>) {
                 None
             }
             Change::Message { session, seq } if Some(session) == *attached.borrow() => {
-                match core.messages(session, seq - 1, 1000).await {
+                match deck.messages(session, seq - 1, 1000).await {
                     Ok(messages) => Some(Msg::Messages {
                         session,
                         messages,
@@ -408,7 +404,7 @@ async fn follow_changes(ctx: Ctx, attached: watch::Receiver<Option<Uuid>>) {
 /// The attached session's streamed text as it arrives, from this process's ingest or from the
 /// process that follows the session.
 async fn follow_deltas(
-    core: Core,
+    deck: Arc<dyn Deck>,
     tx: mpsc::UnboundedSender<Msg>,
     mut attached: watch::Receiver<Option<Uuid>>,
 ) {
@@ -419,17 +415,18 @@ async fn follow_deltas(
             }
             continue;
         };
-        let mut feed = core.watch_deltas(session);
+        let mut feed = deck.deltas(session);
         loop {
             tokio::select! {
                 live = feed.next() => match live {
-                    crate::core::live::Live::Delta(d) => {
+                    None => return,
+                    Some(crate::core::live::Live::Delta(d)) => {
                         if tx.send(Msg::Delta(d)).is_err() {
                             return;
                         }
                     }
                     // Missed some: the stored text follows at the next flush.
-                    crate::core::live::Live::Missed => {}
+                    Some(crate::core::live::Live::Missed) => {}
                 },
                 changed = attached.changed() => {
                     if changed.is_err() {
@@ -444,30 +441,19 @@ async fn follow_deltas(
 
 /// The store and the gateway, checked every few seconds for the status line (nothing would
 /// tell us when they go away).
-async fn connectivity(core: Core, tx: mpsc::UnboundedSender<Msg>) {
+async fn connectivity(deck: Arc<dyn Deck>, tx: mpsc::UnboundedSender<Msg>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        let (store, runtime, gateway, fleet) = tokio::join!(
-            core.store_health(),
-            core.runtime_health(),
-            core.gateway_health(),
-            core.fleet()
-        );
-        let now = app::Connectivity {
-            store,
-            runtime,
-            gateway,
-            fleet: fleet.ok().map(|f| f.summary()),
-        };
+        let now = deck.connectivity().await;
         if tx.send(Msg::Connectivity(now)).is_err() {
             return;
         }
     }
 }
 
-async fn follow_health(core: Core, tx: mpsc::UnboundedSender<Msg>) {
-    let mut changes = core.subscribe_health();
+async fn follow_health(deck: Arc<dyn Deck>, tx: mpsc::UnboundedSender<Msg>) {
+    let mut changes = deck.health_changes();
     loop {
         match changes.recv().await {
             Ok(change) => {
@@ -481,7 +467,7 @@ async fn follow_health(core: Core, tx: mpsc::UnboundedSender<Msg>) {
             Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                 // The runtime's watch may start later (Kubernetes starts it on first use).
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                changes = core.subscribe_health();
+                changes = deck.health_changes();
             }
         }
     }
@@ -489,7 +475,7 @@ async fn follow_health(core: Core, tx: mpsc::UnboundedSender<Msg>) {
 
 /// Follows a sandbox's log while the log view shows this stream.
 async fn follow_logs(
-    core: Core,
+    deck: Arc<dyn Deck>,
     tx: mpsc::UnboundedSender<Msg>,
     session: Uuid,
     id: u64,
@@ -501,7 +487,7 @@ async fn follow_logs(
         since: since.since,
         follow: true,
     };
-    let mut stream = match core.sandbox_logs(session, options).await {
+    let mut stream = match deck.logs(session, options).await {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Msg::LogLines {
@@ -546,7 +532,7 @@ async fn follow_logs(
 
 #[derive(Clone)]
 struct Ctx {
-    core: Core,
+    deck: Arc<dyn Deck>,
     tx: mpsc::UnboundedSender<Msg>,
     logs_for: watch::Receiver<Option<u64>>,
 }
@@ -559,7 +545,7 @@ impl Ctx {
 
 /// Runs an effect in a task; its outcome comes back as a message.
 fn run_effect(ctx: &Ctx, effect: Effect) {
-    let core = ctx.core.clone();
+    let deck = ctx.deck.clone();
     let tx = ctx.tx.clone();
     let logs_for = ctx.logs_for.clone();
     tokio::spawn(async move {
@@ -570,13 +556,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 let mut first = true;
                 let mut backoff = Duration::from_secs(1);
                 loop {
-                    let page = core
-                        .list_sessions(&SessionQuery {
-                            before,
-                            limit: Some(SESSION_PAGE),
-                            ..Default::default()
-                        })
-                        .await;
+                    let page = deck.sessions(before, SESSION_PAGE).await;
                     match page {
                         Ok(page) => {
                             let last = page.len() < SESSION_PAGE as usize;
@@ -616,7 +596,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
             Effect::LoadMessages { session, after } => {
                 let mut after = after;
                 loop {
-                    match core.messages(session, after, 1000).await {
+                    match deck.messages(session, after, 1000).await {
                         Ok(page) => {
                             let complete = page.len() < 1000;
                             after = page.last().map_or(after, |m| m.seq);
@@ -636,7 +616,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                     }
                 }
             }
-            Effect::Send { session, text } => match core.send_message(session, &text).await {
+            Effect::Send { session, text } => match deck.send(session, &text).await {
                 Ok(m) => Msg::Messages {
                     session,
                     messages: vec![m],
@@ -649,14 +629,16 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 },
             },
             Effect::Lifecycle { action, session } => {
-                let result = match action {
-                    Action::Restart => core.restart(session).await,
-                    Action::Suspend => core.suspend(session).await,
-                    Action::Resume => core.resume(session).await,
-                    Action::End => core.end(session).await,
-                    Action::Abort => core.abort(session).await,
+                use crate::model::Command;
+                let command = match action {
+                    Action::Restart => Command::Restart,
+                    Action::Suspend => Command::Suspend,
+                    Action::Resume => Command::Resume,
+                    Action::End => Command::End,
+                    Action::Abort => Command::Abort,
                     _ => return,
                 };
+                let result = deck.command(session, command).await;
                 match result {
                     Ok(s) => Msg::Info(
                         format!("{action:?} requested for \"{}\"", s.title).to_lowercase(),
@@ -664,7 +646,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                     Err(e) => Msg::Error(e.to_string()),
                 }
             }
-            Effect::LoadHealth => match core.fleet_health().await {
+            Effect::LoadHealth => match deck.fleet_health().await {
                 Ok(rows) => Msg::Health(rows),
                 Err(e) => Msg::Error(format!("cannot list sessions: {e}")),
             },
@@ -674,21 +656,21 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 since,
             } => {
                 let since = panels::SINCE.get(since).unwrap_or(&panels::SINCE[0]);
-                follow_logs(core, tx, session, stream, since, logs_for).await;
+                follow_logs(deck, tx, session, stream, since, logs_for).await;
                 return;
             }
             Effect::Shell { session } => {
                 let options = crate::console::options();
-                match core.shell(session, &options, &operator()).await {
+                match deck.shell(session, &options).await {
                     Ok(shell) => Msg::Shell(Box::new(shell)),
                     Err(e) => Msg::Error(format!("cannot open a shell: {e}")),
                 }
             }
-            Effect::Fork { session, at_seq } => match core.fork(session, at_seq).await {
+            Effect::Fork { session, at_seq } => match deck.fork(session, at_seq).await {
                 Ok(fork) => Msg::Forked(Box::new(fork)),
                 Err(e) => Msg::Error(format!("cannot fork: {e}")),
             },
-            Effect::LoadAsks { session } => match core.asks(session, None, true).await {
+            Effect::LoadAsks { session } => match deck.asks(session).await {
                 Ok(asks) => Msg::Asks { session, asks },
                 Err(e) => Msg::Error(format!("cannot read what the agent asks: {e}")),
             },
@@ -698,21 +680,21 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 answer,
             } => {
                 let words = answer.said();
-                let said = match core.answer(session, &ask, answer, &operator()).await {
+                let said = match deck.answer(session, &ask, answer).await {
                     Ok(a) => Msg::Info(format!("{}: {words}", crate::sanitize::line(&a.title))),
                     Err(e) => Msg::Error(format!("not answered: {e}")),
                 };
                 let _ = tx.send(said);
-                match core.asks(session, None, true).await {
+                match deck.asks(session).await {
                     Ok(asks) => Msg::Asks { session, asks },
                     Err(e) => Msg::Error(format!("cannot read what the agent asks: {e}")),
                 }
             }
             Effect::Reload => {
-                let before = core.config().tui.theme.clone();
-                match core.reload_from_files().await {
+                let before = deck.config().tui.theme.clone();
+                match deck.reload().await {
                     Ok(report) => {
-                        let config = core.config();
+                        let config = deck.config();
                         let theme = (config.tui.theme != before).then(|| {
                             theme::Theme::choose(
                                 config.tui.theme.as_deref(),
@@ -721,7 +703,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                         });
                         Msg::Reloaded(Box::new(app::Reload {
                             report,
-                            agents: core.agents(),
+                            agents: deck.agents(),
                             tui: config.tui.clone(),
                             theme,
                         }))
@@ -729,7 +711,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                     Err(e) => Msg::Error(e.to_string()),
                 }
             }
-            Effect::Diagnose { session } => match core.diagnose(session).await {
+            Effect::Diagnose { session } => match deck.diagnose(session).await {
                 Ok(d) => Msg::Diagnosis(Box::new(d)),
                 Err(e) => Msg::Error(format!("cannot diagnose the session: {e}")),
             },
@@ -744,7 +726,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                     initial_prompt: Some(prompt).filter(|p| !p.trim().is_empty()),
                     ..Default::default()
                 };
-                match core.create_session(req).await {
+                match deck.create(req).await {
                     Ok(s) => {
                         let _ = tx.send(Msg::Session(Box::new(s.clone())));
                         Msg::Info(format!("session \"{}\" created", s.title))

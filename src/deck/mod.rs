@@ -1,0 +1,73 @@
+//! The platform as the cockpit sees it: what its screens read and what they ask for, as one
+//! interface. The embedded core implements it ([`Embedded`]: this process is a control core of
+//! its own); a client of `serve` is to implement it too, with the REST API as its wire form, so
+//! that no screen has two code paths. The cockpit holds an `Arc<dyn Deck>` and nothing else of
+//! the platform.
+
+mod embedded;
+
+pub use embedded::Embedded;
+
+use crate::config::{AgentSpec, Config};
+use crate::core::live::Live;
+use crate::core::{
+    ChangeFeed, CreateSession, Diagnosis, FleetRow, Reloaded, Result, Shell, ShellOptions,
+};
+use crate::model::{Answer, Ask, Command, Message, Session};
+use crate::runtime::{HealthChange, LogOptions, LogStream};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Whether each thing the cockpit depends on answered at the last check (every few seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connectivity {
+    pub store: std::result::Result<(), String>,
+    /// The sandbox runtime: the cluster on Kubernetes (a local runtime always answers).
+    pub runtime: std::result::Result<(), String>,
+    pub gateway: std::result::Result<(), String>,
+    /// Who runs the fleet's work (`fleet: this cockpit`, `fleet: 2 cores`), when the store said.
+    pub fleet: Option<String>,
+}
+
+#[async_trait]
+pub trait Deck: Send + Sync + 'static {
+    /// The configuration this cockpit runs with (its keys, theme, folders).
+    fn config(&self) -> Arc<Config>;
+    /// Where the sessions are, safe to show: `sqlite:///…`, `postgres://u@host/db` (no password).
+    fn describe(&self) -> String;
+    /// The sandbox runtime (`local`, `kubernetes`).
+    fn runtime_kind(&self) -> String;
+    /// The Kubernetes context, where there is one.
+    fn runtime_context(&self) -> Option<String>;
+    /// The agents a session can be started with.
+    fn agents(&self) -> Vec<AgentSpec>;
+
+    /// A page of sessions, newest first, older than `before`.
+    async fn sessions(&self, before: Option<Uuid>, limit: i64) -> Result<Vec<Session>>;
+    async fn session(&self, id: Uuid) -> Result<Session>;
+    async fn messages(&self, id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Message>>;
+    async fn send(&self, id: Uuid, text: &str) -> Result<Message>;
+    async fn create(&self, request: CreateSession) -> Result<Session>;
+    /// Restart, suspend, resume, end or abort.
+    async fn command(&self, id: Uuid, command: Command) -> Result<Session>;
+    async fn fork(&self, id: Uuid, at_seq: i64) -> Result<Session>;
+    /// What the session's agent waits for a person to answer.
+    async fn asks(&self, id: Uuid) -> Result<Vec<Ask>>;
+    async fn answer(&self, id: Uuid, ask: &str, answer: Answer) -> Result<Ask>;
+    async fn fleet_health(&self) -> Result<Vec<FleetRow>>;
+    async fn logs(&self, id: Uuid, options: LogOptions) -> Result<LogStream>;
+    async fn diagnose(&self, id: Uuid) -> Result<Diagnosis>;
+    async fn shell(&self, id: Uuid, options: &ShellOptions) -> Result<Shell>;
+    async fn connectivity(&self) -> Connectivity;
+    /// Reads the configuration again and puts it in effect where it can.
+    async fn reload(&self) -> Result<Reloaded>;
+
+    /// What changes, as it changes (sessions, messages, tasks; a resync when some were missed).
+    fn changes(&self) -> ChangeFeed;
+    /// The streamed text of `session` as it arrives.
+    fn deltas(&self, session: Uuid) -> BoxStream<'static, Live>;
+    /// Sandbox health changes as the runtime reports them.
+    fn health_changes(&self) -> tokio::sync::broadcast::Receiver<HealthChange>;
+}
