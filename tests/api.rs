@@ -344,6 +344,11 @@ async fn every_route_answers_its_rejections_as_json() {
         ("/api/sessions/{id}", &["GET", "DELETE"]),
         ("/api/sessions/{id}/messages", &["GET", "POST"]),
         ("/api/sessions/{id}/events", &["GET"]),
+        ("/api/sessions/{id}/live", &["GET"]),
+        ("/api/sessions/{id}/logs", &["GET"]),
+        ("/api/changes", &["GET"]),
+        ("/api/status", &["GET"]),
+        ("/api/sandboxes", &["GET"]),
         ("/api/sessions/{id}/diagnosis", &["GET"]),
         ("/api/sessions/{id}/fork", &["POST"]),
         ("/api/sessions/{id}/forks", &["GET"]),
@@ -1352,4 +1357,151 @@ async fn messages_wait_for_the_gateway_and_fail_naming_it() {
     })
     .await;
     served.abort();
+}
+
+/// SSE frames of a response, `(event, data)`, as they come: read on a task of their own.
+fn sse_events(resp: reqwest::Response) -> tokio::sync::mpsc::UnboundedReceiver<(String, Value)> {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let (mut event, mut data) = (String::new(), String::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    }
+                    if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if !event.is_empty()
+                    && tx
+                        .send((event, serde_json::from_str(&data).unwrap_or(Value::Null)))
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// What a cockpit that is a client of `serve` reads (the change stream, a session's live
+/// text and log, the sandboxes, the status) shows a team only its own sessions, like every
+/// other route: blue's session is never sent, counted or reachable through red's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cockpit_routes_show_a_team_only_its_own() {
+    let db = TestDb::postgres().await;
+    let s = ApiServer::start(&db, TEAM_TOKENS).await;
+    let (red, blue) = ("red-team-token-0123456789", "blue-team-token-0123456789");
+    let get =
+        |token: &'static str, path: String| s.http.get(s.url(&path)).bearer_auth(token).send();
+    let resp = s.http.get(s.url("/api/changes")).send().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "no token, no stream"
+    );
+    let mut red_changes = sse_events(get(red, "/api/changes".into()).await.unwrap());
+    let first = tokio::time::timeout(WAIT, red_changes.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        first.map(|(e, _)| e).as_deref(),
+        Some("resync"),
+        "a stream starts by saying: read again"
+    );
+
+    let create = |token: &'static str| {
+        s.http
+            .post(s.url("/api/sessions"))
+            .bearer_auth(token)
+            .json(&json!({"agent_id": "coder", "initial_prompt": "hi"}))
+            .send()
+    };
+    let theirs: Value = create(blue).await.unwrap().json().await.unwrap();
+    let theirs = theirs["id"].as_str().unwrap().to_string();
+    eventually(WAIT, "blue's session to be up", || async {
+        let body: Value = get(blue, format!("/api/sessions/{theirs}"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        matches!(body["status"].as_str(), Some("ready" | "busy" | "idle")).then_some(())
+    })
+    .await;
+    let mine: Value = create(red).await.unwrap().json().await.unwrap();
+    let mine = mine["id"].as_str().unwrap().to_string();
+    // Red hears of its own session as it comes up (and of its prompt), never of blue's.
+    let mut heard = Vec::new();
+    let ready = eventually(WAIT, "red's session, ready, on red's stream", || {
+        let next = red_changes.try_recv();
+        if let Ok(event) = &next {
+            heard.push(event.clone());
+        }
+        let done = heard.iter().any(|(e, d)| {
+            e == "session"
+                && d["id"] == mine
+                && matches!(d["status"].as_str(), Some("ready" | "busy"))
+        }) && heard
+            .iter()
+            .any(|(e, d)| e == "message" && d["session"] == mine);
+        async move { done.then_some(()) }
+    })
+    .await;
+    let _ = ready;
+    for (event, data) in &heard {
+        assert!(
+            !data.to_string().contains(&theirs),
+            "blue's session on red's stream: {event} {data}"
+        );
+    }
+
+    // The sandboxes: red's only.
+    let sandboxes: Value = get(red, "/api/sandboxes".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = sandboxes["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["session"].as_str())
+        .collect();
+    assert_eq!(ids, [mine.as_str()], "{sandboxes}");
+    // Blue's live text and log do not exist for red.
+    for route in ["live", "logs"] {
+        let resp = get(red, format!("/api/sessions/{theirs}/{route}"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{route}");
+        // (its own team reaches it: the in-test runtime keeps no log, and says so)
+        let resp = get(blue, format!("/api/sessions/{theirs}/{route}"))
+            .await
+            .unwrap();
+        assert_ne!(
+            resp.status(),
+            StatusCode::NOT_FOUND,
+            "{route}: its own team reaches it"
+        );
+    }
+    // The top bar's status.
+    let status: Value = get(red, "/api/status".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["store"]["ok"], true, "{status}");
+    assert_eq!(status["runtime_kind"], "in-test", "{status}");
+    s.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The REST API of `agentdeck serve`: the core over HTTP (axum).
 
 mod auth;
+mod cockpit;
 mod error;
 mod events;
 mod metrics;
@@ -38,6 +39,11 @@ pub fn router(core: Core) -> Router {
             post(sessions::send).get(sessions::messages),
         )
         .route("/api/sessions/{id}/events", get(events::stream))
+        .route("/api/sessions/{id}/live", get(cockpit::live))
+        .route("/api/sessions/{id}/logs", get(cockpit::logs))
+        .route("/api/changes", get(cockpit::changes))
+        .route("/api/status", get(cockpit::status))
+        .route("/api/sandboxes", get(cockpit::sandboxes))
         .route("/api/sessions/{id}/diagnosis", get(sessions::diagnosis))
         .route("/api/sessions/{id}/fork", post(sessions::fork))
         .route("/api/sessions/{id}/forks", get(sessions::forks))
