@@ -1441,10 +1441,9 @@ async fn the_cockpit_routes_show_a_team_only_its_own() {
     let mine = mine["id"].as_str().unwrap().to_string();
     // Red hears of its own session as it comes up (and of its prompt), never of blue's.
     let mut heard = Vec::new();
-    let ready = eventually(WAIT, "red's session, ready, on red's stream", || {
-        let next = red_changes.try_recv();
-        if let Ok(event) = &next {
-            heard.push(event.clone());
+    eventually(WAIT, "red's session, ready, on red's stream", || {
+        while let Ok(event) = red_changes.try_recv() {
+            heard.push(event);
         }
         let done = heard.iter().any(|(e, d)| {
             e == "session"
@@ -1456,7 +1455,6 @@ async fn the_cockpit_routes_show_a_team_only_its_own() {
         async move { done.then_some(()) }
     })
     .await;
-    let _ = ready;
     for (event, data) in &heard {
         assert!(
             !data.to_string().contains(&theirs),
