@@ -847,3 +847,131 @@ fn end_session(
         (api.get(&format!("/api/sessions/{id}")).await["status"] == "dead").then_some(())
     }));
 }
+
+/// `serve` on its own store (the embedded SQLite of its own folder), with a token per team,
+/// as a platform runs it: the process ends with the guard.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve_for_teams(root: &Path, stack: Option<&common::stack::Stack>) -> (Served, String) {
+    let port = common::free_port();
+    let config = root.join("serve.toml");
+    std::fs::write(
+        &config,
+        "[[api.tokens]]\ntoken = \"red-team-token-0123456789\"\nteam = \"red\"\n\
+         [[api.tokens]]\ntoken = \"blue-team-token-0123456789\"\nteam = \"blue\"\n\
+         [agents.coder]\nmodel = \"litellm/mock-gpt\"\n\
+         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n",
+    )
+    .unwrap();
+    let mut cmd = common::agentdeck(&root.join("server"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("AGENTDECK_CONFIG", &config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(root.join("serve.log")).unwrap());
+    if let Some(stack) = stack {
+        cmd.env("PATH", &stack.path)
+            .env("AGENTDECK_GATEWAY_URL", &stack.gateway_url);
+    }
+    let served = Served(cmd.spawn().expect("start serve"));
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "serve did not listen: {}",
+            std::fs::read_to_string(root.join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (served, url)
+}
+
+/// The cockpit as a client of `serve` (`--server`, a team's token): it holds no database and
+/// no cluster credentials, sees only its team's sessions, and creates, attaches, talks,
+/// shows the sandboxes, a log and a diagnosis through the REST API. A wrong token is said in
+/// words, not a blank screen.
+#[test]
+fn a_cockpit_through_serve_sees_only_its_team() {
+    let stack = common::stack::stack();
+    let root = tempfile::tempdir().unwrap();
+    let (_serve, url) = serve_for_teams(root.path(), stack.as_ref());
+    // Blue's session, made through the API: red's cockpit never shows it.
+    let made = Command::new("curl")
+        .args(["-sf", "-X", "POST", &format!("{url}/api/sessions")])
+        .args(["-H", "Authorization: Bearer blue-team-token-0123456789"])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-d", r#"{"agent_id": "coder", "title": "blue secret"}"#])
+        .output()
+        .expect("curl");
+    assert!(made.status.success(), "{made:?}");
+
+    let wrong = launch(
+        &root.path().join("wrong"),
+        Launch {
+            env: "AGENTDECK_TOKEN=not-a-token-0123456789",
+            args: &format!("--server {url}"),
+            ..Launch::default()
+        },
+    );
+    let screen = wrong.wait_for("EXITED 1", Duration::from_secs(60));
+    assert!(screen.contains("unknown token"), "{screen}");
+
+    let args = format!("--server {url}");
+    let tmux = launch(
+        &root.path().join("red"),
+        Launch {
+            stack: stack.as_ref(),
+            env: "AGENTDECK_TOKEN=red-team-token-0123456789",
+            args: &args,
+            size: (140, 30),
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(60);
+    let screen = tmux.wait_for("No sessions yet. Press n to start one.", wait);
+    assert!(
+        screen.contains(&url),
+        "the server on the top bar:\n{screen}"
+    );
+    tmux.keys(&["n"]);
+    tmux.wait_for("New session", wait);
+    tmux.keys(&["Tab"]);
+    tmux.text("remote check");
+    tmux.keys(&["Tab"]);
+    tmux.text("hello through serve");
+    tmux.keys(&["C-s"]);
+    let screen = tmux.wait_for("Sessions (1)", wait);
+    tmux.wait_for("remote check", wait);
+    assert!(!screen.contains("blue secret"), "{screen}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("hello through serve", wait);
+    if stack.is_some() {
+        tmux.wait_for("Hello from mock", Duration::from_secs(90));
+        tmux.wait_for("o idle", Duration::from_secs(30));
+    }
+    tmux.keys(&["h"]);
+    let screen = tmux.wait_for("Sandboxes (1)", wait);
+    assert!(!screen.contains("blue secret"), "{screen}");
+    tmux.keys(&["d"]);
+    tmux.wait_for("What to do", wait);
+    tmux.wait_for("Phase history", wait);
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("Sandboxes (1)", wait);
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("hello through serve", wait);
+    tmux.keys(&["Escape"]);
+    let screen = tmux.wait_for("Sessions (1)", wait);
+    assert!(
+        screen.contains("1 sessions"),
+        "blue's is not counted:\n{screen}"
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
+}

@@ -81,6 +81,9 @@ impl From<CoreError> for ApiError {
             CoreError::Runtime(_) | CoreError::Harness(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream_failed", err.to_string())
             }
+            CoreError::Server(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_failed", err.to_string())
+            }
             CoreError::Store(inner) => {
                 tracing::error!(error = %inner, "store error while serving a request");
                 ApiError::new(

@@ -68,6 +68,32 @@ pub struct Global {
     /// Log filter (tracing syntax), e.g. `info` or `agentdeck=debug`.
     #[arg(long, global = true, env = "AGENTDECK_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Run the cockpit as a client of `agentdeck serve` at this address (its REST API, with
+    /// the token of AGENTDECK_TOKEN or --token-file): no database or cluster credentials here.
+    #[arg(long, global = true, env = "AGENTDECK_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// A file holding the token for --server (else AGENTDECK_TOKEN).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// The token for `--server`: from `--token-file`, else `AGENTDECK_TOKEN` (never printed).
+fn server_token(global: &Global) -> Result<Option<String>> {
+    match &global.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?;
+            let token = text.trim().to_string();
+            if token.is_empty() {
+                bail!("the token file {} is empty", path.display());
+            }
+            Ok(Some(token))
+        }
+        None => Ok(std::env::var("AGENTDECK_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())),
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -309,6 +335,22 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     config.listen
                 );
                 return Ok(EXIT_NOT_A_TERMINAL);
+            }
+            if let Some(server) = cli.global.server.clone() {
+                let token = server_token(&cli.global)?;
+                let remote = crate::deck::Remote::connect(&server, token, Arc::new(config))
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                crate::tui::run(
+                    Arc::new(remote),
+                    crate::tui::Options {
+                        theme: cli.theme.clone(),
+                        read_only: cli.read_only,
+                        mouse: cli.mouse,
+                    },
+                )
+                .await?;
+                return Ok(0);
             }
             let with_worker = config.worker.enabled;
             let core = open_core(config).await?;

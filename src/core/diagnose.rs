@@ -266,8 +266,55 @@ impl Diagnosis {
             "gateway": part(self.gateway.as_ref().map(|_| serde_json::json!({"answering": true}))),
             "asks": self.asks,
             "last_event_at": self.last_event.as_ref().map(|e| e.at),
-            "forks": self.forks.iter().map(|f| serde_json::json!({"id": f.id, "title": f.title, "status": f.status, "fork_seq": f.fork_seq})).collect::<Vec<_>>(),
+            "last_event": self.last_event,
+            "forks": self.forks,
+            "at": self.at,
             "advice": self.advice(),
+        })
+    }
+
+    /// A diagnosis read back from [`to_json`](Self::to_json) (a client of `serve`).
+    pub fn from_json(v: &serde_json::Value) -> std::result::Result<Diagnosis, String> {
+        fn read<T: serde::de::DeserializeOwned>(
+            v: &serde_json::Value,
+            what: &str,
+        ) -> std::result::Result<T, String> {
+            serde_json::from_value(v.clone()).map_err(|e| format!("the diagnosis's {what}: {e}"))
+        }
+        let error = |part: &serde_json::Value| part["error"].as_str().map(str::to_string);
+        let session = read(&v["session"], "session")?;
+        let health = match &v["sandbox"] {
+            serde_json::Value::Null => None,
+            part => Some(match error(part) {
+                Some(e) => Err(e),
+                None => Ok(read(part, "sandbox")?),
+            }),
+        };
+        let log_tail = match error(&v["log_tail"]) {
+            Some(e) => Err(e),
+            None => Ok(read(&v["log_tail"], "log")?),
+        };
+        let gateway = match error(&v["gateway"]) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+        let or_empty = |part: &serde_json::Value| {
+            if part.is_null() {
+                serde_json::json!([])
+            } else {
+                part.clone()
+            }
+        };
+        Ok(Diagnosis {
+            session,
+            phases: read(&or_empty(&v["phases"]), "phases")?,
+            health,
+            log_tail,
+            gateway,
+            forks: read(&or_empty(&v["forks"]), "forks")?,
+            asks: read(&or_empty(&v["asks"]), "asks")?,
+            last_event: read(&v["last_event"], "last event")?,
+            at: read(&v["at"], "time").unwrap_or_else(|_| Utc::now()),
         })
     }
 }
@@ -413,6 +460,23 @@ mod tests {
         // An idle session is not in a turn.
         d.session.status = SessionStatus::Idle;
         assert_eq!(d.advice(), ["Nothing looks wrong."]);
+    }
+
+    /// What `serve` sends is what a client reads back.
+    #[test]
+    fn a_diagnosis_reads_back_from_its_json() {
+        let mut d = diagnosis(SessionStatus::Failed);
+        d.session.failure_reason = Some("cannot create the sandbox".into());
+        d.log_tail = Err("no log".into());
+        d.gateway = Err("nothing listens at http://x".into());
+        d.forks = vec![session(2, "coder", SessionStatus::Idle)];
+        let back = Diagnosis::from_json(&d.to_json()).expect("read back");
+        assert_eq!(back.session, d.session);
+        assert_eq!(back.health, d.health);
+        assert_eq!(back.log_tail, d.log_tail);
+        assert_eq!(back.gateway, d.gateway);
+        assert_eq!(back.forks, d.forks);
+        assert_eq!(back.advice(), d.advice());
     }
 
     #[test]

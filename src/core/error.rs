@@ -29,6 +29,10 @@ pub enum CoreError {
     /// The agent's harness in the sandbox failed or did not answer (said once, as above).
     #[error("agent harness: {0}")]
     Harness(HarnessError),
+    /// What `serve` said, for a cockpit or command that is its client (its own words, which
+    /// name what went wrong), or that it could not be reached.
+    #[error("{0}")]
+    Server(String),
 }
 
 impl From<RuntimeError> for CoreError {

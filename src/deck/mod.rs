@@ -5,8 +5,11 @@
 //! the platform.
 
 mod embedded;
+mod remote;
+pub mod sse;
 
 pub use embedded::Embedded;
+pub use remote::Remote;
 
 use crate::config::{AgentSpec, Config};
 use crate::core::live::Live;

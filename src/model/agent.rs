@@ -44,7 +44,7 @@ pub struct Resources {
 }
 
 /// An agent as configured: what it runs, on which model, in what sandbox.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentSpec {
     pub id: String,
     pub name: String,
@@ -57,7 +57,10 @@ pub struct AgentSpec {
     /// Environment for this agent's sandboxes (may hold secrets; never shown or stored).
     #[serde(skip)]
     pub env: BTreeMap<String, String>,
-    #[serde(serialize_with = "serialize_duration")]
+    #[serde(
+        serialize_with = "serialize_duration",
+        deserialize_with = "deserialize_duration"
+    )]
     pub idle_timeout: Duration,
     /// What the agent may do without asking, per tool (`bash`, `edit`, `webfetch` …): tools
     /// not listed are allowed, as they always were.
@@ -187,6 +190,11 @@ impl AgentSpec {
 }
 
 /// A duration as the configuration writes it ("30m", "90s").
+fn deserialize_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
 fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }

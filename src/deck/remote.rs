@@ -1,0 +1,585 @@
+//! The deck of a cockpit that is a client of `serve` (`agentdeck --server URL`): every read and
+//! every action goes through `serve`'s REST API with the operator's token, limited to the
+//! token's team; this process holds no database or cluster credentials and opens no
+//! port-forwards. What changes comes on one stream (`GET /api/changes`), followed again by
+//! itself when it drops: the top bar says "reconnecting", and the first event of every
+//! connection makes the cockpit read again what it shows, so nothing is missed.
+
+use super::sse::{self, SseEvent};
+use super::{Connectivity, Deck};
+use crate::config::{AgentSpec, Config};
+use crate::core::live::Live;
+use crate::core::{
+    Change, ChangeFeed, CoreError, CreateSession, Diagnosis, FleetRow, Reloaded, Result, Shell,
+    ShellOptions,
+};
+use crate::model::{Answer, Ask, AskKind, Command, Message, Session};
+use crate::runtime::{HealthChange, LogOptions, LogStream, RuntimeError, SandboxRef};
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+/// How long a request may take (streams have no limit).
+const REQUEST_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait between two tries to follow the change stream again.
+const RECONNECT_MOST: Duration = Duration::from_secs(5);
+
+/// Where the link to `serve` stands, for the top bar.
+#[derive(Debug, Clone, PartialEq)]
+enum Link {
+    Connecting,
+    Connected,
+    Reconnecting(String),
+    Refused(String),
+}
+
+struct Shared {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    streams: reqwest::Client,
+    changes: broadcast::Sender<Change>,
+    health: broadcast::Sender<HealthChange>,
+    link: Mutex<Link>,
+    agents: RwLock<Vec<AgentSpec>>,
+    /// Sessions as the change stream last sent them: the cockpit reads each one it hears of,
+    /// and gets it from here without a round trip.
+    fresh: Mutex<HashMap<Uuid, Session>>,
+}
+
+pub struct Remote {
+    shared: Arc<Shared>,
+    config: RwLock<Arc<Config>>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// Whether a token may be sent to `url`: over TLS, or to this machine.
+fn safe_for_a_token(url: &reqwest::Url) -> bool {
+    if url.scheme() == "https" {
+        return true;
+    }
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Changes held for a cockpit that is slow to take them (then it reads everything again).
+const CHANGES_HELD: usize = 4096;
+
+impl Remote {
+    /// Connects to `serve` at `url` with `token` (checked at once: a wrong one is said now,
+    /// not as a blank screen), and starts following its change stream.
+    pub async fn connect(
+        url: &str,
+        token: Option<String>,
+        config: Arc<Config>,
+    ) -> std::result::Result<Remote, String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("--server {url:?}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!(
+                "--server {url:?}: use an http:// or https:// address"
+            ));
+        }
+        if token.is_some() && !safe_for_a_token(&parsed) {
+            return Err(format!(
+                "refusing to send a token to {url} over plain HTTP: use https://, or a loopback \
+                 address"
+            ));
+        }
+        crate::net::ensure_crypto();
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_WAIT)
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let streams = reqwest::Client::builder()
+            .connect_timeout(REQUEST_WAIT)
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let shared = Arc::new(Shared {
+            base: url.trim_end_matches('/').to_string(),
+            token,
+            http,
+            streams,
+            changes: broadcast::channel(CHANGES_HELD).0,
+            health: broadcast::channel(1024).0,
+            link: Mutex::new(Link::Connecting),
+            agents: RwLock::new(Vec::new()),
+            fresh: Mutex::new(HashMap::new()),
+        });
+        let agents = shared.agents().await.map_err(|e| e.to_string())?;
+        if let Ok(mut a) = shared.agents.write() {
+            *a = agents;
+        }
+        let follower = tokio::spawn(follow(shared.clone()));
+        Ok(Remote {
+            shared,
+            config: RwLock::new(config),
+            follower,
+        })
+    }
+}
+
+impl Shared {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends a request; the body of a 2xx answer, or the server's own words for anything else.
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let response = self
+            .authorized(request)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let said = body["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{} answered {status}", self.base));
+        Err(match status.as_u16() {
+            401 | 403 => CoreError::Server(format!("{} refused: {said}", self.base)),
+            404 => CoreError::Server(said),
+            409 => CoreError::Conflict(said),
+            400 | 422 => CoreError::Invalid(said),
+            _ => CoreError::Server(said),
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        self.call(self.http.get(self.url(path))).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentSpec>> {
+        read(&self.get("/api/agents").await?["agents"])
+    }
+
+    /// Opens an SSE stream at `path`.
+    async fn stream(&self, path: &str) -> Result<BoxStream<'static, SseEvent>> {
+        let response = self
+            .authorized(self.streams.get(self.url(path)))
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let said = body["message"].as_str().unwrap_or("").to_string();
+            return Err(if matches!(status.as_u16(), 401 | 403) {
+                CoreError::Server(format!("{} refused: {said}", self.base))
+            } else {
+                CoreError::Server(format!("{} answered {status}: {said}", self.base))
+            });
+        }
+        Ok(sse::events(response))
+    }
+
+    fn set_link(&self, link: Link) {
+        if let Ok(mut l) = self.link.lock() {
+            *l = link;
+        }
+    }
+}
+
+fn unreachable(base: &str, e: &reqwest::Error) -> CoreError {
+    let why = if e.is_connect() {
+        "nothing answers there".to_string()
+    } else if e.is_timeout() {
+        format!("no answer within {}s", REQUEST_WAIT.as_secs())
+    } else {
+        e.to_string()
+    };
+    CoreError::Server(format!("{base}: {why}"))
+}
+
+fn read<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| CoreError::Server(format!("an answer of the server could not be read: {e}")))
+}
+
+/// Follows the change stream for as long as the deck lives, again after every drop.
+async fn follow(shared: Arc<Shared>) {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match shared.stream("/api/changes").await {
+            Ok(mut events) => {
+                shared.set_link(Link::Connected);
+                wait = Duration::from_millis(250);
+                while let Some(event) = events.next().await {
+                    on_change(&shared, event).await;
+                }
+                shared.set_link(Link::Reconnecting("the change stream ended".into()));
+            }
+            Err(CoreError::Server(why)) if why.contains("refused") => {
+                shared.set_link(Link::Refused(why));
+                wait = RECONNECT_MOST;
+            }
+            Err(e) => shared.set_link(Link::Reconnecting(e.to_string())),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RECONNECT_MOST);
+    }
+}
+
+async fn on_change(shared: &Shared, event: SseEvent) {
+    let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+    let change = match event.event.as_str() {
+        "resync" => Change::Resync,
+        "session" => match serde_json::from_value::<Session>(data) {
+            Ok(session) => {
+                let id = session.id;
+                if let Ok(mut fresh) = shared.fresh.lock() {
+                    fresh.insert(id, session);
+                }
+                Change::Session(id)
+            }
+            Err(_) => Change::Resync,
+        },
+        "message" => match (data["session"].as_str(), data["seq"].as_i64()) {
+            (Some(s), Some(seq)) => match Uuid::parse_str(s) {
+                Ok(session) => Change::Message { session, seq },
+                Err(_) => Change::Resync,
+            },
+            _ => Change::Resync,
+        },
+        "health" => {
+            let session = data["session"]
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok());
+            if let (Some(session), Ok(health)) =
+                (session, serde_json::from_value(data["health"].clone()))
+            {
+                let _ = shared.health.send(HealthChange {
+                    sandbox: SandboxRef {
+                        runtime: "remote".into(),
+                        name: session.to_string(),
+                    },
+                    session_id: Some(session),
+                    health,
+                });
+            }
+            return;
+        }
+        "agents" => {
+            if let Ok(agents) = shared.agents().await
+                && let Ok(mut a) = shared.agents.write()
+            {
+                *a = agents;
+            }
+            Change::Agents
+        }
+        _ => return,
+    };
+    let _ = shared.changes.send(change);
+}
+
+#[async_trait]
+impl Deck for Remote {
+    fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.shared.base.clone()
+    }
+
+    fn runtime_kind(&self) -> String {
+        "remote".into()
+    }
+
+    fn runtime_context(&self) -> Option<String> {
+        None
+    }
+
+    fn agents(&self) -> Vec<AgentSpec> {
+        self.shared
+            .agents
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
+    async fn sessions(&self, before: Option<Uuid>, limit: i64) -> Result<Vec<Session>> {
+        let mut path = format!("/api/sessions?limit={}", limit.clamp(1, 1000));
+        if let Some(before) = before {
+            path.push_str(&format!("&cursor={before}"));
+        }
+        read(&self.shared.get(&path).await?["sessions"])
+    }
+
+    async fn session(&self, id: Uuid) -> Result<Session> {
+        let fresh = self
+            .shared
+            .fresh
+            .lock()
+            .ok()
+            .and_then(|mut f| f.remove(&id));
+        match fresh {
+            Some(session) => Ok(session),
+            None => read(&self.shared.get(&format!("/api/sessions/{id}")).await?),
+        }
+    }
+
+    async fn messages(&self, id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Message>> {
+        let path = format!(
+            "/api/sessions/{id}/messages?after_seq={after_seq}&limit={}",
+            limit.clamp(1, 1000)
+        );
+        read(&self.shared.get(&path).await?["messages"])
+    }
+
+    async fn send(&self, id: Uuid, text: &str) -> Result<Message> {
+        read(
+            &self
+                .shared
+                .post(
+                    &format!("/api/sessions/{id}/messages"),
+                    json!({ "text": text }),
+                )
+                .await?,
+        )
+    }
+
+    async fn create(&self, request: CreateSession) -> Result<Session> {
+        let body = json!({
+            "agent_id": request.agent_id,
+            "title": request.title,
+            "initial_prompt": request.initial_prompt,
+            "env_vars": request.env,
+            "team": request.team,
+        });
+        read(&self.shared.post("/api/sessions", body).await?)
+    }
+
+    async fn command(&self, id: Uuid, command: Command) -> Result<Session> {
+        let action = match command {
+            Command::Restart => "restart",
+            Command::Suspend => "suspend",
+            Command::Resume => "resume",
+            Command::Abort => "abort",
+            Command::End => {
+                let request = self
+                    .shared
+                    .http
+                    .delete(self.shared.url(&format!("/api/sessions/{id}")));
+                return read(&self.shared.call(request).await?);
+            }
+            Command::Send => {
+                return Err(CoreError::Invalid(
+                    "a message is sent with its text (Deck::send)".into(),
+                ));
+            }
+        };
+        read(
+            &self
+                .shared
+                .post(&format!("/api/sessions/{id}/{action}"), json!({}))
+                .await?,
+        )
+    }
+
+    async fn fork(&self, id: Uuid, at_seq: i64) -> Result<Session> {
+        read(
+            &self
+                .shared
+                .post(
+                    &format!("/api/sessions/{id}/fork"),
+                    json!({ "message_seq": at_seq }),
+                )
+                .await?,
+        )
+    }
+
+    async fn asks(&self, id: Uuid) -> Result<Vec<Ask>> {
+        let (permissions, questions) = (
+            format!("/api/sessions/{id}/permissions?status=pending"),
+            format!("/api/sessions/{id}/questions?status=pending"),
+        );
+        let (permissions, questions) =
+            tokio::join!(self.shared.get(&permissions), self.shared.get(&questions));
+        let mut asks: Vec<Ask> = read(&permissions?["permissions"])?;
+        asks.extend(read::<Vec<Ask>>(&questions?["questions"])?);
+        asks.sort_by_key(|a| a.asked_at);
+        Ok(asks)
+    }
+
+    async fn answer(&self, id: Uuid, ask: &str, answer: Answer) -> Result<Ask> {
+        let (path, body) = match (&answer, answer.kind()) {
+            (Answer::Permission { reply, message }, _) => (
+                format!("/api/sessions/{id}/permissions/{ask}"),
+                json!({ "reply": reply.as_str(), "message": message }),
+            ),
+            (_, AskKind::Question) | (_, AskKind::Permission) => (
+                format!("/api/sessions/{id}/questions/{ask}"),
+                answer.to_json(),
+            ),
+        };
+        read(&self.shared.post(&path, body).await?)
+    }
+
+    async fn fleet_health(&self) -> Result<Vec<FleetRow>> {
+        let body = self.shared.get("/api/sandboxes").await?;
+        let rows = body["sandboxes"].as_array().cloned().unwrap_or_default();
+        rows.iter()
+            .map(|row| {
+                let id: Uuid = read(&row["session"])?;
+                let title = row["title"].as_str().unwrap_or_default().to_string();
+                let health = match row["error"].as_str() {
+                    Some(e) => Err(e.to_string()),
+                    None => Ok(read(&row["health"])?),
+                };
+                Ok((id, title, health))
+            })
+            .collect()
+    }
+
+    async fn logs(&self, id: Uuid, options: LogOptions) -> Result<LogStream> {
+        let mut path = format!("/api/sessions/{id}/logs?follow={}", options.follow);
+        if let Some(tail) = options.tail {
+            path.push_str(&format!("&tail={tail}"));
+        }
+        if let Some(since) = options.since {
+            path.push_str(&format!("&since={}", since.as_secs()));
+        }
+        let events = self.shared.stream(&path).await?;
+        Ok(Box::pin(
+            events
+                .take_while(|e| futures::future::ready(e.event != "end"))
+                .map(|e| Ok::<_, RuntimeError>(e.data)),
+        ))
+    }
+
+    async fn diagnose(&self, id: Uuid) -> Result<Diagnosis> {
+        let body = self
+            .shared
+            .get(&format!("/api/sessions/{id}/diagnosis"))
+            .await?;
+        Diagnosis::from_json(&body).map_err(CoreError::Server)
+    }
+
+    async fn shell(&self, _id: Uuid, _options: &ShellOptions) -> Result<Shell> {
+        Err(CoreError::Conflict(
+            "a shell through serve is not there yet: run agentdeck on the store directly for `!`"
+                .into(),
+        ))
+    }
+
+    async fn connectivity(&self) -> Connectivity {
+        let link = self
+            .shared
+            .link
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or(Link::Connecting);
+        let server = match &link {
+            Link::Connected => Ok(()),
+            Link::Connecting => Err(format!("connecting to {}", self.shared.base)),
+            Link::Reconnecting(why) => Err(format!("reconnecting to {}: {why}", self.shared.base)),
+            Link::Refused(why) => Err(why.clone()),
+        };
+        let part = |v: &Value| match v["ok"].as_bool() {
+            Some(true) => Ok(()),
+            _ => Err(v["error"].as_str().unwrap_or("unknown").to_string()),
+        };
+        match self.shared.get("/api/status").await {
+            Ok(status) if server.is_ok() => Connectivity {
+                store: part(&status["store"]),
+                runtime: part(&status["runtime"]),
+                gateway: part(&status["gateway"]),
+                fleet: status["fleet"].as_str().map(str::to_string),
+            },
+            Ok(_) | Err(_) => Connectivity {
+                store: server.clone(),
+                runtime: server.clone(),
+                gateway: server,
+                fleet: None,
+            },
+        }
+    }
+
+    /// The cockpit's own file (its keys and theme); the server's configuration is the server's.
+    async fn reload(&self) -> Result<Reloaded> {
+        let old = self.config();
+        let new = old
+            .read_again()
+            .map_err(|e| CoreError::Invalid(format!("the configuration was not reloaded: {e}")))?;
+        let mut report = Reloaded::default();
+        if old.tui != new.tui {
+            report.applied.push("[tui]".into());
+        }
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(new);
+        }
+        Ok(report)
+    }
+
+    fn changes(&self) -> ChangeFeed {
+        ChangeFeed::new(self.shared.changes.subscribe())
+    }
+
+    fn deltas(&self, session: Uuid) -> BoxStream<'static, Live> {
+        let shared = self.shared.clone();
+        let path = format!("/api/sessions/{session}/live");
+        Box::pin(
+            futures::stream::once(async move { shared.stream(&path).await })
+                .flat_map(move |opened| match opened {
+                    Ok(events) => events
+                        .filter_map(move |e| async move {
+                            match e.event.as_str() {
+                                "delta" => {
+                                    let d: Value = serde_json::from_str(&e.data).ok()?;
+                                    Some(Live::Delta(crate::model::LiveDelta {
+                                        session,
+                                        seq: d["seq"].as_i64()?,
+                                        part: usize::try_from(d["part"].as_u64()?).ok()?,
+                                        text: d["text"].as_str()?.to_string(),
+                                    }))
+                                }
+                                "missed" => Some(Live::Missed),
+                                _ => None,
+                            }
+                        })
+                        .boxed(),
+                    Err(_) => futures::stream::empty().boxed(),
+                })
+                // The stream dropped: the stored text is read again.
+                .chain(futures::stream::once(async { Live::Missed })),
+        )
+    }
+
+    fn health_changes(&self) -> broadcast::Receiver<HealthChange> {
+        self.shared.health.subscribe()
+    }
+}
