@@ -861,6 +861,19 @@ impl Drop for Served {
 
 fn serve_for_teams(root: &Path, stack: Option<&common::stack::Stack>) -> (Served, String) {
     let port = common::free_port();
+    let served = serve_at(root, stack, port, None, "serve");
+    (served, format!("http://127.0.0.1:{port}"))
+}
+
+/// `serve` on `port`, on `db` (else the embedded store of `root/server`), logging to
+/// `root/NAME.log`; returns once it listens.
+fn serve_at(
+    root: &Path,
+    stack: Option<&common::stack::Stack>,
+    port: u16,
+    db: Option<&str>,
+    name: &str,
+) -> Served {
     let config = root.join("serve.toml");
     std::fs::write(
         &config,
@@ -870,27 +883,95 @@ fn serve_for_teams(root: &Path, stack: Option<&common::stack::Stack>) -> (Served
          command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n",
     )
     .unwrap();
+    let log = root.join(format!("{name}.log"));
     let mut cmd = common::agentdeck(&root.join("server"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("AGENTDECK_CONFIG", &config)
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(root.join("serve.log")).unwrap());
+        .stderr(std::fs::File::create(&log).unwrap());
+    if let Some(db) = db {
+        cmd.env("AGENTDECK_DATABASE_URL", db);
+    }
     if let Some(stack) = stack {
         cmd.env("PATH", &stack.path)
             .env("AGENTDECK_GATEWAY_URL", &stack.gateway_url);
     }
     let served = Served(cmd.spawn().expect("start serve"));
-    let url = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "serve did not listen: {}",
-            std::fs::read_to_string(root.join("serve.log")).unwrap_or_default()
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    (served, url)
+    served
+}
+
+/// A session made through `serve` at `url` with red's token.
+fn red_session(url: &str, title: &str) {
+    let made = Command::new("curl")
+        .args(["-sf", "-X", "POST", &format!("{url}/api/sessions")])
+        .args(["-H", "Authorization: Bearer red-team-token-0123456789"])
+        .args(["-H", "Content-Type: application/json"])
+        .args([
+            "-d",
+            &format!(r#"{{"agent_id": "coder", "title": "{title}"}}"#),
+        ])
+        .output()
+        .expect("curl");
+    assert!(made.status.success(), "{made:?}");
+}
+
+/// A remote cockpit rides out its `serve` going away (restarted, or a replica swapped): the
+/// top bar says it reconnects, it comes back by itself when the server does, what was typed
+/// is still there, and what changed meanwhile (through another replica on the same store)
+/// is shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cockpit_through_serve_rides_out_a_restart() {
+    let db = common::TestDb::postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let (a_port, b_port) = (common::free_port(), common::free_port());
+    let serve_a = serve_at(root.path(), None, a_port, Some(db.url()), "a");
+    let _serve_b = serve_at(root.path(), None, b_port, Some(db.url()), "b");
+    let (a, b) = (
+        format!("http://127.0.0.1:{a_port}"),
+        format!("http://127.0.0.1:{b_port}"),
+    );
+    red_session(&a, "before the restart");
+    let args = format!("--server {a}");
+    let tmux = launch(
+        &root.path().join("red"),
+        Launch {
+            env: "AGENTDECK_TOKEN=red-team-token-0123456789",
+            args: &args,
+            size: (140, 30),
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(60);
+    tmux.wait_for("before the restart", wait);
+    tmux.wait_for("server ok", wait);
+    tmux.keys(&["Enter"]);
+    tmux.keys(&["i"]);
+    tmux.wait_for("ctrl-s send", wait);
+    tmux.text("typed while it was away");
+    drop(serve_a);
+    tmux.wait_for("server reconnecting", wait);
+    red_session(&b, "made while it was away");
+    let _serve_a = serve_at(root.path(), None, a_port, Some(db.url()), "a-again");
+    tmux.wait_for("server ok", wait);
+    let screen = tmux.wait_for("typed while it was away", wait);
+    assert!(
+        screen.contains("ctrl-s send"),
+        "the composer is still open:\n{screen}"
+    );
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("made while it was away", wait);
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
 }
 
 /// The cockpit as a client of `serve` (`--server`, a team's token): it holds no database and

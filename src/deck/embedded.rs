@@ -130,6 +130,7 @@ impl Deck for Embedded {
             runtime,
             gateway,
             fleet: fleet.ok().map(|f| f.summary()),
+            server: None,
         }
     }
 

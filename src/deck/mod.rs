@@ -32,6 +32,18 @@ pub struct Connectivity {
     pub gateway: std::result::Result<(), String>,
     /// Who runs the fleet's work (`fleet: this cockpit`, `fleet: 2 cores`), when the store said.
     pub fleet: Option<String>,
+    /// A client of `serve`: how its link to the server stands (`None` for the embedded core).
+    pub server: Option<ServerLink>,
+}
+
+/// How a client's link to `serve` stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerLink {
+    Connected,
+    /// Not (or no longer) connected; it tries again by itself. Why.
+    Reconnecting(String),
+    /// The server refused the token. Its words.
+    Refused(String),
 }
 
 #[async_trait]

@@ -6,7 +6,7 @@
 //! connection makes the cockpit read again what it shows, so nothing is missed.
 
 use super::sse::{self, SseEvent};
-use super::{Connectivity, Deck};
+use super::{Connectivity, Deck, ServerLink};
 use crate::config::{AgentSpec, Config};
 use crate::core::live::Live;
 use crate::core::{
@@ -503,28 +503,40 @@ impl Deck for Remote {
             .lock()
             .map(|l| l.clone())
             .unwrap_or(Link::Connecting);
-        let server = match &link {
-            Link::Connected => Ok(()),
-            Link::Connecting => Err(format!("connecting to {}", self.shared.base)),
-            Link::Reconnecting(why) => Err(format!("reconnecting to {}: {why}", self.shared.base)),
-            Link::Refused(why) => Err(why.clone()),
+        let server = match link {
+            Link::Connected => ServerLink::Connected,
+            Link::Connecting => ServerLink::Reconnecting("connecting".into()),
+            Link::Reconnecting(why) => ServerLink::Reconnecting(why),
+            Link::Refused(why) => ServerLink::Refused(why),
         };
         let part = |v: &Value| match v["ok"].as_bool() {
             Some(true) => Ok(()),
             _ => Err(v["error"].as_str().unwrap_or("unknown").to_string()),
         };
-        match self.shared.get("/api/status").await {
-            Ok(status) if server.is_ok() => Connectivity {
+        let status = match server {
+            ServerLink::Connected => self.shared.get("/api/status").await.ok(),
+            _ => None,
+        };
+        match status {
+            Some(status) => Connectivity {
                 store: part(&status["store"]),
                 runtime: part(&status["runtime"]),
                 gateway: part(&status["gateway"]),
                 fleet: status["fleet"].as_str().map(str::to_string),
+                server: Some(server),
             },
-            Ok(_) | Err(_) => Connectivity {
-                store: server.clone(),
-                runtime: server.clone(),
-                gateway: server,
+            // What the server cannot be asked is not known: only the link is said.
+            None => Connectivity {
+                store: Ok(()),
+                runtime: Ok(()),
+                gateway: Ok(()),
                 fleet: None,
+                server: Some(match server {
+                    ServerLink::Connected => {
+                        ServerLink::Reconnecting("the server did not answer".into())
+                    }
+                    other => other,
+                }),
             },
         }
     }

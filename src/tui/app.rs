@@ -547,6 +547,31 @@ impl App {
             Msg::Connectivity(now) => {
                 // Say why when something stops answering (the top bar only says DOWN).
                 let before = self.connectivity.as_ref();
+                {
+                    use crate::deck::ServerLink;
+                    let was = before.and_then(|c| c.server.clone());
+                    match (&was, &now.server) {
+                        (
+                            Some(ServerLink::Connected) | None,
+                            Some(ServerLink::Reconnecting(why)),
+                        ) => {
+                            self.status = Some((
+                                format!("lost the server ({why}); reconnecting by itself"),
+                                true,
+                            ));
+                        }
+                        (_, Some(ServerLink::Refused(why))) if was != now.server => {
+                            self.status = Some((why.clone(), true));
+                        }
+                        (
+                            Some(ServerLink::Reconnecting(_) | ServerLink::Refused(_)),
+                            Some(ServerLink::Connected),
+                        ) => {
+                            self.status = Some(("the server answers again".into(), false));
+                        }
+                        _ => {}
+                    }
+                }
                 for (name, was, is) in [
                     ("the store", before.map(|c| &c.store), &now.store),
                     ("the cluster", before.map(|c| &c.runtime), &now.runtime),

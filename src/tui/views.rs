@@ -275,7 +275,27 @@ fn render_top(f: &mut Frame, app: &App, area: Rect) {
     }
     match &app.connectivity {
         Some(c) => {
+            use crate::deck::ServerLink;
+            // A client of `serve`: its link first; what the server says only while it is up.
+            let linked = match &c.server {
+                None => true,
+                Some(ServerLink::Connected) => {
+                    spans.push(Span::styled("server ok ", app.theme.muted));
+                    true
+                }
+                Some(ServerLink::Reconnecting(_)) => {
+                    spans.push(Span::styled("server reconnecting… ", app.theme.warning));
+                    false
+                }
+                Some(ServerLink::Refused(_)) => {
+                    spans.push(Span::styled("server REFUSED ", app.theme.error));
+                    false
+                }
+            };
             let mut item = |name: &str, ok: &Result<(), String>| {
+                if !linked {
+                    return;
+                }
                 let (mark, style) = match ok {
                     Ok(()) => ("ok", app.theme.muted),
                     Err(_) => ("DOWN", app.theme.error),
@@ -944,6 +964,7 @@ mod tests {
             runtime: Ok(()),
             gateway: Ok(()),
             fleet: Some("fleet: 2 cores".into()),
+            server: None,
         };
         a.update(crate::tui::app::Msg::Connectivity(ok.clone()));
         let screen = draw(&a, 160, 48).backend().to_string();
@@ -954,7 +975,7 @@ mod tests {
         a.update(crate::tui::app::Msg::Connectivity(
             crate::tui::app::Connectivity {
                 runtime: Err("connection refused".into()),
-                ..ok
+                ..ok.clone()
             },
         ));
         let screen = draw(&a, 160, 48).backend().to_string();
@@ -963,6 +984,36 @@ mod tests {
             screen.contains("the cluster does not answer: connection refused"),
             "{screen}"
         );
+        // A client of `serve` that lost it says so, and nothing of what it cannot know.
+        use crate::deck::ServerLink;
+        a.update(crate::tui::app::Msg::Connectivity(
+            crate::tui::app::Connectivity {
+                server: Some(ServerLink::Connected),
+                ..ok.clone()
+            },
+        ));
+        a.update(crate::tui::app::Msg::Connectivity(
+            crate::tui::app::Connectivity {
+                server: Some(ServerLink::Reconnecting("nothing answers there".into())),
+                ..ok.clone()
+            },
+        ));
+        let screen = draw(&a, 160, 48).backend().to_string();
+        assert!(screen.contains("server reconnecting…"), "{screen}");
+        assert!(!screen.contains("store ok"), "{screen}");
+        assert!(
+            screen.contains("lost the server (nothing answers there); reconnecting by itself"),
+            "{screen}"
+        );
+        a.update(crate::tui::app::Msg::Connectivity(
+            crate::tui::app::Connectivity {
+                server: Some(ServerLink::Connected),
+                ..ok
+            },
+        ));
+        let screen = draw(&a, 160, 48).backend().to_string();
+        assert!(screen.contains("server ok store ok"), "{screen}");
+        assert!(screen.contains("the server answers again"), "{screen}");
     }
 
     #[test]
