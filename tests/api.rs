@@ -348,6 +348,7 @@ async fn every_route_answers_its_rejections_as_json() {
         ("/api/sessions/{id}/logs", &["GET"]),
         ("/api/changes", &["GET"]),
         ("/api/status", &["GET"]),
+        ("/api/whoami", &["GET"]),
         ("/api/sandboxes", &["GET"]),
         ("/api/sessions/{id}/diagnosis", &["GET"]),
         ("/api/sessions/{id}/fork", &["POST"]),
@@ -1501,5 +1502,141 @@ async fn the_cockpit_routes_show_a_team_only_its_own() {
         .unwrap();
     assert_eq!(status["store"]["ok"], true, "{status}");
     assert_eq!(status["runtime_kind"], "in-test", "{status}");
+    s.stop().await;
+}
+
+/// A read-only token reads everything its team may read and acts on nothing, whatever the
+/// route (the refusal says why); a named token is who acts in the sessions' history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_token_reads_and_never_acts() {
+    let db = TestDb::postgres().await;
+    let s = ApiServer::start(
+        &db,
+        r#"
+[[api.tokens]]
+token = "red-team-token-0123456789"
+team = "red"
+name = "alice"
+[[api.tokens]]
+token = "red-watch-token-0123456789"
+team = "red"
+read_only = true
+"#,
+    )
+    .await;
+    let (alice, watcher) = ("red-team-token-0123456789", "red-watch-token-0123456789");
+    let me: Value = s
+        .http
+        .get(s.url("/api/whoami"))
+        .bearer_auth(alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            me["team"].as_str(),
+            me["acts_as"].as_str(),
+            me["read_only"].as_bool()
+        ),
+        (Some("red"), Some("api:alice"), Some(false)),
+        "{me}"
+    );
+    let made: Value = s
+        .http
+        .post(s.url("/api/sessions"))
+        .bearer_auth(alice)
+        .json(&json!({"agent_id": "coder"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["id"].as_str().unwrap().to_string();
+    let me: Value = s
+        .http
+        .get(s.url("/api/whoami"))
+        .bearer_auth(watcher)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["read_only"], true, "{me}");
+    let resp = s
+        .http
+        .get(s.url(&format!("/api/sessions/{id}")))
+        .bearer_auth(watcher)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "it reads");
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/sessions".to_string(),
+            json!({"agent_id": "coder"}),
+        ),
+        (
+            "POST",
+            format!("/api/sessions/{id}/messages"),
+            json!({"text": "hi"}),
+        ),
+        ("POST", format!("/api/sessions/{id}/restart"), json!({})),
+        (
+            "POST",
+            format!("/api/sessions/{id}/fork"),
+            json!({"message_seq": 1}),
+        ),
+        (
+            "POST",
+            format!("/api/sessions/{id}/permissions/per_1"),
+            json!({"reply": "once"}),
+        ),
+        ("DELETE", format!("/api/sessions/{id}"), json!({})),
+    ] {
+        let resp = s
+            .http
+            .request(method.parse().unwrap(), s.url(&path))
+            .bearer_auth(watcher)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        let said: Value = resp.json().await.unwrap();
+        assert_eq!(said["error"], "read_only", "{said}");
+    }
+    let session: Value = s
+        .http
+        .get(s.url(&format!("/api/sessions/{id}")))
+        .bearer_auth(alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["id"], id.as_str(), "{session}");
+    assert_ne!(session["status"], "dead", "nothing was done: {session}");
+    let (_, list) = {
+        let resp = s
+            .http
+            .get(s.url("/api/sessions"))
+            .bearer_auth(alice)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.json::<Value>().await.unwrap())
+    };
+    assert_eq!(
+        list["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "no session made: {list}"
+    );
     s.stop().await;
 }

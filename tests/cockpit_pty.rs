@@ -878,6 +878,7 @@ fn serve_at(
     std::fs::write(
         &config,
         "[[api.tokens]]\ntoken = \"red-team-token-0123456789\"\nteam = \"red\"\n\
+         [[api.tokens]]\ntoken = \"red-watch-token-0123456789\"\nteam = \"red\"\nread_only = true\n\
          [[api.tokens]]\ntoken = \"blue-team-token-0123456789\"\nteam = \"blue\"\n\
          [agents.coder]\nmodel = \"litellm/mock-gpt\"\n\
          command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n",
@@ -1055,4 +1056,25 @@ fn a_cockpit_through_serve_sees_only_its_team() {
     );
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", wait);
+
+    // A read-only token makes a read-only cockpit: it sees red's sessions and acts on none.
+    let watcher = launch(
+        &root.path().join("watcher"),
+        Launch {
+            env: "AGENTDECK_TOKEN=red-watch-token-0123456789",
+            args: &args,
+            size: (140, 30),
+            ..Launch::default()
+        },
+    );
+    watcher.wait_for("remote check", wait);
+    watcher.wait_for("[read-only]", wait);
+    watcher.keys(&["n"]);
+    watcher.keys(&[":"]);
+    watcher.text("new");
+    watcher.keys(&["Enter"]);
+    let screen = watcher.wait_for("read-only: this cockpit", wait);
+    assert!(!screen.contains("New session"), "{screen}");
+    watcher.keys(&["q"]);
+    watcher.wait_for("EXITED 0", wait);
 }

@@ -12,37 +12,61 @@ use axum::http::request::Parts;
 /// The team that may be seen by every token mapped to it.
 pub const ALL_TEAMS: &str = "*";
 
-/// Who is calling, as far as sessions go.
-#[derive(Debug, Clone)]
-pub enum Caller {
-    /// Auth is off, or the token is mapped to `*`: every team.
-    Anyone,
-    Team(String),
+/// Who is calling: the team whose sessions it may see (`None`: every team), who holds the
+/// token, and whether it may act at all.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    team: Option<String>,
+    name: Option<String>,
+    read_only: bool,
 }
 
 impl Caller {
+    /// Auth is off: every team, acting.
+    pub fn anyone() -> Caller {
+        Caller::default()
+    }
+
     pub fn may_see(&self, session: &Session) -> bool {
-        match self {
-            Caller::Anyone => true,
-            Caller::Team(team) => session.team == *team,
-        }
+        self.team.as_ref().is_none_or(|team| session.team == *team)
     }
 
     /// The teams a listing is limited to (`None`: all).
     pub fn teams(&self) -> Option<Vec<String>> {
-        match self {
-            Caller::Anyone => None,
-            Caller::Team(team) => Some(vec![team.clone()]),
+        self.team.clone().map(|t| vec![t])
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Who acts, for the sessions' history: `api:NAME` (the token's holder), `api:TEAM`, or
+    /// `api` with auth off.
+    pub fn who(&self) -> String {
+        match (&self.name, &self.team) {
+            (Some(name), _) => format!("api:{name}"),
+            (None, Some(team)) => format!("api:{team}"),
+            (None, None) => "api".to_string(),
         }
+    }
+
+    /// What the caller is, for `GET /api/whoami`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "team": self.team.as_deref().unwrap_or(ALL_TEAMS),
+            "name": self.name,
+            "read_only": self.read_only,
+            "acts_as": self.who(),
+        })
     }
 
     /// The team a new session goes to, given the one asked for.
     pub fn team_for_new(&self, asked: Option<String>) -> Result<Option<String>, ApiError> {
-        match (self, asked) {
-            (Caller::Anyone, asked) => Ok(asked),
-            (Caller::Team(mine), None) => Ok(Some(mine.clone())),
-            (Caller::Team(mine), Some(asked)) if asked == *mine => Ok(Some(asked)),
-            (Caller::Team(_), Some(asked)) => Err(ApiError::new(
+        match (&self.team, asked) {
+            (None, asked) => Ok(asked),
+            (Some(mine), None) => Ok(Some(mine.clone())),
+            (Some(mine), Some(asked)) if asked == *mine => Ok(Some(asked)),
+            (Some(_), Some(asked)) => Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
                 "forbidden",
                 format!("this token may not create sessions for team {asked:?}"),
@@ -62,7 +86,7 @@ fn same(a: &str, b: &str) -> bool {
 
 pub fn caller_for(tokens: &[ApiToken], header: Option<&str>) -> Result<Caller, ApiError> {
     if tokens.is_empty() {
-        return Ok(Caller::Anyone);
+        return Ok(Caller::anyone());
     }
     let Some(header) = header else {
         return Err(ApiError::unauthorized(
@@ -85,8 +109,11 @@ pub fn caller_for(tokens: &[ApiToken], header: Option<&str>) -> Result<Caller, A
         }
     }
     match found {
-        Some(t) if t.team == ALL_TEAMS => Ok(Caller::Anyone),
-        Some(t) => Ok(Caller::Team(t.team.clone())),
+        Some(t) => Ok(Caller {
+            team: (t.team != ALL_TEAMS).then(|| t.team.clone()),
+            name: t.name.clone(),
+            read_only: t.read_only,
+        }),
         None => Err(ApiError::unauthorized("unknown token")),
     }
 }
@@ -99,7 +126,25 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        caller_for(&state.core.config().tokens, header)
+        let caller = caller_for(&state.core.config().tokens, header)?;
+        // A read-only token reads: every route that acts takes another method than GET, so
+        // none can forget to refuse it.
+        let reads = matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        if caller.read_only && !reads {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "read_only",
+                format!(
+                    "this token is read-only: it may read and never act ({} {} refused)",
+                    parts.method,
+                    parts.uri.path()
+                ),
+            ));
+        }
+        Ok(caller)
     }
 }
 
@@ -112,24 +157,29 @@ mod tests {
             ApiToken {
                 token: "aaaaaaaaaaaaaaaa".into(),
                 team: "red".into(),
+                name: Some("alice".into()),
+                read_only: false,
             },
             ApiToken {
                 token: "bbbbbbbbbbbbbbbb".into(),
                 team: ALL_TEAMS.into(),
+                name: None,
+                read_only: true,
             },
         ]
     }
 
     #[test]
     fn tokens_map_to_teams() {
-        assert!(matches!(caller_for(&[], None), Ok(Caller::Anyone)));
-        assert!(
-            matches!(caller_for(&tokens(), Some("Bearer aaaaaaaaaaaaaaaa")), Ok(Caller::Team(t)) if t == "red")
-        );
-        assert!(matches!(
-            caller_for(&tokens(), Some("Bearer bbbbbbbbbbbbbbbb")),
-            Ok(Caller::Anyone)
-        ));
+        let anyone = caller_for(&[], None).unwrap_or_default();
+        assert_eq!((anyone.teams(), anyone.who()), (None, "api".to_string()));
+        let red = caller_for(&tokens(), Some("Bearer aaaaaaaaaaaaaaaa")).unwrap_or_default();
+        assert_eq!(red.teams(), Some(vec!["red".to_string()]));
+        assert_eq!(red.who(), "api:alice");
+        assert!(!red.read_only());
+        let all = caller_for(&tokens(), Some("Bearer bbbbbbbbbbbbbbbb")).unwrap_or_default();
+        assert_eq!(all.teams(), None);
+        assert!(all.read_only());
         assert!(caller_for(&tokens(), Some("Bearer nope")).is_err());
         assert!(caller_for(&tokens(), None).is_err());
         assert!(caller_for(&tokens(), Some("Basic aaaa")).is_err());

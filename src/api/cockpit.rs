@@ -9,6 +9,8 @@
 //!   `resync` again whenever the server itself may have missed something.
 //! - `GET /api/sessions/{id}/live`: the session's streamed text as it arrives (`delta`
 //!   events, `{"seq", "part", "text"}`; `missed` when some were lost: read the stored text).
+//! - `GET /api/whoami`: the caller's team, name and whether it is read-only (a cockpit with a
+//!   read-only token is a read-only cockpit).
 //! - `GET /api/status`: whether the store, the runtime and the gateway answer, and who runs the
 //!   fleet's work (a cockpit's top bar).
 //! - `GET /api/sandboxes`: the health of the caller's live sessions' sandboxes.
@@ -46,7 +48,7 @@ struct Teams {
 
 impl Teams {
     async fn may_see(&mut self, core: &Core, id: Uuid) -> bool {
-        if matches!(self.caller, Caller::Anyone) {
+        if self.caller.teams().is_none() {
             return true;
         }
         if let Some(seen) = self.seen.get(&id) {
@@ -176,6 +178,10 @@ fn answer(result: &Result<(), String>) -> serde_json::Value {
         Ok(()) => serde_json::json!({"ok": true}),
         Err(e) => serde_json::json!({"ok": false, "error": e}),
     }
+}
+
+pub async fn whoami(caller: Caller) -> Json<serde_json::Value> {
+    Json(caller.to_json())
 }
 
 pub async fn status(State(state): State<AppState>, _caller: Caller) -> Json<serde_json::Value> {

@@ -43,6 +43,7 @@ pub fn router(core: Core) -> Router {
         .route("/api/sessions/{id}/logs", get(cockpit::logs))
         .route("/api/changes", get(cockpit::changes))
         .route("/api/status", get(cockpit::status))
+        .route("/api/whoami", get(cockpit::whoami))
         .route("/api/sandboxes", get(cockpit::sandboxes))
         .route("/api/sessions/{id}/diagnosis", get(sessions::diagnosis))
         .route("/api/sessions/{id}/fork", post(sessions::fork))

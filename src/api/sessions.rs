@@ -283,10 +283,7 @@ async fn answer_as_caller(
 
 /// Who answers through the API, for the audit trail.
 fn answerer(caller: &Caller) -> String {
-    match caller {
-        Caller::Anyone => "api".to_string(),
-        Caller::Team(team) => format!("api:{team}"),
-    }
+    caller.who()
 }
 
 /// `GET /api/sessions/{id}/permissions`: the agent's permission requests, oldest first, with

@@ -230,6 +230,8 @@ fn tokens(layers: &[Parsed]) -> Result<Vec<ApiToken>, ConfigError> {
         tokens.push(ApiToken {
             token,
             team: t.team.clone(),
+            name: t.name.clone().filter(|n| !n.trim().is_empty()),
+            read_only: t.read_only,
         });
     }
     Ok(tokens)

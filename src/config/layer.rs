@@ -93,6 +93,11 @@ pub struct TokenLayer {
     /// the environment variable that holds it (keeps it out of the file).
     pub token_env: Option<Spanned<String>>,
     pub team: String,
+    /// Who holds it, for the sessions' history (`api:NAME`).
+    pub name: Option<String>,
+    /// A token that may read and never act (a read-only cockpit).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -65,6 +65,10 @@ impl Dirs {
 pub struct ApiToken {
     pub token: String,
     pub team: String,
+    /// Who holds it (the audit trail says `api:NAME`); the team's name when absent.
+    pub name: Option<String>,
+    /// It may read and never act.
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -58,6 +58,11 @@ pub trait Deck: Send + Sync + 'static {
     fn runtime_context(&self) -> Option<String>;
     /// The agents a session can be started with.
     fn agents(&self) -> Vec<AgentSpec>;
+    /// Whether this deck may only read (a read-only token of `serve`): the cockpit is then
+    /// read-only whatever it was started with.
+    fn read_only(&self) -> bool {
+        false
+    }
 
     /// A page of sessions, newest first, older than `before`.
     async fn sessions(&self, before: Option<Uuid>, limit: i64) -> Result<Vec<Session>>;

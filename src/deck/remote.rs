@@ -55,6 +55,8 @@ struct Shared {
 
 pub struct Remote {
     shared: Arc<Shared>,
+    /// The token may read and never act.
+    read_only: bool,
     config: RwLock<Arc<Config>>,
     follower: tokio::task::JoinHandle<()>,
 }
@@ -121,6 +123,9 @@ impl Remote {
             agents: RwLock::new(Vec::new()),
             fresh: Mutex::new(HashMap::new()),
         });
+        // Who the token is: a wrong one is said here, at start.
+        let me = shared.get("/api/whoami").await.map_err(|e| e.to_string())?;
+        let read_only = me["read_only"].as_bool().unwrap_or(false);
         let agents = shared.agents().await.map_err(|e| e.to_string())?;
         if let Ok(mut a) = shared.agents.write() {
             *a = agents;
@@ -128,6 +133,7 @@ impl Remote {
         let follower = tokio::spawn(follow(shared.clone()));
         Ok(Remote {
             shared,
+            read_only,
             config: RwLock::new(config),
             follower,
         })
@@ -321,6 +327,10 @@ impl Deck for Remote {
 
     fn runtime_context(&self) -> Option<String> {
         None
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
     }
 
     fn agents(&self) -> Vec<AgentSpec> {

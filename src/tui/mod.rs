@@ -106,7 +106,7 @@ pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
             .then(|| config.kubernetes.context.clone())
             .flatten()
     });
-    let read_only = options.read_only || tui.read_only_on(context.as_deref());
+    let read_only = options.read_only || deck.read_only() || tui.read_only_on(context.as_deref());
     let keymap = Keymap::with_keys(read_only, &tui.keys).map_err(anyhow::Error::msg)?;
     let runtime = match &context {
         Some(c) => format!("{}:{c}", deck.runtime_kind()),
