@@ -771,3 +771,108 @@ async fn asks_are_listed_and_an_answer_that_cannot_be_given_loses_nothing() {
         String::from_utf8_lossy(&shell.stderr)
     );
 }
+
+/// The `sessions` commands through `serve` (`--server`, a team's token): the same commands,
+/// read and done through the REST API, limited to the token's team; a wrong token is one
+/// sentence and exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_commands_through_serve() {
+    agentdeck::net::ensure_crypto();
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = root.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        "[[api.tokens]]\ntoken = \"red-team-token-0123456789\"\nteam = \"red\"\nname = \"alice\"\n\
+         [[api.tokens]]\ntoken = \"blue-team-token-0123456789\"\nteam = \"blue\"\n\
+         [agents.coder]\nmodel = \"m\"\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let server_root = root.path().join("server");
+    let mut cmd = agentdeck(&server_root);
+    cmd.args([
+        "serve",
+        "--no-worker",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .env("AGENTDECK_CONFIG", &config)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _serve = Serve(cmd.spawn().expect("start serve"));
+    let url = format!("http://127.0.0.1:{port}");
+    let client = root.path().join("client");
+    let as_team = |token: &str, args: &[&str]| {
+        agentdeck(&client)
+            .args(["--server", &url])
+            .args(args)
+            .env("AGENTDECK_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    eventually(Duration::from_secs(20), "serve to answer", || async {
+        as_team("red-team-token-0123456789", &["sessions", "list"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    let made = as_team(
+        "red-team-token-0123456789",
+        &[
+            "sessions", "create", "--agent", "coder", "--title", "red work", "-o", "json",
+        ],
+    );
+    let made = stdout_json(&made);
+    assert_eq!(made["team"], "red");
+    let id = made["id"].as_str().unwrap().to_string();
+    let theirs = stdout_json(&as_team(
+        "blue-team-token-0123456789",
+        &[
+            "sessions",
+            "create",
+            "--agent",
+            "coder",
+            "--title",
+            "blue work",
+            "-o",
+            "json",
+        ],
+    ));
+    let listed = stdout_json(&as_team(
+        "red-team-token-0123456789",
+        &["sessions", "list", "-o", "json"],
+    ));
+    let titles: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["title"].as_str())
+        .collect();
+    assert_eq!(titles, ["red work"], "red's only: {listed}");
+    let shown = stdout_json(&as_team(
+        "red-team-token-0123456789",
+        &["sessions", "show", &id, "-o", "json"],
+    ));
+    assert_eq!(shown["session"]["id"], id.as_str());
+    // Blue's session does not exist for red.
+    let out = as_team(
+        "red-team-token-0123456789",
+        &["sessions", "show", theirs["id"].as_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let ended = stdout_json(&as_team(
+        "red-team-token-0123456789",
+        &["sessions", "end", &id, "-o", "json"],
+    ));
+    assert_eq!(ended["id"], id.as_str());
+    // Nothing of the store or the cluster is needed here: the client's own folder holds no
+    // database.
+    assert!(!client.join("data/agentdeck/agentdeck.db").exists());
+    let wrong = as_team("not-a-token-0123456789", &["sessions", "list"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("unknown token"), "{said}");
+    assert_eq!(said.lines().count(), 1, "one sentence: {said}");
+}

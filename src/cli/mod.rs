@@ -395,13 +395,33 @@ pub async fn run(cli: Cli) -> Result<i32> {
             agents_list(&config, output)?;
             Ok(0)
         }
+        Some(Command::Sessions(SessionsCmd::Shell { .. })) if cli.global.server.is_some() => {
+            bail!(
+                "a shell through serve is not there yet: run `agentdeck sessions shell` where \
+                 the store and the runtime are reachable"
+            )
+        }
         Some(Command::Sessions(SessionsCmd::Shell { id })) => {
             let core = open_core(config).await?;
             shell(&core, &id).await
         }
         Some(Command::Sessions(cmd)) => {
-            let core = open_core(config).await?;
-            sessions(&core, cmd).await.map(|()| 0)
+            let deck: Box<dyn crate::deck::Deck> = match cli.global.server.clone() {
+                Some(server) => Box::new(
+                    crate::deck::Remote::connect_for_commands(
+                        &server,
+                        server_token(&cli.global)?,
+                        Arc::new(config),
+                    )
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+                ),
+                None => Box::new(crate::deck::Embedded::new(
+                    open_core(config).await?,
+                    operator(),
+                )),
+            };
+            sessions(deck.as_ref(), cmd).await.map(|()| 0)
         }
     }
 }
@@ -556,7 +576,10 @@ async fn shell(core: &Core, id: &str) -> Result<i32> {
     })
 }
 
-async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
+/// The `sessions` commands, on a deck: the store and runtime of this machine, or `serve`
+/// (`--server`) with a team's token.
+async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> {
+    use crate::model::Command as Do;
     match cmd {
         SessionsCmd::List {
             team,
@@ -576,8 +599,8 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
                         .concat(),
                 )
             };
-            let sessions = core
-                .list_sessions(&SessionQuery {
+            let sessions = deck
+                .list(&SessionQuery {
                     teams: team.map(|t| vec![t]),
                     agent_id: agent,
                     statuses,
@@ -592,9 +615,9 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
         }
         SessionsCmd::Show { id, output } => {
             let id = parse_id(&id)?;
-            let session = core.get_session(id).await?;
+            let session = deck.session(id).await?;
             let from = (session.last_message_seq - 20).max(0);
-            let messages = core.messages(id, from, 20).await?;
+            let messages = deck.messages(id, from, 20).await?;
             match output {
                 Output::Json => println!(
                     "{}",
@@ -631,8 +654,8 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
             team,
             output,
         } => {
-            let session = core
-                .create_session(CreateSession {
+            let session = deck
+                .create(CreateSession {
                     agent_id: agent,
                     title,
                     initial_prompt: prompt,
@@ -651,7 +674,7 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
             }
         }
         SessionsCmd::Diagnose { id, output } => {
-            let diagnosis = core.diagnose(parse_id(&id)?).await?;
+            let diagnosis = deck.diagnose(parse_id(&id)?).await?;
             match output {
                 Output::Json => println!("{}", json(&diagnosis.to_json())?),
                 Output::Table => print!("{}", diagnosis_text(&diagnosis)),
@@ -662,7 +685,7 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
             pending,
             output,
         } => {
-            let asks = core.asks(parse_id(&id)?, None, pending).await?;
+            let asks = deck.asks(parse_id(&id)?, pending).await?;
             match output {
                 Output::Json => println!("{}", json(&asks)?),
                 Output::Table => print!("{}", asks_table(&asks)),
@@ -690,33 +713,32 @@ async fn sessions(core: &Core, cmd: SessionsCmd) -> Result<()> {
                     "answer a permission with --reply once|always|reject, or a question with --label (or --reject)"
                 ),
             };
-            let answered = core
-                .answer(parse_id(&id)?, &ask, answer, &operator())
-                .await?;
+            let answered = deck.answer(parse_id(&id)?, &ask, answer).await?;
             match output {
                 Output::Json => println!("{}", json(&answered)?),
                 Output::Table => print!("{}", asks_table(std::slice::from_ref(&answered))),
             }
         }
         SessionsCmd::Fork { id, at, output } => {
-            print_session(&core.fork(parse_id(&id)?, at).await?, output)?
+            print_session(&deck.fork(parse_id(&id)?, at).await?, output)?
         }
-        SessionsCmd::Shell { id } => {
-            shell(core, &id).await?;
-        }
+        // (run on its own before: it takes the terminal)
+        SessionsCmd::Shell { .. } => bail!("`sessions shell` runs on its own"),
         SessionsCmd::Restart { id, output } => {
-            print_session(&core.restart(parse_id(&id)?).await?, output)?
+            print_session(&deck.command(parse_id(&id)?, Do::Restart).await?, output)?
         }
         SessionsCmd::Suspend { id, output } => {
-            print_session(&core.suspend(parse_id(&id)?).await?, output)?
+            print_session(&deck.command(parse_id(&id)?, Do::Suspend).await?, output)?
         }
         SessionsCmd::Resume { id, output } => {
-            print_session(&core.resume(parse_id(&id)?).await?, output)?
+            print_session(&deck.command(parse_id(&id)?, Do::Resume).await?, output)?
         }
         SessionsCmd::Abort { id, output } => {
-            print_session(&core.abort(parse_id(&id)?).await?, output)?
+            print_session(&deck.command(parse_id(&id)?, Do::Abort).await?, output)?
         }
-        SessionsCmd::End { id, output } => print_session(&core.end(parse_id(&id)?).await?, output)?,
+        SessionsCmd::End { id, output } => {
+            print_session(&deck.command(parse_id(&id)?, Do::End).await?, output)?
+        }
     }
     Ok(())
 }

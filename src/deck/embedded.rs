@@ -51,14 +51,8 @@ impl Deck for Embedded {
         self.core.agents()
     }
 
-    async fn sessions(&self, before: Option<Uuid>, limit: i64) -> Result<Vec<Session>> {
-        self.core
-            .list_sessions(&SessionQuery {
-                before,
-                limit: Some(limit),
-                ..Default::default()
-            })
-            .await
+    async fn list(&self, query: &SessionQuery) -> Result<Vec<Session>> {
+        self.core.list_sessions(query).await
     }
 
     async fn session(&self, id: Uuid) -> Result<Session> {
@@ -94,8 +88,8 @@ impl Deck for Embedded {
         self.core.fork(id, at_seq).await
     }
 
-    async fn asks(&self, id: Uuid) -> Result<Vec<Ask>> {
-        self.core.asks(id, None, true).await
+    async fn asks(&self, id: Uuid, pending_only: bool) -> Result<Vec<Ask>> {
+        self.core.asks(id, None, pending_only).await
     }
 
     async fn answer(&self, id: Uuid, ask: &str, answer: Answer) -> Result<Ask> {

@@ -16,7 +16,7 @@ use crate::core::live::Live;
 use crate::core::{
     ChangeFeed, CreateSession, Diagnosis, FleetRow, Reloaded, Result, Shell, ShellOptions,
 };
-use crate::model::{Answer, Ask, Command, Message, Session};
+use crate::model::{Answer, Ask, Command, Message, Session, SessionQuery};
 use crate::runtime::{HealthChange, LogOptions, LogStream};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -64,8 +64,18 @@ pub trait Deck: Send + Sync + 'static {
         false
     }
 
+    /// Sessions, newest first: those `query` asks for (its team, agent, statuses, older than
+    /// `before`, at most `limit`), of those this deck may see.
+    async fn list(&self, query: &SessionQuery) -> Result<Vec<Session>>;
     /// A page of sessions, newest first, older than `before`.
-    async fn sessions(&self, before: Option<Uuid>, limit: i64) -> Result<Vec<Session>>;
+    async fn sessions(&self, before: Option<Uuid>, limit: i64) -> Result<Vec<Session>> {
+        self.list(&SessionQuery {
+            before,
+            limit: Some(limit),
+            ..Default::default()
+        })
+        .await
+    }
     async fn session(&self, id: Uuid) -> Result<Session>;
     async fn messages(&self, id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Message>>;
     async fn send(&self, id: Uuid, text: &str) -> Result<Message>;
@@ -73,8 +83,9 @@ pub trait Deck: Send + Sync + 'static {
     /// Restart, suspend, resume, end or abort.
     async fn command(&self, id: Uuid, command: Command) -> Result<Session>;
     async fn fork(&self, id: Uuid, at_seq: i64) -> Result<Session>;
-    /// What the session's agent waits for a person to answer.
-    async fn asks(&self, id: Uuid) -> Result<Vec<Ask>>;
+    /// What the session's agent waits for a person to answer (and what it asked before, with
+    /// the answers, unless `pending_only`), oldest first.
+    async fn asks(&self, id: Uuid, pending_only: bool) -> Result<Vec<Ask>>;
     async fn answer(&self, id: Uuid, ask: &str, answer: Answer) -> Result<Ask>;
     async fn fleet_health(&self) -> Result<Vec<FleetRow>>;
     async fn logs(&self, id: Uuid, options: LogOptions) -> Result<LogStream>;

@@ -13,7 +13,7 @@ use crate::core::{
     Change, ChangeFeed, CoreError, CreateSession, Diagnosis, FleetRow, Reloaded, Result, Shell,
     ShellOptions,
 };
-use crate::model::{Answer, Ask, AskKind, Command, Message, Session};
+use crate::model::{Answer, Ask, AskKind, Command, Message, Session, SessionQuery};
 use crate::runtime::{HealthChange, LogOptions, LogStream, RuntimeError, SandboxRef};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -58,12 +58,14 @@ pub struct Remote {
     /// The token may read and never act.
     read_only: bool,
     config: RwLock<Arc<Config>>,
-    follower: tokio::task::JoinHandle<()>,
+    follower: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Remote {
     fn drop(&mut self) {
-        self.follower.abort();
+        if let Some(f) = &self.follower {
+            f.abort();
+        }
     }
 }
 
@@ -85,11 +87,29 @@ const CHANGES_HELD: usize = 4096;
 
 impl Remote {
     /// Connects to `serve` at `url` with `token` (checked at once: a wrong one is said now,
-    /// not as a blank screen), and starts following its change stream.
+    /// not as a blank screen), and starts following its change stream (a cockpit).
     pub async fn connect(
         url: &str,
         token: Option<String>,
         config: Arc<Config>,
+    ) -> std::result::Result<Remote, String> {
+        Remote::open(url, token, config, true).await
+    }
+
+    /// Connects for a command run once (`agentdeck --server URL sessions …`): no change stream.
+    pub async fn connect_for_commands(
+        url: &str,
+        token: Option<String>,
+        config: Arc<Config>,
+    ) -> std::result::Result<Remote, String> {
+        Remote::open(url, token, config, false).await
+    }
+
+    async fn open(
+        url: &str,
+        token: Option<String>,
+        config: Arc<Config>,
+        follow_changes: bool,
     ) -> std::result::Result<Remote, String> {
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("--server {url:?}: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -130,7 +150,7 @@ impl Remote {
         if let Ok(mut a) = shared.agents.write() {
             *a = agents;
         }
-        let follower = tokio::spawn(follow(shared.clone()));
+        let follower = follow_changes.then(|| tokio::spawn(follow(shared.clone())));
         Ok(Remote {
             shared,
             read_only,
@@ -225,6 +245,19 @@ fn unreachable(base: &str, e: &reqwest::Error) -> CoreError {
         e.to_string()
     };
     CoreError::Server(format!("{base}: {why}"))
+}
+
+/// A query parameter's value, percent-encoded.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 fn read<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T> {
@@ -341,12 +374,38 @@ impl Deck for Remote {
             .unwrap_or_default()
     }
 
-    async fn sessions(&self, before: Option<Uuid>, limit: i64) -> Result<Vec<Session>> {
-        let mut path = format!("/api/sessions?limit={}", limit.clamp(1, 1000));
-        if let Some(before) = before {
-            path.push_str(&format!("&cursor={before}"));
+    async fn list(&self, query: &SessionQuery) -> Result<Vec<Session>> {
+        // The API gives at most 1000 a page: pages follow one another until the limit.
+        let limit = usize::try_from(query.limit.unwrap_or(100).max(1)).unwrap_or(usize::MAX);
+        let mut filters = String::new();
+        if let Some(team) = query.teams.as_ref().and_then(|t| t.first()) {
+            filters.push_str(&format!("&team={}", encode(team)));
         }
-        read(&self.shared.get(&path).await?["sessions"])
+        if let Some(agent) = &query.agent_id {
+            filters.push_str(&format!("&agent={}", encode(agent)));
+        }
+        if let Some(statuses) = &query.statuses {
+            let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+            filters.push_str(&format!("&status={}", names.join(",")));
+        }
+        let mut out: Vec<Session> = Vec::new();
+        let mut cursor = query.before;
+        while out.len() < limit {
+            let page = (limit - out.len()).min(1000);
+            let mut path = format!("/api/sessions?limit={page}{filters}");
+            if let Some(c) = cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let body = self.shared.get(&path).await?;
+            let sessions: Vec<Session> = read(&body["sessions"])?;
+            let done = sessions.len() < page;
+            cursor = sessions.last().map(|s| s.id);
+            out.extend(sessions);
+            if done || cursor.is_none() {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn session(&self, id: Uuid) -> Result<Session> {
@@ -432,10 +491,11 @@ impl Deck for Remote {
         )
     }
 
-    async fn asks(&self, id: Uuid) -> Result<Vec<Ask>> {
+    async fn asks(&self, id: Uuid, pending_only: bool) -> Result<Vec<Ask>> {
+        let only = if pending_only { "?status=pending" } else { "" };
         let (permissions, questions) = (
-            format!("/api/sessions/{id}/permissions?status=pending"),
-            format!("/api/sessions/{id}/questions?status=pending"),
+            format!("/api/sessions/{id}/permissions{only}"),
+            format!("/api/sessions/{id}/questions{only}"),
         );
         let (permissions, questions) =
             tokio::join!(self.shared.get(&permissions), self.shared.get(&questions));
@@ -603,5 +663,44 @@ impl Deck for Remote {
 
     fn health_changes(&self) -> broadcast::Receiver<HealthChange> {
         self.shared.health.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token goes over TLS, or to this machine; nowhere else in the clear.
+    #[test]
+    fn a_token_is_sent_only_where_it_is_safe() {
+        let safe = |u: &str| safe_for_a_token(&reqwest::Url::parse(u).unwrap());
+        assert!(safe("https://deck.example.com"));
+        assert!(safe("http://127.0.0.1:3000"));
+        assert!(safe("http://localhost:3000"));
+        assert!(safe("http://[::1]:3000"));
+        assert!(!safe("http://deck.example.com"));
+        assert!(!safe("http://10.0.0.7:3000"));
+    }
+
+    #[tokio::test]
+    async fn plain_http_elsewhere_is_refused_before_anything_is_sent() {
+        let config = Arc::new(
+            crate::config::load_text(
+                "",
+                "t.toml",
+                crate::config::Dirs {
+                    config_dir: "/c".into(),
+                    data_dir: "/d".into(),
+                    state_dir: "/s".into(),
+                    cache_dir: "/k".into(),
+                },
+            )
+            .expect("config"),
+        );
+        let refused = Remote::connect("http://deck.example.com", Some("t".repeat(20)), config)
+            .await
+            .err()
+            .unwrap_or_default();
+        assert!(refused.contains("over plain HTTP"), "{refused}");
     }
 }

@@ -670,7 +670,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 Ok(fork) => Msg::Forked(Box::new(fork)),
                 Err(e) => Msg::Error(format!("cannot fork: {e}")),
             },
-            Effect::LoadAsks { session } => match deck.asks(session).await {
+            Effect::LoadAsks { session } => match deck.asks(session, true).await {
                 Ok(asks) => Msg::Asks { session, asks },
                 Err(e) => Msg::Error(format!("cannot read what the agent asks: {e}")),
             },
@@ -685,7 +685,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                     Err(e) => Msg::Error(format!("not answered: {e}")),
                 };
                 let _ = tx.send(said);
-                match deck.asks(session).await {
+                match deck.asks(session, true).await {
                     Ok(asks) => Msg::Asks { session, asks },
                     Err(e) => Msg::Error(format!("cannot read what the agent asks: {e}")),
                 }
