@@ -876,3 +876,134 @@ async fn sessions_commands_through_serve() {
     assert!(said.contains("unknown token"), "{said}");
     assert_eq!(said.lines().count(), 1, "one sentence: {said}");
 }
+
+/// `serve` terminates TLS itself (`--tls-cert`, `--tls-key`), and a client trusts it through
+/// `--ca-file` (or the system's roots); a certificate it cannot trust is refused, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_over_tls_and_a_client_that_verifies_it() {
+    agentdeck::net::ensure_crypto();
+    let root = tempfile::tempdir().unwrap();
+    let (cert, key) = (root.path().join("cert.pem"), root.path().join("key.pem"));
+    let ca = root.path().join("ca.pem");
+    // A CA of the test's own and a certificate for this machine signed by it (openssl is
+    // there: the tests' cluster makes its own the same way).
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(root.path())
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        root.path().join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "cert.pem",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    let port = free_port();
+    let config = root.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        "[[api.tokens]]\ntoken = \"red-team-token-0123456789\"\nteam = \"red\"\n",
+    )
+    .unwrap();
+    let mut cmd = agentdeck(&root.path().join("server"));
+    cmd.args([
+        "serve",
+        "--no-worker",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .arg("--tls-cert")
+    .arg(&cert)
+    .arg("--tls-key")
+    .arg(&key)
+    .env("AGENTDECK_CONFIG", &config)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _serve = Serve(cmd.spawn().expect("start serve"));
+    let url = format!("https://127.0.0.1:{port}");
+    let client = root.path().join("client");
+    let list = |ca: Option<&Path>| {
+        let mut cmd = agentdeck(&client);
+        cmd.args(["--server", &url, "sessions", "list"])
+            .env("AGENTDECK_TOKEN", "red-team-token-0123456789");
+        if let Some(ca) = ca {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        cmd.output().unwrap()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "serve to answer over TLS",
+        || async { list(Some(&ca)).status.success().then_some(()) },
+    )
+    .await;
+    let untrusted = list(None);
+    assert_eq!(untrusted.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(said.contains("certificate is not trusted here"), "{said}");
+    assert!(said.contains("--ca-file"), "{said}");
+    // Plain HTTP to it is not served.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+}

@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod metrics;
 mod sessions;
+pub mod tls;
 
 pub use auth::{ALL_TEAMS, Caller};
 pub use error::ApiError;
@@ -95,13 +96,23 @@ pub fn check_listen(addr: SocketAddr, tokens_configured: bool) -> Result<(), Str
     Ok(())
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves; over TLS with `tls`.
 pub async fn serve(
     core: Core,
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(core))
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        None => {
+            axum::serve(listener, router(core))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(acceptor) => {
+            axum::serve(tls::TlsListener::new(listener, acceptor)?, router(core))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

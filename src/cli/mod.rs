@@ -75,6 +75,9 @@ pub struct Global {
     /// A file holding the token for --server (else AGENTDECK_TOKEN).
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for --server, besides the system's roots.
+    #[arg(long, global = true, env = "AGENTDECK_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The token for `--server`: from `--token-file`, else `AGENTDECK_TOKEN` (never printed).
@@ -112,6 +115,22 @@ pub enum Command {
         /// Serve the API only; leave tasks to other workers (as `[worker] enabled = false`).
         #[arg(long)]
         no_worker: bool,
+        /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+        #[arg(
+            long,
+            env = "AGENTDECK_TLS_CERT",
+            value_name = "FILE",
+            requires = "tls_key"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(
+            long,
+            env = "AGENTDECK_TLS_KEY",
+            value_name = "FILE",
+            requires = "tls_cert"
+        )]
+        tls_key: Option<PathBuf>,
     },
     /// Run only the worker (provisioning, lifecycle, reaping, queued tasks).
     Worker,
@@ -338,9 +357,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             if let Some(server) = cli.global.server.clone() {
                 let token = server_token(&cli.global)?;
-                let remote = crate::deck::Remote::connect(&server, token, Arc::new(config))
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+                let remote = crate::deck::Remote::connect(
+                    &server,
+                    token,
+                    cli.global.ca_file.as_deref(),
+                    Arc::new(config),
+                )
+                .await
+                .map_err(anyhow::Error::msg)?;
                 crate::tui::run(
                     Arc::new(remote),
                     crate::tui::Options {
@@ -372,9 +396,20 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             result.map(|()| 0)
         }
-        Some(Command::Serve { no_worker, .. }) => {
+        Some(Command::Serve {
+            no_worker,
+            tls_cert,
+            tls_key,
+            ..
+        }) => {
             let with_worker = config.worker.enabled && !no_worker;
-            serve(config, with_worker).await.map(|()| 0)
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(crate::api::tls::acceptor(&cert, &key).map_err(anyhow::Error::msg)?)
+                }
+                _ => None,
+            };
+            serve(config, with_worker, tls).await.map(|()| 0)
         }
         Some(Command::Worker) => worker(config).await.map(|()| 0),
         Some(Command::Migrate) => {
@@ -411,6 +446,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     crate::deck::Remote::connect_for_commands(
                         &server,
                         server_token(&cli.global)?,
+                        cli.global.ca_file.as_deref(),
                         Arc::new(config),
                     )
                     .await
@@ -448,7 +484,12 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn serve(config: Config, with_worker: bool) -> Result<()> {
+async fn serve(
+    config: Config,
+    with_worker: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<()> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     crate::api::check_listen(config.listen, !config.tokens.is_empty())
         .map_err(anyhow::Error::msg)?;
     let listen = config.listen;
@@ -466,10 +507,10 @@ async fn serve(config: Config, with_worker: bool) -> Result<()> {
         "agentdeck serve is up"
     );
     eprintln!(
-        "agentdeck serve: listening on http://{listen} (store: {})",
+        "agentdeck serve: listening on {scheme}://{listen} (store: {})",
         core.store_description()
     );
-    crate::api::serve(core, listener, shutdown_signal())
+    crate::api::serve(core, listener, tls, shutdown_signal())
         .await
         .context("the API server stopped")?;
     reloads.abort();

@@ -91,23 +91,26 @@ impl Remote {
     pub async fn connect(
         url: &str,
         token: Option<String>,
+        ca_file: Option<&std::path::Path>,
         config: Arc<Config>,
     ) -> std::result::Result<Remote, String> {
-        Remote::open(url, token, config, true).await
+        Remote::open(url, token, ca_file, config, true).await
     }
 
     /// Connects for a command run once (`agentdeck --server URL sessions …`): no change stream.
     pub async fn connect_for_commands(
         url: &str,
         token: Option<String>,
+        ca_file: Option<&std::path::Path>,
         config: Arc<Config>,
     ) -> std::result::Result<Remote, String> {
-        Remote::open(url, token, config, false).await
+        Remote::open(url, token, ca_file, config, false).await
     }
 
     async fn open(
         url: &str,
         token: Option<String>,
+        ca_file: Option<&std::path::Path>,
         config: Arc<Config>,
         follow_changes: bool,
     ) -> std::result::Result<Remote, String> {
@@ -124,14 +127,28 @@ impl Remote {
             ));
         }
         crate::net::ensure_crypto();
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_WAIT)
-            .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-        let streams = reqwest::Client::builder()
-            .connect_timeout(REQUEST_WAIT)
-            .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let ca = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+                Some(
+                    reqwest::Certificate::from_pem(&pem)
+                        .map_err(|e| format!("--ca-file {}: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        let client = |builder: reqwest::ClientBuilder| {
+            let builder = match &ca {
+                Some(ca) => builder.add_root_certificate(ca.clone()),
+                None => builder,
+            };
+            builder
+                .build()
+                .map_err(|e| format!("cannot build an HTTP client: {e}"))
+        };
+        let http = client(reqwest::Client::builder().timeout(REQUEST_WAIT))?;
+        let streams = client(reqwest::Client::builder().connect_timeout(REQUEST_WAIT))?;
         let shared = Arc::new(Shared {
             base: url.trim_end_matches('/').to_string(),
             token,
@@ -237,7 +254,20 @@ impl Shared {
 }
 
 fn unreachable(base: &str, e: &reqwest::Error) -> CoreError {
-    let why = if e.is_connect() {
+    // What the error rests on, all of it (a TLS refusal is a connect error too).
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    let why = if chain.to_lowercase().contains("certificate") {
+        format!(
+            "its TLS certificate is not trusted here ({}): pass --ca-file with the CA that \
+             signed it",
+            chain.rsplit(": ").next().unwrap_or_default()
+        )
+    } else if e.is_connect() {
         "nothing answers there".to_string()
     } else if e.is_timeout() {
         format!("no answer within {}s", REQUEST_WAIT.as_secs())
@@ -697,10 +727,15 @@ mod tests {
             )
             .expect("config"),
         );
-        let refused = Remote::connect("http://deck.example.com", Some("t".repeat(20)), config)
-            .await
-            .err()
-            .unwrap_or_default();
+        let refused = Remote::connect(
+            "http://deck.example.com",
+            Some("t".repeat(20)),
+            None,
+            config,
+        )
+        .await
+        .err()
+        .unwrap_or_default();
         assert!(refused.contains("over plain HTTP"), "{refused}");
     }
 }

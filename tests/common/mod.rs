@@ -281,7 +281,7 @@ impl ApiServer {
         let server = {
             let core = core.clone();
             tokio::spawn(async move {
-                let _ = agentdeck::api::serve(core, listener, std::future::pending()).await;
+                let _ = agentdeck::api::serve(core, listener, None, std::future::pending()).await;
             })
         };
         ApiServer {
