@@ -875,6 +875,38 @@ async fn sessions_commands_through_serve() {
     let said = String::from_utf8_lossy(&wrong.stderr);
     assert!(said.contains("unknown token"), "{said}");
     assert_eq!(said.lines().count(), 1, "one sentence: {said}");
+
+    // Servers by name, from the client's config: its token from the variable it names; the
+    // one configured server is the default.
+    let client_config = root.path().join("client.toml");
+    std::fs::write(
+        &client_config,
+        format!("[[servers]]\nname = \"red-eu\"\nurl = \"{url}\"\ntoken_env = \"RED_TOKEN\"\n"),
+    )
+    .unwrap();
+    let by_config = |args: &[&str]| {
+        agentdeck(&client)
+            .args(args)
+            .env("AGENTDECK_CONFIG", &client_config)
+            .env("RED_TOKEN", "red-team-token-0123456789")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["--server", "red-eu", "sessions", "list", "-o", "json"][..],
+        &["sessions", "list", "-o", "json"][..],
+    ] {
+        let listed = stdout_json(&by_config(args));
+        assert_eq!(
+            listed.as_array().map(Vec::len),
+            Some(1),
+            "{args:?}: {listed}"
+        );
+    }
+    let unknown = by_config(&["--server", "us", "sessions", "list"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(said.contains("named: red-eu"), "{said}");
 }
 
 /// `serve` terminates TLS itself (`--tls-cert`, `--tls-key`), and a client trusts it through

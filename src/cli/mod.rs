@@ -80,6 +80,73 @@ pub struct Global {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Where a client of `serve` connects: its URL, token and CA file.
+struct ServerChoice {
+    url: String,
+    token: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+/// The `serve` to be a client of: `--server NAME` (a `[[servers]]` entry) or `--server URL`;
+/// with no `--server`, the one `[[servers]]` entry if there is one; `None`: this machine's
+/// own store and runtime.
+fn server_choice(global: &Global, config: &Config) -> Result<Option<ServerChoice>> {
+    let entry = match &global.server {
+        Some(asked) => match config.servers.iter().find(|s| s.name == *asked) {
+            Some(entry) => Some(entry),
+            None if asked.contains("://") => {
+                return Ok(Some(ServerChoice {
+                    url: asked.clone(),
+                    token: server_token(global)?,
+                    ca_file: global.ca_file.clone(),
+                }));
+            }
+            None => {
+                let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+                bail!(
+                    "--server {asked:?}: no [[servers]] entry has that name ({}); or give its URL",
+                    if names.is_empty() {
+                        "none is configured".to_string()
+                    } else {
+                        format!("named: {}", names.join(", "))
+                    }
+                );
+            }
+        },
+        None => match config.servers.as_slice() {
+            [] => None,
+            [one] => Some(one),
+            several => {
+                let names: Vec<&str> = several.iter().map(|s| s.name.as_str()).collect();
+                bail!(
+                    "several [[servers]] are configured ({}): pick one with --server NAME",
+                    names.join(", ")
+                );
+            }
+        },
+    };
+    let Some(entry) = entry else { return Ok(None) };
+    let token = match (&entry.token_file, &entry.token_env) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?;
+            Some(text.trim().to_string()).filter(|t| !t.is_empty())
+        }
+        (None, Some(var)) => Some(
+            std::env::var(var)
+                .with_context(|| format!("server {:?}: {var} is not set", entry.name))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => server_token(global)?,
+    };
+    Ok(Some(ServerChoice {
+        url: entry.url.clone(),
+        token,
+        ca_file: entry.ca_file.clone().or_else(|| global.ca_file.clone()),
+    }))
+}
+
 /// The token for `--server`: from `--token-file`, else `AGENTDECK_TOKEN` (never printed).
 fn server_token(global: &Global) -> Result<Option<String>> {
     match &global.token_file {
@@ -355,12 +422,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 );
                 return Ok(EXIT_NOT_A_TERMINAL);
             }
-            if let Some(server) = cli.global.server.clone() {
-                let token = server_token(&cli.global)?;
+            if let Some(server) = server_choice(&cli.global, &config)? {
                 let remote = crate::deck::Remote::connect(
-                    &server,
-                    token,
-                    cli.global.ca_file.as_deref(),
+                    &server.url,
+                    server.token,
+                    server.ca_file.as_deref(),
                     Arc::new(config),
                 )
                 .await
@@ -430,7 +496,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
             agents_list(&config, output)?;
             Ok(0)
         }
-        Some(Command::Sessions(SessionsCmd::Shell { .. })) if cli.global.server.is_some() => {
+        Some(Command::Sessions(SessionsCmd::Shell { .. }))
+            if server_choice(&cli.global, &config)?.is_some() =>
+        {
             bail!(
                 "a shell through serve is not there yet: run `agentdeck sessions shell` where \
                  the store and the runtime are reachable"
@@ -441,12 +509,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             shell(&core, &id).await
         }
         Some(Command::Sessions(cmd)) => {
-            let deck: Box<dyn crate::deck::Deck> = match cli.global.server.clone() {
+            let deck: Box<dyn crate::deck::Deck> = match server_choice(&cli.global, &config)? {
                 Some(server) => Box::new(
                     crate::deck::Remote::connect_for_commands(
-                        &server,
-                        server_token(&cli.global)?,
-                        cli.global.ca_file.as_deref(),
+                        &server.url,
+                        server.token,
+                        server.ca_file.as_deref(),
                         Arc::new(config),
                     )
                     .await

@@ -46,6 +46,7 @@ pub(super) fn build(
     dirs: Dirs,
 ) -> Result<Config, ConfigError> {
     let agents = agents(&layers)?;
+    let servers = servers(&layers)?;
     Ok(Config {
         database_url: non_empty(overrides.database_url.clone())
             .or_else(|| non_empty(top!(layers, store.database_url)))
@@ -66,7 +67,42 @@ pub(super) fn build(
         sources: layers.into_iter().map(|p| p.source).collect(),
         dirs,
         overrides: overrides.clone(),
+        servers,
     })
+}
+
+/// `[[servers]]`: the uppermost layer's list; names are unique and URLs are http(s).
+fn servers(layers: &[Parsed]) -> Result<Vec<super::ServerEntry>, ConfigError> {
+    let Some((p, list)) = top_located!(layers, servers) else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<super::ServerEntry> = Vec::new();
+    for s in list {
+        let name = s.name.get_ref().trim().to_string();
+        if name.is_empty() || out.iter().any(|o| o.name == name) {
+            return Err(at(
+                p,
+                s.name.span(),
+                "each [[servers]] entry needs a name of its own",
+            ));
+        }
+        let url = s.url.get_ref().trim().to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(at(
+                p,
+                s.url.span(),
+                "a server's url is an http:// or https:// address",
+            ));
+        }
+        out.push(super::ServerEntry {
+            name,
+            url,
+            token_env: s.token_env.clone(),
+            token_file: s.token_file.clone(),
+            ca_file: s.ca_file.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// `[agents.ID]`: an upper layer's agent replaces a lower one's whole.

@@ -32,6 +32,21 @@ pub struct Layer {
     pub tui: TuiLayer,
     #[serde(default)]
     pub agents: BTreeMap<Spanned<String>, AgentLayer>,
+    /// `[[servers]]`: `serve`s the cockpit and the CLI can be clients of (`--server NAME`).
+    pub servers: Option<Vec<ServerLayer>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLayer {
+    pub name: Spanned<String>,
+    pub url: Spanned<String>,
+    /// The environment variable that holds this server's token.
+    pub token_env: Option<String>,
+    /// Or a file that holds it.
+    pub token_file: Option<std::path::PathBuf>,
+    /// A CA certificate (PEM) to trust for it, besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -191,6 +191,18 @@ pub struct Config {
     pub sources: Vec<Source>,
     /// What the environment and flags said (a reload applies them again).
     pub overrides: Overrides,
+    /// `[[servers]]`: `serve`s this cockpit and CLI can be clients of, by name.
+    pub servers: Vec<ServerEntry>,
+}
+
+/// A `serve` to be a client of: where it is, and where its token and CA come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerEntry {
+    pub name: String,
+    pub url: String,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Config {
