@@ -1274,14 +1274,17 @@ async fn the_last_of_two_racing_commands_wins() {
         !s.runtime.sandbox(&sandbox).unwrap().suspended,
         "the sandbox runs, as the restart asked"
     );
-    // And it stays so: the overtaken suspend landed nothing after the restart.
-    let tasks = tasks_of().await;
-    assert!(
-        tasks
+    // And it stays so: the overtaken suspend landed nothing after the restart. (The
+    // restart's task finishes a moment after the session is up: its last step delivers what
+    // waits, so it is waited for.)
+    eventually(WAIT, "every task of the session to be done", || async {
+        tasks_of()
+            .await
             .iter()
-            .all(|t| t.status == agentdeck::model::TaskStatus::Done),
-        "{tasks:?}"
-    );
+            .all(|t| t.status == agentdeck::model::TaskStatus::Done)
+            .then_some(())
+    })
+    .await;
     let (_, now) = get_json(&s, &format!("/api/sessions/{id}")).await;
     assert_eq!(now["status"], "ready", "{now}");
     s.stop().await;

@@ -968,7 +968,10 @@ async fn a_cockpit_through_serve_rides_out_a_restart() {
         screen.contains("ctrl-s send"),
         "the composer is still open:\n{screen}"
     );
+    // One esc at a time (two at once can read as one escape sequence): the composer closes,
+    // keeping the draft, then back to the list.
     tmux.keys(&["Escape"]);
+    tmux.wait_for("draft kept", wait);
     tmux.keys(&["Escape"]);
     tmux.wait_for("made while it was away", wait);
     tmux.keys(&["q"]);
