@@ -101,7 +101,7 @@ fn launch(root: &Path, how: Launch<'_>) -> Tmux {
         .map_or_else(String::new, |s| s.gateway_url.clone());
     let r = root.display();
     let command = format!(
-        "env -u NO_COLOR HOME={r} XDG_CONFIG_HOME={r}/config XDG_DATA_HOME={r}/data XDG_STATE_HOME={r}/state \
+        "env -u NO_COLOR -u AGENTDECK_SERVER -u AGENTDECK_TOKEN -u AGENTDECK_CA_FILE HOME={r} XDG_CONFIG_HOME={r}/config XDG_DATA_HOME={r}/data XDG_STATE_HOME={r}/state \
          XDG_CACHE_HOME={r}/cache PATH='{path}' AGENTDECK_GATEWAY_URL='{gateway}' TERM={term} {env} \
          {bin} {args}; echo EXITED $?; sleep 60",
         term = how.term,
@@ -320,13 +320,9 @@ async fn sessions_come_once_the_store_answers_again() {
     let db = common::TestDb::postgres().await;
     let root = tempfile::tempdir().unwrap();
     let url = db.url().to_string();
-    let made = Command::new(common::binary())
+    let made = common::agentdeck(root.path())
         .args(["sessions", "create", "--title", "kept through it"])
         .env("AGENTDECK_DATABASE_URL", &url)
-        .env("HOME", root.path())
-        .env("XDG_CONFIG_HOME", root.path().join("config"))
-        .env("XDG_DATA_HOME", root.path().join("data"))
-        .env("XDG_STATE_HOME", root.path().join("state"))
         .output()
         .unwrap();
     assert!(

@@ -187,7 +187,13 @@ pub fn agentdeck(root: &Path) -> std::process::Command {
         .env("XDG_CACHE_HOME", root.join("cache"))
         .env_remove("AGENTDECK_DATABASE_URL")
         .env_remove("AGENTDECK_CONFIG")
-        .env_remove("AGENTDECK_LISTEN");
+        .env_remove("AGENTDECK_LISTEN")
+        // A developer's own remote settings would make a test a client of their server.
+        .env_remove("AGENTDECK_SERVER")
+        .env_remove("AGENTDECK_TOKEN")
+        .env_remove("AGENTDECK_CA_FILE")
+        .env_remove("AGENTDECK_TLS_CERT")
+        .env_remove("AGENTDECK_TLS_KEY");
     cmd
 }
 
