@@ -18,6 +18,7 @@ pub mod model;
 pub mod net;
 pub mod runtime;
 pub mod sanitize;
+pub mod shell_socket;
 pub mod store;
 pub mod telemetry;
 pub mod tui;

@@ -1614,6 +1614,35 @@ read_only = true
         let said: Value = resp.json().await.unwrap();
         assert_eq!(said["error"], "read_only", "{said}");
     }
+    // The shell is a GET that upgrades to a WebSocket: refused all the same.
+    let shell = |token: &'static str, upgrade: bool| {
+        let request = s
+            .http
+            .get(s.url(&format!("/api/sessions/{id}/shell?tty=false")))
+            .bearer_auth(token);
+        let request = if upgrade {
+            request
+                .header("Connection", "upgrade")
+                .header("Upgrade", "websocket")
+                .header("Sec-WebSocket-Version", "13")
+                .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        } else {
+            request
+        };
+        request.send()
+    };
+    let resp = shell(watcher, true).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let said: Value = resp.json().await.unwrap();
+    assert_eq!(said["error"], "read_only", "{said}");
+    // Without the upgrade, the route says what it is.
+    let resp = shell(alice, false).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UPGRADE_REQUIRED);
+    let said: Value = resp.json().await.unwrap();
+    assert!(
+        said["message"].as_str().unwrap().contains("WebSocket"),
+        "{said}"
+    );
     let session: Value = s
         .http
         .get(s.url(&format!("/api/sessions/{id}")))

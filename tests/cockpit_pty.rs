@@ -363,15 +363,44 @@ async fn sessions_come_once_the_store_answers_again() {
 /// sandbox's env) and takes it back intact when the shell exits.
 #[test]
 fn a_shell_in_the_sandbox_and_back() {
+    shell_in_the_sandbox_and_back(Mode::Direct);
+}
+
+/// The same through `serve` (`--server`): the shell runs where `serve` runs, on a terminal of
+/// its own there, carried over a WebSocket; the terminal's size reaches it, and the session's
+/// history names the token's holder.
+#[test]
+fn a_shell_through_serve_and_back() {
+    shell_in_the_sandbox_and_back(Mode::Remote);
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    /// The cockpit is a control core of its own.
+    Direct,
+    /// The cockpit is a client of `serve`, with a team's token.
+    Remote,
+}
+
+fn shell_in_the_sandbox_and_back(mode: Mode) {
     let Some(stack) = common::stack::stack() else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
+    let served = (mode == Mode::Remote).then(|| serve_for_teams(root.path(), Some(&stack)));
+    let args = served
+        .as_ref()
+        .map_or_else(String::new, |(_, url)| format!("--server {url}"));
+    let env = match mode {
+        Mode::Direct => "SHELL=/bin/sh",
+        Mode::Remote => "AGENTDECK_TOKEN=red-team-token-0123456789",
+    };
     let tmux = launch(
-        root.path(),
+        &root.path().join("cockpit"),
         Launch {
             stack: Some(&stack),
-            env: "SHELL=/bin/sh",
+            env,
+            args: &args,
             ..Launch::default()
         },
     );
@@ -387,9 +416,10 @@ fn a_shell_in_the_sandbox_and_back() {
 
     tmux.keys(&["!"]);
     tmux.wait_for("a shell in", wait);
-    tmux.text("echo \"where=$PWD id=$AGENTDECK_SESSION_ID\"");
+    tmux.text("echo \"where=$PWD id=$AGENTDECK_SESSION_ID\"; stty size");
     tmux.keys(&["Enter"]);
-    let screen = tmux.wait_for("where=", wait);
+    // (what was typed reads `where=$PWD`: the answer is the one with a path)
+    let screen = tmux.wait_for("where=/", wait);
     assert!(
         screen.contains("/data/agentdeck/sandboxes/"),
         "the shell starts in the sandbox's folder:\n{screen}"
@@ -398,6 +428,8 @@ fn a_shell_in_the_sandbox_and_back() {
         screen.contains("id=01"),
         "with the sandbox's env:\n{screen}"
     );
+    // On a terminal the size of the window (tmux's 100x30).
+    tmux.wait_for("30 100", wait);
     tmux.text("exit");
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for("the shell ended", wait);
@@ -411,6 +443,106 @@ fn a_shell_in_the_sandbox_and_back() {
     tmux.keys(&["Escape"]);
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", wait);
+    if let Some((_serve, url)) = &served {
+        // Who opened it: the token's holder, in the history kept by serve.
+        let opened = shells_opened_on_the_server(root.path());
+        assert_eq!(opened.len(), 1, "{opened:?}");
+        assert_eq!(opened[0]["by"], "api:red-operator", "{opened:?}");
+        assert_eq!(opened[0]["tty"], true);
+        script_through_serve(root.path(), url);
+    }
+}
+
+/// `agentdeck --server URL sessions shell ID` with a script on standard input (no terminal):
+/// the script runs where `serve` runs, its output and errors come out apart, agentdeck exits
+/// with its status; a read-only token and another team's token are refused, in words.
+fn script_through_serve(root: &Path, url: &str) {
+    use std::io::Write;
+    let client = root.join("cli");
+    let as_token = |token: &str, args: &[&str]| {
+        let mut cmd = common::agentdeck(&client);
+        cmd.args(["--server", url])
+            .args(args)
+            .env("AGENTDECK_TOKEN", token);
+        cmd
+    };
+    let listed = as_token(
+        "red-team-token-0123456789",
+        &["sessions", "list", "-o", "json"],
+    )
+    .output()
+    .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let mut child = as_token("red-team-token-0123456789", &["sessions", "shell", &id])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo \"id=$AGENTDECK_SESSION_ID\"\necho oops >&2\nexit 5\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(5), "{stdout}\n{stderr}");
+    assert_eq!(stdout, format!("id={id}\n"), "{stderr}");
+    assert!(stderr.contains("oops"), "errors apart: {stderr}");
+    assert!(stderr.contains("a shell in /"), "{stderr}");
+
+    let watcher = as_token("red-watch-token-0123456789", &["sessions", "shell", &id])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&watcher.stderr);
+    assert_eq!(watcher.status.code(), Some(1), "{said}");
+    assert!(said.contains("read-only"), "{said}");
+    let blue = as_token("blue-team-token-0123456789", &["sessions", "shell", &id])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&blue.stderr);
+    assert_eq!(blue.status.code(), Some(1), "{said}");
+    assert!(said.contains("not found"), "{said}");
+    let opened = shells_opened_on_the_server(root);
+    assert_eq!(opened.len(), 2, "only the two that opened: {opened:?}");
+    assert!(
+        opened.iter().any(|e| e["tty"] == false),
+        "the script's, without a terminal: {opened:?}"
+    );
+}
+
+/// The `sandbox.shell` events kept by the `serve` of `serve_for_teams` (its embedded store).
+fn shells_opened_on_the_server(root: &Path) -> Vec<serde_json::Value> {
+    let url = format!(
+        "sqlite://{}",
+        root.join("server/data/agentdeck/agentdeck.db").display()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = agentdeck::store::open(&url).await.unwrap();
+        let sessions = store
+            .list_sessions(&agentdeck::model::SessionQuery::default())
+            .await
+            .unwrap();
+        let mut opened = Vec::new();
+        for s in sessions {
+            for e in store
+                .latest_events(s.id, "sandbox.shell", 10)
+                .await
+                .unwrap()
+            {
+                opened.push(e.payload);
+            }
+        }
+        opened
+    })
 }
 
 /// A session whose sandbox is a pod on the FAKE API server (tests/common/fake_kube: no real
@@ -874,6 +1006,7 @@ fn serve_at(
     std::fs::write(
         &config,
         "[[api.tokens]]\ntoken = \"red-team-token-0123456789\"\nteam = \"red\"\n\
+         name = \"red-operator\"\n\
          [[api.tokens]]\ntoken = \"red-watch-token-0123456789\"\nteam = \"red\"\nread_only = true\n\
          [[api.tokens]]\ntoken = \"blue-team-token-0123456789\"\nteam = \"blue\"\n\
          [agents.coder]\nmodel = \"litellm/mock-gpt\"\n\

@@ -842,6 +842,66 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
         "{answered:?}"
     );
 
+    // A shell through `serve` (this core, serving its API): `agentdeck --server URL sessions
+    // shell` holds no kubeconfig; serve opens the exec in the pod, the script runs there, and
+    // the history names the token's holder.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let serving = tokio::spawn(agentdeck::api::serve(
+        core.clone(),
+        listener,
+        None,
+        std::future::pending(),
+    ));
+    let (cli_root, id) = (root.path().join("remote"), session.id.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = agentdeck(&cli_root)
+            .args(["--server", &url, "sessions", "shell", &id])
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"echo \"pod=$HOSTNAME id=$AGENTDECK_SESSION_ID\"\nexit 3\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout,
+        format!("pod={name} id={}\n", session.id),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("a shell in pod {namespace}/{name}")),
+        "{stderr}"
+    );
+    serving.abort();
+    let opened: Vec<_> = core
+        .events(session.id, 0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "sandbox.shell")
+        .map(|e| e.payload)
+        .collect();
+    assert!(
+        opened.iter().any(|e| e["by"] == "api" && e["tty"] == false),
+        "auth is off here: the API itself opened it: {opened:?}"
+    );
+
     // Restart: a new pod, an empty workspace; the conversation is replayed into it.
     let uid = pods.get(&name).await.unwrap().metadata.uid;
     core.restart(session.id).await.unwrap();

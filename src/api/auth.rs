@@ -127,12 +127,12 @@ impl FromRequestParts<AppState> for Caller {
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
         let caller = caller_for(&state.core.config().tokens, header)?;
-        // A read-only token reads: every route that acts takes another method than GET, so
-        // none can forget to refuse it.
+        // A read-only token reads: every route that acts takes another method than GET, or
+        // upgrades the connection (the shell's WebSocket), so none can forget to refuse it.
         let reads = matches!(
             parts.method,
             axum::http::Method::GET | axum::http::Method::HEAD
-        );
+        ) && !parts.headers.contains_key(axum::http::header::UPGRADE);
         if caller.read_only && !reads {
             return Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,

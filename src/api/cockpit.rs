@@ -16,6 +16,7 @@
 //! - `GET /api/sandboxes`: the health of the caller's live sessions' sandboxes.
 //! - `GET /api/sessions/{id}/logs?tail=N&since=SECS&follow=true`: the sandbox's log, a line per
 //!   `line` event (and `end`, with why, when it ends).
+//! - `GET /api/sessions/{id}/shell` (a WebSocket): a shell in the sandbox (`super::shell`).
 
 use super::AppState;
 use super::auth::Caller;

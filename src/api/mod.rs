@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod metrics;
 mod sessions;
+mod shell;
 pub mod tls;
 
 pub use auth::{ALL_TEAMS, Caller};
@@ -42,6 +43,7 @@ pub fn router(core: Core) -> Router {
         .route("/api/sessions/{id}/events", get(events::stream))
         .route("/api/sessions/{id}/live", get(cockpit::live))
         .route("/api/sessions/{id}/logs", get(cockpit::logs))
+        .route("/api/sessions/{id}/shell", get(shell::shell))
         .route("/api/changes", get(cockpit::changes))
         .route("/api/status", get(cockpit::status))
         .route("/api/whoami", get(cockpit::whoami))

@@ -496,18 +496,6 @@ pub async fn run(cli: Cli) -> Result<i32> {
             agents_list(&config, output)?;
             Ok(0)
         }
-        Some(Command::Sessions(SessionsCmd::Shell { .. }))
-            if server_choice(&cli.global, &config)?.is_some() =>
-        {
-            bail!(
-                "a shell through serve is not there yet: run `agentdeck sessions shell` where \
-                 the store and the runtime are reachable"
-            )
-        }
-        Some(Command::Sessions(SessionsCmd::Shell { id })) => {
-            let core = open_core(config).await?;
-            shell(&core, &id).await
-        }
         Some(Command::Sessions(cmd)) => {
             let deck: Box<dyn crate::deck::Deck> = match server_choice(&cli.global, &config)? {
                 Some(server) => Box::new(
@@ -525,7 +513,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     operator(),
                 )),
             };
-            sessions(deck.as_ref(), cmd).await.map(|()| 0)
+            match cmd {
+                SessionsCmd::Shell { id } => shell(deck.as_ref(), &id).await,
+                cmd => sessions(deck.as_ref(), cmd).await.map(|()| 0),
+            }
         }
     }
 }
@@ -664,11 +655,9 @@ fn operator() -> String {
 }
 
 /// `sessions shell`: the shell on this terminal; agentdeck exits with the shell's status.
-async fn shell(core: &Core, id: &str) -> Result<i32> {
+async fn shell(deck: &dyn crate::deck::Deck, id: &str) -> Result<i32> {
     let id = parse_id(id)?;
-    let shell = core
-        .shell(id, &crate::console::options(), &operator())
-        .await?;
+    let shell = deck.shell(id, &crate::console::options()).await?;
     eprintln!("{}", crate::console::banner(&shell).replace('\r', ""));
     let ended = crate::console::run(shell).await?;
     tracing::info!(session = %id, %ended, "shell ended");

@@ -586,6 +586,19 @@ impl Core {
         Ok(shell)
     }
 
+    /// A shell in the session's sandbox for an operator who is not on this machine (`serve`
+    /// carries it over a WebSocket): always attached through its streams; on the local runtime
+    /// the program runs here on a terminal of its own. Recorded like [`Core::shell`].
+    pub async fn attached_shell(
+        &self,
+        id: Uuid,
+        options: &ShellOptions,
+        by: &str,
+    ) -> Result<AttachedShell> {
+        let shell = self.shell(id, options, by).await?;
+        Ok(shell.attached(options)?)
+    }
+
     /// How a session's sandbox is doing right now (`None` when it has none).
     pub async fn sandbox_health(
         &self,

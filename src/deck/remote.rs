@@ -10,8 +10,8 @@ use super::{Connectivity, Deck, ServerLink};
 use crate::config::{AgentSpec, Config};
 use crate::core::live::Live;
 use crate::core::{
-    Change, ChangeFeed, CoreError, CreateSession, Diagnosis, FleetRow, Reloaded, Result, Shell,
-    ShellOptions,
+    AttachedShell, Change, ChangeFeed, CoreError, CreateSession, Diagnosis, FleetRow, Reloaded,
+    Result, Shell, ShellOptions,
 };
 use crate::model::{Answer, Ask, AskKind, Command, Message, Session, SessionQuery};
 use crate::runtime::{HealthChange, LogOptions, LogStream, RuntimeError, SandboxRef};
@@ -44,6 +44,8 @@ struct Shared {
     token: Option<String>,
     http: reqwest::Client,
     streams: reqwest::Client,
+    /// For the shell's WebSocket: HTTP/1.1, the only one that upgrades.
+    upgrades: reqwest::Client,
     changes: broadcast::Sender<Change>,
     health: broadcast::Sender<HealthChange>,
     link: Mutex<Link>,
@@ -149,11 +151,17 @@ impl Remote {
         };
         let http = client(reqwest::Client::builder().timeout(REQUEST_WAIT))?;
         let streams = client(reqwest::Client::builder().connect_timeout(REQUEST_WAIT))?;
+        let upgrades = client(
+            reqwest::Client::builder()
+                .connect_timeout(REQUEST_WAIT)
+                .http1_only(),
+        )?;
         let shared = Arc::new(Shared {
             base: url.trim_end_matches('/').to_string(),
             token,
             http,
             streams,
+            upgrades,
             changes: broadcast::channel(CHANGES_HELD).0,
             health: broadcast::channel(1024).0,
             link: Mutex::new(Link::Connecting),
@@ -196,22 +204,27 @@ impl Shared {
             .send()
             .await
             .map_err(|e| unreachable(&self.base, &e))?;
+        if !response.status().is_success() {
+            return Err(self.refusal(response).await);
+        }
+        Ok(response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// What an answer that is not a success says, in the server's own words.
+    async fn refusal(&self, response: reqwest::Response) -> CoreError {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(body);
-        }
         let said = body["message"]
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| format!("{} answered {status}", self.base));
-        Err(match status.as_u16() {
+        match status.as_u16() {
             401 | 403 => CoreError::Server(format!("{} refused: {said}", self.base)),
             404 => CoreError::Server(said),
             409 => CoreError::Conflict(said),
             400 | 422 => CoreError::Invalid(said),
             _ => CoreError::Server(said),
-        })
+        }
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
@@ -244,6 +257,57 @@ impl Shared {
             });
         }
         Ok(sse::events(response))
+    }
+
+    /// Opens a shell in the session's sandbox: `GET /api/sessions/{id}/shell`, upgraded to a
+    /// WebSocket (HTTP/1.1 only, on a connection of its own).
+    async fn shell(&self, id: Uuid, options: &ShellOptions) -> Result<AttachedShell> {
+        use reqwest::header;
+        let key = crate::shell_socket::generate_key();
+        let url = self.url(&format!(
+            "/api/sessions/{id}/shell?{}",
+            crate::shell_socket::query(options)
+        ));
+        let request = self
+            .upgrades
+            .get(url)
+            .version(reqwest::Version::HTTP_11)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_KEY, &key);
+        let response = self
+            .authorized(request)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(self.refusal(response).await);
+        }
+        let accepted = response
+            .headers()
+            .get(header::SEC_WEBSOCKET_ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if accepted.as_deref() != Some(&crate::shell_socket::accept_key(key.as_bytes())) {
+            return Err(CoreError::Server(format!(
+                "{} answered the shell's upgrade without the WebSocket's key: is a proxy in \
+                 the way?",
+                self.base
+            )));
+        }
+        let upgraded = response.upgrade().await.map_err(|e| {
+            CoreError::Server(format!("{}: the shell's upgrade failed: {e}", self.base))
+        })?;
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            upgraded,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        crate::shell_socket::attach(ws, self.base.clone())
+            .await
+            .map_err(CoreError::Server)
     }
 
     fn set_link(&self, link: Link) {
@@ -589,11 +653,9 @@ impl Deck for Remote {
         Diagnosis::from_json(&body).map_err(CoreError::Server)
     }
 
-    async fn shell(&self, _id: Uuid, _options: &ShellOptions) -> Result<Shell> {
-        Err(CoreError::Conflict(
-            "a shell through serve is not there yet: run agentdeck on the store directly for `!`"
-                .into(),
-        ))
+    async fn shell(&self, id: Uuid, options: &ShellOptions) -> Result<Shell> {
+        // A read-only token is refused by the server, in its words.
+        self.shared.shell(id, options).await.map(Shell::Attached)
     }
 
     async fn connectivity(&self) -> Connectivity {

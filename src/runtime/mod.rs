@@ -6,6 +6,7 @@
 
 pub mod kubernetes;
 pub mod local;
+mod pty;
 mod shell;
 
 pub use shell::{AttachedShell, Shell, ShellExit, ShellInput, ShellOptions, ShellOutput};

@@ -43,6 +43,15 @@ impl std::fmt::Debug for Shell {
 }
 
 impl Shell {
+    /// The shell attached through its streams, for an operator elsewhere: a program to run
+    /// here is started on a terminal of its own (or pipes, without `options.tty`).
+    pub fn attached(self, options: &ShellOptions) -> Result<AttachedShell, super::RuntimeError> {
+        match self {
+            Shell::Process(spec) => super::pty::attach(spec, options),
+            Shell::Attached(a) => Ok(a),
+        }
+    }
+
     /// Where the shell runs, for the line shown before it starts.
     pub fn place(&self) -> String {
         match self {
