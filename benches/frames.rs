@@ -148,6 +148,7 @@ fn session(i: u64) -> Session {
             .then(|| now() + chrono::Duration::minutes(9)),
         stopped_at: None,
         command_seq: 0,
+        server: None,
     }
 }
 

@@ -1039,6 +1039,118 @@ fn serve_at(
     served
 }
 
+/// One cockpit over two servers (two `serve`s on two stores, `[[servers]]` with a token each):
+/// one merged list with a SERVER column and `server:NAME` in the filter, each server's link on
+/// the top bar, a command reaching the session's own server, and one server down while the
+/// other keeps working (its sessions still listed as last read), then back by itself.
+#[test]
+fn one_cockpit_over_two_servers() {
+    let root = tempfile::tempdir().unwrap();
+    let (eu_port, us_port) = (common::free_port(), common::free_port());
+    for place in ["eu", "us"] {
+        std::fs::create_dir_all(root.path().join(place)).unwrap();
+    }
+    let _eu = serve_at(&root.path().join("eu"), None, eu_port, None, "eu");
+    let us = serve_at(&root.path().join("us"), None, us_port, None, "us");
+    let (eu_url, us_url) = (
+        format!("http://127.0.0.1:{eu_port}"),
+        format!("http://127.0.0.1:{us_port}"),
+    );
+    red_session(&eu_url, "eu first");
+    red_session(&us_url, "us first");
+    let cockpit = root.path().join("cockpit");
+    std::fs::create_dir_all(cockpit.join("config/agentdeck")).unwrap();
+    std::fs::write(
+        cockpit.join("config/agentdeck/config.toml"),
+        format!(
+            "[[servers]]\nname = \"eu\"\nurl = \"{eu_url}\"\ntoken_env = \"EU_TOKEN\"\n\
+             [[servers]]\nname = \"us\"\nurl = \"{us_url}\"\ntoken_env = \"US_TOKEN\"\n"
+        ),
+    )
+    .unwrap();
+    let tmux = launch(
+        &cockpit,
+        Launch {
+            env: "EU_TOKEN=red-team-token-0123456789 US_TOKEN=red-team-token-0123456789",
+            size: (150, 30),
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(60);
+    tmux.wait_for("eu ok us ok", wait);
+    tmux.wait_for("eu first", wait);
+    let screen = tmux.wait_for("us first", wait);
+    assert!(screen.contains("SERVER"), "{screen}");
+    let row = |screen: &str, title: &str| {
+        screen
+            .lines()
+            .find(|l| l.contains(title))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row(&screen, "us first").contains(" us "), "{screen}");
+    assert!(row(&screen, "eu first").contains(" eu "), "{screen}");
+
+    // Only us's: the one row left is ended, on us and only there.
+    tmux.keys(&["/"]);
+    tmux.text("server:us");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("filter: server:us", wait);
+    let start = Instant::now();
+    while tmux.screen().contains("eu first") {
+        assert!(start.elapsed() < wait, "{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.keys(&["X"]);
+    tmux.wait_for("us first", wait);
+    tmux.keys(&["y"]);
+    let ended = |url: &str| -> Vec<String> {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{url}/api/sessions?status=dead")])
+            .args(["-H", "Authorization: Bearer red-team-token-0123456789"])
+            .output()
+            .expect("curl");
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        body["sessions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s["title"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let start = Instant::now();
+    while ended(&us_url) != ["us first"] {
+        assert!(
+            start.elapsed() < wait,
+            "not ended on us:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ended(&eu_url).is_empty(), "nothing ended on eu");
+    tmux.keys(&["/"]);
+    tmux.keys(&["C-u"]);
+    tmux.keys(&["Enter"]);
+
+    // us goes away: said on the top bar; eu goes on, and us's sessions stay listed.
+    drop(us);
+    tmux.wait_for("us reconnecting", wait);
+    red_session(&eu_url, "eu while us is down");
+    let screen = tmux.wait_for("eu while us is down", wait);
+    assert!(screen.contains("eu ok"), "{screen}");
+    assert!(
+        screen.contains("us first"),
+        "us's sessions as last read:\n{screen}"
+    );
+    let _us = serve_at(&root.path().join("us"), None, us_port, None, "us-again");
+    tmux.wait_for("eu ok us ok", wait);
+    tmux.wait_for("us answers again", wait);
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
+}
+
 /// A session made through `serve` at `url` with red's token.
 fn red_session(url: &str, title: &str) {
     let made = Command::new("curl")

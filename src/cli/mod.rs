@@ -70,7 +70,9 @@ pub struct Global {
     pub log: Option<String>,
     /// Run the cockpit as a client of `agentdeck serve` at this address (its REST API, with
     /// the token of AGENTDECK_TOKEN or --token-file): no database or cluster credentials here.
-    #[arg(long, global = true, env = "AGENTDECK_SERVER", value_name = "URL")]
+    /// Or a `[[servers]]` entry's name; the cockpit takes several (`eu,us`), and with none
+    /// given follows every configured server at once.
+    #[arg(long, global = true, env = "AGENTDECK_SERVER", value_name = "URL|NAME")]
     pub server: Option<String>,
     /// A file holding the token for --server (else AGENTDECK_TOKEN).
     #[arg(long, global = true, value_name = "FILE")]
@@ -87,49 +89,87 @@ struct ServerChoice {
     ca_file: Option<PathBuf>,
 }
 
-/// The `serve` to be a client of: `--server NAME` (a `[[servers]]` entry) or `--server URL`;
-/// with no `--server`, the one `[[servers]]` entry if there is one; `None`: this machine's
-/// own store and runtime.
+/// The `serve`s to be a client of.
+enum Servers {
+    /// None: this machine's own store and runtime.
+    Here,
+    One(ServerChoice),
+    /// Several `[[servers]]` entries, by name (a cockpit follows them all at once).
+    Several(Vec<(String, ServerChoice)>),
+}
+
+/// The `serve` a command is a client of: `--server NAME` (a `[[servers]]` entry) or
+/// `--server URL`; with no `--server`, the one `[[servers]]` entry if there is one; `None`: this
+/// machine's own store and runtime.
 fn server_choice(global: &Global, config: &Config) -> Result<Option<ServerChoice>> {
-    let entry = match &global.server {
-        Some(asked) => match config.servers.iter().find(|s| s.name == *asked) {
-            Some(entry) => Some(entry),
-            None if asked.contains("://") => {
-                return Ok(Some(ServerChoice {
-                    url: asked.clone(),
-                    token: server_token(global)?,
-                    ca_file: global.ca_file.clone(),
-                }));
+    match servers_for(global, config)? {
+        Servers::Here => Ok(None),
+        Servers::One(one) => Ok(Some(one)),
+        Servers::Several(several) => {
+            let names: Vec<&str> = several.iter().map(|(n, _)| n.as_str()).collect();
+            bail!(
+                "several servers ({}): a command goes to one; pick it with --server NAME",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// The `serve`s a cockpit follows: as [`server_choice`], and several at once with every
+/// `[[servers]]` entry (no `--server`) or `--server NAME,NAME`.
+fn servers_for(global: &Global, config: &Config) -> Result<Servers> {
+    let entry_named = |asked: &str| config.servers.iter().find(|s| s.name == asked);
+    let unknown = |asked: &str| {
+        let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+        anyhow::anyhow!(
+            "--server {asked:?}: no [[servers]] entry has that name ({}); or give its URL",
+            if names.is_empty() {
+                "none is configured".to_string()
+            } else {
+                format!("named: {}", names.join(", "))
             }
-            None => {
-                let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
-                bail!(
-                    "--server {asked:?}: no [[servers]] entry has that name ({}); or give its URL",
-                    if names.is_empty() {
-                        "none is configured".to_string()
-                    } else {
-                        format!("named: {}", names.join(", "))
-                    }
-                );
-            }
-        },
-        None => match config.servers.as_slice() {
-            [] => None,
-            [one] => Some(one),
-            several => {
-                let names: Vec<&str> = several.iter().map(|s| s.name.as_str()).collect();
-                bail!(
-                    "several [[servers]] are configured ({}): pick one with --server NAME",
-                    names.join(", ")
-                );
-            }
-        },
+        )
     };
-    let Some(entry) = entry else { return Ok(None) };
+    let entries: Vec<&crate::config::ServerEntry> = match &global.server {
+        Some(asked) if asked.contains("://") && entry_named(asked).is_none() => {
+            return Ok(Servers::One(ServerChoice {
+                url: asked.clone(),
+                token: server_token(global)?,
+                ca_file: global.ca_file.clone(),
+            }));
+        }
+        Some(asked) => asked
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| entry_named(n).ok_or_else(|| unknown(n)))
+            .collect::<Result<_>>()?,
+        None => config.servers.iter().collect(),
+    };
+    match entries.as_slice() {
+        [] => Ok(Servers::Here),
+        [one] => Ok(Servers::One(entry_choice(one, global)?)),
+        several => Ok(Servers::Several(
+            several
+                .iter()
+                .map(|e| Ok((e.name.clone(), entry_choice(e, global)?)))
+                .collect::<Result<_>>()?,
+        )),
+    }
+}
+
+/// A `[[servers]]` entry's address, token (its file, its variable, else `--token-file` or
+/// AGENTDECK_TOKEN) and CA file.
+fn entry_choice(entry: &crate::config::ServerEntry, global: &Global) -> Result<ServerChoice> {
     let token = match (&entry.token_file, &entry.token_env) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the token file {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "server {:?}: cannot read the token file {}",
+                    entry.name,
+                    path.display()
+                )
+            })?;
             Some(text.trim().to_string()).filter(|t| !t.is_empty())
         }
         (None, Some(var)) => Some(
@@ -140,11 +180,11 @@ fn server_choice(global: &Global, config: &Config) -> Result<Option<ServerChoice
         ),
         (None, None) => server_token(global)?,
     };
-    Ok(Some(ServerChoice {
+    Ok(ServerChoice {
         url: entry.url.clone(),
         token,
         ca_file: entry.ca_file.clone().or_else(|| global.ca_file.clone()),
-    }))
+    })
 }
 
 /// The token for `--server`: from `--token-file`, else `AGENTDECK_TOKEN` (never printed).
@@ -422,17 +462,34 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 );
                 return Ok(EXIT_NOT_A_TERMINAL);
             }
-            if let Some(server) = server_choice(&cli.global, &config)? {
-                let remote = crate::deck::Remote::connect(
-                    &server.url,
-                    server.token,
-                    server.ca_file.as_deref(),
-                    Arc::new(config),
-                )
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let remote: Option<Arc<dyn crate::deck::Deck>> =
+                match servers_for(&cli.global, &config)? {
+                    Servers::Here => None,
+                    Servers::One(server) => Some(Arc::new(
+                        crate::deck::Remote::connect(
+                            &server.url,
+                            server.token,
+                            server.ca_file.as_deref(),
+                            Arc::new(config.clone()),
+                        )
+                        .await
+                        .map_err(anyhow::Error::msg)?,
+                    )),
+                    Servers::Several(servers) => Some(Arc::new(
+                        crate::deck::Multi::connect(
+                            servers
+                                .into_iter()
+                                .map(|(name, s)| (name, s.url, s.token, s.ca_file))
+                                .collect(),
+                            Arc::new(config.clone()),
+                        )
+                        .await
+                        .map_err(anyhow::Error::msg)?,
+                    )),
+                };
+            if let Some(deck) = remote {
                 crate::tui::run(
-                    Arc::new(remote),
+                    deck,
                     crate::tui::Options {
                         theme: cli.theme.clone(),
                         read_only: cli.read_only,

@@ -124,7 +124,7 @@ impl Deck for Embedded {
             runtime,
             gateway,
             fleet: fleet.ok().map(|f| f.summary()),
-            server: None,
+            servers: Vec::new(),
         }
     }
 

@@ -5,10 +5,12 @@
 //! the platform.
 
 mod embedded;
+mod multi;
 mod remote;
 pub mod sse;
 
 pub use embedded::Embedded;
+pub use multi::Multi;
 pub use remote::Remote;
 
 use crate::config::{AgentSpec, Config};
@@ -32,8 +34,34 @@ pub struct Connectivity {
     pub gateway: std::result::Result<(), String>,
     /// Who runs the fleet's work (`fleet: this cockpit`, `fleet: 2 cores`), when the store said.
     pub fleet: Option<String>,
-    /// A client of `serve`: how its link to the server stands (`None` for the embedded core).
-    pub server: Option<ServerLink>,
+    /// A client of `serve`: how its link to each server stands (none for the embedded core;
+    /// one, unnamed, for `--server`; each of several `[[servers]]` by its name).
+    pub servers: Vec<ServerState>,
+}
+
+/// One server of a client and its link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerState {
+    /// Its name in `[[servers]]`, when the cockpit follows several.
+    pub name: Option<String>,
+    pub link: ServerLink,
+}
+
+/// What a new session can be started with: an agent, on a server when the deck has several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentChoice {
+    pub server: Option<String>,
+    pub agent: String,
+}
+
+impl AgentChoice {
+    /// As a person reads it: `coder`, or `coder on eu`.
+    pub fn label(&self) -> String {
+        match &self.server {
+            Some(server) => format!("{} on {server}", self.agent),
+            None => self.agent.clone(),
+        }
+    }
 }
 
 /// How a client's link to `serve` stands.
@@ -58,6 +86,16 @@ pub trait Deck: Send + Sync + 'static {
     fn runtime_context(&self) -> Option<String>;
     /// The agents a session can be started with.
     fn agents(&self) -> Vec<AgentSpec>;
+    /// Each agent where it can be started (with several servers, each server's own).
+    fn agent_choices(&self) -> Vec<AgentChoice> {
+        self.agents()
+            .into_iter()
+            .map(|a| AgentChoice {
+                server: None,
+                agent: a.id,
+            })
+            .collect()
+    }
     /// Whether this deck may only read (a read-only token of `serve`): the cockpit is then
     /// read-only whatever it was started with.
     fn read_only(&self) -> bool {
@@ -80,6 +118,12 @@ pub trait Deck: Send + Sync + 'static {
     async fn messages(&self, id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Message>>;
     async fn send(&self, id: Uuid, text: &str) -> Result<Message>;
     async fn create(&self, request: CreateSession) -> Result<Session>;
+    /// Creates the session on `server` (one of [`Deck::agent_choices`]'s), where the deck has
+    /// several; else where [`Deck::create`] does.
+    async fn create_on(&self, server: Option<&str>, request: CreateSession) -> Result<Session> {
+        let _ = server;
+        self.create(request).await
+    }
     /// Restart, suspend, resume, end or abort.
     async fn command(&self, id: Uuid, command: Command) -> Result<Session>;
     async fn fork(&self, id: Uuid, at_seq: i64) -> Result<Session>;

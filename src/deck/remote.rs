@@ -6,7 +6,7 @@
 //! connection makes the cockpit read again what it shows, so nothing is missed.
 
 use super::sse::{self, SseEvent};
-use super::{Connectivity, Deck, ServerLink};
+use super::{Connectivity, Deck, ServerLink, ServerState};
 use crate::config::{AgentSpec, Config};
 use crate::core::live::Live;
 use crate::core::{
@@ -20,6 +20,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -49,6 +50,10 @@ struct Shared {
     changes: broadcast::Sender<Change>,
     health: broadcast::Sender<HealthChange>,
     link: Mutex<Link>,
+    /// Whether the server has said who the token is (and its agents) yet.
+    introduced: AtomicBool,
+    /// The token may read and never act.
+    read_only: AtomicBool,
     agents: RwLock<Vec<AgentSpec>>,
     /// Sessions as the change stream last sent them: the cockpit reads each one it hears of,
     /// and gets it from here without a round trip.
@@ -57,8 +62,6 @@ struct Shared {
 
 pub struct Remote {
     shared: Arc<Shared>,
-    /// The token may read and never act.
-    read_only: bool,
     config: RwLock<Arc<Config>>,
     follower: Option<tokio::task::JoinHandle<()>>,
 }
@@ -96,7 +99,22 @@ impl Remote {
         ca_file: Option<&std::path::Path>,
         config: Arc<Config>,
     ) -> std::result::Result<Remote, String> {
-        Remote::open(url, token, ca_file, config, true).await
+        let remote = Remote::open(url, token, ca_file, config)?;
+        remote.shared.introduce().await.map_err(|e| e.to_string())?;
+        Ok(remote.following())
+    }
+
+    /// Like [`Remote::connect`], for one of several servers: a server that does not answer
+    /// yet, or refuses the token, is no error here. The deck says so (`connectivity`) and keeps
+    /// trying by itself, as it does after a drop; only an address or a file that cannot be
+    /// used is an error.
+    pub fn connect_in_background(
+        url: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+        config: Arc<Config>,
+    ) -> std::result::Result<Remote, String> {
+        Ok(Remote::open(url, token, ca_file, config)?.following())
     }
 
     /// Connects for a command run once (`agentdeck --server URL sessions …`): no change stream.
@@ -106,15 +124,43 @@ impl Remote {
         ca_file: Option<&std::path::Path>,
         config: Arc<Config>,
     ) -> std::result::Result<Remote, String> {
-        Remote::open(url, token, ca_file, config, false).await
+        let remote = Remote::open(url, token, ca_file, config)?;
+        remote.shared.introduce().await.map_err(|e| e.to_string())?;
+        Ok(remote)
     }
 
-    async fn open(
+    /// Starts following the change stream (a cockpit's deck).
+    fn following(mut self) -> Remote {
+        self.follower = Some(tokio::spawn(follow(self.shared.clone())));
+        self
+    }
+
+    /// The server's address.
+    pub fn url(&self) -> &str {
+        &self.shared.base
+    }
+
+    /// How the link to the server stands now.
+    pub fn link(&self) -> ServerLink {
+        let link = self
+            .shared
+            .link
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or(Link::Connecting);
+        match link {
+            Link::Connected => ServerLink::Connected,
+            Link::Connecting => ServerLink::Reconnecting("connecting".into()),
+            Link::Reconnecting(why) => ServerLink::Reconnecting(why),
+            Link::Refused(why) => ServerLink::Refused(why),
+        }
+    }
+
+    fn open(
         url: &str,
         token: Option<String>,
         ca_file: Option<&std::path::Path>,
         config: Arc<Config>,
-        follow_changes: bool,
     ) -> std::result::Result<Remote, String> {
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("--server {url:?}: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -165,22 +211,15 @@ impl Remote {
             changes: broadcast::channel(CHANGES_HELD).0,
             health: broadcast::channel(1024).0,
             link: Mutex::new(Link::Connecting),
+            introduced: AtomicBool::new(false),
+            read_only: AtomicBool::new(false),
             agents: RwLock::new(Vec::new()),
             fresh: Mutex::new(HashMap::new()),
         });
-        // Who the token is: a wrong one is said here, at start.
-        let me = shared.get("/api/whoami").await.map_err(|e| e.to_string())?;
-        let read_only = me["read_only"].as_bool().unwrap_or(false);
-        let agents = shared.agents().await.map_err(|e| e.to_string())?;
-        if let Ok(mut a) = shared.agents.write() {
-            *a = agents;
-        }
-        let follower = follow_changes.then(|| tokio::spawn(follow(shared.clone())));
         Ok(Remote {
             shared,
-            read_only,
             config: RwLock::new(config),
-            follower,
+            follower: None,
         })
     }
 }
@@ -237,6 +276,21 @@ impl Shared {
 
     async fn agents(&self) -> Result<Vec<AgentSpec>> {
         read(&self.get("/api/agents").await?["agents"])
+    }
+
+    /// Who the token is (a wrong one is said here) and the server's agents.
+    async fn introduce(&self) -> Result<()> {
+        let me = self.get("/api/whoami").await?;
+        self.read_only.store(
+            me["read_only"].as_bool().unwrap_or(false),
+            Ordering::Relaxed,
+        );
+        let agents = self.agents().await?;
+        if let Ok(mut a) = self.agents.write() {
+            *a = agents;
+        }
+        self.introduced.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Opens an SSE stream at `path`.
@@ -363,7 +417,17 @@ fn read<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T> {
 async fn follow(shared: Arc<Shared>) {
     let mut wait = Duration::from_millis(250);
     loop {
-        match shared.stream("/api/changes").await {
+        let introduced = match shared.introduced.load(Ordering::Relaxed) {
+            true => Ok(()),
+            false => shared.introduce().await.map(|()| {
+                let _ = shared.changes.send(Change::Agents);
+            }),
+        };
+        let stream = match introduced {
+            Ok(()) => shared.stream("/api/changes").await,
+            Err(e) => Err(e),
+        };
+        match stream {
             Ok(mut events) => {
                 shared.set_link(Link::Connected);
                 wait = Duration::from_millis(250);
@@ -457,7 +521,7 @@ impl Deck for Remote {
     }
 
     fn read_only(&self) -> bool {
-        self.read_only
+        self.shared.read_only.load(Ordering::Relaxed)
     }
 
     fn agents(&self) -> Vec<AgentSpec> {
@@ -659,18 +723,7 @@ impl Deck for Remote {
     }
 
     async fn connectivity(&self) -> Connectivity {
-        let link = self
-            .shared
-            .link
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or(Link::Connecting);
-        let server = match link {
-            Link::Connected => ServerLink::Connected,
-            Link::Connecting => ServerLink::Reconnecting("connecting".into()),
-            Link::Reconnecting(why) => ServerLink::Reconnecting(why),
-            Link::Refused(why) => ServerLink::Refused(why),
-        };
+        let server = self.link();
         let part = |v: &Value| match v["ok"].as_bool() {
             Some(true) => Ok(()),
             _ => Err(v["error"].as_str().unwrap_or("unknown").to_string()),
@@ -685,7 +738,10 @@ impl Deck for Remote {
                 runtime: part(&status["runtime"]),
                 gateway: part(&status["gateway"]),
                 fleet: status["fleet"].as_str().map(str::to_string),
-                server: Some(server),
+                servers: vec![ServerState {
+                    name: None,
+                    link: server,
+                }],
             },
             // What the server cannot be asked is not known: only the link is said.
             None => Connectivity {
@@ -693,12 +749,15 @@ impl Deck for Remote {
                 runtime: Ok(()),
                 gateway: Ok(()),
                 fleet: None,
-                server: Some(match server {
-                    ServerLink::Connected => {
-                        ServerLink::Reconnecting("the server did not answer".into())
-                    }
-                    other => other,
-                }),
+                servers: vec![ServerState {
+                    name: None,
+                    link: match server {
+                        ServerLink::Connected => {
+                            ServerLink::Reconnecting("the server did not answer".into())
+                        }
+                        other => other,
+                    },
+                }],
             },
         }
     }

@@ -49,6 +49,10 @@ pub struct Session {
     /// by a newer command writes nothing.
     #[serde(default)]
     pub command_seq: i64,
+    /// Which of a cockpit's servers holds it, when the cockpit follows several (`[[servers]]`):
+    /// set by the client, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 /// What it takes to create a session row.

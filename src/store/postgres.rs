@@ -334,6 +334,7 @@ fn session_from_row(row: &PgRow) -> Result<Session> {
         idle_deadline: row.try_get("idle_deadline")?,
         stopped_at: row.try_get("stopped_at")?,
         command_seq: row.try_get("command_seq")?,
+        server: None,
     })
 }
 

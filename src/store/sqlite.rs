@@ -179,6 +179,7 @@ fn session_from_row(row: &SqliteRow) -> Result<Session> {
         idle_deadline: opt_at(row.try_get("idle_deadline")?)?,
         stopped_at: opt_at(row.try_get("stopped_at")?)?,
         command_seq: row.try_get("command_seq")?,
+        server: None,
     })
 }
 

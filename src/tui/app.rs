@@ -12,6 +12,7 @@ use super::transcript::Transcript;
 use crate::config::AgentSpec;
 use crate::core::Diagnosis;
 use crate::core::ingest::LiveDelta;
+use crate::deck::AgentChoice;
 use crate::model::{
     Answer, Ask, AskKind, Command, Message, PermissionReply, Session, SessionStatus,
 };
@@ -74,6 +75,8 @@ pub enum Msg {
     },
     /// Whether the store, the runtime and the gateway answer.
     Connectivity(Connectivity),
+    /// The agents changed (a server said so): what a new session can be started with.
+    Agents(Vec<AgentSpec>, Vec<AgentChoice>),
     /// A reload was asked for from outside (SIGHUP).
     ReloadAsked,
     /// The configuration was read again: what applied, and what the cockpit takes of it.
@@ -85,6 +88,7 @@ pub enum Msg {
 pub struct Reload {
     pub report: crate::core::Reloaded,
     pub agents: Vec<AgentSpec>,
+    pub choices: Vec<AgentChoice>,
     pub tui: crate::config::TuiConfig,
     /// The theme `[tui] theme` names now, when it changed (and no `--theme` overrides it).
     pub theme: Option<Result<Theme, String>>,
@@ -113,6 +117,8 @@ pub enum Effect {
         session: Uuid,
     },
     Create {
+        /// Which of several servers (none: the deck's own place).
+        server: Option<String>,
         agent: String,
         title: String,
         prompt: String,
@@ -197,7 +203,8 @@ pub enum Dialog {
 }
 
 pub struct NewSession {
-    pub agents: Vec<String>,
+    /// The agents to choose from (each on its server, when there are several).
+    pub agents: Vec<AgentChoice>,
     pub agent: usize,
     /// 0 agent, 1 title, 2 prompt
     pub field: usize,
@@ -206,7 +213,7 @@ pub struct NewSession {
 }
 
 impl NewSession {
-    pub fn new(agents: Vec<String>) -> Self {
+    pub fn new(agents: Vec<AgentChoice>) -> Self {
         let mut prompt = TextArea::default();
         prompt.set_placeholder_text("the first message (optional)");
         let mut title = TextArea::default();
@@ -260,6 +267,9 @@ pub struct App {
     pub command: Option<TextArea<'static>>,
     pub history: Vec<String>,
     pub agents: Vec<AgentSpec>,
+    /// Where a new session can start (each agent on its server, with several servers); the
+    /// agents themselves when this is empty.
+    pub choices: Vec<AgentChoice>,
     /// The last thing worth saying (and whether it is an error).
     pub status: Option<(String, bool)>,
     /// The status line's message as first shown, and when (to clear it after a while).
@@ -305,6 +315,7 @@ impl App {
             command: None,
             history: Vec::new(),
             agents,
+            choices: Vec::new(),
             status: None,
             status_since: None,
             store,
@@ -544,30 +555,39 @@ impl App {
                 }
                 vec![]
             }
+            Msg::Agents(agents, choices) => {
+                self.agents = agents;
+                self.choices = choices;
+                self.dirty = false;
+                vec![]
+            }
             Msg::Connectivity(now) => {
                 // Say why when something stops answering (the top bar only says DOWN).
                 let before = self.connectivity.as_ref();
-                {
+                for server in &now.servers {
                     use crate::deck::ServerLink;
-                    let was = before.and_then(|c| c.server.clone());
-                    match (&was, &now.server) {
-                        (
-                            Some(ServerLink::Connected) | None,
-                            Some(ServerLink::Reconnecting(why)),
-                        ) => {
+                    let was = before
+                        .and_then(|c| c.servers.iter().find(|s| s.name == server.name))
+                        .map(|s| &s.link);
+                    let name = server
+                        .name
+                        .as_ref()
+                        .map_or_else(|| "the server".to_string(), |n| format!("server {n}"));
+                    match (was, &server.link) {
+                        (Some(ServerLink::Connected) | None, ServerLink::Reconnecting(why)) => {
                             self.status = Some((
-                                format!("lost the server ({why}); reconnecting by itself"),
+                                format!("lost {name} ({why}); reconnecting by itself"),
                                 true,
                             ));
                         }
-                        (_, Some(ServerLink::Refused(why))) if was != now.server => {
+                        (_, ServerLink::Refused(why)) if was != Some(&server.link) => {
                             self.status = Some((why.clone(), true));
                         }
                         (
                             Some(ServerLink::Reconnecting(_) | ServerLink::Refused(_)),
-                            Some(ServerLink::Connected),
+                            ServerLink::Connected,
                         ) => {
-                            self.status = Some(("the server answers again".into(), false));
+                            self.status = Some((format!("{name} answers again"), false));
                         }
                         _ => {}
                     }
@@ -759,11 +779,21 @@ impl App {
                 self.dialog = Some(Dialog::Search(Box::new(area)));
             }
             Action::NewSession => {
-                if self.agents.is_empty() {
+                let choices: Vec<AgentChoice> = if self.choices.is_empty() {
+                    self.agents
+                        .iter()
+                        .map(|a| AgentChoice {
+                            server: None,
+                            agent: a.id.clone(),
+                        })
+                        .collect()
+                } else {
+                    self.choices.clone()
+                };
+                if choices.is_empty() {
                     self.status = Some(("no agents are configured".into(), true));
                 } else {
-                    let agents = self.agents.iter().map(|a| a.id.clone()).collect();
-                    self.dialog = Some(Dialog::NewSession(Box::new(NewSession::new(agents))));
+                    self.dialog = Some(Dialog::NewSession(Box::new(NewSession::new(choices))));
                 }
             }
             Action::Restart | Action::Suspend | Action::End => {
@@ -944,10 +974,12 @@ impl App {
         let Reload {
             report,
             agents,
+            choices,
             tui,
             theme,
         } = reload;
         self.agents = agents;
+        self.choices = choices;
         let mut said = report.summary();
         let mut error = !report.needs_restart.is_empty();
         let read_only = self.keymap.read_only() || tui.read_only_on(self.context.as_deref());
@@ -1320,9 +1352,12 @@ impl App {
         let Some(Dialog::NewSession(form)) = self.dialog.take() else {
             return vec![];
         };
-        let agent = form.agents.get(form.agent).cloned().unwrap_or_default();
+        let Some(choice) = form.agents.get(form.agent).cloned() else {
+            return vec![];
+        };
         vec![Effect::Create {
-            agent,
+            server: choice.server,
+            agent: choice.agent,
             title: text_of(&form.title),
             prompt: text_of(&form.prompt),
         }]
@@ -1376,6 +1411,7 @@ mod tests {
                     needs_restart: vec!["[worker]".into()],
                 },
                 agents: vec![agent("reviewer")],
+                choices: Vec::new(),
                 tui: crate::config::TuiConfig {
                     keys,
                     read_only,
@@ -1662,6 +1698,49 @@ mod tests {
         k8s.runtime = Some("local".into());
         a.update(Msg::Session(Box::new(k8s)));
         assert!(!frame(&a).contains("RUNTIME"), "{}", frame(&a));
+    }
+
+    /// A cockpit over several servers: a SERVER column first, `server:NAME` in the filter, and
+    /// a new session is started with an agent of a chosen server, on that server.
+    #[test]
+    fn the_list_says_the_server_and_a_new_session_goes_to_the_one_chosen() {
+        let mut a = app();
+        let mut eu = session(1, "coder", SessionStatus::Idle);
+        eu.server = Some("eu-west".into());
+        let mut us = session(2, "coder", SessionStatus::Failed);
+        us.server = Some("us".into());
+        a.update(Msg::Sessions(vec![eu.clone()]));
+        let screen = frame(&a);
+        assert!(screen.contains("SERVER"), "{screen}");
+        a.update(Msg::Session(Box::new(us)));
+        let screen = frame(&a);
+        let row = screen
+            .lines()
+            .find(|l| l.contains("failed"))
+            .unwrap_or_default();
+        assert!(row.contains("us"), "each row says its server: {screen}");
+        a.sessions.set_filter("server:eu");
+        assert_eq!(a.sessions.len(), 1, "server: filters");
+        assert_eq!(a.sessions.selected().map(|s| s.id), Some(eu.id));
+        a.sessions.set_filter("");
+
+        a.choices = ["eu-west", "us"]
+            .map(|server| AgentChoice {
+                server: Some(server.into()),
+                agent: "coder".into(),
+            })
+            .into();
+        a.update(press(KeyCode::Char('n')));
+        let screen = frame(&a);
+        assert!(screen.contains("< coder on eu-west >"), "{screen}");
+        a.update(press(KeyCode::Down));
+        assert!(frame(&a).contains("< coder on us >"));
+        let effects = a.update(ctrl('s'));
+        assert!(
+            effects.iter().any(|e| matches!(e,
+                Effect::Create { server: Some(s), agent, .. } if s == "us" && agent == "coder")),
+            "{effects:?}"
+        );
     }
 
     fn ctrl(c: char) -> Msg {

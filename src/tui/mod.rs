@@ -114,6 +114,7 @@ pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
     };
     let mut app = App::new(keymap, theme, deck.agents(), deck.describe(), runtime);
     app.context = context.clone();
+    app.choices = deck.agent_choices();
     app.theme_fixed = options.theme.is_some();
 
     // Drafts an earlier cockpit left (a dropped connection, a crash, a quit).
@@ -370,6 +371,7 @@ async fn follow_changes(ctx: Ctx, attached: watch::Receiver<Option<Uuid>>) {
                 Ok(s) => Some(Msg::Session(Box::new(s))),
                 Err(_) => None,
             },
+            Change::Agents => Some(Msg::Agents(deck.agents(), deck.agent_choices())),
             Change::Resync => {
                 ctx.run(Effect::LoadSessions { pages: false });
                 let attached = *attached.borrow();
@@ -704,6 +706,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                         Msg::Reloaded(Box::new(app::Reload {
                             report,
                             agents: deck.agents(),
+                            choices: deck.agent_choices(),
                             tui: config.tui.clone(),
                             theme,
                         }))
@@ -716,6 +719,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 Err(e) => Msg::Error(format!("cannot diagnose the session: {e}")),
             },
             Effect::Create {
+                server,
                 agent,
                 title,
                 prompt,
@@ -726,7 +730,7 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                     initial_prompt: Some(prompt).filter(|p| !p.trim().is_empty()),
                     ..Default::default()
                 };
-                match deck.create(req).await {
+                match deck.create_on(server.as_deref(), req).await {
                     Ok(s) => {
                         let _ = tx.send(Msg::Session(Box::new(s.clone())));
                         Msg::Info(format!("session \"{}\" created", s.title))

@@ -21,7 +21,7 @@ use std::cmp::Ordering;
 use uuid::Uuid;
 
 /// `/` filter: plain words match the title, agent, team, status or id; `key:value` pairs match
-/// one field (`agent:`, `team:`, `status:`, `phase:`, `title:`, `id:`, `runtime:`).
+/// one field (`agent:`, `team:`, `status:`, `phase:`, `title:`, `id:`, `runtime:`, `server:`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     pub text: String,
@@ -77,6 +77,7 @@ impl Filter {
                 "title" => &s.title,
                 "id" => id,
                 "runtime" => runtime_of(s),
+                "server" => s.server.as_deref().unwrap_or_default(),
                 _ => return None,
             })
         };
@@ -227,6 +228,8 @@ pub struct SessionList {
     waiting: usize,
     /// How many sessions each runtime has a sandbox of (`-` for none yet).
     by_runtime: std::collections::BTreeMap<String, usize>,
+    /// How many sessions say which of several servers holds them.
+    on_servers: usize,
     /// The filters typed before this one and what they showed, newest last, while no session
     /// changed: taking a character back shows what it showed at once.
     typed: Vec<(Filter, Vec<u32>)>,
@@ -251,7 +254,9 @@ impl SessionList {
         self.by_status = Default::default();
         self.waiting = 0;
         self.by_runtime.clear();
+        self.on_servers = 0;
         for s in &sessions {
+            self.on_servers += usize::from(s.server.is_some());
             self.by_status[s.status as usize] += 1;
             self.waiting += usize::from(s.waiting > 0);
             *self
@@ -323,6 +328,9 @@ impl SessionList {
                 self.waiting = self
                     .waiting
                     .saturating_sub(usize::from(self.all[i].waiting > 0));
+                self.on_servers = self
+                    .on_servers
+                    .saturating_sub(usize::from(self.all[i].server.is_some()));
                 if let Some(o) = &mut order {
                     self.take_out(o, i);
                 }
@@ -348,6 +356,7 @@ impl SessionList {
         };
         self.by_status[self.all[i].status as usize] += 1;
         self.waiting += usize::from(self.all[i].waiting > 0);
+        self.on_servers += usize::from(self.all[i].server.is_some());
         *self
             .by_runtime
             .entry(runtime_of(&self.all[i]).to_string())
@@ -525,6 +534,11 @@ impl SessionList {
 
     pub fn count(&self, status: SessionStatus) -> usize {
         self.by_status[status as usize]
+    }
+
+    /// Whether the sessions come from several servers (then the list says which is which).
+    pub fn from_servers(&self) -> bool {
+        self.on_servers > 0
     }
 
     /// Whether sessions of more than one runtime are held (then the list says which is which).
@@ -744,6 +758,22 @@ fn render_sessions(
         header.insert(2, "RUNTIME");
         widths.insert(2, Constraint::Length(10));
     }
+    // Sessions of several servers (a cockpit over `[[servers]]`): each says where, first.
+    let servers = list.from_servers();
+    if servers {
+        let longest = on_screen
+            .clone()
+            .filter_map(|i| list.at(i))
+            .filter_map(|s| s.server.as_deref())
+            .map(|n| cells::width(&sanitize::line(n)))
+            .max()
+            .unwrap_or(0);
+        header.insert(1, "SERVER");
+        widths.insert(
+            1,
+            Constraint::Length(u16::try_from(longest.clamp(6, 14)).unwrap_or(6)),
+        );
+    }
     // TITLE takes what the longest title on screen needs, up to half of the room the two
     // share; HEALTH (where a failure's reason is) takes the rest.
     let title_at = header.iter().position(|h| *h == "TITLE").unwrap_or(2);
@@ -812,6 +842,9 @@ fn render_sessions(
             if mixed {
                 texts.insert(1, sanitize::line(runtime_of(s)));
             }
+            if servers {
+                texts.insert(0, sanitize::line(s.server.as_deref().unwrap_or("-")));
+            }
             let cells = std::iter::once(status).chain(
                 texts
                     .iter()
@@ -866,6 +899,7 @@ pub(crate) mod tests {
             idle_deadline: None,
             stopped_at: None,
             command_seq: 0,
+            server: None,
         }
     }
 

@@ -179,7 +179,7 @@ pub fn render(f: &mut Frame, app: &App, now: chrono::DateTime<chrono::Utc>) {
             let chosen = form
                 .agents
                 .get(form.agent)
-                .map(|a| sanitize::line(a))
+                .map(|a| sanitize::line(&a.label()))
                 .unwrap_or_default();
             f.render_widget(
                 Paragraph::new(Line::from(vec![
@@ -276,22 +276,26 @@ fn render_top(f: &mut Frame, app: &App, area: Rect) {
     match &app.connectivity {
         Some(c) => {
             use crate::deck::ServerLink;
-            // A client of `serve`: its link first; what the server says only while it is up.
-            let linked = match &c.server {
-                None => true,
-                Some(ServerLink::Connected) => {
-                    spans.push(Span::styled("server ok ", app.theme.muted));
-                    true
+            // A client of `serve`: each server's link first (by name when there are several);
+            // what the servers say only while one is up.
+            let mut linked = c.servers.is_empty();
+            for server in &c.servers {
+                let name = server.name.as_deref().unwrap_or("server");
+                let name = sanitize::line(name);
+                match &server.link {
+                    ServerLink::Connected => {
+                        spans.push(Span::styled(format!("{name} ok "), app.theme.muted));
+                        linked = true;
+                    }
+                    ServerLink::Reconnecting(_) => spans.push(Span::styled(
+                        format!("{name} reconnecting… "),
+                        app.theme.warning,
+                    )),
+                    ServerLink::Refused(_) => {
+                        spans.push(Span::styled(format!("{name} REFUSED "), app.theme.error))
+                    }
                 }
-                Some(ServerLink::Reconnecting(_)) => {
-                    spans.push(Span::styled("server reconnecting… ", app.theme.warning));
-                    false
-                }
-                Some(ServerLink::Refused(_)) => {
-                    spans.push(Span::styled("server REFUSED ", app.theme.error));
-                    false
-                }
-            };
+            }
             let mut item = |name: &str, ok: &Result<(), String>| {
                 if !linked {
                     return;
@@ -917,7 +921,14 @@ mod tests {
         });
         snap("new_session", |theme| {
             let mut new = app(theme);
-            let mut form = NewSession::new(vec!["coder".into(), "reviewer".into()]);
+            let mut form = NewSession::new(
+                ["coder", "reviewer"]
+                    .map(|agent| crate::deck::AgentChoice {
+                        server: None,
+                        agent: agent.into(),
+                    })
+                    .into(),
+            );
             form.agent = 1;
             form.focus(1);
             form.title.insert_str("fix the flaky test");
@@ -964,7 +975,7 @@ mod tests {
             runtime: Ok(()),
             gateway: Ok(()),
             fleet: Some("fleet: 2 cores".into()),
-            server: None,
+            servers: Vec::new(),
         };
         a.update(crate::tui::app::Msg::Connectivity(ok.clone()));
         let screen = draw(&a, 160, 48).backend().to_string();
@@ -985,16 +996,22 @@ mod tests {
             "{screen}"
         );
         // A client of `serve` that lost it says so, and nothing of what it cannot know.
-        use crate::deck::ServerLink;
+        use crate::deck::{ServerLink, ServerState};
         a.update(crate::tui::app::Msg::Connectivity(
             crate::tui::app::Connectivity {
-                server: Some(ServerLink::Connected),
+                servers: vec![ServerState {
+                    name: None,
+                    link: ServerLink::Connected,
+                }],
                 ..ok.clone()
             },
         ));
         a.update(crate::tui::app::Msg::Connectivity(
             crate::tui::app::Connectivity {
-                server: Some(ServerLink::Reconnecting("nothing answers there".into())),
+                servers: vec![ServerState {
+                    name: None,
+                    link: ServerLink::Reconnecting("nothing answers there".into()),
+                }],
                 ..ok.clone()
             },
         ));
@@ -1007,13 +1024,52 @@ mod tests {
         );
         a.update(crate::tui::app::Msg::Connectivity(
             crate::tui::app::Connectivity {
-                server: Some(ServerLink::Connected),
-                ..ok
+                servers: vec![ServerState {
+                    name: None,
+                    link: ServerLink::Connected,
+                }],
+                ..ok.clone()
             },
         ));
         let screen = draw(&a, 160, 48).backend().to_string();
         assert!(screen.contains("server ok store ok"), "{screen}");
         assert!(screen.contains("the server answers again"), "{screen}");
+        // Several servers: each by its name; one lost is said by its name, while the others'
+        // state still shows.
+        let two = |us: ServerLink| crate::tui::app::Connectivity {
+            servers: vec![
+                ServerState {
+                    name: Some("eu".into()),
+                    link: ServerLink::Connected,
+                },
+                ServerState {
+                    name: Some("us".into()),
+                    link: us,
+                },
+            ],
+            ..ok.clone()
+        };
+        a.update(crate::tui::app::Msg::Connectivity(two(
+            ServerLink::Connected,
+        )));
+        a.update(crate::tui::app::Msg::Connectivity(two(
+            ServerLink::Reconnecting("nothing answers there".into()),
+        )));
+        let screen = draw(&a, 160, 48).backend().to_string();
+        assert!(
+            screen.contains("eu ok us reconnecting… store ok"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("lost server us (nothing answers there); reconnecting by itself"),
+            "{screen}"
+        );
+        a.update(crate::tui::app::Msg::Connectivity(two(
+            ServerLink::Refused("https://us.example refused: unknown token".into()),
+        )));
+        let screen = draw(&a, 160, 48).backend().to_string();
+        assert!(screen.contains("eu ok us REFUSED"), "{screen}");
+        assert!(screen.contains("unknown token"), "{screen}");
     }
 
     #[test]
