@@ -83,6 +83,7 @@ fi
 
 # --- the stack, a temp home, cleanup -------------------------------------------------------
 STARTED_STACK=0
+SERVES=()
 if ! scripts/offline-stack.sh status >/dev/null 2>&1; then
     STARTED_STACK=1
 fi
@@ -96,7 +97,8 @@ cleanup() {
     "${TMUX[@]}" kill-server 2>/dev/null
     # The sessions' sandboxes are process groups of their own that outlive the cockpit.
     local f pid pids=()
-    for f in "$TMP"/data/agentdeck/sandboxes/*/sandbox.json; do
+    for pid in "${SERVES[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for f in "$TMP"/data/agentdeck/sandboxes/*/sandbox.json "$TMP"/servers/*/data/agentdeck/sandboxes/*/sandbox.json; do
         [[ -f $f ]] || continue
         pid=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("pid") or "")' "$f" 2>/dev/null)
         [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && pids+=("$pid")
@@ -325,6 +327,65 @@ text "not on the shared runner; use the cache API"
 shot permission-reject
 keys Enter
 wait_for 60 "bash: rejected: not on the shared runner"
+quit
+
+# --- several servers in one cockpit: two `serve`s, a store each, a token each ---------------
+# serve NAME PORT: `agentdeck serve` with a home of its own under $TMP/servers/NAME.
+serve() {
+    local home=$TMP/servers/$1
+    mkdir -p "$home/config/agentdeck"
+    cat >"$home/config/agentdeck/config.toml" <<EOF
+[[api.tokens]]
+token = "payments-token-0123456789"
+team = "payments"
+name = "ana"
+[agents.coder]
+name = "Coder"
+model = "litellm/scripted"
+command = ["opencode", "serve", "--hostname", "{host}", "--port", "{port}"]
+EOF
+    env -u NO_COLOR -u AGENTDECK_CONFIG -u AGENTDECK_DATABASE_URL -u AGENTDECK_RUNTIME \
+        HOME="$home" XDG_CONFIG_HOME="$home/config" XDG_DATA_HOME="$home/data" \
+        XDG_STATE_HOME="$home/state" XDG_CACHE_HOME="$home/cache" PATH="$PATH" \
+        AGENTDECK_GATEWAY_URL="$AGENTDECK_GATEWAY_URL" \
+        "$BIN" serve --listen "127.0.0.1:$2" >/dev/null 2>>"$TMP/serve-$1.log" &
+    SERVES+=($!)
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$2/healthz" >/dev/null && return 0
+        sleep 0.1
+    done
+    die "serve $1 did not answer on port $2"
+}
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+EU=$(free_port)
+US=$(free_port)
+serve eu-west "$EU"
+serve us-east "$US"
+on() {
+    local port=$1
+    shift
+    AGENTDECK_TOKEN=payments-token-0123456789 deck --server "http://127.0.0.1:$port" "$@" >/dev/null
+}
+on "$EU" sessions create --agent coder --title "rotate the TLS certificates" --prompt "run: ls -la"
+on "$EU" sessions create --agent opencode --title "draft the release notes" --prompt "hello"
+on "$US" sessions create --agent coder --title "triage the flaky checkout test" --prompt "run: ls -la"
+on "$US" sessions create --agent opencode --title "answer the on-call handover" --prompt "hello"
+mkdir -p "$TMP/servers/config/agentdeck"
+cat >"$TMP/servers/config/agentdeck/config.toml" <<EOF
+[[servers]]
+name = "eu-west"
+url = "http://127.0.0.1:$EU"
+token_env = "PAYMENTS_TOKEN"
+[[servers]]
+name = "us-east"
+url = "http://127.0.0.1:$US"
+token_env = "PAYMENTS_TOKEN"
+EOF
+cockpit XDG_CONFIG_HOME="$TMP/servers/config" PAYMENTS_TOKEN=payments-token-0123456789
+wait_for 120 "eu-west ok us-east ok" "SERVER" "rotate the TLS certificates +idle" \
+    "draft the release notes +idle" "triage the flaky checkout test +idle" \
+    "answer the on-call handover +idle"
+shot servers
 quit
 
 # --- pictures ------------------------------------------------------------------------------

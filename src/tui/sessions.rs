@@ -790,7 +790,22 @@ fn render_sessions(
         .max()
         .unwrap_or(0)
         .max("TITLE".len());
-    let title_width = longest.min(shared / 2).max(shared.min(12));
+    // HEALTH needs what its longest text on screen needs, and has at least half when that is
+    // more (a failure's reason matters most); TITLE takes the rest.
+    let health_needs = on_screen
+        .clone()
+        .filter_map(|i| list.at(i))
+        .map(
+            |s| match s.phase_detail.as_deref().or(s.failure_reason.as_deref()) {
+                Some(said) => cells::width(&sanitize::line(said)),
+                None => phase_word(s.phase).len(),
+            },
+        )
+        .max()
+        .unwrap_or(0)
+        .max("HEALTH".len());
+    let title_room = shared.saturating_sub(health_needs.min(shared / 2));
+    let title_width = longest.min(title_room).max(shared.min(12));
     widths[title_at] = Constraint::Length(u16::try_from(title_width).unwrap_or(u16::MAX));
     let room = column_widths(&widths, inner.width);
     let rows: Vec<Row> = on_screen
