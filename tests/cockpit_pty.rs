@@ -136,12 +136,38 @@ fn launch(root: &Path, how: Launch<'_>) -> Tmux {
 
 #[test]
 fn start_create_attach_talk_filter_quit() {
+    start_create_attach_talk_filter_quit_in(Mode::Direct);
+}
+
+/// The same, the cockpit a client of `serve` (`--server`, a team's token): every screen the
+/// same through the REST API (the sandboxes, the log, diagnose included).
+#[test]
+fn start_create_attach_talk_filter_quit_through_serve() {
+    start_create_attach_talk_filter_quit_in(Mode::Remote);
+}
+
+fn start_create_attach_talk_filter_quit_in(mode: Mode) {
     if Command::new("tmux").arg("-V").output().is_err() {
         panic!("tmux is needed for this test (apt-get install tmux)");
     }
     let stack = common::stack::stack();
     let root = tempfile::tempdir().unwrap();
-    let tmux = start(root.path(), stack.as_ref());
+    let served = (mode == Mode::Remote).then(|| serve_for_teams(root.path(), stack.as_ref()));
+    let args = served
+        .as_ref()
+        .map_or_else(String::new, |(_, url)| format!("--server {url}"));
+    let tmux = launch(
+        &root.path().join("cockpit"),
+        Launch {
+            stack: stack.as_ref(),
+            env: match mode {
+                Mode::Direct => "",
+                Mode::Remote => "AGENTDECK_TOKEN=red-team-token-0123456789",
+            },
+            args: &args,
+            ..Launch::default()
+        },
+    );
     let wait = Duration::from_secs(60);
     let screen = tmux.wait_for("No sessions yet. Press n to start one.", wait);
     assert!(screen.contains("? help"), "hints on screen:\n{screen}");
@@ -1010,7 +1036,10 @@ fn serve_at(
          [[api.tokens]]\ntoken = \"red-watch-token-0123456789\"\nteam = \"red\"\nread_only = true\n\
          [[api.tokens]]\ntoken = \"blue-team-token-0123456789\"\nteam = \"blue\"\n\
          [agents.coder]\nmodel = \"litellm/mock-gpt\"\n\
-         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n",
+         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n\
+         [agents.guarded]\nmodel = \"litellm/scripted\"\n\
+         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n\
+         [agents.guarded.permission]\nbash = \"ask\"\n",
     )
     .unwrap();
     let log = root.join(format!("{name}.log"));
@@ -1153,17 +1182,102 @@ fn one_cockpit_over_two_servers() {
 
 /// A session made through `serve` at `url` with red's token.
 fn red_session(url: &str, title: &str) {
+    red_session_of(url, "coder", title, None);
+}
+
+/// A session of `agent` made through `serve` at `url` with red's token (and a first message);
+/// its id.
+fn red_session_of(url: &str, agent: &str, title: &str, prompt: Option<&str>) -> String {
+    let body = serde_json::json!({"agent_id": agent, "title": title, "initial_prompt": prompt});
     let made = Command::new("curl")
         .args(["-sf", "-X", "POST", &format!("{url}/api/sessions")])
         .args(["-H", "Authorization: Bearer red-team-token-0123456789"])
         .args(["-H", "Content-Type: application/json"])
-        .args([
-            "-d",
-            &format!(r#"{{"agent_id": "coder", "title": "{title}"}}"#),
-        ])
+        .args(["-d", &body.to_string()])
         .output()
         .expect("curl");
     assert!(made.status.success(), "{made:?}");
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    made["id"].as_str().unwrap().to_string()
+}
+
+/// Through `serve`, the rest of what an operator does: an agent that asks before it runs a
+/// command waits (`? waiting` in the list), and is answered from the remote cockpit; the
+/// session is forked at its first message (the fork is attached); its sandbox's log is
+/// followed, and a line written after it opened (the harness started again) comes.
+#[test]
+fn asks_fork_and_logs_through_serve() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let (_serve, url) = serve_for_teams(root.path(), Some(&stack));
+    let id = red_session_of(
+        &url,
+        "guarded",
+        "guarded work",
+        Some("run: echo asked-remotely"),
+    );
+    let args = format!("--server {url}");
+    let tmux = launch(
+        &root.path().join("cockpit"),
+        Launch {
+            stack: Some(&stack),
+            env: "AGENTDECK_TOKEN=red-team-token-0123456789",
+            args: &args,
+            size: (140, 34),
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(90);
+    tmux.wait_for("1 waiting for you", wait);
+    tmux.wait_for("? waiting", wait);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("bash wants to run: echo asked-remotely", wait);
+    tmux.keys(&["a"]);
+    tmux.wait_for("Ran it. Output: asked-remotely", wait);
+
+    tmux.keys(&["f"]);
+    tmux.wait_for("Fork at message #", wait);
+    // (it offers the last message: taken back, then the first)
+    tmux.keys(&["BSpace"]);
+    tmux.text("1");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("fork of guarded work", wait);
+    // esc walks back: to the transcript forked from, then the list (one esc at a time).
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("o idle · guarded work", wait);
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("Sessions (2)", wait);
+
+    // The log of the first session, following: the harness starts again (a restart through
+    // the API) and its new line comes on its own.
+    tmux.keys(&["/"]);
+    tmux.text("title:guarded");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("filter: title:guarded", wait);
+    tmux.keys(&["G"]);
+    tmux.keys(&["l"]);
+    tmux.wait_for("Log · guarded work", wait);
+    tmux.wait_for("opencode server listening", wait);
+    let restarted = Command::new("curl")
+        .args(["-sf", "-X", "POST", &format!("{url}/api/sessions/{id}/restart")])
+        .args(["-H", "Authorization: Bearer red-team-token-0123456789"])
+        .output()
+        .expect("curl");
+    assert!(restarted.status.success(), "{restarted:?}");
+    let start = Instant::now();
+    while tmux.screen().matches("opencode server listening").count() < 2 {
+        assert!(
+            start.elapsed() < wait,
+            "no new line in the followed log:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", Duration::from_secs(60));
 }
 
 /// A remote cockpit rides out its `serve` going away (restarted, or a replica swapped): the

@@ -5,6 +5,9 @@
 //! ones. (Benches cannot use tests/common, so the little they need is here.)
 #![allow(dead_code)]
 
+pub mod served;
+pub mod tmux;
+
 use agentdeck::config::{AgentSpec, Config, Dirs};
 use agentdeck::harness::{
     Endpoint, EventStream, GatewayAccess, Harness, HarnessError, HarnessEvent, HarnessMessage,
