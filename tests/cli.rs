@@ -192,36 +192,88 @@ async fn serve_and_curl_on_postgres() {
 #[test]
 fn sessions_commands_round_trip() {
     let root = tempfile::tempdir().unwrap();
-    let out = run(
-        root.path(),
-        &[
-            "sessions",
-            "create",
-            "--title",
-            "from the cli",
-            "--prompt",
-            "hello",
-            "--env",
-            "TICKET=OPS-7",
-            "-o",
-            "json",
-        ],
-        None,
+    sessions_round_trip(&|args| run(root.path(), args, None));
+}
+
+/// The same commands through `serve` (`--server`, a team's token; `serve` runs no worker,
+/// as the direct commands run none): the same answers and the same refusals, in words.
+#[test]
+fn sessions_commands_round_trip_through_serve() {
+    let root = tempfile::tempdir().unwrap();
+    let (_serve, url) = serve_with_a_token(root.path());
+    let client = root.path().join("client");
+    let run = |args: &[&str]| {
+        agentdeck(&client)
+            .args(["--server", &url])
+            .args(args)
+            .env("AGENTDECK_TOKEN", "red-team-token-0123456789")
+            .output()
+            .expect("run agentdeck")
+    };
+    sessions_round_trip(&run);
+    assert!(
+        !client.join("data/agentdeck/agentdeck.db").exists(),
+        "the client keeps no store"
     );
+}
+
+/// `serve --no-worker` on its own embedded store with red's token; its URL once it answers.
+fn serve_with_a_token(root: &Path) -> (Serve, String) {
+    let port = free_port();
+    let config = root.join("serve.toml");
+    std::fs::write(
+        &config,
+        "[[api.tokens]]\ntoken = \"red-team-token-0123456789\"\nteam = \"red\"\nname = \"alice\"\n",
+    )
+    .unwrap();
+    let mut cmd = agentdeck(&root.join("server"));
+    cmd.args([
+        "serve",
+        "--no-worker",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .env("AGENTDECK_CONFIG", &config)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let serve = Serve(cmd.spawn().expect("start serve"));
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "serve did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (serve, format!("http://127.0.0.1:{port}"))
+}
+
+/// Runs the binary with these arguments (directly, or through `serve`).
+type Run<'a> = &'a dyn Fn(&[&str]) -> Output;
+
+fn sessions_round_trip(run: Run<'_>) {
+    let out = run(&[
+        "sessions",
+        "create",
+        "--title",
+        "from the cli",
+        "--prompt",
+        "hello",
+        "--env",
+        "TICKET=OPS-7",
+        "-o",
+        "json",
+    ]);
     let created = stdout_json(&out);
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["env_keys"], serde_json::json!(["TICKET"]));
 
-    let shown = stdout_json(&run(
-        root.path(),
-        &["sessions", "show", &id, "-o", "json"],
-        None,
-    ));
+    let shown = stdout_json(&run(&["sessions", "show", &id, "-o", "json"]));
     assert_eq!(shown["session"]["title"], "from the cli");
     assert_eq!(shown["messages"][0]["parts"][0]["text"], "hello");
     assert_eq!(shown["messages"][0]["status"], "pending");
 
-    let table = run(root.path(), &["sessions", "list"], None);
+    let table = run(&["sessions", "list"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("ID"), "{text}");
     assert!(
@@ -231,16 +283,14 @@ fn sessions_commands_round_trip() {
 
     // Statuses by their stored names or the words the tables show (`ended` is dead).
     for status in ["dead", "ended"] {
-        let filtered = stdout_json(&run(
-            root.path(),
-            &["sessions", "list", "--status", status, "-o", "json"],
-            None,
-        ));
+        let filtered = stdout_json(&run(&[
+            "sessions", "list", "--status", status, "-o", "json",
+        ]));
         assert_eq!(filtered, serde_json::json!([]), "{status}");
     }
 
     // Diagnose: the advice first, then what it rests on; JSON has every part.
-    let diag = run(root.path(), &["sessions", "diagnose", &id], None);
+    let diag = run(&["sessions", "diagnose", &id]);
     let text = String::from_utf8_lossy(&diag.stdout);
     assert!(diag.status.success(), "{text}");
     assert!(text.starts_with("What to do\n  - "), "{text}");
@@ -248,11 +298,7 @@ fn sessions_commands_round_trip() {
         text.contains("Phase history") && text.contains("creating_sandbox"),
         "{text}"
     );
-    let diag = stdout_json(&run(
-        root.path(),
-        &["sessions", "diagnose", &id, "-o", "json"],
-        None,
-    ));
+    let diag = stdout_json(&run(&["sessions", "diagnose", &id, "-o", "json"]));
     assert_eq!(diag["session"]["id"], id.as_str());
     assert!(
         diag["advice"].as_array().is_some_and(|a| !a.is_empty()),
@@ -261,13 +307,9 @@ fn sessions_commands_round_trip() {
 
     // The commands: suspended while still being created, a resume of what is not suspended is
     // refused with the reason (and changes nothing).
-    let suspended = stdout_json(&run(
-        root.path(),
-        &["sessions", "suspend", &id, "-o", "json"],
-        None,
-    ));
+    let suspended = stdout_json(&run(&["sessions", "suspend", &id, "-o", "json"]));
     assert_eq!(suspended["phase"], "suspending");
-    let bad = run(root.path(), &["sessions", "abort", &id], None);
+    let bad = run(&["sessions", "abort", &id]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("no turn is running"),
@@ -275,36 +317,20 @@ fn sessions_commands_round_trip() {
         String::from_utf8_lossy(&bad.stderr)
     );
 
-    let ended = stdout_json(&run(
-        root.path(),
-        &["sessions", "end", &id, "-o", "json"],
-        None,
-    ));
+    let ended = stdout_json(&run(&["sessions", "end", &id, "-o", "json"]));
     assert_eq!(ended["phase"], "ending");
 
-    let bad = run(root.path(), &["sessions", "show", "nope"], None);
+    let bad = run(&["sessions", "show", "nope"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"nope\" is not a session id"));
-    let bad = run(
-        root.path(),
-        &["sessions", "create", "--agent", "ghost"],
-        None,
-    );
+    let bad = run(&["sessions", "create", "--agent", "ghost"]);
     assert!(
         String::from_utf8_lossy(&bad.stderr)
             .contains("unknown agent \"ghost\"; known agents: opencode")
     );
-    let bad = run(
-        root.path(),
-        &["sessions", "create", "--env", "PATH=/x"],
-        None,
-    );
+    let bad = run(&["sessions", "create", "--env", "PATH=/x"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("reserved"));
-    let bad = run(
-        root.path(),
-        &["sessions", "list", "--status", "zombie"],
-        None,
-    );
+    let bad = run(&["sessions", "list", "--status", "zombie"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown session status \"zombie\""));
 }
 

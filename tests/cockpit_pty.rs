@@ -1261,7 +1261,12 @@ fn asks_fork_and_logs_through_serve() {
     tmux.wait_for("Log · guarded work", wait);
     tmux.wait_for("opencode server listening", wait);
     let restarted = Command::new("curl")
-        .args(["-sf", "-X", "POST", &format!("{url}/api/sessions/{id}/restart")])
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            &format!("{url}/api/sessions/{id}/restart"),
+        ])
         .args(["-H", "Authorization: Bearer red-team-token-0123456789"])
         .output()
         .expect("curl");
