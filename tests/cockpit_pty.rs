@@ -385,6 +385,54 @@ async fn sessions_come_once_the_store_answers_again() {
     tmux.wait_for("EXITED 0", wait);
 }
 
+/// The list previews the selected session without attaching: its last lines as they come, under
+/// the list (beside it on a wide screen); `p` hides and shows it; none under 100 columns.
+#[test]
+fn the_preview_shows_the_selected_session_as_it_talks() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let tmux = launch(
+        root.path(),
+        Launch {
+            stack: Some(&stack),
+            size: (120, 34),
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(90);
+    tmux.wait_for("No sessions yet. Press n to start one.", wait);
+    tmux.keys(&["n"]);
+    tmux.wait_for("New session", wait);
+    tmux.keys(&["Tab"]);
+    tmux.text("preview check");
+    tmux.keys(&["Tab"]);
+    tmux.text("hello from the list");
+    tmux.keys(&["C-s"]);
+    // Never attached: the list and the agent's answer on one screen.
+    let screen = tmux.wait_for("Hello from mock", wait);
+    assert!(screen.contains("Sessions (1)"), "{screen}");
+    assert!(screen.contains("hello from the list"), "{screen}");
+    tmux.keys(&["p"]);
+    tmux.wait_for("preview off", wait);
+    let start = Instant::now();
+    while tmux.screen().contains("Hello from mock") {
+        assert!(start.elapsed() < wait, "{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.keys(&["p"]);
+    tmux.wait_for("Hello from mock", wait);
+    tmux.run(&["resize-window", "-t", "deck", "-x", "90", "-y", "30"]);
+    let start = Instant::now();
+    while tmux.screen().contains("Hello from mock") {
+        assert!(start.elapsed() < wait, "none under 100 columns:\n{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
+}
+
 /// `!` gives the terminal to a shell in the session's sandbox (its working folder, with the
 /// sandbox's env) and takes it back intact when the shell exits.
 #[test]

@@ -367,6 +367,7 @@ fn tui(layers: &[Parsed]) -> TuiConfig {
         read_only: top!(layers, tui.read_only).unwrap_or(false),
         read_only_contexts: top!(layers, tui.read_only_contexts).unwrap_or_default(),
         mouse: top!(layers, tui.mouse).unwrap_or(false),
+        preview: top!(layers, tui.preview).unwrap_or(true),
         keys,
     }
 }

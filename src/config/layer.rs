@@ -192,6 +192,7 @@ pub struct TuiLayer {
     pub read_only: Option<bool>,
     pub read_only_contexts: Option<Vec<String>>,
     pub mouse: Option<bool>,
+    pub preview: Option<bool>,
     /// action id → keys
     pub keys: Option<BTreeMap<Spanned<String>, Vec<String>>>,
 }

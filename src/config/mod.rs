@@ -118,6 +118,8 @@ pub struct TuiConfig {
     /// Kubernetes contexts where the cockpit is read-only: names, or prefixes ending in `*`.
     pub read_only_contexts: Vec<String>,
     pub mouse: bool,
+    /// Show the selected session's preview beside the list (`p` toggles it).
+    pub preview: bool,
     /// Key overrides: (action id, keys, where it was written as `file:line:col`).
     pub keys: Vec<(String, Vec<String>, String)>,
 }

@@ -46,6 +46,7 @@ pub enum Action {
     Attach,
     Filter,
     Sort,
+    Preview,
     NewSession,
     Restart,
     Suspend,
@@ -233,6 +234,15 @@ pub const REGISTRY: &[ActionDef] = &[
         ["s"],
         "sort",
         "Sort: newest, last activity, trouble first, agent, title (:sort KEY)",
+        Looks,
+        [Sessions]
+    ),
+    def!(
+        Preview,
+        "preview",
+        ["p"],
+        "preview",
+        "Show or hide the selected session's last lines beside the list (under it when narrow)",
         Looks,
         [Sessions]
     ),
@@ -743,6 +753,7 @@ mod tests {
             A::Attach,
             A::Filter,
             A::Sort,
+            A::Preview,
             A::NewSession,
             A::Restart,
             A::Suspend,
@@ -781,6 +792,7 @@ mod tests {
             | A::Attach
             | A::Filter
             | A::Sort
+            | A::Preview
             | A::ToggleWrap
             | A::ToggleTimestamps
             | A::ToggleTools

@@ -153,6 +153,9 @@ pub enum Effect {
 }
 
 /// What a read-only cockpit says when asked to act.
+/// How many of the selected session's last messages its preview reads.
+pub const PREVIEW_MESSAGES: i64 = 20;
+
 pub const READ_ONLY: &str = "read-only: this cockpit changes no session and makes no agent act (started with --read-only or a read-only context)";
 
 impl Effect {
@@ -258,6 +261,11 @@ pub struct App {
     /// The first load of the sessions is not over: the list may be partial (or not there).
     pub loading: bool,
     pub transcript: Option<Transcript>,
+    /// Whether the list shows the selected session's preview beside or under it (`p`).
+    pub preview_on: bool,
+    /// The selected session's last messages, as they stream, for the preview (none while a
+    /// transcript is attached).
+    pub preview: Option<Transcript>,
     /// A screen over the others (health, logs, diagnose).
     pub panel: Option<Panel>,
     /// The screens left for the one shown, for esc.
@@ -309,6 +317,8 @@ impl App {
             sessions: SessionList::default(),
             loading: true,
             transcript: None,
+            preview_on: true,
+            preview: None,
             panel: None,
             back: Default::default(),
             dialog: None,
@@ -399,6 +409,7 @@ impl App {
         // a key may have written in the composer or left a draft; the loop compares and saves
         self.drafts_changed |= matches!(msg, Msg::Key(_) | Msg::NotSent { .. });
         let mut effects = self.apply(msg);
+        effects.extend(self.follow_selection());
         // Read-only holds whatever path led here (a key, a command, a dialog): nothing that
         // changes a session or makes an agent act leaves the cockpit.
         if self.keymap.read_only() && effects.iter().any(Effect::acts) {
@@ -456,9 +467,12 @@ impl App {
             Msg::Session(s) => {
                 // The attached session's asks are read again when its count of them moved
                 // (not on every change of the session: those come many times a turn).
-                let reload = self.transcript.as_ref().is_some_and(|t| {
-                    t.session == s.id && usize::try_from(s.waiting).ok() != Some(t.asks.len())
-                });
+                let reload = [self.transcript.as_ref(), self.preview.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| {
+                        t.session == s.id && usize::try_from(s.waiting).ok() != Some(t.asks.len())
+                    });
                 let id = s.id;
                 self.sessions.upsert(*s);
                 if reload {
@@ -472,17 +486,18 @@ impl App {
                 messages,
                 complete,
             } => {
-                if let Some(t) = self.transcript.as_mut().filter(|t| t.session == session) {
+                let shown = [self.transcript.as_mut(), self.preview.as_mut()];
+                if let Some(t) = shown.into_iter().flatten().find(|t| t.session == session) {
                     t.merge(messages);
                     t.loaded |= complete;
                 }
                 vec![]
             }
             Msg::Delta(d) => {
-                if let Some(t) = self.transcript.as_mut().filter(|t| t.session == d.session) {
-                    self.dirty = t.apply_delta(&d);
-                } else {
-                    self.dirty = false;
+                let shown = [self.transcript.as_mut(), self.preview.as_mut()];
+                match shown.into_iter().flatten().find(|t| t.session == d.session) {
+                    Some(t) => self.dirty = t.apply_delta(&d),
+                    None => self.dirty = false,
                 }
                 vec![]
             }
@@ -626,7 +641,10 @@ impl App {
             Msg::Asks { session, asks } => {
                 match self.transcript.as_mut().filter(|t| t.session == session) {
                     Some(t) => t.set_asks(asks),
-                    None => self.dirty = false,
+                    None => match self.preview.as_mut().filter(|p| p.session == session) {
+                        Some(p) => p.set_asks(asks),
+                        None => self.dirty = false,
+                    },
                 }
                 vec![]
             }
@@ -717,6 +735,15 @@ impl App {
                 if self.dialog.take().is_none() {
                     return self.go_back();
                 }
+            }
+            Action::Preview => {
+                self.preview_on = !self.preview_on;
+                let said = if self.preview_on {
+                    "preview on (it shows from 100 columns)"
+                } else {
+                    "preview off"
+                };
+                self.status = Some((said.into(), false));
             }
             Action::Health => {
                 if !matches!(self.panel, Some(Panel::Health(_))) {
@@ -1348,6 +1375,33 @@ impl App {
         }]
     }
 
+    /// Keeps the preview on the selected session: a new selection is read (its last messages,
+    /// and what it asks when it waits); none while a transcript is attached or the preview is
+    /// off.
+    fn follow_selection(&mut self) -> Vec<Effect> {
+        let want = match (self.preview_on, &self.transcript) {
+            (true, None) => self.sessions.selected(),
+            _ => None,
+        };
+        let Some(s) = want else {
+            self.preview = None;
+            return vec![];
+        };
+        if self.preview.as_ref().is_some_and(|p| p.session == s.id) {
+            return vec![];
+        }
+        let (id, last, waiting) = (s.id, s.last_message_seq, s.waiting);
+        self.preview = Some(Transcript::new(id));
+        let mut effects = vec![Effect::LoadMessages {
+            session: id,
+            after: (last - PREVIEW_MESSAGES).max(0),
+        }];
+        if waiting > 0 {
+            effects.push(Effect::LoadAsks { session: id });
+        }
+        effects
+    }
+
     fn submit_new(&mut self) -> Vec<Effect> {
         let Some(Dialog::NewSession(form)) = self.dialog.take() else {
             return vec![];
@@ -1369,14 +1423,18 @@ mod tests {
     use super::*;
     use crate::tui::sessions::tests::session;
 
+    /// An app with the preview off (the tests of the preview turn it on): its reads would
+    /// be among every update's effects.
     fn app() -> App {
-        App::new(
+        let mut a = App::new(
             Keymap::new(false),
             Theme::mono(),
             vec![],
             "sqlite://x".into(),
             "local".into(),
-        )
+        );
+        a.preview_on = false;
+        a
     }
 
     fn key(c: char) -> Msg {
@@ -1772,6 +1830,71 @@ mod tests {
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         }
+    }
+
+    /// The preview follows the selection: a newly selected session's last messages are read
+    /// (and what it asks, when it waits); its messages and streamed text go to the preview;
+    /// attaching leaves it, `p` turns it off and on.
+    #[test]
+    fn the_preview_follows_the_selection() {
+        let mut a = app();
+        a.preview_on = true;
+        let mut busy = session(1, "coder", SessionStatus::Busy);
+        busy.last_message_seq = 50;
+        let mut waiting = session(2, "coder", SessionStatus::Idle);
+        waiting.waiting = 1;
+        waiting.last_message_seq = 3;
+        // Newest first: the waiting session (2) is selected first.
+        let effects = a.update(Msg::Sessions(vec![busy.clone(), waiting.clone()]));
+        assert_eq!(
+            effects,
+            vec![
+                Effect::LoadMessages {
+                    session: waiting.id,
+                    after: 0
+                },
+                Effect::LoadAsks {
+                    session: waiting.id
+                }
+            ]
+        );
+        let effects = a.update(key('j'));
+        assert_eq!(
+            effects,
+            vec![Effect::LoadMessages {
+                session: busy.id,
+                after: 50 - PREVIEW_MESSAGES
+            }],
+            "only its last messages"
+        );
+        assert_eq!(a.update(Msg::Tick), vec![], "read once per selection");
+        a.update(Msg::Messages {
+            session: busy.id,
+            messages: vec![message(busy.id, 49, "building the project")],
+            complete: true,
+        });
+        a.update(Msg::Delta(crate::core::ingest::LiveDelta {
+            session: busy.id,
+            seq: 49,
+            part: 0,
+            text: " and running the tests".into(),
+        }));
+        let preview = a.preview.as_ref().map(|p| (p.session, p.messages().len()));
+        assert_eq!(preview, Some((busy.id, 1)));
+        let text = a.preview.as_ref().unwrap().messages()[0].text();
+        assert_eq!(text, "building the project and running the tests");
+        a.update(press(KeyCode::Enter));
+        assert!(a.preview.is_none(), "attached: no preview");
+        a.update(press(KeyCode::Esc));
+        assert!(a.preview.is_some(), "back on the list: the preview again");
+        a.update(key('p'));
+        assert!(!a.preview_on && a.preview.is_none());
+        let effects = a.update(key('p'));
+        assert!(a.preview_on);
+        assert!(
+            matches!(effects.as_slice(), [Effect::LoadMessages { session, .. }] if *session == busy.id),
+            "{effects:?}"
+        );
     }
 
     /// An app attached to a session whose transcript is `texts`, one message each, drawn once.

@@ -115,6 +115,7 @@ pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
     let mut app = App::new(keymap, theme, deck.agents(), deck.describe(), runtime);
     app.context = context.clone();
     app.choices = deck.agent_choices();
+    app.preview_on = tui.preview;
     app.theme_fixed = options.theme.is_some();
 
     // Drafts an earlier cockpit left (a dropped connection, a crash, a quit).
@@ -224,7 +225,12 @@ pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
         if app.quit {
             break;
         }
-        let attached = app.transcript.as_ref().map(|t| t.session);
+        // What streams to the screen: the attached transcript, else the preview's session.
+        let attached = app
+            .transcript
+            .as_ref()
+            .or(app.preview.as_ref())
+            .map(|t| t.session);
         if *attached_tx.borrow() != attached {
             let _ = attached_tx.send(attached);
         }

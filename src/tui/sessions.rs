@@ -639,6 +639,60 @@ fn trouble_lines(app: &App, s: &Session) -> Option<Vec<Line<'static>>> {
     ])
 }
 
+/// The selected session without attaching: what is wrong with it (a failure and what to do,
+/// what its agent asks), then its last lines as they stream.
+fn render_preview(
+    f: &mut Frame,
+    app: &App,
+    s: &Session,
+    t: &super::transcript::Transcript,
+    area: Rect,
+) {
+    let title = format!(
+        " {} {} · {} ",
+        glyph(s.status),
+        s.status.word(),
+        sanitize::line(&s.title)
+    );
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border)
+        .title(Span::styled(title, status_style(app, s.status)));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let width = usize::from(inner.width).max(1);
+    let mut lines: Vec<Line<'static>> = Vec::new();
+    if let Some(trouble) = trouble_lines(app, s) {
+        lines.extend(wrap_clean(&trouble, width));
+    }
+    let asked: Vec<Line> = t
+        .asks
+        .iter()
+        .map(|a| {
+            Line::from(Span::styled(
+                format!("  {}", sanitize::line(&a.summary())),
+                app.theme.warning,
+            ))
+        })
+        .collect();
+    lines.extend(wrap_clean(&asked, width));
+    if !lines.is_empty() {
+        lines.push(Line::default());
+    }
+    let room = usize::from(inner.height).saturating_sub(lines.len());
+    if t.messages().is_empty() {
+        let said = if t.loaded {
+            "No messages yet."
+        } else {
+            "Reading its last messages…"
+        };
+        lines.push(Line::from(Span::styled(said, app.theme.muted)));
+    } else if room > 0 {
+        lines.extend(t.window(inner.width, &app.theme, room).lines);
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
 /// A phase as the list says it: a session ended on purpose is `ended`, as its status says.
 fn phase_word(phase: crate::model::Phase) -> &'static str {
     match phase {
@@ -647,6 +701,11 @@ fn phase_word(phase: crate::model::Phase) -> &'static str {
     }
 }
 
+/// From this width the list shows the selected session's preview: under the list, and beside
+/// it from [`PREVIEW_BESIDE`].
+pub const PREVIEW_MIN: u16 = 100;
+pub const PREVIEW_BESIDE: u16 = 160;
+
 fn render_sessions(
     f: &mut Frame,
     app: &App,
@@ -654,6 +713,25 @@ fn render_sessions(
     area: Rect,
     now: chrono::DateTime<chrono::Utc>,
 ) {
+    // The selected session's preview takes 40% of the room, beside the list or under it.
+    let chosen = list.at(list.selected_index());
+    let preview = app
+        .preview
+        .as_ref()
+        .filter(|_| app.preview_on && area.width >= PREVIEW_MIN)
+        .and_then(|p| chosen.filter(|s| s.id == p.session).map(|s| (s, p)));
+    let area = match preview {
+        Some((s, p)) => {
+            let [list_area, preview_area] = if area.width >= PREVIEW_BESIDE {
+                Layout::horizontal([Constraint::Min(60), Constraint::Percentage(40)]).areas(area)
+            } else {
+                Layout::vertical([Constraint::Min(6), Constraint::Percentage(40)]).areas(area)
+            };
+            render_preview(f, app, s, p, preview_area);
+            list_area
+        }
+        None => area,
+    };
     let filter = &list.filter().text;
     let title = if app.loading && list.total() > 0 {
         format!(" Sessions ({} so far, loading…) ", list.len())
@@ -691,7 +769,11 @@ fn render_sessions(
     // The selected session's trouble, in full, under the table: the failure and what to do,
     // or that the agent waits for a person.
     let selected = list.selected_index();
-    let detail = list.at(selected).and_then(|s| trouble_lines(app, s));
+    // (the preview says it when it shows)
+    let detail = match preview {
+        Some(_) => None,
+        None => list.at(selected).and_then(|s| trouble_lines(app, s)),
+    };
     let inner = match &detail {
         Some(lines) => {
             let lines = wrap_clean(lines, usize::from(inner.width).max(1));

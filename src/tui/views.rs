@@ -645,6 +645,7 @@ mod tests {
         chrono::DateTime::from_timestamp(1_790_000_600, 0).unwrap_or_default()
     }
 
+    /// An app with sessions and the preview off (`previewed` turns it on).
     fn app(theme: Theme) -> App {
         let mut app = App::new(
             Keymap::new(false),
@@ -653,6 +654,7 @@ mod tests {
             "sqlite:///home/op/.local/share/agentdeck/agentdeck.db".into(),
             "local".into(),
         );
+        app.preview_on = false;
         let mut sessions = vec![
             session(1, "coder", SessionStatus::Idle),
             session(2, "reviewer", SessionStatus::Busy),
@@ -806,6 +808,62 @@ mod tests {
             filtered.sessions.set_filter("status:failed");
             filtered
         });
+    }
+
+    /// The selected session's preview: beside the list on a wide screen, under it on a
+    /// narrower one, none under 100 columns; its last lines, and what is wrong with it first.
+    #[test]
+    fn the_preview_beside_under_or_not_at_all() {
+        let previewed = |theme| {
+            let mut app = app(theme);
+            app.preview_on = true;
+            // the failed session (3), selected, with the last of its transcript read
+            app.sessions.select(Uuid::from_u128(3));
+            app.update(crate::tui::app::Msg::Tick);
+            app.update(crate::tui::app::Msg::Messages {
+                session: Uuid::from_u128(3),
+                messages: vec![crate::model::Message {
+                    id: Uuid::from_u128(300),
+                    session_id: Uuid::from_u128(3),
+                    seq: 1,
+                    role: crate::model::MessageRole::Assistant,
+                    status: crate::model::MessageStatus::Complete,
+                    parts: vec![crate::model::Part::text(
+                        "pulled the repository\nran the migrations\nthe image would not pull",
+                    )],
+                    error: None,
+                    harness_message_id: None,
+                    created_at: chrono::DateTime::from_timestamp(1_790_000_000, 0)
+                        .unwrap_or_default(),
+                    updated_at: chrono::DateTime::from_timestamp(1_790_000_000, 0)
+                        .unwrap_or_default(),
+                }],
+                complete: true,
+            });
+            app
+        };
+        let a = previewed(Theme::mono());
+        let beside = draw(&a, 170, 30).backend().to_string();
+        let row = beside
+            .lines()
+            .find(|l| l.contains("the image would not pull"))
+            .unwrap_or_default();
+        assert!(
+            row.contains("││"),
+            "beside the list, on its lines:\n{beside}"
+        );
+        assert!(beside.contains("ImagePullBackOff"), "why, first:\n{beside}");
+        let under = draw(&a, 120, 34).backend().to_string();
+        let at = |what: &str| under.lines().position(|l| l.contains(what));
+        assert!(
+            at("the image would not pull") > at("task 5"),
+            "under the list:\n{under}"
+        );
+        let narrow = draw(&a, 90, 30).backend().to_string();
+        assert!(!narrow.contains("the image would not pull"), "{narrow}");
+        for (w, h) in [(170, 30), (120, 34)] {
+            insta::assert_snapshot!(format!("preview_{w}x{h}"), draw(&a, w, h).backend());
+        }
     }
 
     /// A failed session's transcript says why and what to do at its top (it said only "No
