@@ -160,9 +160,45 @@ fn app(sessions: u64) -> App {
         "sqlite:///home/op/.local/share/agentdeck/agentdeck.db".into(),
         "local".into(),
     );
+    // (the preview has benchmarks of its own)
+    app.preview_on = false;
     app.update(Msg::Sessions((1..=sessions).map(session).collect()));
     app
 }
+
+/// The list of `sessions` with the preview on, beside it (160 columns): the selected session's
+/// last 20 messages read, the last one still streaming.
+fn previewed_app(sessions: u64) -> App {
+    let mut app = app(sessions);
+    app.preview_on = true;
+    app.sessions.select(Uuid::from_u128(ATTACHED));
+    app.update(Msg::Tick);
+    let mut rng = Lcg(7);
+    let messages: Vec<Message> = (1..=PREVIEWED)
+        .map(|s| {
+            let mut m = message(&mut rng, s);
+            if s == PREVIEWED {
+                m.status = MessageStatus::Pending;
+            }
+            m
+        })
+        .collect();
+    app.update(Msg::Messages {
+        session: Uuid::from_u128(ATTACHED),
+        messages,
+        complete: true,
+    });
+    assert!(
+        app.preview
+            .as_ref()
+            .is_some_and(|p| p.messages().len() == PREVIEWED as usize),
+        "the preview holds its messages"
+    );
+    app
+}
+
+/// How many messages the previewed session has read (the cockpit reads its last 20).
+const PREVIEWED: i64 = 20;
 
 /// Message `seq` of the big transcript: about 50 lines at 158 columns with tools folded.
 fn message(rng: &mut Lcg, seq: i64) -> Message {
@@ -363,6 +399,26 @@ fn sessions(c: &mut Criterion) {
                 None => KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE),
             };
             app.update(Msg::Key(key));
+            frame(&mut term, app)
+        })
+    });
+    // The preview on (issue 19: within the 2 ms of the list's frame): still, then a live delta
+    // into the previewed message before each frame.
+    let mut app = None;
+    group.bench_function("100000_with_preview", |b| {
+        let app = app.get_or_insert_with(|| previewed_app(size(100_000)));
+        b.iter(|| frame(&mut term, app))
+    });
+    let mut app = None;
+    group.bench_function("100000_with_preview_streaming", |b| {
+        let app = app.get_or_insert_with(|| previewed_app(size(100_000)));
+        b.iter(|| {
+            app.update(Msg::Delta(LiveDelta {
+                session: Uuid::from_u128(ATTACHED),
+                seq: PREVIEWED,
+                part: 0,
+                text: "and more ".into(),
+            }));
             frame(&mut term, app)
         })
     });
