@@ -426,7 +426,11 @@ fn the_preview_shows_the_selected_session_as_it_talks() {
     tmux.run(&["resize-window", "-t", "deck", "-x", "90", "-y", "30"]);
     let start = Instant::now();
     while tmux.screen().contains("Hello from mock") {
-        assert!(start.elapsed() < wait, "none under 100 columns:\n{}", tmux.screen());
+        assert!(
+            start.elapsed() < wait,
+            "none under 100 columns:\n{}",
+            tmux.screen()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     tmux.keys(&["q"]);
@@ -1250,7 +1254,8 @@ fn red_session_of(url: &str, agent: &str, title: &str, prompt: Option<&str>) -> 
 }
 
 /// Through `serve`, the rest of what an operator does: an agent that asks before it runs a
-/// command waits (`? waiting` in the list), and is answered from the remote cockpit; the
+/// command waits (`? waiting` in the list), is reached with `w` and answered from the list's
+/// preview, without attaching; the
 /// session is forked at its first message (the fork is attached); its sandbox's log is
 /// followed, and a line written after it opened (the harness started again) comes.
 #[test]
@@ -1280,10 +1285,15 @@ fn asks_fork_and_logs_through_serve() {
     let wait = Duration::from_secs(90);
     tmux.wait_for("1 waiting for you", wait);
     tmux.wait_for("? waiting", wait);
-    tmux.keys(&["Enter"]);
+    // The inbox: w goes to it, the preview shows what it asks, a answers it from the list.
+    tmux.keys(&["w"]);
     tmux.wait_for("bash wants to run: echo asked-remotely", wait);
     tmux.keys(&["a"]);
-    tmux.wait_for("Ran it. Output: asked-remotely", wait);
+    let screen = tmux.wait_for("Ran it. Output: asked-remotely", wait);
+    assert!(screen.contains("Sessions (1)"), "never attached:\n{screen}");
+    tmux.keys(&["Enter"]);
+    // (the transcript's hints: the preview's title reads like the transcript's)
+    tmux.wait_for("i write", wait);
 
     tmux.keys(&["f"]);
     tmux.wait_for("Fork at message #", wait);
@@ -1294,7 +1304,7 @@ fn asks_fork_and_logs_through_serve() {
     tmux.wait_for("fork of guarded work", wait);
     // esc walks back: to the transcript forked from, then the list (one esc at a time).
     tmux.keys(&["Escape"]);
-    tmux.wait_for("o idle · guarded work", wait);
+    tmux.wait_for("o idle · guarded work · guarded", wait);
     tmux.keys(&["Escape"]);
     tmux.wait_for("Sessions (2)", wait);
 

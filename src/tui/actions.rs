@@ -47,6 +47,8 @@ pub enum Action {
     Filter,
     Sort,
     Preview,
+    NextWaiting,
+    PreviousWaiting,
     NewSession,
     Restart,
     Suspend,
@@ -238,6 +240,24 @@ pub const REGISTRY: &[ActionDef] = &[
         [Sessions]
     ),
     def!(
+        NextWaiting,
+        "next-waiting",
+        ["w"],
+        "next waiting",
+        "Go to the next session whose agent waits for a person (its ask in the preview: a, A, r answer it)",
+        Looks,
+        [Sessions]
+    ),
+    def!(
+        PreviousWaiting,
+        "previous-waiting",
+        ["W"],
+        "previous waiting",
+        "Go to the session before that waits for a person",
+        Looks,
+        [Sessions]
+    ),
+    def!(
         Preview,
         "preview",
         ["p"],
@@ -307,7 +327,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "allow",
         "Allow what the agent asks, this once; or answer its question",
         Dangerous,
-        [Transcript]
+        [Transcript, Sessions]
     ),
     def!(
         AllowAlways,
@@ -316,7 +336,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "always",
         "Allow what the agent asks, and the like of it, for the rest of its life",
         Dangerous,
-        [Transcript]
+        [Transcript, Sessions]
     ),
     def!(
         Reject,
@@ -325,7 +345,7 @@ pub const REGISTRY: &[ActionDef] = &[
         "reject",
         "Reject what the agent asks, with a reason it hears; or decline its question",
         Dangerous,
-        [Transcript]
+        [Transcript, Sessions]
     ),
     def!(
         Compose,
@@ -754,6 +774,8 @@ mod tests {
             A::Filter,
             A::Sort,
             A::Preview,
+            A::NextWaiting,
+            A::PreviousWaiting,
             A::NewSession,
             A::Restart,
             A::Suspend,
@@ -793,6 +815,8 @@ mod tests {
             | A::Filter
             | A::Sort
             | A::Preview
+            | A::NextWaiting
+            | A::PreviousWaiting
             | A::ToggleWrap
             | A::ToggleTimestamps
             | A::ToggleTools

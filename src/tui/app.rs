@@ -266,6 +266,9 @@ pub struct App {
     /// The selected session's last messages, as they stream, for the preview (none while a
     /// transcript is attached).
     pub preview: Option<Transcript>,
+    /// Whether the last frame showed the preview (what it asks is answered from the list only
+    /// when it was on screen).
+    pub preview_shown: Cell<bool>,
     /// A screen over the others (health, logs, diagnose).
     pub panel: Option<Panel>,
     /// The screens left for the one shown, for esc.
@@ -319,6 +322,7 @@ impl App {
             transcript: None,
             preview_on: true,
             preview: None,
+            preview_shown: Cell::new(false),
             panel: None,
             back: Default::default(),
             dialog: None,
@@ -395,6 +399,7 @@ impl App {
             Action::Attach | Action::Logs | Action::Diagnose => return status.is_some(),
             Action::Shell => return status.is_some_and(|s| !s.is_terminal()),
             Action::Allow | Action::Reject => return self.waiting_ask().is_some(),
+            Action::NextWaiting | Action::PreviousWaiting => return self.sessions.waiting() > 0,
             Action::AllowAlways => {
                 return self
                     .waiting_ask()
@@ -887,6 +892,8 @@ impl App {
             Action::Bottom
             | Action::Follow
             | Action::Sort
+            | Action::NextWaiting
+            | Action::PreviousWaiting
             | Action::Since
             | Action::ToggleWrap
             | Action::ToggleTimestamps
@@ -899,14 +906,27 @@ impl App {
 
     /// The oldest ask the attached session's agent waits on.
     fn waiting_ask(&self) -> Option<&Ask> {
-        self.transcript.as_ref().and_then(|t| t.asks.first())
+        self.asking().and_then(|t| t.asks.first())
+    }
+
+    /// Whose asks `a`, `A` and `r` answer: the attached transcript's, else (on the list) the
+    /// previewed session's.
+    fn asking(&self) -> Option<&Transcript> {
+        match (&self.transcript, &self.panel) {
+            (Some(t), _) => Some(t),
+            (None, None) => self.preview.as_ref().filter(|p| {
+                self.preview_shown.get()
+                    && self.sessions.selected().is_some_and(|s| s.id == p.session)
+            }),
+            (None, Some(_)) => None,
+        }
     }
 
     /// `a`, `A`, `r` on what the agent asks: a permission is allowed at once (once or always),
     /// or rejected with a reason asked for first; a question is answered (or declined).
     fn on_ask(&mut self, action: Action) -> Vec<Effect> {
         let (Some(session), Some(ask)) = (
-            self.transcript.as_ref().map(|t| t.session),
+            self.asking().map(|t| t.session),
             self.waiting_ask().cloned(),
         ) else {
             self.status = Some(("the agent is not waiting for an answer".into(), true));
@@ -1810,7 +1830,11 @@ mod tests {
     }
 
     fn frame(a: &App) -> String {
-        let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24))
+        frame_of(a, 80, 24)
+    }
+
+    fn frame_of(a: &App, width: u16, height: u16) -> String {
+        let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, height))
             .unwrap_or_else(|e| panic!("{e}"));
         term.draw(|f| crate::tui::views::render(f, a, chrono::Utc::now()))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1895,6 +1919,68 @@ mod tests {
             matches!(effects.as_slice(), [Effect::LoadMessages { session, .. }] if *session == busy.id),
             "{effects:?}"
         );
+    }
+
+    /// The inbox: `w` goes to the next session that waits for a person (round the list), `W`
+    /// to the one before; what it asks is answered from the list (the preview has read it),
+    /// without attaching.
+    #[test]
+    fn what_waits_is_reached_and_answered_from_the_list() {
+        let mut a = app();
+        a.preview_on = true;
+        let mut sessions: Vec<Session> = (1..=6)
+            .map(|i| session(i, "coder", SessionStatus::Idle))
+            .collect();
+        sessions[1].waiting = 1; // session 2
+        sessions[4].waiting = 1; // session 5
+        a.update(Msg::Sessions(sessions));
+        assert!(a.offers(Action::NextWaiting));
+        // Newest first: 6 is selected; the next waiting ones are 5, then 2, then 5 again.
+        let at = |a: &App| a.sessions.selected().map(|s| s.id.as_u128());
+        a.update(key('w'));
+        assert_eq!(at(&a), Some(5));
+        a.update(key('w'));
+        assert_eq!(at(&a), Some(2));
+        a.update(key('w'));
+        assert_eq!(at(&a), Some(5));
+        a.update(key('W'));
+        assert_eq!(at(&a), Some(2));
+        assert!(!a.offers(Action::Allow), "its asks are not read yet");
+        frame(&a);
+        let id = Uuid::from_u128(2);
+        a.update(Msg::Asks {
+            session: id,
+            asks: vec![an_ask(id, "per_1", AskKind::Permission)],
+        });
+        // Too narrow for the preview: what it asks is not on screen, and is not answered here.
+        frame(&a);
+        assert!(!a.offers(Action::Allow), "not answered unseen");
+        let screen = frame_of(&a, 120, 30);
+        assert!(
+            screen.contains("rm -rf build"),
+            "what it asks, in the preview: {screen}"
+        );
+        assert!(a.offers(Action::Allow));
+        assert_eq!(
+            a.update(key('a')),
+            vec![Effect::Answer {
+                session: id,
+                ask: "per_1".into(),
+                answer: Answer::Permission {
+                    reply: PermissionReply::Once,
+                    message: None,
+                },
+            }]
+        );
+        assert!(a.transcript.is_none(), "answered without attaching");
+        // Nothing waits: w says so.
+        let mut b = app();
+        b.update(Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Idle,
+        )]));
+        assert!(!b.offers(Action::NextWaiting));
     }
 
     /// An app attached to a session whose transcript is `texts`, one message each, drawn once.

@@ -536,6 +536,26 @@ impl SessionList {
         self.by_status[status as usize]
     }
 
+    /// Selects the next session shown (after the selected one, or before it) whose agent waits
+    /// for a person, going round; whether there is one.
+    pub fn select_waiting(&mut self, forward: bool) -> bool {
+        let n = self.len();
+        let from = self.selected_index();
+        let found = (1..=n)
+            .map(|step| match forward {
+                true => (from + step) % n,
+                false => (from + n - step % n) % n,
+            })
+            .find(|&i| self.at(i).is_some_and(|s| s.waiting > 0));
+        match found {
+            Some(i) => {
+                self.select_index(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether the sessions come from several servers (then the list says which is which).
     pub fn from_servers(&self) -> bool {
         self.on_servers > 0
@@ -567,6 +587,12 @@ impl Screen for SessionList {
     fn on_action(&mut self, action: Action, cx: &mut Cx<'_>) -> Option<Vec<Effect>> {
         match action {
             Action::Bottom | Action::Follow => self.select_index(usize::MAX),
+            Action::NextWaiting | Action::PreviousWaiting => {
+                let forward = action == Action::NextWaiting;
+                if !self.select_waiting(forward) {
+                    cx.say("no agent waits for a person");
+                }
+            }
             Action::Sort => {
                 let key = self.sort().next();
                 self.set_sort(key);
@@ -604,8 +630,9 @@ impl Screen for SessionList {
 }
 
 /// What is wrong with a session, in full, for the line under the list when it is selected: an
-/// agent waiting for a person, or a failure with what to do about it.
-fn trouble_lines(app: &App, s: &Session) -> Option<Vec<Line<'static>>> {
+/// agent waiting for a person, or a failure with what to do about it. `answerable`: what it
+/// asks is on screen to be answered from the list (the preview).
+fn trouble_lines(app: &App, s: &Session, answerable: bool) -> Option<Vec<Line<'static>>> {
     let t = &app.theme;
     let key = |action: Action| app.keymap.key_for(action).unwrap_or("?").to_string();
     if s.waiting > 0 {
@@ -614,11 +641,21 @@ fn trouble_lines(app: &App, s: &Session) -> Option<Vec<Line<'static>>> {
         } else {
             format!("{} things", s.waiting)
         };
+        let how = if answerable {
+            format!(
+                "{} allow, {} always, {} reject here, or {} opens its transcript",
+                key(Action::Allow),
+                key(Action::AllowAlways),
+                key(Action::Reject),
+                key(Action::Attach)
+            )
+        } else {
+            format!("{} opens its transcript to answer", key(Action::Attach))
+        };
         return Some(vec![Line::from(Span::styled(
             format!(
-                "? {} waits for a person to answer {asks}: {} opens its transcript to answer",
+                "? {} waits for a person to answer {asks}: {how}",
                 sanitize::line(&s.title),
-                key(Action::Attach)
             ),
             t.warning,
         ))]);
@@ -662,7 +699,7 @@ fn render_preview(
     f.render_widget(block, area);
     let width = usize::from(inner.width).max(1);
     let mut lines: Vec<Line<'static>> = Vec::new();
-    if let Some(trouble) = trouble_lines(app, s) {
+    if let Some(trouble) = trouble_lines(app, s, !t.asks.is_empty() && !app.keymap.read_only()) {
         lines.extend(wrap_clean(&trouble, width));
     }
     let asked: Vec<Line> = t
@@ -720,6 +757,7 @@ fn render_sessions(
         .as_ref()
         .filter(|_| app.preview_on && area.width >= PREVIEW_MIN)
         .and_then(|p| chosen.filter(|s| s.id == p.session).map(|s| (s, p)));
+    app.preview_shown.set(preview.is_some());
     let area = match preview {
         Some((s, p)) => {
             let [list_area, preview_area] = if area.width >= PREVIEW_BESIDE {
@@ -772,7 +810,7 @@ fn render_sessions(
     // (the preview says it when it shows)
     let detail = match preview {
         Some(_) => None,
-        None => list.at(selected).and_then(|s| trouble_lines(app, s)),
+        None => list.at(selected).and_then(|s| trouble_lines(app, s, false)),
     };
     let inner = match &detail {
         Some(lines) => {
