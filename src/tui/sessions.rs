@@ -685,16 +685,20 @@ fn render_preview(
     t: &super::transcript::Transcript,
     area: Rect,
 ) {
-    let title = format!(
-        " {} {} · {} ",
-        glyph(s.status),
-        s.status.word(),
-        sanitize::line(&s.title)
-    );
+    // Its status as the list says it: waiting for a person first.
+    let (status, style) = if s.waiting > 0 {
+        ("? waiting".to_string(), app.theme.warning)
+    } else {
+        (
+            format!("{} {}", glyph(s.status), s.status.word()),
+            status_style(app, s.status),
+        )
+    };
+    let title = format!(" {status} · {} ", sanitize::line(&s.title));
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(app.theme.border)
-        .title(Span::styled(title, status_style(app, s.status)));
+        .title(Span::styled(title, style));
     let inner = block.inner(area);
     f.render_widget(block, area);
     let width = usize::from(inner.width).max(1);
