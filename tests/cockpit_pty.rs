@@ -437,6 +437,75 @@ fn the_preview_shows_the_selected_session_as_it_talks() {
     tmux.wait_for("EXITED 0", wait);
 }
 
+/// A session that finishes its turn while another is looked at: the terminal's bell rings (tmux
+/// marks the window), and the `[notify] command` hook runs with the session, the event and its
+/// text in its environment.
+#[test]
+fn a_turn_finished_elsewhere_rings_and_runs_the_hook() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let heard = root.path().join("heard.txt");
+    std::fs::create_dir_all(root.path().join("config/agentdeck")).unwrap();
+    std::fs::write(
+        root.path().join("config/agentdeck/config.toml"),
+        format!(
+            "[notify]\ncommand = [\"sh\", \"-c\", \"echo \\\"$AGENTDECK_EVENT|$AGENTDECK_TITLE|$AGENTDECK_TEXT\\\" >> {}\"]\n",
+            heard.display()
+        ),
+    )
+    .unwrap();
+    let tmux = launch(
+        root.path(),
+        Launch {
+            stack: Some(&stack),
+            size: (120, 34),
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(90);
+    tmux.wait_for("No sessions yet. Press n to start one.", wait);
+    // The first session is made with no message; the second talks, and is left for the
+    // first while it answers.
+    for (title, prompt) in [("the quiet one", ""), ("the talker", "hello")] {
+        tmux.keys(&["n"]);
+        tmux.wait_for("New session", wait);
+        tmux.keys(&["Tab"]);
+        tmux.text(title);
+        if !prompt.is_empty() {
+            tmux.keys(&["Tab"]);
+            tmux.text(prompt);
+        }
+        tmux.keys(&["C-s"]);
+        tmux.wait_for(title, wait);
+    }
+    tmux.keys(&["j"]);
+    let start = Instant::now();
+    let said = loop {
+        let said = std::fs::read_to_string(&heard).unwrap_or_default();
+        if said.contains("done|the talker|") {
+            break said;
+        }
+        assert!(
+            start.elapsed() < wait,
+            "no hook ran ({said:?}):\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        said.lines()
+            .any(|l| l == "done|the talker|the talker finished its turn"),
+        "{said}"
+    );
+    assert!(!said.contains("the quiet one"), "{said}");
+    let flag = tmux.run(&["display", "-p", "-t", "deck", "#{window_bell_flag}"]);
+    assert_eq!(flag.trim(), "1", "the window rang");
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
+}
+
 /// `!` gives the terminal to a shell in the session's sandbox (its working folder, with the
 /// sandbox's env) and takes it back intact when the shell exits.
 #[test]

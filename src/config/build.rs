@@ -8,8 +8,8 @@
 use super::layer::AgentLayer;
 use super::{
     AgentSpec, ApiToken, Config, ConfigError, Dirs, EndpointMode, GatewayConfig, HarnessKind,
-    IdleAction, KubernetesConfig, LocalConfig, Overrides, Parsed, RuntimeKind, SandboxApiVersion,
-    SessionsConfig, TuiConfig, WorkerConfig, error,
+    IdleAction, KubernetesConfig, LocalConfig, NotifyConfig, Overrides, Parsed, RuntimeKind,
+    SandboxApiVersion, SessionsConfig, TuiConfig, WorkerConfig, error,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -63,6 +63,14 @@ pub(super) fn build(
         local: local(&layers, &dirs),
         kubernetes: kubernetes(&layers)?,
         tui: tui(&layers),
+        notify: NotifyConfig {
+            bell: top!(layers, notify.bell).unwrap_or(true),
+            desktop: top!(layers, notify.desktop).unwrap_or(false),
+            command: top!(layers, notify.command).unwrap_or_default(),
+            waiting: top!(layers, notify.waiting).unwrap_or(true),
+            failed: top!(layers, notify.failed).unwrap_or(true),
+            done: top!(layers, notify.done).unwrap_or(true),
+        },
         agents,
         sources: layers.into_iter().map(|p| p.source).collect(),
         dirs,

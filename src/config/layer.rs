@@ -31,6 +31,8 @@ pub struct Layer {
     #[serde(default)]
     pub tui: TuiLayer,
     #[serde(default)]
+    pub notify: NotifyLayer,
+    #[serde(default)]
     pub agents: BTreeMap<Spanned<String>, AgentLayer>,
     /// `[[servers]]`: `serve`s the cockpit and the CLI can be clients of (`--server NAME`).
     pub servers: Option<Vec<ServerLayer>>,
@@ -183,6 +185,17 @@ pub struct KubernetesLayer {
     pub endpoint: Option<EndpointMode>,
     pub harness_port: Option<Spanned<u16>>,
     pub service_account: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyLayer {
+    pub bell: Option<bool>,
+    pub desktop: Option<bool>,
+    pub command: Option<Vec<String>>,
+    pub waiting: Option<bool>,
+    pub failed: Option<bool>,
+    pub done: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

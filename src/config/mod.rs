@@ -141,6 +141,23 @@ impl TuiConfig {
     }
 }
 
+/// `[notify]`: how a person hears that an agent waits for them, failed, or finished a turn
+/// while they were not looking at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    /// The terminal bell (tmux's `monitor-bell` and terminals alert on it).
+    pub bell: bool,
+    /// A desktop notification by escape sequence (OSC 9 and OSC 777; through tmux's
+    /// passthrough).
+    pub desktop: bool,
+    /// A program to run for each (a pager, a chat), with the session, the event and its text
+    /// in its environment.
+    pub command: Vec<String>,
+    pub waiting: bool,
+    pub failed: bool,
+    pub done: bool,
+}
+
 /// The local process runtime.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalConfig {
@@ -188,6 +205,7 @@ pub struct Config {
     pub local: LocalConfig,
     pub kubernetes: KubernetesConfig,
     pub tui: TuiConfig,
+    pub notify: NotifyConfig,
     pub agents: BTreeMap<String, AgentSpec>,
     /// The files that were read, lowest first.
     pub sources: Vec<Source>,

@@ -99,6 +99,8 @@ pub use crate::deck::Connectivity;
 /// What the loop must do for the app (I/O, off the render path).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// Tell the person (the bell, a desktop notification, the hook): something needs them.
+    Notify(super::notify::Notice),
     /// Reads every session; `pages` shows them a page at a time as they come (the first load,
     /// when there is nothing to show yet), else all at once.
     LoadSessions {
@@ -174,6 +176,7 @@ impl Effect {
             | Effect::FollowLogs { .. }
             | Effect::Diagnose { .. }
             | Effect::LoadAsks { .. }
+            | Effect::Notify(_)
             | Effect::Reload => false,
         }
     }
@@ -479,12 +482,22 @@ impl App {
                         t.session == s.id && usize::try_from(s.waiting).ok() != Some(t.asks.len())
                     });
                 let id = s.id;
+                // What changed that a person should hear of, unless they look at it now.
+                let looked_at = self.transcript.as_ref().is_some_and(|t| t.session == id)
+                    || (self.preview_shown.get()
+                        && self.sessions.selected().is_some_and(|x| x.id == id));
+                let news = self
+                    .sessions
+                    .get(id)
+                    .and_then(|before| super::notify::notice(before, &s))
+                    .filter(|_| !looked_at);
                 self.sessions.upsert(*s);
+                let mut effects = Vec::new();
                 if reload {
-                    vec![Effect::LoadAsks { session: id }]
-                } else {
-                    vec![]
+                    effects.push(Effect::LoadAsks { session: id });
                 }
+                effects.extend(news.map(Effect::Notify));
+                effects
             }
             Msg::Messages {
                 session,
@@ -1981,6 +1994,36 @@ mod tests {
             SessionStatus::Idle,
         )]));
         assert!(!b.offers(Action::NextWaiting));
+    }
+
+    /// A session that starts waiting, fails or finishes its turn is told of (the loop rings),
+    /// unless it is what the person looks at: its transcript, or its preview on screen.
+    #[test]
+    fn news_of_a_session_not_looked_at_is_told() {
+        let mut a = app();
+        let mut one = session(1, "coder", SessionStatus::Busy);
+        let two = session(2, "coder", SessionStatus::Idle);
+        a.update(Msg::Sessions(vec![one.clone(), two]));
+        // Newest first: 2 is selected (no preview on this narrow screen anyway).
+        one.status = SessionStatus::Idle;
+        let effects = a.update(Msg::Session(Box::new(one.clone())));
+        let told: Vec<_> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notify(n) => Some((n.session, n.event)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, vec![(one.id, crate::tui::notify::Event::Done)]);
+        // Looked at (attached): nothing.
+        a.sessions.select(one.id);
+        a.update(press(KeyCode::Enter));
+        one.waiting = 1;
+        let effects = a.update(Msg::Session(Box::new(one)));
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::Notify(_))),
+            "{effects:?}"
+        );
     }
 
     /// An app attached to a session whose transcript is `texts`, one message each, drawn once.

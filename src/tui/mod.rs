@@ -18,6 +18,7 @@ pub mod drafts;
 pub mod health;
 pub mod logs;
 pub mod navigation;
+pub mod notify;
 pub mod panels;
 pub mod quiet;
 pub mod screen;
@@ -166,6 +167,7 @@ pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
         logs_for: logs_rx,
     };
     ctx.run(Effect::LoadSessions { pages: true });
+    let notifier = notify::Notify::new(config.notify.clone());
 
     let now = chrono::Utc::now;
     term.draw(|f| views::render(f, &app, now()))?;
@@ -193,7 +195,21 @@ pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
                 continue;
             }
             for effect in app.update(msg) {
-                ctx.run(effect);
+                match effect {
+                    // Written between two frames, never inside one.
+                    Effect::Notify(notice) => {
+                        let bytes = notifier.terminal_bytes(&notice);
+                        if !bytes.is_empty() {
+                            use std::io::Write;
+                            let out = term.backend_mut().inner_mut();
+                            if let Err(e) = out.write_all(&bytes).and_then(|()| out.flush()) {
+                                tracing::warn!(error = %e, "cannot ring the terminal");
+                            }
+                        }
+                        notifier.run_hook(&notice);
+                    }
+                    effect => ctx.run(effect),
+                }
             }
         }
         // Unsent text to disk: at most once a second while typing, and on the way out.
@@ -667,6 +683,8 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 follow_logs(deck, tx, session, stream, since, logs_for).await;
                 return;
             }
+            // The loop tells these itself, between two frames.
+            Effect::Notify(_) => return,
             Effect::Shell { session } => {
                 let options = crate::console::options();
                 match deck.shell(session, &options).await {

@@ -32,6 +32,11 @@ impl<B> Quiet<B> {
     pub fn inner(&self) -> &B {
         &self.inner
     }
+
+    /// The terminal itself, for what is written between two frames (a bell).
+    pub fn inner_mut(&mut self) -> &mut B {
+        &mut self.inner
+    }
 }
 
 impl<B: Backend> Backend for Quiet<B> {
