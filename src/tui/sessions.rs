@@ -21,43 +21,65 @@ use std::cmp::Ordering;
 use uuid::Uuid;
 
 /// `/` filter: plain words match the title, agent, team, status or id; `key:value` pairs match
-/// one field (`agent:`, `team:`, `status:`, `phase:`, `title:`, `id:`, `runtime:`, `server:`).
+/// one field (`agent:`, `team:`, `status:`, `phase:`, `title:`, `id:`, `runtime:`, `server:`);
+/// a `-` in front of either leaves out what it matches (`-status:ended`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     pub text: String,
     words: Vec<String>,
     pairs: Vec<(String, String)>,
+    /// What leaves a session out: words and pairs, as above.
+    not_words: Vec<String>,
+    not_pairs: Vec<(String, String)>,
 }
 
 impl Filter {
     pub fn parse(text: &str) -> Filter {
-        let mut words = Vec::new();
-        let mut pairs = Vec::new();
+        let (mut words, mut pairs) = (Vec::new(), Vec::new());
+        let (mut not_words, mut not_pairs) = (Vec::new(), Vec::new());
         for token in text.split_whitespace() {
             let lower = token.to_lowercase();
+            let (lower, out) = match lower.strip_prefix('-') {
+                Some(rest) if !rest.is_empty() => (rest.to_string(), true),
+                _ => (lower, false),
+            };
+            let (w, p) = match out {
+                true => (&mut not_words, &mut not_pairs),
+                false => (&mut words, &mut pairs),
+            };
             match lower.split_once(':') {
-                Some((k, v)) if !k.is_empty() => pairs.push((k.to_string(), v.to_string())),
-                _ => words.push(lower),
+                Some((k, v)) if !k.is_empty() => p.push((k.to_string(), v.to_string())),
+                _ => w.push(lower),
             }
         }
         Filter {
             text: text.to_string(),
             words,
             pairs,
+            not_words,
+            not_pairs,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.words.is_empty() && self.pairs.is_empty()
+        self.words.is_empty()
+            && self.pairs.is_empty()
+            && self.not_words.is_empty()
+            && self.not_pairs.is_empty()
     }
 
     /// Whether every session this filter lets through, `wider` lets through too (each of
     /// `wider`'s words and pairs is within one of this one's): what typing on makes.
     fn within(&self, wider: &Filter) -> bool {
-        wider
-            .words
-            .iter()
-            .all(|w| self.words.iter().any(|x| x.contains(w.as_str())))
+        // (a longer word left out leaves out less: no shortcut with those)
+        self.not_words.is_empty()
+            && self.not_pairs.is_empty()
+            && wider.not_words.is_empty()
+            && wider.not_pairs.is_empty()
+            && wider
+                .words
+                .iter()
+                .all(|w| self.words.iter().any(|x| x.contains(w.as_str())))
             && wider.pairs.iter().all(|(k, v)| {
                 self.pairs
                     .iter()
@@ -81,14 +103,16 @@ impl Filter {
                 _ => return None,
             })
         };
-        self.pairs
-            .iter()
-            .all(|(k, v)| field(k).is_some_and(|f| contains_folded(f, v)))
-            && self.words.iter().all(|w| {
-                ["title", "agent", "team", "status", "id"]
-                    .iter()
-                    .any(|k| field(k).is_some_and(|f| contains_folded(f, w)))
-            })
+        let word = |w: &String| {
+            ["title", "agent", "team", "status", "id"]
+                .iter()
+                .any(|k| field(k).is_some_and(|f| contains_folded(f, w)))
+        };
+        let pair = |(k, v): &(String, String)| field(k).is_some_and(|f| contains_folded(f, v));
+        self.pairs.iter().all(pair)
+            && self.words.iter().all(word)
+            && !self.not_pairs.iter().any(pair)
+            && !self.not_words.iter().any(word)
     }
 }
 
@@ -1270,5 +1294,41 @@ pub(crate) mod tests {
         list.set_filter("status:failed");
         list.upsert(session(3, "coder", SessionStatus::Ready));
         assert_eq!(list.len(), 1);
+    }
+
+    /// A `-` leaves out what it matches, word or pair; typed a key at a time, each step shows
+    /// what filtering afresh would.
+    #[test]
+    fn a_minus_leaves_out_what_it_matches() {
+        let mut list = SessionList::default();
+        list.replace_all(vec![
+            session(1, "coder", SessionStatus::Idle),
+            session(2, "reviewer", SessionStatus::Dead),
+            session(3, "coder", SessionStatus::Failed),
+        ]);
+        list.set_filter("-status:ended");
+        let titles = |l: &SessionList| -> Vec<String> {
+            (0..l.len())
+                .filter_map(|i| l.at(i).map(|s| s.title.clone()))
+                .collect()
+        };
+        assert_eq!(titles(&list), ["task 3", "task 1"]);
+        list.set_filter("coder -failed");
+        assert_eq!(titles(&list), ["task 1"]);
+        let typed = "-agent:coder";
+        for end in 1..=typed.len() {
+            list.set_filter(&typed[..end]);
+            let mut fresh = SessionList::default();
+            fresh.replace_all(vec![
+                session(1, "coder", SessionStatus::Idle),
+                session(2, "reviewer", SessionStatus::Dead),
+                session(3, "coder", SessionStatus::Failed),
+            ]);
+            fresh.set_filter(&typed[..end]);
+            assert_eq!(titles(&list), titles(&fresh), "{:?}", &typed[..end]);
+        }
+        assert_eq!(titles(&list), ["task 2"]);
+        list.set_filter("-");
+        assert_eq!(list.len(), 3, "a lone minus is a word");
     }
 }
