@@ -272,6 +272,19 @@ fn sessions_round_trip(run: Run<'_>) {
     assert_eq!(shown["session"]["title"], "from the cli");
     assert_eq!(shown["messages"][0]["parts"][0]["text"], "hello");
     assert_eq!(shown["messages"][0]["status"], "pending");
+    // A message sent from the command line, stored at once (delivered when the agent is up).
+    let sent = run(&["sessions", "send", &id, "and then this"]);
+    assert_eq!(
+        String::from_utf8_lossy(&sent.stdout).trim(),
+        "message #2 stored (pending)",
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let sent = stdout_json(&run(&["sessions", "send", &id, "a third", "-o", "json"]));
+    assert_eq!(sent["seq"], 3);
+    let empty = run(&["sessions", "send", &id, "  "]);
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("nothing was sent"));
 
     let table = run(&["sessions", "list"]);
     let text = String::from_utf8_lossy(&table.stdout);

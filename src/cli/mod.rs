@@ -341,6 +341,14 @@ pub enum SessionsCmd {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// Send a message to the session's agent (`-` reads it from standard input); it is stored
+    /// at once and delivered when the agent can take it.
+    Send {
+        id: String,
+        text: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
     /// An interactive shell in the session's sandbox (its working folder and env on the local
     /// runtime, `pods/exec` in its pod on Kubernetes); it ends when the shell does, with its
     /// exit status. Standard input that is not a terminal is sent to the shell as a script.
@@ -879,6 +887,28 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
         }
         // (run on its own before: it takes the terminal)
         SessionsCmd::Shell { .. } => bail!("`sessions shell` runs on its own"),
+        SessionsCmd::Send { id, text, output } => {
+            let text = if text == "-" {
+                let mut read = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut read)
+                    .context("cannot read the message from standard input")?;
+                read
+            } else {
+                text
+            };
+            if text.trim().is_empty() {
+                bail!("the message is empty: nothing was sent");
+            }
+            let message = deck.send(parse_id(&id)?, &text).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&message)?),
+                Output::Table => println!(
+                    "message #{} stored ({})",
+                    message.seq,
+                    message.status.as_str()
+                ),
+            }
+        }
         SessionsCmd::Restart { id, output } => {
             print_session(&deck.command(parse_id(&id)?, Do::Restart).await?, output)?
         }
