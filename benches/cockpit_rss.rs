@@ -1,32 +1,40 @@
-//! The real cockpit's memory with 10k and 100k sessions, and its start-to-first-frame at 10k.
+//! The real cockpit's memory with 10k and 100k sessions, and its start-to-first-frame, on the
+//! store itself (direct) and as a client of `agentdeck serve` (remote), side by side.
 //!
 //! Not a criterion benchmark (memory is not a time): it prints what it measures. For each size
 //! it seeds a SQLite store with that many sessions through the store API (statuses in turn,
-//! no sandboxes, so the cockpit's worker finds nothing to do), then runs the `agentdeck`
-//! binary built by this `cargo bench` (the bench profile) with no subcommand (the cockpit, its
-//! worker included, as an operator runs it) against that file and the local runtime, in a
-//! home of its own, under tmux at 160x48 on a tmux server of its own.
+//! no sandboxes, so the cockpit's worker finds nothing to do), starts `agentdeck serve
+//! --no-worker` on that file (a home of its own, a token that sees every team), then runs the
+//! `agentdeck` binary built by this `cargo bench` (the bench profile) with no subcommand, in a
+//! home of its own, under tmux at 160x48 on a tmux server of its own, in turn:
+//!
+//! - direct: the cockpit on the file and the local runtime, its worker included, as an
+//!   operator with the store's credentials runs it;
+//! - remote: `--server http://127.0.0.1:PORT` with the token in `AGENTDECK_TOKEN`, reading
+//!   everything through serve's REST API (`GET /api/sessions`, 1000 a page).
+//!
+//! For each run:
 //!
 //! - start-to-first-frame: from asking tmux to start the program in its pane to the first
 //!   capture of the pane (polled every few ms) that shows a session row;
 //! - loaded: to the first capture whose title says `Sessions (N)` (every page read);
-//! - VmRSS and VmHWM from /proc/PID/status at the first frame, and once loaded and settled
-//!   (VmRSS unchanged for a second).
+//! - VmRSS and VmHWM of the cockpit's process (never serve's) from /proc/PID/status at the
+//!   first frame, and once loaded and settled (VmRSS unchanged for a second).
 //!
-//! Several runs per size; medians are printed. Run with `cargo bench --bench cockpit_rss`; see
-//! BENCHMARKS.md. Under `cargo test --all-targets` it runs once at 200 sessions (skipped if
-//! tmux is not installed). The tmux server and the cockpit are stopped after each run.
+//! Several runs per size and cockpit; medians are printed, and serve's own memory after them.
+//! Run with `cargo bench --bench cockpit_rss`; see BENCHMARKS.md. Under `cargo test
+//! --all-targets` it runs once of each at 200 sessions (skipped if tmux is not installed). The
+//! tmux server and the cockpit are stopped after each run, serve after each size.
 
 #[path = "support/mod.rs"]
 mod support;
 
 use agentdeck::model::{NewSession, Phase, SessionPatch, SessionStatus};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
+use support::served::BINARY;
+use support::tmux::Tmux;
 use support::*;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_agentdeck");
 
 fn phase_of(status: SessionStatus) -> Phase {
     match status {
@@ -76,64 +84,36 @@ fn seed(url: &str, n: usize) {
     });
 }
 
-/// A tmux server of our own (its own socket), killed when dropped.
-struct Tmux {
-    socket: String,
+/// Which cockpit a run starts.
+#[derive(Clone, Copy)]
+enum Cockpit<'a> {
+    /// On the store itself (`AGENTDECK_DATABASE_URL`), its worker included.
+    Direct { db: &'a str },
+    /// A client of the `serve` at `url` (`--server`, the token in `AGENTDECK_TOKEN`).
+    Remote { url: &'a str },
 }
 
-impl Tmux {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket]);
-        c
-    }
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().expect("run tmux");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let socket = self.run(&["display-message", "-p", "#{socket_path}"]);
-        let _ = self
-            .cmd()
-            .arg("kill-server")
-            .stderr(std::process::Stdio::null())
-            .status();
-        // tmux leaves its socket file behind
-        let socket = socket.trim();
-        if !socket.is_empty() {
-            let _ = std::fs::remove_file(socket);
+impl Cockpit<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Cockpit::Direct { .. } => "direct",
+            Cockpit::Remote { .. } => "remote",
         }
     }
-}
 
-/// VmRSS and VmHWM of `pid`, in KiB.
-fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Whether `pid` is still running (a process that ended but was not reaped yet is not).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            rest.split_whitespace()
-                .next()
-                .map(|state| state != "Z" && state != "X")
-        })
-        .unwrap_or(false)
+    /// The pane's command line, in a home of its own under `home`.
+    fn program(self, home: &Path) -> String {
+        let env = tmux::home_env(home);
+        match self {
+            Cockpit::Direct { db } => format!(
+                "exec env {env} AGENTDECK_DATABASE_URL={db} AGENTDECK_RUNTIME=local {BINARY}"
+            ),
+            Cockpit::Remote { url } => format!(
+                "exec env {env} AGENTDECK_TOKEN={} {BINARY} --server {url}",
+                served::TOKEN
+            ),
+        }
+    }
 }
 
 struct Run {
@@ -145,100 +125,44 @@ struct Run {
     hwm_settled: u64,
 }
 
-/// One cockpit run against the store at `db` (in a home under `root`).
-fn run_once(root: &Path, db: &str, n: usize, attempt: usize) -> Run {
-    let tmux = Tmux {
-        socket: format!("agentdeck-bench-{}-{attempt}", std::process::id()),
-    };
-    // The pane first holds a placeholder, so the tmux server's start is not timed.
-    let placeholder = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-x",
-            "160",
-            "-y",
-            "48",
-            "-s",
-            "cockpit",
-            "sleep 600",
-        ])
-        .env("TERM", "xterm-256color")
-        .status()
-        .expect("start tmux");
-    assert!(placeholder.success(), "tmux new-session failed");
-    let home = root.display().to_string();
-    let program = format!(
-        "exec env HOME={home} XDG_CONFIG_HOME={home}/config XDG_DATA_HOME={home}/data \
-         XDG_STATE_HOME={home}/state XDG_CACHE_HOME={home}/cache AGENTDECK_DATABASE_URL={db} \
-         AGENTDECK_RUNTIME=local {BINARY}"
+/// One cockpit run (in a home under `root`) until it shows all `n` sessions and its memory
+/// settled.
+fn run_once(root: &Path, cockpit: Cockpit, n: usize, attempt: usize) -> Run {
+    let tmux = Tmux::start(
+        &format!("agentdeck-bench-{}-{attempt}", cockpit.name()),
+        160,
+        48,
     );
     let started = Instant::now();
-    let respawned = tmux
-        .cmd()
-        .args(["respawn-pane", "-k", "-t", "cockpit", &program])
-        .status()
-        .expect("start the cockpit");
-    assert!(respawned.success(), "tmux respawn-pane failed");
+    tmux.respawn(&cockpit.program(root));
     let loaded_title = format!(" Sessions ({n}) ");
     let mut first_frame = None;
     let mut pid = 0u32;
     let (mut rss_first, mut hwm_first) = (0, 0);
     let loaded = loop {
-        let screen = tmux.run(&["capture-pane", "-p", "-t", "cockpit"]);
+        let screen = tmux.screen();
         if first_frame.is_none() && screen.contains("fix the flaky test") {
             first_frame = Some(started.elapsed());
-            pid = tmux
-                .run(&["display-message", "-p", "-t", "cockpit", "#{pane_pid}"])
-                .trim()
-                .parse()
-                .expect("the pane's pid");
-            (rss_first, hwm_first) = memory(pid);
+            pid = tmux.pane_pid();
+            (rss_first, hwm_first) = tmux::memory(pid);
         }
         if first_frame.is_some() && screen.contains(&loaded_title) {
             break started.elapsed();
         }
         if started.elapsed() > Duration::from_secs(60) {
-            panic!("the cockpit did not show {n} sessions within 60 s; its screen:\n{screen}");
+            panic!(
+                "the {} cockpit did not show {n} sessions within 60 s; its screen:\n{screen}",
+                cockpit.name()
+            );
         }
         std::thread::sleep(Duration::from_millis(3));
     };
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     assert_eq!(comm.trim(), "agentdeck", "pid {pid} is the cockpit");
-    // Settled: VmRSS unchanged for a second (at most 10 s; a tenth of that in a smoke run).
-    let still = if full_size() {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_millis(100)
-    };
-    let mut last = memory(pid).0;
-    let settle_from = Instant::now();
-    let mut still_since = Instant::now();
-    while still_since.elapsed() < still && settle_from.elapsed() < still * 10 {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = memory(pid).0;
-        if now != last {
-            last = now;
-            still_since = Instant::now();
-        }
-    }
-    let (rss_settled, hwm_settled) = memory(pid);
+    let (rss_settled, hwm_settled) = settled_memory(pid);
     drop(tmux);
     // The cockpit ends with its terminal; make sure of it (it is our own child's child).
-    let gone = Instant::now();
-    while running(pid) && gone.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if running(pid)
-        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| c.trim() == "agentdeck")
-    {
-        // SAFETY: signals the cockpit this run started.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-    }
+    tmux::make_sure_ended(pid);
     Run {
         first_frame: first_frame.unwrap_or_default(),
         loaded,
@@ -247,6 +171,28 @@ fn run_once(root: &Path, db: &str, n: usize, attempt: usize) -> Run {
         rss_settled,
         hwm_settled,
     }
+}
+
+/// VmRSS and VmHWM of `pid` once VmRSS stayed the same for a second (at most 10 s; a tenth of
+/// that in a smoke run).
+fn settled_memory(pid: u32) -> (u64, u64) {
+    let still = if full_size() {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_millis(100)
+    };
+    let mut last = tmux::memory(pid).0;
+    let settle_from = Instant::now();
+    let mut still_since = Instant::now();
+    while still_since.elapsed() < still && settle_from.elapsed() < still * 10 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = tmux::memory(pid).0;
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        }
+    }
+    tmux::memory(pid)
 }
 
 fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {
@@ -262,6 +208,100 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
+fn report_run(cockpit: &str, n: usize, attempt: usize, r: &Run, pages: u64) {
+    let read = if pages > 0 {
+        format!(" ({pages} × GET /api/sessions)")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "cockpit_rss: {cockpit}, {n} sessions, run {}: first frame {}, all loaded {}{read}; \
+         at first frame VmRSS {} (VmHWM {}); loaded and settled VmRSS {} (VmHWM {})",
+        attempt + 1,
+        ms(r.first_frame),
+        ms(r.loaded),
+        mib(r.rss_first),
+        mib(r.hwm_first),
+        mib(r.rss_settled),
+        mib(r.hwm_settled),
+    );
+}
+
+/// The medians of `runs`; the median settled VmRSS, for comparing.
+fn report(cockpit: &str, n: usize, all: &[Run]) -> u64 {
+    let of = |f: fn(&Run) -> Duration| all.iter().map(f).collect::<Vec<_>>();
+    let kib = |f: fn(&Run) -> u64| median(all.iter().map(f).collect());
+    let firsts = of(|r| r.first_frame);
+    println!(
+        "cockpit_rss: {cockpit}, {n} sessions, median of {} run(s): start to first frame {} \
+         (min {}, max {}), all loaded {} (min {}, max {}); VmRSS at first frame {}, loaded \
+         and settled {}; VmHWM {}",
+        all.len(),
+        ms(median(firsts.clone())),
+        ms(firsts.iter().copied().min().unwrap_or_default()),
+        ms(firsts.iter().copied().max().unwrap_or_default()),
+        ms(median(of(|r| r.loaded))),
+        ms(of(|r| r.loaded).into_iter().min().unwrap_or_default()),
+        ms(of(|r| r.loaded).into_iter().max().unwrap_or_default()),
+        mib(kib(|r| r.rss_first)),
+        mib(kib(|r| r.rss_settled)),
+        mib(kib(|r| r.hwm_settled)),
+    );
+    kib(|r| r.rss_settled)
+}
+
+/// `runs` runs of each cockpit over a store of `n` sessions, in turn (direct, remote, direct,
+/// …) so that both see the same load; `serve` runs throughout, as a server does.
+fn measure(n: usize, runs: usize) {
+    let root = tempfile::tempdir().expect("a temp dir");
+    let db = format!("sqlite://{}", root.path().join("agentdeck.db").display());
+    let seeding = Instant::now();
+    seed(&db, n);
+    eprintln!(
+        "cockpit_rss: seeded {n} sessions in {:.1?}",
+        seeding.elapsed()
+    );
+    // Every team's sessions: the remote cockpit lists what the direct one does.
+    let serve = served::Serve::start(&root.path().join("serve"), &db, agentdeck::api::ALL_TEAMS);
+    let url = serve.url();
+    let (mut direct, mut remote) = (Vec::new(), Vec::new());
+    for attempt in 0..runs {
+        for (cockpit, all) in [
+            (Cockpit::Direct { db: &db }, &mut direct),
+            (Cockpit::Remote { url: &url }, &mut remote),
+        ] {
+            let home = root
+                .path()
+                .join(format!("home-{}-{attempt}", cockpit.name()));
+            std::fs::create_dir_all(&home).expect("a home");
+            // The pages a remote cockpit read (1000 a request), to tell a start that read the
+            // list twice from one that read it once.
+            let pages_before = served::answered(serve.port, "/api/sessions");
+            let r = run_once(&home, cockpit, n, attempt);
+            let pages = served::answered(serve.port, "/api/sessions") - pages_before;
+            report_run(cockpit.name(), n, attempt, &r, pages);
+            all.push(r);
+        }
+    }
+    let direct_rss = report("direct", n, &direct);
+    let remote_rss = report("remote", n, &remote);
+    let (serve_rss, serve_hwm) = tmux::memory(serve.pid());
+    // What the remote cockpits asked for, all runs together (where a remote start's time goes).
+    let asked: Vec<String> = served::requests(serve.port)
+        .into_iter()
+        .filter(|(what, _)| !what.contains("/healthz") && !what.contains("/metrics"))
+        .map(|(what, count)| format!("{count} × {what}"))
+        .collect();
+    println!(
+        "cockpit_rss: {n} sessions: remote / direct settled VmRSS {:.2}; serve (not counted \
+         above) VmRSS {} (VmHWM {}); serve answered, over {runs} remote run(s): {}",
+        remote_rss as f64 / direct_rss.max(1) as f64,
+        mib(serve_rss),
+        mib(serve_hwm),
+        asked.join(", "),
+    );
+}
+
 fn main() {
     // A test runner that lists tests first (nextest) sees one test, not ignored.
     let args: Vec<String> = std::env::args().collect();
@@ -271,7 +311,7 @@ fn main() {
         }
         return;
     }
-    if Command::new("tmux").arg("-V").output().is_err() {
+    if !tmux::installed() {
         eprintln!("cockpit_rss: tmux is not installed; skipped");
         return;
     }
@@ -281,43 +321,6 @@ fn main() {
         &[(200, 1)]
     };
     for &(n, runs) in sizes {
-        let root = tempfile::tempdir().expect("a temp dir");
-        let db = format!("sqlite://{}", root.path().join("agentdeck.db").display());
-        let seeding = Instant::now();
-        seed(&db, n);
-        eprintln!(
-            "cockpit_rss: seeded {n} sessions in {:.1?}",
-            seeding.elapsed()
-        );
-        let mut all = Vec::new();
-        for attempt in 0..runs {
-            let home = root.path().join(format!("home-{attempt}"));
-            std::fs::create_dir_all(&home).expect("a home");
-            let r = run_once(&home, &db, n, attempt);
-            eprintln!(
-                "cockpit_rss: {n} sessions, run {}: first frame {}, all loaded {}; \
-                 at first frame VmRSS {} (VmHWM {}); loaded and settled VmRSS {} (VmHWM {})",
-                attempt + 1,
-                ms(r.first_frame),
-                ms(r.loaded),
-                mib(r.rss_first),
-                mib(r.hwm_first),
-                mib(r.rss_settled),
-                mib(r.hwm_settled),
-            );
-            all.push(r);
-        }
-        println!(
-            "cockpit_rss: {n} sessions, median of {runs} run(s): start to first frame {} \
-             (min {}, max {}), all loaded {}; VmRSS at first frame {}, loaded and \
-             settled {}; VmHWM {}",
-            ms(median(all.iter().map(|r| r.first_frame).collect())),
-            ms(all.iter().map(|r| r.first_frame).min().unwrap_or_default()),
-            ms(all.iter().map(|r| r.first_frame).max().unwrap_or_default()),
-            ms(median(all.iter().map(|r| r.loaded).collect())),
-            mib(median(all.iter().map(|r| r.rss_first).collect())),
-            mib(median(all.iter().map(|r| r.rss_settled).collect())),
-            mib(median(all.iter().map(|r| r.hwm_settled).collect())),
-        );
+        measure(n, runs);
     }
 }

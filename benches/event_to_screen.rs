@@ -3,7 +3,11 @@
 //! Postgres, with the cockpit a core of its own (`postgres_remote`): its own store, connections
 //! and listeners, no worker, as a cockpit in another process beside the `serve` that follows the
 //! session (nothing passes between the two but Postgres: the change feed and the live text's
-//! NOTIFY).
+//! NOTIFY); and with the cockpit a client of the following core's REST API (`postgres_api`, as
+//! `agentdeck --server URL`): the core serves its API on 127.0.0.1 (`api::serve`, a team's
+//! token), the cockpit's deck is `deck::Remote`, so the path is harness → ingest → serve's
+//! `/api/sessions/{id}/live` and `/api/changes` streams (and `GET …/messages` for what was
+//! stored) → the cockpit's feeds → a frame. All four run in one `cargo bench` run, side by side.
 //!
 //! The core runs as the cockpit runs it: `Core::with_store` over the real store, its worker
 //! (`core::worker::spawn`, whose ingest follows the session's harness). The harness is a
@@ -31,6 +35,7 @@
 mod support;
 
 use agentdeck::core::Core;
+use agentdeck::deck::{Deck, Embedded};
 use agentdeck::harness::HarnessEvent;
 use agentdeck::model::{MessageRole, SessionQuery, ToolStatus};
 use agentdeck::tui::actions::Keymap;
@@ -86,7 +91,7 @@ fn screen(term: &Terminal<TestBackend>) -> String {
 
 /// The cockpit's loop, minus the terminal's input: a burst of messages applied, then one frame
 /// if anything changed; a frame that shows the awaited marker reports how long it took.
-async fn cockpit(
+async fn cockpit_loop(
     mut app: App,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     pending: Pending,
@@ -185,6 +190,107 @@ impl WithCommand for HarnessEvent {
     }
 }
 
+/// What the cockpit reads through.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cockpit {
+    /// The core that follows the session, in this process (`Embedded`).
+    SameCore,
+    /// A core of its own on the same database, as in another process beside `serve`: nothing
+    /// passes between the two but Postgres (`Embedded` over that core).
+    OtherCore,
+    /// A client of the following core's REST API, as `agentdeck --server URL` is (`Remote`):
+    /// the API served in this process on 127.0.0.1, over TCP and HTTP as from another one.
+    Api,
+}
+
+impl Cockpit {
+    /// The configuration that maps a token to the session's team (`live_session`'s), as an
+    /// operator's token would be, for the API's client; none for the others.
+    fn api_tokens(self) -> String {
+        match self {
+            Cockpit::Api => format!(
+                "[[api.tokens]]\ntoken = \"{}\"\nteam = \"bench\"\n",
+                served::TOKEN
+            ),
+            Cockpit::SameCore | Cockpit::OtherCore => String::new(),
+        }
+    }
+
+    /// The cockpit's deck over `core` (the core that follows the session); for `Api`, the
+    /// task serving the API and its port too.
+    async fn deck(
+        self,
+        core: &Core,
+        db: &BenchDb,
+        root: &std::path::Path,
+    ) -> (Arc<dyn Deck>, Option<(tokio::task::JoinHandle<()>, u16)>) {
+        match self {
+            Cockpit::SameCore => (Arc::new(Embedded::new(core.clone(), "bench")), None),
+            Cockpit::OtherCore => {
+                let own = Core::with_store(
+                    config("", &db.url(), root),
+                    db.open().await,
+                    Arc::new(InstantRuntime::default()),
+                    Arc::new(ScriptedHarness::new().0),
+                );
+                (Arc::new(Embedded::new(own, "bench")), None)
+            }
+            Cockpit::Api => {
+                let (server, port) = serve_api(core).await;
+                let remote = agentdeck::deck::Remote::connect(
+                    &format!("http://127.0.0.1:{port}"),
+                    Some(served::TOKEN.to_string()),
+                    None,
+                    Arc::new(config("", "", root)),
+                )
+                .await
+                .expect("the cockpit connects to the API");
+                (Arc::new(remote), Some((server, port)))
+            }
+        }
+    }
+}
+
+/// Serves `core`'s REST API on a free port of 127.0.0.1 (as `agentdeck serve` does); the task
+/// and the port.
+async fn serve_api(core: &Core) -> (tokio::task::JoinHandle<()>, u16) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port on 127.0.0.1 for the API");
+    let port = listener.local_addr().expect("the API's address").port();
+    let core = core.clone();
+    let server = tokio::spawn(async move {
+        if let Err(e) = agentdeck::api::serve(core, listener, None, std::future::pending()).await {
+            eprintln!("event_to_screen: the API stopped: {e}");
+        }
+    });
+    (server, port)
+}
+
+/// Waits until the API has opened the cockpit's two streams (the change stream and the
+/// session's live text), so that no sample is sent before someone listens: the server counts a
+/// stream's request once its handler has subscribed and answered.
+async fn streams_open(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let open = tokio::task::spawn_blocking(move || {
+            served::answered(port, "/api/changes") > 0
+                && served::answered(port, "/api/sessions/{id}/live") > 0
+        })
+        .await
+        .unwrap_or(false);
+        if open {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cockpit did not open its streams on the API within 15 s: {:?}",
+            served::requests(port)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A cockpit attached to a live session whose harness is the bench's.
 struct Rig {
     bus: mpsc::UnboundedSender<HarnessEvent>,
@@ -198,7 +304,7 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start(db: &BenchDb, remote: bool) -> Rig {
+    async fn start(db: &BenchDb, cockpit: Cockpit) -> Rig {
         agentdeck::net::ensure_crypto();
         let root = tempfile::tempdir().expect("a temp dir");
         let store = db.open().await;
@@ -206,7 +312,7 @@ impl Rig {
         let (harness, bus) = ScriptedHarness::new();
         let subscribed = harness.subscribed.clone();
         let core = Core::with_store(
-            config("", &db.url(), root.path()),
+            config(&cockpit.api_tokens(), &db.url(), root.path()),
             store,
             Arc::new(InstantRuntime::default()),
             Arc::new(harness),
@@ -215,37 +321,29 @@ impl Rig {
         let worker =
             agentdeck::core::worker::spawn(core.clone(), agentdeck::model::CoreKind::Serve);
 
-        // The cockpit: its app, attached to the session, and its feeds; on a core of its own
-        // when remote.
-        let core = if remote {
-            Core::with_store(
-                config("", &db.url(), root.path()),
-                db.open().await,
-                Arc::new(InstantRuntime::default()),
-                Arc::new(ScriptedHarness::new().0),
-            )
-        } else {
-            core
-        };
+        let mut tasks = Vec::new();
+        let (deck, api) = cockpit.deck(&core, db, root.path()).await;
+        let api_port = api.map(|(server, port)| {
+            tasks.push(server);
+            port
+        });
         let mut app = App::new(
             Keymap::new(false),
             Theme::default_theme(),
-            core.agents(),
-            core.store_description(),
-            core.runtime_kind().to_string(),
+            deck.agents(),
+            deck.describe(),
+            deck.runtime_kind(),
         );
-        let sessions = core
-            .list_sessions(&SessionQuery::default())
+        let sessions = deck
+            .list(&SessionQuery::default())
             .await
             .expect("list sessions");
         let _ = app.update(Msg::Sessions(sessions));
         app.transcript = Some(Transcript::new(session));
         let (tx, rx) = mpsc::unbounded_channel();
         let (attached_tx, attached_rx) = tokio::sync::watch::channel(Some(session));
-        let deck: std::sync::Arc<dyn agentdeck::deck::Deck> =
-            std::sync::Arc::new(agentdeck::deck::Embedded::new(core.clone(), "bench"));
-        let mut tasks = agentdeck::tui::spawn_feeds(&deck, tx.clone(), attached_rx);
-        let messages = core.messages(session, 0, 1000).await.expect("messages");
+        tasks.extend(agentdeck::tui::spawn_feeds(&deck, tx.clone(), attached_rx));
+        let messages = deck.messages(session, 0, 1000).await.expect("messages");
         let _ = tx.send(Msg::Messages {
             session,
             messages,
@@ -253,7 +351,7 @@ impl Rig {
         });
         let pending: Pending = Arc::new(Mutex::new(None));
         let last_screen = Arc::new(Mutex::new(String::new()));
-        tasks.push(tokio::spawn(cockpit(
+        tasks.push(tokio::spawn(cockpit_loop(
             app,
             rx,
             pending.clone(),
@@ -262,6 +360,9 @@ impl Rig {
         tokio::time::timeout(Duration::from_secs(15), subscribed.notified())
             .await
             .expect("the worker's ingest follows the session's harness within 15 s");
+        if let Some(port) = api_port {
+            streams_open(port).await;
+        }
 
         let mut rig = Rig {
             bus,
@@ -324,7 +425,12 @@ fn event_to_screen(c: &mut Criterion) {
         .build()
         .expect("a tokio runtime");
     let mut report = Vec::new();
-    for backend in ["postgres", "postgres_remote", "sqlite"] {
+    for (backend, cockpit) in [
+        ("postgres", Cockpit::SameCore),
+        ("postgres_remote", Cockpit::OtherCore),
+        ("postgres_api", Cockpit::Api),
+        ("sqlite", Cockpit::SameCore),
+    ] {
         let db = rt.block_on(async {
             if backend.starts_with("postgres") {
                 BenchDb::postgres().await
@@ -332,7 +438,7 @@ fn event_to_screen(c: &mut Criterion) {
                 BenchDb::sqlite()
             }
         });
-        let mut rig = rt.block_on(Rig::start(&db, backend == "postgres_remote"));
+        let mut rig = rt.block_on(Rig::start(&db, cockpit));
         let mut group = c.benchmark_group(format!("event_to_screen_{backend}"));
         group
             .sampling_mode(SamplingMode::Flat)

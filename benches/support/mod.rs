@@ -1,6 +1,8 @@
 //! What the core benchmarks share: a stand-in sandbox runtime that answers at once, a stand-in
 //! harness that plays a scripted stream of opencode-like bus events, a Postgres database of
-//! their own (dropped afterwards), a temporary SQLite file, and the process's CPU time.
+//! their own (dropped afterwards), a temporary SQLite file, and the process's CPU time; and,
+//! for the benches of the real binary, a tmux server of their own (`tmux`) and `agentdeck
+//! serve` as a process with the bytes on its connections (`served`).
 //! The stand-ins are named as what they are; the core, the store and the cockpit are the real
 //! ones. (Benches cannot use tests/common, so the little they need is here.)
 #![allow(dead_code)]

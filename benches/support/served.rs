@@ -45,7 +45,12 @@ impl Serve {
         let port = free_port();
         let log = home.join("serve.log");
         let child = Command::new(BINARY)
-            .args(["serve", "--no-worker", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "serve",
+                "--no-worker",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", home)
@@ -72,7 +77,10 @@ impl Serve {
                 return;
             }
             if let Ok(Some(exit)) = self.child.try_wait() {
-                panic!("serve ended ({exit}) before it answered; {}", self.log_text());
+                panic!(
+                    "serve ended ({exit}) before it answered; {}",
+                    self.log_text()
+                );
             }
             if started.elapsed() > within {
                 panic!(
@@ -142,7 +150,12 @@ pub fn requests(port: u16) -> BTreeMap<String, u64> {
                 rest.split_once('"').map(|(v, _)| v.to_string())
             };
             Some((
-                format!("{} {} {}", label("method")?, label("route")?, label("status")?),
+                format!(
+                    "{} {} {}",
+                    label("method")?,
+                    label("route")?,
+                    label("status")?
+                ),
                 n.trim().parse().ok()?,
             ))
         })
@@ -257,4 +270,3 @@ impl Wire {
         total
     }
 }
-

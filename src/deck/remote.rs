@@ -408,8 +408,9 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
+/// `v` as a `T`, read in place (no copy of a long list first).
 fn read<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T> {
-    serde_json::from_value(v.clone())
+    T::deserialize(v)
         .map_err(|e| CoreError::Server(format!("an answer of the server could not be read: {e}")))
 }
 

@@ -432,6 +432,9 @@ async fn follow_deltas(
     tx: mpsc::UnboundedSender<Msg>,
     mut attached: watch::Receiver<Option<Uuid>>,
 ) {
+    // A feed that ends (a client of `serve` lost its stream: a restart, the network) is
+    // opened again, sooner the first time, every 5 s at most after.
+    let mut again = Duration::from_millis(250);
     loop {
         let Some(session) = *attached.borrow_and_update() else {
             if attached.changed().await.is_err() {
@@ -443,8 +446,18 @@ async fn follow_deltas(
         loop {
             tokio::select! {
                 live = feed.next() => match live {
-                    None => return,
+                    None => {
+                        tokio::select! {
+                            () = tokio::time::sleep(again) => {}
+                            changed = attached.changed() => if changed.is_err() {
+                                return;
+                            },
+                        }
+                        again = (again * 2).min(Duration::from_secs(5));
+                        break;
+                    }
                     Some(crate::core::live::Live::Delta(d)) => {
+                        again = Duration::from_millis(250);
                         if tx.send(Msg::Delta(d)).is_err() {
                             return;
                         }
