@@ -1078,3 +1078,73 @@ async fn serve_over_tls_and_a_client_that_verifies_it() {
         .await;
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
 }
+
+/// `sessions follow ID`: the last messages, then each new one as it comes, directly on the
+/// store and through `serve`.
+#[test]
+fn sessions_follow_shows_what_comes() {
+    let root = tempfile::tempdir().unwrap();
+    let direct = |args: &[&str]| {
+        let mut cmd = agentdeck(root.path());
+        cmd.args(args);
+        cmd
+    };
+    follow_then_send(&direct);
+    let remote_root = tempfile::tempdir().unwrap();
+    let (_serve, url) = serve_with_a_token(remote_root.path());
+    let client = remote_root.path().join("client");
+    let remote = |args: &[&str]| {
+        let mut cmd = agentdeck(&client);
+        cmd.args(["--server", &url])
+            .args(args)
+            .env("AGENTDECK_TOKEN", "red-team-token-0123456789");
+        cmd
+    };
+    follow_then_send(&remote);
+}
+
+fn follow_then_send(agentdeck: &dyn Fn(&[&str]) -> std::process::Command) {
+    use std::io::BufRead;
+    let made = stdout_json(
+        &agentdeck(&[
+            "sessions", "create", "--title", "followed", "--prompt", "hello", "-o", "json",
+        ])
+        .output()
+        .unwrap(),
+    );
+    let id = made["id"].as_str().unwrap().to_string();
+    let mut child = Serve(
+        agentdeck(&["sessions", "follow", &id])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let out = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |want: &str| {
+        let start = std::time::Instant::now();
+        while !seen.iter().any(|l: &String| l == want) {
+            let left = Duration::from_secs(60).saturating_sub(start.elapsed());
+            match lines.recv_timeout(left) {
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no {want:?} in {seen:?}"),
+            }
+        }
+    };
+    wait_for("#1 user: hello");
+    let sent = agentdeck(&["sessions", "send", &id, "and now this"])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    wait_for("#2 user: and now this");
+    drop(child);
+}

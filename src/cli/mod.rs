@@ -341,6 +341,14 @@ pub enum SessionsCmd {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// Follow the session's transcript as it goes (for a terminal without the cockpit): its
+    /// last messages, then each one as it is complete, until the session ends or ctrl-c.
+    Follow {
+        id: String,
+        /// How many of its last messages to show first.
+        #[arg(long, default_value_t = 10)]
+        last: i64,
+    },
     /// Send a message to the session's agent (`-` reads it from standard input); it is stored
     /// at once and delivered when the agent can take it.
     Send {
@@ -563,6 +571,17 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Some(Command::Sessions(cmd)) => {
             let deck: Box<dyn crate::deck::Deck> = match server_choice(&cli.global, &config)? {
+                // (following a transcript follows the server's changes; a command, none)
+                Some(server) if matches!(cmd, SessionsCmd::Follow { .. }) => Box::new(
+                    crate::deck::Remote::connect(
+                        &server.url,
+                        server.token,
+                        server.ca_file.as_deref(),
+                        Arc::new(config),
+                    )
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+                ),
                 Some(server) => Box::new(
                     crate::deck::Remote::connect_for_commands(
                         &server.url,
@@ -580,6 +599,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             };
             match cmd {
                 SessionsCmd::Shell { id } => shell(deck.as_ref(), &id).await,
+                SessionsCmd::Follow { id, last } => follow(deck.as_ref(), &id, last).await,
                 cmd => sessions(deck.as_ref(), cmd).await.map(|()| 0),
             }
         }
@@ -717,6 +737,75 @@ fn operator() -> String {
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
     )
+}
+
+/// `sessions follow`: the last `last` messages, then each one once it is whole (a person's at
+/// once, an agent's when its turn part is complete), until the session ends or ctrl-c.
+async fn follow(deck: &dyn crate::deck::Deck, id: &str, last: i64) -> Result<i32> {
+    use crate::core::Change;
+    let id = parse_id(id)?;
+    // Subscribed before reading: nothing that changes meanwhile is missed.
+    let mut feed = deck.changes();
+    let session = deck.session(id).await?;
+    println!(
+        "-- {} ({}), {}; ctrl-c stops following",
+        crate::sanitize::line(&session.title),
+        session.agent_id,
+        session.status.word()
+    );
+    let mut after = (session.last_message_seq - last.max(0)).max(0);
+    print_whole(deck, id, &mut after).await?;
+    loop {
+        let change = tokio::select! {
+            change = feed.next() => change,
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        };
+        match change {
+            None => bail!("the feed of changes ended"),
+            Some(Change::Message { session, .. }) if session == id => {
+                print_whole(deck, id, &mut after).await?
+            }
+            Some(Change::Resync) => print_whole(deck, id, &mut after).await?,
+            Some(Change::Session(s)) if s == id => {
+                let session = deck.session(id).await?;
+                if session.status.is_terminal() {
+                    print_whole(deck, id, &mut after).await?;
+                    println!("-- the session is {}", session.status.word());
+                    return Ok(0);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Prints the messages after `after` that are whole, in order, and moves `after` past them; it
+/// stops at the first still being written (printed once it is).
+async fn print_whole(deck: &dyn crate::deck::Deck, id: Uuid, after: &mut i64) -> Result<()> {
+    use crate::model::{MessageRole, MessageStatus};
+    let messages = deck.messages(id, *after, 1000).await?;
+    for m in messages {
+        let writing = m.role == MessageRole::Assistant && m.status == MessageStatus::Pending;
+        if writing {
+            break;
+        }
+        println!(
+            "#{} {}{}: {}",
+            m.seq,
+            m.role,
+            match m.status {
+                MessageStatus::Complete | MessageStatus::Pending => String::new(),
+                other => format!(" ({other})"),
+            },
+            crate::sanitize::text(&m.text())
+        );
+        *after = m.seq;
+    }
+    use std::io::Write;
+    std::io::stdout()
+        .flush()
+        .context("cannot write to standard output")?;
+    Ok(())
 }
 
 /// `sessions shell`: the shell on this terminal; agentdeck exits with the shell's status.
@@ -885,8 +974,9 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
         SessionsCmd::Fork { id, at, output } => {
             print_session(&deck.fork(parse_id(&id)?, at).await?, output)?
         }
-        // (run on its own before: it takes the terminal)
+        // (run on their own before: they take the terminal, they follow changes)
         SessionsCmd::Shell { .. } => bail!("`sessions shell` runs on its own"),
+        SessionsCmd::Follow { .. } => bail!("`sessions follow` runs on its own"),
         SessionsCmd::Send { id, text, output } => {
             let text = if text == "-" {
                 let mut read = String::new();
