@@ -1377,8 +1377,17 @@ fn asks_fork_and_logs_through_serve() {
     let screen = tmux.wait_for("Ran it. Output: asked-remotely", wait);
     assert!(screen.contains("Sessions (1)"), "never attached:\n{screen}");
     tmux.keys(&["Enter"]);
-    // (the transcript's hints: the preview's title reads like the transcript's)
-    tmux.wait_for("i write", wait);
+    // Attached (the transcript's hints: the preview's title reads like the transcript's) with
+    // its messages read (a fork needs one to fork at).
+    let start = Instant::now();
+    loop {
+        let screen = tmux.screen();
+        if screen.contains("i write") && screen.contains("Ran it. Output: asked-remotely") {
+            break;
+        }
+        assert!(start.elapsed() < wait, "not attached:\n{screen}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     tmux.keys(&["f"]);
     tmux.wait_for("Fork at message #", wait);
