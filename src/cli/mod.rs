@@ -571,27 +571,21 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Some(Command::Sessions(cmd)) => {
             let deck: Box<dyn crate::deck::Deck> = match server_choice(&cli.global, &config)? {
-                // (following a transcript follows the server's changes; a command, none)
-                Some(server) if matches!(cmd, SessionsCmd::Follow { .. }) => Box::new(
-                    crate::deck::Remote::connect(
-                        &server.url,
-                        server.token,
-                        server.ca_file.as_deref(),
-                        Arc::new(config),
-                    )
-                    .await
-                    .map_err(anyhow::Error::msg)?,
-                ),
-                Some(server) => Box::new(
-                    crate::deck::Remote::connect_for_commands(
-                        &server.url,
-                        server.token,
-                        server.ca_file.as_deref(),
-                        Arc::new(config),
-                    )
-                    .await
-                    .map_err(anyhow::Error::msg)?,
-                ),
+                Some(server) => {
+                    // (following a transcript follows the server's changes; a command, none)
+                    let (url, ca, config) =
+                        (&server.url, server.ca_file.as_deref(), Arc::new(config));
+                    let remote = match cmd {
+                        SessionsCmd::Follow { .. } => {
+                            crate::deck::Remote::connect(url, server.token, ca, config).await
+                        }
+                        _ => {
+                            crate::deck::Remote::connect_for_commands(url, server.token, ca, config)
+                                .await
+                        }
+                    };
+                    Box::new(remote.map_err(anyhow::Error::msg)?)
+                }
                 None => Box::new(crate::deck::Embedded::new(
                     open_core(config).await?,
                     operator(),

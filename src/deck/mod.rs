@@ -47,6 +47,29 @@ pub struct ServerState {
     pub link: ServerLink,
 }
 
+/// A client's reload: its own file read again (its keys and theme; each server's
+/// configuration is the server's) and put in `config`; what applied, and what needs a restart.
+fn reload_own_file(config: &std::sync::RwLock<Arc<Config>>) -> Result<Reloaded> {
+    let old = match config.read() {
+        Ok(c) => c.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let new = old.read_again().map_err(|e| {
+        crate::core::CoreError::Invalid(format!("the configuration was not reloaded: {e}"))
+    })?;
+    let mut report = Reloaded::default();
+    if old.tui != new.tui {
+        report.applied.push("[tui]".into());
+    }
+    if old.servers != new.servers {
+        report.needs_restart.push("[[servers]]".into());
+    }
+    if let Ok(mut c) = config.write() {
+        *c = Arc::new(new);
+    }
+    Ok(report)
+}
+
 /// What a new session can be started with: an agent, on a server when the deck has several.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentChoice {

@@ -463,21 +463,7 @@ impl Deck for Multi {
 
     /// The cockpit's own file (its keys and theme); each server's configuration is its own.
     async fn reload(&self) -> Result<Reloaded> {
-        let old = self.config();
-        let new = old
-            .read_again()
-            .map_err(|e| CoreError::Invalid(format!("the configuration was not reloaded: {e}")))?;
-        let mut report = Reloaded::default();
-        if old.tui != new.tui {
-            report.applied.push("[tui]".into());
-        }
-        if old.servers != new.servers {
-            report.needs_restart.push("[[servers]]".into());
-        }
-        if let Ok(mut c) = self.config.write() {
-            *c = Arc::new(new);
-        }
-        Ok(report)
+        super::reload_own_file(&self.config)
     }
 
     fn changes(&self) -> ChangeFeed {

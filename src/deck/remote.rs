@@ -765,18 +765,7 @@ impl Deck for Remote {
 
     /// The cockpit's own file (its keys and theme); the server's configuration is the server's.
     async fn reload(&self) -> Result<Reloaded> {
-        let old = self.config();
-        let new = old
-            .read_again()
-            .map_err(|e| CoreError::Invalid(format!("the configuration was not reloaded: {e}")))?;
-        let mut report = Reloaded::default();
-        if old.tui != new.tui {
-            report.applied.push("[tui]".into());
-        }
-        if let Ok(mut c) = self.config.write() {
-            *c = Arc::new(new);
-        }
-        Ok(report)
+        super::reload_own_file(&self.config)
     }
 
     fn changes(&self) -> ChangeFeed {
