@@ -41,6 +41,8 @@ reap_test_sandboxes() {
 trap 'reap_test_sandboxes; scripts/offline-stack.sh down >/dev/null 2>&1 || true; scripts/test-cluster.sh down >/dev/null 2>&1 || true' EXIT
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A build from a clean checkout gains nothing from incremental data, which was gigabytes.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # Built before waiting for the control plane: rustc leaves a core idle much of the time (one
