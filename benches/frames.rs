@@ -148,6 +148,8 @@ fn session(i: u64) -> Session {
             .then(|| now() + chrono::Duration::minutes(9)),
         stopped_at: None,
         command_seq: 0,
+        usage: Default::default(),
+        budget_usd: None,
         server: None,
     }
 }
@@ -270,6 +272,7 @@ fn message(rng: &mut Lcg, seq: i64) -> Message {
         parts,
         error: None,
         harness_message_id: None,
+        usage: None,
         created_at: t,
         updated_at: t,
     }

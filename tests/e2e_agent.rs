@@ -498,6 +498,7 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         &GatewayAccess {
             base_url: stack.gateway_url.clone(),
             key_env: "AGENTDECK_GATEWAY_KEY".into(),
+            price: None,
         },
     );
     for (path, content) in &files {

@@ -109,6 +109,7 @@ fn agent(command: &[&str]) -> AgentSpec {
         env: BTreeMap::new(),
         idle_timeout: Duration::from_secs(60),
         permission: Default::default(),
+        budget: None,
     }
 }
 

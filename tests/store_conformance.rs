@@ -5,8 +5,9 @@ mod common;
 
 use agentdeck::model::{
     AgentRecord, AskKind, AskStatus, CoreKind, Fence, Fork, LiveDelta, MessagePatch, MessageRole,
-    MessageStatus, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Part, Phase, SessionCreation,
-    SessionPatch, SessionQuery, SessionStatus, TaskKind, TaskQuery, TaskStatus, Transition,
+    MessageStatus, NewAsk, NewEvent, NewMessage, NewSession, NewTask, NoticeKind, Part, Phase,
+    SessionCreation, SessionPatch, SessionQuery, SessionStatus, TaskKind, TaskQuery, TaskStatus,
+    Transition,
 };
 use agentdeck::store::{Change, ChangeFeed, Store, StoreError};
 use common::{TestDb, eventually};
@@ -22,6 +23,7 @@ fn new_session(agent: &str, team: &str) -> NewSession {
         team: team.into(),
         title: format!("{agent} for {team}"),
         env: BTreeMap::new(),
+        budget_usd: None,
     }
 }
 
@@ -1970,6 +1972,222 @@ async fn a_sessions_work_waits_for_its_own_runtime(db: TestDb) {
     );
 }
 
+/// What a person should hear of is recorded by the change itself, whoever writes it: an ask
+/// (waiting), a failure, a turn's end (busy to idle with nobody awaited); nothing else. Handing
+/// notices on enqueues their tasks and deletes them in one write, once.
+async fn notices_come_with_their_change_and_are_handed_on_once(db: TestDb) {
+    let store = db.open().await;
+    let red = store
+        .insert_session(&new_session("coder", "red"))
+        .await
+        .unwrap();
+    let blue = store
+        .insert_session(&new_session("coder", "blue"))
+        .await
+        .unwrap();
+    let set = |id, status, phase| {
+        let store = store.clone();
+        async move {
+            store
+                .update_session(id, &SessionPatch::status(status, phase))
+                .await
+                .unwrap();
+        }
+    };
+    // Coming up, and a turn starting: nothing to say.
+    set(red.id, SessionStatus::Ready, Phase::Ready).await;
+    set(red.id, SessionStatus::Busy, Phase::Ready).await;
+    assert!(store.list_notices(10).await.unwrap().is_empty());
+    // The agent asks: waiting. Its turn ends while it still waits: not "done".
+    store
+        .record_ask(red.id, &ask("per_1", AskKind::Permission))
+        .await
+        .unwrap();
+    set(red.id, SessionStatus::Idle, Phase::Ready).await;
+    // Answered, a new turn that ends: done.
+    store
+        .settle_ask(red.id, "per_1", AskStatus::Answered, None)
+        .await
+        .unwrap();
+    set(red.id, SessionStatus::Busy, Phase::Ready).await;
+    set(red.id, SessionStatus::Idle, Phase::Ready).await;
+    // A failure, said once however often it is written.
+    set(blue.id, SessionStatus::Failed, Phase::Failed).await;
+    set(blue.id, SessionStatus::Failed, Phase::Failed).await;
+    let notices = store.list_notices(10).await.unwrap();
+    let seen: Vec<_> = notices
+        .iter()
+        .map(|n| (n.session_id, n.team.as_str(), n.event))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (red.id, "red", NoticeKind::Waiting),
+            (red.id, "red", NoticeKind::Done),
+            (blue.id, "blue", NoticeKind::Failed),
+        ]
+    );
+    assert!(notices.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(store.list_notices(2).await.unwrap(), notices[..2].to_vec());
+
+    // The first two handed on with a task each; the third stays.
+    let task = |n: usize| {
+        NewTask::new(
+            TaskKind::Webhook,
+            serde_json::json!({"notice": notices[n].id}),
+        )
+        .dedupe(format!("notice:{}:hook", notices[n].id))
+    };
+    store
+        .hand_on_notices(notices[1].id, &[task(0), task(1)])
+        .await
+        .unwrap();
+    assert_eq!(store.list_notices(10).await.unwrap(), notices[2..].to_vec());
+    let tasks = store
+        .list_tasks(&TaskQuery {
+            kind: Some(TaskKind::Webhook.as_str().into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert!(tasks.iter().all(|t| t.session_id.is_none()));
+    // Nothing wants the last one: it is only deleted.
+    store.hand_on_notices(notices[2].id, &[]).await.unwrap();
+    assert!(store.list_notices(10).await.unwrap().is_empty());
+
+    // A notifier whose role was taken over writes nothing, and the notice stays.
+    set(blue.id, SessionStatus::Ready, Phase::Ready).await;
+    set(blue.id, SessionStatus::Busy, Phase::Ready).await;
+    set(blue.id, SessionStatus::Idle, Phase::Ready).await;
+    let left = store.list_notices(10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    let stale = store.fenced(Fence::Role {
+        name: "notifier".into(),
+        core: "gone".into(),
+        epoch: 1,
+    });
+    let err = stale
+        .hand_on_notices(left[0].id, &[task(2)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+    assert_eq!(store.list_notices(10).await.unwrap(), left);
+}
+
+/// A message's usage, written once or again, counts once on its session (a new figure
+/// replaces the old); a price nobody knows is counted apart; a session's budget is kept; a
+/// team's spend since a time and the totals by team and agent add up.
+async fn usage_is_summed_on_its_session_once(db: TestDb) {
+    use agentdeck::model::Usage;
+    let store = db.open().await;
+    let red = store
+        .insert_session(&NewSession {
+            budget_usd: Some(5.0),
+            ..new_session("coder", "red")
+        })
+        .await
+        .unwrap();
+    assert_eq!(red.budget_usd, Some(5.0));
+    let other = store
+        .insert_session(&new_session("coder", "blue"))
+        .await
+        .unwrap();
+    let assistant = || NewMessage {
+        role: MessageRole::Assistant,
+        status: MessageStatus::Pending,
+        parts: vec![Part::text("…")],
+        harness_message_id: None,
+    };
+    let used = |input, output, cost| MessagePatch {
+        usage: Some(Usage {
+            input,
+            output,
+            reasoning: 2,
+            cache_read: 10,
+            cache_write: 0,
+            cost,
+        }),
+        ..Default::default()
+    };
+    let one = store.append_message(red.id, &assistant()).await.unwrap();
+    let two = store.append_message(red.id, &assistant()).await.unwrap();
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    store
+        .update_message(red.id, one.seq, &used(100, 20, Some(0.25)))
+        .await
+        .unwrap();
+    // Written again as the harness says it again: no double count.
+    store
+        .update_message(red.id, one.seq, &used(100, 20, Some(0.25)))
+        .await
+        .unwrap();
+    store
+        .update_message(red.id, two.seq, &used(50, 5, None))
+        .await
+        .unwrap();
+    let s = store.get_session(red.id).await.unwrap().unwrap();
+    assert_eq!(
+        (s.usage.input, s.usage.output, s.usage.reasoning, s.usage.cache_read),
+        (150, 25, 4, 20)
+    );
+    assert!((s.usage.cost - 0.25).abs() < 1e-9, "{:?}", s.usage);
+    assert_eq!(s.usage.unpriced, 1);
+    assert_eq!(s.usage.cost_text(), "$0.25 + unknown");
+    // The price became known: the figure replaces the old one.
+    store
+        .update_message(red.id, two.seq, &used(50, 5, Some(0.5)))
+        .await
+        .unwrap();
+    let s = store.get_session(red.id).await.unwrap().unwrap();
+    assert!((s.usage.cost - 0.75).abs() < 1e-9, "{:?}", s.usage);
+    assert_eq!(s.usage.unpriced, 0);
+    assert_eq!(s.budget_spent().map(|b| (b * 100.0).round()), Some(15.0));
+    let got = store.list_messages(red.id, 0, 10).await.unwrap();
+    assert_eq!(got[1].usage.and_then(|u| u.cost), Some(0.5));
+    assert_eq!(got[0].usage.map(|u| u.tokens()), Some(132));
+
+    let blue_msg = store.append_message(other.id, &assistant()).await.unwrap();
+    store
+        .update_message(other.id, blue_msg.seq, &used(1, 1, Some(1.0)))
+        .await
+        .unwrap();
+    let spent = store.team_spend("red", before).await.unwrap();
+    assert!((spent - 0.75).abs() < 1e-9, "{spent}");
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    assert_eq!(store.team_spend("red", later).await.unwrap(), 0.0);
+    let totals = store.usage_totals().await.unwrap();
+    let teams: Vec<_> = totals
+        .iter()
+        .map(|t| (t.team.as_str(), t.sessions, (t.usage.cost * 100.0).round()))
+        .collect();
+    assert_eq!(teams, vec![("blue", 1, 100.0), ("red", 1, 75.0)]);
+
+    // An operator raises the budget; lifts it.
+    let raised = store
+        .update_session(
+            red.id,
+            &SessionPatch {
+                budget_usd: Some(Some(20.0)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(raised.budget_usd, Some(20.0));
+    let lifted = store
+        .update_session(
+            red.id,
+            &SessionPatch {
+                budget_usd: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(lifted.budget_usd, None);
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod postgres {
@@ -2008,6 +2226,8 @@ conformance!(
     live_text_reaches_the_watchers_of_its_session,
     ingest_writes_of_many_sessions_commit_together_and_fail_alone,
     a_sessions_work_waits_for_its_own_runtime,
+    notices_come_with_their_change_and_are_handed_on_once,
+    usage_is_summed_on_its_session_once,
 );
 
 /// On Postgres, a batch of raw events moves its session's event counter without announcing a

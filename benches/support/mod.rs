@@ -296,6 +296,7 @@ pub fn message_updated(id: &str, role: MessageRole, done: bool) -> HarnessEvent 
             done,
             error: None,
             aborted: false,
+            usage: None,
         }),
     )
 }

@@ -77,6 +77,58 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             let _ = writeln!(out, "agentdeck_tasks{{status=\"{status}\"}} {n}");
         }
     }
+    if let Ok(totals) = state.core.usage_totals(None).await {
+        let _ = writeln!(
+            out,
+            "# HELP agentdeck_tokens_total Tokens the agents used, by team, agent and kind."
+        );
+        let _ = writeln!(out, "# TYPE agentdeck_tokens_total counter");
+        for t in &totals {
+            let u = &t.usage;
+            for (kind, n) in [
+                ("input", u.input),
+                ("output", u.output),
+                ("reasoning", u.reasoning),
+                ("cache_read", u.cache_read),
+                ("cache_write", u.cache_write),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "agentdeck_tokens_total{{team=\"{}\",agent=\"{}\",kind=\"{kind}\"}} {n}",
+                    escape(&t.team),
+                    escape(&t.agent_id)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP agentdeck_cost_usd_total What the agents cost (USD), by team and agent, where the price is known."
+        );
+        let _ = writeln!(out, "# TYPE agentdeck_cost_usd_total counter");
+        for t in &totals {
+            let _ = writeln!(
+                out,
+                "agentdeck_cost_usd_total{{team=\"{}\",agent=\"{}\"}} {}",
+                escape(&t.team),
+                escape(&t.agent_id),
+                t.usage.cost
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP agentdeck_unpriced_messages_total Agent messages whose price nobody knows, by team and agent."
+        );
+        let _ = writeln!(out, "# TYPE agentdeck_unpriced_messages_total counter");
+        for t in &totals {
+            let _ = writeln!(
+                out,
+                "agentdeck_unpriced_messages_total{{team=\"{}\",agent=\"{}\"}} {}",
+                escape(&t.team),
+                escape(&t.agent_id),
+                t.usage.unpriced
+            );
+        }
+    }
     if let Ok(fleet) = state.core.fleet().await {
         let _ = writeln!(
             out,

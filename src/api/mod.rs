@@ -50,6 +50,7 @@ pub fn router(core: Core) -> Router {
         .route("/api/sandboxes", get(cockpit::sandboxes))
         .route("/api/sessions/{id}/diagnosis", get(sessions::diagnosis))
         .route("/api/sessions/{id}/fork", post(sessions::fork))
+        .route("/api/sessions/{id}/budget", post(sessions::budget))
         .route("/api/sessions/{id}/forks", get(sessions::forks))
         .route("/api/sessions/{id}/permissions", get(sessions::permissions))
         .route(
@@ -63,6 +64,7 @@ pub fn router(core: Core) -> Router {
         )
         .route("/api/sessions/{id}/{action}", post(sessions::act))
         .route("/api/agents", get(sessions::agents))
+        .route("/api/usage", get(sessions::usage))
         .route("/healthz", get(metrics::healthz))
         .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::not_found("no such route; the API lives under /api") })

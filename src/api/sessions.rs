@@ -438,6 +438,53 @@ pub async fn act(
     Ok((StatusCode::ACCEPTED, Json(session)))
 }
 
+/// `GET /api/usage`: tokens and cost by team and agent (the caller's teams), and each team's
+/// spend this month against its budget.
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mine = caller.teams();
+    let totals = state.core.usage_totals(mine.as_deref()).await?;
+    let mut teams: Vec<String> = totals.iter().map(|t| t.team.clone()).collect();
+    teams.extend(mine.unwrap_or_default());
+    teams.sort();
+    teams.dedup();
+    let mut months = Vec::new();
+    for team in teams {
+        let (spent, budget) = state.core.team_spend(&team).await?;
+        months.push(serde_json::json!({
+            "team": team, "spent_this_month_usd": spent, "budget_usd": budget,
+        }));
+    }
+    Ok(Json(
+        serde_json::json!({ "totals": totals, "teams": months }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetBody {
+    /// USD; `null` lifts the session's own budget.
+    usd: Option<f64>,
+}
+
+/// `POST /api/sessions/{id}/budget` `{"usd": 25.0}`: the session's own budget (an operator
+/// raising a budget that stopped it), recorded in its history with the token's holder.
+pub async fn budget(
+    State(state): State<AppState>,
+    caller: Caller,
+    Segments(id): Segments<String>,
+    Body(body): Body<BudgetBody>,
+) -> Result<Json<Session>, ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    let session = state
+        .core
+        .set_budget(session.id, body.usd, &caller.who())
+        .await?;
+    Ok(Json(session))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendBody {

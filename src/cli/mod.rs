@@ -357,6 +357,15 @@ pub enum SessionsCmd {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// Give a session a budget of its own in USD (`none` lifts it): raises the budget that
+    /// stopped its turns.
+    Budget {
+        id: String,
+        /// USD, or `none`.
+        usd: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
     /// An interactive shell in the session's sandbox (its working folder and env on the local
     /// runtime, `pods/exec` in its pod on Kubernetes); it ends when the shell does, with its
     /// exit status. Standard input that is not a terminal is sent to the shell as a script.
@@ -710,7 +719,9 @@ fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 fn session_table(sessions: &[crate::model::Session]) -> String {
-    let mut t = Table::new(&["ID", "STATUS", "AGENT", "TEAM", "PHASE", "CREATED", "TITLE"]);
+    let mut t = Table::new(&[
+        "ID", "STATUS", "AGENT", "TEAM", "PHASE", "CREATED", "COST", "TITLE",
+    ]);
     for s in sessions {
         t.row(vec![
             s.id.to_string(),
@@ -719,10 +730,46 @@ fn session_table(sessions: &[crate::model::Session]) -> String {
             s.team.clone(),
             s.phase.to_string(),
             ago(s.created_at),
+            s.usage.cost_text(),
             s.title.clone(),
         ]);
     }
     t.render()
+}
+
+/// A session's tokens, cost and budget, for `sessions show`.
+fn usage_lines(s: &crate::model::Session) -> String {
+    let u = &s.usage;
+    let mut out = format!(
+        "tokens: {} in, {} out, {} reasoning, {} cache read, {} cache write\ncost: {}",
+        u.input,
+        u.output,
+        u.reasoning,
+        u.cache_read,
+        u.cache_write,
+        u.cost_text()
+    );
+    if u.unpriced > 0 {
+        out.push_str(&format!(
+            " ({} message(s) at a price the gateway does not know)",
+            u.unpriced
+        ));
+    }
+    if let (Some(budget), Some(spent)) = (s.budget_usd, s.budget_spent()) {
+        out.push_str(&format!(
+            "\nbudget: {} ({:.0}% spent{})",
+            crate::model::usd(budget),
+            spent * 100.0,
+            if spent >= 1.0 {
+                ": it takes no new turn until the budget is raised"
+            } else if spent >= crate::model::BUDGET_WARN {
+                ": nearly spent"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
 }
 
 /// Who acts from this command line, for the session's history: `cli:$USER`.
@@ -877,6 +924,7 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
                     if let Some(detail) = &session.phase_detail {
                         println!("phase detail: {}", crate::sanitize::line(detail));
                     }
+                    println!("{}", usage_lines(&session));
                     if !messages.is_empty() {
                         println!();
                         for m in &messages {
@@ -971,6 +1019,20 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
         // (run on their own before: they take the terminal, they follow changes)
         SessionsCmd::Shell { .. } => bail!("`sessions shell` runs on its own"),
         SessionsCmd::Follow { .. } => bail!("`sessions follow` runs on its own"),
+        SessionsCmd::Budget { id, usd, output } => {
+            let usd =
+                match usd.trim().trim_start_matches('$') {
+                    "none" => None,
+                    amount => Some(amount.parse::<f64>().map_err(|_| {
+                        anyhow::anyhow!("{usd:?} is not an amount of USD (or `none`)")
+                    })?),
+                };
+            let session = deck.set_budget(parse_id(&id)?, usd).await?;
+            match output {
+                Output::Json => println!("{}", json(&session)?),
+                Output::Table => println!("{}", usage_lines(&session)),
+            }
+        }
         SessionsCmd::Send { id, text, output } => {
             let text = if text == "-" {
                 let mut read = String::new();

@@ -47,6 +47,8 @@ pub(super) fn build(
 ) -> Result<Config, ConfigError> {
     let agents = agents(&layers)?;
     let servers = servers(&layers)?;
+    let webhooks = webhooks(&layers)?;
+    let teams = teams(&layers)?;
     Ok(Config {
         database_url: non_empty(overrides.database_url.clone())
             .or_else(|| non_empty(top!(layers, store.database_url)))
@@ -76,7 +78,90 @@ pub(super) fn build(
         dirs,
         overrides: overrides.clone(),
         servers,
+        webhooks,
+        teams,
     })
+}
+
+/// A budget: a positive amount of USD.
+fn budget(p: &Parsed, b: &toml::Spanned<f64>) -> Result<f64, ConfigError> {
+    let usd = *b.get_ref();
+    if usd.is_finite() && usd > 0.0 {
+        Ok(usd)
+    } else {
+        Err(at(
+            p,
+            b.span(),
+            "a budget is a positive amount of USD, e.g. 25.0",
+        ))
+    }
+}
+
+/// `[teams.NAME]`: an upper layer's team replaces a lower one's.
+fn teams(layers: &[Parsed]) -> Result<BTreeMap<String, super::TeamConfig>, ConfigError> {
+    let mut teams = BTreeMap::new();
+    for parsed in layers {
+        for (name, team) in &parsed.layer.teams {
+            let budget = match &team.budget {
+                Some(b) => Some(budget(parsed, b)?),
+                None => None,
+            };
+            teams.insert(name.get_ref().clone(), super::TeamConfig { budget });
+        }
+    }
+    Ok(teams)
+}
+
+/// `[[webhooks]]`: the uppermost layer's list; names are unique, URLs are http(s), events known.
+fn webhooks(layers: &[Parsed]) -> Result<Vec<super::Webhook>, ConfigError> {
+    let Some((p, list)) = top_located!(layers, webhooks) else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<super::Webhook> = Vec::new();
+    for w in list {
+        let name = w.name.get_ref().trim().to_string();
+        if name.is_empty() || out.iter().any(|o| o.name == name) {
+            return Err(at(
+                p,
+                w.name.span(),
+                "each [[webhooks]] entry needs a name of its own",
+            ));
+        }
+        let url = w.url.get_ref().trim().to_string();
+        if reqwest::Url::parse(&url)
+            .ok()
+            .is_none_or(|u| !matches!(u.scheme(), "http" | "https") || u.host().is_none())
+        {
+            return Err(at(
+                p,
+                w.url.span(),
+                "a webhook's url is an http:// or https:// address",
+            ));
+        }
+        let events = match &w.events {
+            None => crate::model::NoticeKind::ALL.to_vec(),
+            Some(list) => {
+                let mut events = Vec::new();
+                for e in list.get_ref() {
+                    let kind = e
+                        .parse::<crate::model::NoticeKind>()
+                        .map_err(|err| at(p, list.span(), err.to_string()))?;
+                    if !events.contains(&kind) {
+                        events.push(kind);
+                    }
+                }
+                events
+            }
+        };
+        out.push(super::Webhook {
+            name,
+            url,
+            team: non_empty(w.team.clone()),
+            events,
+            secret_env: non_empty(w.secret_env.clone()),
+        });
+    }
+    Ok(out)
 }
 
 /// `[[servers]]`: the uppermost layer's list; names are unique and URLs are http(s).
@@ -161,6 +246,10 @@ fn agents(layers: &[Parsed]) -> Result<BTreeMap<String, AgentSpec>, ConfigError>
                 env: a.env.clone(),
                 idle_timeout: a.idle_timeout.unwrap_or(Duration::from_secs(30 * 60)),
                 permission: a.permission.clone(),
+                budget: match &a.budget {
+                    Some(b) => Some(budget(parsed, b)?),
+                    None => None,
+                },
                 id,
             },
         );

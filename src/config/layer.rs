@@ -36,6 +36,24 @@ pub struct Layer {
     pub agents: BTreeMap<Spanned<String>, AgentLayer>,
     /// `[[servers]]`: `serve`s the cockpit and the CLI can be clients of (`--server NAME`).
     pub servers: Option<Vec<ServerLayer>>,
+    /// `[[webhooks]]`: where the fleet posts notices (waiting, failed, done).
+    pub webhooks: Option<Vec<WebhookLayer>>,
+    /// `[teams.NAME]`: what a team may spend.
+    #[serde(default)]
+    pub teams: BTreeMap<Spanned<String>, TeamLayer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookLayer {
+    pub name: Spanned<String>,
+    pub url: Spanned<String>,
+    /// Only this team's sessions; every team's when absent.
+    pub team: Option<String>,
+    /// Which notices: "waiting", "failed", "done" (all when absent).
+    pub events: Option<Spanned<Vec<String>>>,
+    /// The environment variable holding the secret that signs each POST.
+    pub secret_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,4 +246,13 @@ pub struct AgentLayer {
     /// tool → allow | ask | deny
     #[serde(default)]
     pub permission: BTreeMap<String, ToolRule>,
+    /// USD one session may spend.
+    pub budget: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamLayer {
+    /// USD the team's sessions may spend in a calendar month (UTC).
+    pub budget: Option<Spanned<f64>>,
 }

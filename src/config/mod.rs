@@ -213,6 +213,38 @@ pub struct Config {
     pub overrides: Overrides,
     /// `[[servers]]`: `serve`s this cockpit and CLI can be clients of, by name.
     pub servers: Vec<ServerEntry>,
+    /// `[[webhooks]]`: where the fleet posts notices, with retries.
+    pub webhooks: Vec<Webhook>,
+    /// `[teams.NAME]`: what each team may spend.
+    pub teams: BTreeMap<String, TeamConfig>,
+}
+
+/// `[teams.NAME]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TeamConfig {
+    /// USD the team's sessions may spend in a calendar month (UTC); new turns stop beyond it.
+    pub budget: Option<f64>,
+}
+
+/// `[[webhooks]]`: an address the fleet POSTs each notice to (an agent waiting for a person,
+/// failing, finishing a turn), so that a team hears of its agents with no cockpit open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub name: String,
+    pub url: String,
+    /// Only this team's sessions; every team's when `None`.
+    pub team: Option<String>,
+    pub events: Vec<crate::model::NoticeKind>,
+    /// The environment variable holding the secret that signs each POST (HMAC-SHA256 of the
+    /// body, in `X-Agentdeck-Signature`).
+    pub secret_env: Option<String>,
+}
+
+impl Webhook {
+    /// Whether this webhook wants `event` of a session of `team`.
+    pub fn wants(&self, team: &str, event: crate::model::NoticeKind) -> bool {
+        self.team.as_deref().is_none_or(|t| t == team) && self.events.contains(&event)
+    }
 }
 
 /// A `serve` to be a client of: where it is, and where its token and CA come from.

@@ -66,6 +66,8 @@ impl Core {
                     team: parent.team.clone(),
                     title,
                     env: own.clone(),
+                    // A fork starts spending from nothing, under its parent's budget.
+                    budget_usd: parent.budget_usd,
                 },
                 first_message: None,
                 task: self.task(TaskKind::Provision, fork_id),

@@ -554,6 +554,7 @@ impl State {
                 let patch = MessagePatch {
                     status: Some(status),
                     error: error.map(Some),
+                    usage: info.usage,
                     ..Default::default()
                 };
                 self.finished.insert(seq, patch);
@@ -632,9 +633,11 @@ impl State {
                         },
                     )
                     .await?;
-                if let Some(error) = &info.error {
+                let usage = info.usage.filter(|_| info.done);
+                if info.error.is_some() || usage.is_some() {
                     let patch = MessagePatch {
-                        error: Some(Some(error.clone())),
+                        error: info.error.clone().map(Some),
+                        usage,
                         ..Default::default()
                     };
                     core.store()
@@ -688,6 +691,7 @@ impl State {
                             done: true,
                             error: None,
                             aborted: false,
+                            usage: None,
                         };
                         self.on_message(core, &info).await?;
                         Ok(Then::Wait)

@@ -57,7 +57,7 @@ impl From<super::CoreError> for TaskError {
     }
 }
 
-type TaskResult = Result<(), TaskError>;
+pub(super) type TaskResult = Result<(), TaskError>;
 
 /// How often a sandbox coming up is looked at.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
@@ -92,8 +92,10 @@ impl Core {
         let kind = task
             .known_kind()
             .map_err(|e| TaskError::permanent(e.to_string()))?;
-        if kind == TaskKind::DiagEcho {
-            return self.diag_echo(task, worker).await;
+        match kind {
+            TaskKind::DiagEcho => return self.diag_echo(task, worker).await,
+            TaskKind::Webhook => return self.deliver_webhook(task).await,
+            _ => {}
         }
         let Some(id) = task.session_id else {
             return Err(TaskError::permanent(format!(
@@ -123,6 +125,7 @@ impl Core {
             TaskKind::Deliver => self.on_deliver(session).await,
             TaskKind::Abort => self.on_abort(session).await,
             TaskKind::DiagEcho => self.diag_echo(task, worker).await,
+            TaskKind::Webhook => self.deliver_webhook(task).await,
         };
         match result {
             Err(err) if task.command.is_some() && self.overtaken(id, fence).await => {
@@ -415,6 +418,7 @@ impl Core {
                     .clone()
                     .unwrap_or_else(|| "http://127.0.0.1:4000".to_string()),
                 key_env: super::GATEWAY_KEY_ENV.to_string(),
+                price: self.model_price(&agent.model).await,
             };
             let spec = SandboxSpec {
                 session_id: id,
@@ -756,6 +760,27 @@ impl Core {
 
     /// Makes sure the session has its gateway key (a virtual key made for it, or the configured
     /// sandbox key), kept in its secret env so that a new sandbox gets the same one.
+    /// What the agent's model costs, from the gateway; `None` (the price unknown, and said so
+    /// wherever cost shows) when no gateway is configured or it does not say.
+    async fn model_price(&self, model: &str) -> Option<crate::model::ModelPrice> {
+        let gateway = self.gateway()?;
+        match gateway.price(model).await {
+            Ok(price) => {
+                if price.is_none() {
+                    tracing::info!(
+                        model,
+                        "the gateway knows no price for this model; its cost will show as unknown"
+                    );
+                }
+                price
+            }
+            Err(err) => {
+                tracing::warn!(model, %err, "cannot read the gateway's prices; cost will show as unknown");
+                None
+            }
+        }
+    }
+
     async fn ensure_gateway_key(
         &self,
         id: Uuid,

@@ -22,6 +22,7 @@ mod lifecycle;
 pub mod live;
 mod reconciler;
 mod reload;
+pub mod webhooks;
 pub mod worker;
 
 /// The change feed, as the front ends see it: what changed, and a subscription to it.
@@ -365,6 +366,7 @@ impl Core {
                     team,
                     title,
                     env: req.env.clone(),
+                    budget_usd: agent.budget,
                 },
                 first_message: prompt.map(|p| NewMessage {
                     role: MessageRole::User,
@@ -433,6 +435,7 @@ impl Core {
             }
             _ => {}
         }
+        self.check_budget(&session).await?;
         let message = NewMessage {
             role: MessageRole::User,
             status: MessageStatus::Pending,
@@ -452,6 +455,74 @@ impl Core {
             .append_message_with_task(id, &message, &self.task(Command::Send.task(), id))
             .await?;
         Ok(message)
+    }
+
+    /// Refuses a new turn of a session that has spent its budget, or whose team has spent its
+    /// budget for the month: saying how much, and how to raise it.
+    async fn check_budget(&self, session: &Session) -> Result<()> {
+        if let Some(budget) = session.budget_usd
+            && session.usage.cost >= budget
+        {
+            return Err(CoreError::Conflict(format!(
+                "session {} has spent ${:.2} of its ${budget:.2} budget: it takes no new turn until \
+                 an operator raises it (agentdeck sessions budget {} AMOUNT)",
+                session.id, session.usage.cost, session.id
+            )));
+        }
+        let Some(budget) = self
+            .config()
+            .teams
+            .get(&session.team)
+            .and_then(|t| t.budget)
+        else {
+            return Ok(());
+        };
+        let (since, month) = month_start(chrono::Utc::now());
+        let spent = self.store.team_spend(&session.team, since).await?;
+        if spent >= budget {
+            return Err(CoreError::Conflict(format!(
+                "team {} has spent ${spent:.2} of its ${budget:.2} budget for {month}: its sessions \
+                 take no new turn until the budget is raised ([teams.{}] budget)",
+                session.team, session.team
+            )));
+        }
+        Ok(())
+    }
+
+    /// What a team spent since the start of this calendar month (UTC), and its budget.
+    pub async fn team_spend(&self, team: &str) -> Result<(f64, Option<f64>)> {
+        let (since, _) = month_start(chrono::Utc::now());
+        let spent = self.store.team_spend(team, since).await?;
+        Ok((spent, self.config().teams.get(team).and_then(|t| t.budget)))
+    }
+
+    /// Gives a session a budget of its own (USD; `None` lifts it), as `by`; recorded in its
+    /// history.
+    pub async fn set_budget(&self, id: Uuid, usd: Option<f64>, by: &str) -> Result<Session> {
+        if let Some(usd) = usd
+            && !(usd.is_finite() && usd > 0.0)
+        {
+            return Err(CoreError::Invalid(format!(
+                "a budget is a positive amount of USD, not {usd}"
+            )));
+        }
+        self.get_session(id).await?;
+        let patch = crate::model::SessionPatch {
+            budget_usd: Some(usd),
+            ..Default::default()
+        };
+        let session = self.store.update_session(id, &patch).await?;
+        self.store
+            .append_events(
+                id,
+                &[NewEvent::new(
+                    "session.budget",
+                    serde_json::json!({ "usd": usd, "by": by }),
+                )],
+            )
+            .await?;
+        tracing::info!(session = %id, ?usd, by, "budget set");
+        Ok(session)
     }
 
     /// Stops the agent's running turn.
@@ -734,6 +805,18 @@ impl Core {
     }
 
     /// Counts for `/metrics` and the status line.
+    /// Tokens and cost by team and agent, of `teams` (every team's when `None`).
+    pub async fn usage_totals(
+        &self,
+        teams: Option<&[String]>,
+    ) -> Result<Vec<crate::store::UsageTotal>> {
+        let mut totals = self.store.usage_totals().await?;
+        if let Some(teams) = teams {
+            totals.retain(|t| teams.contains(&t.team));
+        }
+        Ok(totals)
+    }
+
     pub async fn stats(&self) -> Result<Stats> {
         Ok(Stats {
             sessions: self.store.count_sessions().await?,
@@ -746,6 +829,16 @@ impl Core {
 pub struct Stats {
     pub sessions: Vec<(SessionStatus, i64)>,
     pub tasks: Vec<(TaskStatus, i64)>,
+}
+
+/// The start of `now`'s calendar month (UTC), and the month's name (`2026-12`).
+fn month_start(now: chrono::DateTime<chrono::Utc>) -> (chrono::DateTime<chrono::Utc>, String) {
+    use chrono::{Datelike, TimeZone};
+    let start = chrono::Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(now);
+    (start, now.format("%Y-%m").to_string())
 }
 
 fn check_message(text: &str) -> Result<()> {

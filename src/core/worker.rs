@@ -227,6 +227,11 @@ async fn execute(core: &Core, worker: &str, task: Task) {
 /// The fleet's roles: one process at a time runs each.
 const REAPER: &str = "idle-reaper";
 const RECONCILER: &str = "reconciler";
+/// Hands the store's notices to the webhooks ([`super::webhooks`]).
+const NOTIFIER: &str = "notifier";
+/// How soon after a session changed the notifier looks for its notices (changes come in
+/// bursts: one look for a burst).
+const NOTICE_DELAY: Duration = Duration::from_millis(200);
 
 /// Takes (or keeps) `role` for this process; the core to do its work with, every write fenced
 /// by the role, while this process holds it.
@@ -250,13 +255,24 @@ pub(super) async fn hold(core: &Core, role: &str) -> Option<Core> {
     }
 }
 
-/// Holds (or waits for) the roles and runs them every tick.
+/// Holds (or waits for) the roles and runs them every tick; the notifier also soon after a
+/// session changed.
 async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
     let mut state = Reconciler::default();
     let mut reconciling: Option<Core> = None;
+    let mut notifying: Option<Core> = None;
+    let mut notices_due: Option<tokio::time::Instant> = None;
+    let mut feed = core.subscribe();
+    let mut feed_open = true;
     let mut health = core.runtime().watch();
     let mut tick = tokio::time::interval(SINGLETON_TICK);
     loop {
+        let due = async {
+            match notices_due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tick.tick() => {
                 if let Some(reaper) = hold(&core, REAPER).await
@@ -270,7 +286,22 @@ async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
                 {
                     tracing::warn!(%err, "reconciler pass failed");
                 }
+                notifying = hold(&core, NOTIFIER).await;
+                notices_due = None;
+                hand_on_notices(notifying.as_ref()).await;
             }
+            _ = due => {
+                notices_due = None;
+                hand_on_notices(notifying.as_ref()).await;
+            }
+            change = feed.next(), if feed_open => match change {
+                Some(Change::Session(_) | Change::Resync) if notifying.is_some() => {
+                    notices_due.get_or_insert_with(|| tokio::time::Instant::now() + NOTICE_DELAY);
+                }
+                Some(_) => {}
+                // The store is going away: the tick still looks.
+                None => feed_open = false,
+            },
             change = health.recv() => match change {
                 Ok(change) => {
                     if let Some(reconciler) = &reconciling {
@@ -287,10 +318,19 @@ async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => break,
         }
     }
-    for role in [REAPER, RECONCILER] {
+    for role in [REAPER, RECONCILER, NOTIFIER] {
         if let Err(err) = core.store().release_role(role, core.instance()).await {
             tracing::debug!(role, %err, "cannot give the role up; its lease will run out");
         }
+    }
+}
+
+/// The notifier's pass, when this process holds the role.
+async fn hand_on_notices(notifier: Option<&Core>) {
+    if let Some(notifier) = notifier
+        && let Err(err) = notifier.hand_on_notices().await
+    {
+        tracing::warn!(%err, "notifier pass failed");
     }
 }
 

@@ -88,6 +88,10 @@ impl Deck for Embedded {
         self.core.fork(id, at_seq).await
     }
 
+    async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
+        self.core.set_budget(id, usd, &self.by).await
+    }
+
     async fn asks(&self, id: Uuid, pending_only: bool) -> Result<Vec<Ask>> {
         self.core.asks(id, None, pending_only).await
     }

@@ -373,6 +373,11 @@ impl Deck for Multi {
         Ok(self.tag(i, remote.fork(id, at_seq).await?))
     }
 
+    async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
+        let (i, remote) = self.remote_of(id).await?;
+        Ok(self.tag(i, remote.set_budget(id, usd).await?))
+    }
+
     async fn asks(&self, id: Uuid, pending_only: bool) -> Result<Vec<Ask>> {
         self.remote_of(id).await?.1.asks(id, pending_only).await
     }
@@ -514,6 +519,8 @@ mod tests {
             idle_deadline: None,
             stopped_at: None,
             command_seq: 0,
+            usage: Default::default(),
+            budget_usd: None,
             server: None,
         }
     }

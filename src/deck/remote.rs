@@ -650,6 +650,15 @@ impl Deck for Remote {
         )
     }
 
+    async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
+        read(
+            &self
+                .shared
+                .post(&format!("/api/sessions/{id}/budget"), json!({ "usd": usd }))
+                .await?,
+        )
+    }
+
     async fn asks(&self, id: Uuid, pending_only: bool) -> Result<Vec<Ask>> {
         let only = if pending_only { "?status=pending" } else { "" };
         let (permissions, questions) = (

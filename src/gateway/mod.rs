@@ -4,6 +4,7 @@
 //! sandbox key.
 
 use crate::config::GatewayConfig;
+use crate::model::ModelPrice;
 use serde_json::json;
 use std::time::Duration;
 
@@ -43,13 +44,38 @@ pub struct SandboxKey {
 pub struct Gateway {
     config: GatewayConfig,
     http: reqwest::Client,
+    /// `/model/info`, as last read, and when.
+    prices: tokio::sync::Mutex<Option<(std::time::Instant, PriceList)>>,
+}
+
+/// Each model's price by its gateway name (`None`: the gateway knows no price for it).
+type PriceList = std::collections::HashMap<String, Option<ModelPrice>>;
+
+/// How long a read of the gateway's prices is used.
+const PRICES_FOR: Duration = Duration::from_secs(600);
+
+/// The price in one entry of LiteLLM's `/model/info` (`model_info.input_cost_per_token` …);
+/// `None` unless both the input and the output price are there.
+fn price_of(entry: &serde_json::Value) -> Option<ModelPrice> {
+    let info = &entry["model_info"];
+    let per_token = |key: &str| info[key].as_f64().filter(|p| p.is_finite() && *p >= 0.0);
+    Some(ModelPrice {
+        input: per_token("input_cost_per_token")?,
+        output: per_token("output_cost_per_token")?,
+        cache_read: per_token("cache_read_input_token_cost"),
+        cache_write: per_token("cache_creation_input_token_cost"),
+    })
 }
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Result<Self, GatewayError> {
         let http = crate::net::http_client(Duration::from_secs(15))
             .map_err(|e| GatewayError::Refused(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Gateway { config, http })
+        Ok(Gateway {
+            config,
+            http,
+            prices: tokio::sync::Mutex::new(None),
+        })
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -136,10 +162,79 @@ impl Gateway {
         }))
     }
 
+    /// What `model` (`provider/name`, as an agent names it) costs, from the gateway's
+    /// `/model/info` (read again every 10 minutes). `Ok(None)`: the gateway knows no price.
+    pub async fn price(&self, model: &str) -> Result<Option<ModelPrice>, GatewayError> {
+        let name = model.split_once('/').map_or(model, |(_, m)| m);
+        let mut cached = self.prices.lock().await;
+        if let Some((at, list)) = cached.as_ref()
+            && at.elapsed() < PRICES_FOR
+        {
+            return Ok(list.get(name).copied().flatten());
+        }
+        let url = self.url("/model/info")?;
+        let mut request = self.http.get(&url);
+        if let Ok(key) = self.master_key() {
+            request = request.bearer_auth(key);
+        }
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| GatewayError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(GatewayError::Refused(format!("/model/info: {status}")));
+        }
+        let answer: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| GatewayError::Refused(format!("/model/info: unreadable answer: {e}")))?;
+        let list: PriceList = answer["data"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| Some((e["model_name"].as_str()?.to_string(), price_of(e))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let price = list.get(name).copied().flatten();
+        *cached = Some((std::time::Instant::now(), list));
+        Ok(price)
+    }
+
     /// Revokes a session's virtual key.
     pub async fn revoke(&self, key: &str) -> Result<(), GatewayError> {
         self.post("/key/delete", json!({"keys": [key]}))
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_price_needs_input_and_output() {
+        // As LiteLLM 1.106 answers for gpt-4o and for a custom provider's model.
+        let priced = serde_json::json!({"model_name": "mock-gpt", "model_info": {
+            "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+            "cache_read_input_token_cost": 1.25e-06, "cache_creation_input_token_cost": null}});
+        assert_eq!(
+            price_of(&priced),
+            Some(ModelPrice {
+                input: 2.5e-06,
+                output: 1e-05,
+                cache_read: Some(1.25e-06),
+                cache_write: None
+            })
+        );
+        let unknown = serde_json::json!({"model_name": "scripted", "model_info": {
+            "input_cost_per_token": null, "output_cost_per_token": null}});
+        assert_eq!(price_of(&unknown), None);
     }
 }

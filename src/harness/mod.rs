@@ -81,6 +81,9 @@ pub struct GatewayAccess {
     pub base_url: String,
     /// The environment variable that holds the sandbox's key.
     pub key_env: String,
+    /// What the agent's model costs, when the gateway knows (the harness then prices each
+    /// message).
+    pub price: Option<crate::model::ModelPrice>,
 }
 
 /// A message's state as the harness reports it.
@@ -93,6 +96,8 @@ pub struct MessageInfo {
     pub error: Option<String>,
     /// The turn was stopped by an abort (then `error` says how the harness put it).
     pub aborted: bool,
+    /// What an assistant message used and cost, when the harness says.
+    pub usage: Option<crate::model::Usage>,
 }
 
 /// One decoded event of the harness's bus.

@@ -65,6 +65,10 @@ pub struct AgentSpec {
     /// What the agent may do without asking, per tool (`bash`, `edit`, `webfetch` …): tools
     /// not listed are allowed, as they always were.
     pub permission: BTreeMap<String, ToolRule>,
+    /// What one session of it may spend (USD), when limited: at 80% the session is flagged, at
+    /// 100% it takes no new turn until an operator raises its budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
 }
 
 text_enum!(
@@ -197,4 +201,13 @@ fn deserialize_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Durati
 
 fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// A model's price as the gateway knows it, in USD per token.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelPrice {
+    pub input: f64,
+    pub output: f64,
+    pub cache_read: Option<f64>,
+    pub cache_write: Option<f64>,
 }

@@ -190,6 +190,19 @@ text_enum!(
         /// Appends an event to a session's log (optionally after a pause): used to check that a
         /// worker fleet runs every task exactly once.
         DiagEcho => "diag.echo",
+        /// Sends one notice to one webhook (`[[webhooks]]`), with retries.
+        Webhook => "notice.webhook",
+    }
+);
+
+text_enum!(
+    /// What happened to a session that a person should hear of.
+    NoticeKind, "notice" {
+        /// Its agent waits for a person (a permission, a question).
+        Waiting => "waiting",
+        Failed => "failed",
+        /// Its agent finished a turn.
+        Done => "done",
     }
 );
 

@@ -17,6 +17,9 @@ pub struct Message {
     pub error: Option<String>,
     /// The harness's own id for this message, once it is known.
     pub harness_message_id: Option<String>,
+    /// What an assistant message used and cost, once it is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -34,6 +37,26 @@ impl Message {
             }
         }
         out
+    }
+}
+
+/// What one assistant message used and cost, as the harness reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input: i64,
+    pub output: i64,
+    pub reasoning: i64,
+    pub cache_read: i64,
+    pub cache_write: i64,
+    /// USD. `None` when nobody knows the model's price: tokens were used and the harness,
+    /// having no price for them, said they cost nothing.
+    pub cost: Option<f64>,
+}
+
+impl Usage {
+    /// Every token of it, whatever its kind.
+    pub fn tokens(&self) -> i64 {
+        self.input + self.output + self.reasoning + self.cache_read + self.cache_write
     }
 }
 
@@ -134,6 +157,7 @@ pub struct MessagePatch {
     pub parts: Option<Vec<Part>>,
     pub error: Option<Option<String>>,
     pub harness_message_id: Option<Option<String>>,
+    pub usage: Option<Usage>,
 }
 
 #[cfg(test)]

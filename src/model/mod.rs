@@ -14,25 +14,31 @@ pub mod env;
 mod event;
 mod fleet;
 mod message;
+mod notice;
 mod sandbox;
 mod session;
 mod task;
 mod transition;
 
-pub use agent::{AgentRecord, AgentSpec, HarnessKind, Resources, ToolPolicy, ToolRule};
+pub use agent::{AgentRecord, AgentSpec, HarnessKind, ModelPrice, Resources, ToolPolicy, ToolRule};
 pub use ask::{Answer, Ask, AskKind, AskStatus, NewAsk, PermissionReply, permission_wants};
 pub use command::Command;
 pub use delta::LiveDelta;
 pub use enums::{
-    MessageRole, MessageStatus, ParseEnumError, Phase, SessionStatus, TaskKind, TaskStatus,
+    MessageRole, MessageStatus, NoticeKind, ParseEnumError, Phase, SessionStatus, TaskKind,
+    TaskStatus,
 };
 pub use event::{Event, NewEvent};
 pub use fleet::{CoreInfo, CoreKind, Fence};
-pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus, why_tools_stopped};
+pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus, Usage, why_tools_stopped};
+pub use notice::Notice;
 pub use sandbox::{
     Condition, HealthChange, HealthPhase, LogOptions, SandboxEvent, SandboxHealth, SandboxRef,
     ShellSpec,
 };
-pub use session::{Fork, NewSession, Session, SessionCreation, SessionPatch, SessionQuery};
+pub use session::{
+    BUDGET_WARN, Fork, NewSession, Session, SessionCreation, SessionPatch, SessionQuery,
+    SessionUsage, usd,
+};
 pub use task::{NewTask, Task, TaskQuery};
 pub use transition::Transition;

@@ -49,10 +49,91 @@ pub struct Session {
     /// by a newer command writes nothing.
     #[serde(default)]
     pub command_seq: i64,
+    /// Tokens and cost so far, over its assistant messages.
+    #[serde(default)]
+    pub usage: SessionUsage,
+    /// Its own budget (USD), when an operator gave it one; otherwise its agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
     /// Which of a cockpit's servers holds it, when the cockpit follows several (`[[servers]]`):
     /// set by the client, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+}
+
+/// A session's tokens and cost, summed over its assistant messages (by the store, as each
+/// message's usage is written).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionUsage {
+    pub input: i64,
+    pub output: i64,
+    pub reasoning: i64,
+    pub cache_read: i64,
+    pub cache_write: i64,
+    /// USD, over the messages whose price is known.
+    pub cost: f64,
+    /// How many messages used tokens at a price nobody knows (their cost is not in `cost`).
+    pub unpriced: i64,
+}
+
+impl SessionUsage {
+    pub fn tokens(&self) -> i64 {
+        self.input + self.output + self.reasoning + self.cache_read + self.cache_write
+    }
+
+    /// Its cost in words: `$0.42`; `price unknown` when tokens were used at a price nobody
+    /// knows (and `$0.42 + unknown` when some were); `-` before any token.
+    pub fn cost_text(&self) -> String {
+        let dollars = usd(self.cost);
+        match (self.unpriced > 0, self.cost > 0.0) {
+            (true, true) => format!("{dollars} + unknown"),
+            (true, false) => "price unknown".to_string(),
+            (false, _) if self.tokens() == 0 => "-".to_string(),
+            (false, _) => dollars,
+        }
+    }
+
+    /// Its tokens in few characters: `950`, `12.3k`, `4.1M`.
+    pub fn tokens_text(&self) -> String {
+        count(self.tokens())
+    }
+}
+
+/// USD in few characters: `$0.42`, `$0.0031` (below a cent), `$1,250`.
+pub fn usd(amount: f64) -> String {
+    if amount >= 1000.0 {
+        format!("${:.0}", amount)
+    } else if amount > 0.0 && amount < 0.01 {
+        format!("${amount:.4}")
+    } else {
+        format!("${amount:.2}")
+    }
+}
+
+/// A count in few characters.
+pub fn count(n: i64) -> String {
+    let f = n as f64;
+    if n >= 1_000_000 {
+        format!("{:.1}M", f / 1e6)
+    } else if n >= 10_000 {
+        format!("{:.0}k", f / 1e3)
+    } else if n >= 1_000 {
+        format!("{:.1}k", f / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+/// From this share of its budget on, a session is flagged.
+pub const BUDGET_WARN: f64 = 0.8;
+
+impl Session {
+    /// The share of its budget it has spent, when it has one.
+    pub fn budget_spent(&self) -> Option<f64> {
+        self.budget_usd
+            .filter(|b| *b > 0.0)
+            .map(|b| self.usage.cost / b)
+    }
 }
 
 /// What it takes to create a session row.
@@ -63,6 +144,8 @@ pub struct NewSession {
     pub team: String,
     pub title: String,
     pub env: BTreeMap<String, String>,
+    /// Its budget (USD), from its agent's.
+    pub budget_usd: Option<f64>,
 }
 
 /// A new session with everything that must exist with it or not at all: its row, its
@@ -94,6 +177,8 @@ pub struct SessionPatch {
     pub phase: Option<Phase>,
     pub phase_detail: Option<Option<String>>,
     pub title: Option<String>,
+    /// A new budget (USD; `Some(None)` lifts it).
+    pub budget_usd: Option<Option<f64>>,
     pub runtime: Option<Option<String>>,
     pub sandbox_ref: Option<Option<String>>,
     pub harness_session_id: Option<Option<String>>,

@@ -12,11 +12,21 @@ pub mod sqlite;
 
 use crate::model::{
     AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, LiveDelta, Message,
-    MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation,
-    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Notice, Session,
+    SessionCreation, SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
 };
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 pub use deltas::DeltaWatch;
+
+/// One team's sessions of one agent: their tokens and cost, summed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UsageTotal {
+    pub team: String,
+    pub agent_id: String,
+    pub sessions: i64,
+    pub usage: crate::model::SessionUsage,
+}
 pub use feed::{Change, ChangeFeed};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -240,6 +250,18 @@ pub trait Store: Send + Sync + 'static {
         permanent: bool,
     ) -> Result<Option<TaskStatus>>;
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
+
+    /// Tokens and cost summed over every session, by team and agent (ordered by both).
+    async fn usage_totals(&self) -> Result<Vec<UsageTotal>>;
+    /// What a team's sessions spent (USD) on messages finished since `since`.
+    async fn team_spend(&self, team: &str, since: DateTime<Utc>) -> Result<f64>;
+
+    // --- notices (written by the store itself, with the session change that caused them)
+    /// The oldest notices not yet handed on (at most `limit`), in order, with their session's
+    /// team.
+    async fn list_notices(&self, limit: i64) -> Result<Vec<Notice>>;
+    /// Hands notices on in one write: enqueues `tasks`, and deletes every notice up to `upto`.
+    async fn hand_on_notices(&self, upto: i64, tasks: &[NewTask]) -> Result<()>;
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>>;
     async fn count_tasks(&self) -> Result<Vec<(TaskStatus, i64)>>;
 

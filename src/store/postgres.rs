@@ -11,10 +11,12 @@ use super::{
 };
 use crate::model::{
     AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, LiveDelta, Message,
-    MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation,
-    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Notice, Session,
+    SessionCreation, SessionPatch, SessionQuery, SessionStatus, SessionUsage, Task, TaskQuery,
+    TaskStatus, Usage,
 };
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgConnection, QueryBuilder, Row};
@@ -28,9 +30,11 @@ use uuid::Uuid;
 const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_detail, runtime, \
     sandbox_ref, harness_session_id, failure_reason, \
     ARRAY(SELECT k FROM jsonb_object_keys(env) AS k WHERE k NOT LIKE 'AGENTDECK\\_%') AS env_keys, last_message_seq, last_event_seq, waiting, parent_id, fork_seq, \
-    created_at, updated_at, last_activity_at, idle_deadline, stopped_at, command_seq";
-const MESSAGE_COLUMNS: &str =
-    "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
+    created_at, updated_at, last_activity_at, idle_deadline, stopped_at, command_seq, \
+    tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, \
+    tokens_cache_write, cost_usd, unpriced, budget_usd";
+const MESSAGE_COLUMNS: &str = "id, session_id, seq, role, status, parts, error, harness_message_id, usage, created_at, \
+    updated_at";
 const TASK_COLUMNS: &str = "id, kind, session_id, payload, status, attempts, max_attempts, \
     run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, command, created_at, \
     updated_at";
@@ -334,6 +338,16 @@ fn session_from_row(row: &PgRow) -> Result<Session> {
         idle_deadline: row.try_get("idle_deadline")?,
         stopped_at: row.try_get("stopped_at")?,
         command_seq: row.try_get("command_seq")?,
+        usage: SessionUsage {
+            input: row.try_get("tokens_input")?,
+            output: row.try_get("tokens_output")?,
+            reasoning: row.try_get("tokens_reasoning")?,
+            cache_read: row.try_get("tokens_cache_read")?,
+            cache_write: row.try_get("tokens_cache_write")?,
+            cost: row.try_get("cost_usd")?,
+            unpriced: row.try_get::<i32, _>("unpriced")?.into(),
+        },
+        budget_usd: row.try_get("budget_usd")?,
         server: None,
     })
 }
@@ -401,6 +415,10 @@ fn message_from_row(row: &PgRow) -> Result<Message> {
         parts,
         error: decode_opt(row.try_get("error")?),
         harness_message_id: row.try_get("harness_message_id")?,
+        usage: row
+            .try_get::<Option<PgJson<Usage>>, _>("usage")
+            .map_err(|e| corrupt("message usage", e))?
+            .map(|PgJson(u)| u),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -472,8 +490,8 @@ fn statuses_text<T: Copy + std::fmt::Display>(items: &[T]) -> Vec<String> {
 async fn insert_session_in(conn: &mut PgConnection, new: &NewSession) -> Result<Session> {
     let id = new.id.unwrap_or_else(Uuid::now_v7);
     let sql = format!(
-        "INSERT INTO sessions (id, agent_id, team, title, status, phase, env) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {SESSION_COLUMNS}"
+        "INSERT INTO sessions (id, agent_id, team, title, status, phase, env, budget_usd) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {SESSION_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -483,6 +501,7 @@ async fn insert_session_in(conn: &mut PgConnection, new: &NewSession) -> Result<
         .bind(SessionStatus::Creating.as_str())
         .bind(crate::model::Phase::CreatingSandbox.as_str())
         .bind(Json(&new.env))
+        .bind(new.budget_usd)
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| match &e {
@@ -519,6 +538,9 @@ async fn update_session_in(
     }
     if let Some(v) = &p.title {
         b.push(", title = ").push_bind(encode_text(v).into_owned());
+    }
+    if let Some(v) = p.budget_usd {
+        b.push(", budget_usd = ").push_bind(v);
     }
     if let Some(v) = &p.runtime {
         b.push(", runtime = ").push_bind(v.clone());
@@ -658,6 +680,9 @@ async fn update_message_in(
     if let Some(v) = &p.harness_message_id {
         b.push(", harness_message_id = ").push_bind(v.clone());
     }
+    if let Some(v) = &p.usage {
+        b.push(", usage = ").push_bind(PgJson(*v));
+    }
     b.push(" WHERE session_id = ")
         .push_bind(session)
         .push(" AND seq = ")
@@ -695,7 +720,8 @@ async fn write_ingest_at_once(pool: &PgPool, writes: &[IngestWrite]) -> Result<V
         for (seq, patch) in &w.messages {
             let only_parts = patch.status.is_none()
                 && patch.error.is_none()
-                && patch.harness_message_id.is_none();
+                && patch.harness_message_id.is_none()
+                && patch.usage.is_none();
             match &patch.parts {
                 Some(p) if only_parts => {
                     let json = serde_json::to_string(p).map_err(|e| corrupt("message parts", e))?;
@@ -1416,6 +1442,88 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn usage_totals(&self) -> Result<Vec<super::UsageTotal>> {
+        let rows = sqlx::query(
+            "SELECT team, agent_id, count(*)::bigint AS sessions, \
+                 coalesce(sum(tokens_input), 0)::bigint AS input, \
+                 coalesce(sum(tokens_output), 0)::bigint AS output, \
+                 coalesce(sum(tokens_reasoning), 0)::bigint AS reasoning, \
+                 coalesce(sum(tokens_cache_read), 0)::bigint AS cache_read, \
+                 coalesce(sum(tokens_cache_write), 0)::bigint AS cache_write, \
+                 coalesce(sum(cost_usd), 0)::float8 AS cost, coalesce(sum(unpriced), 0)::bigint AS unpriced \
+             FROM sessions GROUP BY team, agent_id ORDER BY team, agent_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(super::UsageTotal {
+                    team: row.try_get("team")?,
+                    agent_id: row.try_get("agent_id")?,
+                    sessions: row.try_get("sessions")?,
+                    usage: SessionUsage {
+                        input: row.try_get("input")?,
+                        output: row.try_get("output")?,
+                        reasoning: row.try_get("reasoning")?,
+                        cache_read: row.try_get("cache_read")?,
+                        cache_write: row.try_get("cache_write")?,
+                        cost: row.try_get("cost")?,
+                        unpriced: row.try_get("unpriced")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn team_spend(&self, team: &str, since: DateTime<Utc>) -> Result<f64> {
+        Ok(sqlx::query_scalar::<_, f64>(
+            "SELECT coalesce(sum((m.usage ->> 'cost')::float8), 0) FROM messages m \
+             JOIN sessions s ON s.id = m.session_id \
+             WHERE s.team = $1 AND m.usage IS NOT NULL AND m.updated_at >= $2",
+        )
+        .bind(team)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn list_notices(&self, limit: i64) -> Result<Vec<Notice>> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.session_id, s.team, n.event, n.at FROM notices n \
+             JOIN sessions s ON s.id = n.session_id ORDER BY n.id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let event: String = row.try_get("event")?;
+                Ok(Notice {
+                    id: row.try_get("id")?,
+                    session_id: row.try_get("session_id")?,
+                    team: row.try_get("team")?,
+                    event: event
+                        .parse()
+                        .map_err(|e| StoreError::Corrupt(format!("notice: {e}")))?,
+                    at: row.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn hand_on_notices(&self, upto: i64, tasks: &[NewTask]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for task in tasks {
+            enqueue_task_in(&mut tx, task).await?;
+        }
+        sqlx::query("DELETE FROM notices WHERE id <= $1")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn list_tasks(&self, q: &TaskQuery) -> Result<Vec<Task>> {

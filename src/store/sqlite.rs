@@ -12,8 +12,9 @@ use super::{
 };
 use crate::model::{
     AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, LiveDelta, Message,
-    MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Session, SessionCreation,
-    SessionPatch, SessionQuery, SessionStatus, Task, TaskQuery, TaskStatus,
+    MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Notice, Session,
+    SessionCreation, SessionPatch, SessionQuery, SessionStatus, SessionUsage, Task, TaskQuery,
+    TaskStatus,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -34,9 +35,10 @@ const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_d
     (SELECT json_group_array(key) FROM (SELECT key FROM json_each(env) \
         WHERE key NOT LIKE 'AGENTDECK\\_%' ESCAPE '\\' ORDER BY key)) AS env_keys, \
     last_message_seq, last_event_seq, waiting, parent_id, fork_seq, created_at, updated_at, last_activity_at, idle_deadline, \
-    stopped_at, command_seq";
-const MESSAGE_COLUMNS: &str =
-    "id, session_id, seq, role, status, parts, error, harness_message_id, created_at, updated_at";
+    stopped_at, command_seq, tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, \
+    tokens_cache_write, cost_usd, unpriced, budget_usd";
+const MESSAGE_COLUMNS: &str = "id, session_id, seq, role, status, parts, error, harness_message_id, usage, created_at, \
+    updated_at";
 const TASK_COLUMNS: &str = "id, kind, session_id, payload, status, attempts, max_attempts, \
     run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, command, created_at, \
     updated_at";
@@ -179,6 +181,16 @@ fn session_from_row(row: &SqliteRow) -> Result<Session> {
         idle_deadline: opt_at(row.try_get("idle_deadline")?)?,
         stopped_at: opt_at(row.try_get("stopped_at")?)?,
         command_seq: row.try_get("command_seq")?,
+        usage: SessionUsage {
+            input: row.try_get("tokens_input")?,
+            output: row.try_get("tokens_output")?,
+            reasoning: row.try_get("tokens_reasoning")?,
+            cache_read: row.try_get("tokens_cache_read")?,
+            cache_write: row.try_get("tokens_cache_write")?,
+            cost: row.try_get("cost_usd")?,
+            unpriced: row.try_get::<i32, _>("unpriced")?.into(),
+        },
+        budget_usd: row.try_get("budget_usd")?,
         server: None,
     })
 }
@@ -240,6 +252,10 @@ fn message_from_row(row: &SqliteRow) -> Result<Message> {
         parts: json(row, "parts")?,
         error: row.try_get("error")?,
         harness_message_id: row.try_get("harness_message_id")?,
+        usage: row
+            .try_get::<Option<String>, _>("usage")?
+            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("message usage", e)))
+            .transpose()?,
         created_at: at(row.try_get("created_at")?)?,
         updated_at: at(row.try_get("updated_at")?)?,
     })
@@ -479,8 +495,8 @@ async fn insert_session_in(conn: &mut SqliteConnection, new: &NewSession) -> Res
     let now = now_ms();
     let sql = format!(
         "INSERT INTO sessions (id, agent_id, team, title, status, phase, env, created_at, \
-             updated_at, last_activity_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8) RETURNING {SESSION_COLUMNS}"
+             updated_at, last_activity_at, budget_usd) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, ?9) RETURNING {SESSION_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
@@ -491,6 +507,7 @@ async fn insert_session_in(conn: &mut SqliteConnection, new: &NewSession) -> Res
         .bind(crate::model::Phase::CreatingSandbox.as_str())
         .bind(to_json(&new.env)?)
         .bind(now)
+        .bind(new.budget_usd)
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| match &e {
@@ -537,6 +554,9 @@ async fn update_session_in(
     }
     if let Some(v) = &p.title {
         b.push(", title = ").push_bind(v.clone());
+    }
+    if let Some(v) = p.budget_usd {
+        b.push(", budget_usd = ").push_bind(v);
     }
     if let Some(v) = &p.runtime {
         b.push(", runtime = ").push_bind(v.clone());
@@ -709,6 +729,9 @@ async fn update_message_in(
     }
     if let Some(v) = &p.harness_message_id {
         b.push(", harness_message_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.usage {
+        b.push(", usage = ").push_bind(to_json(v)?);
     }
     b.push(" WHERE session_id = ")
         .push_bind(session.to_string())
@@ -1383,6 +1406,86 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn usage_totals(&self) -> Result<Vec<super::UsageTotal>> {
+        let rows = sqlx::query(
+            "SELECT team, agent_id, count(*) AS sessions, \
+                 coalesce(sum(tokens_input), 0) AS input, \
+                 coalesce(sum(tokens_output), 0) AS output, \
+                 coalesce(sum(tokens_reasoning), 0) AS reasoning, \
+                 coalesce(sum(tokens_cache_read), 0) AS cache_read, \
+                 coalesce(sum(tokens_cache_write), 0) AS cache_write, \
+                 coalesce(sum(cost_usd), 0) AS cost, coalesce(sum(unpriced), 0) AS unpriced \
+             FROM sessions GROUP BY team, agent_id ORDER BY team, agent_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(super::UsageTotal {
+                    team: row.try_get("team")?,
+                    agent_id: row.try_get("agent_id")?,
+                    sessions: row.try_get("sessions")?,
+                    usage: SessionUsage {
+                        input: row.try_get("input")?,
+                        output: row.try_get("output")?,
+                        reasoning: row.try_get("reasoning")?,
+                        cache_read: row.try_get("cache_read")?,
+                        cache_write: row.try_get("cache_write")?,
+                        cost: row.try_get("cost")?,
+                        unpriced: row.try_get("unpriced")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn team_spend(&self, team: &str, since: DateTime<Utc>) -> Result<f64> {
+        Ok(sqlx::query_scalar::<_, f64>(
+            "SELECT coalesce(sum(json_extract(m.usage, '$.cost')), 0.0) FROM messages m \
+             JOIN sessions s ON s.id = m.session_id \
+             WHERE s.team = ? AND m.usage IS NOT NULL AND m.updated_at >= ?",
+        )
+        .bind(team)
+        .bind(since.timestamp_millis())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn list_notices(&self, limit: i64) -> Result<Vec<Notice>> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.session_id, s.team, n.event, n.at FROM notices n \
+             JOIN sessions s ON s.id = n.session_id ORDER BY n.id LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Notice {
+                    id: row.try_get("id")?,
+                    session_id: uuid(row, "session_id")?,
+                    team: row.try_get("team")?,
+                    event: parse(row, "event")?,
+                    at: at(row.try_get("at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn hand_on_notices(&self, upto: i64, tasks: &[NewTask]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for task in tasks {
+            enqueue_task_in(&mut tx, task).await?;
+        }
+        sqlx::query("DELETE FROM notices WHERE id <= ?")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.wrote();
+        Ok(())
     }
 
     async fn list_tasks(&self, q: &TaskQuery) -> Result<Vec<Task>> {

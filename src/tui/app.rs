@@ -1864,6 +1864,7 @@ mod tests {
             parts: vec![crate::model::Part::text(text)],
             error: None,
             harness_message_id: None,
+            usage: None,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         }
@@ -2014,7 +2015,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(told, vec![(one.id, crate::tui::notify::Event::Done)]);
+        assert_eq!(told, vec![(one.id, crate::model::NoticeKind::Done)]);
         // Looked at (attached): nothing.
         a.sessions.select(one.id);
         a.update(press(KeyCode::Enter));

@@ -5,30 +5,10 @@
 //! and runs the `[notify] command` hook, as `[notify]` says ([`Notify`]).
 
 use crate::config::NotifyConfig;
-use crate::model::{Session, SessionStatus};
+use crate::model::{NoticeKind as Event, Session, SessionStatus};
 use crate::sanitize;
 use std::time::Duration;
 use uuid::Uuid;
-
-/// What happened to a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// Its agent waits for a person (a permission, a question).
-    Waiting,
-    Failed,
-    /// Its agent finished a turn.
-    Done,
-}
-
-impl Event {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::Waiting => "waiting",
-            Event::Failed => "failed",
-            Event::Done => "done",
-        }
-    }
-}
 
 /// Something worth a person's attention.
 #[derive(Debug, Clone, PartialEq, Eq)]

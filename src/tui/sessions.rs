@@ -1062,6 +1062,8 @@ pub(crate) mod tests {
             idle_deadline: None,
             stopped_at: None,
             command_seq: 0,
+            usage: Default::default(),
+            budget_usd: None,
             server: None,
         }
     }

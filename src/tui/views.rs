@@ -682,6 +682,7 @@ mod tests {
             parts,
             error: None,
             harness_message_id: None,
+            usage: None,
             created_at: now(),
             updated_at: now(),
         }
@@ -833,6 +834,7 @@ mod tests {
                     )],
                     error: None,
                     harness_message_id: None,
+                    usage: None,
                     created_at: chrono::DateTime::from_timestamp(1_790_000_000, 0)
                         .unwrap_or_default(),
                     updated_at: chrono::DateTime::from_timestamp(1_790_000_000, 0)

@@ -73,6 +73,7 @@ pub fn test_agent(command: &[&str]) -> agentdeck::config::AgentSpec {
         env: std::collections::BTreeMap::new(),
         idle_timeout: std::time::Duration::from_secs(600),
         permission: Default::default(),
+        budget: None,
     }
 }
 

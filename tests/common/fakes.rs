@@ -286,6 +286,7 @@ impl Harness for InTestHarness {
                     done: true,
                     error: None,
                     aborted: false,
+                    usage: None,
                 },
                 parts: vec![(format!("prt_user_{n}"), agentdeck::model::Part::text(text))],
             })

@@ -2,7 +2,7 @@
 //! types and part types are kept (as `Other`), never an error.
 
 use crate::harness::{HarnessEvent, HarnessMessage, MessageInfo, Update};
-use crate::model::{AskKind, AskStatus, MessageRole, NewAsk, Part, ToolStatus};
+use crate::model::{AskKind, AskStatus, MessageRole, NewAsk, Part, ToolStatus, Usage};
 use serde_json::{Value, json};
 
 fn text(v: &Value) -> Option<String> {
@@ -35,8 +35,32 @@ pub fn message_info(info: &Value) -> Option<MessageInfo> {
         role,
         done: !info["time"]["completed"].is_null() || error.is_some(),
         aborted: info["error"]["name"] == "MessageAbortedError",
+        usage: usage(info),
         error,
     })
+}
+
+/// An assistant message's tokens and cost (`info.tokens`, `info.cost`). opencode prices tokens
+/// from its model config and says 0 for a model without a price: tokens used at 0 are a price
+/// nobody knows, not a free turn.
+fn usage(info: &Value) -> Option<Usage> {
+    let tokens = info.get("tokens").filter(|t| t.is_object())?;
+    let count = |v: &Value| v.as_f64().map_or(0, |n| n.max(0.0).round() as i64);
+    let mut usage = Usage {
+        input: count(&tokens["input"]),
+        output: count(&tokens["output"]),
+        reasoning: count(&tokens["reasoning"]),
+        cache_read: count(&tokens["cache"]["read"]),
+        cache_write: count(&tokens["cache"]["write"]),
+        cost: None,
+    };
+    let cost = info["cost"].as_f64().filter(|c| c.is_finite() && *c >= 0.0);
+    usage.cost = match cost {
+        Some(c) if c > 0.0 => Some(c),
+        _ if usage.tokens() == 0 => Some(0.0),
+        _ => None,
+    };
+    Some(usage)
 }
 
 /// Whether a shell tool's output ends with opencode's note that the command was aborted
@@ -282,6 +306,29 @@ mod tests {
         assert!(
             matches!(e.update, Update::Message(MessageInfo { done: true, aborted: true, error: Some(ref m), .. }) if m == "Aborted")
         );
+        // What 1.18.33 says of a finished assistant message: tokens and a price.
+        let e = decode(
+            r#"{"type":"message.updated","properties":{"info":{"id":"msg_6","sessionID":"ses_9","role":"assistant","cost":0.0213,"tokens":{"input":1200,"output":340,"reasoning":20,"cache":{"read":512,"write":0}},"time":{"created":1,"completed":2}}}}"#,
+        );
+        match e.update {
+            Update::Message(MessageInfo { usage: Some(u), .. }) => {
+                assert_eq!(
+                    (u.input, u.output, u.reasoning, u.cache_read, u.cache_write),
+                    (1200, 340, 20, 512, 0)
+                );
+                assert_eq!(u.cost, Some(0.0213));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Tokens at 0: nobody knew the price. No tokens at 0: it cost nothing.
+        let unpriced = usage(
+            &serde_json::json!({"cost": 0, "tokens": {"input": 10, "output": 3, "reasoning": 0, "cache": {"read": 0, "write": 0}}}),
+        );
+        assert_eq!(unpriced.and_then(|u| u.cost), None);
+        assert_eq!(unpriced.map(|u| u.tokens()), Some(13));
+        let nothing = usage(&serde_json::json!({"cost": 0, "tokens": {"input": 0, "output": 0}}));
+        assert_eq!(nothing.and_then(|u| u.cost), Some(0.0));
+        assert_eq!(usage(&serde_json::json!({"role": "user"})), None);
         assert_eq!(decode(r#"{"type":"session.status","properties":{"sessionID":"s","status":{"type":"idle"}}}"#).update, Update::Idle);
         assert_eq!(
             decode(r#"{"type":"server.heartbeat","properties":{}}"#).update,

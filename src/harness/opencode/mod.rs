@@ -224,6 +224,22 @@ impl Harness for Opencode {
         gateway: &GatewayAccess,
     ) -> BTreeMap<String, String> {
         let (provider, model) = split_model(&agent.model);
+        let mut model_config = json!({ "tool_call": true });
+        if let Some(price) = &gateway.price {
+            // opencode's prices are USD per million tokens.
+            let per_million = |p: f64| p * 1e6;
+            let mut cost = json!({
+                "input": per_million(price.input),
+                "output": per_million(price.output),
+            });
+            if let Some(p) = price.cache_read {
+                cost["cache_read"] = json!(per_million(p));
+            }
+            if let Some(p) = price.cache_write {
+                cost["cache_write"] = json!(per_million(p));
+            }
+            model_config["cost"] = cost;
+        }
         let config = json!({
             "$schema": "https://opencode.ai/config.json",
             "provider": {
@@ -234,7 +250,7 @@ impl Harness for Opencode {
                         "baseURL": format!("{}/v1", gateway.base_url.trim_end_matches('/')),
                         "apiKey": format!("{{env:{}}}", gateway.key_env),
                     },
-                    "models": { model: { "tool_call": true } }
+                    "models": { model: model_config }
                 }
             },
             "model": agent.model,
@@ -375,6 +391,12 @@ mod tests {
             &GatewayAccess {
                 base_url: "http://gw".into(),
                 key_env: "KEY".into(),
+                price: Some(crate::model::ModelPrice {
+                    input: 2.5e-06,
+                    output: 1e-05,
+                    cache_read: Some(1.25e-06),
+                    cache_write: None,
+                }),
             },
         );
         let text = &files["opencode.json"];
@@ -388,6 +410,22 @@ mod tests {
             config["model"], agent.model,
             "the rest of the config is there"
         );
+        // The gateway's price, per million tokens as opencode reads it.
+        let (provider, model) = split_model(&agent.model);
+        let cost = &config["provider"][provider]["models"][model]["cost"];
+        assert!(
+            (cost["input"].as_f64().unwrap_or_default() - 2.5).abs() < 1e-9,
+            "{cost}"
+        );
+        assert!(
+            (cost["output"].as_f64().unwrap_or_default() - 10.0).abs() < 1e-9,
+            "{cost}"
+        );
+        assert!(
+            (cost["cache_read"].as_f64().unwrap_or_default() - 1.25).abs() < 1e-9,
+            "{cost}"
+        );
+        assert!(cost.get("cache_write").is_none(), "{cost}");
         // in the order written (the last match wins), not sorted
         let at = |needle: &str| text.find(needle).unwrap_or(usize::MAX);
         assert!(

@@ -293,6 +293,7 @@ mod tests {
                 env: BTreeMap::new(),
                 idle_timeout: Duration::from_secs(60),
                 permission: Default::default(),
+                budget: None,
             },
             env: BTreeMap::from([("GITHUB_TOKEN".to_string(), "ghp_supersecret".to_string())]),
             files: BTreeMap::from([("opencode.json".to_string(), "{\"model\":\"x\"}".to_string())]),

@@ -184,6 +184,7 @@ fn message(seq: i64, role: MessageRole, status: MessageStatus, parts: Vec<Part>)
         error: (status == MessageStatus::Failed && seq % 2 == 0)
             .then(|| "harness \u{1b}[31mgone\u{1b}[0m\nat once".to_string()),
         harness_message_id: None,
+        usage: None,
         created_at: t,
         updated_at: t,
     }
