@@ -2128,7 +2128,12 @@ async fn usage_is_summed_on_its_session_once(db: TestDb) {
         .unwrap();
     let s = store.get_session(red.id).await.unwrap().unwrap();
     assert_eq!(
-        (s.usage.input, s.usage.output, s.usage.reasoning, s.usage.cache_read),
+        (
+            s.usage.input,
+            s.usage.output,
+            s.usage.reasoning,
+            s.usage.cache_read
+        ),
         (150, 25, 4, 20)
     );
     assert!((s.usage.cost - 0.25).abs() < 1e-9, "{:?}", s.usage);

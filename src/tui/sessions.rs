@@ -869,7 +869,8 @@ fn render_sessions(
     let (mut header, mut widths): (Vec<&str>, Vec<Constraint>) = if wide {
         (
             vec![
-                "STATUS", "AGENT", "TEAM", "TITLE", "PHASE", "HEALTH", "AGE", "ACTIVE", "SUSPENDS",
+                "STATUS", "AGENT", "TEAM", "TITLE", "PHASE", "HEALTH", "AGE", "ACTIVE", "COST",
+                "SUSPENDS",
             ],
             vec![
                 Constraint::Length(11),
@@ -880,6 +881,7 @@ fn render_sessions(
                 Constraint::Fill(1),
                 Constraint::Length(4),
                 Constraint::Length(6),
+                Constraint::Length(10),
                 Constraint::Length(8),
             ],
         )
@@ -896,6 +898,12 @@ fn render_sessions(
             ],
         )
     };
+    // COST from 130 columns (narrower, the preview and the transcript's title say it).
+    let cost_column = inner.width >= 130;
+    if wide && !cost_column {
+        header.remove(8);
+        widths.remove(8);
+    }
     if wide && !phase_column {
         header.remove(4);
         widths.remove(4);
@@ -956,6 +964,7 @@ fn render_sessions(
     let title_width = longest.min(title_room).max(shared.min(12));
     widths[title_at] = Constraint::Length(u16::try_from(title_width).unwrap_or(u16::MAX));
     let room = column_widths(&widths, inner.width);
+    let cost_at = header.iter().position(|h| *h == "COST");
     let rows: Vec<Row> = on_screen
         .filter_map(|i| list.at(i).map(|s| (i, s)))
         .map(|(i, s)| {
@@ -981,8 +990,12 @@ fn render_sessions(
                     health,
                     age(s.created_at, now),
                     age(s.last_activity_at, now),
+                    cost_cell(s),
                     countdown(s, now),
                 ];
+                if !cost_column {
+                    texts.remove(7);
+                }
                 if !phase_column {
                     let phase = texts.remove(3);
                     if texts[3].is_empty() {
@@ -1008,11 +1021,19 @@ fn render_sessions(
             if servers {
                 texts.insert(0, sanitize::line(s.server.as_deref().unwrap_or("-")));
             }
+            let cost_style = budget_style(app, s);
             let cells = std::iter::once(status).chain(
                 texts
                     .iter()
                     .zip(room.iter().skip(1))
-                    .map(|(t, w)| Cell::from(cells::ellipsize(t, *w).into_owned())),
+                    .enumerate()
+                    .map(|(at, (t, w))| {
+                        let cell = Cell::from(cells::ellipsize(t, *w).into_owned());
+                        match cost_style {
+                            Some(style) if Some(at + 1) == cost_at => cell.style(style),
+                            _ => cell,
+                        }
+                    }),
             );
             let row = Row::new(cells);
             if i == selected {
@@ -1025,6 +1046,33 @@ fn render_sessions(
     let header = Row::new(header).style(app.theme.muted.add_modifier(Modifier::BOLD));
     let table = Table::new(rows, widths).header(header).column_spacing(1);
     f.render_widget(table, inner);
+}
+
+/// A session's cost in a list's cell: `$0.42`, `$0.42+?` (some at an unknown price), `unknown`,
+/// `-` before any token; with the share of its budget from 80% on (`$4.15 83%`).
+pub(crate) fn cost_cell(s: &Session) -> String {
+    let u = &s.usage;
+    let cost = match (u.unpriced > 0, u.cost > 0.0) {
+        (true, true) => format!("{}+?", crate::model::usd(u.cost)),
+        (true, false) => "unknown".to_string(),
+        (false, _) if u.tokens() == 0 => "-".to_string(),
+        (false, _) => crate::model::usd(u.cost),
+    };
+    match s.budget_spent() {
+        Some(spent) if spent >= crate::model::BUDGET_WARN => {
+            format!("{cost} {:.0}%", (spent * 100.0).min(999.0))
+        }
+        _ => cost,
+    }
+}
+
+/// How a session's cost reads against its budget: a warning from 80%, an error once spent.
+pub(crate) fn budget_style(app: &App, s: &Session) -> Option<ratatui::style::Style> {
+    match s.budget_spent() {
+        Some(spent) if spent >= 1.0 => Some(app.theme.error),
+        Some(spent) if spent >= crate::model::BUDGET_WARN => Some(app.theme.warning),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -943,6 +943,61 @@ mod tests {
         }
     }
 
+    /// COST says what each session cost, that a price is unknown rather than $0, and how much of
+    /// its budget a session spent once that is 80% or more (a warning; an error once spent).
+    #[test]
+    fn the_list_says_what_each_session_cost() {
+        let mut a = app(Theme::default_theme());
+        let with = |i, cost: f64, unpriced: i64, budget: Option<f64>| {
+            let mut s = session(i, "coder", SessionStatus::Idle);
+            s.title = format!("cost {i}");
+            s.usage.input = 1000;
+            s.usage.cost = cost;
+            s.usage.unpriced = unpriced;
+            s.budget_usd = budget;
+            s
+        };
+        let mut fresh = session(10, "coder", SessionStatus::Idle);
+        fresh.title = "cost 10".into();
+        a.update(Msg::Sessions(vec![
+            with(11, 0.42, 0, None),
+            with(12, 0.0, 3, None),
+            with(13, 1.5, 1, None),
+            with(14, 4.2, 0, Some(5.0)),
+            with(15, 5.1, 0, Some(5.0)),
+            fresh,
+        ]));
+        let terminal = draw(&a, 150, 12);
+        let screen = terminal.backend().to_string();
+        let line = |title: &str| {
+            screen
+                .lines()
+                .find(|l| l.contains(title))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(screen.contains("COST"), "{screen}");
+        assert!(line("cost 11").contains("$0.42 "), "{screen}");
+        assert!(line("cost 12").contains("unknown"), "{screen}");
+        assert!(!line("cost 12").contains("$0.00"), "{screen}");
+        assert!(line("cost 13").contains("$1.50+?"), "{screen}");
+        assert!(line("cost 14").contains("$4.20 84%"), "{screen}");
+        assert!(line("cost 15").contains("$5.10 102%"), "{screen}");
+        assert!(line("cost 10").contains(" - "), "{screen}");
+        // The spent budget reads as an error, the nearly spent one as a warning.
+        let buffer = terminal.backend().buffer();
+        let style_of = |text: &str| {
+            let y = screen.lines().position(|l| l.contains(text)).unwrap_or(0) as u16;
+            let row: String = (0..150)
+                .map(|x| buffer[(x, y)].symbol().to_string())
+                .collect();
+            let x = row.find('$').unwrap_or(0) as u16;
+            buffer[(x, y)].fg
+        };
+        assert_eq!(style_of("cost 15"), a.theme.error.fg.unwrap_or_default());
+        assert_eq!(style_of("cost 14"), a.theme.warning.fg.unwrap_or_default());
+    }
+
     #[test]
     fn transcript_view() {
         snap("transcript", |theme| attached(app(theme), false));

@@ -131,6 +131,26 @@ fn render_transcript(f: &mut Frame, app: &App, t: &Transcript, area: Rect) {
         ),
         None => " transcript ".to_string(),
     };
+    // What it cost so far (and its budget, once nearly spent).
+    let title = match session.filter(|s| s.usage.tokens() > 0 || s.usage.unpriced > 0) {
+        Some(s) => {
+            let budget = match (s.budget_usd, s.budget_spent()) {
+                (Some(b), Some(spent)) if spent >= 1.0 => {
+                    format!(" of {}: budget spent, no new turn", crate::model::usd(b))
+                }
+                (Some(b), Some(spent)) if spent >= crate::model::BUDGET_WARN => {
+                    format!(" of {} ({:.0}%)", crate::model::usd(b), spent * 100.0)
+                }
+                _ => String::new(),
+            };
+            format!(
+                "{title}· {}{budget} · {} tokens ",
+                s.usage.cost_text(),
+                s.usage.tokens_text()
+            )
+        }
+        None => title,
+    };
     // A fork says where it came from (its parent's id, as `sessions show` takes it).
     let title = match session.and_then(|s| s.parent_id.zip(s.fork_seq)) {
         Some((parent, at)) => {
