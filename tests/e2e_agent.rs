@@ -1255,3 +1255,153 @@ async fn an_agent_asks_and_a_person_answers() {
         "only up to the fork point: {texts:?}"
     );
 }
+
+/// Tokens and cost from the real opencode and LiteLLM: a model the gateway has a price for
+/// (mock-gpt, LiteLLM's gpt-4o price from its local cost map) is priced by opencode from the
+/// config agentdeck wrote, and the session's cost adds up its messages; one without a price
+/// (the scripted model) says "price unknown", not $0. A budget spent stops the next turn with
+/// a clear message, until an operator raises it. The figures reach REST, `/metrics` and
+/// `sessions show`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_is_counted_and_a_spent_budget_stops_new_turns() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    agentdeck::net::ensure_crypto();
+    let db = TestDb::postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _serve = start_serve_with(
+        root.path(),
+        db.url(),
+        &stack,
+        port,
+        "budget = 50.0\n\
+         [agents.priced]\nmodel = \"litellm/mock-gpt\"\nbudget = 0.000001\n\
+         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n",
+    );
+    let api = Api::answering(port).await;
+    let create = |agent: &'static str| {
+        let api = &api;
+        async move {
+            let (status, created) = api
+                .post(
+                    "/api/sessions",
+                    json!({"agent_id": agent, "initial_prompt": "hello"}),
+                )
+                .await;
+            assert_eq!(status, 201, "{created}");
+            created["id"].as_str().unwrap().to_string()
+        }
+    };
+    let priced = create("priced").await;
+    let unpriced = create("coder").await;
+    api.reply_containing(&priced, "Hello from mock").await;
+    let session = eventually(TURN, "the priced session's cost", || async {
+        let s = api.get(&format!("/api/sessions/{priced}")).await;
+        (s["usage"]["cost"].as_f64().unwrap_or_default() > 0.0).then_some(s)
+    })
+    .await;
+    let u = &session["usage"];
+    let n = |k: &str| u[k].as_f64().unwrap_or_default();
+    // gpt-4o in LiteLLM's cost map: $2.50 and $10 per million tokens in and out, $1.25 cached.
+    let expected =
+        n("input") * 2.5e-6 + (n("output") + n("reasoning")) * 1e-5 + n("cache_read") * 1.25e-6;
+    assert!(n("input") > 0.0 && n("output") > 0.0, "{session}");
+    assert!(
+        (n("cost") - expected).abs() <= expected * 0.01,
+        "the cost is the gateway's price of the tokens: {session}, expected {expected}"
+    );
+    assert_eq!(u["unpriced"], 0, "{session}");
+    // Each message says its own; the session's is their sum.
+    let messages = api.messages(&priced).await;
+    let summed: f64 = messages
+        .iter()
+        .filter_map(|m| m["usage"]["cost"].as_f64())
+        .sum();
+    assert!((summed - n("cost")).abs() < 1e-12, "{messages:?}");
+
+    // The budget (a millionth of a dollar) is spent: no new turn, and why.
+    let (status, refused) = api
+        .post(
+            &format!("/api/sessions/{priced}/messages"),
+            json!({"text": "again"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    let said = refused.to_string();
+    assert!(
+        said.contains("budget") && said.contains("sessions budget"),
+        "{said}"
+    );
+    // Raised by an operator (recorded with who did it), the next turn goes.
+    let (status, raised) = api
+        .post(
+            &format!("/api/sessions/{priced}/budget"),
+            json!({"usd": 10.0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{raised}");
+    assert_eq!(raised["budget_usd"], 10.0);
+    let (status, sent) = api
+        .post(
+            &format!("/api/sessions/{priced}/messages"),
+            json!({"text": "again"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+
+    // The scripted model has no price: "price unknown", never $0.
+    let session = eventually(TURN, "the unpriced session's usage", || async {
+        let s = api.get(&format!("/api/sessions/{unpriced}")).await;
+        (s["usage"]["unpriced"].as_i64().unwrap_or_default() > 0).then_some(s)
+    })
+    .await;
+    assert_eq!(session["usage"]["cost"], 0.0, "{session}");
+    let out = agentdeck(root.path())
+        .args(["sessions", "show", &unpriced])
+        .env("AGENTDECK_CONFIG", root.path().join("agentdeck.toml"))
+        .env("AGENTDECK_DATABASE_URL", db.url())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("cost: price unknown"), "{shown}");
+    assert!(!shown.contains("$0.00"), "{shown}");
+
+    // Summed by team and agent, on REST and /metrics.
+    let usage = api.get("/api/usage").await;
+    let agents: Vec<&str> = usage["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["agent_id"].as_str())
+        .collect();
+    assert!(
+        agents.contains(&"priced") && agents.contains(&"coder"),
+        "{usage}"
+    );
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("agentdeck_cost_usd_total{") && l.contains("agent=\"priced\""))
+        .unwrap_or_default();
+    let value: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!(value > 0.0, "{metrics}");
+    assert!(
+        metrics.contains("agentdeck_unpriced_messages_total{team=\"default\",agent=\"coder\"} "),
+        "{metrics}"
+    );
+}
