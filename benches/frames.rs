@@ -273,6 +273,7 @@ fn message(rng: &mut Lcg, seq: i64) -> Message {
         error: None,
         harness_message_id: None,
         usage: None,
+        diffs: Vec::new(),
         created_at: t,
         updated_at: t,
     }

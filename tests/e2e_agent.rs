@@ -1405,3 +1405,81 @@ async fn cost_is_counted_and_a_spent_budget_stops_new_turns() {
         "{metrics}"
     );
 }
+
+/// What the agent changed, from the real opencode: on the local runtime the sandbox's folder is
+/// a git repository, so opencode says what each turn changed; agentdeck keeps it with the
+/// transcript (REST, `sessions diff`), and it still reads once the session has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_agent_changed_is_kept_turn_by_turn() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    agentdeck::net::ensure_crypto();
+    let db = TestDb::postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _serve = start_serve_with(root.path(), db.url(), &stack, port, "");
+    let api = Api::answering(port).await;
+    let (status, created) = api
+        .post(
+            "/api/sessions",
+            json!({"agent_id": "coder", "initial_prompt": "run: printf 'made by the agent\\n' > made.txt"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let turns = eventually(TURN, "the turn's diff", || async {
+        let diff = api.get(&format!("/api/sessions/{id}/diff")).await;
+        let turns = diff["turns"].as_array().cloned().unwrap_or_default();
+        turns
+            .iter()
+            .any(|t| t["files"].as_array().is_some_and(|f| !f.is_empty()))
+            .then_some(turns)
+    })
+    .await;
+    let turn = &turns[0];
+    assert_eq!(turn["seq"], 1, "the first message's turn: {turns:?}");
+    let file = &turn["files"][0];
+    assert!(
+        file["file"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("made.txt"),
+        "{file}"
+    );
+    assert_eq!(file["additions"], 1, "{file}");
+    assert!(
+        file["patch"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("+made by the agent"),
+        "{file}"
+    );
+    // agentdeck's own files are not the agent's changes.
+    let all = serde_json::to_string(&turns).unwrap();
+    for own in ["sandbox.log", "launch.json", "opencode.json", "home/"] {
+        assert!(!all.contains(own), "{own} in {all}");
+    }
+    // Ended, its sandbox gone: the changes still read, from the command line too.
+    let resp = api
+        .http
+        .delete(format!("{}/api/sessions/{id}", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    eventually(Duration::from_secs(60), "the session to end", || async {
+        (api.get(&format!("/api/sessions/{id}")).await["status"] == "dead").then_some(())
+    })
+    .await;
+    let out = agentdeck(root.path())
+        .args(["sessions", "diff", &id, "--stat"])
+        .env("AGENTDECK_CONFIG", root.path().join("agentdeck.toml"))
+        .env("AGENTDECK_DATABASE_URL", db.url())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("# turn #1: run: printf"), "{said}");
+    assert!(said.contains("made.txt | +1 -0"), "{said}");
+}

@@ -297,6 +297,7 @@ pub fn message_updated(id: &str, role: MessageRole, done: bool) -> HarnessEvent 
             error: None,
             aborted: false,
             usage: None,
+            diffs: None,
         }),
     )
 }

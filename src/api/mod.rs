@@ -51,6 +51,7 @@ pub fn router(core: Core) -> Router {
         .route("/api/sessions/{id}/diagnosis", get(sessions::diagnosis))
         .route("/api/sessions/{id}/fork", post(sessions::fork))
         .route("/api/sessions/{id}/budget", post(sessions::budget))
+        .route("/api/sessions/{id}/diff", get(sessions::diff))
         .route("/api/sessions/{id}/forks", get(sessions::forks))
         .route("/api/sessions/{id}/permissions", get(sessions::permissions))
         .route(

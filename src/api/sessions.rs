@@ -438,6 +438,19 @@ pub async fn act(
     Ok((StatusCode::ACCEPTED, Json(session)))
 }
 
+/// `GET /api/sessions/{id}/diff`: what the agent changed, turn by turn
+/// (`{"turns": [{"seq", "asked", "files": [{"file", "patch", "additions", "deletions",
+/// "status"}]}]}`).
+pub async fn diff(
+    State(state): State<AppState>,
+    caller: Caller,
+    Segments(id): Segments<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    let turns = state.core.diffs(session.id).await?;
+    Ok(Json(serde_json::json!({ "turns": turns })))
+}
+
 /// `GET /api/usage`: tokens and cost by team and agent (the caller's teams), and each team's
 /// spend this month against its budget.
 pub async fn usage(

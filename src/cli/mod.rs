@@ -357,6 +357,16 @@ pub enum SessionsCmd {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// What the agent changed in files, turn by turn, as unified diffs (kept with the
+    /// transcript: it reads the same once the sandbox is gone).
+    Diff {
+        id: String,
+        /// Only each file's name and its added and removed lines.
+        #[arg(long)]
+        stat: bool,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Give a session a budget of its own in USD (`none` lifts it): raises the budget that
     /// stopped its turns.
     Budget {
@@ -737,6 +747,39 @@ fn session_table(sessions: &[crate::model::Session]) -> String {
     t.render()
 }
 
+/// `sessions diff`: each turn that changed files, then its patches (or, with `stat`, each
+/// file's counts). The patches are untrusted text: escape sequences are removed.
+fn diff_text(turns: &[crate::model::TurnDiff], stat: bool) -> String {
+    let mut out = String::new();
+    for turn in turns {
+        out.push_str(&format!(
+            "# turn #{}: {}\n",
+            turn.seq,
+            crate::sanitize::line(&turn.asked)
+        ));
+        for f in &turn.files {
+            if stat {
+                out.push_str(&format!(
+                    "{} | +{} -{}{}\n",
+                    crate::sanitize::line(&f.file),
+                    f.additions,
+                    f.deletions,
+                    f.status
+                        .as_deref()
+                        .map(|s| format!(" ({})", crate::sanitize::line(s)))
+                        .unwrap_or_default()
+                ));
+            } else {
+                out.push_str(&crate::sanitize::text(&f.patch));
+                if !f.patch.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A session's tokens, cost and budget, for `sessions show`.
 fn usage_lines(s: &crate::model::Session) -> String {
     let u = &s.usage;
@@ -1019,6 +1062,17 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
         // (run on their own before: they take the terminal, they follow changes)
         SessionsCmd::Shell { .. } => bail!("`sessions shell` runs on its own"),
         SessionsCmd::Follow { .. } => bail!("`sessions follow` runs on its own"),
+        SessionsCmd::Diff { id, stat, output } => {
+            let turns = deck.diffs(parse_id(&id)?).await?;
+            match output {
+                Output::Json => println!("{}", json(&turns)?),
+                Output::Table if turns.is_empty() => eprintln!(
+                    "no file changes recorded (the harness reports them where the sandbox's \
+                     folder is a git repository and git is installed)"
+                ),
+                Output::Table => print!("{}", diff_text(&turns, stat)),
+            }
+        }
         SessionsCmd::Budget { id, usd, output } => {
             let usd =
                 match usd.trim().trim_start_matches('$') {

@@ -449,6 +449,8 @@ struct State {
     dirty: BTreeSet<i64>,
     /// Messages that ended since the last flush: their status (and error), written with it.
     finished: BTreeMap<i64, MessagePatch>,
+    /// The diffs last written for each person's message (each step says them again).
+    diffs: BTreeMap<i64, Vec<crate::model::FileDiff>>,
     /// Failed messages' errors as explained (the gateway asked about once each).
     explained: HashMap<i64, String>,
     /// Messages text was streamed into (as deltas) since the last flush: their part updates
@@ -495,6 +497,7 @@ impl State {
             read_to: 0,
             dirty: BTreeSet::new(),
             finished: BTreeMap::new(),
+            diffs: BTreeMap::new(),
             explained: HashMap::new(),
             streaming: HashSet::new(),
             lost: false,
@@ -538,6 +541,20 @@ impl State {
         info: &MessageInfo,
     ) -> crate::store::Result<Option<i64>> {
         if let Some((seq, role)) = self.links.get(&info.id).copied() {
+            if role == MessageRole::User
+                && let Some(diffs) = &info.diffs
+                && self.diffs.get(&seq) != Some(diffs)
+            {
+                // What the turn changed, said at each step and once more after it.
+                let patch = MessagePatch {
+                    diffs: Some(diffs.clone()),
+                    ..Default::default()
+                };
+                core.store()
+                    .update_message(self.session, seq, &patch)
+                    .await?;
+                self.diffs.insert(seq, diffs.clone());
+            }
             if role == MessageRole::Assistant && info.done {
                 // Written with the next flush (at once: a finished message flushes), with its
                 // parts.
@@ -692,6 +709,7 @@ impl State {
                             error: None,
                             aborted: false,
                             usage: None,
+                            diffs: None,
                         };
                         self.on_message(core, &info).await?;
                         Ok(Then::Wait)

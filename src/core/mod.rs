@@ -402,6 +402,27 @@ impl Core {
             .await?)
     }
 
+    /// What the agent changed, turn by turn (the turns that changed files, oldest first): kept
+    /// with the transcript, so it reads the same once the sandbox is gone.
+    pub async fn diffs(&self, id: Uuid) -> Result<Vec<crate::model::TurnDiff>> {
+        self.get_session(id).await?;
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.list_messages(id, after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            out.extend(page.into_iter().filter(|m| !m.diffs.is_empty()).map(|m| {
+                crate::model::TurnDiff {
+                    seq: m.seq,
+                    asked: m.text().lines().next().unwrap_or_default().to_string(),
+                    files: m.diffs,
+                }
+            }));
+        }
+        Ok(out)
+    }
+
     /// The raw event log after `after_seq`, in order.
     pub async fn events(&self, id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Event>> {
         self.get_session(id).await?;

@@ -88,6 +88,10 @@ impl Deck for Embedded {
         self.core.fork(id, at_seq).await
     }
 
+    async fn diffs(&self, id: Uuid) -> Result<Vec<crate::model::TurnDiff>> {
+        self.core.diffs(id).await
+    }
+
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
         self.core.set_budget(id, usd, &self.by).await
     }

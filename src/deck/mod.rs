@@ -150,6 +150,8 @@ pub trait Deck: Send + Sync + 'static {
     /// Restart, suspend, resume, end or abort.
     async fn command(&self, id: Uuid, command: Command) -> Result<Session>;
     async fn fork(&self, id: Uuid, at_seq: i64) -> Result<Session>;
+    /// What the agent changed, turn by turn.
+    async fn diffs(&self, id: Uuid) -> Result<Vec<crate::model::TurnDiff>>;
     /// Gives the session a budget of its own (USD; `None` lifts it).
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session>;
     /// What the session's agent waits for a person to answer (and what it asked before, with

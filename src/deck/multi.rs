@@ -373,6 +373,10 @@ impl Deck for Multi {
         Ok(self.tag(i, remote.fork(id, at_seq).await?))
     }
 
+    async fn diffs(&self, id: Uuid) -> Result<Vec<crate::model::TurnDiff>> {
+        self.remote_of(id).await?.1.diffs(id).await
+    }
+
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
         let (i, remote) = self.remote_of(id).await?;
         Ok(self.tag(i, remote.set_budget(id, usd).await?))

@@ -650,6 +650,10 @@ impl Deck for Remote {
         )
     }
 
+    async fn diffs(&self, id: Uuid) -> Result<Vec<crate::model::TurnDiff>> {
+        read(&self.shared.get(&format!("/api/sessions/{id}/diff")).await?["turns"])
+    }
+
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
         read(
             &self

@@ -98,6 +98,8 @@ pub struct MessageInfo {
     pub aborted: bool,
     /// What an assistant message used and cost, when the harness says.
     pub usage: Option<crate::model::Usage>,
+    /// What the turn answering a person's message changed in files, when the harness says.
+    pub diffs: Option<Vec<crate::model::FileDiff>>,
 }
 
 /// One decoded event of the harness's bus.

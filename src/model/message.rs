@@ -20,6 +20,10 @@ pub struct Message {
     /// What an assistant message used and cost, once it is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What the agent changed in files answering this (a person's) message, as the harness
+    /// saw it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diffs: Vec<FileDiff>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -38,6 +42,28 @@ impl Message {
         }
         out
     }
+}
+
+/// One file an agent's turn changed: a unified diff and its counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDiff {
+    pub file: String,
+    pub patch: String,
+    pub additions: i64,
+    pub deletions: i64,
+    /// `added`, `modified`, `deleted` …, as the harness says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// What one turn changed: the person's message it answered, and the files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnDiff {
+    /// The person's message's place in the transcript.
+    pub seq: i64,
+    /// What the person asked (its first line).
+    pub asked: String,
+    pub files: Vec<FileDiff>,
 }
 
 /// What one assistant message used and cost, as the harness reported it.
@@ -158,6 +184,7 @@ pub struct MessagePatch {
     pub error: Option<Option<String>>,
     pub harness_message_id: Option<Option<String>>,
     pub usage: Option<Usage>,
+    pub diffs: Option<Vec<FileDiff>>,
 }
 
 #[cfg(test)]

@@ -30,7 +30,10 @@ pub use enums::{
 };
 pub use event::{Event, NewEvent};
 pub use fleet::{CoreInfo, CoreKind, Fence};
-pub use message::{Message, MessagePatch, NewMessage, Part, ToolStatus, Usage, why_tools_stopped};
+pub use message::{
+    FileDiff, Message, MessagePatch, NewMessage, Part, ToolStatus, TurnDiff, Usage,
+    why_tools_stopped,
+};
 pub use notice::Notice;
 pub use sandbox::{
     Condition, HealthChange, HealthPhase, LogOptions, SandboxEvent, SandboxHealth, SandboxRef,

@@ -10,7 +10,7 @@ use super::{
     conflict_text, redact_url,
 };
 use crate::model::{
-    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, LiveDelta, Message,
+    AgentRecord, Ask, AskStatus, CoreInfo, CoreKind, Event, Fence, FileDiff, LiveDelta, Message,
     MessagePatch, NewAsk, NewEvent, NewMessage, NewSession, NewTask, Notice, Session,
     SessionCreation, SessionPatch, SessionQuery, SessionStatus, SessionUsage, Task, TaskQuery,
     TaskStatus, Usage,
@@ -33,7 +33,8 @@ const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_d
     created_at, updated_at, last_activity_at, idle_deadline, stopped_at, command_seq, \
     tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, \
     tokens_cache_write, cost_usd, unpriced, budget_usd";
-const MESSAGE_COLUMNS: &str = "id, session_id, seq, role, status, parts, error, harness_message_id, usage, created_at, \
+const MESSAGE_COLUMNS: &str = "id, session_id, seq, role, status, parts, error, harness_message_id, usage, diffs, \
+    created_at, \
     updated_at";
 const TASK_COLUMNS: &str = "id, kind, session_id, payload, status, attempts, max_attempts, \
     run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, command, created_at, \
@@ -419,6 +420,11 @@ fn message_from_row(row: &PgRow) -> Result<Message> {
             .try_get::<Option<PgJson<Usage>>, _>("usage")
             .map_err(|e| corrupt("message usage", e))?
             .map(|PgJson(u)| u),
+        diffs: row
+            .try_get::<Option<PgJson<Vec<FileDiff>>>, _>("diffs")
+            .map_err(|e| corrupt("message diffs", e))?
+            .map(|PgJson(d)| d)
+            .unwrap_or_default(),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -683,6 +689,12 @@ async fn update_message_in(
     if let Some(v) = &p.usage {
         b.push(", usage = ").push_bind(PgJson(*v));
     }
+    if let Some(v) = &p.diffs {
+        let json = serde_json::to_string(v).map_err(|e| corrupt("message diffs", e))?;
+        b.push(", diffs = ")
+            .push_bind(pg_text::encode_json(&json).into_owned())
+            .push("::jsonb");
+    }
     b.push(" WHERE session_id = ")
         .push_bind(session)
         .push(" AND seq = ")
@@ -721,7 +733,8 @@ async fn write_ingest_at_once(pool: &PgPool, writes: &[IngestWrite]) -> Result<V
             let only_parts = patch.status.is_none()
                 && patch.error.is_none()
                 && patch.harness_message_id.is_none()
-                && patch.usage.is_none();
+                && patch.usage.is_none()
+                && patch.diffs.is_none();
             match &patch.parts {
                 Some(p) if only_parts => {
                     let json = serde_json::to_string(p).map_err(|e| corrupt("message parts", e))?;

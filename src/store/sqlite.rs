@@ -37,7 +37,8 @@ const SESSION_COLUMNS: &str = "id, agent_id, team, title, status, phase, phase_d
     last_message_seq, last_event_seq, waiting, parent_id, fork_seq, created_at, updated_at, last_activity_at, idle_deadline, \
     stopped_at, command_seq, tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, \
     tokens_cache_write, cost_usd, unpriced, budget_usd";
-const MESSAGE_COLUMNS: &str = "id, session_id, seq, role, status, parts, error, harness_message_id, usage, created_at, \
+const MESSAGE_COLUMNS: &str = "id, session_id, seq, role, status, parts, error, harness_message_id, usage, diffs, \
+    created_at, \
     updated_at";
 const TASK_COLUMNS: &str = "id, kind, session_id, payload, status, attempts, max_attempts, \
     run_at, lease_until, locked_by, completed_by, last_error, dedupe_key, command, created_at, \
@@ -256,6 +257,11 @@ fn message_from_row(row: &SqliteRow) -> Result<Message> {
             .try_get::<Option<String>, _>("usage")?
             .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("message usage", e)))
             .transpose()?,
+        diffs: row
+            .try_get::<Option<String>, _>("diffs")?
+            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("message diffs", e)))
+            .transpose()?
+            .unwrap_or_default(),
         created_at: at(row.try_get("created_at")?)?,
         updated_at: at(row.try_get("updated_at")?)?,
     })
@@ -732,6 +738,9 @@ async fn update_message_in(
     }
     if let Some(v) = &p.usage {
         b.push(", usage = ").push_bind(to_json(v)?);
+    }
+    if let Some(v) = &p.diffs {
+        b.push(", diffs = ").push_bind(to_json(v)?);
     }
     b.push(" WHERE session_id = ")
         .push_bind(session.to_string())

@@ -1865,6 +1865,7 @@ mod tests {
             error: None,
             harness_message_id: None,
             usage: None,
+            diffs: Vec::new(),
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         }

@@ -683,6 +683,7 @@ mod tests {
             error: None,
             harness_message_id: None,
             usage: None,
+            diffs: Vec::new(),
             created_at: now(),
             updated_at: now(),
         }
@@ -835,6 +836,7 @@ mod tests {
                     error: None,
                     harness_message_id: None,
                     usage: None,
+                    diffs: Vec::new(),
                     created_at: chrono::DateTime::from_timestamp(1_790_000_000, 0)
                         .unwrap_or_default(),
                     updated_at: chrono::DateTime::from_timestamp(1_790_000_000, 0)

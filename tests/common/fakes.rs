@@ -287,6 +287,7 @@ impl Harness for InTestHarness {
                     error: None,
                     aborted: false,
                     usage: None,
+                    diffs: None,
                 },
                 parts: vec![(format!("prt_user_{n}"), agentdeck::model::Part::text(text))],
             })

@@ -2,7 +2,7 @@
 //! types and part types are kept (as `Other`), never an error.
 
 use crate::harness::{HarnessEvent, HarnessMessage, MessageInfo, Update};
-use crate::model::{AskKind, AskStatus, MessageRole, NewAsk, Part, ToolStatus, Usage};
+use crate::model::{AskKind, AskStatus, FileDiff, MessageRole, NewAsk, Part, ToolStatus, Usage};
 use serde_json::{Value, json};
 
 fn text(v: &Value) -> Option<String> {
@@ -36,8 +36,28 @@ pub fn message_info(info: &Value) -> Option<MessageInfo> {
         done: !info["time"]["completed"].is_null() || error.is_some(),
         aborted: info["error"]["name"] == "MessageAbortedError",
         usage: usage(info),
+        diffs: diffs(info),
         error,
     })
+}
+
+/// A person's message's `summary.diffs`: what the turn answering it changed (opencode sends it
+/// again at each step, and once more after the turn).
+fn diffs(info: &Value) -> Option<Vec<FileDiff>> {
+    let list = info["summary"]["diffs"].as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|d| {
+                Some(FileDiff {
+                    file: d["file"].as_str()?.to_string(),
+                    patch: d["patch"].as_str().unwrap_or_default().to_string(),
+                    additions: d["additions"].as_i64().unwrap_or_default(),
+                    deletions: d["deletions"].as_i64().unwrap_or_default(),
+                    status: text(&d["status"]),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// An assistant message's tokens and cost (`info.tokens`, `info.cost`). opencode prices tokens
@@ -329,6 +349,21 @@ mod tests {
         let nothing = usage(&serde_json::json!({"cost": 0, "tokens": {"input": 0, "output": 0}}));
         assert_eq!(nothing.and_then(|u| u.cost), Some(0.0));
         assert_eq!(usage(&serde_json::json!({"role": "user"})), None);
+        // A person's message says what its turn changed (as 1.18.33 sends it).
+        let e = decode(
+            r#"{"type":"message.updated","properties":{"info":{"id":"msg_7","sessionID":"ses_9","role":"user","time":{"created":1},"summary":{"diffs":[{"file":"a.txt","patch":"--- a.txt\n+++ a.txt\n@@ -0,0 +1,1 @@\n+hi\n","additions":1,"deletions":0,"status":"added"}]}}}}"#,
+        );
+        match e.update {
+            Update::Message(MessageInfo { diffs: Some(d), .. }) => {
+                assert_eq!(d.len(), 1);
+                assert_eq!(
+                    (d[0].file.as_str(), d[0].additions, d[0].status.as_deref()),
+                    ("a.txt", 1, Some("added"))
+                );
+                assert!(d[0].patch.contains("+hi"));
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(decode(r#"{"type":"session.status","properties":{"sessionID":"s","status":{"type":"idle"}}}"#).update, Update::Idle);
         assert_eq!(
             decode(r#"{"type":"server.heartbeat","properties":{}}"#).update,

@@ -223,6 +223,7 @@ impl LocalRuntime {
     ) -> Result<(), RuntimeError> {
         let result = workdir::create(&sandbox.dir)
             .and_then(|()| prepare(sandbox, spec, &launch))
+            .map(|()| workdir::track_changes(&sandbox.dir))
             .and_then(|()| {
                 sandbox.state().launch = Some(launch);
                 self.start(sandbox, Start::First)

@@ -28,6 +28,65 @@ pub fn create(workdir: &Path) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// What git leaves out of the folder's history: agentdeck's own files, the harness's config
+/// and its home (data, caches).
+const UNTRACKED: &str = "/sandbox.log\n/sandbox.json\n/launch.json\n/opencode.json\n/home/\n";
+
+/// Makes the folder a git repository with one commit of what it starts with, so that the
+/// harness can say what its agent changed (opencode snapshots only a git project). Without git,
+/// or if git fails, the sandbox works the same and no changes are reported.
+pub fn track_changes(workdir: &Path) {
+    if workdir.join(".git").exists() {
+        return;
+    }
+    if let Err(e) = std::fs::write(workdir.join(".gitignore"), UNTRACKED) {
+        tracing::warn!(dir = %workdir.display(), error = %e, "cannot write .gitignore; no changes will be reported");
+        return;
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=agentdeck",
+                "-c",
+                "user.email=agentdeck@localhost",
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(workdir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+    };
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"][..],
+        &[
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "the sandbox as agentdeck made it",
+        ][..],
+    ] {
+        match git(args) {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                tracing::info!(dir = %workdir.display(), step = args[0], said = %String::from_utf8_lossy(&out.stderr).trim(), "git failed; no changes will be reported");
+                return;
+            }
+            Err(e) => {
+                tracing::info!(dir = %workdir.display(), error = %e, "git is not installed; no changes will be reported");
+                return;
+            }
+        }
+    }
+}
+
 /// The relative path's parts, or why it may not be written: it must stay inside the folder.
 pub fn check_relative(path: &str) -> Result<Vec<String>, String> {
     let mut parts = Vec::new();

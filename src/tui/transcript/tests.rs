@@ -185,6 +185,7 @@ fn message(seq: i64, role: MessageRole, status: MessageStatus, parts: Vec<Part>)
             .then(|| "harness \u{1b}[31mgone\u{1b}[0m\nat once".to_string()),
         harness_message_id: None,
         usage: None,
+        diffs: Vec::new(),
         created_at: t,
         updated_at: t,
     }

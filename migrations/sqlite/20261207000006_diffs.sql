@@ -1,0 +1,3 @@
+-- What an agent changed in files answering a person's message (opencode's per-turn diffs),
+-- kept with that message so that a session's changes can be read after its sandbox is gone.
+ALTER TABLE messages ADD COLUMN diffs TEXT;
