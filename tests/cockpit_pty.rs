@@ -437,6 +437,62 @@ fn the_preview_shows_the_selected_session_as_it_talks() {
     tmux.wait_for("EXITED 0", wait);
 }
 
+/// What the agent changed, in the cockpit: `c` on a session whose agent wrote a file shows the
+/// file with its counts and its diff (the real opencode's, from the sandbox's git folder).
+#[test]
+fn c_shows_what_the_agent_changed() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("config/agentdeck")).unwrap();
+    std::fs::write(
+        root.path().join("config/agentdeck/config.toml"),
+        "[sessions]\ndefault_agent = \"builder\"\n\
+         [agents.builder]\nmodel = \"litellm/scripted\"\n\
+         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n",
+    )
+    .unwrap();
+    let tmux = launch(
+        root.path(),
+        Launch {
+            stack: Some(&stack),
+            size: (120, 34),
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(90);
+    tmux.wait_for("No sessions yet. Press n to start one.", wait);
+    tmux.keys(&["n"]);
+    tmux.wait_for("New session", wait);
+    tmux.keys(&["Tab"]);
+    tmux.text("changes check");
+    tmux.keys(&["Tab"]);
+    tmux.text("run: printf 'made in the cockpit' > made.txt");
+    tmux.keys(&["C-s"]);
+    tmux.wait_for("Ran it", wait);
+    // The turn's diff is said once the turn is over: `c` until the file is there.
+    let start = Instant::now();
+    loop {
+        tmux.keys(&["c"]);
+        let screen = tmux.wait_for("changes ·", wait);
+        if screen.contains("made.txt +1 -0") {
+            break;
+        }
+        assert!(start.elapsed() < wait, "{screen}");
+        std::thread::sleep(Duration::from_millis(500));
+        tmux.keys(&["Escape"]);
+        tmux.wait_for("Sessions (1)", wait);
+    }
+    let screen = tmux.wait_for("+made in the cockpit", wait);
+    assert!(screen.contains("#1 run: printf"), "{screen}");
+    assert!(screen.contains("] next file"), "{screen}");
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("Sessions (1)", wait);
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
+}
+
 /// A session that finishes its turn while another is looked at: the terminal's bell rings (tmux
 /// marks the window), and the `[notify] command` hook runs with the session, the event and its
 /// text in its environment.

@@ -15,6 +15,8 @@ pub enum Scope {
     Logs,
     Sandboxes,
     Diagnose,
+    /// What the agent changed.
+    Changes,
 }
 
 impl Scope {
@@ -27,6 +29,7 @@ impl Scope {
             Scope::Logs => "logs",
             Scope::Sandboxes => "sandboxes",
             Scope::Diagnose => "diagnose",
+            Scope::Changes => "changes",
         }
     }
 }
@@ -71,6 +74,9 @@ pub enum Action {
     Health,
     Logs,
     Diagnose,
+    Changes,
+    NextFile,
+    PreviousFile,
     Command,
 }
 
@@ -465,6 +471,33 @@ pub const REGISTRY: &[ActionDef] = &[
         [Global]
     ),
     def!(
+        Changes,
+        "changes",
+        ["c"],
+        "changes",
+        "What the agent changed in files, turn by turn",
+        Looks,
+        [Global]
+    ),
+    def!(
+        NextFile,
+        "next_file",
+        ["]"],
+        "next file",
+        "The next changed file",
+        Looks,
+        [Changes]
+    ),
+    def!(
+        PreviousFile,
+        "previous_file",
+        ["["],
+        "prev file",
+        "The changed file before",
+        Looks,
+        [Changes]
+    ),
+    def!(
         Command,
         "command",
         [":"],
@@ -798,6 +831,9 @@ mod tests {
             A::Health,
             A::Logs,
             A::Diagnose,
+            A::Changes,
+            A::NextFile,
+            A::PreviousFile,
             A::Command,
         ];
         let acts = |a: Action| match a {
@@ -827,6 +863,9 @@ mod tests {
             | A::Health
             | A::Logs
             | A::Diagnose
+            | A::Changes
+            | A::NextFile
+            | A::PreviousFile
             | A::Command => false,
             A::NewSession
             | A::Restart
@@ -853,6 +892,7 @@ mod tests {
             Scope::Logs,
             Scope::Sandboxes,
             Scope::Diagnose,
+            Scope::Changes,
         ];
         for a in all {
             let def = def_of(a).unwrap_or_else(|| panic!("{a:?} is in the registry"));

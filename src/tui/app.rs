@@ -4,7 +4,7 @@
 
 use super::actions::{Action, Keymap, Scope};
 use super::logs::next_stream;
-use super::panels::{DiagnoseView, HealthView, LogView, Panel};
+use super::panels::{ChangesView, DiagnoseView, HealthView, LogView, Panel};
 use super::screen::{Cx, Screen, step};
 use super::sessions::{SessionList, SortKey};
 use super::theme::Theme;
@@ -64,6 +64,8 @@ pub enum Msg {
         ended: Option<String>,
     },
     Diagnosis(Box<Diagnosis>),
+    /// What the agent changed in a session's files, turn by turn.
+    Changes(Uuid, Vec<crate::model::TurnDiff>),
     /// A fork made from the cockpit: it is attached.
     Forked(Box<Session>),
     /// A shell to run on the terminal (the loop gives the terminal to it, then takes it back).
@@ -135,6 +137,10 @@ pub enum Effect {
     Diagnose {
         session: Uuid,
     },
+    /// Read what the agent changed, for the changes screen.
+    LoadChanges {
+        session: Uuid,
+    },
     LoadAsks {
         session: Uuid,
     },
@@ -175,6 +181,7 @@ impl Effect {
             | Effect::LoadHealth
             | Effect::FollowLogs { .. }
             | Effect::Diagnose { .. }
+            | Effect::LoadChanges { .. }
             | Effect::LoadAsks { .. }
             | Effect::Notify(_)
             | Effect::Reload => false,
@@ -671,6 +678,13 @@ impl App {
                 self.apply_reload(*reload);
                 vec![]
             }
+            Msg::Changes(session, turns) => {
+                match &mut self.panel {
+                    Some(Panel::Changes(v)) if v.session == session => v.set(turns),
+                    _ => self.dirty = false,
+                }
+                vec![]
+            }
             Msg::Diagnosis(d) => {
                 match &mut self.panel {
                     Some(Panel::Diagnose(v)) if v.diagnosis.session.id == d.session.id => {
@@ -791,6 +805,15 @@ impl App {
                     return vec![Effect::Diagnose { session: id }];
                 }
             }
+            Action::Changes => {
+                if let Some(s) = self.target() {
+                    let (id, title) = (s.id, s.title.clone());
+                    self.leave();
+                    self.panel = Some(Panel::Changes(ChangesView::loading(id, title)));
+                    return vec![Effect::LoadChanges { session: id }];
+                }
+            }
+            Action::NextFile | Action::PreviousFile => {}
             Action::Command => {
                 let mut area = TextArea::default();
                 area.set_placeholder_text(

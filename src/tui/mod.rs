@@ -13,6 +13,7 @@
 pub mod actions;
 pub mod app;
 pub mod cells;
+pub mod changes;
 pub mod diagnose;
 pub mod drafts;
 pub mod health;
@@ -754,6 +755,10 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
             Effect::Diagnose { session } => match deck.diagnose(session).await {
                 Ok(d) => Msg::Diagnosis(Box::new(d)),
                 Err(e) => Msg::Error(format!("cannot diagnose the session: {e}")),
+            },
+            Effect::LoadChanges { session } => match deck.diffs(session).await {
+                Ok(turns) => Msg::Changes(session, turns),
+                Err(e) => Msg::Error(format!("cannot read what the agent changed: {e}")),
             },
             Effect::Create {
                 server,

@@ -104,6 +104,7 @@ impl App {
                             session: v.diagnosis.session.id,
                         }]
                     }
+                    Panel::Changes(v) => vec![Effect::LoadChanges { session: v.session }],
                 };
                 self.panel = Some(*panel);
                 effects

@@ -8,6 +8,7 @@ use crate::sanitize;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders};
 
+pub use super::changes::ChangesView;
 pub use super::diagnose::DiagnoseView;
 pub use super::health::HealthView;
 pub use super::logs::{LOG_KEEP, LogView, SINCE, Since};
@@ -17,6 +18,7 @@ pub enum Panel {
     Health(HealthView),
     Logs(LogView),
     Diagnose(DiagnoseView),
+    Changes(ChangesView),
 }
 
 impl Panel {
@@ -25,6 +27,7 @@ impl Panel {
             Panel::Health(v) => v,
             Panel::Logs(v) => v,
             Panel::Diagnose(v) => v,
+            Panel::Changes(v) => v,
         }
     }
 
@@ -33,6 +36,7 @@ impl Panel {
             Panel::Health(v) => v,
             Panel::Logs(v) => v,
             Panel::Diagnose(v) => v,
+            Panel::Changes(v) => v,
         }
     }
 }
@@ -312,6 +316,12 @@ mod tests {
                         s
                     }),
                     Some(Panel::Logs(v)) => {
+                        let mut s =
+                            crate::tui::sessions::tests::session(1, "coder", SessionStatus::Idle);
+                        s.id = v.session;
+                        Some(s)
+                    }
+                    Some(Panel::Changes(v)) => {
                         let mut s =
                             crate::tui::sessions::tests::session(1, "coder", SessionStatus::Idle);
                         s.id = v.session;

@@ -636,6 +636,7 @@ mod tests {
     use crate::tui::sessions::tests::session;
     use crate::tui::theme::Theme;
     use crate::tui::transcript::Transcript;
+    use crossterm::event::{KeyCode, KeyEvent};
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
     use ratatui::style::{Color, Modifier};
@@ -800,6 +801,91 @@ mod tests {
             }
         }
         last
+    }
+
+    /// What the agent changed: the files by turn with their counts, the selected file's diff
+    /// with its `+` and `-` kept (they read without colour too), `]` to the next file.
+    #[test]
+    fn changes_view() {
+        use crate::model::{FileDiff, TurnDiff};
+        use crate::tui::panels::{ChangesView, Panel};
+        let build = |theme| {
+            let mut a = app(theme);
+            let mut v = ChangesView::loading(Uuid::from_u128(1), "fix the build".into());
+            v.set(vec![
+                TurnDiff {
+                    seq: 1,
+                    asked: "make the build pass".into(),
+                    files: vec![
+                        FileDiff {
+                            file: "src/main.rs".into(),
+                            patch: "Index: src/main.rs\n--- src/main.rs\n+++ src/main.rs\n@@ -1,3 +1,3 @@\n fn main() {\n-    println!(\"helo\");\n+    println!(\"hello\");\n }\n".into(),
+                            additions: 1,
+                            deletions: 1,
+                            status: Some("modified".into()),
+                        },
+                        FileDiff {
+                            file: "NOTES.md".into(),
+                            patch: "--- NOTES.md\n+++ NOTES.md\n@@ -0,0 +1,1 @@\n+fixed \u{1b}[31mthe typo\n".into(),
+                            additions: 1,
+                            deletions: 0,
+                            status: Some("added".into()),
+                        },
+                    ],
+                },
+                TurnDiff {
+                    seq: 3,
+                    asked: "and the docs".into(),
+                    files: vec![FileDiff {
+                        file: "README.md".into(),
+                        patch: "--- README.md\n+++ README.md\n@@ -1 +1 @@\n-old\n+new\n".into(),
+                        additions: 1,
+                        deletions: 1,
+                        status: None,
+                    }],
+                },
+            ]);
+            a.panel = Some(Panel::Changes(v));
+            a
+        };
+        let screen = snap("changes", build);
+        assert!(screen.contains("src/main.rs +1 -1"), "{screen}");
+        assert!(screen.contains("+    println!(\"hello\");"), "{screen}");
+        assert!(screen.contains("#3 and the docs"), "{screen}");
+        // ] goes to the next file; an escape sequence in a patch never reaches the screen.
+        let mut a = build(Theme::mono());
+        a.update(Msg::Key(KeyEvent::from(KeyCode::Char(']'))));
+        let screen = draw(&a, 160, 48).backend().to_string();
+        assert!(
+            screen.contains("+fixed the typo") || screen.contains("+fixed [31mthe typo"),
+            "{screen}"
+        );
+        assert!(!screen.contains('\u{1b}'), "{screen}");
+        a.update(Msg::Key(KeyEvent::from(KeyCode::Char(']'))));
+        let screen = draw(&a, 160, 48).backend().to_string();
+        assert!(screen.contains("+new"), "{screen}");
+        // The added line is green and the removed one red, in colour.
+        let a = build(Theme::default_theme());
+        let term = draw(&a, 160, 48);
+        let text = term.backend().to_string();
+        let buffer = term.backend().buffer();
+        let at = |needle: &str| {
+            let y = text.lines().position(|l| l.contains(needle)).unwrap_or(0);
+            let line = text.lines().nth(y).unwrap_or_default();
+            let x = line
+                .find(needle)
+                .map(|b| line[..b].chars().count())
+                .unwrap_or(0);
+            buffer[(x as u16, y as u16)].fg
+        };
+        assert_eq!(
+            at("+    println!(\"hello"),
+            a.theme.ok.fg.unwrap_or_default()
+        );
+        assert_eq!(
+            at("-    println!(\"helo"),
+            a.theme.error.fg.unwrap_or_default()
+        );
     }
 
     #[test]
