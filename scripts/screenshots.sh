@@ -90,11 +90,14 @@ fi
 TMP=$(mktemp -d /tmp/deck.XXXXXX) # short: the cockpit shows the store path in its header
 SOCKET=agentdeck-shots-$$
 TMUX=(tmux -L "$SOCKET" -f /dev/null)
+# A tmux inside the pane of the one above, for what tmux itself shows (its status line).
+INNER=(tmux -L "$SOCKET-inner" -f /dev/null)
 
 cleanup() {
     local rc=$?
     set +e
     "${TMUX[@]}" kill-server 2>/dev/null
+    "${INNER[@]}" kill-server 2>/dev/null
     # The sessions' sandboxes are process groups of their own that outlive the cockpit.
     local f pid pids=()
     for pid in "${SERVES[@]}"; do kill -TERM "$pid" 2>/dev/null; done
@@ -204,6 +207,7 @@ wait_for_quietly() { (wait_for "$@") 2>/dev/null; }
 shot() {
     sleep 0.6
     "${TMUX[@]}" capture-pane -e -p -N -t deck >"$TMP/captures/$1.ansi"
+    "${TMUX[@]}" display -p -t deck '#{pane_width}' >"$TMP/captures/$1.cols"
     log "captured $1"
 }
 create() { deck sessions create -o json "$@" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
@@ -329,6 +333,60 @@ keys Enter
 wait_for 60 "bash: rejected: not on the shared runner"
 quit
 
+# --- what it cost, and what the agent changed ----------------------------------------------
+create --agent coder --title "write the release notes" \
+    --prompt "run: printf '# 1.4.0\n\n- sessions start from warm pools\n- a COST column\n' > RELEASE.md" >/dev/null
+cockpit
+# COST has a column from 130 columns (the preview goes under the list below 160).
+"${TMUX[@]}" resize-window -t deck -x 132 -y "$ROWS"
+wait_for 120 "write the release notes .*unknown" "COST" "say hello .*[$]0[.][0-9]"
+shot sessions-cost
+# The turn's diff comes once the turn is over: c until its file is there.
+keys g
+for try in $(seq 30); do
+    keys c
+    if wait_for_quietly 5 "RELEASE.md \+4 -0"; then break; fi
+    ((try < 30)) || wait_for 1 "RELEASE.md \+4 -0"
+    keys Escape
+    sleep 1
+done
+wait_for 10 "sessions start from warm pools"
+shot changes
+keys Escape
+sleep 0.3
+quit
+"${TMUX[@]}" resize-window -t deck -x "$COLS" -y "$ROWS"
+
+# --- a notification's effect in tmux: the bell marks the cockpit's window ------------------
+# An operator in window 0 of their tmux, the cockpit in window 1; a turn ends elsewhere, the
+# cockpit rings the bell, and tmux flags its window (`monitor-bell`, on by default).
+printf -v deck_cmd '%q ' "${ENV[@]}" "$BIN"
+"${INNER[@]}" new-session -d -s work -n shell -x "$COLS" -y "$ROWS" "env -i TERM=tmux-256color PS1='ops\$ ' bash --norc --noprofile"
+"${INNER[@]}" set-option -g monitor-bell on >/dev/null
+"${INNER[@]}" set-option -g visual-bell off >/dev/null
+"${INNER[@]}" new-window -d -t work:1 -n deck "$deck_cmd; sleep 3600"
+"${TMUX[@]}" respawn-pane -k -t deck "$(printf '%q ' "${INNER[@]}") attach -t work:0"
+wait_for 10 "ops[$]"
+text "git log --oneline -3"
+keys Enter
+# Give the cockpit time to list the sessions, then start a turn it will hear end.
+for _ in $(seq 50); do
+    "${INNER[@]}" capture-pane -p -t work:1 | grep -q "Sessions (7)" && break
+    sleep 0.2
+done
+# (its cursor away from the top, where the new session comes: what is previewed does not ring)
+"${INNER[@]}" send-keys -t work:1 j j
+sleep 0.5
+create --agent opencode --title "check the on-call rota" --prompt "hello" >/dev/null
+for try in $(seq 300); do
+    [[ $("${INNER[@]}" display -p -t work:1 '#{window_bell_flag}') == 1 ]] && break
+    ((try < 300)) || die "the cockpit's window was never flagged by its bell"
+    sleep 0.2
+done
+shot notification
+"${TMUX[@]}" respawn-pane -k -t deck "sleep 3600"
+"${INNER[@]}" kill-server
+
 # --- several servers in one cockpit: two `serve`s, a store each, a token each ---------------
 # serve NAME PORT: `agentdeck serve` with a home of its own under $TMP/servers/NAME.
 serve() {
@@ -392,7 +450,8 @@ quit
 mkdir -p "$TMP/png"
 for f in "$TMP"/captures/*.ansi; do
     name=$(basename "$f" .ansi)
-    "$PY" "$ROOT/scripts/screenshots/ansi_to_png.py" "$f" "$TMP/png/$name.png" --cols "$COLS" --rows "$ROWS"
+    "$PY" "$ROOT/scripts/screenshots/ansi_to_png.py" "$f" "$TMP/png/$name.png" \
+        --cols "$(cat "${f%.ansi}.cols" 2>/dev/null || echo "$COLS")" --rows "$ROWS"
 done
 mkdir -p "$OUT"
 pngs=("$TMP"/png/*.png)
