@@ -289,9 +289,49 @@ fn sessions_round_trip(run: Run<'_>) {
     let table = run(&["sessions", "list"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("ID"), "{text}");
+    // The table says the short id (the end of the id: its beginning is a time), which every
+    // command takes, as it takes any unique beginning or end of the id.
+    let hex = id.replace('-', "");
+    let short = &hex[24..];
     assert!(
-        text.contains(&id) && text.contains("from the cli"),
+        text.contains(short) && !text.contains(&id) && text.contains("from the cli"),
         "{text}"
+    );
+    for given in [short, &hex[..16], &hex[20..], &id.to_uppercase()] {
+        let shown = stdout_json(&run(&["sessions", "show", given, "-o", "json"]));
+        assert_eq!(shown["session"]["id"], id.as_str(), "{given}");
+    }
+    let other = stdout_json(&run(&[
+        "sessions", "create", "--title", "another", "-o", "json",
+    ]));
+    let other_hex = other["id"].as_str().unwrap().replace('-', "");
+    let common = hex
+        .chars()
+        .zip(other_hex.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common >= 4 {
+        // Made the same minute, they begin alike: a beginning both share is refused, naming them.
+        let both = run(&["sessions", "show", &hex[..common]]);
+        let said = String::from_utf8_lossy(&both.stderr);
+        assert_eq!(both.status.code(), Some(1), "{said}");
+        assert!(
+            said.contains("matches 2 sessions") && said.contains("another"),
+            "{said}"
+        );
+    }
+    let none = run(&["sessions", "show", "0000ffff0000"]);
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("no session's id begins or ends with 0000ffff0000"),
+        "{said}"
+    );
+    let junk = run(&["sessions", "show", "not-an-id"]);
+    assert!(
+        String::from_utf8_lossy(&junk.stderr).contains("not a session id"),
+        "{}",
+        String::from_utf8_lossy(&junk.stderr)
     );
 
     // Statuses by their stored names or the words the tables show (`ended` is dead).
@@ -335,7 +375,11 @@ fn sessions_round_trip(run: Run<'_>) {
 
     let bad = run(&["sessions", "show", "nope"]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"nope\" is not a session id"));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("\"nope\" not found (not a session id"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let bad = run(&["sessions", "create", "--agent", "ghost"]);
     assert!(
         String::from_utf8_lossy(&bad.stderr)

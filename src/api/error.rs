@@ -61,9 +61,9 @@ impl From<CoreError> for ApiError {
             CoreError::UnknownAgent { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_agent", err.to_string())
             }
-            CoreError::SessionNotFound(_) | CoreError::AskNotFound { .. } => {
-                ApiError::not_found(err.to_string())
-            }
+            CoreError::SessionNotFound(_)
+            | CoreError::NoSuchSession(_)
+            | CoreError::AskNotFound { .. } => ApiError::not_found(err.to_string()),
             CoreError::Invalid(_) | CoreError::Env(_) => ApiError::bad_request(err.to_string()),
             CoreError::Conflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", err.to_string())

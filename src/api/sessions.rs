@@ -96,11 +96,6 @@ where
     }
 }
 
-pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id)
-        .map_err(|_| ApiError::not_found(format!("session {id:?} not found (not a session id)")))
-}
-
 /// The session, if the caller may see it; 404 otherwise (another team's session does not
 /// exist for the caller).
 pub(super) async fn visible(
@@ -108,10 +103,10 @@ pub(super) async fn visible(
     caller: &Caller,
     id: &str,
 ) -> Result<Session, ApiError> {
-    let id = parse_id(id)?;
-    let session = state.core.get_session(id).await?;
+    let teams = caller.teams();
+    let session = state.core.find_session(id, teams.as_deref()).await?;
     if !caller.may_see(&session) {
-        return Err(crate::core::CoreError::SessionNotFound(id).into());
+        return Err(crate::core::CoreError::SessionNotFound(session.id).into());
     }
     Ok(session)
 }

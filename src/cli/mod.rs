@@ -713,10 +713,6 @@ fn agents_list(config: &Config, output: Output) -> Result<()> {
     Ok(())
 }
 
-fn parse_id(id: &str) -> Result<Uuid> {
-    Uuid::parse_str(id.trim()).with_context(|| format!("{id:?} is not a session id"))
-}
-
 fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
     let mut env = BTreeMap::new();
     for pair in pairs {
@@ -734,7 +730,7 @@ fn session_table(sessions: &[crate::model::Session]) -> String {
     ]);
     for s in sessions {
         t.row(vec![
-            s.id.to_string(),
+            s.short_id(),
             s.status.word().to_string(),
             s.agent_id.clone(),
             s.team.clone(),
@@ -827,7 +823,7 @@ fn operator() -> String {
 /// once, an agent's when its turn part is complete), until the session ends or ctrl-c.
 async fn follow(deck: &dyn crate::deck::Deck, id: &str, last: i64) -> Result<i32> {
     use crate::core::Change;
-    let id = parse_id(id)?;
+    let id = deck.resolve(id).await?;
     // Subscribed before reading: nothing that changes meanwhile is missed.
     let mut feed = deck.changes();
     let session = deck.session(id).await?;
@@ -894,7 +890,7 @@ async fn print_whole(deck: &dyn crate::deck::Deck, id: Uuid, after: &mut i64) ->
 
 /// `sessions shell`: the shell on this terminal; agentdeck exits with the shell's status.
 async fn shell(deck: &dyn crate::deck::Deck, id: &str) -> Result<i32> {
-    let id = parse_id(id)?;
+    let id = deck.resolve(id).await?;
     let shell = deck.shell(id, &crate::console::options()).await?;
     eprintln!("{}", crate::console::banner(&shell).replace('\r', ""));
     let ended = crate::console::run(shell).await?;
@@ -950,7 +946,7 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
             }
         }
         SessionsCmd::Show { id, output } => {
-            let id = parse_id(&id)?;
+            let id = deck.resolve(&id).await?;
             let session = deck.session(id).await?;
             let from = (session.last_message_seq - 20).max(0);
             let messages = deck.messages(id, from, 20).await?;
@@ -1011,7 +1007,7 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
             }
         }
         SessionsCmd::Diagnose { id, output } => {
-            let diagnosis = deck.diagnose(parse_id(&id)?).await?;
+            let diagnosis = deck.diagnose(deck.resolve(&id).await?).await?;
             match output {
                 Output::Json => println!("{}", json(&diagnosis.to_json())?),
                 Output::Table => print!("{}", diagnosis_text(&diagnosis)),
@@ -1022,7 +1018,7 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
             pending,
             output,
         } => {
-            let asks = deck.asks(parse_id(&id)?, pending).await?;
+            let asks = deck.asks(deck.resolve(&id).await?, pending).await?;
             match output {
                 Output::Json => println!("{}", json(&asks)?),
                 Output::Table => print!("{}", asks_table(&asks)),
@@ -1050,20 +1046,20 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
                     "answer a permission with --reply once|always|reject, or a question with --label (or --reject)"
                 ),
             };
-            let answered = deck.answer(parse_id(&id)?, &ask, answer).await?;
+            let answered = deck.answer(deck.resolve(&id).await?, &ask, answer).await?;
             match output {
                 Output::Json => println!("{}", json(&answered)?),
                 Output::Table => print!("{}", asks_table(std::slice::from_ref(&answered))),
             }
         }
         SessionsCmd::Fork { id, at, output } => {
-            print_session(&deck.fork(parse_id(&id)?, at).await?, output)?
+            print_session(&deck.fork(deck.resolve(&id).await?, at).await?, output)?
         }
         // (run on their own before: they take the terminal, they follow changes)
         SessionsCmd::Shell { .. } => bail!("`sessions shell` runs on its own"),
         SessionsCmd::Follow { .. } => bail!("`sessions follow` runs on its own"),
         SessionsCmd::Diff { id, stat, output } => {
-            let turns = deck.diffs(parse_id(&id)?).await?;
+            let turns = deck.diffs(deck.resolve(&id).await?).await?;
             match output {
                 Output::Json => println!("{}", json(&turns)?),
                 Output::Table if turns.is_empty() => eprintln!(
@@ -1081,7 +1077,7 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
                         anyhow::anyhow!("{usd:?} is not an amount of USD (or `none`)")
                     })?),
                 };
-            let session = deck.set_budget(parse_id(&id)?, usd).await?;
+            let session = deck.set_budget(deck.resolve(&id).await?, usd).await?;
             match output {
                 Output::Json => println!("{}", json(&session)?),
                 Output::Table => println!("{}", usage_lines(&session)),
@@ -1099,7 +1095,7 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
             if text.trim().is_empty() {
                 bail!("the message is empty: nothing was sent");
             }
-            let message = deck.send(parse_id(&id)?, &text).await?;
+            let message = deck.send(deck.resolve(&id).await?, &text).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&message)?),
                 Output::Table => println!(
@@ -1109,21 +1105,26 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
                 ),
             }
         }
-        SessionsCmd::Restart { id, output } => {
-            print_session(&deck.command(parse_id(&id)?, Do::Restart).await?, output)?
-        }
-        SessionsCmd::Suspend { id, output } => {
-            print_session(&deck.command(parse_id(&id)?, Do::Suspend).await?, output)?
-        }
-        SessionsCmd::Resume { id, output } => {
-            print_session(&deck.command(parse_id(&id)?, Do::Resume).await?, output)?
-        }
-        SessionsCmd::Abort { id, output } => {
-            print_session(&deck.command(parse_id(&id)?, Do::Abort).await?, output)?
-        }
-        SessionsCmd::End { id, output } => {
-            print_session(&deck.command(parse_id(&id)?, Do::End).await?, output)?
-        }
+        SessionsCmd::Restart { id, output } => print_session(
+            &deck.command(deck.resolve(&id).await?, Do::Restart).await?,
+            output,
+        )?,
+        SessionsCmd::Suspend { id, output } => print_session(
+            &deck.command(deck.resolve(&id).await?, Do::Suspend).await?,
+            output,
+        )?,
+        SessionsCmd::Resume { id, output } => print_session(
+            &deck.command(deck.resolve(&id).await?, Do::Resume).await?,
+            output,
+        )?,
+        SessionsCmd::Abort { id, output } => print_session(
+            &deck.command(deck.resolve(&id).await?, Do::Abort).await?,
+            output,
+        )?,
+        SessionsCmd::End { id, output } => print_session(
+            &deck.command(deck.resolve(&id).await?, Do::End).await?,
+            output,
+        )?,
     }
     Ok(())
 }

@@ -12,6 +12,9 @@ pub enum CoreError {
     UnknownAgent { id: String, known: String },
     #[error("session {0} not found")]
     SessionNotFound(Uuid),
+    /// No session matches what was given for its id (a short id, a part of one).
+    #[error("{0}")]
+    NoSuchSession(String),
     #[error("session {session} has no ask {id:?}")]
     AskNotFound { session: Uuid, id: String },
     #[error("{0}")]

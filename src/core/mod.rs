@@ -386,6 +386,44 @@ impl Core {
         Ok(self.store.list_sessions(query).await?)
     }
 
+    /// The session `text` names: its id, its short id, or any unique beginning or end of its
+    /// id (4 hex digits or more), among `teams`' sessions (every team's when `None`). Several
+    /// matches are an error naming them.
+    pub async fn find_session(&self, text: &str, teams: Option<&[String]>) -> Result<Session> {
+        if let Ok(id) = Uuid::parse_str(text.trim()) {
+            let session = self.get_session(id).await?;
+            return match teams {
+                Some(teams) if !teams.contains(&session.team) => {
+                    Err(CoreError::SessionNotFound(id))
+                }
+                _ => Ok(session),
+            };
+        }
+        let Some(fragment) = crate::model::id_fragment(text) else {
+            return Err(not_a_session_id(text));
+        };
+        let mut found = self.store.sessions_matching(&fragment, teams, 6).await?;
+        match found.len() {
+            0 => Err(CoreError::NoSuchSession(format!(
+                "no session's id begins or ends with {fragment}"
+            ))),
+            1 => Ok(found.remove(0)),
+            n => {
+                let shown: Vec<String> = found
+                    .iter()
+                    .take(5)
+                    .map(|s| format!("{} ({})", s.id, crate::sanitize::line(&s.title)))
+                    .collect();
+                Err(CoreError::Invalid(format!(
+                    "{fragment} matches {}{} sessions: {}; give more of its id",
+                    if n > 5 { "more than " } else { "" },
+                    n.min(5),
+                    shown.join(", ")
+                )))
+            }
+        }
+    }
+
     pub async fn get_session(&self, id: Uuid) -> Result<Session> {
         self.store
             .get_session(id)
@@ -850,6 +888,15 @@ impl Core {
 pub struct Stats {
     pub sessions: Vec<(SessionStatus, i64)>,
     pub tasks: Vec<(TaskStatus, i64)>,
+}
+
+/// What is said of `text` given for a session's id that cannot be one.
+pub fn not_a_session_id(text: &str) -> CoreError {
+    CoreError::NoSuchSession(format!(
+        "session {:?} not found (not a session id: give its id, its short id, or 4 or more hex \
+         digits from the start or end of its id)",
+        crate::sanitize::line(text)
+    ))
 }
 
 /// The start of `now`'s calendar month (UTC), and the month's name (`2026-12`).

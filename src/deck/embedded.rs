@@ -92,6 +92,10 @@ impl Deck for Embedded {
         self.core.diffs(id).await
     }
 
+    async fn resolve(&self, text: &str) -> Result<Uuid> {
+        Ok(self.core.find_session(text, None).await?.id)
+    }
+
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
         self.core.set_budget(id, usd, &self.by).await
     }

@@ -138,6 +138,9 @@ pub trait Deck: Send + Sync + 'static {
         .await
     }
     async fn session(&self, id: Uuid) -> Result<Session>;
+    /// The id of the session `text` names (its id, its short id, a unique beginning or end of
+    /// its id), among those this deck may see.
+    async fn resolve(&self, text: &str) -> Result<Uuid>;
     async fn messages(&self, id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<Message>>;
     async fn send(&self, id: Uuid, text: &str) -> Result<Message>;
     async fn create(&self, request: CreateSession) -> Result<Session>;

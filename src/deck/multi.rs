@@ -377,6 +377,28 @@ impl Deck for Multi {
         self.remote_of(id).await?.1.diffs(id).await
     }
 
+    async fn resolve(&self, text: &str) -> Result<Uuid> {
+        if let Ok(id) = Uuid::parse_str(text.trim()) {
+            return Ok(id);
+        }
+        let mut found = Vec::new();
+        let mut last_err = None;
+        for server in &self.servers {
+            match server.remote.resolve(text).await {
+                Ok(id) => found.push(id),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match found.len() {
+            1 => Ok(found[0]),
+            0 => Err(last_err
+                .unwrap_or_else(|| CoreError::NoSuchSession(format!("no session matches {text}")))),
+            _ => Err(CoreError::Invalid(format!(
+                "{text} matches sessions on several servers; give more of its id"
+            ))),
+        }
+    }
+
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
         let (i, remote) = self.remote_of(id).await?;
         Ok(self.tag(i, remote.set_budget(id, usd).await?))

@@ -654,6 +654,22 @@ impl Deck for Remote {
         read(&self.shared.get(&format!("/api/sessions/{id}/diff")).await?["turns"])
     }
 
+    async fn resolve(&self, text: &str) -> Result<Uuid> {
+        if let Ok(id) = Uuid::parse_str(text.trim()) {
+            return Ok(id);
+        }
+        let Some(fragment) = crate::model::id_fragment(text) else {
+            return Err(crate::core::not_a_session_id(text));
+        };
+        let session: Session = read(
+            &self
+                .shared
+                .get(&format!("/api/sessions/{fragment}"))
+                .await?,
+        )?;
+        Ok(session.id)
+    }
+
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
         read(
             &self

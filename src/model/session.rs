@@ -124,10 +124,34 @@ pub fn count(n: i64) -> String {
     }
 }
 
+/// A session's short id: the last 8 hex digits of its id. (A UUIDv7 begins with its creation
+/// time, so its first digits are shared by every session made in the same minute; its last
+/// ones are random.) Every command takes it, or any unique beginning or end of the id.
+pub fn short_id(id: Uuid) -> String {
+    let hex = id.simple().to_string();
+    hex[hex.len() - 8..].to_string()
+}
+
+/// What can stand for a session's id: 4 to 32 hex digits (hyphens ignored), lowercased; `None`
+/// when it is something else.
+pub fn id_fragment(text: &str) -> Option<String> {
+    let hex: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    (hex.len() >= 4 && hex.len() <= 32 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
+}
+
 /// From this share of its budget on, a session is flagged.
 pub const BUDGET_WARN: f64 = 0.8;
 
 impl Session {
+    pub fn short_id(&self) -> String {
+        short_id(self.id)
+    }
+
     /// The share of its budget it has spent, when it has one.
     pub fn budget_spent(&self) -> Option<f64> {
         self.budget_usd

@@ -251,6 +251,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<TaskStatus>>;
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
 
+    /// Sessions whose id (as 32 hex digits) begins or ends with `fragment` (lowercase hex), of
+    /// `teams` (every team's when `None`), at most `limit`.
+    async fn sessions_matching(
+        &self,
+        fragment: &str,
+        teams: Option<&[String]>,
+        limit: i64,
+    ) -> Result<Vec<Session>>;
     /// Tokens and cost summed over every session, by team and agent (ordered by both).
     async fn usage_totals(&self) -> Result<Vec<UsageTotal>>;
     /// What a team's sessions spent (USD) on messages finished since `since`.

@@ -1457,6 +1457,28 @@ impl Store for PgStore {
         row.as_ref().map(task_from_row).transpose()
     }
 
+    async fn sessions_matching(
+        &self,
+        fragment: &str,
+        teams: Option<&[String]>,
+        limit: i64,
+    ) -> Result<Vec<Session>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions \
+             WHERE (replace(id::text, '-', '') LIKE $1 OR replace(id::text, '-', '') LIKE $2) \
+               AND ($3::text[] IS NULL OR team = ANY($3)) \
+             ORDER BY id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(format!("{fragment}%"))
+            .bind(format!("%{fragment}"))
+            .bind(teams.map(|t| t.to_vec()))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
     async fn usage_totals(&self) -> Result<Vec<super::UsageTotal>> {
         let rows = sqlx::query(
             "SELECT team, agent_id, count(*)::bigint AS sessions, \

@@ -1417,6 +1417,35 @@ impl Store for SqliteStore {
         row.as_ref().map(task_from_row).transpose()
     }
 
+    async fn sessions_matching(
+        &self,
+        fragment: &str,
+        teams: Option<&[String]>,
+        limit: i64,
+    ) -> Result<Vec<Session>> {
+        let mut b = QueryBuilder::new(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE (replace(id, '-', '') LIKE "
+        ));
+        b.push_bind(format!("{fragment}%"))
+            .push(" OR replace(id, '-', '') LIKE ")
+            .push_bind(format!("%{fragment}"))
+            .push(")");
+        if let Some(teams) = teams {
+            b.push(" AND team IN (");
+            let mut list = b.separated(", ");
+            for t in teams {
+                list.push_bind(t.clone());
+            }
+            list.push_unseparated(")");
+            if teams.is_empty() {
+                b.push(" AND 0");
+            }
+        }
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
     async fn usage_totals(&self) -> Result<Vec<super::UsageTotal>> {
         let rows = sqlx::query(
             "SELECT team, agent_id, count(*) AS sessions, \

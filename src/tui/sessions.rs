@@ -718,7 +718,11 @@ fn render_preview(
             status_style(app, s.status),
         )
     };
-    let title = format!(" {status} · {} ", sanitize::line(&s.title));
+    let title = format!(
+        " {status} · {} · {} ",
+        sanitize::line(&s.title),
+        s.short_id()
+    );
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(app.theme.border)

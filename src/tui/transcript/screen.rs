@@ -122,12 +122,13 @@ fn render_transcript(f: &mut Frame, app: &App, t: &Transcript, area: Rect) {
     let session = app.sessions.get(t.session);
     let title = match session {
         Some(s) => format!(
-            " {} {} · {} · {} · {} ",
+            " {} {} · {} · {} · {} · {} ",
             glyph(s.status),
             s.status.word(),
             sanitize::line(&s.title),
             sanitize::line(&s.agent_id),
-            s.phase
+            s.phase,
+            s.short_id()
         ),
         None => " transcript ".to_string(),
     };
