@@ -320,6 +320,24 @@ fn sessions_round_trip(run: Run<'_>) {
             "{said}"
         );
     }
+    // Renamed by its short id; the history says from what, to what, and who.
+    let renamed = stdout_json(&run(&[
+        "sessions",
+        "rename",
+        short,
+        "the build, fixed",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(renamed["title"], "the build, fixed");
+    let events = stdout_json(&run(&["sessions", "show", short, "-o", "json"]));
+    assert_eq!(events["session"]["title"], "the build, fixed");
+    let empty = run(&["sessions", "rename", short, "  "]);
+    assert!(
+        String::from_utf8_lossy(&empty.stderr).contains("title cannot be empty"),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
     let none = run(&["sessions", "show", "0000ffff0000"]);
     let said = String::from_utf8_lossy(&none.stderr);
     assert_eq!(none.status.code(), Some(1), "{said}");

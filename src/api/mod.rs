@@ -34,7 +34,9 @@ pub fn router(core: Core) -> Router {
         .route("/api/sessions", post(sessions::create).get(sessions::list))
         .route(
             "/api/sessions/{id}",
-            get(sessions::show).delete(sessions::end),
+            get(sessions::show)
+                .delete(sessions::end)
+                .patch(sessions::rename),
         )
         .route(
             "/api/sessions/{id}/messages",

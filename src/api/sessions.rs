@@ -472,6 +472,28 @@ pub async fn usage(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RenameBody {
+    title: String,
+}
+
+/// `PATCH /api/sessions/{id}` `{"title": "…"}`: a new title, recorded in the session's history
+/// with the token's holder.
+pub async fn rename(
+    State(state): State<AppState>,
+    caller: Caller,
+    Segments(id): Segments<String>,
+    Body(body): Body<RenameBody>,
+) -> Result<Json<Session>, ApiError> {
+    let session = visible(&state, &caller, &id).await?;
+    let session = state
+        .core
+        .rename(session.id, &body.title, &caller.who())
+        .await?;
+    Ok(Json(session))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BudgetBody {
     /// USD; `null` lifts the session's own budget.
     usd: Option<f64>,

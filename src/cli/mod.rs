@@ -357,6 +357,13 @@ pub enum SessionsCmd {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// Give a session a new title.
+    Rename {
+        id: String,
+        title: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
     /// What the agent changed in files, turn by turn, as unified diffs (kept with the
     /// transcript: it reads the same once the sandbox is gone).
     Diff {
@@ -1058,6 +1065,10 @@ async fn sessions(deck: &dyn crate::deck::Deck, cmd: SessionsCmd) -> Result<()> 
         // (run on their own before: they take the terminal, they follow changes)
         SessionsCmd::Shell { .. } => bail!("`sessions shell` runs on its own"),
         SessionsCmd::Follow { .. } => bail!("`sessions follow` runs on its own"),
+        SessionsCmd::Rename { id, title, output } => {
+            let session = deck.rename(deck.resolve(&id).await?, &title).await?;
+            print_session(&session, output)?
+        }
         SessionsCmd::Diff { id, stat, output } => {
             let turns = deck.diffs(deck.resolve(&id).await?).await?;
             match output {

@@ -555,6 +555,32 @@ impl Core {
         Ok((spent, self.config().teams.get(team).and_then(|t| t.budget)))
     }
 
+    /// Gives a session a new title, as `by`; recorded in its history.
+    pub async fn rename(&self, id: Uuid, title: &str, by: &str) -> Result<Session> {
+        let title: String = title.trim().chars().take(MAX_TITLE_CHARS).collect();
+        if title.is_empty() {
+            return Err(CoreError::Invalid(
+                "a session's title cannot be empty".into(),
+            ));
+        }
+        let before = self.get_session(id).await?;
+        let patch = crate::model::SessionPatch {
+            title: Some(title.clone()),
+            ..Default::default()
+        };
+        let session = self.store.update_session(id, &patch).await?;
+        self.store
+            .append_events(
+                id,
+                &[NewEvent::new(
+                    "session.renamed",
+                    serde_json::json!({ "from": before.title, "to": title, "by": by }),
+                )],
+            )
+            .await?;
+        Ok(session)
+    }
+
     /// Gives a session a budget of its own (USD; `None` lifts it), as `by`; recorded in its
     /// history.
     pub async fn set_budget(&self, id: Uuid, usd: Option<f64>, by: &str) -> Result<Session> {

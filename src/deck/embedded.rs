@@ -96,6 +96,10 @@ impl Deck for Embedded {
         Ok(self.core.find_session(text, None).await?.id)
     }
 
+    async fn rename(&self, id: Uuid, title: &str) -> Result<Session> {
+        self.core.rename(id, title, &self.by).await
+    }
+
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
         self.core.set_budget(id, usd, &self.by).await
     }

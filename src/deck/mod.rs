@@ -155,6 +155,8 @@ pub trait Deck: Send + Sync + 'static {
     async fn fork(&self, id: Uuid, at_seq: i64) -> Result<Session>;
     /// What the agent changed, turn by turn.
     async fn diffs(&self, id: Uuid) -> Result<Vec<crate::model::TurnDiff>>;
+    /// Gives the session a new title.
+    async fn rename(&self, id: Uuid, title: &str) -> Result<Session>;
     /// Gives the session a budget of its own (USD; `None` lifts it).
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session>;
     /// What the session's agent waits for a person to answer (and what it asked before, with

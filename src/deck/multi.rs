@@ -399,6 +399,11 @@ impl Deck for Multi {
         }
     }
 
+    async fn rename(&self, id: Uuid, title: &str) -> Result<Session> {
+        let (i, remote) = self.remote_of(id).await?;
+        Ok(self.tag(i, remote.rename(id, title).await?))
+    }
+
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {
         let (i, remote) = self.remote_of(id).await?;
         Ok(self.tag(i, remote.set_budget(id, usd).await?))

@@ -274,6 +274,10 @@ impl Shared {
         self.call(self.http.post(self.url(path)).json(&body)).await
     }
 
+    async fn patch(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(self.http.patch(self.url(path)).json(&body)).await
+    }
+
     async fn agents(&self) -> Result<Vec<AgentSpec>> {
         read(&self.get("/api/agents").await?["agents"])
     }
@@ -668,6 +672,15 @@ impl Deck for Remote {
                 .await?,
         )?;
         Ok(session.id)
+    }
+
+    async fn rename(&self, id: Uuid, title: &str) -> Result<Session> {
+        read(
+            &self
+                .shared
+                .patch(&format!("/api/sessions/{id}"), json!({ "title": title }))
+                .await?,
+        )
     }
 
     async fn set_budget(&self, id: Uuid, usd: Option<f64>) -> Result<Session> {

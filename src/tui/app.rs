@@ -137,6 +137,16 @@ pub enum Effect {
     Diagnose {
         session: Uuid,
     },
+    /// `:rename TITLE`.
+    Rename {
+        session: Uuid,
+        title: String,
+    },
+    /// `:budget USD|none`.
+    Budget {
+        session: Uuid,
+        usd: Option<f64>,
+    },
     /// Read what the agent changed, for the changes screen.
     LoadChanges {
         session: Uuid,
@@ -175,7 +185,9 @@ impl Effect {
             | Effect::Create { .. }
             | Effect::Fork { .. }
             | Effect::Shell { .. }
-            | Effect::Answer { .. } => true,
+            | Effect::Answer { .. }
+            | Effect::Rename { .. }
+            | Effect::Budget { .. } => true,
             Effect::LoadSessions { .. }
             | Effect::LoadMessages { .. }
             | Effect::LoadHealth
@@ -1340,6 +1352,44 @@ impl App {
                 }
                 vec![]
             }
+            "rename" => {
+                let title = rest.join(" ");
+                match self.target().map(|s| s.id) {
+                    Some(_) if title.is_empty() => {
+                        self.status = Some(("rename to what? :rename NEW TITLE".into(), true));
+                        vec![]
+                    }
+                    Some(session) => vec![Effect::Rename { session, title }],
+                    None => {
+                        self.status = Some(("no session to rename".into(), true));
+                        vec![]
+                    }
+                }
+            }
+            "budget" => {
+                let usd = match rest.first().map(|w| w.trim_start_matches('$')) {
+                    Some("none") => Ok(None),
+                    Some(amount) => amount
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|u| u.is_finite() && *u > 0.0)
+                        .map(Some)
+                        .ok_or(()),
+                    None => Err(()),
+                };
+                match (self.target().map(|s| s.id), usd) {
+                    (Some(session), Ok(usd)) => vec![Effect::Budget { session, usd }],
+                    (None, _) => {
+                        self.status = Some(("no session to give a budget".into(), true));
+                        vec![]
+                    }
+                    (_, Err(())) => {
+                        self.status =
+                            Some(("a budget in USD? :budget 25 (or :budget none)".into(), true));
+                        vec![]
+                    }
+                }
+            }
             "team" => {
                 self.go_home();
                 let filter = match rest.first() {
@@ -1352,7 +1402,7 @@ impl App {
             other => {
                 self.status = Some((
                     format!(
-                        "unknown command :{other}; try :sessions :sandboxes :logs :diagnose :agents :team NAME :sort KEY :reload :quit"
+                        "unknown command :{other}; try :sessions :sandboxes :logs :diagnose :agents :team NAME :sort KEY :rename TITLE :budget USD :reload :quit"
                     ),
                     true,
                 ));
@@ -2595,6 +2645,65 @@ mod tests {
             "{said}"
         );
         assert_eq!(a.sessions.sort(), SortKey::Title);
+    }
+
+    /// `:rename` and `:budget` act on the selected session; a read-only cockpit refuses them
+    /// however they are typed.
+    #[test]
+    fn rename_and_budget_from_the_command_line() {
+        let typed = |a: &mut App, text: &str| {
+            for c in text.chars() {
+                a.update(key(c));
+            }
+            a.update(press(KeyCode::Enter))
+        };
+        for read_only in [false, true] {
+            let mut a = App::new(
+                Keymap::new(read_only),
+                Theme::mono(),
+                vec![],
+                String::new(),
+                String::new(),
+            );
+            let s = session(7, "coder", SessionStatus::Idle);
+            let id = s.id;
+            a.update(Msg::Sessions(vec![s]));
+            let renamed = typed(&mut a, ":rename the build, fixed");
+            let budget = typed(&mut a, ":budget $25");
+            let lifted = typed(&mut a, ":budget none");
+            if read_only {
+                assert!(renamed.is_empty() && budget.is_empty() && lifted.is_empty());
+                assert_eq!(a.status.as_ref().map(|(t, _)| t.as_str()), Some(READ_ONLY));
+                continue;
+            }
+            assert_eq!(
+                renamed,
+                vec![Effect::Rename {
+                    session: id,
+                    title: "the build, fixed".into()
+                }]
+            );
+            assert_eq!(
+                budget,
+                vec![Effect::Budget {
+                    session: id,
+                    usd: Some(25.0)
+                }]
+            );
+            assert_eq!(
+                lifted,
+                vec![Effect::Budget {
+                    session: id,
+                    usd: None
+                }]
+            );
+            assert!(typed(&mut a, ":budget lots").is_empty());
+            let (said, error) = a.status.clone().unwrap_or_default();
+            assert!(error && said.contains(":budget 25"), "{said}");
+            assert!(typed(&mut a, ":rename").is_empty());
+            let (said, error) = a.status.clone().unwrap_or_default();
+            assert!(error && said.contains("rename to what"), "{said}");
+        }
     }
 
     #[test]

@@ -756,6 +756,24 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 Ok(d) => Msg::Diagnosis(Box::new(d)),
                 Err(e) => Msg::Error(format!("cannot diagnose the session: {e}")),
             },
+            Effect::Rename { session, title } => match deck.rename(session, &title).await {
+                Ok(s) => {
+                    let _ = tx.send(Msg::Session(Box::new(s)));
+                    Msg::Info("renamed".into())
+                }
+                Err(e) => Msg::Error(format!("cannot rename: {e}")),
+            },
+            Effect::Budget { session, usd } => match deck.set_budget(session, usd).await {
+                Ok(s) => {
+                    let said = match s.budget_usd {
+                        Some(b) => format!("budget {}", crate::model::usd(b)),
+                        None => "budget lifted".to_string(),
+                    };
+                    let _ = tx.send(Msg::Session(Box::new(s)));
+                    Msg::Info(said)
+                }
+                Err(e) => Msg::Error(format!("cannot set the budget: {e}")),
+            },
             Effect::LoadChanges { session } => match deck.diffs(session).await {
                 Ok(turns) => Msg::Changes(session, turns),
                 Err(e) => Msg::Error(format!("cannot read what the agent changed: {e}")),
