@@ -341,7 +341,7 @@ async fn every_route_answers_its_rejections_as_json() {
     // (path, the methods it takes): the router's table.
     let routes: &[(&str, &[&str])] = &[
         ("/api/sessions", &["GET", "POST"]),
-        ("/api/sessions/{id}", &["GET", "DELETE"]),
+        ("/api/sessions/{id}", &["GET", "DELETE", "PATCH"]),
         ("/api/sessions/{id}/messages", &["GET", "POST"]),
         ("/api/sessions/{id}/events", &["GET"]),
         ("/api/sessions/{id}/live", &["GET"]),
@@ -352,6 +352,9 @@ async fn every_route_answers_its_rejections_as_json() {
         ("/api/sandboxes", &["GET"]),
         ("/api/sessions/{id}/diagnosis", &["GET"]),
         ("/api/sessions/{id}/fork", &["POST"]),
+        ("/api/sessions/{id}/budget", &["POST"]),
+        ("/api/sessions/{id}/diff", &["GET"]),
+        ("/api/usage", &["GET"]),
         ("/api/sessions/{id}/forks", &["GET"]),
         ("/api/sessions/{id}/permissions", &["GET"]),
         ("/api/sessions/{id}/permissions/{ask}", &["POST"]),
