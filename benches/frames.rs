@@ -229,10 +229,32 @@ fn message(rng: &mut Lcg, seq: i64) -> Message {
                 0 => {}
                 1 => text.push_str("\tindented with a tab"),
                 2 => text.push_str(&sentence(rng, 200, 200)),
+                // markdown as agents write it: list items, emphasis, inline code
+                3 => {
+                    text.push_str("- ");
+                    text.push_str(&sentence(rng, 10, 100));
+                }
+                4 => {
+                    text.push_str("**Note** the `value`: ");
+                    text.push_str(&sentence(rng, 10, 100));
+                }
                 _ => text.push_str(&sentence(rng, 10, 120)),
             }
             if l + 1 < n {
                 text.push('\n');
+            }
+        }
+        // a heading, a code block and a table on every fifth answer
+        if seq % 5 == 0 {
+            text.push_str("\n\n## What changed\n\n```rust\n");
+            for _ in 0..5 + rng.below(6) {
+                text.push_str("    let value = compute(\"input\", 42); // ");
+                text.push_str(&sentence(rng, 10, 60));
+                text.push('\n');
+            }
+            text.push_str("```\n\n| file | lines |\n|---|--:|\n");
+            for k in 0..4 {
+                text.push_str(&format!("| src/module{k}.rs | {} |\n", rng.below(500)));
             }
         }
         if seq % 500 == 0 {
@@ -255,6 +277,8 @@ fn message(rng: &mut Lcg, seq: i64) -> Message {
                 input: serde_json::json!({"command": format!("cargo test -p module{}", seq % 97)}),
                 output: Some(output.join("\n")),
                 error: None,
+                started_at: Some(now() - chrono::Duration::seconds(100_000 - seq)),
+                ended_at: Some(now() - chrono::Duration::seconds(99_990 - seq)),
             });
         }
     }

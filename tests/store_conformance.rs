@@ -312,6 +312,8 @@ async fn message_seqs_have_no_gaps_or_races(db: TestDb) {
         input: serde_json::json!({"command": "ls"}),
         output: Some("a\nb".into()),
         error: None,
+        started_at: Some(chrono::DateTime::UNIX_EPOCH),
+        ended_at: None,
     };
     let updated = store
         .update_message(

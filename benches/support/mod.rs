@@ -365,6 +365,8 @@ pub fn tool_part(message: &str, part: &str, status: ToolStatus, output: &str) ->
                 input: json!({"command": command, "description": "run the tests"}),
                 output: out,
                 error: None,
+                started_at: None,
+                ended_at: None,
             },
         },
     )

@@ -119,6 +119,11 @@ pub enum Part {
         output: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// When it started running and when it ended, as the harness says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_at: Option<DateTime<Utc>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ended_at: Option<DateTime<Utc>>,
     },
     File {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -67,6 +67,8 @@ pub enum Action {
     ToggleWrap,
     ToggleTimestamps,
     ToggleTools,
+    ToggleReasoning,
+    ToggleMarkdown,
     Search,
     SearchNext,
     SearchPrevious,
@@ -386,6 +388,24 @@ pub const REGISTRY: &[ActionDef] = &[
         ["o"],
         "tools",
         "Unfold or fold tool calls",
+        Looks,
+        [Transcript]
+    ),
+    def!(
+        ToggleReasoning,
+        "reasoning",
+        ["T"],
+        "",
+        "Show or fold the agent's reasoning (its thinking)",
+        Looks,
+        [Transcript]
+    ),
+    def!(
+        ToggleMarkdown,
+        "markdown",
+        ["M"],
+        "",
+        "Show the agent's text as markdown (headings, lists, code, tables), or as it was written",
         Looks,
         [Transcript]
     ),
@@ -824,6 +844,8 @@ mod tests {
             A::ToggleWrap,
             A::ToggleTimestamps,
             A::ToggleTools,
+            A::ToggleReasoning,
+            A::ToggleMarkdown,
             A::Search,
             A::SearchNext,
             A::SearchPrevious,
@@ -856,6 +878,8 @@ mod tests {
             | A::ToggleWrap
             | A::ToggleTimestamps
             | A::ToggleTools
+            | A::ToggleReasoning
+            | A::ToggleMarkdown
             | A::Search
             | A::SearchNext
             | A::SearchPrevious

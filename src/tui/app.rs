@@ -946,6 +946,8 @@ impl App {
             | Action::ToggleWrap
             | Action::ToggleTimestamps
             | Action::ToggleTools
+            | Action::ToggleReasoning
+            | Action::ToggleMarkdown
             | Action::SearchNext
             | Action::SearchPrevious => {}
         }
@@ -2174,6 +2176,8 @@ mod tests {
             input: serde_json::json!({"command": "rm -rf build"}),
             output: None,
             error: None,
+            started_at: None,
+            ended_at: None,
         }];
         a.update(Msg::Messages {
             session: id,

@@ -18,6 +18,7 @@ pub mod diagnose;
 pub mod drafts;
 pub mod health;
 pub mod logs;
+pub mod markdown;
 pub mod navigation;
 pub mod notify;
 pub mod panels;

@@ -712,15 +712,30 @@ mod tests {
                         "test result: ok. 12 passed\n\u{1b}[31mwarning\u{1b}[0m: unused".into(),
                     ),
                     error: None,
+                    started_at: Some(now() - chrono::Duration::milliseconds(3400)),
+                    ended_at: Some(now()),
                 }],
             ),
-            message(
-                3,
-                MessageRole::Assistant,
-                vec![Part::text(
-                    "All 12 tests pass. One warning remains:\nan unused import in src/lib.rs.",
-                )],
-            ),
+            {
+                let mut m = message(
+                    3,
+                    MessageRole::Assistant,
+                    vec![
+                        Part::Reasoning {
+                            text: "The warning is the import.\nRemove it.".into(),
+                        },
+                        Part::text(
+                            "All **12 tests** pass. One warning remains:\n\n\
+                             - an unused import in `src/lib.rs`\n\
+                             - fixed by removing it\n\n\
+                             ```rust\nuse std::fmt; // unused\n```\n\n\
+                             | suite | passed |\n|---|--:|\n| unit | 10 |\n| e2e | 2 |",
+                        ),
+                    ],
+                );
+                m.updated_at = now() + chrono::Duration::seconds(42);
+                m
+            },
         ]);
         app.transcript = Some(t);
         app

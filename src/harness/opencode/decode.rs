@@ -95,6 +95,11 @@ fn aborted_shell(output: &str) -> bool {
     })
 }
 
+/// A time opencode gives in milliseconds since the epoch.
+fn millis(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_millis(v.as_i64()?)
+}
+
 /// An opencode part as an agentdeck part.
 pub fn part(p: &Value) -> Part {
     match p["type"].as_str().unwrap_or_default() {
@@ -129,6 +134,8 @@ pub fn part(p: &Value) -> Part {
                 input: state["input"].clone(),
                 output,
                 error,
+                started_at: millis(&state["time"]["start"]),
+                ended_at: millis(&state["time"]["end"]),
             }
         }
         "file" => Part::File {

@@ -2,6 +2,7 @@
 //! timestamps, theme), the pieces a message is made of, and each piece as sanitised lines.
 
 use super::*;
+use chrono::{DateTime, Utc};
 
 /// Everything besides a message that its lines depend on.
 pub struct Look<'a> {
@@ -10,6 +11,12 @@ pub struct Look<'a> {
     pub wrap: bool,
     pub timestamps: bool,
     pub tools_open: bool,
+    /// The agent's reasoning shown (else a line saying it is there).
+    pub reasoning_open: bool,
+    /// Text laid out as markdown (else as written).
+    pub markdown: bool,
+    /// Now, in whole seconds since the epoch: a running tool call's elapsed time.
+    pub clock: i64,
     pub theme: &'a Theme,
     /// The tool calls waiting for a person's answer (their call ids): drawn as such.
     pub waiting: &'a [String],
@@ -22,6 +29,7 @@ impl Look<'_> {
             width: if self.wrap { self.width } else { 0 },
             wrap: self.wrap,
             tools_open: self.tools_open,
+            reasoning_open: self.reasoning_open,
         }
     }
 
@@ -31,6 +39,8 @@ impl Look<'_> {
             && self.wrap == key.wrap
             && self.timestamps == key.timestamps
             && self.tools_open == key.tools_open
+            && self.reasoning_open == key.reasoning_open
+            && self.clock == key.clock
             && *self.theme == key.theme
     }
 
@@ -41,6 +51,7 @@ impl Look<'_> {
             wrap: self.wrap,
             timestamps: self.timestamps,
             tools_open: self.tools_open,
+            reasoning_open: self.reasoning_open,
         }
     }
 
@@ -50,6 +61,8 @@ impl Look<'_> {
             wrap: self.wrap,
             timestamps: self.timestamps,
             tools_open: self.tools_open,
+            reasoning_open: self.reasoning_open,
+            clock: self.clock,
             theme: self.theme.clone(),
         }
     }
@@ -62,6 +75,7 @@ pub(super) struct TextLook {
     pub(super) wrap: bool,
     pub(super) timestamps: bool,
     pub(super) tools_open: bool,
+    pub(super) reasoning_open: bool,
 }
 
 /// A [`Look`] kept: what the memo's drawn lines were drawn with.
@@ -70,6 +84,8 @@ pub(super) struct LookKey {
     pub(super) wrap: bool,
     pub(super) timestamps: bool,
     pub(super) tools_open: bool,
+    pub(super) reasoning_open: bool,
+    pub(super) clock: i64,
     pub(super) theme: Theme,
 }
 
@@ -78,6 +94,7 @@ pub(super) struct Fit {
     pub(super) width: usize,
     pub(super) wrap: bool,
     pub(super) tools_open: bool,
+    pub(super) reasoning_open: bool,
 }
 
 /// How a piece of text is set: its indent and style, and whether it shows only with tool
@@ -123,6 +140,11 @@ impl Kind {
     pub(super) fn folded(self) -> bool {
         matches!(self, Kind::ToolIn | Kind::ToolOut | Kind::ToolErr)
     }
+
+    /// Whether its text is laid out as markdown (when the look says so).
+    pub(super) fn markdown(self) -> bool {
+        matches!(self, Kind::Text | Kind::Reasoning)
+    }
 }
 
 /// A message, in the order it is drawn: lines that never wrap, and text that may.
@@ -133,6 +155,8 @@ pub(super) enum Piece<'a> {
         call_id: &'a str,
         status: &'a ToolStatus,
         input: &'a serde_json::Value,
+        started: Option<&'a DateTime<Utc>>,
+        ended: Option<&'a DateTime<Utc>>,
     },
     File(&'a str),
     Patch(&'a [String]),
@@ -159,6 +183,8 @@ pub(super) fn pieces<'a>(m: &'a Message, details: bool, mut visit: impl FnMut(u3
                 input,
                 output,
                 error,
+                started_at,
+                ended_at,
             } => {
                 visit(
                     id,
@@ -167,6 +193,8 @@ pub(super) fn pieces<'a>(m: &'a Message, details: bool, mut visit: impl FnMut(u3
                         call_id,
                         status,
                         input,
+                        started: started_at.as_ref(),
+                        ended: ended_at.as_ref(),
                     },
                 );
                 if details {
@@ -193,9 +221,70 @@ pub(super) fn pieces<'a>(m: &'a Message, details: bool, mut visit: impl FnMut(u3
 
 /// One message as lines (sanitised), appended to `out`.
 pub fn message_lines(m: &Message, look: &Look<'_>, out: &mut Vec<Line<'static>>) {
-    pieces(m, look.tools_open, |_, piece| {
-        draw_piece(m, look, piece, out)
+    draw_message(m, &Shape::of(m, 0, look.markdown), None, look, out);
+}
+
+/// One message as lines, its text laid out as `shape` holds it; a person's message says how
+/// long its `turn` took.
+pub(super) fn draw_message(
+    m: &Message,
+    shape: &Shape,
+    turn: Option<chrono::Duration>,
+    look: &Look<'_>,
+    out: &mut Vec<Line<'static>>,
+) {
+    pieces(m, look.tools_open, |id, piece| {
+        let laid = match piece {
+            Piece::Text(..) => shape.laid(id),
+            _ => None,
+        };
+        let header = matches!(piece, Piece::Header);
+        draw_piece(m, look, piece, laid, out);
+        if let (true, Some(turn), Some(line)) = (header, turn, out.last_mut()) {
+            line.spans
+                .push(Span::styled(format!("  turn {}", took(turn)), look.theme.muted));
+        }
     });
+}
+
+/// The line folded reasoning is drawn as: that it is there, how long it is, and the key.
+pub(super) fn folded_reasoning(text: &str, look: &Look<'_>) -> Line<'static> {
+    let lines = text.lines().count();
+    let what = match lines {
+        0 => "  ~ thinking…".to_string(),
+        1 => "  ~ thinking, 1 line".to_string(),
+        n => format!("  ~ thinking, {n} lines"),
+    };
+    Line::from(vec![
+        Span::styled(what, look.theme.muted.add_modifier(Modifier::ITALIC)),
+        Span::styled("  (T shows)", look.theme.muted),
+    ])
+}
+
+/// Laid-out text as lines: each row its kind's indent, its head (a bullet, a quote's bar, a
+/// code gutter) and its runs of text, styled by their marks.
+fn draw_laid(kind: Kind, laid: &Laid, look: &Look<'_>, out: &mut Vec<Line<'static>>) {
+    let indent = kind.indent();
+    let base = kind.style(look.theme);
+    let room = look.wrap.then(|| look.width.saturating_sub(indent.len()).max(1));
+    for k in 0..laid.lines.len() {
+        let text = laid.line_text(k);
+        laid.rows(k, room, |row| {
+            let mut spans = vec![Span::raw(indent)];
+            if !row.head.is_empty() {
+                spans.push(Span::styled(row.head.to_string(), look.theme.muted));
+            }
+            for (range, mark) in laid.line_marks(k) {
+                let (from, to) = (range.start.max(row.range.start), range.end.min(row.range.end));
+                if from < to
+                    && let Some(piece) = text.get(from..to)
+                {
+                    spans.push(Span::styled(piece.to_string(), mark.style(base, look.theme)));
+                }
+            }
+            out.push(Line::from(spans));
+        });
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +298,7 @@ pub(super) fn draw_piece(
     m: &Message,
     look: &Look<'_>,
     piece: Piece<'_>,
+    laid: Option<&Laid>,
     out: &mut Vec<Line<'static>>,
 ) {
     let theme = look.theme;
@@ -254,6 +344,8 @@ pub(super) fn draw_piece(
             call_id,
             status,
             input,
+            started,
+            ended,
         } => {
             let waits = matches!(status, ToolStatus::Running | ToolStatus::Pending)
                 && look.waiting.iter().any(|c| c == call_id);
@@ -267,8 +359,16 @@ pub(super) fn draw_piece(
             };
             let summary = tool_summary(input);
             let fold = if look.tools_open { "" } else { "  (o unfolds)" };
+            // how long it took, or (running) how long it has run
+            let took = match (started, ended, status) {
+                (Some(s), Some(e), _) => format!(" {}", took(*e - *s)),
+                (Some(s), None, ToolStatus::Running) if look.clock > 0 && !waits => {
+                    format!(" {}", took(chrono::Duration::seconds(look.clock - s.timestamp())))
+                }
+                _ => String::new(),
+            };
             out.push(Line::from(vec![
-                Span::styled(format!("  [{} {mark}] ", sanitize::line(tool)), theme.tool),
+                Span::styled(format!("  [{} {mark}{took}] ", sanitize::line(tool)), theme.tool),
                 Span::raw(
                     truncate(&sanitize::line(&summary), width.saturating_sub(20)).to_string(),
                 ),
@@ -283,11 +383,20 @@ pub(super) fn draw_piece(
             format!("  [patch] {}", sanitize::line(&files.join(", "))),
             theme.tool,
         ))),
+        Piece::Text(Kind::Reasoning, text) if !look.reasoning_open => {
+            out.push(folded_reasoning(&text, look))
+        }
         Piece::Text(kind, text) => {
             let indent = kind.indent();
             let style = kind.style(theme);
             #[cfg(test)]
             let before = out.len();
+            if let Some(laid) = laid {
+                draw_laid(kind, laid, look, out);
+                #[cfg(test)]
+                TEXT_LINES_DRAWN.with(|n| n.set(n.get() + out.len() - before));
+                return;
+            }
             for raw in as_drawn(&text).lines() {
                 if look.wrap {
                     let room = width.saturating_sub(indent.len()).max(1);
@@ -312,6 +421,18 @@ pub(super) fn draw_piece(
             TEXT_LINES_DRAWN.with(|n| n.set(n.get() + out.len() - before));
         }
         Piece::Blank => out.push(Line::from("")),
+    }
+}
+
+/// A duration as a person reads it at a glance: `0.4s`, `12s`, `3m05s`, `1h02m`.
+pub(crate) fn took(d: chrono::Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    let s = ms / 1000;
+    match s {
+        0..10 => format!("{}.{}s", s, (ms % 1000) / 100),
+        10..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 

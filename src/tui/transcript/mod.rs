@@ -39,7 +39,8 @@ mod shape;
 mod tests;
 
 use draw::{
-    Fit, KINDS, Kind, LookKey, Piece, TextLook, as_drawn, draw_piece, drawn_and_clean, pieces,
+    Fit, KINDS, Kind, LookKey, Piece, TextLook, as_drawn, draw_message, draw_piece,
+    drawn_and_clean, pieces,
 };
 pub use draw::{Look, message_lines};
 use index::{Drawn, Memo};
@@ -47,6 +48,7 @@ use search::{Anchor, Emphasis, Matcher, Search};
 use shape::{Shape, to_u32};
 
 use super::cells::{clusters, truncate, wrap};
+use super::markdown::{self, Laid};
 use super::theme::Theme;
 use crate::core::ingest::LiveDelta;
 use crate::model::{Message, MessageRole, MessageStatus, Part, ToolStatus};
@@ -76,6 +78,10 @@ pub struct Transcript {
     pub wrap: bool,
     pub timestamps: bool,
     pub tools_open: bool,
+    /// The agent's reasoning shown, not folded to a line.
+    pub reasoning_open: bool,
+    /// Text laid out as markdown; else as it was written (see [`Transcript::set_markdown`]).
+    markdown: bool,
     pub composer: Option<TextArea<'static>>,
     /// What the agent waits for a person to answer (permissions, questions), oldest first.
     pub asks: Vec<crate::model::Ask>,
@@ -108,6 +114,8 @@ impl Transcript {
             wrap: true,
             timestamps: false,
             tools_open: false,
+            reasoning_open: false,
+            markdown: true,
             composer: None,
             asks: Vec::new(),
             waiting_calls: Vec::new(),
@@ -123,7 +131,40 @@ impl Transcript {
 
     fn shape(&mut self, i: usize) -> Shape {
         self.next_rev += 1;
-        Shape::of(&self.messages[i], self.next_rev)
+        Shape::of(&self.messages[i], self.next_rev, self.markdown)
+    }
+
+    /// Whether a tool call of the last turn is running (its elapsed time is drawn).
+    fn running_tools(&self) -> bool {
+        for m in self.messages.iter().rev() {
+            if m.role == MessageRole::User {
+                break;
+            }
+            if m.parts
+                .iter()
+                .any(|p| matches!(p, Part::Tool { status: ToolStatus::Running, .. }))
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether text is laid out as markdown.
+    pub fn markdown(&self) -> bool {
+        self.markdown
+    }
+
+    /// Lays text out as markdown, or shows it as written: every message is measured again.
+    pub fn set_markdown(&mut self, on: bool) {
+        if self.markdown == on {
+            return;
+        }
+        self.markdown = on;
+        for i in 0..self.messages.len() {
+            self.shapes[i] = self.shape(i);
+        }
+        self.memo.get_mut().fit = None;
     }
 
     /// Adds or replaces messages (by seq).
@@ -134,15 +175,50 @@ impl Transcript {
                     self.messages[i] = m;
                     self.shapes[i] = self.shape(i);
                     self.memo.get_mut().changed(i);
+                    self.turn_changed(i);
                 }
                 Err(i) => {
                     self.messages.insert(i, m);
                     let shape = self.shape(i);
                     self.shapes.insert(i, shape);
                     self.memo.get_mut().inserted(i, self.messages.len());
+                    self.turn_changed(i);
                 }
             }
         }
+    }
+
+    /// Message `i` of a turn changed: the person's message that started the turn is drawn
+    /// again (its header says how long the turn took).
+    fn turn_changed(&mut self, i: usize) {
+        if self.messages[i].role == MessageRole::User {
+            return;
+        }
+        if let Some(j) = self.messages[..i]
+            .iter()
+            .rposition(|m| m.role == MessageRole::User)
+        {
+            self.next_rev += 1;
+            self.shapes[j].rev = self.next_rev;
+            self.memo.get_mut().changed(j);
+        }
+    }
+
+    /// How long the turn message `i` (a person's) started took: to the last answer's end,
+    /// once every answer in it has ended.
+    fn turn_took(&self, i: usize) -> Option<chrono::Duration> {
+        let asked = self.messages.get(i).filter(|m| m.role == MessageRole::User)?;
+        let mut end = None;
+        for m in &self.messages[i + 1..] {
+            if m.role == MessageRole::User {
+                break;
+            }
+            if m.status == MessageStatus::Pending {
+                return None;
+            }
+            end = Some(m.updated_at);
+        }
+        Some(end? - asked.created_at)
     }
 
     /// The highest seq held.
@@ -205,6 +281,13 @@ impl Transcript {
             wrap: self.wrap,
             timestamps: self.timestamps,
             tools_open: self.tools_open,
+            reasoning_open: self.reasoning_open,
+            markdown: self.markdown,
+            clock: if self.running_tools() {
+                chrono::Utc::now().timestamp()
+            } else {
+                0
+            },
             theme,
             waiting: &self.waiting_calls,
         }
@@ -276,7 +359,8 @@ impl Transcript {
                     Some(at) => memo.drawn.swap_remove(at),
                     None => {
                         let mut out = Vec::with_capacity(memo.counts[i]);
-                        message_lines(&self.messages[i], &look, &mut out);
+                        let turn = self.turn_took(i);
+                        draw_message(&self.messages[i], &self.shapes[i], turn, &look, &mut out);
                         Drawn { rev, lines: out }
                     }
                 };

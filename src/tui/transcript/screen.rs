@@ -31,6 +31,8 @@ impl Screen for Transcript {
             Action::ToggleWrap => self.wrap = !self.wrap,
             Action::ToggleTimestamps => self.timestamps = !self.timestamps,
             Action::ToggleTools => self.tools_open = !self.tools_open,
+            Action::ToggleReasoning => self.reasoning_open = !self.reasoning_open,
+            Action::ToggleMarkdown => self.set_markdown(!self.markdown()),
             Action::SearchNext => self.go_to_match(true, cx),
             Action::SearchPrevious => self.go_to_match(false, cx),
             _ => return None,

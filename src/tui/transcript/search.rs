@@ -75,7 +75,7 @@ impl Search {
             }
             hits.rev = shape.rev;
             hits.lines.clear();
-            matches_in(m, look, &self.matcher, |spot, segments| {
+            matches_in(m, shape, look, &self.matcher, |spot, segments| {
                 if let Some(&(line, _)) = segments.first() {
                     let line = to_u32(line);
                     if hits.lines.last().is_none_or(|&(l, _)| l != line) {
@@ -108,7 +108,7 @@ impl Search {
         // the hit's line is where the last match up to the anchor starts
         let mut line = None;
         let mut segments = Vec::new();
-        matches_in(&messages[i], look, &self.matcher, |spot, found| {
+        matches_in(&messages[i], shapes.get(i)?, look, &self.matcher, |spot, found| {
             let Some(&(start, _)) = found.first() else {
                 return;
             };
@@ -148,6 +148,10 @@ impl Search {
             [indent, text] if KINDS.iter().any(|k| k.indent() == indent.content) => {
                 (indent.content.len(), Cow::Borrowed(&*text.content))
             }
+            [indent, rest @ ..] if KINDS.iter().any(|k| k.indent() == indent.content) => (
+                indent.content.len(),
+                rest.iter().map(|s| &*s.content).collect(),
+            ),
             spans => (0, spans.iter().map(|s| &*s.content).collect()),
         };
         let mut marks: Vec<(Range<usize>, Style)> = current
@@ -222,6 +226,7 @@ pub(super) fn mark(line: &Line<'static>, marks: &[(Range<usize>, Style)]) -> Lin
 /// their text, never drawn; the lines that never wrap (header, tool calls...) are drawn.
 pub(super) fn matches_in(
     m: &Message,
+    shape: &Shape,
     look: &Look<'_>,
     matcher: &Matcher,
     mut visit: impl FnMut(Spot, &[(usize, Range<usize>)]),
@@ -229,10 +234,44 @@ pub(super) fn matches_in(
     let mut line = 0;
     let mut drawn = Vec::new();
     let mut wrapped = Vec::new();
+    let mut rows: Vec<(Range<usize>, usize)> = Vec::new();
     let mut segments = Vec::new();
     pieces(m, look.tools_open, |piece, p| match p {
-        Piece::Text(kind, text) => {
+        // folded reasoning is a line like a tool call's: drawn and searched as drawn
+        Piece::Text(kind, _) if kind != Kind::Reasoning || look.reasoning_open => {
+            let Piece::Text(_, text) = p else { return };
             let room = look.width.saturating_sub(kind.indent().len()).max(1);
+            if let Some(laid) = shape.laid(piece) {
+                // laid out: matched in each line's text; a row's range is after its head
+                let room = look.wrap.then_some(room);
+                for k in 0..laid.lines.len() {
+                    let text = laid.line_text(k);
+                    let mut found = matcher.find_all(text).peekable();
+                    if found.peek().is_none() {
+                        line += laid.count_rows(k, room);
+                        continue;
+                    }
+                    rows.clear();
+                    laid.rows(k, room, |r| rows.push((r.range, r.head.len())));
+                    for found in found {
+                        segments.clear();
+                        for (j, (p, head)) in rows.iter().enumerate() {
+                            let (from, to) = (found.start.max(p.start), found.end.min(p.end));
+                            if from < to {
+                                segments.push((line + j, from - p.start + head..to - p.start + head));
+                            }
+                        }
+                        let spot = Spot {
+                            piece,
+                            row: to_u32(k),
+                            at: to_u32(found.start),
+                        };
+                        visit(spot, &segments);
+                    }
+                    line += rows.len();
+                }
+                return;
+            }
             for (row, raw) in as_drawn(&text).lines().enumerate() {
                 let mut found = matcher.find_all(raw).peekable();
                 if found.peek().is_none() {
@@ -268,7 +307,7 @@ pub(super) fn matches_in(
         }
         fixed => {
             drawn.clear();
-            draw_piece(m, look, fixed, &mut drawn);
+            draw_piece(m, look, fixed, None, &mut drawn);
             for l in &drawn {
                 let text: String = l.spans.iter().map(|s| &*s.content).collect();
                 for found in matcher.find_all(&text) {

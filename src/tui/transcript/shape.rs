@@ -22,6 +22,8 @@ pub(super) struct Shape {
     pub(super) wide: Vec<Wide>,
     /// The clusters of the `wide` lines.
     pub(super) runs: Vec<Run>,
+    /// The text pieces laid out as markdown (see [`Block::laid`]).
+    pub(super) laid: Vec<Laid>,
 }
 
 /// A piece of text in a [`Shape`]: which piece, how it is set, how many of the shape's
@@ -33,6 +35,9 @@ pub(super) struct Block {
     pub(super) narrow: usize,
     pub(super) wide: usize,
     pub(super) tail: Tail,
+    /// Its layout in the shape's `laid`, when it is laid out as markdown: then it has no
+    /// `narrow` or `wide` lines, and its count is the layout's.
+    pub(super) laid: Option<u32>,
 }
 
 /// The last line of a piece's text, as far as text appended to it needs to know.
@@ -127,7 +132,8 @@ pub(super) fn to_u32(n: usize) -> u32 {
 }
 
 impl Shape {
-    pub(super) fn of(m: &Message, rev: u64) -> Shape {
+    /// `m`'s shape; its text laid out as markdown when `markdown`.
+    pub(super) fn of(m: &Message, rev: u64, markdown: bool) -> Shape {
         let mut shape = Shape {
             rev,
             fixed: 0,
@@ -135,8 +141,21 @@ impl Shape {
             narrow: Vec::new(),
             wide: Vec::new(),
             runs: Vec::new(),
+            laid: Vec::new(),
         };
         pieces(m, true, |id, piece| match piece {
+            Piece::Text(kind, text) if markdown && kind.markdown() => {
+                shape.laid.push(markdown::layout(&text));
+                shape.blocks.push(Block {
+                    id,
+                    kind,
+                    narrow: 0,
+                    wide: 0,
+                    // appending means laying it out again
+                    tail: Tail::Unknown,
+                    laid: Some(to_u32(shape.laid.len() - 1)),
+                });
+            }
             Piece::Text(kind, text) => {
                 let (narrow, wide) = (shape.narrow.len(), shape.wide.len());
                 let (drawn, clean) = drawn_and_clean(&text);
@@ -151,11 +170,18 @@ impl Shape {
                     narrow: shape.narrow.len() - narrow,
                     wide: shape.wide.len() - wide,
                     tail: Tail::of(&drawn, clean),
+                    laid: None,
                 });
             }
             _ => shape.fixed += 1,
         });
         shape
+    }
+
+    /// Piece `id`'s layout, when it is laid out as markdown.
+    pub(super) fn laid(&self, id: u32) -> Option<&Laid> {
+        let block = self.blocks.iter().find(|b| b.id == id)?;
+        self.laid.get(block.laid? as usize)
     }
 
     /// Takes in `text` appended to piece `id` without measuring the piece again: its last line
@@ -261,6 +287,16 @@ impl Shape {
             let (wides, rest) = wide.split_at(block.wide.min(wide.len()));
             wide = rest;
             if block.kind.folded() && !fit.tools_open {
+                continue;
+            }
+            if block.kind == Kind::Reasoning && !fit.reasoning_open {
+                // folded to a line
+                n += 1;
+                continue;
+            }
+            if let Some(laid) = block.laid.and_then(|l| self.laid.get(l as usize)) {
+                let indent = block.kind.indent().len();
+                n += laid.count(fit.wrap.then(|| fit.width.saturating_sub(indent).max(1)));
                 continue;
             }
             n += lines.len() + wides.len();

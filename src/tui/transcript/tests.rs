@@ -62,7 +62,8 @@ fn reference(t: &Transcript, theme: &Theme, width: u16) -> Vec<Line<'static>> {
             }
         }
     };
-    for m in t.messages() {
+    let all = t.messages();
+    for (i, m) in all.iter().enumerate() {
         let (who, style) = match m.role {
             MessageRole::User => ("> you", theme.user),
             MessageRole::Assistant => ("< agent", theme.accent),
@@ -92,6 +93,19 @@ fn reference(t: &Transcript, theme: &Theme, width: u16) -> Vec<Line<'static>> {
             )),
             MessageStatus::Aborted => head.push(Span::styled("  stopped (aborted)", theme.warning)),
             MessageStatus::Complete => {}
+        }
+        // a person's message: how long its turn took, once every answer in it has ended
+        if m.role == MessageRole::User {
+            let answers: Vec<&Message> = all[i + 1..]
+                .iter()
+                .take_while(|a| a.role != MessageRole::User)
+                .collect();
+            if let Some(last) = answers.last()
+                && answers.iter().all(|a| a.status != MessageStatus::Pending)
+            {
+                let took = super::draw::took(last.updated_at - m.created_at);
+                head.push(Span::styled(format!("  turn {took}"), theme.muted));
+            }
         }
         out.push(Line::from(head));
         for part in &m.parts {
@@ -172,6 +186,14 @@ fn reference(t: &Transcript, theme: &Theme, width: u16) -> Vec<Line<'static>> {
     out
 }
 
+/// A transcript showing text as written and reasoning unfolded: what [`reference`] draws.
+fn raw_transcript(session: Uuid) -> Transcript {
+    let mut t = Transcript::new(session);
+    t.set_markdown(false);
+    t.reasoning_open = true;
+    t
+}
+
 fn message(seq: i64, role: MessageRole, status: MessageStatus, parts: Vec<Part>) -> Message {
     let t = chrono::DateTime::from_timestamp(1_790_000_000 + seq, 0).unwrap_or_default();
     Message {
@@ -242,6 +264,8 @@ fn messages(n: i64, from: i64) -> Vec<Message> {
                     },
                     output: (i % 4 != 1).then(|| text(3)),
                     error: (i % 5 == 2).then(|| text(4)),
+                    started_at: None,
+                    ended_at: None,
                 });
             }
             match i % 5 {
@@ -288,7 +312,7 @@ fn check(t: &Transcript, theme: &Theme, width: u16, height: usize) {
 
 #[test]
 fn windows_are_the_reference_lines_in_every_look() {
-    let mut t = Transcript::new(Uuid::from_u128(1));
+    let mut t = raw_transcript(Uuid::from_u128(1));
     t.merge(messages(40, 1));
     for theme in [Theme::default_theme(), Theme::mono()] {
         for (wrap, tools_open, timestamps) in [
@@ -319,7 +343,7 @@ fn windows_are_the_reference_lines_in_every_look() {
 #[test]
 fn windows_stay_right_as_the_transcript_changes() {
     let theme = Theme::default_theme();
-    let mut t = Transcript::new(Uuid::from_u128(1));
+    let mut t = raw_transcript(Uuid::from_u128(1));
     check(&t, &theme, 80, 20);
     // paged in, in order, with frames between the pages
     for page in 0..4 {
@@ -431,7 +455,7 @@ fn fenwick_finds_every_unit() {
 #[test]
 fn an_aborted_turn_reads_as_stopped_not_failed() {
     let theme = Theme::mono();
-    let mut t = Transcript::new(Uuid::from_u128(1));
+    let mut t = raw_transcript(Uuid::from_u128(1));
     let mut m = message(
         1,
         MessageRole::Assistant,
@@ -469,7 +493,7 @@ fn appending_measures_like_measuring_again() {
             let n = rng.below(30);
             rng.text(n)
         };
-        let mut t = Transcript::new(Uuid::from_u128(1));
+        let mut t = raw_transcript(Uuid::from_u128(1));
         t.merge(vec![message(
             1,
             MessageRole::Assistant,
@@ -502,7 +526,7 @@ fn appending_measures_like_measuring_again() {
                 text,
             });
             let got = &t.shapes[0];
-            let want = Shape::of(&t.messages[0], 0);
+            let want = Shape::of(&t.messages[0], 0, false);
             assert!(got.rev > before, "a new rev after each delta");
             assert_eq!(got.blocks, want.blocks, "{:?}", t.messages[0].parts);
             assert_eq!(got.narrow, want.narrow);
@@ -515,6 +539,7 @@ fn appending_measures_like_measuring_again() {
                         width,
                         wrap,
                         tools_open,
+                        reasoning_open: true,
                     };
                     assert_eq!(got.count(fit), want.count(fit));
                 }
@@ -579,6 +604,8 @@ fn text_message(seq: i64, text: &str, tool_output: &str) -> Message {
             input: serde_json::json!({"command": tool_output}),
             output: Some(tool_output.into()),
             error: None,
+            started_at: None,
+            ended_at: None,
         });
     }
     message(seq, MessageRole::Assistant, MessageStatus::Complete, parts)
@@ -595,7 +622,7 @@ fn wide_chars_wrap_by_cells() {
         "\t日本\t語\t",
         "aaaaaaa日本",
     ];
-    let mut t = Transcript::new(Uuid::from_u128(1));
+    let mut t = raw_transcript(Uuid::from_u128(1));
     t.merge(
         texts
             .iter()
@@ -677,6 +704,7 @@ fn counts_are_the_lines_wrapping_makes() {
                 narrow: Vec::new(),
                 wide: Vec::new(),
                 runs: Vec::new(),
+                laid: Vec::new(),
             };
             shape.line(raw);
             for room in 1..=24 {
@@ -696,7 +724,7 @@ fn counts_are_the_lines_wrapping_makes() {
 #[test]
 fn mixed_text_at_every_width() {
     let mut rng = Lcg(1);
-    let mut t = Transcript::new(Uuid::from_u128(1));
+    let mut t = raw_transcript(Uuid::from_u128(1));
     let messages: Vec<Message> = (1..=30)
         .map(|seq| {
             let n = 5 + rng.below(120);
@@ -766,7 +794,7 @@ fn needles() -> Transcript {
         "still nothing",
         "the last needle",
     ];
-    let mut t = Transcript::new(Uuid::from_u128(1));
+    let mut t = raw_transcript(Uuid::from_u128(1));
     t.merge(
         texts
             .iter()
@@ -938,7 +966,7 @@ fn marked_span(span: &Span, text: &str, modifier: Modifier) -> bool {
 #[test]
 fn a_match_wrapped_onto_the_next_line_is_found_where_it_starts() {
     let theme = Theme::mono();
-    let mut t = Transcript::new(Uuid::from_u128(1));
+    let mut t = raw_transcript(Uuid::from_u128(1));
     // at 20 columns, 18 cells of room: "needle" starts on the first line, ends on the next
     let text = format!("{}needle and more", "x".repeat(15));
     t.merge(vec![message(
@@ -976,7 +1004,7 @@ fn a_match_wrapped_onto_the_next_line_is_found_where_it_starts() {
 #[test]
 fn search_in_a_long_transcript_draws_no_text() {
     let theme = Theme::default_theme();
-    let mut t = Transcript::new(Uuid::from_u128(1));
+    let mut t = raw_transcript(Uuid::from_u128(1));
     t.merge(messages(10_000, 1));
     let w = t.window(120, &theme, 40);
     TEXT_LINES_DRAWN.with(|n| n.set(0));
@@ -1018,7 +1046,7 @@ fn search_in_a_long_transcript_draws_no_text() {
 
 #[test]
 fn search_hits_match_the_reference_in_every_look() {
-    let mut t = Transcript::new(Uuid::from_u128(1));
+    let mut t = raw_transcript(Uuid::from_u128(1));
     t.merge(messages(60, 1));
     let theme = Theme::default_theme();
     for query in ["line", "wide", "#4", "src/", "windows"] {
@@ -1101,4 +1129,288 @@ fn a_tool_line_says_what_the_call_is_about() {
         tool_summary(&json!({"limit": 5, "deep": true, "nested": {"a": 1}})),
         "deep=true limit=5"
     );
+}
+
+// ---------------------------------------------------------------- markdown, folds, durations
+
+/// Every line of the transcript, each message drawn whole from a shape measured afresh: a
+/// window must be a slice of this, and the counts its length, however the transcript's own
+/// shapes were kept up to date.
+fn drawn_whole(t: &Transcript, theme: &Theme, width: u16) -> Vec<Line<'static>> {
+    let look = t.look(width, theme);
+    let mut out = Vec::new();
+    for (i, m) in t.messages().iter().enumerate() {
+        let shape = Shape::of(m, 0, t.markdown());
+        draw_message(m, &shape, t.turn_took(i), &look, &mut out);
+    }
+    out
+}
+
+fn check_whole(t: &Transcript, theme: &Theme, width: u16, height: usize) {
+    let all = drawn_whole(t, theme, width);
+    let w = t.window(width, theme, height);
+    let max_top = all.len().saturating_sub(height);
+    let top = if t.follow {
+        max_top
+    } else {
+        t.scroll.min(max_top)
+    };
+    let what = format!(
+        "width {width} height {height} wrap {} tools {} reasoning {} follow {} scroll {}",
+        t.wrap, t.tools_open, t.reasoning_open, t.follow, t.scroll
+    );
+    assert_eq!(w.total, all.len(), "{what}");
+    assert_eq!(w.top, top, "{what}");
+    let want: Vec<Line> = all.iter().skip(top).take(height).cloned().collect();
+    assert_eq!(w.lines, want, "{what}");
+    // no row wider than the screen where there is room for a row at all
+    if t.wrap && width >= 16 {
+        for l in &w.lines {
+            assert!(l.width() <= usize::from(width) + 20, "{what}: {l:?}");
+        }
+    }
+}
+
+const MARKDOWN: [&str; 5] = [
+    "# Plan\n\n1. **read** the `config`\n2. fix it\n\n```rust\nfn main() { let x = 1; }\n```",
+    "| service | replicas |\n|---|--:|\n| api | 3 |\n| a much longer worker name | 12 |",
+    "> quoted *text* that goes on for a while so that it wraps at narrow widths\n\n- one\n- two\n  - nested item with a long tail of words to wrap",
+    "plain words that wrap between words at every width and never split a word unless it must: supercalifragilisticexpialidocious",
+    "日本語のテキストと **bold 日本** and a [link](https://example.com/a/very/long/path)",
+];
+
+fn markdown_messages(n: i64, from: i64) -> Vec<Message> {
+    (from..from + n)
+        .map(|seq| {
+            let k = seq as usize;
+            let role = if k.is_multiple_of(3) {
+                MessageRole::User
+            } else {
+                MessageRole::Assistant
+            };
+            let mut parts = vec![Part::text(MARKDOWN[k % MARKDOWN.len()])];
+            if role == MessageRole::Assistant && k.is_multiple_of(2) {
+                parts.insert(0, Part::Reasoning {
+                    text: "**thinking** about it\n- a\n- b".into(),
+                });
+                parts.push(Part::Tool {
+                    call_id: format!("c{seq}"),
+                    tool: "bash".into(),
+                    status: ToolStatus::Completed,
+                    input: serde_json::json!({"command": "ls"}),
+                    output: Some("a\nb".into()),
+                    error: None,
+                    started_at: Some(chrono::DateTime::UNIX_EPOCH),
+                    ended_at: Some(chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(1500)),
+                });
+            }
+            message(seq, role, MessageStatus::Complete, parts)
+        })
+        .collect()
+}
+
+#[test]
+fn markdown_windows_are_every_line_drawn_in_every_look() {
+    let mut t = Transcript::new(Uuid::from_u128(1));
+    t.merge(markdown_messages(24, 1));
+    assert!(t.markdown());
+    for theme in [Theme::default_theme(), Theme::mono()] {
+        for (wrap, tools_open, reasoning_open) in [
+            (true, false, false),
+            (true, true, true),
+            (false, false, true),
+            (false, true, false),
+        ] {
+            t.wrap = wrap;
+            t.tools_open = tools_open;
+            t.reasoning_open = reasoning_open;
+            for width in [0, 10, 11, 17, 40, 80, 158] {
+                let total = drawn_whole(&t, &theme, width).len();
+                for height in [1, 9, 46] {
+                    t.follow = true;
+                    check_whole(&t, &theme, width, height);
+                    t.follow = false;
+                    for scroll in [0, total / 3, total - 1] {
+                        t.scroll = scroll;
+                        check_whole(&t, &theme, width, height);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn markdown_is_drawn_as_markdown_and_raw_on_request() {
+    let theme = Theme::mono();
+    let mut t = Transcript::new(Uuid::from_u128(1));
+    t.merge(vec![message(
+        1,
+        MessageRole::Assistant,
+        MessageStatus::Complete,
+        vec![
+            Part::Reasoning {
+                text: "first\nsecond".into(),
+            },
+            Part::text(MARKDOWN[0]),
+        ],
+    )]);
+    let text = |t: &Transcript| -> Vec<String> {
+        t.window(60, &theme, 40).lines.iter().map(plain_text).collect()
+    };
+    let shown = text(&t);
+    // the reasoning folded to a line saying so; markers gone, a heading bold, code in a gutter
+    assert!(shown.contains(&"  ~ thinking, 2 lines  (T shows)".to_string()), "{shown:?}");
+    assert!(!shown.iter().any(|l| l.contains("first")), "{shown:?}");
+    assert!(shown.contains(&"  Plan".to_string()), "{shown:?}");
+    assert!(shown.contains(&"  1. read the config".to_string()), "{shown:?}");
+    assert!(shown.contains(&"  │ fn main() { let x = 1; }".to_string()), "{shown:?}");
+    let w = t.window(60, &theme, 40);
+    let heading = w.lines.iter().find(|l| plain_text(l) == "  Plan");
+    assert!(heading.is_some_and(|l| marked(l, "Plan", Modifier::BOLD)));
+    // unfolded, the reasoning is there
+    t.reasoning_open = true;
+    assert!(text(&t).contains(&"  ~ first".to_string()));
+    // raw: as the agent wrote it
+    t.set_markdown(false);
+    let raw = text(&t);
+    assert!(raw.contains(&"  # Plan".to_string()), "{raw:?}");
+    assert!(raw.contains(&"  ```rust".to_string()), "{raw:?}");
+    t.set_markdown(true);
+    assert_eq!(text(&t), {
+        let mut again = shown.clone();
+        let at = again.iter().position(|l| l.contains("thinking")).unwrap_or(0);
+        again.splice(at..at + 1, ["  ~ first".to_string(), "  ~ second".to_string()]);
+        again
+    });
+}
+
+#[test]
+fn streamed_markdown_is_laid_out_again_as_it_grows() {
+    let theme = Theme::default_theme();
+    let mut t = Transcript::new(Uuid::from_u128(1));
+    t.merge(markdown_messages(9, 1));
+    t.merge(vec![message(
+        10,
+        MessageRole::Assistant,
+        MessageStatus::Pending,
+        vec![Part::text("")],
+    )]);
+    check_whole(&t, &theme, 40, 20);
+    // a fence opened and closed across deltas, a table, a list, text after
+    for delta in [
+        "Here is the fix:\n\n```py",
+        "\nprint('x')  # one\n",
+        "```\n\n| a | b |\n|---|---|\n| 1 ",
+        "| 2 |\n\n- item one that is long enough to wrap at forty columns\n- item",
+        " two\n\nand done.",
+    ] {
+        assert!(t.apply_delta(&LiveDelta {
+            session: t.session,
+            seq: 10,
+            part: 0,
+            text: delta.into(),
+        }));
+        for width in [12, 40, 80] {
+            check_whole(&t, &theme, width, 20);
+        }
+    }
+    let shown: Vec<String> = drawn_whole(&t, &theme, 80).iter().map(plain_text).collect();
+    assert!(shown.contains(&"  │ print('x')  # one".to_string()), "{shown:?}");
+    assert!(shown.contains(&"  • item two".to_string()), "{shown:?}");
+    assert!(!shown.iter().any(|l| l.contains("```")), "{shown:?}");
+}
+
+#[test]
+fn search_finds_words_in_laid_out_markdown() {
+    let theme = Theme::mono();
+    let mut t = Transcript::new(Uuid::from_u128(1));
+    t.merge(markdown_messages(12, 1));
+    t.search("wrap");
+    for width in [14u16, 40, 120] {
+        let all = drawn_whole(&t, &theme, width);
+        let with: Vec<usize> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| searched(l).contains("wrap"))
+            .map(|(k, _)| k)
+            .collect();
+        // every hit lands on a line that shows the word (or where it starts, wrapped)
+        let first = t.next_match(width, &theme, 10, true).map(|h| h.total);
+        let Some(total) = first else {
+            panic!("no hit at {width}");
+        };
+        assert!(total >= with.len().min(1), "{width}");
+        for _ in 0..total {
+            let Some(hit) = t.next_match(width, &theme, 10, true) else {
+                panic!("lost the hits at {width}");
+            };
+            let w = t.window(width, &theme, 10);
+            let line = &w.lines[hit.line - w.top];
+            assert!(
+                plain_text(line).contains('w') && with.contains(&hit.line)
+                    || plain_text(line).ends_with("w")
+                    || plain_text(line).ends_with("wr")
+                    || plain_text(line).ends_with("wra"),
+                "{line:?} at {width}"
+            );
+            assert!(
+                line.spans.iter().any(|s| s.style == s.style.patch(theme.selected)),
+                "{line:?} at {width}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tool_calls_and_turns_say_how_long_they_took() {
+    let theme = Theme::mono();
+    let mut t = Transcript::new(Uuid::from_u128(1));
+    let asked = message(1, MessageRole::User, MessageStatus::Complete, vec![Part::text("go")]);
+    let started = asked.created_at;
+    let mut answer = message(
+        2,
+        MessageRole::Assistant,
+        MessageStatus::Pending,
+        vec![Part::Tool {
+            call_id: "c".into(),
+            tool: "bash".into(),
+            status: ToolStatus::Running,
+            input: serde_json::json!({"command": "make"}),
+            output: None,
+            error: None,
+            started_at: Some(chrono::Utc::now() - chrono::Duration::seconds(75)),
+            ended_at: None,
+        }],
+    );
+    t.merge(vec![asked.clone(), answer.clone()]);
+    let text = |t: &Transcript| -> Vec<String> {
+        t.window(80, &theme, 20).lines.iter().map(plain_text).collect()
+    };
+    let running = text(&t);
+    // a running call's time so far (at least the 75 s it has run); no turn time yet
+    assert!(
+        running.iter().any(|l| l.starts_with("  [bash running 1m1") && l.contains("make")),
+        "{running:?}"
+    );
+    assert_eq!(running[0], "> you  #1");
+    // done: the call's own time, and the turn's on the person's message
+    answer.status = MessageStatus::Complete;
+    answer.updated_at = started + chrono::Duration::seconds(42);
+    answer.parts = vec![Part::Tool {
+        call_id: "c".into(),
+        tool: "bash".into(),
+        status: ToolStatus::Completed,
+        input: serde_json::json!({"command": "make"}),
+        output: Some("ok".into()),
+        error: None,
+        started_at: Some(started),
+        ended_at: Some(started + chrono::Duration::milliseconds(3400)),
+    }];
+    t.merge(vec![answer]);
+    let done = text(&t);
+    assert_eq!(done[0], "> you  #1  turn 42s");
+    assert!(done.iter().any(|l| l.starts_with("  [bash done 3.4s] make")), "{done:?}");
+    assert_eq!(super::draw::took(chrono::Duration::seconds(3725)), "1h02m");
+    assert_eq!(super::draw::took(chrono::Duration::milliseconds(400)), "0.4s");
 }

@@ -1,0 +1,192 @@
+use super::*;
+
+/// Every row of `laid` as drawn `room` cells wide (`None`: not wrapping), head included.
+fn shown(laid: &Laid, room: Option<usize>) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in 0..laid.lines.len() {
+        let text = laid.line_text(k);
+        // the runs of marks are the line, end to end
+        let runs: Vec<_> = laid.line_marks(k).collect();
+        let mut at = 0;
+        for (range, _) in &runs {
+            assert_eq!(range.start, at, "line {k} {text:?}: {runs:?}");
+            at = range.end;
+        }
+        assert_eq!(at, text.len(), "line {k} {text:?}: {runs:?}");
+        laid.rows(k, room, |row| {
+            let drawn: String = runs
+                .iter()
+                .filter_map(|(r, _)| {
+                    text.get(r.start.max(row.range.start)..r.end.min(row.range.end))
+                })
+                .collect();
+            out.push(format!("{}{drawn}", row.head))
+        });
+    }
+    out
+}
+
+/// The mark of the run holding `needle` on the line that has it.
+fn mark_of(laid: &Laid, needle: &str) -> Mark {
+    for k in 0..laid.lines.len() {
+        let text = laid.line_text(k);
+        if let Some(at) = text.find(needle) {
+            for (range, mark) in laid.line_marks(k) {
+                if range.contains(&at) {
+                    return mark;
+                }
+            }
+        }
+    }
+    panic!("{needle:?} is not in {:?}", shown(laid, None));
+}
+
+const REPLY: &str = "# Deploy plan\n\nI read **the manifests** and *two* things stand out:\n\n\
+1. the image is `latest`\n2. no probe\n   - readiness\n   - liveness\n\n\
+> Never ship on a Friday.\n\n```rust\nfn main() { let n = 42; // answer\n    println!(\"hi\"); }\n```\n\n\
+| service | replicas | ok |\n|:--|--:|:-:|\n| api | 3 | yes |\n| worker | 12 | no |\n\n\
+See [the docs](https://example.com/docs) or <https://example.com>.\n\n---\n\nDone.";
+
+#[test]
+fn an_agents_markdown_reads_as_a_document() {
+    let laid = layout(REPLY);
+    assert_eq!(
+        shown(&laid, None),
+        [
+            "Deploy plan",
+            "",
+            "I read the manifests and two things stand out:",
+            "",
+            "1. the image is latest",
+            "2. no probe",
+            "   ◦ readiness",
+            "   ◦ liveness",
+            "",
+            "> Never ship on a Friday.",
+            "",
+            "│ fn main() { let n = 42; // answer",
+            "│     println!(\"hi\"); }",
+            "",
+            "service │ replicas │ ok",
+            "────────┼──────────┼────",
+            "api     │        3 │ yes",
+            "worker  │       12 │ no",
+            "",
+            "See the docs (https://example.com/docs) or https://example.com.",
+            "",
+            "────────────────────────",
+            "",
+            "Done.",
+        ]
+    );
+    assert!(mark_of(&laid, "Deploy").has(Mark::HEADING.with(Mark::TITLE)));
+    assert!(mark_of(&laid, "the manifests").has(Mark::STRONG));
+    assert!(mark_of(&laid, "two").has(Mark::EMPH));
+    assert!(mark_of(&laid, "latest").has(Mark::CODE));
+    assert!(mark_of(&laid, "Never").has(Mark::QUOTE));
+    assert_eq!(mark_of(&laid, "fn main"), Mark::KEYWORD);
+    assert_eq!(mark_of(&laid, "42"), Mark::NUMBER);
+    assert_eq!(mark_of(&laid, "// answer"), Mark::COMMENT);
+    assert_eq!(mark_of(&laid, "\"hi\""), Mark::STRING);
+    assert!(mark_of(&laid, "service").has(Mark::STRONG));
+    assert!(mark_of(&laid, "the docs").has(Mark::LINK));
+    assert!(mark_of(&laid, "(https://example.com/docs)").has(Mark::MUTED));
+}
+
+#[test]
+fn prose_wraps_between_words_under_its_bullet_and_code_anywhere() {
+    let laid = layout("- restart the sandbox when the pod is up again\n\n```\nabcdefghijklmnop\n```");
+    assert_eq!(
+        shown(&laid, Some(16)),
+        [
+            "• restart the ",
+            "  sandbox when ",
+            "  the pod is up ",
+            "  again",
+            "",
+            "│ abcdefghijklmn",
+            "│ op",
+        ]
+    );
+    // a quote's rows keep its bar
+    let quote = layout("> one two three four five");
+    assert_eq!(
+        shown(&quote, Some(12)),
+        ["> one two ", "> three ", "> four five"]
+    );
+}
+
+#[test]
+fn counts_are_the_rows_drawn_at_every_width() {
+    let mut text = REPLY.to_string();
+    text.push_str("\n\n日本語の文章は二つのセルを取る。 a very-long-word-without-any-space-in-it\n");
+    text.push_str("- [x] done\n- [ ] todo with some more words after it\n");
+    let laid = layout(&text);
+    for room in 1..90 {
+        assert_eq!(
+            laid.count(Some(room)),
+            shown(&laid, Some(room)).len(),
+            "room {room}"
+        );
+        // (narrower, a head alone can fill the room)
+        for row in shown(&laid, Some(room)).iter().filter(|_| room >= 8) {
+            assert!(
+                crate::tui::cells::width(row) <= room,
+                "room {room}: {row:?}"
+            );
+        }
+    }
+    assert_eq!(laid.count(None), laid.lines.len());
+}
+
+#[test]
+fn nothing_from_the_text_reaches_the_terminal_as_a_control() {
+    let laid = layout("red &#27;[31mtext\u{1b}[0m and `\u{7}bell` \t tab\n\n```\n\u{1b}]0;title\u{7}x\n```");
+    let all = shown(&laid, None).join("\n");
+    assert!(!all.chars().any(|c| c.is_control() && c != '\n'), "{all:?}");
+    assert!(all.contains("text"), "{all:?}");
+}
+
+#[test]
+fn highlighted_runs_are_the_line_and_find_what_they_should() {
+    let cases = [
+        ("rust", "let s = \"a \\\" b\"; // c", "let", Mark::KEYWORD),
+        ("python", "def f(x): return 'y'  # z", "'y'", Mark::STRING),
+        ("sh", "if [ -f x ]; then echo \"$HOME\"; fi", "then", Mark::KEYWORD),
+        ("sql", "SELECT id FROM sessions -- all", "FROM", Mark::KEYWORD),
+        ("yaml", "  replicas: 3 # three", "replicas", Mark::KEYWORD),
+        ("json", "{\"name\": \"x\", \"n\": 12}", "12", Mark::NUMBER),
+        ("diff", "-old line", "-old line", Mark::REMOVED),
+        ("unknown", "let x = 1", "let x = 1", Mark::PLAIN),
+    ];
+    for (lang, line, needle, want) in cases {
+        let mut runs = Vec::new();
+        code::highlight(lang, line, |piece, mark| runs.push((piece, mark)));
+        assert_eq!(runs.iter().map(|r| r.0).collect::<String>(), line, "{lang}");
+        assert!(
+            runs.iter().any(|(p, m)| p.contains(needle) && *m == want),
+            "{lang}: {runs:?}"
+        );
+    }
+    // a word holding a keyword is not one
+    let mut runs = Vec::new();
+    code::highlight("rust", "letter", |piece, mark| runs.push((piece, mark)));
+    assert_eq!(runs, [("letter", Mark::PLAIN)]);
+}
+
+#[test]
+fn marks_read_without_colour() {
+    let mono = Theme::mono();
+    let base = Style::default();
+    assert!(Mark::HEADING.style(base, &mono).add_modifier.contains(Modifier::BOLD));
+    assert!(
+        Mark::HEADING
+            .with(Mark::TITLE)
+            .style(base, &mono)
+            .add_modifier
+            .contains(Modifier::UNDERLINED)
+    );
+    assert!(Mark::LINK.style(base, &mono).add_modifier.contains(Modifier::UNDERLINED));
+    assert!(Mark::EMPH.style(base, &mono).add_modifier.contains(Modifier::ITALIC));
+    assert_eq!(Mark::PLAIN.style(base, &mono), base);
+}
