@@ -231,8 +231,9 @@ wait_for 120 "look around the sandbox +idle" "say hello +idle" "summarise the in
 # session again ("sandbox vanished; provisioning again") and it comes back `ready`: end it again.
 for try in 1 2 3; do
     deck sessions end "$old" >/dev/null
-    if wait_for_quietly 30 "- ended +opencode +default +spike: retry budget"; then break; fi
-    ((try < 3)) || wait_for 1 "- ended +opencode +default +spike: retry budget"
+    # (ended sessions leave the list: the title counts them)
+    if wait_for_quietly 30 "Sessions \(4 · 1 ended hidden\)"; then break; fi
+    ((try < 3)) || wait_for 1 "Sessions \(4 · 1 ended hidden\)"
     log "the ended session came back (end raced the reconciler); ending it again"
 done
 
@@ -246,7 +247,7 @@ wait_for 60 "suspended +[a-z]+ +payments"
 # Start the cockpit again: its status line ("suspend requested …") would stay in every picture.
 quit
 cockpit
-wait_for 30 "Sessions \(5\)" "look around the sandbox +idle"
+wait_for 30 "Sessions \(4 · 1 ended hidden\)" "look around the sandbox +idle"
 shot sessions
 
 # --- a transcript with a tool call ---------------------------------------------------------
@@ -272,7 +273,7 @@ keys Escape
 sleep 0.3
 quit
 cockpit
-wait_for 30 "Sessions \(5\)" "look around the sandbox +idle"
+wait_for 30 "Sessions \(4 · 1 ended hidden\)" "look around the sandbox +idle"
 
 # --- sandboxes, a log, diagnose -------------------------------------------------------------
 keys h
@@ -371,7 +372,7 @@ text "git log --oneline -3"
 keys Enter
 # Give the cockpit time to list the sessions, then start a turn it will hear end.
 for _ in $(seq 50); do
-    "${INNER[@]}" capture-pane -p -t work:1 | grep -q "Sessions (7)" && break
+    "${INNER[@]}" capture-pane -p -t work:1 | grep -q "Sessions (6 · 1 ended hidden)" && break
     sleep 0.2
 done
 # (its cursor away from the top, where the new session comes: what is previewed does not ring)

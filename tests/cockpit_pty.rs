@@ -493,6 +493,93 @@ fn c_shows_what_the_agent_changed() {
     tmux.wait_for("EXITED 0", wait);
 }
 
+/// An agent's answer reads as a document: its markdown laid out (the heading without its `#`,
+/// bullets, code in a gutter, a table with its rule), `M` shows it as written; the tool call
+/// and the turn say how long they took. The real opencode, streaming the scripted model's
+/// answers through LiteLLM.
+#[test]
+fn an_answer_reads_as_markdown_with_its_times() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("config/agentdeck")).unwrap();
+    std::fs::write(
+        root.path().join("config/agentdeck/config.toml"),
+        "[sessions]\ndefault_agent = \"builder\"\n\
+         [agents.builder]\nmodel = \"litellm/scripted\"\n\
+         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n",
+    )
+    .unwrap();
+    let tmux = launch(
+        root.path(),
+        Launch {
+            stack: Some(&stack),
+            size: (120, 40),
+            ..Launch::default()
+        },
+    );
+    let wait = Duration::from_secs(90);
+    tmux.wait_for("No sessions yet. Press n to start one.", wait);
+    tmux.keys(&["n"]);
+    tmux.wait_for("New session", wait);
+    tmux.keys(&["Tab"]);
+    tmux.text("markdown check");
+    tmux.keys(&["Tab"]);
+    tmux.text("run: echo timed-ok");
+    tmux.keys(&["C-s"]);
+    tmux.wait_for("Sessions (1)", wait);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Ran it. Output: timed-ok", wait);
+    // the call's time, and (the turn over) the turn's
+    let timed = |screen: &str, prefix: &str| {
+        screen.lines().any(|l| {
+            l.find(prefix).is_some_and(|at| {
+                let rest = &l[at + prefix.len()..];
+                rest.starts_with(|c: char| c.is_ascii_digit()) && rest.contains('s')
+            })
+        })
+    };
+    let start = Instant::now();
+    while !(timed(&tmux.screen(), "[bash done ") && timed(&tmux.screen(), "turn ")) {
+        assert!(start.elapsed() < wait, "no times:\n{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.keys(&["i"]);
+    tmux.wait_for("ctrl-s send", wait);
+    tmux.text("markdown: report please");
+    tmux.keys(&["C-s"]);
+    let screen = tmux.wait_for("lint  │ ok", wait);
+    for shown in [
+        "  Build report",
+        "The build passes now. What I changed:",
+        "• removed the unused import in src/lib.rs",
+        "• pinned the toolchain",
+        "│ fn main() { let answer = 42; }",
+        "check │ result",
+        "──────┼───────",
+    ] {
+        assert!(
+            screen.contains(shown),
+            "{shown:?} is not on screen:\n{screen}"
+        );
+    }
+    for gone in ["# Build", "**", "```", "|---|"] {
+        assert!(!screen.contains(gone), "{gone:?} is on screen:\n{screen}");
+    }
+    // as written
+    tmux.keys(&["M"]);
+    let screen = tmux.wait_for("```rust", wait);
+    assert!(screen.contains("# Build report"), "{screen}");
+    assert!(screen.contains("The build **passes** now."), "{screen}");
+    tmux.keys(&["M"]);
+    tmux.wait_for("• pinned the toolchain", wait);
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("Sessions (1)", wait);
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", wait);
+}
+
 /// A session that finishes its turn while another is looked at: the terminal's bell rings (tmux
 /// marks the window), and the `[notify] command` hook runs with the session, the event and its
 /// text in its environment.
@@ -1285,7 +1372,8 @@ fn one_cockpit_over_two_servers() {
     std::fs::write(
         cockpit.join("config/agentdeck/config.toml"),
         format!(
-            "[[servers]]\nname = \"eu\"\nurl = \"{eu_url}\"\ntoken_env = \"EU_TOKEN\"\n\
+            "[tui]\nshow_ended = true\n\
+             [[servers]]\nname = \"eu\"\nurl = \"{eu_url}\"\ntoken_env = \"EU_TOKEN\"\n\
              [[servers]]\nname = \"us\"\nurl = \"{us_url}\"\ntoken_env = \"US_TOKEN\"\n"
         ),
     )
@@ -1355,6 +1443,9 @@ fn one_cockpit_over_two_servers() {
     tmux.keys(&["/"]);
     tmux.keys(&["C-u"]);
     tmux.keys(&["Enter"]);
+    // (`[tui] show_ended`: the ended session stays in the list)
+    let screen = tmux.wait_for("- ended", wait);
+    assert!(row(&screen, "us first").contains("- ended"), "{screen}");
 
     // us goes away: said on the top bar; eu goes on, and us's sessions stay listed.
     drop(us);

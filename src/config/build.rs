@@ -465,6 +465,7 @@ fn tui(layers: &[Parsed]) -> TuiConfig {
         read_only_contexts: top!(layers, tui.read_only_contexts).unwrap_or_default(),
         mouse: top!(layers, tui.mouse).unwrap_or(false),
         preview: top!(layers, tui.preview).unwrap_or(true),
+        show_ended: top!(layers, tui.show_ended).unwrap_or(false),
         keys,
     }
 }

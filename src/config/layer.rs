@@ -224,6 +224,7 @@ pub struct TuiLayer {
     pub read_only_contexts: Option<Vec<String>>,
     pub mouse: Option<bool>,
     pub preview: Option<bool>,
+    pub show_ended: Option<bool>,
     /// action id → keys
     pub keys: Option<BTreeMap<Spanned<String>, Vec<String>>>,
 }

@@ -120,6 +120,8 @@ pub struct TuiConfig {
     pub mouse: bool,
     /// Show the selected session's preview beside the list (`p` toggles it).
     pub preview: bool,
+    /// List ended sessions with the rest (else a filter naming a status shows them).
+    pub show_ended: bool,
     /// Key overrides: (action id, keys, where it was written as `file:line:col`).
     pub keys: Vec<(String, Vec<String>, String)>,
 }

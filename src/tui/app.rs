@@ -339,7 +339,7 @@ impl App {
         App {
             keymap,
             theme,
-            sessions: SessionList::default(),
+            sessions: SessionList::hiding_ended(),
             loading: true,
             transcript: None,
             preview_on: true,
@@ -1651,6 +1651,7 @@ mod tests {
                 &["restart", "end", "suspend", "resume"],
             ),
         ] {
+            a.sessions.show_ended(true);
             a.update(Msg::Sessions(vec![session(1, "coder", status)]));
             let shown = hints(&a);
             for h in offered {
@@ -2336,6 +2337,7 @@ mod tests {
     #[test]
     fn a_shell_for_a_session_that_has_a_sandbox() {
         let mut a = app();
+        a.sessions.show_ended(true);
         a.update(Msg::Sessions(vec![
             session(1, "coder", SessionStatus::Idle),
             session(2, "coder", SessionStatus::Dead),

@@ -119,6 +119,7 @@ pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
     app.context = context.clone();
     app.choices = deck.agent_choices();
     app.preview_on = tui.preview;
+    app.sessions.show_ended(tui.show_ended);
     app.theme_fixed = options.theme.is_some();
 
     // Drafts an earlier cockpit left (a dropped connection, a crash, a quit).

@@ -22,10 +22,13 @@ use uuid::Uuid;
 
 /// `/` filter: plain words match the title, agent, team, status or id; `key:value` pairs match
 /// one field (`agent:`, `team:`, `status:`, `phase:`, `title:`, `id:`, `runtime:`, `server:`);
-/// a `-` in front of either leaves out what it matches (`-status:ended`).
+/// a `-` in front of either leaves out what it matches (`-status:ended`). Ended sessions are
+/// left out unless asked for (see [`Filter::hiding_ended`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     pub text: String,
+    /// Ended sessions are left out though the text does not say so.
+    pub hides_ended: bool,
     words: Vec<String>,
     pairs: Vec<(String, String)>,
     /// What leaves a session out: words and pairs, as above.
@@ -54,11 +57,41 @@ impl Filter {
         }
         Filter {
             text: text.to_string(),
+            hides_ended: false,
             words,
             pairs,
             not_words,
             not_pairs,
         }
+    }
+
+    /// `text` as a filter that also leaves ended sessions out, unless it asks about status
+    /// (`status:ended`, `status:failed`, `-status:busy`: the operator says which), names an id,
+    /// or has a word that finds ended sessions (`ended`, `dead`).
+    pub fn hiding_ended(text: &str) -> Filter {
+        let mut f = Filter::parse(text);
+        let asks = f
+            .pairs
+            .iter()
+            .chain(&f.not_pairs)
+            .any(|(k, _)| k == "status" || k == "id")
+            || f.words
+                .iter()
+                .any(|w| "ended".contains(w.as_str()) || "dead".contains(w.as_str()));
+        if !asks {
+            f.not_pairs.push(("status".into(), "ended".into()));
+            f.hides_ended = true;
+        }
+        f
+    }
+
+    /// Whether only the filter's own hiding of ended sessions is left (nothing typed).
+    pub fn only_hides_ended(&self) -> bool {
+        self.hides_ended
+            && self.words.is_empty()
+            && self.pairs.is_empty()
+            && self.not_words.is_empty()
+            && self.not_pairs.len() == 1
     }
 
     pub fn is_empty(&self) -> bool {
@@ -71,11 +104,10 @@ impl Filter {
     /// Whether every session this filter lets through, `wider` lets through too (each of
     /// `wider`'s words and pairs is within one of this one's): what typing on makes.
     fn within(&self, wider: &Filter) -> bool {
-        // (a longer word left out leaves out less: no shortcut with those)
-        self.not_words.is_empty()
-            && self.not_pairs.is_empty()
-            && wider.not_words.is_empty()
-            && wider.not_pairs.is_empty()
+        // (a longer word left out leaves out less: a shortcut only when both leave out the
+        // same)
+        self.not_words == wider.not_words
+            && self.not_pairs == wider.not_pairs
             && wider
                 .words
                 .iter()
@@ -103,12 +135,18 @@ impl Filter {
                 _ => return None,
             })
         };
+        // A status is found by the start of one of its words: `ended` is not in `suspended`.
+        let status = |v: &str| status_words(s).split(' ').any(|w| w.starts_with(v));
         let word = |w: &String| {
-            ["title", "agent", "team", "status", "id"]
-                .iter()
-                .any(|k| field(k).is_some_and(|f| contains_folded(f, w)))
+            status(w)
+                || ["title", "agent", "team", "id"]
+                    .iter()
+                    .any(|k| field(k).is_some_and(|f| contains_folded(f, w)))
         };
-        let pair = |(k, v): &(String, String)| field(k).is_some_and(|f| contains_folded(f, v));
+        let pair = |(k, v): &(String, String)| match k.as_str() {
+            "status" => status(v),
+            _ => field(k).is_some_and(|f| contains_folded(f, v)),
+        };
         self.pairs.iter().all(pair)
             && self.words.iter().all(word)
             && !self.not_pairs.iter().any(pair)
@@ -259,6 +297,9 @@ pub struct SessionList {
     typed: Vec<(Filter, Vec<u32>)>,
     /// Where the list stood in the last frame.
     pub shown: ListShown,
+    /// Leave ended sessions out unless the filter asks for them (the cockpit's default; see
+    /// [`SessionList::show_ended`]).
+    hide_ended: bool,
 }
 
 /// How many earlier filters are kept while typing.
@@ -405,7 +446,7 @@ impl SessionList {
     /// that one showed, and going back to an earlier one (a character taken back) shows what
     /// it showed; anything else is one pass over every session.
     pub fn set_filter(&mut self, text: &str) {
-        let filter = Filter::parse(text);
+        let filter = self.parse(text);
         if filter == self.filter {
             return;
         }
@@ -442,6 +483,51 @@ impl SessionList {
 
     pub fn filter(&self) -> &Filter {
         &self.filter
+    }
+
+    fn parse(&self, text: &str) -> Filter {
+        if self.hide_ended {
+            Filter::hiding_ended(text)
+        } else {
+            Filter::parse(text)
+        }
+    }
+
+    /// A list that leaves ended sessions out unless a filter asks for them.
+    pub fn hiding_ended() -> SessionList {
+        let mut list = SessionList::default();
+        list.show_ended(false);
+        list
+    }
+
+    /// Lists ended sessions with the rest, or leaves them out unless a filter asks for them.
+    pub fn show_ended(&mut self, show: bool) {
+        self.hide_ended = !show;
+        let text = self.filter.text.clone();
+        self.filter = Filter::default();
+        self.typed.clear();
+        self.set_filter(&text);
+        if self.filter.is_empty() {
+            self.refilter();
+        }
+    }
+
+    /// How many ended sessions are left out by the filter's own hiding of them (0 when it
+    /// does not hide them).
+    pub fn ended_hidden(&self) -> usize {
+        if !self.filter.hides_ended {
+            return 0;
+        }
+        if self.filter.only_hides_ended() {
+            return self.count(SessionStatus::Dead);
+        }
+        // those the rest of the filter would show
+        let mut rest = self.filter.clone();
+        rest.not_pairs.pop();
+        self.all
+            .iter()
+            .filter(|s| s.status == SessionStatus::Dead && rest.matches(s))
+            .count()
     }
 
     pub fn sort(&self) -> SortKey {
@@ -803,13 +889,17 @@ fn render_sessions(
         None => area,
     };
     let filter = &list.filter().text;
+    let hidden = match list.ended_hidden() {
+        0 => String::new(),
+        n => format!(" · {n} ended hidden"),
+    };
     let title = if app.loading && list.total() > 0 {
         format!(" Sessions ({} so far, loading…) ", list.len())
     } else if filter.is_empty() {
-        format!(" Sessions ({}) ", list.len())
+        format!(" Sessions ({}{hidden}) ", list.len())
     } else {
         format!(
-            " Sessions ({} of {}, filter: {}) ",
+            " Sessions ({} of {}, filter: {}{hidden}) ",
             list.len(),
             list.total(),
             sanitize::line(filter)
@@ -1384,5 +1474,54 @@ pub(crate) mod tests {
         assert_eq!(titles(&list), ["task 2"]);
         list.set_filter("-");
         assert_eq!(list.len(), 3, "a lone minus is a word");
+    }
+
+    /// Ended sessions are left out of the list unless the filter asks about status or finds
+    /// them by a word; the title says how many are left out; `[tui] show_ended` lists them.
+    #[test]
+    fn ended_sessions_are_hidden_until_asked_for() {
+        let mut list = SessionList::hiding_ended();
+        let mut gone = session(3, "coder", SessionStatus::Dead);
+        gone.title = "old work".into();
+        list.replace_all(vec![
+            session(1, "coder", SessionStatus::Idle),
+            session(2, "reviewer", SessionStatus::Failed),
+            gone,
+            session(4, "reviewer", SessionStatus::Dead),
+        ]);
+        let shown = |list: &SessionList| -> Vec<u64> {
+            (0..list.len())
+                .filter_map(|i| list.at(i))
+                .map(|s| s.id.as_u128() as u64)
+                .collect()
+        };
+        assert_eq!(shown(&list), [2, 1]);
+        assert_eq!(list.ended_hidden(), 2);
+        assert!(list.filter().text.is_empty());
+        // a filter: still hidden, counted among what the rest of it would show
+        list.set_filter("reviewer");
+        assert_eq!(shown(&list), [2]);
+        assert_eq!(list.ended_hidden(), 1);
+        // asked for: by status, by a word that finds them, by id
+        for text in ["status:ended", "ended", "dead", "-status:failed", "id:0000"] {
+            list.set_filter(text);
+            assert!(shown(&list).contains(&4), "{text}: {:?}", shown(&list));
+            assert_eq!(list.ended_hidden(), 0, "{text}");
+        }
+        list.set_filter("status:ended");
+        assert_eq!(shown(&list), [4, 3]);
+        // a session that ends leaves the list; one started again comes back
+        list.set_filter("");
+        list.upsert(session(1, "coder", SessionStatus::Dead));
+        assert_eq!(shown(&list), [2]);
+        assert_eq!(list.ended_hidden(), 3);
+        list.upsert(session(3, "coder", SessionStatus::Ready));
+        assert_eq!(shown(&list), [3, 2]);
+        // shown with the rest
+        list.show_ended(true);
+        assert_eq!(shown(&list), [4, 3, 2, 1]);
+        assert_eq!(list.ended_hidden(), 0);
+        list.show_ended(false);
+        assert_eq!(shown(&list), [3, 2]);
     }
 }

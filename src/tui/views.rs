@@ -1014,6 +1014,7 @@ mod tests {
     #[test]
     fn the_list_says_what_is_true() {
         let mut a = app(Theme::mono());
+        a.sessions.show_ended(true);
         let mut ready = session(6, "coder", SessionStatus::Ready);
         ready.idle_deadline = Some(now() + chrono::Duration::seconds(60));
         a.update(Msg::Sessions(vec![

@@ -219,9 +219,7 @@ impl Laid {
         match room {
             Some(room) if line.width as usize > room => {
                 let text = self.line_text(k);
-                let room = room
-                    .saturating_sub(width(self.head(line.head)))
-                    .max(1);
+                let room = room.saturating_sub(width(self.head(line.head))).max(1);
                 if line.wrap == Wrap::Cells && text.is_ascii() {
                     return text.len().div_ceil(room).max(1);
                 }
@@ -236,9 +234,9 @@ impl Laid {
     /// How many rows the whole layout takes `room` cells wide (`None`: not wrapping).
     pub fn count(&self, room: Option<usize>) -> usize {
         match room {
-            Some(r) if self.widest as usize > r => {
-                (0..self.lines.len()).map(|k| self.count_rows(k, room)).sum()
-            }
+            Some(r) if self.widest as usize > r => (0..self.lines.len())
+                .map(|k| self.count_rows(k, room))
+                .sum(),
             _ => self.lines.len(),
         }
     }
@@ -346,7 +344,11 @@ impl Builder {
         if self.image > 0 {
             m = m.with(Mark::MUTED);
         }
-        if self.containers.iter().any(|c| matches!(c, Container::Quote)) {
+        if self
+            .containers
+            .iter()
+            .any(|c| matches!(c, Container::Quote))
+        {
             m = m.with(Mark::QUOTE);
         }
         match self.heading {

@@ -95,7 +95,8 @@ fn an_agents_markdown_reads_as_a_document() {
 
 #[test]
 fn prose_wraps_between_words_under_its_bullet_and_code_anywhere() {
-    let laid = layout("- restart the sandbox when the pod is up again\n\n```\nabcdefghijklmnop\n```");
+    let laid =
+        layout("- restart the sandbox when the pod is up again\n\n```\nabcdefghijklmnop\n```");
     assert_eq!(
         shown(&laid, Some(16)),
         [
@@ -119,7 +120,9 @@ fn prose_wraps_between_words_under_its_bullet_and_code_anywhere() {
 #[test]
 fn counts_are_the_rows_drawn_at_every_width() {
     let mut text = REPLY.to_string();
-    text.push_str("\n\n日本語の文章は二つのセルを取る。 a very-long-word-without-any-space-in-it\n");
+    text.push_str(
+        "\n\n日本語の文章は二つのセルを取る。 a very-long-word-without-any-space-in-it\n",
+    );
     text.push_str("- [x] done\n- [ ] todo with some more words after it\n");
     let laid = layout(&text);
     for room in 1..90 {
@@ -141,7 +144,9 @@ fn counts_are_the_rows_drawn_at_every_width() {
 
 #[test]
 fn nothing_from_the_text_reaches_the_terminal_as_a_control() {
-    let laid = layout("red &#27;[31mtext\u{1b}[0m and `\u{7}bell` \t tab\n\n```\n\u{1b}]0;title\u{7}x\n```");
+    let laid = layout(
+        "red &#27;[31mtext\u{1b}[0m and `\u{7}bell` \t tab\n\n```\n\u{1b}]0;title\u{7}x\n```",
+    );
     let all = shown(&laid, None).join("\n");
     assert!(!all.chars().any(|c| c.is_control() && c != '\n'), "{all:?}");
     assert!(all.contains("text"), "{all:?}");
@@ -152,8 +157,18 @@ fn highlighted_runs_are_the_line_and_find_what_they_should() {
     let cases = [
         ("rust", "let s = \"a \\\" b\"; // c", "let", Mark::KEYWORD),
         ("python", "def f(x): return 'y'  # z", "'y'", Mark::STRING),
-        ("sh", "if [ -f x ]; then echo \"$HOME\"; fi", "then", Mark::KEYWORD),
-        ("sql", "SELECT id FROM sessions -- all", "FROM", Mark::KEYWORD),
+        (
+            "sh",
+            "if [ -f x ]; then echo \"$HOME\"; fi",
+            "then",
+            Mark::KEYWORD,
+        ),
+        (
+            "sql",
+            "SELECT id FROM sessions -- all",
+            "FROM",
+            Mark::KEYWORD,
+        ),
         ("yaml", "  replicas: 3 # three", "replicas", Mark::KEYWORD),
         ("json", "{\"name\": \"x\", \"n\": 12}", "12", Mark::NUMBER),
         ("diff", "-old line", "-old line", Mark::REMOVED),
@@ -178,7 +193,12 @@ fn highlighted_runs_are_the_line_and_find_what_they_should() {
 fn marks_read_without_colour() {
     let mono = Theme::mono();
     let base = Style::default();
-    assert!(Mark::HEADING.style(base, &mono).add_modifier.contains(Modifier::BOLD));
+    assert!(
+        Mark::HEADING
+            .style(base, &mono)
+            .add_modifier
+            .contains(Modifier::BOLD)
+    );
     assert!(
         Mark::HEADING
             .with(Mark::TITLE)
@@ -186,7 +206,17 @@ fn marks_read_without_colour() {
             .add_modifier
             .contains(Modifier::UNDERLINED)
     );
-    assert!(Mark::LINK.style(base, &mono).add_modifier.contains(Modifier::UNDERLINED));
-    assert!(Mark::EMPH.style(base, &mono).add_modifier.contains(Modifier::ITALIC));
+    assert!(
+        Mark::LINK
+            .style(base, &mono)
+            .add_modifier
+            .contains(Modifier::UNDERLINED)
+    );
+    assert!(
+        Mark::EMPH
+            .style(base, &mono)
+            .add_modifier
+            .contains(Modifier::ITALIC)
+    );
     assert_eq!(Mark::PLAIN.style(base, &mono), base);
 }

@@ -241,8 +241,10 @@ pub(super) fn draw_message(
         let header = matches!(piece, Piece::Header);
         draw_piece(m, look, piece, laid, out);
         if let (true, Some(turn), Some(line)) = (header, turn, out.last_mut()) {
-            line.spans
-                .push(Span::styled(format!("  turn {}", took(turn)), look.theme.muted));
+            line.spans.push(Span::styled(
+                format!("  turn {}", took(turn)),
+                look.theme.muted,
+            ));
         }
     });
 }
@@ -266,7 +268,9 @@ pub(super) fn folded_reasoning(text: &str, look: &Look<'_>) -> Line<'static> {
 fn draw_laid(kind: Kind, laid: &Laid, look: &Look<'_>, out: &mut Vec<Line<'static>>) {
     let indent = kind.indent();
     let base = kind.style(look.theme);
-    let room = look.wrap.then(|| look.width.saturating_sub(indent.len()).max(1));
+    let room = look
+        .wrap
+        .then(|| look.width.saturating_sub(indent.len()).max(1));
     for k in 0..laid.lines.len() {
         let text = laid.line_text(k);
         laid.rows(k, room, |row| {
@@ -275,11 +279,17 @@ fn draw_laid(kind: Kind, laid: &Laid, look: &Look<'_>, out: &mut Vec<Line<'stati
                 spans.push(Span::styled(row.head.to_string(), look.theme.muted));
             }
             for (range, mark) in laid.line_marks(k) {
-                let (from, to) = (range.start.max(row.range.start), range.end.min(row.range.end));
+                let (from, to) = (
+                    range.start.max(row.range.start),
+                    range.end.min(row.range.end),
+                );
                 if from < to
                     && let Some(piece) = text.get(from..to)
                 {
-                    spans.push(Span::styled(piece.to_string(), mark.style(base, look.theme)));
+                    spans.push(Span::styled(
+                        piece.to_string(),
+                        mark.style(base, look.theme),
+                    ));
                 }
             }
             out.push(Line::from(spans));
@@ -363,12 +373,18 @@ pub(super) fn draw_piece(
             let took = match (started, ended, status) {
                 (Some(s), Some(e), _) => format!(" {}", took(*e - *s)),
                 (Some(s), None, ToolStatus::Running) if look.clock > 0 && !waits => {
-                    format!(" {}", took(chrono::Duration::seconds(look.clock - s.timestamp())))
+                    format!(
+                        " {}",
+                        took(chrono::Duration::seconds(look.clock - s.timestamp()))
+                    )
                 }
                 _ => String::new(),
             };
             out.push(Line::from(vec![
-                Span::styled(format!("  [{} {mark}{took}] ", sanitize::line(tool)), theme.tool),
+                Span::styled(
+                    format!("  [{} {mark}{took}] ", sanitize::line(tool)),
+                    theme.tool,
+                ),
                 Span::raw(
                     truncate(&sanitize::line(&summary), width.saturating_sub(20)).to_string(),
                 ),

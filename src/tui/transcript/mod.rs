@@ -140,10 +140,15 @@ impl Transcript {
             if m.role == MessageRole::User {
                 break;
             }
-            if m.parts
-                .iter()
-                .any(|p| matches!(p, Part::Tool { status: ToolStatus::Running, .. }))
-            {
+            if m.parts.iter().any(|p| {
+                matches!(
+                    p,
+                    Part::Tool {
+                        status: ToolStatus::Running,
+                        ..
+                    }
+                )
+            }) {
                 return true;
             }
         }
@@ -207,7 +212,10 @@ impl Transcript {
     /// How long the turn message `i` (a person's) started took: to the last answer's end,
     /// once every answer in it has ended.
     fn turn_took(&self, i: usize) -> Option<chrono::Duration> {
-        let asked = self.messages.get(i).filter(|m| m.role == MessageRole::User)?;
+        let asked = self
+            .messages
+            .get(i)
+            .filter(|m| m.role == MessageRole::User)?;
         let mut end = None;
         for m in &self.messages[i + 1..] {
             if m.role == MessageRole::User {

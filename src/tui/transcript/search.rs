@@ -108,20 +108,26 @@ impl Search {
         // the hit's line is where the last match up to the anchor starts
         let mut line = None;
         let mut segments = Vec::new();
-        matches_in(&messages[i], shapes.get(i)?, look, &self.matcher, |spot, found| {
-            let Some(&(start, _)) = found.first() else {
-                return;
-            };
-            if spot <= anchor.spot {
-                if line != Some(start) {
-                    segments.clear();
-                    line = Some(start);
+        matches_in(
+            &messages[i],
+            shapes.get(i)?,
+            look,
+            &self.matcher,
+            |spot, found| {
+                let Some(&(start, _)) = found.first() else {
+                    return;
+                };
+                if spot <= anchor.spot {
+                    if line != Some(start) {
+                        segments.clear();
+                        line = Some(start);
+                    }
+                    segments.extend_from_slice(found);
+                } else if line == Some(start) {
+                    segments.extend_from_slice(found);
                 }
-                segments.extend_from_slice(found);
-            } else if line == Some(start) {
-                segments.extend_from_slice(found);
-            }
-        });
+            },
+        );
         segments.sort_by_key(|(line, range)| (*line, range.start));
         Some(Emphasis {
             query: self.matcher.query.clone(),
@@ -258,7 +264,8 @@ pub(super) fn matches_in(
                         for (j, (p, head)) in rows.iter().enumerate() {
                             let (from, to) = (found.start.max(p.start), found.end.min(p.end));
                             if from < to {
-                                segments.push((line + j, from - p.start + head..to - p.start + head));
+                                segments
+                                    .push((line + j, from - p.start + head..to - p.start + head));
                             }
                         }
                         let spot = Spot {

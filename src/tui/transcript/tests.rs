@@ -1190,9 +1190,12 @@ fn markdown_messages(n: i64, from: i64) -> Vec<Message> {
             };
             let mut parts = vec![Part::text(MARKDOWN[k % MARKDOWN.len()])];
             if role == MessageRole::Assistant && k.is_multiple_of(2) {
-                parts.insert(0, Part::Reasoning {
-                    text: "**thinking** about it\n- a\n- b".into(),
-                });
+                parts.insert(
+                    0,
+                    Part::Reasoning {
+                        text: "**thinking** about it\n- a\n- b".into(),
+                    },
+                );
                 parts.push(Part::Tool {
                     call_id: format!("c{seq}"),
                     tool: "bash".into(),
@@ -1201,7 +1204,9 @@ fn markdown_messages(n: i64, from: i64) -> Vec<Message> {
                     output: Some("a\nb".into()),
                     error: None,
                     started_at: Some(chrono::DateTime::UNIX_EPOCH),
-                    ended_at: Some(chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(1500)),
+                    ended_at: Some(
+                        chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(1500),
+                    ),
                 });
             }
             message(seq, role, MessageStatus::Complete, parts)
@@ -1256,15 +1261,28 @@ fn markdown_is_drawn_as_markdown_and_raw_on_request() {
         ],
     )]);
     let text = |t: &Transcript| -> Vec<String> {
-        t.window(60, &theme, 40).lines.iter().map(plain_text).collect()
+        t.window(60, &theme, 40)
+            .lines
+            .iter()
+            .map(plain_text)
+            .collect()
     };
     let shown = text(&t);
     // the reasoning folded to a line saying so; markers gone, a heading bold, code in a gutter
-    assert!(shown.contains(&"  ~ thinking, 2 lines  (T shows)".to_string()), "{shown:?}");
+    assert!(
+        shown.contains(&"  ~ thinking, 2 lines  (T shows)".to_string()),
+        "{shown:?}"
+    );
     assert!(!shown.iter().any(|l| l.contains("first")), "{shown:?}");
     assert!(shown.contains(&"  Plan".to_string()), "{shown:?}");
-    assert!(shown.contains(&"  1. read the config".to_string()), "{shown:?}");
-    assert!(shown.contains(&"  │ fn main() { let x = 1; }".to_string()), "{shown:?}");
+    assert!(
+        shown.contains(&"  1. read the config".to_string()),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&"  │ fn main() { let x = 1; }".to_string()),
+        "{shown:?}"
+    );
     let w = t.window(60, &theme, 40);
     let heading = w.lines.iter().find(|l| plain_text(l) == "  Plan");
     assert!(heading.is_some_and(|l| marked(l, "Plan", Modifier::BOLD)));
@@ -1279,8 +1297,14 @@ fn markdown_is_drawn_as_markdown_and_raw_on_request() {
     t.set_markdown(true);
     assert_eq!(text(&t), {
         let mut again = shown.clone();
-        let at = again.iter().position(|l| l.contains("thinking")).unwrap_or(0);
-        again.splice(at..at + 1, ["  ~ first".to_string(), "  ~ second".to_string()]);
+        let at = again
+            .iter()
+            .position(|l| l.contains("thinking"))
+            .unwrap_or(0);
+        again.splice(
+            at..at + 1,
+            ["  ~ first".to_string(), "  ~ second".to_string()],
+        );
         again
     });
 }
@@ -1316,7 +1340,10 @@ fn streamed_markdown_is_laid_out_again_as_it_grows() {
         }
     }
     let shown: Vec<String> = drawn_whole(&t, &theme, 80).iter().map(plain_text).collect();
-    assert!(shown.contains(&"  │ print('x')  # one".to_string()), "{shown:?}");
+    assert!(
+        shown.contains(&"  │ print('x')  # one".to_string()),
+        "{shown:?}"
+    );
     assert!(shown.contains(&"  • item two".to_string()), "{shown:?}");
     assert!(!shown.iter().any(|l| l.contains("```")), "{shown:?}");
 }
@@ -1355,7 +1382,9 @@ fn search_finds_words_in_laid_out_markdown() {
                 "{line:?} at {width}"
             );
             assert!(
-                line.spans.iter().any(|s| s.style == s.style.patch(theme.selected)),
+                line.spans
+                    .iter()
+                    .any(|s| s.style == s.style.patch(theme.selected)),
                 "{line:?} at {width}"
             );
         }
@@ -1366,7 +1395,12 @@ fn search_finds_words_in_laid_out_markdown() {
 fn tool_calls_and_turns_say_how_long_they_took() {
     let theme = Theme::mono();
     let mut t = Transcript::new(Uuid::from_u128(1));
-    let asked = message(1, MessageRole::User, MessageStatus::Complete, vec![Part::text("go")]);
+    let asked = message(
+        1,
+        MessageRole::User,
+        MessageStatus::Complete,
+        vec![Part::text("go")],
+    );
     let started = asked.created_at;
     let mut answer = message(
         2,
@@ -1385,12 +1419,18 @@ fn tool_calls_and_turns_say_how_long_they_took() {
     );
     t.merge(vec![asked.clone(), answer.clone()]);
     let text = |t: &Transcript| -> Vec<String> {
-        t.window(80, &theme, 20).lines.iter().map(plain_text).collect()
+        t.window(80, &theme, 20)
+            .lines
+            .iter()
+            .map(plain_text)
+            .collect()
     };
     let running = text(&t);
     // a running call's time so far (at least the 75 s it has run); no turn time yet
     assert!(
-        running.iter().any(|l| l.starts_with("  [bash running 1m1") && l.contains("make")),
+        running
+            .iter()
+            .any(|l| l.starts_with("  [bash running 1m1") && l.contains("make")),
         "{running:?}"
     );
     assert_eq!(running[0], "> you  #1");
@@ -1410,7 +1450,14 @@ fn tool_calls_and_turns_say_how_long_they_took() {
     t.merge(vec![answer]);
     let done = text(&t);
     assert_eq!(done[0], "> you  #1  turn 42s");
-    assert!(done.iter().any(|l| l.starts_with("  [bash done 3.4s] make")), "{done:?}");
+    assert!(
+        done.iter()
+            .any(|l| l.starts_with("  [bash done 3.4s] make")),
+        "{done:?}"
+    );
     assert_eq!(super::draw::took(chrono::Duration::seconds(3725)), "1h02m");
-    assert_eq!(super::draw::took(chrono::Duration::milliseconds(400)), "0.4s");
+    assert_eq!(
+        super::draw::took(chrono::Duration::milliseconds(400)),
+        "0.4s"
+    );
 }
