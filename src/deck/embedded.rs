@@ -116,6 +116,23 @@ impl Deck for Embedded {
         self.core.fleet_health().await
     }
 
+    async fn team_budgets(&self) -> Result<Vec<crate::model::TeamSpend>> {
+        let config = self.core.config();
+        let mut out = Vec::new();
+        for (team, t) in &config.teams {
+            if t.budget.is_none() {
+                continue;
+            }
+            let (spent_usd, budget_usd) = self.core.team_spend(team).await?;
+            out.push(crate::model::TeamSpend {
+                team: team.clone(),
+                spent_usd,
+                budget_usd,
+            });
+        }
+        Ok(out)
+    }
+
     async fn logs(&self, id: Uuid, options: LogOptions) -> Result<LogStream> {
         self.core.sandbox_logs(id, options).await
     }

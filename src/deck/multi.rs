@@ -440,6 +440,14 @@ impl Deck for Multi {
         Ok(rows)
     }
 
+    /// Each server's teams (a team on two servers is two budgets: each server enforces its
+    /// own).
+    async fn team_budgets(&self) -> Result<Vec<crate::model::TeamSpend>> {
+        let all =
+            futures::future::join_all(self.servers.iter().map(|s| s.remote.team_budgets())).await;
+        Ok(all.into_iter().flatten().flatten().collect())
+    }
+
     async fn logs(&self, id: Uuid, options: LogOptions) -> Result<LogStream> {
         self.remote_of(id).await?.1.logs(id, options).await
     }

@@ -736,6 +736,21 @@ impl Deck for Remote {
             .collect()
     }
 
+    async fn team_budgets(&self) -> Result<Vec<crate::model::TeamSpend>> {
+        let body = self.shared.get("/api/usage").await?;
+        let teams = body["teams"].as_array().cloned().unwrap_or_default();
+        Ok(teams
+            .iter()
+            .filter_map(|t| {
+                Some(crate::model::TeamSpend {
+                    team: t["team"].as_str()?.to_string(),
+                    spent_usd: t["spent_this_month_usd"].as_f64().unwrap_or(0.0),
+                    budget_usd: Some(t["budget_usd"].as_f64()?),
+                })
+            })
+            .collect())
+    }
+
     async fn logs(&self, id: Uuid, options: LogOptions) -> Result<LogStream> {
         let mut path = format!("/api/sessions/{id}/logs?follow={}", options.follow);
         if let Some(tail) = options.tail {

@@ -41,7 +41,7 @@ pub use sandbox::{
 };
 pub use session::{
     BUDGET_WARN, Fork, NewSession, Session, SessionCreation, SessionPatch, SessionQuery,
-    SessionUsage, id_fragment, short_id, usd,
+    SessionUsage, TeamSpend, id_fragment, short_id, usd,
 };
 pub use task::{NewTask, Task, TaskQuery};
 pub use transition::Transition;

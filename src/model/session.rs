@@ -144,8 +144,25 @@ pub fn id_fragment(text: &str) -> Option<String> {
     (hex.len() >= 4 && hex.len() <= 32 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
 }
 
-/// From this share of its budget on, a session is flagged.
+/// From this share of its budget on, a session (or a team) is flagged.
 pub const BUDGET_WARN: f64 = 0.8;
+
+/// What a team spent this calendar month (UTC), and its monthly budget if it has one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamSpend {
+    pub team: String,
+    pub spent_usd: f64,
+    pub budget_usd: Option<f64>,
+}
+
+impl TeamSpend {
+    /// The share of its budget spent (`None` with no budget).
+    pub fn spent(&self) -> Option<f64> {
+        self.budget_usd
+            .filter(|b| *b > 0.0)
+            .map(|b| self.spent_usd / b)
+    }
+}
 
 impl Session {
     pub fn short_id(&self) -> String {

@@ -77,6 +77,8 @@ pub enum Msg {
     },
     /// Whether the store, the runtime and the gateway answer.
     Connectivity(Connectivity),
+    /// This month's spend of the teams with a budget (read every half minute).
+    Budgets(Vec<crate::model::TeamSpend>),
     /// The agents changed (a server said so): what a new session can be started with.
     Agents(Vec<AgentSpec>, Vec<AgentChoice>),
     /// A reload was asked for from outside (SIGHUP).
@@ -315,6 +317,8 @@ pub struct App {
     pub theme_fixed: bool,
     /// The last connectivity check; `None` before the first.
     pub connectivity: Option<Connectivity>,
+    /// This month's spend of the teams with a budget: flagged on the top bar from 80%.
+    pub budgets: Vec<crate::model::TeamSpend>,
     pub quit: bool,
     /// Set by anything that changes what is on screen.
     pub dirty: bool,
@@ -359,6 +363,7 @@ impl App {
             context: None,
             theme_fixed: false,
             connectivity: None,
+            budgets: Vec::new(),
             quit: false,
             dirty: true,
             drafts: HashMap::new(),
@@ -611,6 +616,10 @@ impl App {
                 self.agents = agents;
                 self.choices = choices;
                 self.dirty = false;
+                vec![]
+            }
+            Msg::Budgets(budgets) => {
+                self.budgets = budgets;
                 vec![]
             }
             Msg::Connectivity(now) => {

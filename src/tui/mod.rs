@@ -162,6 +162,7 @@ pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
         tokio::spawn(clock(tx.clone())),
         tokio::spawn(follow_health(deck.clone(), tx.clone())),
         tokio::spawn(connectivity(deck.clone(), tx.clone())),
+        tokio::spawn(budgets(deck.clone(), tx.clone())),
         tokio::spawn(reload_on_hangup(tx.clone())),
     ];
     let ctx = Ctx {
@@ -488,6 +489,23 @@ async fn connectivity(deck: Arc<dyn Deck>, tx: mpsc::UnboundedSender<Msg>) {
         let now = deck.connectivity().await;
         if tx.send(Msg::Connectivity(now)).is_err() {
             return;
+        }
+    }
+}
+
+/// The teams' spend against their monthly budgets, every half minute for the top bar (a
+/// team's spend moves with every turn of each of its sessions: read, not followed).
+async fn budgets(deck: Arc<dyn Deck>, tx: mpsc::UnboundedSender<Msg>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        match deck.team_budgets().await {
+            Ok(b) => {
+                if tx.send(Msg::Budgets(b)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not read the teams' budgets"),
         }
     }
 }

@@ -809,10 +809,18 @@ fn render_preview(
         sanitize::line(&s.title),
         s.short_id()
     );
+    // what it cost so far, against its budget from 80% on
+    let mut title = vec![Span::styled(title, style)];
+    if s.usage.tokens() > 0 || s.usage.unpriced > 0 {
+        title.push(Span::styled(
+            format!("{} ", cost_cell(s)),
+            budget_style(app, s).unwrap_or(app.theme.muted),
+        ));
+    }
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(app.theme.border)
-        .title(Span::styled(title, style));
+        .title(Line::from(title));
     let inner = block.inner(area);
     f.render_widget(block, area);
     let width = usize::from(inner.width).max(1);

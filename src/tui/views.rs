@@ -273,6 +273,27 @@ fn render_top(f: &mut Frame, app: &App, area: Rect) {
     if app.keymap.read_only() {
         spans.push(Span::styled("[read-only]  ", app.theme.warning));
     }
+    // a team at 80% of its monthly budget and on
+    for b in &app.budgets {
+        match b.spent() {
+            Some(spent) if spent >= crate::model::BUDGET_WARN => spans.push(Span::styled(
+                format!(
+                    "team {} {} of {} {:.0}%{}  ",
+                    sanitize::line(&b.team),
+                    crate::model::usd(b.spent_usd),
+                    crate::model::usd(b.budget_usd.unwrap_or_default()),
+                    (spent * 100.0).min(999.0),
+                    if spent >= 1.0 { "!" } else { "" }
+                ),
+                if spent >= 1.0 {
+                    app.theme.error
+                } else {
+                    app.theme.warning
+                },
+            )),
+            _ => {}
+        }
+    }
     match &app.connectivity {
         Some(c) => {
             use crate::deck::ServerLink;
@@ -1100,6 +1121,36 @@ mod tests {
         };
         assert_eq!(style_of("cost 15"), a.theme.error.fg.unwrap_or_default());
         assert_eq!(style_of("cost 14"), a.theme.warning.fg.unwrap_or_default());
+        // a team at 80% of its month's budget is flagged on the top bar; at 100% as an error
+        a.update(Msg::Budgets(vec![
+            crate::model::TeamSpend {
+                team: "red".into(),
+                spent_usd: 170.0,
+                budget_usd: Some(200.0),
+            },
+            crate::model::TeamSpend {
+                team: "blue".into(),
+                spent_usd: 10.0,
+                budget_usd: Some(200.0),
+            },
+        ]));
+        let top = draw(&a, 150, 12).backend().to_string();
+        let top = top.lines().next().unwrap_or_default().to_string();
+        assert!(top.contains("team red $170.00 of $200.00 85%"), "{top}");
+        assert!(!top.contains("team blue"), "{top}");
+        a.update(Msg::Budgets(vec![crate::model::TeamSpend {
+            team: "red".into(),
+            spent_usd: 201.0,
+            budget_usd: Some(200.0),
+        }]));
+        let top = draw(&a, 150, 12).backend().to_string();
+        assert!(top.contains("team red $201.00 of $200.00 100%!"), "{top}");
+        // the preview's title says it too
+        a.preview_on = true;
+        a.sessions.select(Uuid::from_u128(14));
+        a.update(Msg::Tick);
+        let screen = draw(&a, 170, 14).backend().to_string();
+        assert!(screen.contains("cost 14 · 0000000e $4.20 84% "), "{screen}");
     }
 
     #[test]

@@ -122,6 +122,10 @@ pub struct LaidLine {
     pub head: u16,
     pub hang: u16,
     pub wrap: Wrap,
+    /// Every char of its text takes one cell: its rows can be counted from cells alone.
+    pub narrow: bool,
+    /// Where its break points end in [`Laid::breaks`] (see there).
+    pub breaks: u32,
 }
 
 /// A text laid out: its lines' text end to end, each line's place and look, the runs of marks
@@ -134,7 +138,20 @@ pub struct Laid {
     pub heads: Vec<String>,
     /// The widest line (cells, head included).
     pub widest: u32,
+    /// Where the narrow prose lines wider than [`BREAKS_FROM`] may break between words: for
+    /// each, the cell after each of its spaces, as the distance from the one before (so a
+    /// byte a word). Counting such a line's rows at any width then reads neither its text nor
+    /// its chars (a resize recounts every long line of the transcript). A line with a word
+    /// too long for a byte has none (it is counted from its text).
+    pub breaks: Vec<u8>,
+    /// The lines wider than [`BREAKS_FROM`], widest first: a count looks only at the lines
+    /// wider than the room.
+    pub long: Vec<u32>,
 }
+
+/// Lines up to this wide (cells, head included) keep no break points: they wrap only in a
+/// room narrower than this, and are then counted from their text.
+pub const BREAKS_FROM: u32 = 40;
 
 /// A row of a laid-out line as drawn: its head (or hang), then runs of its text.
 pub struct Row<'a> {
@@ -216,30 +233,81 @@ impl Laid {
     /// How many rows line `k` takes `room` cells wide (`None`: not wrapping).
     pub fn count_rows(&self, k: usize, room: Option<usize>) -> usize {
         let line = self.lines[k];
-        match room {
-            Some(room) if line.width as usize > room => {
-                let text = self.line_text(k);
-                let room = room.saturating_sub(width(self.head(line.head))).max(1);
-                if line.wrap == Wrap::Cells && text.is_ascii() {
-                    return text.len().div_ceil(room).max(1);
-                }
+        let Some(room) = room.filter(|&r| line.width as usize > r) else {
+            return 1;
+        };
+        let head = width(self.head(line.head));
+        let inner = room.saturating_sub(head).max(1);
+        let cells = (line.width as usize).saturating_sub(head);
+        let from = if k == 0 {
+            0
+        } else {
+            self.lines[k - 1].breaks as usize
+        };
+        let breaks = self.breaks.get(from..line.breaks as usize).unwrap_or(&[]);
+        match line.wrap {
+            Wrap::Cells if line.narrow => cells.div_ceil(inner).max(1),
+            Wrap::Words if line.narrow && !breaks.is_empty() => word_rows(cells, breaks, inner),
+            _ => {
                 let mut n = 0;
-                self.rows(k, Some(room + width(self.head(line.head))), |_| n += 1);
+                self.rows(k, Some(room), |_| n += 1);
                 n.max(1)
             }
-            _ => 1,
         }
     }
 
     /// How many rows the whole layout takes `room` cells wide (`None`: not wrapping).
     pub fn count(&self, room: Option<usize>) -> usize {
+        let n = self.lines.len();
         match room {
-            Some(r) if self.widest as usize > r => (0..self.lines.len())
-                .map(|k| self.count_rows(k, room))
-                .sum(),
-            _ => self.lines.len(),
+            Some(r) if self.widest as usize > r => {
+                let mut more = 0;
+                if r < BREAKS_FROM as usize {
+                    // lines not in `long` may wrap too: every line
+                    return (0..n).map(|k| self.count_rows(k, room)).sum();
+                }
+                for &k in &self.long {
+                    let k = k as usize;
+                    if self.lines[k].width as usize <= r {
+                        break;
+                    }
+                    more += self.count_rows(k, room) - 1;
+                }
+                n + more
+            }
+            _ => n,
         }
     }
+}
+
+/// The rows [`wrap_words`] makes of a line of `cells` one-cell chars, `room` wide, from its
+/// break points (`breaks`: the cell after each space, as distances): the same walk, a word
+/// at a time. A row ends after its last space when that keeps at least half of it, else
+/// where the room ends.
+fn word_rows(cells: usize, breaks: &[u8], room: usize) -> usize {
+    let (mut start, mut rows) = (0usize, 1usize);
+    let (mut next, mut at) = (0usize, 0usize);
+    // the last break point seen up to the room's end
+    let mut last = 0usize;
+    while cells - start > room {
+        let limit = start + room;
+        while next < breaks.len() {
+            let e = at + usize::from(breaks[next]);
+            if e > limit {
+                break;
+            }
+            at = e;
+            last = e;
+            next += 1;
+        }
+        start = if last > start && (last - start) * 2 >= room {
+            last
+        } else {
+            limit
+        };
+        rows += 1;
+    }
+    rows
 }
 
 /// `text` (untrusted markdown) laid out.
@@ -423,9 +491,39 @@ impl Builder {
     fn end_line(&mut self, wrap: Wrap) {
         self.open_line();
         let text = &self.laid.text[self.line_start..];
-        let w = width(self.laid.head(self.head)) + width(text);
+        let narrow = text.is_ascii()
+            || text
+                .chars()
+                .all(|c| super::cells::char_width(c) == 1 && !c.is_ascii_control());
+        let cells = if narrow && !text.is_ascii() {
+            text.chars().count()
+        } else {
+            width(text)
+        };
+        let w = width(self.laid.head(self.head)) + cells;
         let w = u32::try_from(w).unwrap_or(u32::MAX);
         self.laid.widest = self.laid.widest.max(w);
+        let k = u32::try_from(self.laid.lines.len()).unwrap_or(u32::MAX);
+        if w > BREAKS_FROM {
+            self.laid.long.push(k);
+            if narrow && wrap == Wrap::Words {
+                let from = self.laid.breaks.len();
+                let mut last = 0;
+                for (cell, c) in text.chars().enumerate() {
+                    if c == ' ' {
+                        match u8::try_from(cell + 1 - last) {
+                            Ok(d) => self.laid.breaks.push(d),
+                            Err(_) => {
+                                // a word too long for a byte: counted from the text
+                                self.laid.breaks.truncate(from);
+                                break;
+                            }
+                        }
+                        last = cell + 1;
+                    }
+                }
+            }
+        }
         self.laid.lines.push(LaidLine {
             end: u32::try_from(self.laid.text.len()).unwrap_or(u32::MAX),
             marks: u32::try_from(self.laid.marks.len()).unwrap_or(u32::MAX),
@@ -433,6 +531,8 @@ impl Builder {
             head: self.head,
             hang: self.hang,
             wrap,
+            narrow,
+            breaks: u32::try_from(self.laid.breaks.len()).unwrap_or(u32::MAX),
         });
         self.open = false;
     }
@@ -812,6 +912,10 @@ impl Builder {
         } {
             self.laid.lines.pop();
         }
+        let lines = &self.laid.lines;
+        self.laid
+            .long
+            .sort_unstable_by_key(|&k| std::cmp::Reverse(lines[k as usize].width));
         self.laid
     }
 }

@@ -220,3 +220,48 @@ fn marks_read_without_colour() {
     );
     assert_eq!(Mark::PLAIN.style(base, &mono), base);
 }
+
+#[test]
+fn counting_rows_from_break_points_is_wrapping_them() {
+    // random prose: short and long words, narrow non-ASCII chars, runs of spaces, a word too
+    // long for a break point's byte
+    let mut seed = 7u64;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    for k in 0..300 {
+        let mut text = String::new();
+        let words = 1 + next(60);
+        for _ in 0..words {
+            let word = match next(12) {
+                0 => "é".repeat(1 + next(9) as usize),
+                1 => "—".to_string(),
+                2 if k % 7 == 0 => "x".repeat(200 + next(200) as usize),
+                3 => "".to_string(),
+                _ => "w".repeat(1 + next(14) as usize),
+            };
+            text.push_str(&word);
+            text.push(' ');
+            if next(9) == 0 {
+                text.push(' ');
+            }
+        }
+        let laid = plain(text.trim_end(), Mark::PLAIN);
+        for room in 1..130 {
+            for line in 0..laid.lines.len() {
+                let mut drawn = 0;
+                laid.rows(line, Some(room), |_| drawn += 1);
+                assert_eq!(
+                    laid.count_rows(line, Some(room)),
+                    drawn,
+                    "room {room}: {:?}",
+                    laid.line_text(line)
+                );
+            }
+            assert_eq!(laid.count(Some(room)), shown(&laid, Some(room)).len());
+        }
+    }
+}
