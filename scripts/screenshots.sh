@@ -358,6 +358,15 @@ sleep 0.3
 quit
 "${TMUX[@]}" resize-window -t deck -x "$COLS" -y "$ROWS"
 
+# --- an answer in markdown: laid out, with the turn's time ---------------------------------
+create --agent coder --title "write the build report" --prompt "markdown: the build report" >/dev/null
+cockpit
+wait_for 120 "write the build report +idle"
+keys g Enter
+wait_for 60 "lint +│ ok" "turn [0-9.]+s"
+shot transcript-markdown
+quit
+
 # --- a notification's effect in tmux: the bell marks the cockpit's window ------------------
 # An operator in window 0 of their tmux, the cockpit in window 1; a turn ends elsewhere, the
 # cockpit rings the bell, and tmux flags its window (`monitor-bell`, on by default).

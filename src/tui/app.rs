@@ -23,6 +23,9 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use uuid::Uuid;
 
+/// Every how many seconds an open view of what the agent changed is read again.
+const CHANGES_EVERY: u64 = 5;
+
 /// What background tasks and the terminal tell the loop.
 #[derive(Debug)]
 pub enum Msg {
@@ -319,6 +322,8 @@ pub struct App {
     pub connectivity: Option<Connectivity>,
     /// This month's spend of the teams with a budget: flagged on the top bar from 80%.
     pub budgets: Vec<crate::model::TeamSpend>,
+    /// Clock ticks (seconds) since the cockpit started.
+    ticks: u64,
     pub quit: bool,
     /// Set by anything that changes what is on screen.
     pub dirty: bool,
@@ -364,6 +369,7 @@ impl App {
             theme_fixed: false,
             connectivity: None,
             budgets: Vec::new(),
+            ticks: 0,
             quit: false,
             dirty: true,
             drafts: HashMap::new(),
@@ -476,7 +482,21 @@ impl App {
                     self.status = None;
                     self.status_since = None;
                 }
-                vec![]
+                self.ticks += 1;
+                // What the agent changed, read again every few seconds while it is on screen
+                // and its session lives (a turn's changes come when the turn is summed up)
+                match &self.panel {
+                    Some(Panel::Changes(v))
+                        if self.ticks.is_multiple_of(CHANGES_EVERY)
+                            && self
+                                .sessions
+                                .get(v.session)
+                                .is_some_and(|s| s.status != SessionStatus::Dead) =>
+                    {
+                        vec![Effect::LoadChanges { session: v.session }]
+                    }
+                    _ => vec![],
+                }
             }
             Msg::Sessions(list) => {
                 self.sessions.replace_all(list);
@@ -515,10 +535,16 @@ impl App {
                     .get(id)
                     .and_then(|before| super::notify::notice(before, &s))
                     .filter(|_| !looked_at);
+                // the changes on screen are read again when a turn starts or ends
+                let turned = matches!(&self.panel, Some(Panel::Changes(v)) if v.session == id)
+                    && self.sessions.get(id).is_some_and(|b| b.status != s.status);
                 self.sessions.upsert(*s);
                 let mut effects = Vec::new();
                 if reload {
                     effects.push(Effect::LoadAsks { session: id });
+                }
+                if turned {
+                    effects.push(Effect::LoadChanges { session: id });
                 }
                 effects.extend(news.map(Effect::Notify));
                 effects
@@ -2660,6 +2686,45 @@ mod tests {
             "{said}"
         );
         assert_eq!(a.sessions.sort(), SortKey::Title);
+    }
+
+    /// What the agent changed, while on screen, is read again when its session's turn starts
+    /// or ends, and every few seconds; not once the session has ended.
+    #[test]
+    fn the_changes_on_screen_are_read_again() {
+        let mut a = app();
+        a.update(Msg::Sessions(vec![session(1, "coder", SessionStatus::Busy)]));
+        a.sessions.select_index(0);
+        let id = Uuid::from_u128(1);
+        assert_eq!(a.update(key('c')), vec![Effect::LoadChanges { session: id }]);
+        let reads = |effects: Vec<Effect>| {
+            effects
+                .iter()
+                .filter(|e| matches!(e, Effect::LoadChanges { session } if *session == id))
+                .count()
+        };
+        // the turn ends
+        assert_eq!(
+            reads(a.update(Msg::Session(Box::new(session(1, "coder", SessionStatus::Idle))))),
+            1
+        );
+        // a change that is not a turn's
+        assert_eq!(
+            reads(a.update(Msg::Session(Box::new(session(1, "coder", SessionStatus::Idle))))),
+            0
+        );
+        // and every few seconds
+        let ticked: usize = (0..CHANGES_EVERY * 2).map(|_| reads(a.update(Msg::Tick))).sum();
+        assert_eq!(ticked, 2);
+        // ended: nothing more to read
+        a.update(Msg::Session(Box::new(session(1, "coder", SessionStatus::Dead))));
+        let ticked: usize = (0..CHANGES_EVERY * 2).map(|_| reads(a.update(Msg::Tick))).sum();
+        assert_eq!(ticked, 0);
+        // closed: nothing read
+        a.update(Msg::Key(KeyEvent::from(crossterm::event::KeyCode::Esc)));
+        a.update(Msg::Session(Box::new(session(1, "coder", SessionStatus::Busy))));
+        let ticked: usize = (0..CHANGES_EVERY * 2).map(|_| reads(a.update(Msg::Tick))).sum();
+        assert_eq!(ticked, 0);
     }
 
     /// `:rename` and `:budget` act on the selected session; a read-only cockpit refuses them

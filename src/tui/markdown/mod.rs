@@ -236,7 +236,11 @@ impl Laid {
         let Some(room) = room.filter(|&r| line.width as usize > r) else {
             return 1;
         };
-        let head = width(self.head(line.head));
+        let head = if line.head == 0 {
+            0
+        } else {
+            width(self.head(line.head))
+        };
         let inner = room.saturating_sub(head).max(1);
         let cells = (line.width as usize).saturating_sub(head);
         let from = if k == 0 {

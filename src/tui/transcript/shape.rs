@@ -38,6 +38,10 @@ pub(super) struct Block {
     /// Its layout in the shape's `laid`, when it is laid out as markdown: then it has no
     /// `narrow` or `wide` lines, and its count is the layout's.
     pub(super) laid: Option<u32>,
+    /// A laid-out block's line count and widest line, kept here: a count at a width it fits
+    /// in reads nothing else (0 for text as written).
+    pub(super) laid_lines: u32,
+    pub(super) widest: u32,
 }
 
 /// The last line of a piece's text, as far as text appended to it needs to know.
@@ -145,8 +149,12 @@ impl Shape {
         };
         pieces(m, true, |id, piece| match piece {
             Piece::Text(kind, text) if markdown && kind.markdown() => {
-                shape.laid.push(markdown::layout(&text));
+                let laid = markdown::layout(&text);
+                let (laid_lines, widest) = (to_u32(laid.lines.len()), laid.widest);
+                shape.laid.push(laid);
                 shape.blocks.push(Block {
+                    laid_lines,
+                    widest,
                     id,
                     kind,
                     narrow: 0,
@@ -171,6 +179,8 @@ impl Shape {
                     wide: shape.wide.len() - wide,
                     tail: Tail::of(&drawn, clean),
                     laid: None,
+                    laid_lines: 0,
+                    widest: 0,
                 });
             }
             _ => shape.fixed += 1,
@@ -294,9 +304,15 @@ impl Shape {
                 n += 1;
                 continue;
             }
-            if let Some(laid) = block.laid.and_then(|l| self.laid.get(l as usize)) {
+            if let Some(l) = block.laid {
                 let indent = block.kind.indent().len();
-                n += laid.count(fit.wrap.then(|| fit.width.saturating_sub(indent).max(1)));
+                let room = fit.wrap.then(|| fit.width.saturating_sub(indent).max(1));
+                n += match room {
+                    Some(r) if block.widest as usize > r => {
+                        self.laid.get(l as usize).map_or(0, |laid| laid.count(room))
+                    }
+                    _ => block.laid_lines as usize,
+                };
                 continue;
             }
             n += lines.len() + wides.len();
