@@ -2693,10 +2693,17 @@ mod tests {
     #[test]
     fn the_changes_on_screen_are_read_again() {
         let mut a = app();
-        a.update(Msg::Sessions(vec![session(1, "coder", SessionStatus::Busy)]));
+        a.update(Msg::Sessions(vec![session(
+            1,
+            "coder",
+            SessionStatus::Busy,
+        )]));
         a.sessions.select_index(0);
         let id = Uuid::from_u128(1);
-        assert_eq!(a.update(key('c')), vec![Effect::LoadChanges { session: id }]);
+        assert_eq!(
+            a.update(key('c')),
+            vec![Effect::LoadChanges { session: id }]
+        );
         let reads = |effects: Vec<Effect>| {
             effects
                 .iter()
@@ -2705,25 +2712,47 @@ mod tests {
         };
         // the turn ends
         assert_eq!(
-            reads(a.update(Msg::Session(Box::new(session(1, "coder", SessionStatus::Idle))))),
+            reads(a.update(Msg::Session(Box::new(session(
+                1,
+                "coder",
+                SessionStatus::Idle
+            ))))),
             1
         );
         // a change that is not a turn's
         assert_eq!(
-            reads(a.update(Msg::Session(Box::new(session(1, "coder", SessionStatus::Idle))))),
+            reads(a.update(Msg::Session(Box::new(session(
+                1,
+                "coder",
+                SessionStatus::Idle
+            ))))),
             0
         );
         // and every few seconds
-        let ticked: usize = (0..CHANGES_EVERY * 2).map(|_| reads(a.update(Msg::Tick))).sum();
+        let ticked: usize = (0..CHANGES_EVERY * 2)
+            .map(|_| reads(a.update(Msg::Tick)))
+            .sum();
         assert_eq!(ticked, 2);
         // ended: nothing more to read
-        a.update(Msg::Session(Box::new(session(1, "coder", SessionStatus::Dead))));
-        let ticked: usize = (0..CHANGES_EVERY * 2).map(|_| reads(a.update(Msg::Tick))).sum();
+        a.update(Msg::Session(Box::new(session(
+            1,
+            "coder",
+            SessionStatus::Dead,
+        ))));
+        let ticked: usize = (0..CHANGES_EVERY * 2)
+            .map(|_| reads(a.update(Msg::Tick)))
+            .sum();
         assert_eq!(ticked, 0);
         // closed: nothing read
         a.update(Msg::Key(KeyEvent::from(crossterm::event::KeyCode::Esc)));
-        a.update(Msg::Session(Box::new(session(1, "coder", SessionStatus::Busy))));
-        let ticked: usize = (0..CHANGES_EVERY * 2).map(|_| reads(a.update(Msg::Tick))).sum();
+        a.update(Msg::Session(Box::new(session(
+            1,
+            "coder",
+            SessionStatus::Busy,
+        ))));
+        let ticked: usize = (0..CHANGES_EVERY * 2)
+            .map(|_| reads(a.update(Msg::Tick)))
+            .sum();
         assert_eq!(ticked, 0);
     }
 

@@ -512,22 +512,19 @@ impl SessionList {
         }
     }
 
-    /// How many ended sessions are left out by the filter's own hiding of them (0 when it
-    /// does not hide them).
-    pub fn ended_hidden(&self) -> usize {
+    /// The ended sessions the filter's own hiding of them leaves out: `Some(n)` with nothing
+    /// typed (all of them: kept counted), `Some(None)` under a typed filter (counting those
+    /// it would show would take a pass over every session each frame), `None` when none are
+    /// hidden.
+    pub fn ended_hidden(&self) -> Option<Option<usize>> {
         if !self.filter.hides_ended {
-            return 0;
+            return None;
         }
         if self.filter.only_hides_ended() {
-            return self.count(SessionStatus::Dead);
+            let n = self.count(SessionStatus::Dead);
+            return (n > 0).then_some(Some(n));
         }
-        // those the rest of the filter would show
-        let mut rest = self.filter.clone();
-        rest.not_pairs.pop();
-        self.all
-            .iter()
-            .filter(|s| s.status == SessionStatus::Dead && rest.matches(s))
-            .count()
+        Some(None)
     }
 
     pub fn sort(&self) -> SortKey {
@@ -898,8 +895,9 @@ fn render_sessions(
     };
     let filter = &list.filter().text;
     let hidden = match list.ended_hidden() {
-        0 => String::new(),
-        n => format!(" · {n} ended hidden"),
+        None => String::new(),
+        Some(Some(n)) => format!(" · {n} ended hidden"),
+        Some(None) => " · ended hidden".to_string(),
     };
     let title = if app.loading && list.total() > 0 {
         format!(" Sessions ({} so far, loading…) ", list.len())
@@ -1504,17 +1502,17 @@ pub(crate) mod tests {
                 .collect()
         };
         assert_eq!(shown(&list), [2, 1]);
-        assert_eq!(list.ended_hidden(), 2);
+        assert_eq!(list.ended_hidden(), Some(Some(2)));
         assert!(list.filter().text.is_empty());
         // a filter: still hidden, counted among what the rest of it would show
         list.set_filter("reviewer");
         assert_eq!(shown(&list), [2]);
-        assert_eq!(list.ended_hidden(), 1);
+        assert_eq!(list.ended_hidden(), Some(None));
         // asked for: by status, by a word that finds them, by id
         for text in ["status:ended", "ended", "dead", "-status:failed", "id:0000"] {
             list.set_filter(text);
             assert!(shown(&list).contains(&4), "{text}: {:?}", shown(&list));
-            assert_eq!(list.ended_hidden(), 0, "{text}");
+            assert_eq!(list.ended_hidden(), None, "{text}");
         }
         list.set_filter("status:ended");
         assert_eq!(shown(&list), [4, 3]);
@@ -1522,13 +1520,13 @@ pub(crate) mod tests {
         list.set_filter("");
         list.upsert(session(1, "coder", SessionStatus::Dead));
         assert_eq!(shown(&list), [2]);
-        assert_eq!(list.ended_hidden(), 3);
+        assert_eq!(list.ended_hidden(), Some(Some(3)));
         list.upsert(session(3, "coder", SessionStatus::Ready));
         assert_eq!(shown(&list), [3, 2]);
         // shown with the rest
         list.show_ended(true);
         assert_eq!(shown(&list), [4, 3, 2, 1]);
-        assert_eq!(list.ended_hidden(), 0);
+        assert_eq!(list.ended_hidden(), None);
         list.show_ended(false);
         assert_eq!(shown(&list), [3, 2]);
     }

@@ -144,9 +144,34 @@ pub struct Laid {
     /// its chars (a resize recounts every long line of the transcript). A line with a word
     /// too long for a byte has none (it is counted from its text).
     pub breaks: Vec<u8>,
-    /// The lines wider than [`BREAKS_FROM`], widest first: a count looks only at the lines
-    /// wider than the room.
-    pub long: Vec<u32>,
+    /// The lines wider than [`BREAKS_FROM`], widest first, with what counting their rows
+    /// needs: a count looks only at the lines wider than the room, and reads only these and
+    /// their break points (a resize counts every long line of the transcript: each line
+    /// looked up elsewhere would be a cache miss).
+    pub long: Vec<Long>,
+}
+
+/// A line wider than [`BREAKS_FROM`], as [`Laid::count`] needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Long {
+    pub width: u32,
+    /// Its place in [`Laid::lines`].
+    pub k: u32,
+    /// Its break points: `breaks[from..to]`.
+    pub from: u32,
+    pub to: u32,
+    /// The width of its head.
+    pub head: u16,
+    /// Counted from cells (code, tables: one cell a char), from its break points, or from
+    /// its text.
+    pub by: CountBy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountBy {
+    Cells,
+    Breaks,
+    Text,
 }
 
 /// Lines up to this wide (cells, head included) keep no break points: they wrap only in a
@@ -270,12 +295,23 @@ impl Laid {
                     // lines not in `long` may wrap too: every line
                     return (0..n).map(|k| self.count_rows(k, room)).sum();
                 }
-                for &k in &self.long {
-                    let k = k as usize;
-                    if self.lines[k].width as usize <= r {
+                for long in &self.long {
+                    if long.width as usize <= r {
                         break;
                     }
-                    more += self.count_rows(k, room) - 1;
+                    let inner = r.saturating_sub(usize::from(long.head)).max(1);
+                    let cells = (long.width as usize).saturating_sub(usize::from(long.head));
+                    more += match long.by {
+                        CountBy::Cells => cells.div_ceil(inner).max(1),
+                        CountBy::Breaks => {
+                            let breaks = self
+                                .breaks
+                                .get(long.from as usize..long.to as usize)
+                                .unwrap_or(&[]);
+                            word_rows(cells, breaks, inner)
+                        }
+                        CountBy::Text => self.count_rows(long.k as usize, room),
+                    } - 1;
                 }
                 n + more
             }
@@ -504,12 +540,12 @@ impl Builder {
         } else {
             width(text)
         };
-        let w = width(self.laid.head(self.head)) + cells;
-        let w = u32::try_from(w).unwrap_or(u32::MAX);
+        let head = width(self.laid.head(self.head));
+        let w = u32::try_from(head + cells).unwrap_or(u32::MAX);
         self.laid.widest = self.laid.widest.max(w);
         let k = u32::try_from(self.laid.lines.len()).unwrap_or(u32::MAX);
         if w > BREAKS_FROM {
-            self.laid.long.push(k);
+            let from = self.laid.breaks.len();
             if narrow && wrap == Wrap::Words {
                 let from = self.laid.breaks.len();
                 let mut last = 0;
@@ -527,6 +563,21 @@ impl Builder {
                     }
                 }
             }
+            let to = self.laid.breaks.len();
+            self.laid.long.push(Long {
+                width: w,
+                k,
+                from: u32::try_from(from).unwrap_or(u32::MAX),
+                to: u32::try_from(to).unwrap_or(u32::MAX),
+                head: u16::try_from(head).unwrap_or(u16::MAX),
+                by: match (narrow, wrap) {
+                    // (prose with no space breaks where the room ends, as code does)
+                    (true, Wrap::Cells) => CountBy::Cells,
+                    (true, Wrap::Words) if !text.contains(' ') => CountBy::Cells,
+                    (true, Wrap::Words) if to > from => CountBy::Breaks,
+                    _ => CountBy::Text,
+                },
+            });
         }
         self.laid.lines.push(LaidLine {
             end: u32::try_from(self.laid.text.len()).unwrap_or(u32::MAX),
@@ -916,10 +967,11 @@ impl Builder {
         } {
             self.laid.lines.pop();
         }
-        let lines = &self.laid.lines;
+        let kept = self.laid.lines.len();
+        self.laid.long.retain(|l| (l.k as usize) < kept);
         self.laid
             .long
-            .sort_unstable_by_key(|&k| std::cmp::Reverse(lines[k as usize].width));
+            .sort_unstable_by_key(|l| std::cmp::Reverse(l.width));
         self.laid
     }
 }
