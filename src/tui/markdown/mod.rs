@@ -320,6 +320,164 @@ impl Laid {
     }
 }
 
+impl Laid {
+    /// Takes in `delta`, streamed onto the end of the text laid out (`before`, as it was),
+    /// without laying the text out again: only when that is sure to come out the same. The
+    /// text must end in a line of a paragraph at the top level, starting with a letter, its
+    /// last run plain and written as is at the end of `before`, in a letter, a digit or plain
+    /// punctuation (not a delimiter or an escape); `delta` only letters, digits,
+    /// spaces and `,.?!'"-:` (nothing that could open, close or escape anything, or end the
+    /// line). Spaces at the end are held back as the parser does (they show once text follows
+    /// them). `false` (nothing changed) otherwise: the caller lays the text out again.
+    pub fn append_plain(&mut self, before: &str, delta: &str) -> bool {
+        let plain = |c: char| {
+            c.is_alphanumeric() && !c.is_control()
+                || matches!(c, ' ' | ',' | '.' | '?' | '!' | '\'' | '"' | '-' | ':')
+        };
+        if !delta.chars().all(plain) {
+            return false;
+        }
+        let Some(k) = self.lines.len().checked_sub(1) else {
+            return false;
+        };
+        let line = self.lines[k];
+        let first_mark = if k == 0 {
+            0
+        } else {
+            self.lines[k - 1].marks as usize
+        };
+        let last_run = match self.line_marks(k).last() {
+            Some((range, Mark::PLAIN)) if line.marks as usize > first_mark => range,
+            _ => return false,
+        };
+        let text = self.line_text(k);
+        let written = before.trim_end_matches(' ');
+        // the line laid out last is the source's last line
+        let source = written.rsplit('\n').next().unwrap_or("");
+        if source.trim_start().chars().next() != text.chars().next()
+            || source.len() - source.trim_start().len() > 3
+        {
+            return false;
+        }
+        if line.head != 0
+            || line.hang != 0
+            || line.wrap != Wrap::Words
+            || !text.starts_with(char::is_alphabetic)
+            || !written.ends_with(&text[last_run])
+            // (what ends the text may still be taken with what comes: an escape, a delimiter
+            // run whose flanking turns on the char after it)
+            || !written.ends_with(|c: char| c.is_alphanumeric() || ",.?!'\":-)".contains(c))
+        {
+            return false;
+        }
+        let added = delta.trim_end_matches(' ');
+        if added.is_empty() {
+            return true;
+        }
+        let held = before.len() - written.len();
+        let piece = format!("{}{added}", " ".repeat(held));
+        let old_cells = line.width as usize;
+        let narrow = line.narrow && piece.chars().all(|c| super::cells::char_width(c) == 1);
+        let cells = if narrow {
+            old_cells + piece.chars().count()
+        } else {
+            old_cells + width(&piece)
+        };
+        let w = u32::try_from(cells).unwrap_or(u32::MAX);
+        self.text.push_str(&piece);
+        let end = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
+        if let Some(run) = self.marks.last_mut() {
+            run.0 = end;
+        }
+        // the line's place among the long ones, and its break points (it is the last line:
+        // its break points are the last ones)
+        let at = self.long.iter().position(|l| l.k as usize == k);
+        let mut long = match at {
+            Some(at) => self.long.remove(at),
+            None => Long {
+                width: 0,
+                k: u32::try_from(k).unwrap_or(u32::MAX),
+                from: u32::try_from(self.breaks.len()).unwrap_or(u32::MAX),
+                to: u32::try_from(self.breaks.len()).unwrap_or(u32::MAX),
+                head: 0,
+                by: CountBy::Text,
+            },
+        };
+        let from = long.from as usize;
+        if w > BREAKS_FROM {
+            if at.is_none() {
+                // newly long: its break points from its start
+                self.breaks.truncate(from);
+                long.by = CountBy::Breaks;
+                let line_at = if k == 0 {
+                    0
+                } else {
+                    self.lines[k - 1].end as usize
+                };
+                self.push_breaks(from, line_at, 0, 0);
+            } else if narrow && long.by != CountBy::Text {
+                let last: usize = self.breaks[from..].iter().map(|&b| usize::from(b)).sum();
+                long.by = CountBy::Breaks;
+                let piece_at = self.text.len() - piece.len();
+                self.push_breaks(from, piece_at, old_cells, last);
+            } else {
+                long.by = CountBy::Text;
+            }
+            if !narrow {
+                // counted from its text: no break points kept
+                self.breaks.truncate(from);
+                long.by = CountBy::Text;
+            }
+            let has_space = self.line_text_to(k, end).contains(' ');
+            if long.by == CountBy::Breaks && self.breaks.len() == from && !has_space {
+                long.by = CountBy::Cells;
+            } else if long.by == CountBy::Breaks && self.breaks.len() == from {
+                long.by = CountBy::Text;
+            }
+            long.width = w;
+            long.to = u32::try_from(self.breaks.len()).unwrap_or(u32::MAX);
+            let place = self.long.partition_point(|l| l.width >= w);
+            self.long.insert(place, long);
+        }
+        let line = &mut self.lines[k];
+        line.end = end;
+        line.width = w;
+        line.narrow = narrow;
+        line.breaks = u32::try_from(self.breaks.len()).unwrap_or(u32::MAX);
+        self.widest = self.widest.max(w);
+        true
+    }
+
+    /// Line `k`'s text, its end at `end`.
+    fn line_text_to(&self, k: usize, end: u32) -> &str {
+        let start = if k == 0 {
+            0
+        } else {
+            self.lines[k - 1].end as usize
+        };
+        self.text.get(start..end as usize).unwrap_or("")
+    }
+
+    /// The break points of the last line (whose break points start at `start`) in its text
+    /// from byte `at` (cell `cell`) on, the last one before it at cell `last`; none at all
+    /// (the line is then counted from its text) when a word is too long for a byte.
+    fn push_breaks(&mut self, start: usize, at: usize, cell: usize, mut last: usize) {
+        let text = self.text.get(at..).unwrap_or("");
+        for (i, c) in text.chars().enumerate() {
+            if c == ' ' {
+                match u8::try_from(cell + i + 1 - last) {
+                    Ok(d) => self.breaks.push(d),
+                    Err(_) => {
+                        self.breaks.truncate(start);
+                        return;
+                    }
+                }
+                last = cell + i + 1;
+            }
+        }
+    }
+}
+
 /// The rows [`wrap_words`] makes of a line of `cells` one-cell chars, `room` wide, from its
 /// break points (`breaks`: the cell after each space, as distances): the same walk, a word
 /// at a time. A row ends after its last space when that keeps at least half of it, else
@@ -851,6 +1009,13 @@ impl Builder {
                 self.containers.pop();
             }
             TagEnd::Item => {
+                // an empty item still shows its bullet
+                if matches!(
+                    self.containers.last(),
+                    Some(Container::Item { first: true, .. })
+                ) {
+                    self.open_line();
+                }
                 if self.open {
                     self.end_line(Wrap::Words);
                 }
@@ -971,7 +1136,7 @@ impl Builder {
         self.laid.long.retain(|l| (l.k as usize) < kept);
         self.laid
             .long
-            .sort_unstable_by_key(|l| std::cmp::Reverse(l.width));
+            .sort_unstable_by_key(|l| (std::cmp::Reverse(l.width), l.k));
         self.laid
     }
 }

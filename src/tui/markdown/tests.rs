@@ -265,3 +265,75 @@ fn counting_rows_from_break_points_is_wrapping_them() {
         }
     }
 }
+
+#[test]
+fn streamed_text_taken_in_is_laying_it_out_again() {
+    let mut seed = 11u64;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let starts = [
+        "",
+        "Plain words",
+        "# A heading",
+        "- an item",
+        "> a quote",
+        "some *emphasis* and `code` then",
+        "a *dangling",
+        "see [the docs](https://example.com) now",
+        "| a | b |\n|---|---|\n| 1 | 2",
+        "```rust\nfn main",
+        "two paragraphs\n\nthe second",
+        "AT&T and",
+        "日本語の",
+        "trailing back\\",
+    ];
+    let pieces = [
+        " and more",
+        "words",
+        " ",
+        "  ",
+        "x",
+        "é",
+        "—",
+        ", then: done.",
+        "\n",
+        "\n\n",
+        "*",
+        "`",
+        "(",
+        "amp;",
+        " 12",
+        "日本",
+        "-",
+        ":",
+        "supercalifragilisticexpialidocious",
+    ];
+    let mut taken = 0;
+    for start in starts {
+        for _ in 0..60 {
+            let mut text = start.to_string();
+            let mut laid = layout(&text);
+            for _ in 0..30 {
+                let delta = if next(6) == 0 {
+                    "w".repeat(1 + next(300) as usize)
+                } else {
+                    pieces[next(pieces.len() as u64) as usize].to_string()
+                };
+                let before = text.clone();
+                text.push_str(&delta);
+                if laid.append_plain(&before, &delta) {
+                    taken += 1;
+                } else {
+                    laid = layout(&text);
+                }
+                assert_eq!(laid, layout(&text), "{before:?} + {delta:?}");
+            }
+        }
+    }
+    // most of a plain stream is taken in without laying it out again
+    assert!(taken > 2000, "{taken}");
+}

@@ -257,7 +257,21 @@ impl Transcript {
             // (whose text may be long), when that is sure to come out the same.
             self.next_rev += 1;
             let id = to_u32(delta.part + 1).saturating_mul(4);
-            if grew || !self.shapes[i].append(id, &delta.text, self.next_rev) {
+            let before = match &self.messages[i].parts[delta.part] {
+                Part::Text { text } | Part::Reasoning { text } => {
+                    text.get(..text.len() - delta.text.len())
+                }
+                _ => None,
+            };
+            let taken = !grew
+                && match before {
+                    Some(before) => {
+                        self.shapes[i].append_laid(id, before, &delta.text, self.next_rev)
+                            || self.shapes[i].append(id, &delta.text, self.next_rev)
+                    }
+                    None => false,
+                };
+            if !taken {
                 self.shapes[i] = self.shape(i);
             }
             self.memo.get_mut().changed(i);

@@ -194,6 +194,25 @@ impl Shape {
         self.laid.get(block.laid? as usize)
     }
 
+    /// Takes in `delta` streamed onto piece `id`, laid out as markdown, whose text was
+    /// `before`, without laying it out again when that is sure to come out the same
+    /// ([`Laid::append_plain`]); `false` (nothing changed) otherwise.
+    pub(super) fn append_laid(&mut self, id: u32, before: &str, delta: &str, rev: u64) -> bool {
+        let Some(block) = self.blocks.iter_mut().find(|b| b.id == id) else {
+            return false;
+        };
+        let Some(laid) = block.laid.and_then(|l| self.laid.get_mut(l as usize)) else {
+            return false;
+        };
+        if !laid.append_plain(before, delta) {
+            return false;
+        }
+        block.widest = laid.widest;
+        block.laid_lines = to_u32(laid.lines.len());
+        self.rev = rev;
+        true
+    }
+
     /// Takes in `text` appended to piece `id` without measuring the piece again: its last line
     /// grows, and the lines after it are new. Only for plain text after a known last line;
     /// `false` (nothing changed) otherwise, and the caller measures the message again.

@@ -1339,6 +1339,19 @@ fn streamed_markdown_is_laid_out_again_as_it_grows() {
             check_whole(&t, &theme, width, 20);
         }
     }
+    // prose streamed a few words at a time (taken in without laying the message out again)
+    for k in 0..40 {
+        let words = ["and more ", "words", " then", ", done. ", "naïve café "][k % 5];
+        assert!(t.apply_delta(&LiveDelta {
+            session: t.session,
+            seq: 10,
+            part: 0,
+            text: words.into(),
+        }));
+        for width in [12, 40, 80] {
+            check_whole(&t, &theme, width, 20);
+        }
+    }
     let shown: Vec<String> = drawn_whole(&t, &theme, 80).iter().map(plain_text).collect();
     assert!(
         shown.contains(&"  │ print('x')  # one".to_string()),
