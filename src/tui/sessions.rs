@@ -517,14 +517,11 @@ impl SessionList {
     /// it would show would take a pass over every session each frame), `None` when none are
     /// hidden.
     pub fn ended_hidden(&self) -> Option<Option<usize>> {
-        if !self.filter.hides_ended {
+        let n = self.count(SessionStatus::Dead);
+        if !self.filter.hides_ended || n == 0 {
             return None;
         }
-        if self.filter.only_hides_ended() {
-            let n = self.count(SessionStatus::Dead);
-            return (n > 0).then_some(Some(n));
-        }
-        Some(None)
+        Some(self.filter.only_hides_ended().then_some(n))
     }
 
     pub fn sort(&self) -> SortKey {
