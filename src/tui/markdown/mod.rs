@@ -250,7 +250,22 @@ impl Laid {
             first = false;
         };
         match line.wrap {
+            Wrap::Words if line.narrow => wrap_words_narrow(text, room, &mut row),
             Wrap::Words => wrap_words(text, room, &mut row),
+            // one cell a char: a row every `room` chars, no char's width looked up
+            Wrap::Cells if line.narrow => {
+                let mut start = 0;
+                let mut chars = 0;
+                for (at, _) in text.char_indices() {
+                    if chars == room {
+                        row(start..at);
+                        start = at;
+                        chars = 0;
+                    }
+                    chars += 1;
+                }
+                row(start..text.len());
+            }
             Wrap::Cells => wrap(text, room, &mut row),
         }
     }
@@ -476,6 +491,42 @@ impl Laid {
             }
         }
     }
+}
+
+/// [`wrap_words`] for a line whose every char takes one cell: the same rows, no char's width
+/// looked up.
+pub(crate) fn wrap_words_narrow(line: &str, room: usize, mut piece: impl FnMut(Range<usize>)) {
+    let room = room.max(1);
+    let (mut start, mut used) = (0, 0);
+    // where the row would end after its last space, and the width up to there
+    let mut space: Option<(usize, usize)> = None;
+    for (at, c) in line.char_indices() {
+        if used > 0 && used + 1 > room {
+            match space {
+                Some((end, kept)) if kept * 2 >= room => {
+                    piece(start..end);
+                    start = end;
+                    used -= kept;
+                    if used > 0 && used + 1 > room {
+                        piece(start..at);
+                        start = at;
+                        used = 0;
+                    }
+                }
+                _ => {
+                    piece(start..at);
+                    start = at;
+                    used = 0;
+                }
+            }
+            space = None;
+        }
+        used += 1;
+        if c == ' ' {
+            space = Some((at + 1, used));
+        }
+    }
+    piece(start..line.len());
 }
 
 /// The rows [`wrap_words`] makes of a line of `cells` one-cell chars, `room` wide, from its

@@ -337,3 +337,23 @@ fn streamed_text_taken_in_is_laying_it_out_again() {
     // most of a plain stream is taken in without laying it out again
     assert!(taken > 2000, "{taken}");
 }
+
+#[test]
+fn narrow_word_wrapping_is_word_wrapping() {
+    let texts = [
+        "the image cannot be pulled",
+        "a bcdefghij  klm   n",
+        "naïve café — déjà vu: a line of words that goes on",
+        "/a/very/long/path/name with words",
+        "   leading spaces and trailing   ",
+        "x",
+    ];
+    for text in texts {
+        for room in 1..40 {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            crate::tui::cells::wrap_words(text, room, |r| a.push(r));
+            wrap_words_narrow(text, room, |r| b.push(r));
+            assert_eq!(a, b, "{text:?} at {room}");
+        }
+    }
+}
