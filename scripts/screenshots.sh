@@ -290,7 +290,7 @@ keys G d
 wait_for 30 "Diagnose · nightly dependency audit" "What to do" "Phase history"
 shot diagnose
 keys Escape
-wait_for 10 "Sessions \(5\)"
+wait_for 10 "Sessions \(4 · 1 ended hidden\)"
 
 # --- the new-session dialog, help ----------------------------------------------------------
 keys n
@@ -301,7 +301,7 @@ keys Tab
 text "run: cargo test checkout -- --nocapture"
 shot new-session
 keys Escape
-wait_for 10 "Sessions \(5\)"
+wait_for 10 "Sessions \(4 · 1 ended hidden\)"
 sleep 0.3
 
 keys '?'
@@ -313,13 +313,13 @@ quit
 
 # --- NO_COLOR ------------------------------------------------------------------------------
 cockpit NO_COLOR=1
-wait_for 30 "Sessions \(5\)" "look around the sandbox"
+wait_for 30 "Sessions \(4 · 1 ended hidden\)" "look around the sandbox"
 shot sessions-mono
 quit
 
 # --- the human in the loop: an agent whose bash needs a person's yes -----------------------
 cockpit
-wait_for 30 "Sessions \(5\)"
+wait_for 30 "Sessions \(4 · 1 ended hidden\)"
 create --agent careful --title "clean the build cache" --prompt "run: rm -rf build/cache" >/dev/null
 wait_for 120 "\? waiting +careful" "1 waiting for you"
 shot sessions-waiting

@@ -806,8 +806,12 @@ fn render_preview(
     // what it cost so far, against its budget from 80% on
     let mut title = vec![Span::styled(title, style)];
     if s.usage.tokens() > 0 || s.usage.unpriced > 0 {
+        let cost = match cost_cell(s) {
+            unknown if unknown == "unknown" => "price unknown".to_string(),
+            cost => cost,
+        };
         title.push(Span::styled(
-            format!("{} ", cost_cell(s)),
+            format!("{cost} "),
             budget_style(app, s).unwrap_or(app.theme.muted),
         ));
     }
