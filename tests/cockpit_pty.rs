@@ -576,6 +576,17 @@ fn an_answer_reads_as_markdown_with_its_times() {
     tmux.wait_for("• pinned the toolchain", wait);
     tmux.keys(&["Escape"]);
     tmux.wait_for("Sessions (1)", wait);
+    // ended, it leaves the list (the title counts it); a filter naming a status shows it
+    tmux.keys(&["X"]);
+    tmux.wait_for("end \"markdown check\"?", wait);
+    tmux.keys(&["y"]);
+    tmux.wait_for("Sessions (0 · 1 ended hidden)", wait);
+    tmux.wait_for("No live session: 1 ended", wait);
+    tmux.keys(&["/"]);
+    tmux.text("status:ended");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("- ended", wait);
+    assert!(screen.contains("markdown check"), "{screen}");
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", wait);
 }

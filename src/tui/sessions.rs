@@ -924,11 +924,15 @@ fn render_sessions(
     f.render_widget(block, area);
     if list.is_empty() {
         let text = if app.loading {
-            "Loading sessions…"
+            "Loading sessions…".to_string()
         } else if list.total() == 0 {
-            "No sessions yet. Press n to start one."
+            "No sessions yet. Press n to start one.".to_string()
+        } else if let Some(Some(n)) = list.ended_hidden() {
+            format!(
+                "No live session: {n} ended (hidden; / status:ended shows them). Press n to start one."
+            )
         } else {
-            "No session matches the filter. Press / to change it."
+            "No session matches the filter. Press / to change it.".to_string()
         };
         f.render_widget(Paragraph::new(Span::styled(text, app.theme.muted)), inner);
         return;
