@@ -17,7 +17,8 @@
 //!
 //! - start-to-first-frame: from asking tmux to start the program in its pane to the first
 //!   capture of the pane (polled every few ms) that shows a session row;
-//! - loaded: to the first capture whose title says `Sessions (N)` (every page read);
+//! - loaded: to the first capture whose top bar counts all N sessions and whose list is no
+//!   longer loading (every page read; the ended ones are hidden from the list);
 //! - VmRSS and VmHWM of the cockpit's process (never serve's) from /proc/PID/status at the
 //!   first frame, and once loaded and settled (VmRSS unchanged for a second).
 //!
@@ -135,7 +136,14 @@ fn run_once(root: &Path, cockpit: Cockpit, n: usize, attempt: usize) -> Run {
     );
     let started = Instant::now();
     tmux.respawn(&cockpit.program(root));
-    let loaded_title = format!(" Sessions ({n}) ");
+    // Every page read: the top bar counts all `n`, and the list's title is no longer
+    // "loading" (the seeded ended sessions are hidden: it counts them apart).
+    let all_counted = format!(" agentdeck {n} sessions ");
+    let all_read = |screen: &str| {
+        screen.contains(&all_counted)
+            && screen.contains(" Sessions (")
+            && !screen.contains("loading…")
+    };
     let mut first_frame = None;
     let mut pid = 0u32;
     let (mut rss_first, mut hwm_first) = (0, 0);
@@ -146,7 +154,7 @@ fn run_once(root: &Path, cockpit: Cockpit, n: usize, attempt: usize) -> Run {
             pid = tmux.pane_pid();
             (rss_first, hwm_first) = tmux::memory(pid);
         }
-        if first_frame.is_some() && screen.contains(&loaded_title) {
+        if first_frame.is_some() && all_read(&screen) {
             break started.elapsed();
         }
         if started.elapsed() > Duration::from_secs(60) {
