@@ -437,13 +437,15 @@ fn the_preview_shows_the_selected_session_as_it_talks() {
     tmux.wait_for("EXITED 0", wait);
 }
 
-/// What the agent changed, in the cockpit: `c` on a session whose agent wrote a file shows the
-/// file with its counts and its diff (the real opencode's, from the sandbox's git folder).
-#[test]
-fn c_shows_what_the_agent_changed() {
-    let Some(stack) = common::stack::stack() else {
-        return;
-    };
+/// A cockpit (120 columns, `rows` high) whose default agent is the real opencode on the
+/// scripted model, with one session made from the new-session dialog: `title`, and `prompt` as
+/// its first message. Its home goes with the returned folder.
+fn scripted_session(
+    stack: &common::stack::Stack,
+    rows: u16,
+    title: &str,
+    prompt: &str,
+) -> (tempfile::TempDir, Tmux) {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("config/agentdeck")).unwrap();
     std::fs::write(
@@ -456,8 +458,8 @@ fn c_shows_what_the_agent_changed() {
     let tmux = launch(
         root.path(),
         Launch {
-            stack: Some(&stack),
-            size: (120, 34),
+            stack: Some(stack),
+            size: (120, rows),
             ..Launch::default()
         },
     );
@@ -466,10 +468,27 @@ fn c_shows_what_the_agent_changed() {
     tmux.keys(&["n"]);
     tmux.wait_for("New session", wait);
     tmux.keys(&["Tab"]);
-    tmux.text("changes check");
+    tmux.text(title);
     tmux.keys(&["Tab"]);
-    tmux.text("run: printf 'made in the cockpit' > made.txt");
+    tmux.text(prompt);
     tmux.keys(&["C-s"]);
+    (root, tmux)
+}
+
+/// What the agent changed, in the cockpit: `c` on a session whose agent wrote a file shows the
+/// file with its counts and its diff (the real opencode's, from the sandbox's git folder).
+#[test]
+fn c_shows_what_the_agent_changed() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let (_root, tmux) = scripted_session(
+        &stack,
+        34,
+        "changes check",
+        "run: printf 'made in the cockpit' > made.txt",
+    );
+    let wait = Duration::from_secs(90);
     tmux.wait_for("Ran it", wait);
     // The turn's diff is said once the turn is over: `c` until the file is there.
     let start = Instant::now();
@@ -502,32 +521,8 @@ fn an_answer_reads_as_markdown_with_its_times() {
     let Some(stack) = common::stack::stack() else {
         return;
     };
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("config/agentdeck")).unwrap();
-    std::fs::write(
-        root.path().join("config/agentdeck/config.toml"),
-        "[sessions]\ndefault_agent = \"builder\"\n\
-         [agents.builder]\nmodel = \"litellm/scripted\"\n\
-         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n",
-    )
-    .unwrap();
-    let tmux = launch(
-        root.path(),
-        Launch {
-            stack: Some(&stack),
-            size: (120, 40),
-            ..Launch::default()
-        },
-    );
+    let (_root, tmux) = scripted_session(&stack, 40, "markdown check", "run: echo timed-ok");
     let wait = Duration::from_secs(90);
-    tmux.wait_for("No sessions yet. Press n to start one.", wait);
-    tmux.keys(&["n"]);
-    tmux.wait_for("New session", wait);
-    tmux.keys(&["Tab"]);
-    tmux.text("markdown check");
-    tmux.keys(&["Tab"]);
-    tmux.text("run: echo timed-ok");
-    tmux.keys(&["C-s"]);
     tmux.wait_for("Sessions (1)", wait);
     tmux.keys(&["Enter"]);
     tmux.wait_for("Ran it. Output: timed-ok", wait);
