@@ -112,13 +112,35 @@ pub fn ellipsize(text: &str, cells: usize) -> Cow<'_, str> {
 
 /// Like [`wrap`], but a row ends after the last space in it when that keeps at least half the
 /// row: prose breaks between words, and a long word or path still breaks where it must.
-pub fn wrap_words(line: &str, room: usize, mut piece: impl FnMut(Range<usize>)) {
+pub fn wrap_words(line: &str, room: usize, piece: impl FnMut(Range<usize>)) {
+    wrap_words_of(line, clusters(line), room, piece)
+}
+
+/// [`wrap_words`] for a line whose every char takes one cell: the same rows, no char's width
+/// looked up.
+pub fn wrap_words_narrow(line: &str, room: usize, piece: impl FnMut(Range<usize>)) {
+    wrap_words_of(
+        line,
+        line.char_indices().map(|(at, _)| (at, 1)),
+        room,
+        piece,
+    )
+}
+
+/// The walk of [`wrap_words`] over `line`'s units (byte offset, cells), as [`clusters`]
+/// gives them.
+fn wrap_words_of(
+    line: &str,
+    units: impl Iterator<Item = (usize, usize)>,
+    room: usize,
+    mut piece: impl FnMut(Range<usize>),
+) {
     let room = room.max(1);
     let mut start = 0;
     let mut used = 0;
     // where the row would end after its last space, and the width up to there
     let mut space: Option<(usize, usize)> = None;
-    for (at, width) in clusters(line) {
+    for (at, width) in units {
         if used > 0 && used + width > room {
             match space {
                 Some((end, kept)) if kept * 2 >= room => {

@@ -9,7 +9,7 @@
 
 pub mod code;
 
-use super::cells::{width, wrap, wrap_words};
+use super::cells::{width, wrap, wrap_words, wrap_words_narrow};
 use crate::sanitize;
 use pulldown_cmark::{Alignment, CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 use ratatui::style::{Modifier, Style};
@@ -491,42 +491,6 @@ impl Laid {
             }
         }
     }
-}
-
-/// [`wrap_words`] for a line whose every char takes one cell: the same rows, no char's width
-/// looked up.
-pub(crate) fn wrap_words_narrow(line: &str, room: usize, mut piece: impl FnMut(Range<usize>)) {
-    let room = room.max(1);
-    let (mut start, mut used) = (0, 0);
-    // where the row would end after its last space, and the width up to there
-    let mut space: Option<(usize, usize)> = None;
-    for (at, c) in line.char_indices() {
-        if used > 0 && used + 1 > room {
-            match space {
-                Some((end, kept)) if kept * 2 >= room => {
-                    piece(start..end);
-                    start = end;
-                    used -= kept;
-                    if used > 0 && used + 1 > room {
-                        piece(start..at);
-                        start = at;
-                        used = 0;
-                    }
-                }
-                _ => {
-                    piece(start..at);
-                    start = at;
-                    used = 0;
-                }
-            }
-            space = None;
-        }
-        used += 1;
-        if c == ' ' {
-            space = Some((at + 1, used));
-        }
-    }
-    piece(start..line.len());
 }
 
 /// The rows [`wrap_words`] makes of a line of `cells` one-cell chars, `room` wide, from its
