@@ -292,7 +292,11 @@ fn messages(n: i64, from: i64) -> Vec<Message> {
 
 /// The window, checked against the reference drawn whole.
 fn check(t: &Transcript, theme: &Theme, width: u16, height: usize) {
-    let all = reference(t, theme, width);
+    check_against(&reference(t, theme, width), t, theme, width, height);
+}
+
+/// The window `height` lines high, checked against `all` the transcript's lines.
+fn check_against(all: &[Line<'static>], t: &Transcript, theme: &Theme, width: u16, height: usize) {
     let w = t.window(width, theme, height);
     let max_top = all.len().saturating_sub(height);
     let top = if t.follow {
@@ -302,8 +306,9 @@ fn check(t: &Transcript, theme: &Theme, width: u16, height: usize) {
     };
     let want: Vec<Line> = all.iter().skip(top).take(height).cloned().collect();
     let what = format!(
-        "width {width} height {height} wrap {} tools {} timestamps {} follow {} scroll {}",
-        t.wrap, t.tools_open, t.timestamps, t.follow, t.scroll
+        "width {width} height {height} wrap {} tools {} reasoning {} timestamps {} follow {} \
+         scroll {}",
+        t.wrap, t.tools_open, t.reasoning_open, t.timestamps, t.follow, t.scroll
     );
     assert_eq!(w.total, all.len(), "{what}");
     assert_eq!(w.top, top, "{what}");
@@ -1147,26 +1152,11 @@ fn drawn_whole(t: &Transcript, theme: &Theme, width: u16) -> Vec<Line<'static>> 
 }
 
 fn check_whole(t: &Transcript, theme: &Theme, width: u16, height: usize) {
-    let all = drawn_whole(t, theme, width);
-    let w = t.window(width, theme, height);
-    let max_top = all.len().saturating_sub(height);
-    let top = if t.follow {
-        max_top
-    } else {
-        t.scroll.min(max_top)
-    };
-    let what = format!(
-        "width {width} height {height} wrap {} tools {} reasoning {} follow {} scroll {}",
-        t.wrap, t.tools_open, t.reasoning_open, t.follow, t.scroll
-    );
-    assert_eq!(w.total, all.len(), "{what}");
-    assert_eq!(w.top, top, "{what}");
-    let want: Vec<Line> = all.iter().skip(top).take(height).cloned().collect();
-    assert_eq!(w.lines, want, "{what}");
+    check_against(&drawn_whole(t, theme, width), t, theme, width, height);
     // no row wider than the screen where there is room for a row at all
     if t.wrap && width >= 16 {
-        for l in &w.lines {
-            assert!(l.width() <= usize::from(width) + 20, "{what}: {l:?}");
+        for l in &t.window(width, theme, height).lines {
+            assert!(l.width() <= usize::from(width) + 20, "width {width}: {l:?}");
         }
     }
 }
