@@ -530,6 +530,7 @@ fn transcript(c: &mut Criterion) {
     });
 
     // Every frame at another width: the worst case, a resize (or wrap toggled) each frame.
+    // The frame counts what it shows; the rest is counted between frames (below).
     let mut narrow = terminal(WIDTH - 1);
     let mut wide = true;
     group.bench_function("resize_every_frame", |b| {
@@ -537,6 +538,33 @@ fn transcript(c: &mut Criterion) {
         b.iter(|| {
             wide = !wide;
             frame(if wide { &mut term } else { &mut narrow }, &a.app)
+        })
+    });
+
+    // The same scrolled to the middle: where line N falls is an estimate until counted.
+    group.bench_function("resize_every_frame_middle", |b| {
+        let a = attached(&mut state);
+        if let Some(t) = a.app.transcript.as_mut() {
+            t.follow = false;
+            t.scroll = a.lines / 2;
+        }
+        b.iter(|| {
+            wide = !wide;
+            frame(if wide { &mut term } else { &mut narrow }, &a.app)
+        })
+    });
+
+    // A resize's whole cost: its frame, then every count made exact in the 1 ms slices the
+    // cockpit's loop runs between frames.
+    group.bench_function("resize_then_settle", |b| {
+        let a = attached(&mut state);
+        if let Some(t) = a.app.transcript.as_mut() {
+            t.follow = true;
+        }
+        b.iter(|| {
+            wide = !wide;
+            frame(if wide { &mut term } else { &mut narrow }, &a.app);
+            while !a.app.settle(Duration::from_millis(1)) {}
         })
     });
     group.finish();

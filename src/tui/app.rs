@@ -468,6 +468,24 @@ impl App {
         effects
     }
 
+    /// Whether a transcript on screen has line counts still to make exact (after a resize).
+    pub fn settling(&self) -> bool {
+        [&self.transcript, &self.preview]
+            .into_iter()
+            .flatten()
+            .any(Transcript::settling)
+    }
+
+    /// Makes line counts exact for at most `budget` each (see [`Transcript::settle`]); `true`
+    /// once they all are.
+    pub fn settle(&self, budget: std::time::Duration) -> bool {
+        let mut settled = true;
+        for t in [&self.transcript, &self.preview].into_iter().flatten() {
+            settled &= t.settle(budget);
+        }
+        settled
+    }
+
     fn apply(&mut self, msg: Msg) -> Vec<Effect> {
         self.dirty = true;
         match msg {

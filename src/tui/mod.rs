@@ -45,6 +45,9 @@ use uuid::Uuid;
 
 /// Sessions read from the store at a time when the cockpit starts: the newest show at once.
 const SESSION_PAGE: i64 = 5000;
+/// How long the loop counts a transcript's lines at a new width before it looks for input
+/// again (see `Transcript::settle`).
+const SETTLE_SLICE: Duration = Duration::from_millis(1);
 
 pub struct Options {
     pub theme: Option<String>,
@@ -175,7 +178,28 @@ pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
 
     let now = chrono::Utc::now;
     term.draw(|f| views::render(f, &app, now()))?;
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = if app.settling() {
+            // A resize left line counts to make exact: a slice at a time while nothing comes.
+            match rx.try_recv() {
+                Ok(msg) => msg,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if app.settle(SETTLE_SLICE) {
+                        // the scroll position shown is exact now
+                        term.draw(|f| views::render(f, &app, now()))?;
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            match rx.recv().await {
+                Some(msg) => msg,
+                None => break,
+            }
+        };
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);

@@ -1,7 +1,16 @@
 //! The index that makes a long transcript cheap: line counts per message in a Fenwick tree
 //! (the message holding line N in O(log n)), and the drawn lines kept from a frame to the next.
+//!
+//! **A new fit is counted lazily.** When the width (or wrap, or a fold) changes, every count
+//! is kept as an estimate of itself and marked unsure; a frame counts exactly only the
+//! messages it shows ([`Memo::sure_window`]), and the rest are counted a slice at a time
+//! between frames ([`Memo::settle`]). So a resize costs the frame what the window costs, not
+//! what a million lines cost. Until the rest are counted, the total (the scroll position
+//! shown) is an estimate, and so is where line N of a view scrolled up falls: a following
+//! view (the usual one) is exact at once.
 
 use super::*;
+use std::time::Instant;
 
 /// Line counts per message for one [`Fit`], and a message's drawn lines kept from a frame to
 /// the next.
@@ -14,6 +23,11 @@ pub(super) struct Memo {
     pub(super) tree: Fenwick,
     /// Messages changed since they were counted (may repeat).
     pub(super) dirty: Vec<usize>,
+    /// Which counts are estimates (counted at an earlier fit), how many, and where
+    /// [`Memo::settle`] goes on from (it walks down from the end).
+    pub(super) unsure: Vec<bool>,
+    pub(super) unsure_left: usize,
+    pub(super) cursor: usize,
     /// How `drawn` was drawn.
     pub(super) drawn_look: Option<LookKey>,
     /// The messages on screen in the last frame.
@@ -48,22 +62,107 @@ impl Memo {
         }
     }
 
-    /// Brings the counts up to date for `fit`.
+    /// Brings the counts up to date for `fit`: exactly when nothing was counted yet (or a
+    /// message was inserted before others), else lazily (see the module's doc): the counts of
+    /// another fit stand as estimates until made sure. Changed messages are counted exactly.
     pub(super) fn count(&mut self, fit: Fit, shapes: &[Shape]) {
-        if self.fit == Some(fit) && self.counts.len() == shapes.len() {
-            for i in std::mem::take(&mut self.dirty) {
-                if let Some(shape) = shapes.get(i) {
-                    let new = shape.count(fit);
-                    self.tree.set(i, self.counts[i], new);
-                    self.counts[i] = new;
-                }
-            }
+        if self.fit.is_none() || self.counts.len() != shapes.len() {
+            self.counts = shapes.iter().map(|s| s.count(fit)).collect();
+            self.tree = Fenwick::new(&self.counts);
+            self.dirty.clear();
+            self.unsure.clear();
+            self.unsure.resize(shapes.len(), false);
+            self.unsure_left = 0;
+            self.fit = Some(fit);
             return;
         }
-        self.counts = shapes.iter().map(|s| s.count(fit)).collect();
-        self.tree = Fenwick::new(&self.counts);
-        self.dirty.clear();
-        self.fit = Some(fit);
+        if self.fit != Some(fit) {
+            self.fit = Some(fit);
+            self.unsure.clear();
+            self.unsure.resize(shapes.len(), true);
+            self.unsure_left = shapes.len();
+            self.cursor = shapes.len();
+        }
+        for i in std::mem::take(&mut self.dirty) {
+            if let Some(shape) = shapes.get(i) {
+                let new = shape.count(fit);
+                self.recounted(i, new);
+            }
+        }
+    }
+
+    /// Count `i` is `new`, and sure.
+    fn recounted(&mut self, i: usize, new: usize) {
+        if self.unsure.get(i) == Some(&true) {
+            self.unsure[i] = false;
+            self.unsure_left -= 1;
+        }
+        if self.unsure.len() <= i {
+            self.unsure.resize(i + 1, false);
+        }
+        self.tree.set(i, self.counts[i], new);
+        self.counts[i] = new;
+    }
+
+    /// Counts message `i` exactly if its count is an estimate.
+    fn make_sure(&mut self, i: usize, fit: Fit, shapes: &[Shape]) {
+        if self.unsure.get(i) == Some(&true) {
+            self.recounted(i, shapes[i].count(fit));
+        }
+    }
+
+    /// Makes sure the counts of the messages a `height`-line frame shows: the last lines when
+    /// `top` is `None` (following), else from line `top`. Following, the frame is then what
+    /// counting everything would show.
+    pub(super) fn sure_window(
+        &mut self,
+        fit: Fit,
+        shapes: &[Shape],
+        height: usize,
+        top: Option<usize>,
+    ) {
+        while self.unsure_left > 0 {
+            let total = self.tree.total();
+            let max_top = total.saturating_sub(height);
+            let first = top.map_or(max_top, |top| top.min(max_top));
+            if first >= total {
+                return;
+            }
+            let (mut i, skip) = self.tree.find(first);
+            let mut covered = 0;
+            let mut made = false;
+            while i < shapes.len() && covered < skip + height {
+                if self.unsure[i] {
+                    self.make_sure(i, fit, shapes);
+                    made = true;
+                }
+                covered += self.counts[i];
+                i += 1;
+            }
+            if !made {
+                return;
+            }
+        }
+    }
+
+    /// Counts exactly the messages whose counts are estimates, from the bottom up, until
+    /// `deadline` (all of them without one). `true` when every count is sure.
+    pub(super) fn settle(&mut self, shapes: &[Shape], deadline: Option<Instant>) -> bool {
+        let Some(fit) = self.fit else { return true };
+        let mut n = 0u32;
+        while self.unsure_left > 0 && self.cursor > 0 {
+            self.cursor -= 1;
+            self.make_sure(self.cursor, fit, shapes);
+            n += 1;
+            if n.is_multiple_of(64) && deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        if self.cursor == 0 && self.unsure_left > 0 {
+            // made sure out of order by frames: start again from the end
+            self.cursor = shapes.len();
+        }
+        self.unsure_left == 0
     }
 }
 

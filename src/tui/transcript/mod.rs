@@ -356,7 +356,14 @@ impl Transcript {
     pub fn window(&self, width: u16, theme: &Theme, height: usize) -> Window {
         let look = self.look(width, theme);
         let mut memo = self.memo.take();
-        memo.count(look.fit(), &self.shapes);
+        let fit = look.fit();
+        memo.count(fit, &self.shapes);
+        memo.sure_window(
+            fit,
+            &self.shapes,
+            height,
+            (!self.follow).then_some(self.scroll),
+        );
         let total = memo.tree.total();
         let max_top = total.saturating_sub(height);
         let top = if self.follow {
@@ -412,6 +419,26 @@ impl Transcript {
         });
         self.memo.set(memo);
         Window { total, top, lines }
+    }
+
+    /// Counts exactly, for at most `budget`, the messages whose line counts are estimates
+    /// since the width or a fold changed (a frame counts only those it shows); `true` once
+    /// every count is exact. For the time between frames: until then, the length a frame says
+    /// is an estimate, and so is where a view scrolled up is.
+    pub fn settle(&self, budget: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now().checked_add(budget);
+        let mut memo = self.memo.take();
+        let settled = memo.settle(&self.shapes, deadline);
+        self.memo.set(memo);
+        settled
+    }
+
+    /// Whether some line counts are estimates (see [`Transcript::settle`]).
+    pub fn settling(&self) -> bool {
+        let memo = self.memo.take();
+        let settling = memo.unsure_left > 0;
+        self.memo.set(memo);
+        settling
     }
 
     /// Where the last frame drawn was: its first line, the transcript's length and the
@@ -471,6 +498,8 @@ impl Transcript {
         let look = self.look(width, theme);
         let mut memo = self.memo.take();
         memo.count(look.fit(), &self.shapes);
+        // hits are numbered by line: every count exact
+        memo.settle(&self.shapes, None);
         search.refresh(&self.messages, &self.shapes, &look);
         let lines = memo.tree.total();
         // where to look from, and whether a hit there counts

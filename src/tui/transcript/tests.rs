@@ -295,8 +295,21 @@ fn check(t: &Transcript, theme: &Theme, width: u16, height: usize) {
     check_against(&reference(t, theme, width), t, theme, width, height);
 }
 
-/// The window `height` lines high, checked against `all` the transcript's lines.
+/// The window `height` lines high, checked against `all` the transcript's lines. A new width
+/// or fold is counted lazily: following, the first frame is already exact; once the rest is
+/// counted ([`Transcript::settle`]), every frame is.
 fn check_against(all: &[Line<'static>], t: &Transcript, theme: &Theme, width: u16, height: usize) {
+    let first = t.window(width, theme, height);
+    if t.follow {
+        assert_eq!(first.lines.len(), height.min(all.len()), "width {width}");
+        let tail = all.len() - first.lines.len();
+        assert_eq!(
+            first.lines,
+            all[tail..],
+            "following, at once: width {width}"
+        );
+    }
+    while !t.settle(std::time::Duration::ZERO) {}
     let w = t.window(width, theme, height);
     let max_top = all.len().saturating_sub(height);
     let top = if t.follow {
@@ -1463,4 +1476,70 @@ fn tool_calls_and_turns_say_how_long_they_took() {
         super::draw::took(chrono::Duration::milliseconds(400)),
         "0.4s"
     );
+}
+
+/// How many line counts are estimates.
+fn unsure(t: &Transcript) -> usize {
+    let memo = t.memo.take();
+    let n = memo.unsure_left;
+    t.memo.set(memo);
+    n
+}
+
+#[test]
+fn a_resize_counts_what_the_frame_shows_and_the_rest_between_frames() {
+    let theme = Theme::mono();
+    let mut t = Transcript::new(Uuid::from_u128(1));
+    t.merge(markdown_messages(400, 1));
+    check_whole(&t, &theme, 100, 20);
+    assert!(!t.settling());
+
+    // A new width: the frame counts the few messages it shows, exactly, and nothing else.
+    let at_60 = drawn_whole(&t, &theme, 60);
+    let w = t.window(60, &theme, 20);
+    assert_eq!(w.lines, at_60[at_60.len() - 20..]);
+    assert!(t.settling());
+    let left = unsure(&t);
+    assert!(
+        left > 380 && left < 400,
+        "{left} of 400 counts left to make sure"
+    );
+
+    // While the rest waits, what arrives at the bottom is drawn right.
+    t.merge(markdown_messages(2, 401));
+    let w = t.window(60, &theme, 20);
+    let at_60 = drawn_whole(&t, &theme, 60);
+    assert_eq!(w.lines, at_60[at_60.len() - 20..]);
+    assert!(t.settling());
+
+    // Between frames, a slice at a time, every count is made exact.
+    let mut slices = 0;
+    while !t.settle(std::time::Duration::ZERO) {
+        slices += 1;
+    }
+    assert!(
+        slices >= 3,
+        "64 messages a slice at most when the time is up: {slices}"
+    );
+    assert_eq!(unsure(&t), 0);
+    let w = t.window(60, &theme, 20);
+    assert_eq!(w.total, at_60.len());
+
+    // Scrolled up, a resize then a search: the hits are numbered on exact counts.
+    t.follow = false;
+    t.scroll = 30;
+    t.window(60, &theme, 20);
+    t.search("wrap");
+    let at_140 = drawn_whole(&t, &theme, 140);
+    let Some(hit) = t.next_match(140, &theme, 20, true) else {
+        panic!("no hit at 140");
+    };
+    assert!(!t.settling());
+    assert!(
+        searched(&at_140[hit.line]).contains("wrap"),
+        "{:?}",
+        at_140[hit.line]
+    );
+    t.search("");
+    check_whole(&t, &theme, 140, 20);
 }
