@@ -1499,6 +1499,38 @@ async fn the_cockpit_routes_show_a_team_only_its_own() {
             "{route}: its own team reaches it"
         );
     }
+    // What blue spent, and what blue's agent changed, are not red's to read.
+    let usage: Value = get(red, "/api/usage".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let teams: Vec<&str> = usage["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(usage["totals"].as_array().unwrap())
+        .filter_map(|t| t["team"].as_str())
+        .collect();
+    assert!(teams.iter().all(|t| *t == "red"), "{usage}");
+    for route in ["diff", "permissions", "questions", "diagnosis", "forks", "events"] {
+        let resp = get(red, format!("/api/sessions/{theirs}/{route}"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{route}");
+    }
+    // Nor to act on: as if it did not exist.
+    for action in ["suspend", "restart", "end"] {
+        let resp = s
+            .http
+            .post(s.url(&format!("/api/sessions/{theirs}/{action}")))
+            .bearer_auth(red)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{action}");
+    }
     // The top bar's status.
     let status: Value = get(red, "/api/status".into())
         .await
@@ -1673,5 +1705,79 @@ read_only = true
         Some(1),
         "no session made: {list}"
     );
+    s.stop().await;
+}
+
+/// A remote cockpit's deck reads the sessions once at its start: the change stream's opening
+/// "read everything again" is not passed on when every list was read with the stream open
+/// (it used to make a start read 10k sessions twice, now and then). The lists come as typed
+/// pages, and a team's deck lists its own sessions only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_deck_reads_the_list_once_at_its_start() {
+    use agentdeck::deck::Deck;
+    use agentdeck::store::Change;
+    let db = TestDb::postgres().await;
+    let s = ApiServer::start(&db, TEAM_TOKENS).await;
+    let create = |token: &'static str| {
+        s.http
+            .post(s.url("/api/sessions"))
+            .bearer_auth(token)
+            .json(&json!({"agent_id": "coder"}))
+            .send()
+    };
+    let blue: Value = create("blue-team-token-0123456789")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let before: Value = create("red-team-token-0123456789")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let config = common::config_with("", db.url(), root.path());
+    let deck = agentdeck::deck::Remote::connect(
+        s.base.trim_end_matches('/'),
+        Some("red-team-token-0123456789".into()),
+        None,
+        std::sync::Arc::new(config),
+    )
+    .await
+    .unwrap();
+    let mut feed = deck.changes();
+    let listed = deck
+        .list(&agentdeck::model::SessionQuery {
+            limit: Some(5000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = listed.iter().map(|s| s.id.to_string()).collect();
+    assert_eq!(ids, [before["id"].as_str().unwrap()], "red's only: {blue}");
+
+    // A session made now is the first change heard: no "read again" came before it.
+    let after: Value = create("red-team-token-0123456789")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let after = after["id"].as_str().unwrap().to_string();
+    let heard = tokio::time::timeout(WAIT, async {
+        loop {
+            match feed.next().await {
+                Some(Change::Session(id)) if id.to_string() == after => return Ok(()),
+                Some(Change::Resync) => return Err("read everything again"),
+                None => return Err("the feed ended"),
+                Some(_) => continue,
+            }
+        }
+    })
+    .await
+    .expect("the new session heard of");
+    assert_eq!(heard, Ok(()));
     s.stop().await;
 }

@@ -20,10 +20,10 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 /// How long a request may take (streams have no limit).
@@ -58,7 +58,17 @@ struct Shared {
     /// Sessions as the change stream last sent them: the cockpit reads each one it hears of,
     /// and gets it from here without a round trip.
     fresh: Mutex<HashMap<Uuid, Session>>,
+    /// Whether the change stream is followed (a cockpit's deck), and whether it has opened
+    /// yet: what is read once it is open misses nothing, so the stream's opening `resync`
+    /// (read everything again) is needed only by what was read before (`early_lists`: lists,
+    /// sessions, messages).
+    followed: AtomicBool,
+    opened: watch::Sender<bool>,
+    early_lists: AtomicUsize,
 }
+
+/// How long a list waits for the change stream to open before it is read anyway.
+const OPENING_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Remote {
     shared: Arc<Shared>,
@@ -131,6 +141,7 @@ impl Remote {
 
     /// Starts following the change stream (a cockpit's deck).
     fn following(mut self) -> Remote {
+        self.shared.followed.store(true, Ordering::Relaxed);
         self.follower = Some(tokio::spawn(follow(self.shared.clone())));
         self
     }
@@ -215,6 +226,9 @@ impl Remote {
             read_only: AtomicBool::new(false),
             agents: RwLock::new(Vec::new()),
             fresh: Mutex::new(HashMap::new()),
+            followed: AtomicBool::new(false),
+            opened: watch::channel(false).0,
+            early_lists: AtomicUsize::new(0),
         });
         Ok(Remote {
             shared,
@@ -268,6 +282,47 @@ impl Shared {
 
     async fn get(&self, path: &str) -> Result<Value> {
         self.call(self.http.get(self.url(path))).await
+    }
+
+    /// A GET whose answer is read straight from its bytes as a `T` (no tree of values first:
+    /// a page of sessions is half a megabyte).
+    async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let response = self
+            .authorized(self.http.get(self.url(path)))
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        if !response.status().is_success() {
+            return Err(self.refusal(response).await);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        serde_json::from_slice(&body).map_err(|e| {
+            CoreError::Server(format!("an answer of the server could not be read: {e}"))
+        })
+    }
+
+    /// Before a list is read: waits (a little) for the change stream to open, so that its
+    /// opening `resync` need not read the list again; a list read before it opened counts.
+    async fn before_a_list(&self) {
+        if !self.followed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut opened = self.opened.subscribe();
+        let waited = tokio::time::timeout(OPENING_WAIT, opened.wait_for(|open| *open)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            self.early_lists.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Before anything else of the sessions is read (a session, its messages): read before
+    /// the change stream opened, it needs the stream's opening `resync`.
+    fn before_a_read(&self) {
+        if self.followed.load(Ordering::Relaxed) && !*self.opened.borrow() {
+            self.early_lists.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     async fn post(&self, path: &str, body: Value) -> Result<Value> {
@@ -436,7 +491,15 @@ async fn follow(shared: Arc<Shared>) {
             Ok(mut events) => {
                 shared.set_link(Link::Connected);
                 wait = Duration::from_millis(250);
+                let mut opening = !*shared.opened.borrow();
                 while let Some(event) = events.next().await {
+                    if std::mem::take(&mut opening) && event.event == "resync" {
+                        shared.opened.send_replace(true);
+                        // Every list so far was read with the stream open: nothing was missed.
+                        if shared.early_lists.load(Ordering::SeqCst) == 0 {
+                            continue;
+                        }
+                    }
                     on_change(&shared, event).await;
                 }
                 shared.set_link(Link::Reconnecting("the change stream ended".into()));
@@ -551,6 +614,11 @@ impl Deck for Remote {
             let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
             filters.push_str(&format!("&status={}", names.join(",")));
         }
+        #[derive(serde::Deserialize)]
+        struct Page {
+            sessions: Vec<Session>,
+        }
+        self.shared.before_a_list().await;
         let mut out: Vec<Session> = Vec::new();
         let mut cursor = query.before;
         while out.len() < limit {
@@ -559,8 +627,7 @@ impl Deck for Remote {
             if let Some(c) = cursor {
                 path.push_str(&format!("&cursor={c}"));
             }
-            let body = self.shared.get(&path).await?;
-            let sessions: Vec<Session> = read(&body["sessions"])?;
+            let Page { sessions } = self.shared.get_as(&path).await?;
             let done = sessions.len() < page;
             cursor = sessions.last().map(|s| s.id);
             out.extend(sessions);
@@ -580,7 +647,10 @@ impl Deck for Remote {
             .and_then(|mut f| f.remove(&id));
         match fresh {
             Some(session) => Ok(session),
-            None => read(&self.shared.get(&format!("/api/sessions/{id}")).await?),
+            None => {
+                self.shared.before_a_read();
+                read(&self.shared.get(&format!("/api/sessions/{id}")).await?)
+            }
         }
     }
 
@@ -589,6 +659,7 @@ impl Deck for Remote {
             "/api/sessions/{id}/messages?after_seq={after_seq}&limit={}",
             limit.clamp(1, 1000)
         );
+        self.shared.before_a_read();
         read(&self.shared.get(&path).await?["messages"])
     }
 
