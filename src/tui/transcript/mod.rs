@@ -13,8 +13,9 @@
 //!   [`Transcript::apply_delta`];
 //! - the line counts for the current width, wrap and fold sit in a Fenwick tree, so the
 //!   message holding line N is found in O(log messages), and a changed message costs
-//!   O(log messages) to account for. A new width (a resize, wrap toggled) recounts every
-//!   message from its shape, looking only at the lines too long for it; no text is touched;
+//!   O(log messages) to account for. A new width (a resize, wrap toggled) recounts
+//!   from the shapes (no text is touched), lazily: a frame counts the messages it shows, and
+//!   the rest are counted between frames ([`Transcript::settle`]);
 //! - only the messages on screen are drawn, and their lines are kept for the next frame.
 //!
 //! A search ([`Transcript::search`], [`Transcript::next_match`]) finds its hits the same way:
