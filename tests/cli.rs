@@ -376,10 +376,38 @@ fn sessions_round_trip(run: Run<'_>) {
         "{diag}"
     );
 
+    // A budget of its own, by its short id; a word that is no amount is refused, in words.
+    let budgeted = stdout_json(&run(&["sessions", "budget", short, "$5", "-o", "json"]));
+    assert_eq!(budgeted["budget_usd"], 5.0, "{budgeted}");
+    let bad = run(&["sessions", "budget", short, "lots"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("\"lots\" is not an amount of USD"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let lifted = stdout_json(&run(&["sessions", "budget", short, "none", "-o", "json"]));
+    assert_eq!(lifted["budget_usd"], Value::Null, "{lifted}");
+    // A fork at the first message: a new session that says where it came from.
+    let fork = stdout_json(&run(&["sessions", "fork", short, "--at", "1", "-o", "json"]));
+    assert_eq!(fork["parent_id"], id.as_str(), "{fork}");
+    assert_eq!(fork["fork_seq"], 1, "{fork}");
+    assert_ne!(fork["id"], id.as_str());
+
     // The commands: suspended while still being created, a resume of what is not suspended is
     // refused with the reason (and changes nothing).
     let suspended = stdout_json(&run(&["sessions", "suspend", &id, "-o", "json"]));
     assert_eq!(suspended["phase"], "suspending");
+    let bad = run(&["sessions", "resume", &id]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("cannot resume session")
+            && String::from_utf8_lossy(&bad.stderr).contains("it is creating"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    // (a newer command replaces it: each is taken in, in order)
+    let restarted = stdout_json(&run(&["sessions", "restart", short, "-o", "json"]));
+    assert_eq!(restarted["phase"], "restarting", "{restarted}");
     let bad = run(&["sessions", "abort", &id]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
