@@ -1514,7 +1514,14 @@ async fn the_cockpit_routes_show_a_team_only_its_own() {
         .filter_map(|t| t["team"].as_str())
         .collect();
     assert!(teams.iter().all(|t| *t == "red"), "{usage}");
-    for route in ["diff", "permissions", "questions", "diagnosis", "forks", "events"] {
+    for route in [
+        "diff",
+        "permissions",
+        "questions",
+        "diagnosis",
+        "forks",
+        "events",
+    ] {
         let resp = get(red, format!("/api/sessions/{theirs}/{route}"))
             .await
             .unwrap();

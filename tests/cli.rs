@@ -219,6 +219,11 @@ fn sessions_commands_round_trip_through_serve() {
 
 /// `serve --no-worker` on its own embedded store with red's token; its URL once it answers.
 fn serve_with_a_token(root: &Path) -> (Serve, String) {
+    serve_with_a_token_on(root, None)
+}
+
+/// The same on the store at `db` (else its own embedded one).
+fn serve_with_a_token_on(root: &Path, db: Option<&str>) -> (Serve, String) {
     let port = free_port();
     let config = root.join("serve.toml");
     std::fs::write(
@@ -236,6 +241,9 @@ fn serve_with_a_token(root: &Path) -> (Serve, String) {
     .env("AGENTDECK_CONFIG", &config)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
+    if let Some(db) = db {
+        cmd.env("AGENTDECK_DATABASE_URL", db);
+    }
     let serve = Serve(cmd.spawn().expect("start serve"));
     let start = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -388,7 +396,9 @@ fn sessions_round_trip(run: Run<'_>) {
     let lifted = stdout_json(&run(&["sessions", "budget", short, "none", "-o", "json"]));
     assert_eq!(lifted["budget_usd"], Value::Null, "{lifted}");
     // A fork at the first message: a new session that says where it came from.
-    let fork = stdout_json(&run(&["sessions", "fork", short, "--at", "1", "-o", "json"]));
+    let fork = stdout_json(&run(&[
+        "sessions", "fork", short, "--at", "1", "-o", "json",
+    ]));
     assert_eq!(fork["parent_id"], id.as_str(), "{fork}");
     assert_eq!(fork["fork_seq"], 1, "{fork}");
     assert_ne!(fork["id"], id.as_str());
@@ -759,13 +769,34 @@ async fn asks_are_listed_and_an_answer_that_cannot_be_given_loses_nothing() {
     let db = TestDb::sqlite();
     let root = tempfile::tempdir().unwrap();
     let url = db.url().to_string();
-    let created = stdout_json(&run(
-        root.path(),
-        &["sessions", "create", "--title", "asks", "-o", "json"],
-        Some(&url),
-    ));
+    asks_and_answers(&|args| run(root.path(), args, Some(&url)), &url).await;
+}
+
+/// The same through `serve` (`--server`, a team's token), on the same kind of store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asks_are_listed_and_answered_through_serve() {
+    let db = TestDb::sqlite();
+    let root = tempfile::tempdir().unwrap();
+    let url = db.url().to_string();
+    let (_serve, server) = serve_with_a_token_on(root.path(), Some(&url));
+    let client = root.path().join("client");
+    let run = |args: &[&str]| {
+        agentdeck(&client)
+            .args(["--server", &server])
+            .args(args)
+            .env("AGENTDECK_TOKEN", "red-team-token-0123456789")
+            .output()
+            .expect("run agentdeck")
+    };
+    asks_and_answers(&run, &url).await;
+}
+
+async fn asks_and_answers(run: Run<'_>, url: &str) {
+    let created = stdout_json(&run(&[
+        "sessions", "create", "--title", "asks", "-o", "json",
+    ]));
     let id = created["id"].as_str().unwrap().to_string();
-    let store = agentdeck::store::open(&url).await.unwrap();
+    let store = agentdeck::store::open(url).await.unwrap();
     store
         .record_ask(
             id.parse().unwrap(),
@@ -778,11 +809,7 @@ async fn asks_are_listed_and_an_answer_that_cannot_be_given_loses_nothing() {
         )
         .await
         .unwrap();
-    let table = run(
-        root.path(),
-        &["sessions", "asks", &id, "--pending"],
-        Some(&url),
-    );
+    let table = run(&["sessions", "asks", &id, "--pending"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         table.status.success(),
@@ -799,40 +826,24 @@ async fn asks_are_listed_and_an_answer_that_cannot_be_given_loses_nothing() {
         "agent text is sanitised: {text:?}"
     );
 
-    let bad = run(
-        root.path(),
-        &["sessions", "answer", &id, "per_cli1", "--reply", "maybe"],
-        Some(&url),
-    );
+    let bad = run(&["sessions", "answer", &id, "per_cli1", "--reply", "maybe"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("unknown permission reply \"maybe\""),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
-    let both = run(
-        root.path(),
-        &[
-            "sessions", "answer", &id, "per_cli1", "--reply", "once", "--label", "x",
-        ],
-        Some(&url),
-    );
+    let both = run(&[
+        "sessions", "answer", &id, "per_cli1", "--reply", "once", "--label", "x",
+    ]);
     assert_eq!(both.status.code(), Some(1));
-    let wrong = run(
-        root.path(),
-        &["sessions", "answer", &id, "per_cli1", "--label", "x"],
-        Some(&url),
-    );
+    let wrong = run(&["sessions", "answer", &id, "per_cli1", "--label", "x"]);
     assert!(
         String::from_utf8_lossy(&wrong.stderr).contains("is a permission request"),
         "{}",
         String::from_utf8_lossy(&wrong.stderr)
     );
-    let unreachable = run(
-        root.path(),
-        &["sessions", "answer", &id, "per_cli1", "--reply", "once"],
-        Some(&url),
-    );
+    let unreachable = run(&["sessions", "answer", &id, "per_cli1", "--reply", "once"]);
     assert_eq!(unreachable.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&unreachable.stderr).contains("no sandbox"),
@@ -855,44 +866,28 @@ async fn asks_are_listed_and_an_answer_that_cannot_be_given_loses_nothing() {
         )
         .await
         .unwrap();
-    let one = run(
-        root.path(),
-        &["sessions", "answer", &id, "que_cli2", "--label", "eu-west"],
-        Some(&url),
-    );
+    let one = run(&["sessions", "answer", &id, "que_cli2", "--label", "eu-west"]);
     assert!(
         String::from_utf8_lossy(&one.stderr).contains("asks 2 question(s)"),
         "{}",
         String::from_utf8_lossy(&one.stderr)
     );
-    let two = run(
-        root.path(),
-        &[
-            "sessions", "answer", &id, "que_cli2", "--label", "eu-west", "--label", "3",
-        ],
-        Some(&url),
-    );
+    let two = run(&[
+        "sessions", "answer", &id, "que_cli2", "--label", "eu-west", "--label", "3",
+    ]);
     assert!(
         String::from_utf8_lossy(&two.stderr).contains("no sandbox"),
         "both parts answered: only the harness is missing: {}",
         String::from_utf8_lossy(&two.stderr)
     );
-    let still = stdout_json(&run(
-        root.path(),
-        &["sessions", "asks", &id, "--pending", "-o", "json"],
-        Some(&url),
-    ));
+    let still = stdout_json(&run(&["sessions", "asks", &id, "--pending", "-o", "json"]));
     assert_eq!(still.as_array().map(Vec::len), Some(2), "{still}");
     assert_eq!(still[0]["answered_by"], Value::Null);
-    let shown = stdout_json(&run(
-        root.path(),
-        &["sessions", "show", &id, "-o", "json"],
-        Some(&url),
-    ));
+    let shown = stdout_json(&run(&["sessions", "show", &id, "-o", "json"]));
     assert_eq!(shown["session"]["waiting"], 2, "both still wait");
 
     // No sandbox yet: no shell, and it says why.
-    let shell = run(root.path(), &["sessions", "shell", &id], Some(&url));
+    let shell = run(&["sessions", "shell", &id]);
     assert_eq!(shell.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&shell.stderr).contains("nothing to open a shell in"),
