@@ -848,6 +848,7 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
     // the history names the token's holder.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let url_again = url.clone();
     let serving = tokio::spawn(agentdeck::api::serve(
         core.clone(),
         listener,
@@ -889,6 +890,40 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
         stderr.contains(&format!("a shell in pod {namespace}/{name}")),
         "{stderr}"
     );
+    // With a terminal (the client's own a pseudo-terminal): the pod's shell gets one too.
+    let (cli_root, id, at) = (
+        root.path().join("remote"),
+        session.id.to_string(),
+        url_again,
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut client = agentdeck(&cli_root);
+        client
+            .args(["--server", &at, "sessions", "shell", &id])
+            .env_remove("KUBECONFIG");
+        let mut child = common::on_a_terminal(&client)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"test -t 0 && echo \"on a $(tty | cut -c1-8) as $TERM\"; exit 4\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(stdout.contains("on a /dev/pts as "), "{stdout}\n{stderr}");
     serving.abort();
     let opened: Vec<_> = core
         .events(session.id, 0, 100_000)
@@ -899,8 +934,9 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
         .map(|e| e.payload)
         .collect();
     assert!(
-        opened.iter().any(|e| e["by"] == "api" && e["tty"] == false),
-        "auth is off here: the API itself opened it: {opened:?}"
+        opened.iter().any(|e| e["by"] == "api" && e["tty"] == false)
+            && opened.iter().any(|e| e["by"] == "api" && e["tty"] == true),
+        "auth is off here: the API itself opened both: {opened:?}"
     );
 
     // Restart: a new pod, an empty workspace; the conversation is replayed into it.

@@ -262,6 +262,40 @@ async fn serves_share_the_sessions_and_carry_on_when_one_freezes_or_dies() {
         "{shares:?}"
     );
     assert!(metrics.contains("agentdeck_fleet_this_core{"), "{metrics}");
+    // `doctor` says the same: each working core with its sessions and roles, and the cockpit
+    // standing aside.
+    let (doctor_root, url) = (root.path().join("doctor"), db.url().to_string());
+    let doctor = tokio::task::spawn_blocking(move || {
+        common::agentdeck(&doctor_root)
+            .args(["doctor", "-o", "json"])
+            .env("AGENTDECK_DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let checks: Value = serde_json::from_slice(&doctor.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor's JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&doctor.stdout),
+            String::from_utf8_lossy(&doctor.stderr)
+        )
+    });
+    let fleet_line = checks
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "fleet"))
+        .and_then(|c| c["detail"].as_str())
+        .unwrap_or_else(|| panic!("no fleet line: {checks}"))
+        .to_string();
+    assert!(
+        fleet_line.starts_with("2 working: ")
+            && fleet_line.matches("(serve: 2 sessions").count() == 2
+            && fleet_line.ends_with("; 1 cockpit(s) standing aside"),
+        "{fleet_line}"
+    );
+    for role in ["idle-reaper", "notifier", "reconciler"] {
+        assert_eq!(fleet_line.matches(role).count(), 1, "{role}: {fleet_line}");
+    }
 
     // 1b. Live text reaches the processes that do not follow the session, as it streams: the
     // other serve's event stream (REST) and the cockpit.

@@ -197,6 +197,26 @@ pub fn agentdeck(root: &Path) -> std::process::Command {
     cmd
 }
 
+/// `cmd` run on a pseudo-terminal of its own (util-linux's `script`, which passes its input
+/// on and returns the command's exit status): for what acts differently on a terminal. Its
+/// environment is kept; its arguments are quoted for the shell `script` runs it with.
+pub fn on_a_terminal(cmd: &std::process::Command) -> std::process::Command {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect();
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line.join(" "), "/dev/null"]);
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    script
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
