@@ -34,14 +34,20 @@ impl Tmux {
     }
     /// Waits until the screen shows `want`; panics with the screen otherwise.
     fn wait_for(&self, want: &str, timeout: Duration) -> String {
+        self.wait_until(&format!("{want:?}"), timeout, |screen| {
+            screen.contains(want)
+        })
+    }
+    /// Waits until the screen is `what` says (`shows`); panics with the screen otherwise.
+    fn wait_until(&self, what: &str, timeout: Duration, shows: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
             let screen = self.screen();
-            if screen.contains(want) {
+            if shows(&screen) {
                 return screen;
             }
             if start.elapsed() > timeout {
-                panic!("the screen never showed {want:?}; it shows:\n{screen}");
+                panic!("the screen never showed {what}; it shows:\n{screen}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -389,18 +395,20 @@ async fn sessions_come_once_the_store_answers_again() {
 /// the list (beside it on a wide screen); `p` hides and shows it; none under 100 columns.
 #[test]
 fn the_preview_shows_the_selected_session_as_it_talks() {
+    the_preview_shows_the_selected_session_as_it_talks_in(Mode::Direct);
+}
+
+/// The same through `serve`: the previewed session's text comes over the API.
+#[test]
+fn the_preview_shows_the_selected_session_as_it_talks_through_serve() {
+    the_preview_shows_the_selected_session_as_it_talks_in(Mode::Remote);
+}
+
+fn the_preview_shows_the_selected_session_as_it_talks_in(mode: Mode) {
     let Some(stack) = common::stack::stack() else {
         return;
     };
-    let root = tempfile::tempdir().unwrap();
-    let tmux = launch(
-        root.path(),
-        Launch {
-            stack: Some(&stack),
-            size: (120, 34),
-            ..Launch::default()
-        },
-    );
+    let (_root, tmux, _served) = scripted_cockpit(&stack, mode, 34, "");
     let wait = Duration::from_secs(90);
     tmux.wait_for("No sessions yet. Press n to start one.", wait);
     tmux.keys(&["n"]);
@@ -411,21 +419,32 @@ fn the_preview_shows_the_selected_session_as_it_talks() {
     tmux.text("hello from the list");
     tmux.keys(&["C-s"]);
     // Never attached: the list and the agent's answer on one screen.
-    let screen = tmux.wait_for("Hello from mock", wait);
+    let screen = tmux.wait_for("Scripted reply to: hello from the list", wait);
     assert!(screen.contains("Sessions (1)"), "{screen}");
-    assert!(screen.contains("hello from the list"), "{screen}");
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("hello from the list") && !l.contains("Scripted reply")),
+        "the person's message too: {screen}"
+    );
     tmux.keys(&["p"]);
     tmux.wait_for("preview off", wait);
     let start = Instant::now();
-    while tmux.screen().contains("Hello from mock") {
+    while tmux
+        .screen()
+        .contains("Scripted reply to: hello from the list")
+    {
         assert!(start.elapsed() < wait, "{}", tmux.screen());
         std::thread::sleep(Duration::from_millis(100));
     }
     tmux.keys(&["p"]);
-    tmux.wait_for("Hello from mock", wait);
+    tmux.wait_for("Scripted reply to: hello from the list", wait);
     tmux.run(&["resize-window", "-t", "deck", "-x", "90", "-y", "30"]);
     let start = Instant::now();
-    while tmux.screen().contains("Hello from mock") {
+    while tmux
+        .screen()
+        .contains("Scripted reply to: hello from the list")
+    {
         assert!(
             start.elapsed() < wait,
             "none under 100 columns:\n{}",
@@ -439,30 +458,16 @@ fn the_preview_shows_the_selected_session_as_it_talks() {
 
 /// A cockpit (120 columns, `rows` high) whose default agent is the real opencode on the
 /// scripted model, with one session made from the new-session dialog: `title`, and `prompt` as
-/// its first message. Its home goes with the returned folder.
+/// its first message; through `serve` (`--server`, red's token) in [`Mode::Remote`]. Its home
+/// (and the server) go with what is returned.
 fn scripted_session(
     stack: &common::stack::Stack,
+    mode: Mode,
     rows: u16,
     title: &str,
     prompt: &str,
-) -> (tempfile::TempDir, Tmux) {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("config/agentdeck")).unwrap();
-    std::fs::write(
-        root.path().join("config/agentdeck/config.toml"),
-        "[sessions]\ndefault_agent = \"builder\"\n\
-         [agents.builder]\nmodel = \"litellm/scripted\"\n\
-         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n",
-    )
-    .unwrap();
-    let tmux = launch(
-        root.path(),
-        Launch {
-            stack: Some(stack),
-            size: (120, rows),
-            ..Launch::default()
-        },
-    );
+) -> (tempfile::TempDir, Tmux, Option<Served>) {
+    let (root, tmux, served) = scripted_cockpit(stack, mode, rows, "");
     let wait = Duration::from_secs(90);
     tmux.wait_for("No sessions yet. Press n to start one.", wait);
     tmux.keys(&["n"]);
@@ -472,18 +477,71 @@ fn scripted_session(
     tmux.keys(&["Tab"]);
     tmux.text(prompt);
     tmux.keys(&["C-s"]);
-    (root, tmux)
+    (root, tmux, served)
+}
+
+/// A cockpit (120 columns, `rows` high, `config` in its own file) whose default agent is the
+/// real opencode on the scripted model: its own, or `serve`'s in [`Mode::Remote`].
+fn scripted_cockpit(
+    stack: &common::stack::Stack,
+    mode: Mode,
+    rows: u16,
+    config: &str,
+) -> (tempfile::TempDir, Tmux, Option<Served>) {
+    const SCRIPTED: &str = "[sessions]\ndefault_agent = \"builder\"\n\
+         [agents.builder]\nmodel = \"litellm/scripted\"\n\
+         command = [\"opencode\", \"serve\", \"--hostname\", \"{host}\", \"--port\", \"{port}\"]\n";
+    let root = tempfile::tempdir().unwrap();
+    let cockpit = root.path().join("cockpit");
+    std::fs::create_dir_all(cockpit.join("config/agentdeck")).unwrap();
+    let (own, served) = match mode {
+        Mode::Direct => (format!("{SCRIPTED}{config}"), None),
+        Mode::Remote => {
+            let port = common::free_port();
+            let served = serve_with(root.path(), Some(stack), port, None, "serve", SCRIPTED);
+            (
+                config.to_string(),
+                Some((served, format!("--server http://127.0.0.1:{port}"))),
+            )
+        }
+    };
+    std::fs::write(cockpit.join("config/agentdeck/config.toml"), own).unwrap();
+    let tmux = launch(
+        &cockpit,
+        Launch {
+            stack: Some(stack),
+            size: (120, rows),
+            env: match mode {
+                Mode::Direct => "",
+                Mode::Remote => "AGENTDECK_TOKEN=red-team-token-0123456789",
+            },
+            args: served.as_ref().map_or("", |(_, args)| args.as_str()),
+            ..Launch::default()
+        },
+    );
+    (root, tmux, served.map(|(served, _)| served))
 }
 
 /// What the agent changed, in the cockpit: `c` on a session whose agent wrote a file shows the
 /// file with its counts and its diff (the real opencode's, from the sandbox's git folder).
 #[test]
 fn c_shows_what_the_agent_changed() {
+    c_shows_what_the_agent_changed_in(Mode::Direct);
+}
+
+/// The same through `serve`: the diff comes over the REST API.
+#[test]
+fn c_shows_what_the_agent_changed_through_serve() {
+    c_shows_what_the_agent_changed_in(Mode::Remote);
+}
+
+fn c_shows_what_the_agent_changed_in(mode: Mode) {
     let Some(stack) = common::stack::stack() else {
         return;
     };
-    let (_root, tmux) = scripted_session(
+    let (_root, tmux, _served) = scripted_session(
         &stack,
+        mode,
         34,
         "changes check",
         "run: printf 'made in the cockpit' > made.txt",
@@ -518,10 +576,21 @@ fn c_shows_what_the_agent_changed() {
 /// answers through LiteLLM.
 #[test]
 fn an_answer_reads_as_markdown_with_its_times() {
+    an_answer_reads_as_markdown_with_its_times_in(Mode::Direct);
+}
+
+/// The same through `serve`: the text streams over the API's live stream.
+#[test]
+fn an_answer_reads_as_markdown_with_its_times_through_serve() {
+    an_answer_reads_as_markdown_with_its_times_in(Mode::Remote);
+}
+
+fn an_answer_reads_as_markdown_with_its_times_in(mode: Mode) {
     let Some(stack) = common::stack::stack() else {
         return;
     };
-    let (_root, tmux) = scripted_session(&stack, 40, "markdown check", "run: echo timed-ok");
+    let (_root, tmux, _served) =
+        scripted_session(&stack, mode, 40, "markdown check", "run: echo timed-ok");
     let wait = Duration::from_secs(90);
     tmux.wait_for("Sessions (1)", wait);
     tmux.keys(&["Enter"]);
@@ -591,27 +660,29 @@ fn an_answer_reads_as_markdown_with_its_times() {
 /// text in its environment.
 #[test]
 fn a_turn_finished_elsewhere_rings_and_runs_the_hook() {
+    a_turn_finished_elsewhere_rings_and_runs_the_hook_in(Mode::Direct);
+}
+
+/// The same through `serve`: the cockpit hears of the turn on the change stream.
+#[test]
+fn a_turn_finished_elsewhere_rings_and_runs_the_hook_through_serve() {
+    a_turn_finished_elsewhere_rings_and_runs_the_hook_in(Mode::Remote);
+}
+
+fn a_turn_finished_elsewhere_rings_and_runs_the_hook_in(mode: Mode) {
     let Some(stack) = common::stack::stack() else {
         return;
     };
-    let root = tempfile::tempdir().unwrap();
-    let heard = root.path().join("heard.txt");
-    std::fs::create_dir_all(root.path().join("config/agentdeck")).unwrap();
-    std::fs::write(
-        root.path().join("config/agentdeck/config.toml"),
-        format!(
+    let hooks = tempfile::tempdir().unwrap();
+    let heard = hooks.path().join("heard.txt");
+    let (_root, tmux, _served) = scripted_cockpit(
+        &stack,
+        mode,
+        34,
+        &format!(
             "[notify]\ncommand = [\"sh\", \"-c\", \"echo \\\"$AGENTDECK_EVENT|$AGENTDECK_TITLE|$AGENTDECK_TEXT\\\" >> {}\"]\n",
             heard.display()
         ),
-    )
-    .unwrap();
-    let tmux = launch(
-        root.path(),
-        Launch {
-            stack: Some(&stack),
-            size: (120, 34),
-            ..Launch::default()
-        },
     );
     let wait = Duration::from_secs(90);
     tmux.wait_for("No sessions yet. Press n to start one.", wait);
@@ -1314,10 +1385,23 @@ fn serve_at(
     db: Option<&str>,
     name: &str,
 ) -> Served {
+    serve_with(root, stack, port, db, name, "")
+}
+
+/// [`serve_at`] with `extra` in its configuration.
+fn serve_with(
+    root: &Path,
+    stack: Option<&common::stack::Stack>,
+    port: u16,
+    db: Option<&str>,
+    name: &str,
+    extra: &str,
+) -> Served {
     let config = root.join("serve.toml");
     std::fs::write(
         &config,
-        "[[api.tokens]]\ntoken = \"red-team-token-0123456789\"\nteam = \"red\"\n\
+        format!("{extra}\n")
+            + "[[api.tokens]]\ntoken = \"red-team-token-0123456789\"\nteam = \"red\"\n\
          name = \"red-operator\"\n\
          [[api.tokens]]\ntoken = \"red-watch-token-0123456789\"\nteam = \"red\"\nread_only = true\n\
          [[api.tokens]]\ntoken = \"blue-team-token-0123456789\"\nteam = \"blue\"\n\
@@ -1586,6 +1670,40 @@ fn asks_fork_and_logs_through_serve() {
         std::thread::sleep(Duration::from_millis(200));
     }
     tmux.keys(&["Escape"]);
+
+    // Suspend, resume and restart from the list, through serve, each confirmed where it
+    // stops the agent; the row says where the session is.
+    let row = |screen: &str| {
+        screen
+            .lines()
+            .find(|l| l.contains("guarded work") && !l.contains("fork of"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    tmux.wait_until("the list, filtered", wait, |s| row(s).contains("o idle"));
+    tmux.keys(&["S"]);
+    tmux.wait_for("suspend \"guarded work\"?", wait);
+    tmux.keys(&["y"]);
+    tmux.wait_until("guarded work suspended", wait, |s| {
+        row(s).contains("suspended")
+    });
+    tmux.keys(&["U"]);
+    tmux.wait_until("guarded work idle again", wait, |s| {
+        row(s).contains("o idle")
+    });
+    tmux.keys(&["R"]);
+    tmux.wait_for("restart \"guarded work\"?", wait);
+    tmux.keys(&["n"]);
+    tmux.wait_for("cancelled", wait);
+    tmux.keys(&["R"]);
+    tmux.wait_for("restart \"guarded work\"?", wait);
+    tmux.keys(&["y"]);
+    tmux.wait_until("guarded work restarting", wait, |s| {
+        !row(s).contains("o idle")
+    });
+    tmux.wait_until("guarded work idle after its restart", wait, |s| {
+        row(s).contains("o idle")
+    });
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", Duration::from_secs(60));
 }
