@@ -848,39 +848,47 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
     // the history names the token's holder.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let url_again = url.clone();
     let serving = tokio::spawn(agentdeck::api::serve(
         core.clone(),
         listener,
         None,
         std::future::pending(),
     ));
-    let (cli_root, id) = (root.path().join("remote"), session.id.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = agentdeck(&cli_root)
-            .args(["--server", &url, "sessions", "shell", &id])
-            .env_remove("KUBECONFIG")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"echo \"pod=$HOSTNAME id=$AGENTDECK_SESSION_ID\"\nexit 3\n")
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
+    let remote_shell = |terminal: bool, script: &'static [u8]| {
+        let (cli_root, id, url) = (
+            root.path().join("remote"),
+            session.id.to_string(),
+            url.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut client = agentdeck(&cli_root);
+            client
+                .args(["--server", &url, "sessions", "shell", &id])
+                .env_remove("KUBECONFIG");
+            let mut client = match terminal {
+                true => common::on_a_terminal(&client),
+                false => client,
+            };
+            let mut child = client
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(script).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let said = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.code(), said(&out.stdout), said(&out.stderr))
+        })
+    };
+    let (code, stdout, stderr) = remote_shell(
+        false,
+        b"echo \"pod=$HOSTNAME id=$AGENTDECK_SESSION_ID\"\nexit 3\n",
+    )
     .await
     .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert_eq!(code, Some(3), "{stdout}\n{stderr}");
     assert_eq!(
         stdout,
         format!("pod={name} id={}\n", session.id),
@@ -891,38 +899,13 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
         "{stderr}"
     );
     // With a terminal (the client's own a pseudo-terminal): the pod's shell gets one too.
-    let (cli_root, id, at) = (
-        root.path().join("remote"),
-        session.id.to_string(),
-        url_again,
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut client = agentdeck(&cli_root);
-        client
-            .args(["--server", &at, "sessions", "shell", &id])
-            .env_remove("KUBECONFIG");
-        let mut child = common::on_a_terminal(&client)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"test -t 0 && echo \"on a $(tty | cut -c1-8) as $TERM\"; exit 4\n")
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
+    let (code, stdout, stderr) = remote_shell(
+        true,
+        b"test -t 0 && echo \"on a $(tty | cut -c1-8) as $TERM\"; exit 4\n",
+    )
     .await
     .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert_eq!(code, Some(4), "{stdout}\n{stderr}");
     assert!(stdout.contains("on a /dev/pts as "), "{stdout}\n{stderr}");
     serving.abort();
     let opened: Vec<_> = core

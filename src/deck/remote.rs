@@ -252,6 +252,12 @@ impl Shared {
 
     /// Sends a request; the body of a 2xx answer, or the server's own words for anything else.
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let response = self.succeeded(request).await?;
+        Ok(response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends a request; its answer when it is a 2xx, else the server's own words.
+    async fn succeeded(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let response = self
             .authorized(request)
             .send()
@@ -260,7 +266,7 @@ impl Shared {
         if !response.status().is_success() {
             return Err(self.refusal(response).await);
         }
-        Ok(response.json().await.unwrap_or(Value::Null))
+        Ok(response)
     }
 
     /// What an answer that is not a success says, in the server's own words.
@@ -287,14 +293,7 @@ impl Shared {
     /// A GET whose answer is read straight from its bytes as a `T` (no tree of values first:
     /// a page of sessions is half a megabyte).
     async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let response = self
-            .authorized(self.http.get(self.url(path)))
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.base, &e))?;
-        if !response.status().is_success() {
-            return Err(self.refusal(response).await);
-        }
+        let response = self.succeeded(self.http.get(self.url(path))).await?;
         let body = response
             .bytes()
             .await
