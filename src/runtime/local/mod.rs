@@ -245,10 +245,28 @@ impl SandboxRuntime for LocalRuntime {
                 None
             }
         };
-        if let Some((generation, port)) = starting
-            && monitor::answers(&self.shared.http, port).await
-        {
-            entry.mark_ready(generation, monitor::endpoint(port));
+        if let Some((generation, port)) = starting {
+            // Asked here, unless the monitor's own questions get an answer first: a connection
+            // the harness leaves unanswered while it starts holds up nobody.
+            let mut changes = self.shared.changes.subscribe();
+            let heard = async {
+                loop {
+                    match changes.recv().await {
+                        Ok(c) if c.sandbox == *sandbox => return,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                up = monitor::answers(&self.shared.http, port) => if up {
+                    entry.mark_ready(generation, monitor::endpoint(port));
+                },
+                () = heard => {}
+            }
         }
         let state = entry.state();
         if state.removed {

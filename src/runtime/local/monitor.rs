@@ -5,6 +5,8 @@
 use super::launch::HOST;
 use super::process::{self, ExitInfo};
 use super::sandbox::Sandbox;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::Child;
@@ -12,8 +14,13 @@ use tokio::task::AbortHandle;
 
 /// How often an adopted process (not our child) is looked at.
 const ADOPTED_POLL: Duration = Duration::from_millis(500);
-/// How often the harness is asked whether it is up, while it is starting.
+/// How often the harness is asked whether it is up, while it is starting: a new question
+/// every interval, whether or not the last ones were answered. A harness that listens before
+/// it serves (opencode does, for about half a second) leaves a connection made in that
+/// window unanswered until the probe's time runs out; the next one is answered at once.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// At most this many questions open at once.
+const PROBES_OPEN: usize = 8;
 
 /// What a run's exit is learnt from.
 pub enum Watched {
@@ -49,14 +56,9 @@ pub fn endpoint(port: u16) -> String {
     format!("http://{HOST}:{port}")
 }
 
-/// Whether the harness is up. A harness that asks for its password (401) is up too: the
-/// runtime does not hold the password; the core checks health with it.
-async fn probe(http: &reqwest::Client, port: u16) -> bool {
-    tokio::time::sleep(PROBE_INTERVAL).await;
-    answers(http, port).await
-}
-
-/// Whether the harness on `port` answers its health endpoint now (see `probe`).
+/// Whether the harness on `port` answers its health endpoint now, within the client's time.
+/// A harness that asks for its password (401) is up too: the runtime does not hold the
+/// password; the core checks health with it.
 pub async fn answers(http: &reqwest::Client, port: u16) -> bool {
     let url = format!("{}/global/health", endpoint(port));
     matches!(http.get(&url).send().await,
@@ -74,13 +76,20 @@ pub fn spawn(
 ) -> AbortHandle {
     let task = tokio::spawn(async move {
         let mut ready = false;
+        let mut probes = FuturesUnordered::new();
+        let mut every = tokio::time::interval(PROBE_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exit = loop {
             tokio::select! {
                 exit = watched.wait(pid) => break exit,
-                up = probe(&http, port), if !ready => {
+                _ = every.tick(), if !ready && probes.len() < PROBES_OPEN => {
+                    probes.push(answers(&http, port));
+                }
+                Some(up) = probes.next(), if !ready => {
                     if up {
                         sandbox.mark_ready(generation, endpoint(port));
                         ready = true;
+                        probes.clear();
                     }
                 }
             }
