@@ -1368,6 +1368,90 @@ async fn messages_wait_for_the_gateway_and_fail_naming_it() {
     })
     .await;
     served.abort();
+    // The harness's echo of it is linked to it, not to the message that failed unsent before.
+    s.harness.drop_bus();
+    let page = eventually(WAIT, "the echo to be linked", || async {
+        let (_, page) = get_json(&s, &format!("/api/sessions/{id}/messages")).await;
+        page["messages"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|m| !m["harness_message_id"].is_null()))
+            .then_some(page)
+    })
+    .await;
+    let linked: Vec<(String, Value)> = page["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["parts"][0]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                m["harness_message_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        linked,
+        vec![
+            ("hi".to_string(), Value::Null),
+            ("again".to_string(), json!("msg_user_0"))
+        ]
+    );
+}
+
+/// opencode lists a prompt's user message only some time after accepting it (0.2 s and more on
+/// a session's first prompt): a catch-up with the harness in between must not take the busy
+/// session for idle (it did, in half of the first turns measured), and does take the echo
+/// when it comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_the_harness_has_not_listed_yet_keeps_its_session_busy() {
+    let db = TestDb::postgres().await;
+    let s = ApiServer::start(&db, "").await;
+    s.harness
+        .hide_echoes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_, created) = post_json(
+        &s,
+        "/api/sessions",
+        json!({"agent_id": "coder", "initial_prompt": "hi"}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let status = || async {
+        let (_, body) = get_json(&s, &format!("/api/sessions/{id}")).await;
+        body["status"].as_str().unwrap_or_default().to_string()
+    };
+    eventually(
+        WAIT,
+        "the prompt to be sent, the session busy, its pump caught up",
+        || async {
+            (s.harness.sent_texts() == ["hi"]
+                && status().await == "busy"
+                && s.harness.catch_ups() > 0)
+                .then_some(())
+        },
+    )
+    .await;
+    // The pump reconnects and catches up while the harness does not list the prompt yet.
+    for echoed in [false, true] {
+        s.harness
+            .hide_echoes
+            .store(!echoed, std::sync::atomic::Ordering::SeqCst);
+        let before = s.harness.catch_ups();
+        s.harness.drop_bus();
+        eventually(WAIT, "the pump to catch up again", || async {
+            (s.harness.catch_ups() > before).then_some(())
+        })
+        .await;
+        assert_eq!(status().await, "busy", "echoed: {echoed}");
+    }
+    let (_, page) = get_json(&s, &format!("/api/sessions/{id}/messages")).await;
+    assert_eq!(
+        page["messages"][0]["harness_message_id"], "msg_user_0",
+        "{page}"
+    );
 }
 
 /// SSE frames of a response, `(event, data)`, as they come: read on a task of their own.

@@ -33,6 +33,11 @@ use uuid::Uuid;
 const FLUSH_EVERY: Duration = Duration::from_millis(150);
 /// How long a pump with nothing to flush waits for its harness before looking again.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
+/// How long a prompt the harness accepted may be missing from its conversation before the turn
+/// it opened is taken as lost. opencode writes the user's message after `prompt_async` returns
+/// (0.2 s later and more on a first prompt, which does its one-time work first): a catch-up in
+/// between sees no open turn, and must not call the busy session idle.
+const ECHO_GRACE: Duration = Duration::from_secs(60);
 /// Raw events written at most per batch.
 const BATCH: usize = 200;
 /// Writer lanes (commits that may overlap) of a core on a store that takes concurrent writers.
@@ -318,7 +323,7 @@ async fn pump(core: Core, id: Uuid, writer: Writer, mut stop: watch::Receiver<bo
         // Subscribed first, then caught up: nothing falls in between.
         match core.harness().messages(&endpoint, &harness_session).await {
             Ok(messages) => {
-                if let Err(err) = state.catch_up(&core, messages).await {
+                if let Err(err) = state.catch_up(&core, messages, true).await {
                     state.note_error(&err, "catching up with the harness failed");
                 }
             }
@@ -359,6 +364,7 @@ async fn pump(core: Core, id: Uuid, writer: Writer, mut stop: watch::Receiver<bo
                 } else {
                     flush_at
                 };
+                let wake_at = state.recheck.map_or(wake_at, |at| at.min(wake_at));
                 tokio::select! {
                     next = tokio::time::timeout_at(wake_at, events.next()) => next,
                     _ = stop.changed() => break,
@@ -368,6 +374,21 @@ async fn pump(core: Core, id: Uuid, writer: Writer, mut stop: watch::Receiver<bo
                 Err(_) => {
                     state.flush(&mut batch).await;
                     flush_at = Instant::now() + FLUSH_EVERY;
+                    if state.recheck.is_some_and(|at| at <= Instant::now()) {
+                        // The prompt never showed up in the harness: the turn it was to open
+                        // is lost, and the session idle unless the harness says otherwise now.
+                        state.recheck = None;
+                        match core.harness().messages(&endpoint, &harness_session).await {
+                            Ok(messages) => {
+                                if let Err(err) = state.catch_up(&core, messages, false).await {
+                                    state.note_error(&err, "catching up with the harness failed");
+                                }
+                            }
+                            Err(err) => {
+                                tracing::debug!(session = %id, %err, "cannot list the harness's messages")
+                            }
+                        }
+                    }
                     continue;
                 }
                 Ok(None) => break,
@@ -458,6 +479,9 @@ struct State {
     streaming: HashSet<i64>,
     /// A write was refused because this core no longer holds the session: the pump stops.
     lost: bool,
+    /// When to look at the harness's conversation again: a catch-up found the session busy,
+    /// no turn open in the harness, and a prompt of ours not in it yet ([`ECHO_GRACE`]).
+    recheck: Option<Instant>,
     writer: Writer,
 }
 
@@ -501,6 +525,7 @@ impl State {
             explained: HashMap::new(),
             streaming: HashSet::new(),
             lost: false,
+            recheck: None,
             writer,
         };
         state.read_new(core).await?;
@@ -588,11 +613,14 @@ impl State {
                     self.ignored.insert(info.id.clone());
                     return Ok(None);
                 }
-                if self.unlinked_users.is_empty() {
-                    self.read_new(core).await?;
-                }
-                // Our own message, echoed: link it (the oldest one sent and not yet linked).
+                // What was stored since the last look (a person's rare: one read each).
+                self.read_new(core).await?;
+                // Our own message, echoed: link it (the oldest one sent and not yet linked; one
+                // that failed unsent never reaches the harness).
                 while let Some(seq) = self.unlinked_users.pop_front() {
+                    if self.failed_unsent(core, seq).await? {
+                        continue;
+                    }
                     let patch = MessagePatch {
                         harness_message_id: Some(Some(info.id.clone())),
                         ..Default::default()
@@ -604,6 +632,7 @@ impl State {
                         .is_ok()
                     {
                         self.links.insert(info.id.clone(), (seq, MessageRole::User));
+                        self.recheck = None;
                         return Ok(Some(seq));
                     }
                 }
@@ -803,6 +832,7 @@ impl State {
 
     /// The turn is over (everything streamed was flushed first): the session is idle.
     async fn idle(&mut self, core: &Core) -> crate::store::Result<()> {
+        self.recheck = None;
         let Some(session) = core.store().get_session(self.session).await? else {
             return Ok(());
         };
@@ -925,10 +955,14 @@ impl State {
     }
 
     /// Brings the store in line with the harness's whole conversation.
+    ///
+    /// `patient`: a busy session whose harness shows no open turn is idle unless a prompt of ours
+    /// is still to appear in it; then the look is taken again after [`ECHO_GRACE`], impatiently.
     async fn catch_up(
         &mut self,
         core: &Core,
         messages: Vec<HarnessMessage>,
+        patient: bool,
     ) -> crate::store::Result<()> {
         // The harness is mid-turn if an assistant message is open or a user's has no answer yet.
         let open = messages
@@ -960,13 +994,52 @@ impl State {
             ));
         }
         // Events missed while nobody followed this harness may include the end of a turn: a
-        // busy session whose harness is not mid-turn is idle.
+        // busy session whose harness is not mid-turn is idle, unless the turn is one the
+        // harness accepted and has not listed yet.
         if !open
             && let Some(s) = core.store().get_session(self.session).await?
             && s.status == SessionStatus::Busy
         {
-            self.idle(core).await?;
+            if patient && self.awaits_echo(core).await? {
+                tracing::debug!(session = %self.session, "a prompt is not in the harness's conversation yet; looking again later");
+                self.recheck = Some(Instant::now() + ECHO_GRACE);
+            } else {
+                self.idle(core).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether a prompt of ours is on its way to the harness or accepted by it, and not in its
+    /// conversation yet.
+    async fn awaits_echo(&mut self, core: &Core) -> crate::store::Result<bool> {
+        self.read_new(core).await?;
+        let Some(&first) = self.unlinked_users.front() else {
+            return Ok(false);
+        };
+        let mut after = first - 1;
+        loop {
+            let page = core.store().list_messages(self.session, after, 500).await?;
+            let Some(last) = page.last() else {
+                return Ok(false);
+            };
+            after = last.seq;
+            if page.iter().any(|m| {
+                m.role == MessageRole::User
+                    && m.harness_message_id.is_none()
+                    && m.status != MessageStatus::Failed
+                    && self.unlinked_users.contains(&m.seq)
+            }) {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Whether our message `seq` failed without being sent (so the harness never echoes it).
+    async fn failed_unsent(&self, core: &Core, seq: i64) -> crate::store::Result<bool> {
+        let page = core.store().list_messages(self.session, seq - 1, 1).await?;
+        Ok(page
+            .first()
+            .is_some_and(|m| m.seq == seq && m.status == MessageStatus::Failed))
     }
 }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use std::collections::BTreeMap as Map;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[derive(Debug, Clone)]
 pub struct InTestSandbox {
@@ -196,9 +197,23 @@ pub struct InTestHarness {
     pub passwords: Mutex<Vec<Option<String>>>,
     pub sessions: Mutex<u32>,
     pub aborts: Mutex<u32>,
+    /// While set, the conversation lists no prompt: what opencode lists between accepting a
+    /// prompt and writing its user message.
+    pub hide_echoes: AtomicBool,
+    /// Changed to end every open event bus (the pump reconnects and catches up).
+    pub bus: tokio::sync::watch::Sender<u32>,
+    /// How often what waits for a person was read: once per catch-up, after its messages.
+    pub ask_reads: AtomicUsize,
 }
 
 impl InTestHarness {
+    /// Ends the event buses open now: every pump reconnects and catches up.
+    pub fn drop_bus(&self) {
+        self.bus.send_modify(|n| *n += 1);
+    }
+    pub fn catch_ups(&self) -> usize {
+        self.ask_reads.load(Ordering::SeqCst)
+    }
     pub fn sent_texts(&self) -> Vec<String> {
         self.sent
             .lock()
@@ -275,6 +290,9 @@ impl Harness for InTestHarness {
             .sent
             .lock()
             .map_err(|_| HarnessError::Refused("poisoned".into()))?;
+        if self.hide_echoes.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
         Ok(sent
             .iter()
             .filter(|(_, s, _)| s == session)
@@ -294,8 +312,22 @@ impl Harness for InTestHarness {
             .collect())
     }
     async fn events(&self, _: &Endpoint) -> Result<EventStream, HarnessError> {
-        // The in-test harness says nothing on its bus; it stays open.
-        Ok(Box::pin(futures::stream::pending()))
+        // The in-test harness says nothing on its bus; it stays open until `drop_bus`.
+        use futures::StreamExt;
+        let mut dropped = self.bus.subscribe();
+        Ok(Box::pin(
+            futures::stream::once(async move {
+                let _ = dropped.changed().await;
+            })
+            .filter_map(|()| async { None }),
+        ))
+    }
+    async fn pending_asks(
+        &self,
+        _: &Endpoint,
+    ) -> Result<Vec<(String, agentdeck::model::NewAsk)>, HarnessError> {
+        self.ask_reads.fetch_add(1, Ordering::SeqCst);
+        Ok(Vec::new())
     }
     fn auth_env(&self, password: &str) -> Map<String, String> {
         Map::from([("IN_TEST_HARNESS_PASSWORD".to_string(), password.to_string())])
