@@ -1,0 +1,305 @@
+//! A new session's first minute, phase by phase: create → sandbox made → harness answers →
+//! harness session open → first prompt delivered → first streamed text → turn done, and then a
+//! second message on the warm session; p50/p90 over sessions created one after another.
+//!
+//! Everything is real: the core as `serve` runs it (`Core::open` over Postgres, its worker), the
+//! local sandbox runtime, opencode, and LiteLLM's `mock-gpt` (which answers at once) from the
+//! offline stack (`scripts/offline-stack.sh`). The gateway is called once before the first
+//! session, so its own first-call cost (about 1.5 s, once per gateway process) is not counted.
+//!
+//! The times: each phase is the session's own `session.phase` event (stored when the core
+//! entered it, timed by the database's clock, the same machine's); "delivered" is when the
+//! first message was seen marked sent; "first text" is the first live delta; "done" the
+//! phase `idle`. All from the moment `create_session` was called.
+//!
+//! `cargo bench --bench first_minute` (about 2 minutes): 12 sessions; FIRST_MINUTE_SESSIONS
+//! changes it. Under `cargo test --all-targets` it runs 2 sessions as a smoke test that fails if
+//! a phase is missing or a turn does not end. See BENCHMARKS.md.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use agentdeck::core::live::{DeltaFeed, Live};
+use agentdeck::core::{Core, CreateSession};
+use agentdeck::model::{CoreKind, MessageStatus};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+use uuid::Uuid;
+
+/// How long one session may take, from create to the end of its first turn.
+const TURN: Duration = Duration::from_secs(120);
+
+/// The offline stack's gateway and opencode, started (and installed the first time) if needed.
+struct Stack {
+    gateway_url: String,
+    opencode: String,
+}
+
+fn stack() -> Option<Stack> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/offline-stack.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg("up")
+        .output();
+    let why = match out {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let gateway = text
+                .lines()
+                .find_map(|l| l.strip_prefix("export AGENTDECK_GATEWAY_URL="));
+            let bin = text
+                .lines()
+                .find_map(|l| l.strip_prefix("export PATH="))
+                .and_then(|p| p.split(':').next());
+            match (gateway, bin) {
+                (Some(gateway), Some(bin)) => {
+                    return Some(Stack {
+                        gateway_url: gateway.trim().to_string(),
+                        opencode: format!("{}/opencode", bin.trim_matches('"')),
+                    });
+                }
+                _ => "offline-stack.sh up printed no gateway or PATH".to_string(),
+            }
+        }
+        Ok(out) => String::from_utf8_lossy(&out.stderr).to_string(),
+        Err(e) => e.to_string(),
+    };
+    if std::env::var("AGENTDECK_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("first_minute needs the offline agent stack: {why}");
+    }
+    eprintln!("first_minute: SKIPPED, the offline agent stack is not available: {why}");
+    None
+}
+
+/// The steps of a first minute, in order, as printed.
+const STEPS: [&str; 7] = [
+    "sandbox made",
+    "harness answers",
+    "harness session",
+    "delivered",
+    "first text",
+    "done",
+    "warm message",
+];
+
+/// One session's times from create, by step.
+type Times = BTreeMap<&'static str, Duration>;
+
+fn since(t0: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
+    (at - t0).to_std().unwrap_or_default()
+}
+
+/// Waits for the first streamed text of a message after seq `after`; its time.
+async fn first_text(feed: &mut DeltaFeed, after: i64) -> Option<Instant> {
+    loop {
+        match tokio::time::timeout(TURN, feed.next()).await {
+            Ok(Live::Delta(d)) if d.seq > after => return Some(Instant::now()),
+            Ok(Live::Delta(_)) => continue,
+            Ok(Live::Missed) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Waits until `session`'s message `seq` is marked sent; its time.
+async fn delivered(core: &Core, session: Uuid, seq: i64) -> Option<Instant> {
+    let deadline = Instant::now() + TURN;
+    while Instant::now() < deadline {
+        if let Ok(messages) = core.messages(session, seq - 1, 1).await
+            && messages
+                .first()
+                .is_some_and(|m| m.seq == seq && m.status != MessageStatus::Pending)
+        {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+/// The session's phases with when the core entered each (the first time).
+async fn phases(core: &Core, session: Uuid) -> Vec<(String, DateTime<Utc>)> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let events = core.events(session, after, 500).await.unwrap_or_default();
+        let Some(last) = events.last() else { break };
+        after = last.seq;
+        for e in events.into_iter().filter(|e| e.kind == "session.phase") {
+            if let Some(phase) = e.payload["phase"].as_str() {
+                out.push((phase.to_string(), e.at));
+            }
+        }
+    }
+    out
+}
+
+async fn wait_idle(core: &Core, session: Uuid, after: usize) -> Option<DateTime<Utc>> {
+    let deadline = Instant::now() + TURN;
+    while Instant::now() < deadline {
+        let all = phases(core, session).await;
+        if let Some((_, at)) = all.iter().skip(after).find(|(p, _)| p == "idle") {
+            return Some(*at);
+        }
+        if all.iter().any(|(p, _)| p == "failed") {
+            let s = core.get_session(session).await.ok();
+            panic!(
+                "session {session} failed: {:?}",
+                s.and_then(|s| s.failure_reason)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// One session's first minute; then a second message on it.
+async fn one(core: &Core) -> Times {
+    let wall0 = Utc::now();
+    let t0 = Instant::now();
+    let session = core
+        .create_session(CreateSession {
+            agent_id: Some("coder".into()),
+            initial_prompt: Some("hello".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("create a session");
+    let id = session.id;
+    let mut feed = core.watch_deltas(id);
+    let (text, sent) = tokio::join!(first_text(&mut feed, 1), delivered(core, id, 1));
+    let done = wait_idle(core, id, 0).await;
+    let mut times = Times::new();
+    let all = phases(core, id).await;
+    let first = |name: &str| all.iter().find(|(p, _)| p == name).map(|(_, at)| *at);
+    for (step, phase) in [
+        ("sandbox made", "sandbox_pending"),
+        ("harness answers", "harness_starting"),
+        ("harness session", "harness_ready"),
+    ] {
+        match first(phase) {
+            Some(at) => {
+                times.insert(step, since(wall0, at));
+            }
+            None => panic!("session {id} never entered {phase}: {all:?}"),
+        }
+    }
+    times.insert(
+        "delivered",
+        sent.expect("the first prompt to be sent")
+            .duration_since(t0),
+    );
+    times.insert(
+        "first text",
+        text.expect("streamed text of the first turn")
+            .duration_since(t0),
+    );
+    times.insert(
+        "done",
+        since(wall0, done.expect("the first turn to end within 2 minutes")),
+    );
+
+    // The same session, warm: a second message.
+    let idles = all.len();
+    let t1 = Instant::now();
+    let asked = core
+        .send_message(id, "hello again")
+        .await
+        .expect("send a second message");
+    let text = first_text(&mut feed, asked.seq).await;
+    wait_idle(core, id, idles).await;
+    times.insert(
+        "warm message",
+        text.expect("streamed text of the second turn")
+            .duration_since(t1),
+    );
+    let _ = core.end(id).await;
+    times
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("first_minute: test");
+        }
+        return;
+    }
+    let Some(stack) = stack() else { return };
+    let n: usize = std::env::var("FIRST_MINUTE_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full_size() { 12 } else { 2 });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async move {
+        let db = BenchDb::postgres().await;
+        let root = tempfile::tempdir().expect("a temp dir");
+        let text = format!(
+            "[agents.coder]\nmodel = \"litellm/mock-gpt\"\n\
+             command = [\"{}\", \"serve\", \"--hostname\", \"{{host}}\", \"--port\", \"{{port}}\"]\n\
+             [gateway]\nurl = \"{}\"\n[sessions]\nphase_timeout = \"90s\"\n",
+            stack.opencode, stack.gateway_url
+        );
+        let mut config = config(&text, &db.url(), root.path());
+        config.local.root = root.path().join("sandboxes");
+        let runtime = Arc::new(
+            agentdeck::runtime::local::LocalRuntime::new(&config.local).expect("local runtime"),
+        );
+        let harness =
+            Arc::new(agentdeck::harness::opencode::Opencode::new().expect("opencode client"));
+        let core = Core::open(config, runtime, harness)
+            .await
+            .expect("open the core");
+        let worker = agentdeck::core::worker::spawn(core.clone(), CoreKind::Serve);
+        warm_the_gateway(&stack.gateway_url).await;
+
+        let mut all: Vec<Times> = Vec::new();
+        for k in 0..n {
+            let times = one(&core).await;
+            if !full_size() || std::env::var("FIRST_MINUTE_VERBOSE").is_ok() {
+                println!("first_minute: session {}: {}", k + 1, line(&times));
+            }
+            all.push(times);
+        }
+        println!("first_minute: local runtime, opencode + LiteLLM mock-gpt, {n} sessions one after another, from create:");
+        for q in [0.5, 0.9] {
+            let mut out = Vec::new();
+            for step in STEPS {
+                let mut v: Vec<Duration> = all.iter().filter_map(|t| t.get(step).copied()).collect();
+                assert_eq!(v.len(), all.len(), "{step} missing in a session");
+                v.sort();
+                out.push(format!("{step} {:.2}s", quantile(&v, q).as_secs_f64()));
+            }
+            println!("  p{:.0}: {}", q * 100.0, out.join(" | "));
+        }
+        worker.stop(Duration::from_secs(10)).await;
+    });
+}
+
+fn line(t: &Times) -> String {
+    STEPS
+        .iter()
+        .filter_map(|s| t.get(s).map(|d| format!("{s} {:.2}s", d.as_secs_f64())))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// One chat call, so that the gateway's first-call cost is not any session's (the offline
+/// stack's gateway takes no key on loopback).
+async fn warm_the_gateway(url: &str) {
+    let _ = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "model": "mock-gpt",
+            "messages": [{"role": "user", "content": "warm up"}]
+        }))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+}
