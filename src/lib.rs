@@ -7,6 +7,7 @@
 //! operator's terminal to a shell in a sandbox, for the cockpit and the CLI.
 
 pub mod api;
+pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod console;

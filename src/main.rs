@@ -5,7 +5,9 @@ use clap::Parser;
 fn main() {
     let cli = Cli::parse();
     let sink = match &cli.command {
-        Some(Command::Serve { .. } | Command::Worker) => Sink::Stderr { default: "info" },
+        Some(Command::Serve { .. } | Command::Worker | Command::Bootstrap { .. }) => {
+            Sink::Stderr { default: "info" }
+        }
         // The cockpit draws on the terminal: its logs go to a file in the state dir.
         None => match agentdeck::config::Dirs::discover() {
             Ok(dirs) => Sink::File(dirs.state_dir.join("agentdeck.log")),

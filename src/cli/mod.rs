@@ -254,6 +254,35 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// Inside a warm sandbox (the runtimes start it): start the harness, warm it up, and open it
+    /// to the session that claims the sandbox. See README, "Warm pools".
+    #[command(hide = true)]
+    Bootstrap {
+        /// The sandbox's port.
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Where the harness's model calls come in (its config names this).
+        #[arg(long, value_name = "ADDR")]
+        gateway_listen: std::net::SocketAddr,
+        /// The LLM gateway's base URL.
+        #[arg(long, value_name = "URL")]
+        gateway: String,
+        /// The hand-over folder (a memory-backed volume on Kubernetes).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The model of the warm-up turn (`provider/model`).
+        #[arg(long)]
+        model: String,
+        /// The harness's command; `{host}` and `{port}` are where it listens.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Hands a claim (JSON on stdin) to a warm sandbox's bootstrap and waits until it took it.
+    #[command(hide = true)]
+    HandOver {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -488,6 +517,29 @@ async fn open_core(config: Config) -> Result<Core> {
 
 /// Runs the command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
+    // Inside a sandbox: no configuration, no store.
+    match &cli.command {
+        Some(Command::Bootstrap {
+            listen,
+            gateway_listen,
+            gateway,
+            dir,
+            model,
+            command,
+        }) => {
+            return crate::bootstrap::run(crate::bootstrap::Options {
+                listen: *listen,
+                gateway_listen: *gateway_listen,
+                gateway: gateway.clone(),
+                dir: dir.clone(),
+                model: model.clone(),
+                command: command.clone(),
+            })
+            .await;
+        }
+        Some(Command::HandOver { dir }) => return crate::bootstrap::hand_over(dir).await,
+        _ => {}
+    }
     let listen = match &cli.command {
         Some(Command::Serve { listen, .. }) => listen.clone(),
         _ => None,
@@ -586,6 +638,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             println!("{shown}: schema is up to date");
             Ok(0)
         }
+        // Run above, before any configuration is read.
+        Some(Command::Bootstrap { .. } | Command::HandOver { .. }) => Ok(0),
         Some(Command::Doctor { output }) => Ok(if doctor::run(&config, output).await? {
             0
         } else {

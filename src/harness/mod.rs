@@ -174,6 +174,14 @@ pub trait Harness: Send + Sync + 'static {
     ) -> Result<(), HarnessError>;
     /// Stops the running turn.
     async fn abort(&self, endpoint: &Endpoint, session: &str) -> Result<(), HarnessError>;
+    /// Deletes a conversation (the bootstrap's warm-up leaves none behind).
+    async fn delete_session(
+        &self,
+        _endpoint: &Endpoint,
+        _session: &str,
+    ) -> Result<(), HarnessError> {
+        Ok(())
+    }
     /// The whole conversation as the harness has it.
     async fn messages(
         &self,

@@ -160,6 +160,20 @@ impl Client {
             .ok_or_else(|| HarnessError::Refused("opencode created a session without an id".into()))
     }
 
+    /// Deletes a conversation and what it holds.
+    pub async fn delete_session(
+        &self,
+        endpoint: &Endpoint,
+        session: &str,
+    ) -> Result<(), HarnessError> {
+        let req = self.req(
+            reqwest::Method::DELETE,
+            endpoint,
+            &format!("/session/{session}"),
+        );
+        self.call(endpoint, req, "delete session").await.map(|_| ())
+    }
+
     /// Whether opencode still knows `session` (it forgets them when its process restarts).
     pub async fn has_session(
         &self,

@@ -2,6 +2,7 @@
 //! followed on its `/event` bus.
 
 mod client;
+pub use client::USERNAME;
 mod decode;
 
 use crate::config::AgentSpec;
@@ -85,6 +86,10 @@ impl Harness for Opencode {
 
     async fn abort(&self, endpoint: &Endpoint, session: &str) -> Result<(), HarnessError> {
         self.client.abort(endpoint, session).await
+    }
+
+    async fn delete_session(&self, endpoint: &Endpoint, session: &str) -> Result<(), HarnessError> {
+        self.client.delete_session(endpoint, session).await
     }
 
     async fn pending_asks(
