@@ -21,7 +21,7 @@ mod support;
 
 use agentdeck::core::live::{DeltaFeed, Live};
 use agentdeck::core::{Core, CreateSession};
-use agentdeck::model::{CoreKind, MessageStatus};
+use agentdeck::model::{CoreKind, MessageRole, MessageStatus};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -92,14 +92,32 @@ fn since(t0: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
     (at - t0).to_std().unwrap_or_default()
 }
 
-/// Waits for the first streamed text of a message after seq `after`; its time.
-async fn first_text(feed: &mut DeltaFeed, after: i64) -> Option<Instant> {
+/// Waits for the first text of an answer after seq `after`, streamed or stored (a turn that
+/// ends before its session's bus is followed is only stored); its time.
+async fn first_text(
+    core: &Core,
+    session: Uuid,
+    feed: &mut DeltaFeed,
+    after: i64,
+) -> Option<Instant> {
+    let deadline = tokio::time::Instant::now() + TURN;
+    let mut look = tokio::time::interval(Duration::from_millis(20));
     loop {
-        match tokio::time::timeout(TURN, feed.next()).await {
-            Ok(Live::Delta(d)) if d.seq > after => return Some(Instant::now()),
-            Ok(Live::Delta(_)) => continue,
-            Ok(Live::Missed) => continue,
-            Err(_) => return None,
+        tokio::select! {
+            live = feed.next() => match live {
+                Live::Delta(d) if d.seq > after => return Some(Instant::now()),
+                _ => continue,
+            },
+            _ = look.tick() => {
+                let stored = core.messages(session, after, 20).await.unwrap_or_default();
+                if stored
+                    .iter()
+                    .any(|m| m.role == MessageRole::Assistant && !m.text().is_empty())
+                {
+                    return Some(Instant::now());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return None,
         }
     }
 }
@@ -156,13 +174,13 @@ async fn wait_idle(core: &Core, session: Uuid, after: usize) -> Option<DateTime<
     None
 }
 
-/// One session's first minute; then a second message on it.
-async fn one(core: &Core) -> Times {
+/// One session of `agent`: its first minute; then a second message on it.
+async fn one(core: &Core, agent: &str) -> Times {
     let wall0 = Utc::now();
     let t0 = Instant::now();
     let session = core
         .create_session(CreateSession {
-            agent_id: Some("coder".into()),
+            agent_id: Some(agent.into()),
             initial_prompt: Some("hello".into()),
             ..Default::default()
         })
@@ -170,7 +188,7 @@ async fn one(core: &Core) -> Times {
         .expect("create a session");
     let id = session.id;
     let mut feed = core.watch_deltas(id);
-    let (text, sent) = tokio::join!(first_text(&mut feed, 1), delivered(core, id, 1));
+    let (text, sent) = tokio::join!(first_text(core, id, &mut feed, 1), delivered(core, id, 1));
     let done = wait_idle(core, id, 0).await;
     let mut times = Times::new();
     let all = phases(core, id).await;
@@ -209,7 +227,7 @@ async fn one(core: &Core) -> Times {
         .send_message(id, "hello again")
         .await
         .expect("send a second message");
-    let text = first_text(&mut feed, asked.seq).await;
+    let text = first_text(core, id, &mut feed, asked.seq).await;
     wait_idle(core, id, idles).await;
     times.insert(
         "warm message",
@@ -228,6 +246,12 @@ fn main() {
         }
         return;
     }
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let Some(stack) = stack() else { return };
     let n: usize = std::env::var("FIRST_MINUTE_SESSIONS")
         .ok()
@@ -240,46 +264,90 @@ fn main() {
     rt.block_on(async move {
         let db = BenchDb::postgres().await;
         let root = tempfile::tempdir().expect("a temp dir");
-        let text = format!(
-            "[agents.coder]\nmodel = \"litellm/mock-gpt\"\n\
-             command = [\"{}\", \"serve\", \"--hostname\", \"{{host}}\", \"--port\", \"{{port}}\"]\n\
-             [gateway]\nurl = \"{}\"\n[sessions]\nphase_timeout = \"90s\"\n",
-            stack.opencode, stack.gateway_url
+        let root_path = root.path().to_path_buf();
+        // FIRST_MINUTE_KEEP=1 leaves the sandboxes' folders (and logs) to look at.
+        let _root = if std::env::var("FIRST_MINUTE_KEEP").is_ok() {
+            eprintln!("first_minute: keeping {}", root.keep().display());
+            None
+        } else {
+            Some(root)
+        };
+        let command = format!(
+            "command = [\"{}\", \"serve\", \"--hostname\", \"{{host}}\", \"--port\", \"{{port}}\"]",
+            stack.opencode
         );
-        let mut config = config(&text, &db.url(), root.path());
-        config.local.root = root.path().join("sandboxes");
-        let runtime = Arc::new(
+        let text = format!(
+            "[agents.coder]\nmodel = \"litellm/mock-gpt\"\n{command}\n\
+             [agents.pooled]\nmodel = \"litellm/mock-gpt\"\nwarm = 2\n{command}\n\
+             [gateway]\nurl = \"{}\"\n[sessions]\nphase_timeout = \"90s\"\n",
+            stack.gateway_url
+        );
+        let mut config = config(&text, &db.url(), &root_path);
+        config.local.root = root_path.join("sandboxes");
+        config.local.program = Some(env!("CARGO_BIN_EXE_agentdeck").into());
+        let runtime: Arc<dyn agentdeck::runtime::SandboxRuntime> = Arc::new(
             agentdeck::runtime::local::LocalRuntime::new(&config.local).expect("local runtime"),
         );
         let harness =
             Arc::new(agentdeck::harness::opencode::Opencode::new().expect("opencode client"));
-        let core = Core::open(config, runtime, harness)
+        let core = Core::open(config, runtime.clone(), harness)
             .await
             .expect("open the core");
         let worker = agentdeck::core::worker::spawn(core.clone(), CoreKind::Serve);
         warm_the_gateway(&stack.gateway_url).await;
 
-        let mut all: Vec<Times> = Vec::new();
-        for k in 0..n {
-            let times = one(&core).await;
-            if !full_size() || std::env::var("FIRST_MINUTE_VERBOSE").is_ok() {
-                println!("first_minute: session {}: {}", k + 1, line(&times));
+        for (agent, how) in [("pooled", "warm (a pool of 2)"), ("coder", "cold")] {
+            let mut all: Vec<Times> = Vec::new();
+            for k in 0..n {
+                // Each session on a quiet machine: the pool full again, none of it starting.
+                pool_full(&core, "pooled", 2).await;
+                let times = one(&core, agent).await;
+                if !full_size() || std::env::var("FIRST_MINUTE_VERBOSE").is_ok() {
+                    println!("first_minute: {how} session {}: {}", k + 1, line(&times));
+                }
+                all.push(times);
             }
-            all.push(times);
-        }
-        println!("first_minute: local runtime, opencode + LiteLLM mock-gpt, {n} sessions one after another, from create:");
-        for q in [0.5, 0.9] {
-            let mut out = Vec::new();
-            for step in STEPS {
-                let mut v: Vec<Duration> = all.iter().filter_map(|t| t.get(step).copied()).collect();
-                assert_eq!(v.len(), all.len(), "{step} missing in a session");
-                v.sort();
-                out.push(format!("{step} {:.2}s", quantile(&v, q).as_secs_f64()));
+            println!(
+                "first_minute: local runtime, {how}, opencode + LiteLLM mock-gpt, {n} sessions one after another, from create:"
+            );
+            for q in [0.5, 0.9] {
+                let mut out = Vec::new();
+                for step in STEPS {
+                    let mut v: Vec<Duration> =
+                        all.iter().filter_map(|t| t.get(step).copied()).collect();
+                    assert_eq!(v.len(), all.len(), "{step} missing in a session");
+                    v.sort();
+                    out.push(format!("{step} {:.2}s", quantile(&v, q).as_secs_f64()));
+                }
+                println!("  p{:.0}: {}", q * 100.0, out.join(" | "));
             }
-            println!("  p{:.0}: {}", q * 100.0, out.join(" | "));
         }
         worker.stop(Duration::from_secs(10)).await;
+        // Warm sandboxes outlive the process that started them (as every sandbox does): these
+        // are the benchmark's, removed with it.
+        if let Err(e) = runtime.keep_warm(&[]).await {
+            eprintln!("first_minute: cannot remove the warm sandboxes: {e}");
+        }
     });
+}
+
+/// Waits until `agent`'s warm pool has `want` sandboxes ready and none starting.
+async fn pool_full(core: &Core, agent: &str, want: usize) {
+    let deadline = Instant::now() + TURN;
+    while Instant::now() < deadline {
+        if core
+            .pool_health()
+            .iter()
+            .any(|p| p.agent == agent && p.ready >= want && p.starting == 0)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{agent}'s warm pool was not full within {TURN:?}: {:?}",
+        core.pool_health()
+    );
 }
 
 fn line(t: &Times) -> String {

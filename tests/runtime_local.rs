@@ -59,6 +59,7 @@ impl Root {
         LocalRuntime::new(&LocalConfig {
             root: self.path().to_path_buf(),
             env_allowlist: vec!["PATH".to_string()],
+            program: None,
         })
         .expect("local runtime")
         .with_stop_grace(Duration::from_secs(3))
@@ -110,6 +111,7 @@ fn agent(command: &[&str]) -> AgentSpec {
         idle_timeout: Duration::from_secs(60),
         permission: Default::default(),
         budget: None,
+        warm: 0,
     }
 }
 

@@ -61,18 +61,27 @@ pub fn put(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, dir.join(CLAIM_FILE))
 }
 
-/// Takes the hand-over waiting in `dir`, if any: read, then removed.
-pub fn take(dir: &Path) -> std::io::Result<Option<Claim>> {
+/// The hand-over waiting in `dir`, if any. It stays until [`taken`] says it was taken (once
+/// the sandbox is open to its session); an unreadable one is removed at once.
+pub fn read(dir: &Path) -> std::io::Result<Option<Claim>> {
     let path = dir.join(CLAIM_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    std::fs::remove_file(&path)?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    })
+}
+
+/// Says the hand-over in `dir` was taken: whoever put it stops waiting.
+pub fn taken(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(CLAIM_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Whether a hand-over still waits in `dir` (not taken yet).
@@ -141,10 +150,10 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_is_taken_once_and_private_while_it_waits() {
+    fn a_claim_waits_privately_until_it_is_said_taken() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(take(dir.path()).unwrap(), None);
+        assert_eq!(read(dir.path()).unwrap(), None);
         put(dir.path(), &claim().to_bytes()).unwrap();
         assert!(waiting(dir.path()));
         let mode = std::fs::metadata(dir.path().join(CLAIM_FILE))
@@ -152,12 +161,15 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(take(dir.path()).unwrap(), Some(claim()));
+        // Read, it still waits until it is said taken.
+        assert_eq!(read(dir.path()).unwrap(), Some(claim()));
+        assert!(waiting(dir.path()));
+        taken(dir.path()).unwrap();
         assert!(!waiting(dir.path()));
-        assert_eq!(take(dir.path()).unwrap(), None);
+        assert_eq!(read(dir.path()).unwrap(), None);
         // Garbage is an error, and is not left to be read again.
         put(dir.path(), b"{not json").unwrap();
-        assert!(take(dir.path()).is_err());
+        assert!(read(dir.path()).is_err());
         assert!(!waiting(dir.path()));
     }
 

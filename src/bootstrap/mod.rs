@@ -52,6 +52,7 @@ pub struct Options {
 
 /// Runs the bootstrap until the harness exits; its exit code.
 pub async fn run(options: Options) -> Result<i32> {
+    private_dir(&options.dir)?;
     let harness = crate::harness::opencode::Opencode::new()
         .context("cannot start the opencode harness client")?;
     let inner_port = free_loopback_port().context("cannot find a port for the harness")?;
@@ -113,11 +114,12 @@ pub async fn run(options: Options) -> Result<i32> {
             status = child.wait() => return Ok(exit_code(status)),
             _ = terminate.recv() => return Ok(stop(&mut child).await),
             _ = every.tick(), if !claimed => {
-                match handover::take(&options.dir) {
+                match handover::read(&options.dir) {
                     Ok(None) => {}
                     Ok(Some(claim)) => {
                         if let Err(e) = handover::put_env(&options.dir, &claim.env) {
-                            tracing::error!(error = %e, "cannot write the session's environment; the claim is refused");
+                            // Not taken: whoever waits for it gives this sandbox up.
+                            tracing::error!(error = %e, "cannot write the session's environment; the claim is not taken");
                             continue;
                         }
                         let opened = Opened {
@@ -125,6 +127,10 @@ pub async fn run(options: Options) -> Result<i32> {
                             gateway_auth: claim.gateway_key.as_ref().map(|k| format!("Bearer {k}")),
                         };
                         doors.stage.send_replace(Stage::Claimed(Arc::new(opened)));
+                        // Open first, then said taken: whoever waits for it calls in at once.
+                        if let Err(e) = handover::taken(&options.dir) {
+                            tracing::warn!(error = %e, "cannot say the claim was taken");
+                        }
                         tracing::info!(session = %claim.session, variables = claim.env.len(), "claimed");
                         claimed = true;
                     }
@@ -256,6 +262,15 @@ fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
         Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
         Err(_) => 1,
     }
+}
+
+/// Makes the hand-over folder, readable by its owner only.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot make the hand-over folder {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private", dir.display()))
 }
 
 fn free_loopback_port() -> std::io::Result<u16> {

@@ -83,6 +83,23 @@ pub(super) fn build(
     })
 }
 
+/// Most sandboxes an agent's warm pool may keep (each is a running harness).
+const MOST_WARM: i64 = 64;
+
+/// A warm pool's size: 0 to [`MOST_WARM`].
+fn warm(p: &Parsed, w: &toml::Spanned<i64>) -> Result<u32, ConfigError> {
+    match u32::try_from(*w.get_ref()) {
+        Ok(n) if i64::from(n) <= MOST_WARM => Ok(n),
+        _ => Err(at(
+            p,
+            w.span(),
+            format!(
+                "warm is how many sandboxes to keep started, 0 to {MOST_WARM} (each is a running agent)"
+            ),
+        )),
+    }
+}
+
 /// A budget: a positive amount of USD.
 fn budget(p: &Parsed, b: &toml::Spanned<f64>) -> Result<f64, ConfigError> {
     let usd = *b.get_ref();
@@ -249,6 +266,10 @@ fn agents(layers: &[Parsed]) -> Result<BTreeMap<String, AgentSpec>, ConfigError>
                 budget: match &a.budget {
                     Some(b) => Some(budget(parsed, b)?),
                     None => None,
+                },
+                warm: match &a.warm {
+                    Some(w) => warm(parsed, w)?,
+                    None => 0,
                 },
                 id,
             },
@@ -477,5 +498,6 @@ fn local(layers: &[Parsed], dirs: &Dirs) -> LocalConfig {
             .map(PathBuf::from)
             .unwrap_or_else(|| dirs.data_dir.join("sandboxes")),
         env_allowlist: top!(layers, local.env_allowlist).unwrap_or_default(),
+        program: non_empty(top!(layers, local.program)).map(PathBuf::from),
     }
 }

@@ -170,6 +170,7 @@ pub struct GatewayLayer {
 pub struct LocalLayer {
     pub root: Option<String>,
     pub env_allowlist: Option<Vec<String>>,
+    pub program: Option<String>,
 }
 
 /// Which agents.x-k8s.io version to speak.
@@ -249,6 +250,8 @@ pub struct AgentLayer {
     pub permission: BTreeMap<String, ToolRule>,
     /// USD one session may spend.
     pub budget: Option<Spanned<f64>>,
+    /// Sandboxes kept warm for new sessions.
+    pub warm: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

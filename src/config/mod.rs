@@ -167,6 +167,8 @@ pub struct LocalConfig {
     pub root: PathBuf,
     /// Variables of agentdeck's own environment a sandbox inherits (besides `CONTAINER_ENV_*`).
     pub env_allowlist: Vec<String>,
+    /// The agentdeck binary a warm sandbox runs as its bootstrap; this process's own when absent.
+    pub program: Option<PathBuf>,
 }
 
 /// The Kubernetes runtime (agent-sandbox).

@@ -407,34 +407,45 @@ impl Core {
                 }
             };
             let mut env = env::sandbox_env(&self.inner.container_env, &agent.env, &session_env);
-            env.extend(self.harness().auth_env(&password));
-            env.entry(super::GATEWAY_KEY_ENV.to_string())
-                .or_insert_with(|| "sk-agentdeck-no-key".to_string());
-            let access = crate::harness::GatewayAccess {
-                base_url: self
-                    .config()
-                    .gateway
-                    .sandbox_url
-                    .clone()
-                    .unwrap_or_else(|| "http://127.0.0.1:4000".to_string()),
-                key_env: super::GATEWAY_KEY_ENV.to_string(),
-                price: self.model_price(&agent.model).await,
-            };
-            let spec = SandboxSpec {
-                session_id: id,
-                team: session.team.clone(),
-                env,
-                files: self.harness().sandbox_files(&agent, &access),
-                agent: agent.clone(),
-            };
-            let sandbox = match self.runtime().provision(&spec).await {
-                Ok(sandbox) => sandbox,
-                Err(e) => {
-                    return self
-                        .runtime_failure(id, fence, "cannot create the sandbox", e)
-                        .await;
+            // A warm sandbox when the agent's pool has one ready; else one started now.
+            let (sandbox, launch) = match self.claim_warm(id, &agent, &password, &env).await {
+                Ok(claimed) => claimed,
+                Err(cold) => {
+                    env.extend(self.harness().auth_env(&password));
+                    env.entry(super::GATEWAY_KEY_ENV.to_string())
+                        .or_insert_with(|| "sk-agentdeck-no-key".to_string());
+                    let access = crate::harness::GatewayAccess {
+                        base_url: self
+                            .config()
+                            .gateway
+                            .sandbox_url
+                            .clone()
+                            .unwrap_or_else(|| "http://127.0.0.1:4000".to_string()),
+                        key_env: super::GATEWAY_KEY_ENV.to_string(),
+                        price: self.model_price(&agent.model).await,
+                    };
+                    let spec = SandboxSpec {
+                        session_id: id,
+                        team: session.team.clone(),
+                        env,
+                        files: self.harness().sandbox_files(&agent, &access),
+                        agent: agent.clone(),
+                    };
+                    match self.runtime().provision(&spec).await {
+                        Ok(sandbox) => (sandbox, cold),
+                        Err(e) => {
+                            return self
+                                .runtime_failure(id, fence, "cannot create the sandbox", e)
+                                .await;
+                        }
+                    }
                 }
             };
+            let launched = [launch.event()];
+            super::write_aside("recording how the sandbox was launched", id, || {
+                self.store().append_events(id, &launched)
+            })
+            .await;
             let patch = SessionPatch {
                 runtime: Some(Some(sandbox.runtime.clone())),
                 sandbox_ref: Some(Some(sandbox.name.clone())),

@@ -22,6 +22,7 @@ mod lifecycle;
 pub mod live;
 mod reconciler;
 mod reload;
+mod warm;
 pub mod webhooks;
 pub mod worker;
 
@@ -102,6 +103,8 @@ struct Inner {
     instance: String,
     /// This process's place in the fleet, while it runs fleet work (see [`fleet`]).
     standing: tokio::sync::watch::Sender<Option<fleet::Standing>>,
+    /// A warm sandbox was claimed: its pool is one short.
+    claimed: tokio::sync::Notify,
 }
 
 /// A name for this process that other cores can read in a task's `locked_by`.
@@ -196,6 +199,7 @@ impl Core {
                 harness,
                 instance: instance_name(),
                 standing: tokio::sync::watch::channel(None).0,
+                claimed: tokio::sync::Notify::new(),
             }),
         }
     }

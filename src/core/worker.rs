@@ -229,6 +229,8 @@ const REAPER: &str = "idle-reaper";
 const RECONCILER: &str = "reconciler";
 /// Hands the store's notices to the webhooks ([`super::webhooks`]).
 const NOTIFIER: &str = "notifier";
+/// Keeps the agents' warm pools ([`super::warm`]).
+const WARM_POOLS: &str = "warm-pools";
 /// How soon after a session changed the notifier looks for its notices (changes come in
 /// bursts: one look for a burst).
 const NOTICE_DELAY: Duration = Duration::from_millis(200);
@@ -289,6 +291,15 @@ async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
                 notifying = hold(&core, NOTIFIER).await;
                 notices_due = None;
                 hand_on_notices(notifying.as_ref()).await;
+                if let Some(keeper) = hold(&core, WARM_POOLS).await {
+                    keeper.keep_warm_pools().await;
+                }
+            }
+            // A pool one short is filled again at once, not at the next tick.
+            _ = core.warm_claimed() => {
+                if let Some(keeper) = hold(&core, WARM_POOLS).await {
+                    keeper.keep_warm_pools().await;
+                }
             }
             _ = due => {
                 notices_due = None;
@@ -318,7 +329,7 @@ async fn run_singletons(core: Core, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => break,
         }
     }
-    for role in [REAPER, RECONCILER, NOTIFIER] {
+    for role in [REAPER, RECONCILER, NOTIFIER, WARM_POOLS] {
         if let Err(err) = core.store().release_role(role, core.instance()).await {
             tracing::debug!(role, %err, "cannot give the role up; its lease will run out");
         }

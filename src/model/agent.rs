@@ -69,6 +69,10 @@ pub struct AgentSpec {
     /// 100% it takes no new turn until an operator raises its budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<f64>,
+    /// How many sandboxes of this agent are kept started ahead of any session (a warm pool);
+    /// 0 starts each session's sandbox when it is created.
+    #[serde(default)]
+    pub warm: u32,
 }
 
 text_enum!(

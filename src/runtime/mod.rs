@@ -8,8 +8,10 @@ pub mod kubernetes;
 pub mod local;
 mod pty;
 mod shell;
+pub mod warm;
 
 pub use shell::{AttachedShell, Shell, ShellExit, ShellInput, ShellOptions, ShellOutput};
+pub use warm::{PoolHealth, WarmPool};
 
 use crate::config::AgentSpec;
 use async_trait::async_trait;
@@ -127,6 +129,24 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     async fn destroy(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError>;
     /// What `agentdeck doctor` reports about this runtime.
     async fn check(&self) -> Vec<Check>;
+    /// Keeps the agents' warm pools as `pools` say (a pool absent keeps nothing): starts what
+    /// is missing, replaces what is stale or failed, removes what is too many.
+    async fn keep_warm(&self, _pools: &[WarmPool]) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    /// A warm sandbox of `pool` for the session `claim` names, handed the claim and having
+    /// taken it; `None` when the pool has none ready (the session starts cold).
+    async fn claim_warm(
+        &self,
+        _pool: &WarmPool,
+        _claim: &crate::bootstrap::handover::Claim,
+    ) -> Result<Option<SandboxRef>, RuntimeError> {
+        Ok(None)
+    }
+    /// How the warm pools are doing.
+    fn pool_health(&self) -> Vec<PoolHealth> {
+        Vec::new()
+    }
     /// An interactive shell in the sandbox for an operator's terminal.
     async fn shell(
         &self,

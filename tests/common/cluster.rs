@@ -74,6 +74,7 @@ pub fn test_agent(command: &[&str]) -> agentdeck::config::AgentSpec {
         idle_timeout: std::time::Duration::from_secs(600),
         permission: Default::default(),
         budget: None,
+        warm: 0,
     }
 }
 

@@ -294,6 +294,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(60),
                 permission: Default::default(),
                 budget: None,
+                warm: 0,
             },
             env: BTreeMap::from([("GITHUB_TOKEN".to_string(), "ghp_supersecret".to_string())]),
             files: BTreeMap::from([("opencode.json".to_string(), "{\"model\":\"x\"}".to_string())]),

@@ -52,6 +52,7 @@ pub fn load(id: Uuid, dir: &Path, node: Option<String>) -> (State, Option<Adopte
     state.health.since = record.updated_at;
     state.written_at = Some(record.updated_at);
     state.port = record.port;
+    state.pool = record.pool.clone();
     match record.state {
         RecordState::Suspended => {
             state.suspended = true;
@@ -152,7 +153,7 @@ impl Sandbox {
         if let Some(a) = adopted {
             self.watch_adopted(state, a);
         }
-        self.announce(state.health.clone());
+        self.announce(state);
     }
 
     /// Starts watching an adopted process (not our child).

@@ -92,6 +92,11 @@ impl LocalRuntime {
             monitor: Some(handle),
         });
         sandbox.commit(&mut state);
+        drop(state);
+        if why != Start::First {
+            // A warm pool's sandbox, claimed: its new bootstrap is handed the claim again.
+            self.hand_over_again(sandbox);
+        }
         Ok(())
     }
 
@@ -215,7 +220,7 @@ impl LocalRuntime {
     }
 
     /// A new sandbox: its folder, files and first run. On failure nothing of it is left.
-    fn create(
+    pub(super) fn create(
         &self,
         sandbox: &Arc<Sandbox>,
         spec: &SandboxSpec,
@@ -303,7 +308,7 @@ impl LocalRuntime {
                 )));
             }
         }
-        let health = {
+        {
             let mut state = sandbox.state();
             if let Some(monitor) = state.run.as_mut().and_then(|r| r.monitor.take()) {
                 monitor.abort();
@@ -311,10 +316,9 @@ impl LocalRuntime {
             state.removed = true;
             state.set_phase(HealthPhase::Gone, Some("destroyed".to_string()));
             state.event(false, "Destroyed", "its folder was removed".to_string());
-            state.health.clone()
-        };
+            sandbox.announce(&state);
+        }
         self.forget(&sandbox);
-        sandbox.announce(health);
         tracing::info!(sandbox = %id, "destroyed");
         Ok(())
     }

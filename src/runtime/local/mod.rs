@@ -16,6 +16,7 @@ mod launch;
 mod lifecycle;
 mod logs;
 mod monitor;
+mod pool;
 mod process;
 mod record;
 mod sandbox;
@@ -54,6 +55,9 @@ pub struct LocalRuntime {
     sandboxes: Mutex<HashMap<Uuid, Arc<Sandbox>>>,
     shared: Shared,
     grace: Duration,
+    /// The agentdeck binary warm sandboxes run (this one when absent).
+    program: Option<PathBuf>,
+    pool_stats: Mutex<HashMap<String, pool::PoolStats>>,
 }
 
 /// This machine's name.
@@ -101,6 +105,8 @@ impl LocalRuntime {
                 node: hostname(),
             },
             grace: DEFAULT_STOP_GRACE,
+            program: config.program.clone(),
+            pool_stats: Mutex::new(HashMap::new()),
         };
         for id in runtime.folders() {
             runtime.entry(id, false);
@@ -294,12 +300,23 @@ impl SandboxRuntime for LocalRuntime {
         ids.dedup();
         Ok(ids
             .into_iter()
-            .map(|id| ListedSandbox {
-                sandbox: SandboxRef {
-                    runtime: KIND.to_string(),
-                    name: id.to_string(),
-                },
-                session_id: Some(id),
+            .map(|id| {
+                // A warm pool's sandbox is its claiming session's (none's while unclaimed).
+                let known = self.map().get(&id).cloned();
+                let session_id = match known {
+                    Some(sandbox) => sandbox.session(&sandbox.state()),
+                    None => match record::SandboxRecord::read(&self.workdir(id)) {
+                        Ok(record) => record.pool.map_or(Some(id), |m| m.claimed_by),
+                        Err(_) => Some(id),
+                    },
+                };
+                ListedSandbox {
+                    sandbox: SandboxRef {
+                        runtime: KIND.to_string(),
+                        name: id.to_string(),
+                    },
+                    session_id,
+                }
             })
             .collect())
     }
@@ -327,6 +344,22 @@ impl SandboxRuntime for LocalRuntime {
 
     async fn resume(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
         self.resume_sandbox(session_of(sandbox)?).await
+    }
+
+    async fn keep_warm(&self, pools: &[crate::runtime::WarmPool]) -> Result<(), RuntimeError> {
+        self.keep(pools).await
+    }
+
+    async fn claim_warm(
+        &self,
+        pool: &crate::runtime::WarmPool,
+        claim: &crate::bootstrap::handover::Claim,
+    ) -> Result<Option<SandboxRef>, RuntimeError> {
+        self.claim(pool, claim).await
+    }
+
+    fn pool_health(&self) -> Vec<crate::runtime::PoolHealth> {
+        self.pools()
     }
 
     async fn destroy(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {

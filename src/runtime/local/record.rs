@@ -41,6 +41,20 @@ pub struct SandboxRecord {
     /// The most recent events, newest last.
     #[serde(default)]
     pub events: Vec<SandboxEvent>,
+    /// Set on a warm pool's sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolMember>,
+}
+
+/// A warm pool's sandbox: whose pool, made from what, and the session that claimed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolMember {
+    pub agent: String,
+    pub fingerprint: String,
+    #[serde(default)]
+    pub claimed_by: Option<Uuid>,
+    #[serde(default)]
+    pub claimed_at: Option<DateTime<Utc>>,
 }
 
 impl SandboxRecord {
@@ -89,6 +103,12 @@ mod tests {
             last_termination_at: Some(Utc::now()),
             updated_at: Utc::now(),
             events: Vec::new(),
+            pool: Some(PoolMember {
+                agent: "coder".into(),
+                fingerprint: "f".into(),
+                claimed_by: Some(Uuid::new_v4()),
+                claimed_at: Some(Utc::now()),
+            }),
         };
         record.write(dir.path()).expect("write");
         assert_eq!(SandboxRecord::read(dir.path()), Ok(record));

@@ -53,6 +53,8 @@ pub struct State {
     pub written_at: Option<DateTime<Utc>>,
     /// The port of the last run, tried first on the next.
     pub port: Option<u16>,
+    /// Set on a warm pool's sandbox.
+    pub pool: Option<super::record::PoolMember>,
 }
 
 impl State {
@@ -105,6 +107,7 @@ impl State {
             last_termination_at: self.health.last_termination_at,
             updated_at: Utc::now(),
             events: self.health.recent_events.clone(),
+            pool: self.pool.clone(),
         }
     }
 }
@@ -156,6 +159,7 @@ impl Sandbox {
             generation: 0,
             written_at: None,
             port: None,
+            pool: None,
         }
     }
 
@@ -189,15 +193,24 @@ impl Sandbox {
                 }
             }
         }
-        self.announce(state.health.clone());
+        self.announce(state);
     }
 
-    pub fn announce(&self, health: SandboxHealth) {
+    /// The session this sandbox is for: its own id, or (a warm pool's) the session that claimed
+    /// it, if any.
+    pub fn session(&self, state: &State) -> Option<Uuid> {
+        match &state.pool {
+            Some(member) => member.claimed_by,
+            None => Some(self.id),
+        }
+    }
+
+    pub fn announce(&self, state: &State) {
         // No subscriber is not an error.
         let _ = self.shared.changes.send(HealthChange {
             sandbox: self.reference(),
-            session_id: Some(self.id),
-            health,
+            session_id: self.session(state),
+            health: state.health.clone(),
         });
     }
 

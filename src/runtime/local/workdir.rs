@@ -30,7 +30,8 @@ pub fn create(workdir: &Path) -> Result<(), RuntimeError> {
 
 /// What git leaves out of the folder's history: agentdeck's own files, the harness's config
 /// and its home (data, caches).
-const UNTRACKED: &str = "/sandbox.log\n/sandbox.json\n/launch.json\n/opencode.json\n/home/\n";
+const UNTRACKED: &str =
+    "/sandbox.log\n/sandbox.json\n/launch.json\n/opencode.json\n/home/\n/.agentdeck/\n";
 
 /// Makes the folder a git repository with one commit of what it starts with, so that the
 /// harness can say what its agent changed (opencode snapshots only a git project). Without git,

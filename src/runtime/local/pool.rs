@@ -1,0 +1,328 @@
+//! Warm pools on the local runtime: sandboxes started ahead of any session, each running
+//! `agentdeck bootstrap` in front of its agent's harness ([`crate::bootstrap`]). A session
+//! claims a ready one: the claim (its password, gateway key and environment) is put in the
+//! sandbox's folder, readable by its owner only, and the sandbox is the session's once the
+//! bootstrap took it. The claim is kept there (mode 0600, like `launch.json`) so that a restart
+//! hands it over again.
+
+use super::LocalRuntime;
+use super::launch::LaunchSpec;
+use super::record::PoolMember;
+use super::sandbox::Sandbox;
+use super::workdir;
+use crate::bootstrap::{self, handover};
+use crate::runtime::{HealthPhase, PoolHealth, RuntimeError, SandboxRef, SandboxSpec, WarmPool};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The bootstrap's hand-over folder in a sandbox's folder (left out of its git history).
+pub const HANDOVER_DIR: &str = ".agentdeck";
+/// The claim as last handed over, for a restart to hand over again.
+pub const SAVED_CLAIM: &str = "claim.saved";
+/// How long a bootstrap may take to take a claim before its sandbox is given up.
+const TAKE_WITHIN: Duration = Duration::from_secs(5);
+/// A failed pool sandbox is replaced no sooner than this after the last one started, so that
+/// an agent that cannot start does not restart in a tight loop.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// What a pool did since this process started.
+#[derive(Debug, Default, Clone)]
+pub struct PoolStats {
+    pub claims: u64,
+    pub misses: u64,
+    pub last_claim: Option<Duration>,
+    /// When one of its sandboxes last failed.
+    pub last_failure: Option<Instant>,
+}
+
+/// An unclaimed sandbox of a pool, as it is now.
+struct Unclaimed {
+    sandbox: Arc<Sandbox>,
+    agent: String,
+    fingerprint: String,
+    phase: HealthPhase,
+}
+
+impl LocalRuntime {
+    /// The agentdeck binary warm sandboxes run as their bootstrap.
+    fn program(&self) -> Result<std::path::PathBuf, RuntimeError> {
+        if let Some(program) = &self.program {
+            return Ok(program.clone());
+        }
+        std::env::current_exe().map_err(|e| {
+            RuntimeError::Failed(format!(
+                "warm pools run this agentdeck binary in each sandbox, and its path is unknown \
+                 ({e}); set program = \"/path/to/agentdeck\" under [local]"
+            ))
+        })
+    }
+
+    fn unclaimed(&self) -> Vec<Unclaimed> {
+        let sandboxes: Vec<Arc<Sandbox>> = self.map().values().cloned().collect();
+        sandboxes
+            .into_iter()
+            .filter_map(|sandbox| {
+                let state = sandbox.state();
+                let member = state.pool.as_ref()?;
+                if member.claimed_by.is_some() || state.removed || !state.exists {
+                    return None;
+                }
+                let unclaimed = Unclaimed {
+                    agent: member.agent.clone(),
+                    fingerprint: member.fingerprint.clone(),
+                    phase: state.health.phase,
+                    sandbox: sandbox.clone(),
+                };
+                drop(state);
+                Some(unclaimed)
+            })
+            .collect()
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, HashMap<String, PoolStats>> {
+        self.pool_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) async fn keep(&self, pools: &[WarmPool]) -> Result<(), RuntimeError> {
+        let wanted: HashMap<&str, &WarmPool> =
+            pools.iter().map(|p| (p.agent.id.as_str(), p)).collect();
+        let mut alive: HashMap<String, usize> = HashMap::new();
+        for u in self.unclaimed() {
+            let pool = wanted.get(u.agent.as_str());
+            let current = pool.is_some_and(|p| p.fingerprint == u.fingerprint);
+            let count = alive.entry(u.agent.clone()).or_default();
+            let too_many = pool.is_none_or(|p| *count >= p.want);
+            let failed = matches!(u.phase, HealthPhase::Failed | HealthPhase::Gone);
+            if !current || too_many || failed {
+                let why = if !current {
+                    "its agent changed (or has no pool any more)"
+                } else if failed {
+                    "it failed"
+                } else {
+                    "the pool is smaller now"
+                };
+                tracing::info!(sandbox = %u.sandbox.id, agent = %u.agent, why, "removing a warm sandbox");
+                if failed {
+                    self.stats()
+                        .entry(u.agent.clone())
+                        .or_default()
+                        .last_failure = Some(Instant::now());
+                }
+                if let Err(e) = self.destroy_sandbox(u.sandbox.id).await {
+                    tracing::warn!(sandbox = %u.sandbox.id, error = %e, "cannot remove a warm sandbox");
+                }
+                continue;
+            }
+            *count += 1;
+        }
+        for pool in pools {
+            let have = alive.get(&pool.agent.id).copied().unwrap_or(0);
+            if have >= pool.want {
+                continue;
+            }
+            // A pool starts all it misses at once, unless one of its sandboxes failed lately:
+            // an agent that cannot start does not restart in a tight loop.
+            let failed_lately = self
+                .stats()
+                .get(&pool.agent.id)
+                .and_then(|s| s.last_failure)
+                .is_some_and(|at| at.elapsed() < RETRY_AFTER);
+            if failed_lately {
+                continue;
+            }
+            for _ in have..pool.want {
+                if let Err(e) = self.start_warm(pool) {
+                    tracing::warn!(agent = %pool.agent.id, error = %e, "cannot start a warm sandbox");
+                    self.stats()
+                        .entry(pool.agent.id.clone())
+                        .or_default()
+                        .last_failure = Some(Instant::now());
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts one sandbox of `pool`: the bootstrap, in front of the agent's harness.
+    fn start_warm(&self, pool: &WarmPool) -> Result<(), RuntimeError> {
+        let agent = &pool.agent;
+        if agent.command.first().is_none_or(|c| c.trim().is_empty()) {
+            return Err(super::launch::empty_command(&agent.id));
+        }
+        let program = self.program()?;
+        let id = Uuid::now_v7();
+        let sandbox = self
+            .entry(id, true)
+            .ok_or_else(|| RuntimeError::Transient("the new sandbox vanished".into()))?;
+        let door = workdir::free_port(None, &self.ports_in_use(id))?;
+        let files = (pool.files)(&format!("http://{}:{door}", super::launch::HOST));
+        let mut command = vec![
+            program.to_string_lossy().to_string(),
+            "bootstrap".to_string(),
+            "--listen".to_string(),
+            format!("{}:{{port}}", super::launch::HOST),
+            "--gateway-listen".to_string(),
+            format!("{}:{door}", super::launch::HOST),
+            "--gateway".to_string(),
+            pool.gateway.clone(),
+            "--dir".to_string(),
+            format!("{{workdir}}/{HANDOVER_DIR}"),
+            "--model".to_string(),
+            agent.model.clone(),
+            "--".to_string(),
+        ];
+        command.extend(agent.command.iter().map(|a| {
+            a.replace("{host}", bootstrap::HOST_MARK)
+                .replace("{port}", bootstrap::PORT_MARK)
+        }));
+        let launch = LaunchSpec {
+            agent_id: agent.id.clone(),
+            command,
+            env: pool.env.clone(),
+        };
+        let spec = SandboxSpec {
+            session_id: id,
+            team: String::new(),
+            agent: agent.clone(),
+            env: pool.env.clone(),
+            files,
+        };
+        sandbox.state().pool = Some(PoolMember {
+            agent: agent.id.clone(),
+            fingerprint: pool.fingerprint.clone(),
+            claimed_by: None,
+            claimed_at: None,
+        });
+        tracing::info!(sandbox = %id, agent = %agent.id, "starting a warm sandbox");
+        self.create(&sandbox, &spec, launch)
+    }
+
+    pub(super) async fn claim(
+        &self,
+        pool: &WarmPool,
+        claim: &handover::Claim,
+    ) -> Result<Option<SandboxRef>, RuntimeError> {
+        let started = Instant::now();
+        loop {
+            let Some(candidate) = self.unclaimed().into_iter().find(|u| {
+                u.agent == pool.agent.id
+                    && u.fingerprint == pool.fingerprint
+                    && u.phase == HealthPhase::Ready
+            }) else {
+                self.stats()
+                    .entry(pool.agent.id.clone())
+                    .or_default()
+                    .misses += 1;
+                return Ok(None);
+            };
+            let sandbox = candidate.sandbox;
+            let _guard = sandbox.op_lock().await;
+            {
+                let mut state = sandbox.state();
+                let free = state.pool.as_ref().is_some_and(|m| m.claimed_by.is_none());
+                if state.removed || !free || state.health.phase != HealthPhase::Ready {
+                    continue; // taken meanwhile: the next one
+                }
+                if let Some(member) = state.pool.as_mut() {
+                    member.claimed_by = Some(claim.session);
+                    member.claimed_at = Some(chrono::Utc::now());
+                }
+                state.event(false, "Claimed", format!("by session {}", claim.session));
+                sandbox.commit(&mut state);
+            }
+            match hand_over(&sandbox.dir.join(HANDOVER_DIR), claim).await {
+                Ok(()) => {
+                    let took = started.elapsed();
+                    let mut stats = self.stats();
+                    let stats = stats.entry(pool.agent.id.clone()).or_default();
+                    stats.claims += 1;
+                    stats.last_claim = Some(took);
+                    tracing::info!(sandbox = %sandbox.id, session = %claim.session, ?took, "warm sandbox claimed");
+                    return Ok(Some(sandbox.reference()));
+                }
+                Err(why) => {
+                    tracing::warn!(sandbox = %sandbox.id, %why, "a warm sandbox did not take its claim; removing it");
+                    drop(_guard);
+                    if let Err(e) = self.destroy_sandbox(sandbox.id).await {
+                        tracing::warn!(sandbox = %sandbox.id, error = %e, "cannot remove it");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a claimed sandbox its claim again (after it was started again).
+    pub(super) fn hand_over_again(&self, sandbox: &Sandbox) {
+        let claimed = sandbox
+            .state()
+            .pool
+            .as_ref()
+            .is_some_and(|m| m.claimed_by.is_some());
+        if !claimed {
+            return;
+        }
+        let dir = sandbox.dir.join(HANDOVER_DIR);
+        match std::fs::read(dir.join(SAVED_CLAIM)) {
+            Ok(bytes) => {
+                if let Err(e) = handover::put(&dir, &bytes) {
+                    tracing::warn!(sandbox = %sandbox.id, error = %e, "cannot hand the claim over again");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %sandbox.id, error = %e, "the claim to hand over again is missing")
+            }
+        }
+    }
+
+    pub(super) fn pools(&self) -> Vec<PoolHealth> {
+        let mut out: HashMap<String, PoolHealth> = HashMap::new();
+        for u in self.unclaimed() {
+            let pool = out.entry(u.agent.clone()).or_insert_with(|| PoolHealth {
+                agent: u.agent.clone(),
+                ..Default::default()
+            });
+            match u.phase {
+                HealthPhase::Ready => pool.ready += 1,
+                HealthPhase::Failed | HealthPhase::Gone => {}
+                _ => pool.starting += 1,
+            }
+        }
+        for (agent, stats) in self.stats().iter() {
+            let pool = out.entry(agent.clone()).or_insert_with(|| PoolHealth {
+                agent: agent.clone(),
+                ..Default::default()
+            });
+            pool.claims = stats.claims;
+            pool.misses = stats.misses;
+            pool.last_claim_ms = stats.last_claim.map(|d| d.as_millis() as u64);
+        }
+        let mut out: Vec<PoolHealth> = out.into_values().collect();
+        out.sort_by(|a, b| a.agent.cmp(&b.agent));
+        out
+    }
+}
+
+/// Puts the claim in the sandbox's folder and waits until its bootstrap took it.
+async fn hand_over(dir: &std::path::Path, claim: &handover::Claim) -> Result<(), String> {
+    let bytes = claim.to_bytes();
+    let saved = dir.join(SAVED_CLAIM);
+    workdir::write_atomic(&saved, &bytes, true)
+        .map_err(|e| format!("cannot keep the claim in {}: {e}", saved.display()))?;
+    handover::put(dir, &bytes).map_err(|e| format!("cannot hand the claim over: {e}"))?;
+    let deadline = Instant::now() + TAKE_WITHIN;
+    while handover::waiting(dir) {
+        if Instant::now() > deadline {
+            let _ = std::fs::remove_file(dir.join(handover::CLAIM_FILE));
+            return Err(format!(
+                "its bootstrap did not take the claim within {TAKE_WITHIN:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}

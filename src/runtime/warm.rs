@@ -1,0 +1,54 @@
+//! Warm pools as the runtimes see them: per agent, how many sandboxes to keep started ahead of
+//! any session and what each is started with (nothing of a session's: that is handed over when
+//! one claims it, see [`crate::bootstrap`]), and how a pool is doing.
+
+use crate::config::AgentSpec;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The harness's files for a warm sandbox, given where its model calls go (the bootstrap's
+/// gateway door, which differs per sandbox on the local runtime).
+pub type FilesFor = Arc<dyn Fn(&str) -> BTreeMap<String, String> + Send + Sync>;
+
+/// One agent's warm pool, as the core wants it.
+#[derive(Clone)]
+pub struct WarmPool {
+    pub agent: AgentSpec,
+    /// How many unclaimed sandboxes to keep.
+    pub want: usize,
+    /// Every warm sandbox's environment: the agent's and the runtime's own (no session's).
+    pub env: BTreeMap<String, String>,
+    pub files: FilesFor,
+    /// The LLM gateway's base URL as sandboxes reach it.
+    pub gateway: String,
+    /// What the pool's sandboxes are made from: one made from anything else (an agent whose
+    /// command or model changed) is replaced, never claimed.
+    pub fingerprint: String,
+}
+
+impl std::fmt::Debug for WarmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmPool")
+            .field("agent", &self.agent.id)
+            .field("want", &self.want)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+/// How an agent's warm pool is doing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PoolHealth {
+    pub agent: String,
+    pub want: usize,
+    /// Unclaimed sandboxes ready to be claimed.
+    pub ready: usize,
+    /// Unclaimed sandboxes starting (or warming up).
+    pub starting: usize,
+    /// Claims served from the pool, and sessions that found it empty, since this process started.
+    pub claims: u64,
+    pub misses: u64,
+    /// How long the last claim took (finding a sandbox, handing it over, until it took it).
+    pub last_claim_ms: Option<u64>,
+}
