@@ -1502,3 +1502,193 @@ async fn what_the_agent_changed_is_kept_turn_by_turn() {
     assert!(said.contains("# turn #1: run: printf"), "{said}");
     assert!(said.contains("made.txt | +1 -0"), "{said}");
 }
+
+/// The warm pool's sandboxes under a data dir: (folder, its record) of each.
+fn pool_sandboxes(sandboxes: &std::path::Path) -> Vec<(std::path::PathBuf, Value)> {
+    let Ok(entries) = std::fs::read_dir(sandboxes) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let record: Value =
+                serde_json::from_slice(&std::fs::read(e.path().join("sandbox.json")).ok()?).ok()?;
+            record["pool"].is_object().then(|| (e.path(), record))
+        })
+        .collect()
+}
+
+/// The pool's unclaimed sandbox, once the pool says one is ready.
+async fn ready_member(api: &Api, sandboxes: &std::path::Path, not: Option<&str>) -> String {
+    eventually(TURN, "the warm pool to have a sandbox ready", || async {
+        let pools = api.get("/api/sandboxes").await["pools"].clone();
+        let ready = pools
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["agent"] == "coder" && p["ready"] == 1);
+        if !ready {
+            return None;
+        }
+        pool_sandboxes(sandboxes)
+            .into_iter()
+            .filter(|(_, r)| r["pool"]["claimed_by"].is_null() && r["state"] == "running")
+            .map(|(dir, _)| dir.file_name().unwrap().to_string_lossy().to_string())
+            .find(|name| Some(name.as_str()) != not)
+    })
+    .await
+}
+
+/// `[agents.coder] warm = 1` through `agentdeck serve`: a session claims a sandbox started (and
+/// warmed up) before it existed, and hands it its own secrets, which reach the agent's commands
+/// and no file but the sandbox's private hand-over; the pool refills; two sessions at once with
+/// one sandbox ready start one warm and one cold, each saying which; a claimed sandbox restarted
+/// is handed its claim again; a pool sandbox that dies before any claim is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_pool_hands_each_session_a_started_sandbox_with_its_own_secrets() {
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    agentdeck::net::ensure_crypto();
+    let db = TestDb::postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let serve = start_serve_with(root.path(), db.url(), &stack, port, "warm = 1");
+    let api = Api::answering(port).await;
+    let sandboxes = root.path().join("data/agentdeck/sandboxes");
+    let store = agentdeck::store::open(db.url()).await.unwrap();
+    let launch_of = |id: String| {
+        let store = store.clone();
+        async move {
+            store
+                .list_events(id.parse().unwrap(), 0, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|e| e.kind == "session.launch")
+                .map(|e| e.payload)
+                .unwrap_or(Value::Null)
+        }
+    };
+
+    // 1. The pool fills; a session claims its sandbox, with an env of its own.
+    let member = ready_member(&api, &sandboxes, None).await;
+    let (status, created) = api
+        .post(
+            "/api/sessions",
+            json!({"agent_id": "coder", "initial_prompt": "run: echo X=$X",
+                   "env_vars": {"X": "per-session-7f3"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    api.reply_containing(&id, "Ran it. Output: X=per-session-7f3")
+        .await;
+    let session = api.get(&format!("/api/sessions/{id}")).await;
+    assert_eq!(session["sandbox_ref"], member.as_str(), "{session}");
+    let launch = launch_of(id.clone()).await;
+    assert_eq!(launch["launch"], "warm", "{launch}");
+    assert_eq!(launch["sandbox"], member.as_str(), "{launch}");
+    let rows = api.get("/api/sandboxes").await;
+    let row = rows["sandboxes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["session"] == id.as_str())
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(row["health"]["launch"], "warm", "{row}");
+    // The session's secrets are in no file of the sandbox but its private hand-over folder.
+    let dir = sandboxes.join(&member);
+    for file in [
+        "launch.json",
+        "sandbox.json",
+        "opencode.json",
+        "sandbox.log",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        assert!(
+            !text.contains("per-session-7f3"),
+            "{file} holds the session's env"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join(".agentdeck"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+
+    // 2. The pool refills with another sandbox.
+    let next = ready_member(&api, &sandboxes, Some(&member)).await;
+    assert_ne!(next, member);
+
+    // 3. Two sessions at once, one sandbox ready: one warm, one cold, each saying so.
+    let mut pair = Vec::new();
+    for word in ["alpha", "beta"] {
+        let (status, created) = api
+            .post(
+                "/api/sessions",
+                json!({"agent_id": "coder", "initial_prompt": format!("say {word}")}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        pair.push((created["id"].as_str().unwrap().to_string(), word));
+    }
+    let mut launches = Vec::new();
+    for (other, word) in &pair {
+        api.reply_containing(other, &format!("Scripted reply to: say {word}"))
+            .await;
+        launches.push(launch_of(other.clone()).await["launch"].clone());
+    }
+    launches.sort_by_key(|l| l.to_string());
+    assert_eq!(launches, [json!("cold"), json!("warm")]);
+
+    // 4. The claimed sandbox restarted is handed its claim again: the session goes on, with
+    // its env.
+    eventually(TURN, "the first session to be idle", || async {
+        (api.get(&format!("/api/sessions/{id}")).await["status"] == "idle").then_some(())
+    })
+    .await;
+    let (status, body) = api
+        .post(&format!("/api/sessions/{id}/restart"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    eventually(TURN, "the restarted session to be up again", || async {
+        let s = api.get(&format!("/api/sessions/{id}")).await;
+        (s["phase"] == "ready" || s["phase"] == "idle").then_some(())
+    })
+    .await;
+    let (status, _) = api
+        .post(
+            &format!("/api/sessions/{id}/messages"),
+            json!({"text": "run: echo again=$X"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    api.reply_containing(&id, "Ran it. Output: again=per-session-7f3")
+        .await;
+
+    // 5. A pool sandbox that dies before any claim is replaced.
+    let waiting = ready_member(&api, &sandboxes, None).await;
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(sandboxes.join(&waiting).join("sandbox.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = record["pid"].as_i64().unwrap() as i32;
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+    let replacement = ready_member(&api, &sandboxes, Some(&waiting)).await;
+    assert_ne!(replacement, waiting);
+
+    // Warm sandboxes outlive `serve` (as every sandbox does): this test's go with it.
+    drop(serve);
+    for (_, record) in pool_sandboxes(&sandboxes) {
+        if let Some(pid) = record["pid"].as_i64() {
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+    }
+}

@@ -233,7 +233,11 @@ pub async fn sandboxes(
             Err(e) => serde_json::json!({"session": id, "title": title, "error": e}),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "sandboxes": sandboxes })))
+    // The agents' warm pools (agents are everyone's, as /api/agents shows them).
+    let pools = state.core.pool_health();
+    Ok(Json(
+        serde_json::json!({ "sandboxes": sandboxes, "pools": pools }),
+    ))
 }
 
 #[derive(Deserialize)]

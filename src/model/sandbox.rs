@@ -93,6 +93,10 @@ pub struct SandboxHealth {
     pub conditions: Vec<Condition>,
     /// The most recent events, newest last.
     pub recent_events: Vec<SandboxEvent>,
+    /// `warm` for a sandbox claimed from (or waiting in) a warm pool; absent for one started
+    /// for its session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<String>,
 }
 
 impl SandboxHealth {
@@ -106,6 +110,7 @@ impl SandboxHealth {
             node: None,
             last_termination: None,
             last_termination_at: None,
+            launch: None,
             conditions: Vec::new(),
             recent_events: Vec::new(),
         }

@@ -278,7 +278,11 @@ impl SandboxRuntime for LocalRuntime {
         if state.removed {
             return Err(RuntimeError::NotFound(sandbox.name.clone()));
         }
-        Ok(state.health.clone())
+        let mut health = state.health.clone();
+        if state.pool.is_some() {
+            health.launch = Some("warm".to_string());
+        }
+        Ok(health)
     }
 
     fn watch(&self) -> broadcast::Receiver<HealthChange> {
