@@ -337,6 +337,7 @@ async fn pool_full(core: &Core, agent: &str, want: usize) {
     while Instant::now() < deadline {
         if core
             .pool_health()
+            .await
             .iter()
             .any(|p| p.agent == agent && p.ready >= want && p.starting == 0)
         {
@@ -346,7 +347,7 @@ async fn pool_full(core: &Core, agent: &str, want: usize) {
     }
     panic!(
         "{agent}'s warm pool was not full within {TURN:?}: {:?}",
-        core.pool_health()
+        core.pool_health().await
     );
 }
 

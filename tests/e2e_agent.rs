@@ -1622,6 +1622,26 @@ async fn a_warm_pool_hands_each_session_a_started_sandbox_with_its_own_secrets()
     // 2. The pool refills with another sandbox.
     let next = ready_member(&api, &sandboxes, Some(&member)).await;
     assert_ne!(next, member);
+    // `doctor` says how the pool is doing.
+    let doctor = agentdeck(root.path())
+        .args(["doctor", "-o", "json"])
+        .env("AGENTDECK_CONFIG", root.path().join("agentdeck.toml"))
+        .env("AGENTDECK_DATABASE_URL", db.url())
+        .env("AGENTDECK_GATEWAY_URL", &stack.gateway_url)
+        .env("PATH", &stack.path)
+        .output()
+        .unwrap();
+    let checks: Value = serde_json::from_slice(&doctor.stdout).unwrap_or(Value::Null);
+    let pool = checks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(checks["checks"].as_array().into_iter().flatten())
+        .find(|c| c["name"] == "warm pool (coder)")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(pool["ok"], true, "{checks}");
+    assert_eq!(pool["detail"], "1 of 1 ready", "{checks}");
 
     // 3. Two sessions at once, one sandbox ready: one warm, one cold, each saying so.
     let mut pair = Vec::new();

@@ -234,7 +234,7 @@ pub async fn sandboxes(
         })
         .collect();
     // The agents' warm pools (agents are everyone's, as /api/agents shows them).
-    let pools = state.core.pool_health();
+    let pools = state.core.pool_health().await;
     Ok(Json(
         serde_json::json!({ "sandboxes": sandboxes, "pools": pools }),
     ))

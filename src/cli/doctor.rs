@@ -108,7 +108,10 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     checks.extend(fleet);
 
     match super::runtime_for(config).await {
-        Ok(runtime) => checks.extend(runtime.check().await),
+        Ok(runtime) => {
+            checks.extend(runtime.check().await);
+            checks.extend(pool_checks(config, &runtime.pool_health().await));
+        }
         Err(e) => checks.push(Check {
             name: format!("{} runtime", config.runtime.as_str()),
             ok: false,
@@ -171,6 +174,42 @@ pub async fn checks(config: &Config) -> Vec<Check> {
         }
     }
     checks
+}
+
+/// Each agent's warm pool: how many of its sandboxes are ready for the next sessions.
+fn pool_checks(config: &Config, pools: &[crate::runtime::PoolHealth]) -> Vec<Check> {
+    config
+        .agents
+        .values()
+        .filter(|a| a.warm > 0)
+        .map(|agent| {
+            let pool = pools.iter().find(|p| p.agent == agent.id);
+            let (ready, starting) = pool.map_or((0, 0), |p| (p.ready, p.starting));
+            let want = agent.warm as usize;
+            let mut detail = format!("{ready} of {want} ready");
+            if starting > 0 {
+                detail.push_str(&format!(", {starting} starting"));
+            }
+            Check {
+                name: format!("warm pool ({})", agent.id),
+                ok: ready >= want,
+                detail,
+                fix: (ready < want).then(|| {
+                    let logs = match config.runtime {
+                        crate::config::RuntimeKind::Local => {
+                            format!("{}/*/sandbox.log", config.local.root.display())
+                        }
+                        crate::config::RuntimeKind::Kubernetes => {
+                            format!("the pool's pods, `kubectl logs` in {}", config.kubernetes.namespace)
+                        }
+                    };
+                    format!(
+                        "a running `agentdeck serve` (or cockpit) keeps the pool; if it stays short, its sandboxes' logs say why ({logs})"
+                    )
+                }),
+            }
+        })
+        .collect()
 }
 
 /// Who runs the fleet's work, and how many live sessions each core follows. Informational: a

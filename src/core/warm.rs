@@ -92,8 +92,8 @@ impl Core {
     }
 
     /// How the agents' warm pools are doing (as this process's runtime knows them).
-    pub fn pool_health(&self) -> Vec<crate::runtime::PoolHealth> {
-        self.runtime().pool_health()
+    pub async fn pool_health(&self) -> Vec<crate::runtime::PoolHealth> {
+        self.runtime().pool_health().await
     }
 
     /// Waits until a warm sandbox is claimed (in this process).

@@ -116,6 +116,10 @@ impl Deck for Embedded {
         self.core.fleet_health().await
     }
 
+    async fn pools(&self) -> Result<Vec<crate::runtime::PoolHealth>> {
+        Ok(self.core.pool_health().await)
+    }
+
     async fn team_budgets(&self) -> Result<Vec<crate::model::TeamSpend>> {
         let config = self.core.config();
         let mut out = Vec::new();

@@ -164,6 +164,10 @@ pub trait Deck: Send + Sync + 'static {
     async fn asks(&self, id: Uuid, pending_only: bool) -> Result<Vec<Ask>>;
     async fn answer(&self, id: Uuid, ask: &str, answer: Answer) -> Result<Ask>;
     async fn fleet_health(&self) -> Result<Vec<FleetRow>>;
+    /// How the agents' warm pools are doing.
+    async fn pools(&self) -> Result<Vec<crate::runtime::PoolHealth>> {
+        Ok(Vec::new())
+    }
     /// This month's spend of each team this deck sees that has a budget.
     async fn team_budgets(&self) -> Result<Vec<crate::model::TeamSpend>> {
         Ok(Vec::new())

@@ -440,6 +440,21 @@ impl Deck for Multi {
         Ok(rows)
     }
 
+    /// Each server's pools, named `server/agent`.
+    async fn pools(&self) -> Result<Vec<crate::runtime::PoolHealth>> {
+        let all = futures::future::join_all(self.servers.iter().map(|s| s.remote.pools())).await;
+        Ok(all
+            .into_iter()
+            .zip(&self.servers)
+            .flat_map(|(pools, server)| {
+                pools.unwrap_or_default().into_iter().map(|mut p| {
+                    p.agent = format!("{}/{}", server.name, p.agent);
+                    p
+                })
+            })
+            .collect())
+    }
+
     /// Each server's teams (a team on two servers is two budgets: each server enforces its
     /// own).
     async fn team_budgets(&self) -> Result<Vec<crate::model::TeamSpend>> {

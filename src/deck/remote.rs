@@ -806,6 +806,15 @@ impl Deck for Remote {
             .collect()
     }
 
+    async fn pools(&self) -> Result<Vec<crate::runtime::PoolHealth>> {
+        let body = self.shared.get("/api/sandboxes").await?;
+        let pools = body["pools"].as_array().cloned().unwrap_or_default();
+        Ok(pools
+            .iter()
+            .filter_map(|p| serde_json::from_value(p.clone()).ok())
+            .collect())
+    }
+
     async fn team_budgets(&self) -> Result<Vec<crate::model::TeamSpend>> {
         let body = self.shared.get("/api/usage").await?;
         let teams = body["teams"].as_array().cloned().unwrap_or_default();

@@ -144,7 +144,7 @@ pub trait SandboxRuntime: Send + Sync + 'static {
         Ok(None)
     }
     /// How the warm pools are doing.
-    fn pool_health(&self) -> Vec<PoolHealth> {
+    async fn pool_health(&self) -> Vec<PoolHealth> {
         Vec::new()
     }
     /// An interactive shell in the sandbox for an operator's terminal.

@@ -38,7 +38,7 @@ impl std::fmt::Debug for WarmPool {
 }
 
 /// How an agent's warm pool is doing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct PoolHealth {
     pub agent: String,
     pub want: usize,

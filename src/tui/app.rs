@@ -59,7 +59,10 @@ pub enum Msg {
     Error(String),
     /// The clock moved (countdowns, ages).
     Tick,
-    Health(Vec<(Uuid, String, Result<crate::model::SandboxHealth, String>)>),
+    Health(
+        Vec<(Uuid, String, Result<crate::model::SandboxHealth, String>)>,
+        Vec<crate::runtime::PoolHealth>,
+    ),
     HealthChange(Uuid, crate::model::SandboxHealth),
     LogLines {
         stream: u64,
@@ -620,9 +623,10 @@ impl App {
                 self.status = Some((text, true));
                 vec![]
             }
-            Msg::Health(rows) => {
+            Msg::Health(rows, pools) => {
                 if let Some(Panel::Health(v)) = &mut self.panel {
                     v.replace(rows);
+                    v.pools = pools;
                 }
                 vec![]
             }

@@ -23,6 +23,33 @@ pub struct HealthView {
     pub loaded: bool,
     /// Where the table stood in the last frame.
     pub shown: ListShown,
+    /// The agents' warm pools, a line above the table.
+    pub pools: Vec<crate::runtime::PoolHealth>,
+}
+
+/// The warm pools in one line: `coder 2/2 ready · last claim 12 ms · 5 claimed, 1 found it
+/// empty`, pool after pool.
+pub fn pools_line(pools: &[crate::runtime::PoolHealth]) -> String {
+    pools
+        .iter()
+        .map(|p| {
+            let mut s = format!("{} {}/{} ready", p.agent, p.ready, p.want.max(p.ready));
+            if p.starting > 0 {
+                s.push_str(&format!(" ({} starting)", p.starting));
+            }
+            if let Some(ms) = p.last_claim_ms {
+                s.push_str(&format!(", last claim {ms} ms"));
+            }
+            if p.claims + p.misses > 0 {
+                s.push_str(&format!(
+                    ", {} claimed, {} found it empty",
+                    p.claims, p.misses
+                ));
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join("  ·  ")
 }
 
 impl HealthView {
@@ -118,6 +145,26 @@ fn render_health(
     );
     let inner = b.inner(area);
     f.render_widget(b, area);
+    // The warm pools first, when there are any: what a new session will start from.
+    let inner = if v.pools.is_empty() || inner.height < 3 {
+        inner
+    } else {
+        let [line, rest] =
+            ratatui::layout::Layout::vertical([Constraint::Length(1), Constraint::Min(1)])
+                .areas(inner);
+        let text = sanitize::line(&pools_line(&v.pools));
+        f.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::styled("warm pools  ", app.theme.muted),
+                Span::raw(
+                    cells::ellipsize(&text, usize::from(line.width).saturating_sub(12))
+                        .into_owned(),
+                ),
+            ])),
+            line,
+        );
+        rest
+    };
     if v.rows.is_empty() {
         let text = if v.loaded {
             "No live sandboxes."
@@ -261,14 +308,22 @@ fn render_health_details(
                     None => format!("{}={}", c.kind, c.status),
                 })
                 .collect();
-            lines.push(Line::from(vec![
+            let mut head = vec![
                 Span::styled("conditions ", t.muted),
                 Span::raw(if conditions.is_empty() {
                     "none reported".to_string()
                 } else {
                     conditions.join("  ")
                 }),
-            ]));
+            ];
+            if let Some(launch) = &h.launch {
+                head.push(Span::styled("   launch ", t.muted));
+                head.push(Span::raw(format!(
+                    "{} (from its agent's pool)",
+                    sanitize::line(launch)
+                )));
+            }
+            lines.push(Line::from(head));
             if h.recent_events.is_empty() {
                 lines.push(Line::from(Span::styled("no recent events", t.muted)));
             }

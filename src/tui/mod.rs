@@ -729,7 +729,8 @@ fn run_effect(ctx: &Ctx, effect: Effect) {
                 }
             }
             Effect::LoadHealth => match deck.fleet_health().await {
-                Ok(rows) => Msg::Health(rows),
+                // The pools are a line above the sandboxes: without them the view still works.
+                Ok(rows) => Msg::Health(rows, deck.pools().await.unwrap_or_default()),
                 Err(e) => Msg::Error(format!("cannot list sessions: {e}")),
             },
             Effect::FollowLogs {

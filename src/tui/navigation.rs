@@ -183,7 +183,7 @@ mod tests {
                 )
             })
             .collect();
-        app.update(Msg::Health(rows));
+        app.update(Msg::Health(rows, Vec::new()));
     }
 
     fn health_selected(app: &App) -> Option<Uuid> {

@@ -384,6 +384,44 @@ mod tests {
     }
 
     #[test]
+    fn health_shows_the_warm_pools_and_how_a_sandbox_was_launched() {
+        let build = || {
+            let mut v = health_view();
+            let mut warm = health(HealthPhase::Ready, None);
+            warm.launch = Some("warm".into());
+            v.upsert(Uuid::from_u128(4), "from the pool".into(), Ok(warm));
+            v.selected = v.rows.iter().position(|r| r.1 == "from the pool").unwrap();
+            v.pools = vec![
+                crate::runtime::PoolHealth {
+                    agent: "coder".into(),
+                    want: 2,
+                    ready: 1,
+                    starting: 1,
+                    claims: 5,
+                    misses: 1,
+                    last_claim_ms: Some(12),
+                },
+                crate::runtime::PoolHealth {
+                    agent: "reviewer".into(),
+                    want: 1,
+                    ready: 1,
+                    ..Default::default()
+                },
+            ];
+            Panel::Health(v)
+        };
+        let screen = snap("panel_health_pools", build);
+        assert!(
+            screen.contains("warm pools  coder 1/2 ready (1 starting), last claim 12 ms, 5 claimed, 1 found it empty  ·  reviewer 1/1 ready"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("launch warm (from its agent's pool)"),
+            "{screen}"
+        );
+    }
+
+    #[test]
     fn logs_say_when_lines_were_dropped() {
         let logs = || {
             let mut v = LogView::new(Uuid::from_u128(1), "task 1".into(), 1);

@@ -362,8 +362,8 @@ impl SandboxRuntime for LocalRuntime {
         self.claim(pool, claim).await
     }
 
-    fn pool_health(&self) -> Vec<crate::runtime::PoolHealth> {
-        self.pools()
+    async fn pool_health(&self) -> Vec<crate::runtime::PoolHealth> {
+        self.pools().await
     }
 
     async fn destroy(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {

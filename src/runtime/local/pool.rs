@@ -279,14 +279,19 @@ impl LocalRuntime {
         }
     }
 
-    pub(super) fn pools(&self) -> Vec<PoolHealth> {
+    pub(super) async fn pools(&self) -> Vec<PoolHealth> {
         let mut out: HashMap<String, PoolHealth> = HashMap::new();
         for u in self.unclaimed() {
+            // One this process found running (and has not heard answer yet) is asked.
+            let phase = match u.phase {
+                HealthPhase::Starting if self.says_warm(&u.sandbox).await => HealthPhase::Ready,
+                phase => phase,
+            };
             let pool = out.entry(u.agent.clone()).or_insert_with(|| PoolHealth {
                 agent: u.agent.clone(),
                 ..Default::default()
             });
-            match u.phase {
+            match phase {
                 HealthPhase::Ready => pool.ready += 1,
                 HealthPhase::Failed | HealthPhase::Gone => {}
                 _ => pool.starting += 1,
@@ -304,6 +309,23 @@ impl LocalRuntime {
         let mut out: Vec<PoolHealth> = out.into_values().collect();
         out.sort_by(|a, b| a.agent.cmp(&b.agent));
         out
+    }
+}
+
+impl LocalRuntime {
+    /// Whether the bootstrap of a running pool sandbox says it is warm.
+    async fn says_warm(&self, sandbox: &Sandbox) -> bool {
+        let Some(port) = sandbox.state().running().map(|r| r.port) else {
+            return false;
+        };
+        let url = format!("http://{}:{port}/agentdeck/warm", super::launch::HOST);
+        match self.shared.http.get(&url).send().await {
+            Ok(resp) if resp.status().is_success() => resp
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|v| v["stage"] == "warm"),
+            _ => false,
+        }
     }
 }
 
