@@ -1876,3 +1876,46 @@ async fn a_remote_deck_reads_the_list_once_at_its_start() {
     assert_eq!(heard, Ok(()));
     s.stop().await;
 }
+
+/// A session waiting for its sandbox to start holds no worker slot: more sessions than the
+/// worker's 4 slots, created at once while no sandbox can start, all have their sandboxes asked
+/// for; once they start, all are ready. (Four at a time, a burst of 200 took 94 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_waiting_for_their_sandboxes_hold_no_worker_slot() {
+    let db = TestDb::postgres().await;
+    let s = ApiServer::start(&db, "").await;
+    s.runtime
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let (status, created) = post_json(&s, "/api/sessions", json!({"agent_id": "coder"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    eventually(
+        WAIT,
+        "every sandbox to be asked for while none starts",
+        || async {
+            let provisions = *s.runtime.provisions.lock().unwrap();
+            (provisions == 6).then_some(())
+        },
+    )
+    .await;
+    for id in &ids {
+        let (_, body) = get_json(&s, &format!("/api/sessions/{id}")).await;
+        assert_eq!(body["status"], "creating", "{body}");
+    }
+    s.runtime.start_all();
+    for id in &ids {
+        eventually(
+            WAIT,
+            "the session to be ready once its sandbox started",
+            || async {
+                let (_, body) = get_json(&s, &format!("/api/sessions/{id}")).await;
+                (body["status"] == "ready").then_some(())
+            },
+        )
+        .await;
+    }
+}

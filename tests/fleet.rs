@@ -165,6 +165,8 @@ async fn sse_deltas(resp: reqwest::Response, want: &str) -> String {
     text
 }
 
+/// The fleet's roles, each held by one process at a time.
+const ROLES: [&str; 4] = ["idle-reaper", "notifier", "reconciler", "warm-pools"];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_share_the_sessions_and_carry_on_when_one_freezes_or_dies() {
     let Some(stack) = common::stack::stack() else {
@@ -238,11 +240,7 @@ async fn serves_share_the_sessions_and_carry_on_when_one_freezes_or_dies() {
     assert_eq!(fleet.summary(), "fleet: 2 cores");
     let mut roles: Vec<String> = fleet.working().flat_map(|c| c.roles.clone()).collect();
     roles.sort();
-    assert_eq!(
-        roles,
-        ["idle-reaper", "notifier", "reconciler"],
-        "each role held once"
-    );
+    assert_eq!(roles, ROLES, "each role held once");
     let metrics = first
         .http
         .get(format!("{}/metrics", first.base))
@@ -293,7 +291,7 @@ async fn serves_share_the_sessions_and_carry_on_when_one_freezes_or_dies() {
             && fleet_line.ends_with("; 1 cockpit(s) standing aside"),
         "{fleet_line}"
     );
-    for role in ["idle-reaper", "notifier", "reconciler"] {
+    for role in ROLES {
         assert_eq!(fleet_line.matches(role).count(), 1, "{role}: {fleet_line}");
     }
 
@@ -416,7 +414,7 @@ async fn serves_share_the_sessions_and_carry_on_when_one_freezes_or_dies() {
     let fleet = eventually(TAKEOVER, "the survivor to follow every session", || async {
         let fleet = cockpit.fleet().await.unwrap();
         let working: Vec<_> = fleet.working().collect();
-        (working.len() == 1 && working[0].sessions == 4 && working[0].roles.len() == 3)
+        (working.len() == 1 && working[0].sessions == 4 && working[0].roles.len() == ROLES.len())
             .then_some(fleet.clone())
     })
     .await;

@@ -461,7 +461,10 @@ impl Core {
             }
         };
 
-        let endpoint = match self.await_ready(id, fence, &sandbox).await? {
+        // Waiting for the sandbox and its harness holds no worker slot: a burst of sessions
+        // waits for its pods together, not four at a time.
+        let ready = super::worker::without_slot(self.await_ready(id, fence, &sandbox)).await;
+        let endpoint = match ready? {
             Some(url) => self.harness_endpoint(id, url).await?,
             None => return Ok(()), // the session was failed with the reason
         };
@@ -475,23 +478,27 @@ impl Core {
         )
         .await?;
         let deadline = Instant::now() + self.config().sessions.phase_timeout;
-        loop {
-            match self.harness().health(&endpoint).await {
-                Ok(()) => break,
-                Err(e) if Instant::now() > deadline => {
-                    return self
-                        .fail_session(
-                            id,
-                            fence,
-                            &format!(
-                                "the harness did not answer within {}: {e}",
-                                humantime::format_duration(self.config().sessions.phase_timeout)
-                            ),
-                        )
-                        .await;
+        let answered = super::worker::without_slot(async {
+            loop {
+                match self.harness().health(&endpoint).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(HEALTH_POLL).await,
                 }
-                Err(_) => tokio::time::sleep(HEALTH_POLL).await,
             }
+        })
+        .await;
+        if let Err(e) = answered {
+            return self
+                .fail_session(
+                    id,
+                    fence,
+                    &format!(
+                        "the harness did not answer within {}: {e}",
+                        humantime::format_duration(self.config().sessions.phase_timeout)
+                    ),
+                )
+                .await;
         }
         let harness_session = self
             .open_harness_session(&session, &endpoint, &agent)

@@ -94,10 +94,13 @@ async fn run(core: Core, kind: CoreKind, mut shutdown: watch::Receiver<bool>) {
             Ok(Some(task)) => {
                 let core = core.clone();
                 let worker = worker.clone();
-                tokio::spawn(async move {
-                    execute(&core, &worker, task).await;
-                    drop(permit);
-                });
+                let slot = Slot {
+                    slots: slots.clone(),
+                    permit: Arc::new(std::sync::Mutex::new(Some(permit))),
+                };
+                // The slot goes back when the task is done (it may have given it back, and
+                // taken another, meanwhile).
+                tokio::spawn(async move { execute(&core, &worker, task, slot).await });
             }
             Ok(None) => {
                 drop(permit);
@@ -136,8 +139,44 @@ async fn run(core: Core, kind: CoreKind, mut shutdown: watch::Receiver<bool>) {
     tracing::info!(%worker, "worker stopped");
 }
 
+tokio::task_local! {
+    /// The worker slot of the task running here.
+    static SLOT: Slot;
+}
+
+/// A running task's worker slot, which it gives back while it only waits.
+#[derive(Clone)]
+struct Slot {
+    slots: Arc<Semaphore>,
+    permit: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
+}
+
+impl Slot {
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<tokio::sync::OwnedSemaphorePermit>> {
+        self.permit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Runs `wait` without this task's worker slot, taking one back afterwards: a task that waits
+/// for a pod to be scheduled or a harness to answer (seconds, and for a burst of sessions all
+/// of them at once) lets other tasks run meanwhile. Its lease stays held and renewed. Outside a
+/// worker task, just `wait`.
+pub(crate) async fn without_slot<F: std::future::Future>(wait: F) -> F::Output {
+    let Ok(slot) = SLOT.try_with(Slot::clone) else {
+        return wait.await;
+    };
+    drop(slot.held().take());
+    let out = wait.await;
+    if let Ok(permit) = slot.slots.clone().acquire_owned().await {
+        *slot.held() = Some(permit);
+    }
+    out
+}
+
 /// Runs one task with its lease renewed until it is done, and records the outcome.
-async fn execute(core: &Core, worker: &str, task: Task) {
+async fn execute(core: &Core, worker: &str, task: Task, slot: Slot) {
     let lease = core.config().worker.lease;
     let renew = {
         let core = core.clone();
@@ -166,7 +205,7 @@ async fn execute(core: &Core, worker: &str, task: Task) {
         let task = task.clone();
         let worker = worker.to_string();
         // A panicking handler is a failed attempt, not a dead worker.
-        tokio::spawn(async move { core.run_task(&task, &worker).await }).await
+        tokio::spawn(SLOT.scope(slot, async move { core.run_task(&task, &worker).await })).await
     };
     renew.abort();
     let _enter = span.enter();

@@ -35,6 +35,9 @@ pub struct InTestRuntime {
     pub health_most_in_flight: std::sync::atomic::AtomicUsize,
     /// How long a suspend takes (none by default).
     pub suspend_delay: Mutex<std::time::Duration>,
+    /// While set, sandboxes are starting, not ready (pods waiting for a node); [`Self::start_all`]
+    /// makes them ready and says so on `watch()`.
+    pub hold: AtomicBool,
 }
 
 impl Default for InTestRuntime {
@@ -48,11 +51,33 @@ impl Default for InTestRuntime {
             health_in_flight: Default::default(),
             health_most_in_flight: Default::default(),
             suspend_delay: Mutex::default(),
+            hold: AtomicBool::new(false),
         }
     }
 }
 
 impl InTestRuntime {
+    /// Lets held sandboxes start: each is ready, and a health change says so.
+    pub fn start_all(&self) {
+        self.hold.store(false, Ordering::SeqCst);
+        let names: Vec<String> = self
+            .sandboxes
+            .lock()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        for name in names {
+            let mut health = SandboxHealth::new(HealthPhase::Ready);
+            health.endpoint = Some(format!("in-test://{name}"));
+            let _ = self.changes.send(HealthChange {
+                session_id: name.strip_prefix("sbx-").and_then(|id| id.parse().ok()),
+                sandbox: SandboxRef {
+                    runtime: "in-test".into(),
+                    name,
+                },
+                health,
+            });
+        }
+    }
     pub fn sandbox(&self, name: &str) -> Option<InTestSandbox> {
         self.sandboxes.lock().ok()?.get(name).cloned()
     }
@@ -107,13 +132,16 @@ impl SandboxRuntime for InTestRuntime {
         let s = self
             .sandbox(&sandbox.name)
             .ok_or_else(|| RuntimeError::NotFound(sandbox.name.clone()))?;
+        let held = self.hold.load(Ordering::SeqCst);
         let mut health = SandboxHealth::new(if s.suspended {
             HealthPhase::Suspended
+        } else if held {
+            HealthPhase::Starting
         } else {
             HealthPhase::Ready
         });
         health.restarts = s.restarts;
-        health.endpoint = (!s.suspended).then(|| format!("in-test://{}", sandbox.name));
+        health.endpoint = (!s.suspended && !held).then(|| format!("in-test://{}", sandbox.name));
         Ok(health)
     }
     fn watch(&self) -> tokio::sync::broadcast::Receiver<HealthChange> {
