@@ -110,7 +110,8 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     match super::runtime_for(config).await {
         Ok(runtime) => {
             checks.extend(runtime.check().await);
-            checks.extend(pool_checks(config, &runtime.pool_health().await));
+            let pools = runtime.pool_health().await;
+            checks.extend(pool_checks(config, runtime.kind(), &pools));
         }
         Err(e) => checks.push(Check {
             name: format!("{} runtime", config.runtime.as_str()),
@@ -177,12 +178,22 @@ pub async fn checks(config: &Config) -> Vec<Check> {
 }
 
 /// Each agent's warm pool: how many of its sandboxes are ready for the next sessions.
-fn pool_checks(config: &Config, pools: &[crate::runtime::PoolHealth]) -> Vec<Check> {
+fn pool_checks(config: &Config, runtime: &str, pools: &[crate::model::PoolHealth]) -> Vec<Check> {
     config
         .agents
         .values()
         .filter(|a| a.warm > 0)
         .map(|agent| {
+            if runtime != "local" {
+                return Check {
+                    name: format!("warm pool ({})", agent.id),
+                    ok: false,
+                    detail: format!(
+                        "the {runtime} runtime keeps no warm pools yet: this agent's sessions start cold"
+                    ),
+                    fix: Some("warm pools run on the local runtime today (README, \"Warm pools\")".into()),
+                };
+            }
             let pool = pools.iter().find(|p| p.agent == agent.id);
             let (ready, starting) = pool.map_or((0, 0), |p| (p.ready, p.starting));
             let want = agent.warm as usize;

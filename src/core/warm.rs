@@ -92,7 +92,7 @@ impl Core {
     }
 
     /// How the agents' warm pools are doing (as this process's runtime knows them).
-    pub async fn pool_health(&self) -> Vec<crate::runtime::PoolHealth> {
+    pub async fn pool_health(&self) -> Vec<crate::model::PoolHealth> {
         self.runtime().pool_health().await
     }
 
@@ -103,6 +103,9 @@ impl Core {
 
     /// Keeps every agent's warm pool (and removes the pools of agents that have none now).
     pub(crate) async fn keep_warm_pools(&self) {
+        if !self.runtime().keeps_warm_pools() {
+            return;
+        }
         let mut pools = Vec::new();
         for agent in self.config().agents.values() {
             if let Some(pool) = self.warm_pool(agent).await {
@@ -123,6 +126,14 @@ impl Core {
         password: &str,
         env: &BTreeMap<String, String>,
     ) -> Result<(SandboxRef, Launch), Launch> {
+        if agent.warm > 0 && !self.runtime().keeps_warm_pools() {
+            return Err(Launch::Cold {
+                why: format!(
+                    "the {} runtime keeps no warm pools yet",
+                    self.runtime().kind()
+                ),
+            });
+        }
         let Some(pool) = self.warm_pool(agent).await else {
             return Err(Launch::Cold {
                 why: "the agent has no warm pool".into(),

@@ -116,7 +116,7 @@ impl Deck for Embedded {
         self.core.fleet_health().await
     }
 
-    async fn pools(&self) -> Result<Vec<crate::runtime::PoolHealth>> {
+    async fn pools(&self) -> Result<Vec<crate::model::PoolHealth>> {
         Ok(self.core.pool_health().await)
     }
 

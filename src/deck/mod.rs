@@ -165,7 +165,7 @@ pub trait Deck: Send + Sync + 'static {
     async fn answer(&self, id: Uuid, ask: &str, answer: Answer) -> Result<Ask>;
     async fn fleet_health(&self) -> Result<Vec<FleetRow>>;
     /// How the agents' warm pools are doing.
-    async fn pools(&self) -> Result<Vec<crate::runtime::PoolHealth>> {
+    async fn pools(&self) -> Result<Vec<crate::model::PoolHealth>> {
         Ok(Vec::new())
     }
     /// This month's spend of each team this deck sees that has a budget.

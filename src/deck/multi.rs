@@ -441,7 +441,7 @@ impl Deck for Multi {
     }
 
     /// Each server's pools, named `server/agent`.
-    async fn pools(&self) -> Result<Vec<crate::runtime::PoolHealth>> {
+    async fn pools(&self) -> Result<Vec<crate::model::PoolHealth>> {
         let all = futures::future::join_all(self.servers.iter().map(|s| s.remote.pools())).await;
         Ok(all
             .into_iter()

@@ -806,7 +806,7 @@ impl Deck for Remote {
             .collect()
     }
 
-    async fn pools(&self) -> Result<Vec<crate::runtime::PoolHealth>> {
+    async fn pools(&self) -> Result<Vec<crate::model::PoolHealth>> {
         let body = self.shared.get("/api/sandboxes").await?;
         let pools = body["pools"].as_array().cloned().unwrap_or_default();
         Ok(pools

@@ -36,8 +36,8 @@ pub use message::{
 };
 pub use notice::Notice;
 pub use sandbox::{
-    Condition, HealthChange, HealthPhase, LogOptions, SandboxEvent, SandboxHealth, SandboxRef,
-    ShellSpec,
+    Condition, HealthChange, HealthPhase, LogOptions, PoolHealth, SandboxEvent, SandboxHealth,
+    SandboxRef, ShellSpec,
 };
 pub use session::{
     BUDGET_WARN, Fork, NewSession, Session, SessionCreation, SessionPatch, SessionQuery,

@@ -158,3 +158,19 @@ impl std::fmt::Debug for ShellSpec {
             .finish()
     }
 }
+
+/// How an agent's warm pool is doing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolHealth {
+    pub agent: String,
+    pub want: usize,
+    /// Unclaimed sandboxes ready to be claimed.
+    pub ready: usize,
+    /// Unclaimed sandboxes starting (or warming up).
+    pub starting: usize,
+    /// Claims served from the pool, and sessions that found it empty, since this process started.
+    pub claims: u64,
+    pub misses: u64,
+    /// How long the last claim took (finding a sandbox, handing it over, until it took it).
+    pub last_claim_ms: Option<u64>,
+}

@@ -129,6 +129,10 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     async fn destroy(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError>;
     /// What `agentdeck doctor` reports about this runtime.
     async fn check(&self) -> Vec<Check>;
+    /// Whether this runtime keeps warm pools (the others start every sandbox for its session).
+    fn keeps_warm_pools(&self) -> bool {
+        false
+    }
     /// Keeps the agents' warm pools as `pools` say (a pool absent keeps nothing): starts what
     /// is missing, replaces what is stale or failed, removes what is too many.
     async fn keep_warm(&self, _pools: &[WarmPool]) -> Result<(), RuntimeError> {

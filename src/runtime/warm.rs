@@ -3,7 +3,6 @@
 //! one claims it, see [`crate::bootstrap`]), and how a pool is doing.
 
 use crate::config::AgentSpec;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -37,18 +36,4 @@ impl std::fmt::Debug for WarmPool {
     }
 }
 
-/// How an agent's warm pool is doing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct PoolHealth {
-    pub agent: String,
-    pub want: usize,
-    /// Unclaimed sandboxes ready to be claimed.
-    pub ready: usize,
-    /// Unclaimed sandboxes starting (or warming up).
-    pub starting: usize,
-    /// Claims served from the pool, and sessions that found it empty, since this process started.
-    pub claims: u64,
-    pub misses: u64,
-    /// How long the last claim took (finding a sandbox, handing it over, until it took it).
-    pub last_claim_ms: Option<u64>,
-}
+pub use crate::model::PoolHealth;

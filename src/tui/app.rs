@@ -61,7 +61,7 @@ pub enum Msg {
     Tick,
     Health(
         Vec<(Uuid, String, Result<crate::model::SandboxHealth, String>)>,
-        Vec<crate::runtime::PoolHealth>,
+        Vec<crate::model::PoolHealth>,
     ),
     HealthChange(Uuid, crate::model::SandboxHealth),
     LogLines {

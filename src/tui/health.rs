@@ -24,12 +24,12 @@ pub struct HealthView {
     /// Where the table stood in the last frame.
     pub shown: ListShown,
     /// The agents' warm pools, a line above the table.
-    pub pools: Vec<crate::runtime::PoolHealth>,
+    pub pools: Vec<crate::model::PoolHealth>,
 }
 
 /// The warm pools in one line: `coder 2/2 ready · last claim 12 ms · 5 claimed, 1 found it
 /// empty`, pool after pool.
-pub fn pools_line(pools: &[crate::runtime::PoolHealth]) -> String {
+pub fn pools_line(pools: &[crate::model::PoolHealth]) -> String {
     pools
         .iter()
         .map(|p| {

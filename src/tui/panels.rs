@@ -392,7 +392,7 @@ mod tests {
             v.upsert(Uuid::from_u128(4), "from the pool".into(), Ok(warm));
             v.selected = v.rows.iter().position(|r| r.1 == "from the pool").unwrap();
             v.pools = vec![
-                crate::runtime::PoolHealth {
+                crate::model::PoolHealth {
                     agent: "coder".into(),
                     want: 2,
                     ready: 1,
@@ -401,7 +401,7 @@ mod tests {
                     misses: 1,
                     last_claim_ms: Some(12),
                 },
-                crate::runtime::PoolHealth {
+                crate::model::PoolHealth {
                     agent: "reviewer".into(),
                     want: 1,
                     ready: 1,

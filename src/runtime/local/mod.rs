@@ -350,6 +350,10 @@ impl SandboxRuntime for LocalRuntime {
         self.resume_sandbox(session_of(sandbox)?).await
     }
 
+    fn keeps_warm_pools(&self) -> bool {
+        true
+    }
+
     async fn keep_warm(&self, pools: &[crate::runtime::WarmPool]) -> Result<(), RuntimeError> {
         self.keep(pools).await
     }
@@ -362,7 +366,7 @@ impl SandboxRuntime for LocalRuntime {
         self.claim(pool, claim).await
     }
 
-    async fn pool_health(&self) -> Vec<crate::runtime::PoolHealth> {
+    async fn pool_health(&self) -> Vec<crate::model::PoolHealth> {
         self.pools().await
     }
 
