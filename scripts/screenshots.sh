@@ -132,14 +132,16 @@ log "starting the offline stack"
 eval "$(scripts/offline-stack.sh up)"
 mkdir -p "$TMP"/config/agentdeck "$TMP"/data "$TMP"/state "$TMP"/cache "$TMP"/captures
 
-# Agents: the built-in `opencode` (mock-gpt), a `coder` on the scripted model (tool calls), and
-# one whose command does not exist (its sessions fail).
+# Agents: the built-in `opencode` (mock-gpt), a `coder` on the scripted model (tool calls) with a
+# warm pool of one (the Sandboxes view shows it), and one whose command does not exist (its
+# sessions fail).
 cat >"$TMP/config/agentdeck/config.toml" <<'EOF'
 [agents.coder]
 name = "Coder"
 model = "litellm/scripted"
 system_prompt = "You are a careful engineering agent."
 command = ["opencode", "serve", "--hostname", "{host}", "--port", "{port}"]
+warm = 1
 
 [agents.careful]
 name = "Careful"
