@@ -35,8 +35,14 @@ fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 
 echo "kind-up: installing agent-sandbox $AGENT_SANDBOX_VERSION" >&2
-kubectl apply --server-side -f "https://github.com/kubernetes-sigs/agent-sandbox/releases/download/${AGENT_SANDBOX_VERSION}/sandbox.yaml"
-kubectl wait --for=condition=Established crd/sandboxes.agents.x-k8s.io --timeout=120s
+release="https://github.com/kubernetes-sigs/agent-sandbox/releases/download/${AGENT_SANDBOX_VERSION}"
+kubectl apply --server-side -f "$release/sandbox.yaml"
+# Its extensions (templates, warm pools, claims), after the core: the controller runs again with
+# --extensions.
+kubectl apply --server-side -f "$release/extensions.yaml"
+kubectl wait --for=condition=Established --timeout=120s crd/sandboxes.agents.x-k8s.io \
+  crd/sandboxtemplates.extensions.agents.x-k8s.io crd/sandboxwarmpools.extensions.agents.x-k8s.io \
+  crd/sandboxclaims.extensions.agents.x-k8s.io
 
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n "$NAMESPACE" apply -f "$here/config/kubernetes/rbac.yaml"

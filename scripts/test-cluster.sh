@@ -41,7 +41,8 @@
 #                             session's Secret goes with its Sandbox), namespaces, service
 #                             accounts (the `default` one pods need), pod GC (pods of a node
 #                             that is gone, as a test's kubelet is at its end), kube-root-ca.crt
-#   agent-sandbox-controller  with the admin kubeconfig, no leader election
+#   agent-sandbox-controller  with the admin kubeconfig, no leader election, with its extensions
+#                             (SandboxTemplate, SandboxWarmPool, SandboxClaim: warm pools)
 #   agentdeck's namespace `agentdeck` with config/kubernetes/rbac.yaml applied
 # and, unless TEST_CLUSTER_KUBELET=0, the tests' kubelet (tests/common/kubelet, built with cargo
 # as the example `test-kubelet`) serving the namespace `agentdeck`, so that a session made from
@@ -353,15 +354,20 @@ start_controller_manager() {
 apply_cluster_objects() {
   # CRDs by server-side apply: the Sandbox CRD is too large for kubectl's last-applied annotation.
   kubectl_ apply --server-side --force-conflicts -f "$CACHE/crds" >&2
-  kubectl_ wait --for condition=Established --timeout 60s crd/sandboxes.agents.x-k8s.io >&2
+  kubectl_ wait --for condition=Established --timeout 60s crd/sandboxes.agents.x-k8s.io \
+    crd/sandboxtemplates.extensions.agents.x-k8s.io crd/sandboxwarmpools.extensions.agents.x-k8s.io \
+    crd/sandboxclaims.extensions.agents.x-k8s.io >&2
   kubectl_ create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl_ apply -f - >&2
   kubectl_ -n "$NAMESPACE" apply -f "$HERE/config/kubernetes/rbac.yaml" >&2
 }
 
 start_agent_sandbox() {
+  # --extensions: the template, warm pool and claim controllers too (warm pools). A pool sandbox
+  # not ready within the grace period is replaced (20 s here, 5 min by default).
   start agent-sandbox-controller "$BIN/agent-sandbox-controller" \
     --kubeconfig "$KUBECONFIG_ADMIN" --leader-elect=false \
-    --metrics-bind-address 0 --health-probe-bind-address 0
+    --metrics-bind-address 0 --health-probe-bind-address 0 \
+    --extensions --sandbox-warm-pool-readiness-grace-period 20s
 }
 
 start_kubelet() {
