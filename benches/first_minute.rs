@@ -323,10 +323,15 @@ fn main() {
             }
         }
         worker.stop(Duration::from_secs(10)).await;
-        // Warm sandboxes outlive the process that started them (as every sandbox does): these
-        // are the benchmark's, removed with it.
+        // Sandboxes outlive the process that started them, and the ended sessions' may not be
+        // destroyed yet (their end is a task): these are the benchmark's, removed with it.
         if let Err(e) = runtime.keep_warm(&[]).await {
             eprintln!("first_minute: cannot remove the warm sandboxes: {e}");
+        }
+        for listed in runtime.list().await.unwrap_or_default() {
+            if let Err(e) = runtime.destroy(&listed.sandbox).await {
+                eprintln!("first_minute: cannot remove sandbox {}: {e}", listed.sandbox.name);
+            }
         }
     });
 }
