@@ -208,25 +208,47 @@ impl LocalRuntime {
         claim: &handover::Claim,
     ) -> Result<Option<SandboxRef>, RuntimeError> {
         let started = Instant::now();
+        let mut tried = std::collections::HashSet::new();
         loop {
-            let Some(candidate) = self.unclaimed().into_iter().find(|u| {
-                u.agent == pool.agent.id
-                    && u.fingerprint == pool.fingerprint
-                    && u.phase == HealthPhase::Ready
-            }) else {
+            // Ready ones first; one still starting whose bootstrap already says it is warm (its
+            // monitor has not heard it yet, as on a loaded machine) is as good: the pool's
+            // health counts it ready too.
+            let mut candidates: Vec<Unclaimed> = self
+                .unclaimed()
+                .into_iter()
+                .filter(|u| {
+                    u.agent == pool.agent.id
+                        && u.fingerprint == pool.fingerprint
+                        && matches!(u.phase, HealthPhase::Ready | HealthPhase::Starting)
+                        && !tried.contains(&u.sandbox.id)
+                })
+                .collect();
+            candidates.sort_by_key(|u| u.phase != HealthPhase::Ready);
+            let mut pick = None;
+            for u in candidates {
+                if u.phase == HealthPhase::Ready || self.says_warm(&u.sandbox).await {
+                    pick = Some(u.sandbox);
+                    break;
+                }
+            }
+            let Some(sandbox) = pick else {
                 self.stats()
                     .entry(pool.agent.id.clone())
                     .or_default()
                     .misses += 1;
                 return Ok(None);
             };
-            let sandbox = candidate.sandbox;
+            tried.insert(sandbox.id);
             let _guard = sandbox.op_lock().await;
             {
                 let mut state = sandbox.state();
                 let free = state.pool.as_ref().is_some_and(|m| m.claimed_by.is_none());
-                if state.removed || !free || state.health.phase != HealthPhase::Ready {
-                    continue; // taken meanwhile: the next one
+                let up = matches!(
+                    state.health.phase,
+                    HealthPhase::Ready | HealthPhase::Starting
+                );
+                if state.removed || !free || !up {
+                    continue; // taken (or gone) meanwhile: the next one
                 }
                 if let Some(member) = state.pool.as_mut() {
                     member.claimed_by = Some(claim.session);
