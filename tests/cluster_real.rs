@@ -42,6 +42,9 @@ fn kconfig(namespace: &str, port: u16, endpoint: EndpointMode) -> KubernetesConf
         endpoint,
         harness_port: port,
         service_account: None,
+        bootstrap: agentdeck::config::BootstrapBinary::Image(
+            agentdeck::config::AGENTDECK_IMAGE.into(),
+        ),
     }
 }
 

@@ -516,6 +516,9 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         endpoint: EndpointMode::PortForward,
         harness_port: port,
         service_account: None,
+        bootstrap: agentdeck::config::BootstrapBinary::Image(
+            agentdeck::config::AGENTDECK_IMAGE.into(),
+        ),
     };
     config.kubernetes = kconfig.clone();
     let runtime = KubernetesRuntime::with_client(
@@ -722,6 +725,9 @@ async fn a_session_on_the_real_control_plane_talks_to_a_real_opencode() {
         endpoint: EndpointMode::PortForward,
         harness_port,
         service_account: None,
+        bootstrap: agentdeck::config::BootstrapBinary::Image(
+            agentdeck::config::AGENTDECK_IMAGE.into(),
+        ),
     };
     assert_eq!(
         config.kubernetes, kconfig,
@@ -1711,4 +1717,325 @@ async fn a_warm_pool_hands_each_session_a_started_sandbox_with_its_own_secrets()
             }
         }
     }
+}
+
+/// Warm pools on the REAL control plane (agent-sandbox's controller with `--extensions`, pods run
+/// by the tests' kubelet), the real opencode and LiteLLM: the core keeps the agent's
+/// SandboxTemplate and SandboxWarmPool; a session takes a ready sandbox with a SandboxClaim and
+/// hands it its password and env through `pods/exec`, so that no object of the cluster holds
+/// either; two sessions for one ready sandbox: one warm, one cold (a Sandbox of its own), each
+/// saying so; the pool refills; the warm session restarted (a new pod, a new bootstrap) is
+/// handed its claim again; ended, its claim and its Sandbox go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets() {
+    use agentdeck::config::{BootstrapBinary, EndpointMode, KubernetesConfig, SandboxApiVersion};
+    use agentdeck::core::{Core, CreateSession};
+    use agentdeck::harness::opencode::Opencode;
+    use agentdeck::runtime::kubernetes::KubernetesRuntime;
+    use agentdeck::runtime::kubernetes::pool_objects::Extension;
+    use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+    use kube::api::{DynamicObject, ListParams};
+    use std::sync::Arc;
+
+    let Some(stack) = common::stack::stack() else {
+        return;
+    };
+    let Some(cluster) = common::cluster::cluster().await else {
+        return;
+    };
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+    let namespace = format!("e2e-warm-{}", common::cluster::suffix());
+    let namespaces = cluster.namespaces(std::slice::from_ref(&namespace)).await;
+    let opencode = format!("{}/opencode", stack.path.split(':').next().unwrap());
+    // agentdeck in the "agent's image": the binary under test, by absolute path.
+    let program = env!("CARGO_BIN_EXE_agentdeck");
+    let db = TestDb::postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let harness_port = free_port();
+    let text = format!(
+        "[agents.coder]\nmodel = \"litellm/scripted\"\nimage = \"ghcr.io/example/opencode:1\"\n\
+         warm = 1\n\
+         command = [\"{opencode}\", \"serve\", \"--hostname\", \"{{host}}\", \"--port\", \"{{port}}\"]\n\
+         [sessions]\nphase_timeout = \"90s\"\n\
+         [kubernetes]\nnamespace = \"{namespace}\"\nendpoint = \"port-forward\"\n\
+         harness_port = {harness_port}\nbootstrap_program = \"{program}\"\n"
+    );
+    let mut config = common::config_with(&text, db.url(), root.path());
+    config.gateway.url = Some(stack.gateway_url.clone());
+    config.gateway.sandbox_url = Some(stack.gateway_url.clone());
+    let kconfig = KubernetesConfig {
+        context: None,
+        namespace: namespace.clone(),
+        team_namespaces: Default::default(),
+        api_version: SandboxApiVersion::Auto,
+        endpoint: EndpointMode::PortForward,
+        harness_port,
+        service_account: None,
+        bootstrap: BootstrapBinary::Path(program.to_string()),
+    };
+    assert_eq!(
+        config.kubernetes, kconfig,
+        "the file says what the test runs"
+    );
+    let runtime = KubernetesRuntime::with_client(cluster.config.clone(), kconfig, false).unwrap();
+    let store = db.open().await;
+    let core = Core::with_store(
+        config,
+        store.clone(),
+        Arc::new(runtime),
+        Arc::new(Opencode::new().unwrap()),
+    );
+    let worker = agentdeck::core::worker::spawn(core.clone(), agentdeck::model::CoreKind::Serve);
+    let ready = || async {
+        core.pool_health()
+            .await
+            .into_iter()
+            .find(|p| p.agent == "coder" && p.ready >= 1)
+            .map(|p| p.ready)
+    };
+    let launch_of = |id: uuid::Uuid| {
+        let store = store.clone();
+        async move {
+            store
+                .list_events(id, 0, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|e| e.kind == "session.launch")
+                .map(|e| e.payload)
+                .unwrap_or(Value::Null)
+        }
+    };
+    let claims: kube::Api<DynamicObject> = kube::Api::namespaced_with(
+        cluster.client.clone(),
+        &namespace,
+        &Extension::Claim.api_resource(),
+    );
+
+    // 1. The pool fills; a session takes its sandbox, with an env of its own.
+    eventually(TURN, "the warm pool's sandbox to be ready", ready).await;
+    let session = core
+        .create_session(CreateSession {
+            agent_id: Some("coder".into()),
+            initial_prompt: Some("run: echo X=$X".into()),
+            env: std::collections::BTreeMap::from([(
+                "X".to_string(),
+                "per-session-k8s-5e1".to_string(),
+            )]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    answer_containing(&core, session.id, "Ran it. Output: X=per-session-k8s-5e1").await;
+    let launch = launch_of(session.id).await;
+    assert_eq!(launch["launch"], "warm", "{launch}");
+    let reference = core
+        .get_session(session.id)
+        .await
+        .unwrap()
+        .sandbox_ref
+        .unwrap_or_default();
+    let name = reference
+        .strip_prefix(&format!("{namespace}/"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(name.starts_with("ad-pool-coder-"), "{reference}");
+    assert_eq!(launch["sandbox"], reference.as_str(), "{launch}");
+    let claim = claims
+        .get(&format!("ad-claim-{}", session.id))
+        .await
+        .expect("the session's SandboxClaim");
+    assert_eq!(claim.data["status"]["sandbox"]["name"], name.as_str());
+    let health = core
+        .sandbox_health(session.id)
+        .await
+        .unwrap()
+        .expect("a sandbox")
+        .expect("its health");
+    assert_eq!(health.launch.as_deref(), Some("warm"), "{health:?}");
+
+    // Neither the session's env nor its harness password is in any object of the namespace.
+    let password = store
+        .session_env(session.id)
+        .await
+        .unwrap()
+        .remove(agentdeck::core::HARNESS_PASSWORD_ENV)
+        .expect("the session's password");
+    let mut everything = Vec::new();
+    let all = ListParams::default();
+    for kind in [Extension::Template, Extension::WarmPool, Extension::Claim] {
+        let api: kube::Api<DynamicObject> =
+            kube::Api::namespaced_with(cluster.client.clone(), &namespace, &kind.api_resource());
+        everything.push(serde_json::to_string(&api.list(&all).await.unwrap().items).unwrap());
+    }
+    let sandboxes: kube::Api<DynamicObject> = kube::Api::namespaced_with(
+        cluster.client.clone(),
+        &namespace,
+        &agentdeck::runtime::kubernetes::template::Version::V1beta1.api_resource(),
+    );
+    everything.push(serde_json::to_string(&sandboxes.list(&all).await.unwrap().items).unwrap());
+    let pods: kube::Api<Pod> = kube::Api::namespaced(cluster.client.clone(), &namespace);
+    everything.push(serde_json::to_string(&pods.list(&all).await.unwrap().items).unwrap());
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(cluster.client.clone(), &namespace);
+    let listed = secrets.list(&all).await.unwrap().items;
+    // (a Secret's data is base64 in JSON: decoded here)
+    for s in &listed {
+        for v in s.data.iter().flat_map(|d| d.values()) {
+            everything.push(String::from_utf8_lossy(&v.0).into_owned());
+        }
+    }
+    let events: kube::Api<Event> = kube::Api::namespaced(cluster.client.clone(), &namespace);
+    everything.push(serde_json::to_string(&events.list(&all).await.unwrap().items).unwrap());
+    let maps: kube::Api<ConfigMap> = kube::Api::namespaced(cluster.client.clone(), &namespace);
+    everything.push(serde_json::to_string(&maps.list(&all).await.unwrap().items).unwrap());
+    let everything = everything.join("\n");
+    assert!(
+        everything.contains(&name),
+        "the scan saw the claimed sandbox"
+    );
+    for secret in ["per-session-k8s-5e1", password.as_str()] {
+        assert!(
+            !everything.contains(secret),
+            "a session's secret is in an object of the cluster"
+        );
+    }
+
+    // 2. The pool refills; two sessions race for its one sandbox. agent-sandbox may give the
+    // loser the pool's next sandbox while it still starts (the claim then waits for it), or
+    // none (the session starts cold): both answer, and at least one was warm.
+    eventually(TURN, "the pool to refill", ready).await;
+    let mut pair = Vec::new();
+    for word in ["alpha", "beta"] {
+        let s = core
+            .create_session(CreateSession {
+                agent_id: Some("coder".into()),
+                initial_prompt: Some(format!("say {word}")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        pair.push((s.id, word));
+    }
+    let mut launches = Vec::new();
+    for (id, word) in &pair {
+        answer_containing(&core, *id, &format!("Scripted reply to: say {word}")).await;
+        launches.push(launch_of(*id).await["launch"].clone());
+    }
+    assert!(launches.contains(&json!("warm")), "{launches:?}");
+
+    // 3. Another writer empties the pool (replicas 0): a session finds no sandbox ready and
+    // starts cold, as a Sandbox of its own with no claim, saying why. Then the pool is put
+    // back.
+    let pools: kube::Api<DynamicObject> = kube::Api::namespaced_with(
+        cluster.client.clone(),
+        &namespace,
+        &Extension::WarmPool.api_resource(),
+    );
+    let scale = |replicas: i32| {
+        let pools = pools.clone();
+        async move {
+            pools
+                .patch(
+                    "ad-pool-coder",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    scale(0).await;
+    eventually(TURN, "the pool to be empty", || async {
+        let pools = core.pool_health().await;
+        pools
+            .iter()
+            .find(|p| p.agent == "coder")
+            .is_some_and(|p| p.ready == 0 && p.starting == 0)
+            .then_some(())
+    })
+    .await;
+    let cold = core
+        .create_session(CreateSession {
+            agent_id: Some("coder".into()),
+            initial_prompt: Some("say cold".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    answer_containing(&core, cold.id, "Scripted reply to: say cold").await;
+    let launch = launch_of(cold.id).await;
+    assert_eq!(launch["launch"], "cold", "{launch}");
+    assert_eq!(
+        launch["why"], "the warm pool had no sandbox ready",
+        "{launch}"
+    );
+    assert_eq!(
+        core.get_session(cold.id).await.unwrap().sandbox_ref,
+        Some(format!("{namespace}/ad-{}", cold.id)),
+        "a cold session has a Sandbox of its own"
+    );
+    assert!(
+        claims
+            .get_opt(&format!("ad-claim-{}", cold.id))
+            .await
+            .unwrap()
+            .is_none(),
+        "and no claim"
+    );
+    let empty = core.pool_health().await;
+    assert!(
+        empty
+            .iter()
+            .any(|p| p.agent == "coder" && p.misses >= 1 && p.claims >= 2),
+        "the pool's health counts claims and misses: {empty:?}"
+    );
+    scale(1).await;
+
+    // 4. The warm session restarted: a new pod whose bootstrap is handed the claim again.
+    let uid = pods.get(&name).await.unwrap().metadata.uid;
+    core.restart(session.id).await.unwrap();
+    eventually(TURN, "a new pod", || async {
+        pods.get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .filter(|p| p.metadata.uid != uid)
+            .map(|_| ())
+    })
+    .await;
+    eventually(TURN, "the session to be up again", || async {
+        use agentdeck::model::SessionStatus;
+        let s = core.get_session(session.id).await.ok()?;
+        matches!(s.status, SessionStatus::Ready | SessionStatus::Idle).then_some(())
+    })
+    .await;
+    core.send_message(session.id, "run: echo again=$X")
+        .await
+        .unwrap();
+    answer_containing(
+        &core,
+        session.id,
+        "Ran it. Output: again=per-session-k8s-5e1",
+    )
+    .await;
+
+    // 5. Ended: its claim goes, and the Sandbox with it.
+    core.end(session.id).await.unwrap();
+    eventually(TURN, "the claim and its Sandbox to go", || async {
+        let gone = claims
+            .get_opt(&format!("ad-claim-{}", session.id))
+            .await
+            .ok()?
+            .is_none()
+            && sandboxes.get_opt(&name).await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    worker.stop(Duration::from_secs(5)).await;
+    drop(namespaces);
 }

@@ -78,6 +78,9 @@ fn kconfig(namespace: &str, port: u16) -> KubernetesConfig {
         endpoint: EndpointMode::PodIp,
         harness_port: port,
         service_account: None,
+        bootstrap: agentdeck::config::BootstrapBinary::Image(
+            agentdeck::config::AGENTDECK_IMAGE.into(),
+        ),
     }
 }
 

@@ -16,6 +16,9 @@ pub const CLAIM_FILE: &str = "claim.json";
 /// The session's environment as a shell script (`export NAME='value'` lines), sourced by every
 /// command the agent runs (`BASH_ENV`).
 pub const ENV_FILE: &str = "session.env";
+/// The claim the sandbox took, kept (readable by its owner only) so that the harness started
+/// again in the same sandbox is the same session's at once.
+pub const SAVED_FILE: &str = "claim.saved";
 
 /// A session's claim on a warm sandbox.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +77,24 @@ pub fn read(dir: &Path) -> std::io::Result<Option<Claim>> {
         let _ = std::fs::remove_file(&path);
         std::io::Error::new(std::io::ErrorKind::InvalidData, e)
     })
+}
+
+/// Keeps the claim taken.
+pub fn save(dir: &Path, claim: &Claim) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{SAVED_FILE}.tmp"));
+    write_private(&tmp, &claim.to_bytes())?;
+    std::fs::rename(&tmp, dir.join(SAVED_FILE))
+}
+
+/// The claim this sandbox took before, if any.
+pub fn saved(dir: &Path) -> std::io::Result<Option<Claim>> {
+    match std::fs::read(dir.join(SAVED_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Says the hand-over in `dir` was taken: whoever put it stops waiting.

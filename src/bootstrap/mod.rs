@@ -32,6 +32,8 @@ const WARM_UP: Duration = Duration::from_secs(60);
 /// `{port}` are the bootstrap's).
 pub const HOST_MARK: &str = "{harness_host}";
 pub const PORT_MARK: &str = "{harness_port}";
+/// Where the harness's model calls come in, in a file the bootstrap renders.
+pub const DOOR_MARK: &str = "{gateway_door}";
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -45,6 +47,10 @@ pub struct Options {
     pub dir: PathBuf,
     /// The model of the warm-up turn (`provider/model`, as the agent's).
     pub model: String,
+    /// Files written before the harness starts (from, to): `{gateway_door}` in them becomes
+    /// where the harness's model calls come in, which is known only here when
+    /// `gateway_listen`'s port is 0 (the harness's config, on Kubernetes).
+    pub render: Vec<(PathBuf, PathBuf)>,
     /// The harness's command; `{harness_host}` and `{harness_port}` (or `{host}` and `{port}`)
     /// are where it listens.
     pub command: Vec<String>,
@@ -72,6 +78,10 @@ pub async fn run(options: Options) -> Result<i32> {
     let gateway = tokio::net::TcpListener::bind(options.gateway_listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.gateway_listen))?;
+    let door = gateway
+        .local_addr()
+        .context("cannot read the gateway door's address")?;
+    render(&options.render, &format!("http://{door}"))?;
     tokio::spawn(serve(front, doors.clone().front()));
     tokio::spawn(serve(gateway, doors.clone().gateway_door()));
 
@@ -107,8 +117,17 @@ pub async fn run(options: Options) -> Result<i32> {
     doors.stage.send_replace(Stage::Warm);
     tracing::info!(dir = %options.dir.display(), "warm: waiting for a session's claim");
 
-    let mut every = tokio::time::interval(CLAIM_POLL);
+    // A claim this sandbox took before its harness started again (the same pod's container
+    // restarted; its hand-over folder is kept): the session's again at once.
     let mut claimed = false;
+    match handover::saved(&options.dir) {
+        Ok(Some(claim)) => {
+            claimed = open_to(&doors, &options.dir, &claim);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "an unreadable saved claim was ignored"),
+    }
+    let mut every = tokio::time::interval(CLAIM_POLL);
     loop {
         tokio::select! {
             status = child.wait() => return Ok(exit_code(status)),
@@ -116,24 +135,7 @@ pub async fn run(options: Options) -> Result<i32> {
             _ = every.tick(), if !claimed => {
                 match handover::read(&options.dir) {
                     Ok(None) => {}
-                    Ok(Some(claim)) => {
-                        if let Err(e) = handover::put_env(&options.dir, &claim.env) {
-                            // Not taken: whoever waits for it gives this sandbox up.
-                            tracing::error!(error = %e, "cannot write the session's environment; the claim is not taken");
-                            continue;
-                        }
-                        let opened = Opened {
-                            auth: doors::basic(crate::harness::opencode::USERNAME, &claim.password),
-                            gateway_auth: claim.gateway_key.as_ref().map(|k| format!("Bearer {k}")),
-                        };
-                        doors.stage.send_replace(Stage::Claimed(Arc::new(opened)));
-                        // Open first, then said taken: whoever waits for it calls in at once.
-                        if let Err(e) = handover::taken(&options.dir) {
-                            tracing::warn!(error = %e, "cannot say the claim was taken");
-                        }
-                        tracing::info!(session = %claim.session, variables = claim.env.len(), "claimed");
-                        claimed = true;
-                    }
+                    Ok(Some(claim)) => claimed = open_to(&doors, &options.dir, &claim),
                     Err(e) => tracing::warn!(error = %e, "an unreadable claim was dropped"),
                 }
             }
@@ -141,21 +143,75 @@ pub async fn run(options: Options) -> Result<i32> {
     }
 }
 
+/// Opens the sandbox to the session of `claim`: its environment written for the agent's
+/// commands, the claim kept (for a restart of the harness) and said taken. False when it
+/// could not be (the claim is left waiting: whoever handed it over gives the sandbox up).
+fn open_to(doors: &Doors, dir: &std::path::Path, claim: &handover::Claim) -> bool {
+    if let Err(e) = handover::put_env(dir, &claim.env) {
+        tracing::error!(error = %e, "cannot write the session's environment; the claim is not taken");
+        return false;
+    }
+    if let Err(e) = handover::save(dir, claim) {
+        tracing::warn!(error = %e, "cannot keep the claim; a restart of the harness will need it again");
+    }
+    let opened = Opened {
+        auth: doors::basic(crate::harness::opencode::USERNAME, &claim.password),
+        gateway_auth: claim.gateway_key.as_ref().map(|k| format!("Bearer {k}")),
+    };
+    doors.stage.send_replace(Stage::Claimed(Arc::new(opened)));
+    // Open first, then said taken: whoever waits for it calls in at once.
+    if let Err(e) = handover::taken(dir) {
+        tracing::warn!(error = %e, "cannot say the claim was taken");
+    }
+    tracing::info!(session = %claim.session, variables = claim.env.len(), "claimed");
+    true
+}
+
+/// Writes each (from, to) with `{gateway_door}` replaced by `door`.
+fn render(files: &[(PathBuf, PathBuf)], door: &str) -> Result<()> {
+    for (from, to) in files {
+        let text = std::fs::read_to_string(from)
+            .with_context(|| format!("cannot read {}", from.display()))?;
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot make {}", parent.display()))?;
+        }
+        std::fs::write(to, text.replace(DOOR_MARK, door))
+            .with_context(|| format!("cannot write {}", to.display()))?;
+    }
+    Ok(())
+}
+
 /// How long a hand-over waits to be taken.
 const HAND_OVER: Duration = Duration::from_secs(10);
 
-/// `agentdeck hand-over`: puts the claim read on stdin in `dir` and waits until the bootstrap
-/// took it (run through `pods/exec`, so that the claim goes from agentdeck to the sandbox's
-/// memory and nowhere else). Exit 0 once taken; 1 if not taken in time (the claim is removed).
+/// `agentdeck hand-over`: puts the claim read on stdin (one line of JSON) in `dir` and waits
+/// until the bootstrap took it (run through `pods/exec`, so that the claim goes from agentdeck
+/// to the sandbox's memory and nowhere else). Exit 0 once taken, or at once when the sandbox
+/// already holds this session's claim; 3 when it holds another session's; 1 if not taken in
+/// time (the claim is removed).
 pub async fn hand_over(dir: &std::path::Path) -> Result<i32> {
-    use tokio::io::AsyncReadExt;
-    let mut bytes = Vec::new();
-    tokio::io::stdin()
-        .read_to_end(&mut bytes)
+    use tokio::io::AsyncBufReadExt;
+    // One line, not everything to the end: an exec's standard input may never say it ended.
+    let mut line = String::new();
+    tokio::io::BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
         .await
         .context("cannot read the claim on stdin")?;
-    serde_json::from_slice::<handover::Claim>(&bytes).context("the claim on stdin is not one")?;
-    handover::put(dir, &bytes)
+    let claim: handover::Claim =
+        serde_json::from_str(line.trim()).context("the claim on stdin is not one")?;
+    match handover::saved(dir) {
+        Ok(Some(held)) if held.session == claim.session => return Ok(0),
+        Ok(Some(held)) => {
+            eprintln!(
+                "agentdeck: this sandbox is claimed by session {}, not {}",
+                held.session, claim.session
+            );
+            return Ok(3);
+        }
+        _ => {}
+    }
+    handover::put(dir, &claim.to_bytes())
         .with_context(|| format!("cannot write the claim in {}", dir.display()))?;
     let deadline = tokio::time::Instant::now() + HAND_OVER;
     while handover::waiting(dir) {

@@ -111,7 +111,7 @@ pub async fn checks(config: &Config) -> Vec<Check> {
         Ok(runtime) => {
             checks.extend(runtime.check().await);
             let pools = runtime.pool_health().await;
-            checks.extend(pool_checks(config, runtime.kind(), &pools));
+            checks.extend(pool_checks(config, &pools));
         }
         Err(e) => checks.push(Check {
             name: format!("{} runtime", config.runtime.as_str()),
@@ -178,22 +178,12 @@ pub async fn checks(config: &Config) -> Vec<Check> {
 }
 
 /// Each agent's warm pool: how many of its sandboxes are ready for the next sessions.
-fn pool_checks(config: &Config, runtime: &str, pools: &[crate::model::PoolHealth]) -> Vec<Check> {
+fn pool_checks(config: &Config, pools: &[crate::model::PoolHealth]) -> Vec<Check> {
     config
         .agents
         .values()
         .filter(|a| a.warm > 0)
         .map(|agent| {
-            if runtime != "local" {
-                return Check {
-                    name: format!("warm pool ({})", agent.id),
-                    ok: false,
-                    detail: format!(
-                        "the {runtime} runtime keeps no warm pools yet: this agent's sessions start cold"
-                    ),
-                    fix: Some("warm pools run on the local runtime today (README, \"Warm pools\")".into()),
-                };
-            }
             let pool = pools.iter().find(|p| p.agent == agent.id);
             let (ready, starting) = pool.map_or((0, 0), |p| (p.ready, p.starting));
             let want = agent.warm as usize;
@@ -210,12 +200,15 @@ fn pool_checks(config: &Config, runtime: &str, pools: &[crate::model::PoolHealth
                         crate::config::RuntimeKind::Local => {
                             format!("{}/*/sandbox.log", config.local.root.display())
                         }
-                        crate::config::RuntimeKind::Kubernetes => {
-                            format!("the pool's pods, `kubectl logs` in {}", config.kubernetes.namespace)
-                        }
+                        crate::config::RuntimeKind::Kubernetes => format!(
+                            "kubectl -n {} get pods -l {}={}; agent-sandbox's extensions must be installed, its controller run with --extensions",
+                            config.kubernetes.namespace,
+                            crate::runtime::kubernetes::names::LABEL_POOL,
+                            crate::runtime::kubernetes::names::pool_name(&agent.id)
+                        ),
                     };
                     format!(
-                        "a running `agentdeck serve` (or cockpit) keeps the pool; if it stays short, its sandboxes' logs say why ({logs})"
+                        "a running `agentdeck serve` (or cockpit) keeps the pool; if it stays short, its sandboxes say why ({logs})"
                     )
                 }),
             }

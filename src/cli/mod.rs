@@ -273,6 +273,10 @@ pub enum Command {
         /// The model of the warm-up turn (`provider/model`).
         #[arg(long)]
         model: String,
+        /// A file to write before the harness starts: FROM with `{gateway_door}` replaced by
+        /// where the harness's model calls come in (when that port is chosen here: port 0).
+        #[arg(long, num_args = 2, value_names = ["FROM", "TO"])]
+        render: Vec<PathBuf>,
         /// The harness's command; `{host}` and `{port}` are where it listens.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -525,6 +529,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             gateway,
             dir,
             model,
+            render,
             command,
         }) => {
             return crate::bootstrap::run(crate::bootstrap::Options {
@@ -533,6 +538,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 gateway: gateway.clone(),
                 dir: dir.clone(),
                 model: model.clone(),
+                render: render
+                    .chunks(2)
+                    .filter_map(|pair| Some((pair.first()?.clone(), pair.get(1)?.clone())))
+                    .collect(),
                 command: command.clone(),
             })
             .await;

@@ -7,9 +7,9 @@
 
 use super::layer::AgentLayer;
 use super::{
-    AgentSpec, ApiToken, Config, ConfigError, Dirs, EndpointMode, GatewayConfig, HarnessKind,
-    IdleAction, KubernetesConfig, LocalConfig, NotifyConfig, Overrides, Parsed, RuntimeKind,
-    SandboxApiVersion, SessionsConfig, TuiConfig, WorkerConfig, error,
+    AgentSpec, ApiToken, BootstrapBinary, Config, ConfigError, Dirs, EndpointMode, GatewayConfig,
+    HarnessKind, IdleAction, KubernetesConfig, LocalConfig, NotifyConfig, Overrides, Parsed,
+    RuntimeKind, SandboxApiVersion, SessionsConfig, TuiConfig, WorkerConfig, error,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -466,6 +466,13 @@ fn kubernetes(layers: &[Parsed]) -> Result<KubernetesConfig, ConfigError> {
         endpoint: top!(layers, kubernetes.endpoint).unwrap_or(EndpointMode::Auto),
         harness_port,
         service_account: non_empty(top!(layers, kubernetes.service_account)),
+        bootstrap: match non_empty(top!(layers, kubernetes.bootstrap_program)) {
+            Some(path) => BootstrapBinary::Path(path),
+            None => BootstrapBinary::Image(
+                non_empty(top!(layers, kubernetes.bootstrap_image))
+                    .unwrap_or_else(|| super::AGENTDECK_IMAGE.to_string()),
+            ),
+        },
     })
 }
 

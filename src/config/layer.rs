@@ -204,6 +204,8 @@ pub struct KubernetesLayer {
     pub endpoint: Option<EndpointMode>,
     pub harness_port: Option<Spanned<u16>>,
     pub service_account: Option<String>,
+    pub bootstrap_image: Option<String>,
+    pub bootstrap_program: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

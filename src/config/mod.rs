@@ -184,7 +184,22 @@ pub struct KubernetesConfig {
     /// The port the harness listens on inside the pod.
     pub harness_port: u16,
     pub service_account: Option<String>,
+    /// How a warm sandbox gets the agentdeck binary its bootstrap runs as (see
+    /// [`BootstrapBinary`]).
+    pub bootstrap: BootstrapBinary,
 }
+
+/// Where a warm pool's pods find `agentdeck` (their first process, `agentdeck bootstrap`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum BootstrapBinary {
+    /// Copied by an init container from agentdeck's own image into a volume of the pod.
+    Image(String),
+    /// Already in the agent's image, at this path.
+    Path(String),
+}
+
+/// The image agentdeck's own Containerfile builds (and config/kubernetes/deployment.yaml runs).
+pub const AGENTDECK_IMAGE: &str = "ghcr.io/agentdeck/agentdeck:latest";
 
 impl KubernetesConfig {
     pub fn namespace_for(&self, team: &str) -> &str {

@@ -61,6 +61,8 @@ pub(super) type TaskResult = Result<(), TaskError>;
 
 /// How often a sandbox coming up is looked at.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
+/// While a harness does not answer, how often a warm pool's sandbox is handed its claim again.
+const HAND_OVER_AGAIN: Duration = Duration::from_secs(3);
 
 /// How a session's detail starts while its messages wait for the gateway.
 const GATEWAY_WAIT: &str = "messages wait for the gateway";
@@ -379,7 +381,8 @@ impl Core {
                 )
                 .await;
         };
-        let sandbox = if provision || Self::sandbox_of(&session).is_none() {
+        let fresh = provision || Self::sandbox_of(&session).is_none();
+        let sandbox = if fresh {
             self.set_phase(
                 id,
                 fence,
@@ -408,7 +411,10 @@ impl Core {
             };
             let mut env = env::sandbox_env(&self.inner.container_env, &agent.env, &session_env);
             // A warm sandbox when the agent's pool has one ready; else one started now.
-            let (sandbox, launch) = match self.claim_warm(id, &agent, &password, &env).await {
+            let (sandbox, launch) = match self
+                .claim_warm(id, &session.team, &agent, &password, &env)
+                .await
+            {
                 Ok(claimed) => claimed,
                 Err(cold) => {
                     env.extend(self.harness().auth_env(&password));
@@ -468,6 +474,10 @@ impl Core {
             Some(url) => self.harness_endpoint(id, url).await?,
             None => return Ok(()), // the session was failed with the reason
         };
+        // A sandbox taken from a warm pool whose pod was made again waits for its claim.
+        if !fresh && let Err(e) = self.hand_over_again(id, &agent, &sandbox).await {
+            return Err(TaskError::retry(e.to_string()));
+        }
 
         self.set_phase(
             id,
@@ -479,11 +489,23 @@ impl Core {
         .await?;
         let deadline = Instant::now() + self.config().sessions.phase_timeout;
         let answered = super::worker::without_slot(async {
+            let mut handed = Instant::now();
             loop {
                 match self.harness().health(&endpoint).await {
                     Ok(()) => return Ok(()),
                     Err(e) if Instant::now() > deadline => return Err(e),
-                    Err(_) => tokio::time::sleep(HEALTH_POLL).await,
+                    Err(_) => {
+                        // A warm pool's sandbox whose pod was made again meanwhile (it died
+                        // just after its claim, or was being replaced when handed it) waits
+                        // for its claim: handed again (a no-op for any other sandbox).
+                        if handed.elapsed() > HAND_OVER_AGAIN {
+                            handed = Instant::now();
+                            if let Err(e) = self.hand_over_again(id, &agent, &sandbox).await {
+                                tracing::debug!(session = %id, error = %e, "cannot hand the claim over again yet");
+                            }
+                        }
+                        tokio::time::sleep(HEALTH_POLL).await
+                    }
                 }
             }
         })

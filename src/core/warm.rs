@@ -91,9 +91,33 @@ impl Core {
         })
     }
 
-    /// How the agents' warm pools are doing (as this process's runtime knows them).
+    /// How the agents' warm pools are doing (as this process's runtime knows them), with how
+    /// many each agent wants; an agent whose pool has nothing yet is there too.
     pub async fn pool_health(&self) -> Vec<crate::model::PoolHealth> {
-        self.runtime().pool_health().await
+        if !self.runtime().keeps_warm_pools() {
+            return Vec::new();
+        }
+        let mut pools = self.runtime().pool_health().await;
+        for agent in self.config().agents.values() {
+            let label = crate::runtime::kubernetes::names::label_value(&agent.id);
+            match pools
+                .iter_mut()
+                .find(|p| p.agent == agent.id || p.agent == label)
+            {
+                Some(pool) => {
+                    pool.agent = agent.id.clone();
+                    pool.want = agent.warm as usize;
+                }
+                None if agent.warm > 0 => pools.push(crate::model::PoolHealth {
+                    agent: agent.id.clone(),
+                    want: agent.warm as usize,
+                    ..Default::default()
+                }),
+                None => {}
+            }
+        }
+        pools.sort_by(|a, b| a.agent.cmp(&b.agent));
+        pools
     }
 
     /// Waits until a warm sandbox is claimed (in this process).
@@ -122,6 +146,7 @@ impl Core {
     pub(crate) async fn claim_warm(
         &self,
         id: Uuid,
+        team: &str,
         agent: &AgentSpec,
         password: &str,
         env: &BTreeMap<String, String>,
@@ -139,16 +164,9 @@ impl Core {
                 why: "the agent has no warm pool".into(),
             });
         };
-        let mut session_env = env.clone();
-        let gateway_key = session_env.remove(super::GATEWAY_KEY_ENV);
-        let claim = Claim {
-            session: id,
-            password: password.to_string(),
-            gateway_key,
-            env: session_env,
-        };
+        let claim = claim_of(id, password, env);
         let started = std::time::Instant::now();
-        match self.runtime().claim_warm(&pool, &claim).await {
+        match self.runtime().claim_warm(&pool, team, &claim).await {
             Ok(Some(sandbox)) => {
                 self.inner.claimed.notify_one();
                 let launch = Launch::Warm {
@@ -167,5 +185,47 @@ impl Core {
                 })
             }
         }
+    }
+}
+
+/// What a warm sandbox is handed for session `id`: its harness password, its gateway key (out
+/// of its environment: the bootstrap puts it on the harness's model calls) and its environment.
+fn claim_of(id: Uuid, password: &str, env: &BTreeMap<String, String>) -> Claim {
+    let mut env = env.clone();
+    let gateway_key = env.remove(super::GATEWAY_KEY_ENV);
+    Claim {
+        session: id,
+        password: password.to_string(),
+        gateway_key,
+        env,
+    }
+}
+
+impl Core {
+    /// Hands a session's sandbox taken from a warm pool its claim again when its bootstrap
+    /// was started afresh (a new pod); nothing for any other sandbox.
+    pub(crate) async fn hand_over_again(
+        &self,
+        id: Uuid,
+        agent: &AgentSpec,
+        sandbox: &SandboxRef,
+    ) -> Result<(), crate::runtime::RuntimeError> {
+        if !self.runtime().keeps_warm_pools() {
+            return Ok(());
+        }
+        let mut session_env = self
+            .store()
+            .session_env(id)
+            .await
+            .map_err(|e| crate::runtime::RuntimeError::Transient(e.to_string()))?;
+        let Some(password) = session_env.remove(super::HARNESS_PASSWORD_ENV) else {
+            return Ok(()); // never started: nothing was handed over before
+        };
+        let env = env::sandbox_env(&self.inner.container_env, &agent.env, &session_env);
+        let claim = claim_of(id, &password, &env);
+        if self.runtime().reclaim(sandbox, &claim).await? {
+            tracing::info!(session = %id, sandbox = %sandbox.name, "the warm sandbox's new pod was handed its claim again");
+        }
+        Ok(())
     }
 }

@@ -143,9 +143,20 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     async fn claim_warm(
         &self,
         _pool: &WarmPool,
+        _team: &str,
         _claim: &crate::bootstrap::handover::Claim,
     ) -> Result<Option<SandboxRef>, RuntimeError> {
         Ok(None)
+    }
+    /// Hands `claim` again to the session's sandbox when it was taken from a warm pool and
+    /// its bootstrap was started afresh (a new pod after a restart or a resume); false when
+    /// the sandbox needs none (made cold, or it keeps its claim itself).
+    async fn reclaim(
+        &self,
+        _sandbox: &SandboxRef,
+        _claim: &crate::bootstrap::handover::Claim,
+    ) -> Result<bool, RuntimeError> {
+        Ok(false)
     }
     /// How the warm pools are doing.
     async fn pool_health(&self) -> Vec<PoolHealth> {

@@ -26,6 +26,23 @@ pub const NEEDS: &[(&str, &str, &[&str])] = &[
     ("", "pods/exec", &["get", "create"]),
     ("", "secrets", &["get", "create", "patch", "delete"]),
     ("", "events", &["list", "watch"]),
+    // Warm pools (agent-sandbox's extensions): each agent's template and pool, kept by
+    // server-side apply, and a claim per session taken from one.
+    (
+        names::EXTENSIONS_GROUP,
+        "sandboxtemplates",
+        &["get", "create", "patch", "delete"],
+    ),
+    (
+        names::EXTENSIONS_GROUP,
+        "sandboxwarmpools",
+        &["get", "list", "create", "patch", "delete"],
+    ),
+    (
+        names::EXTENSIONS_GROUP,
+        "sandboxclaims",
+        &["get", "create", "delete"],
+    ),
 ];
 
 async fn allowed(

@@ -173,6 +173,12 @@ pub fn derive(
             .unwrap_or_default();
     }
     if let Some(s) = sandbox {
+        // Taken from a warm pool (agent-sandbox's label; a claim that made one cold says so
+        // too, though agentdeck gives such a claim up).
+        health.launch = s["metadata"]["labels"][super::names::LABEL_LAUNCH_TYPE]
+            .as_str()
+            .filter(|t| *t == "warm")
+            .map(str::to_string);
         for c in s["status"]["conditions"].as_array().into_iter().flatten() {
             health.conditions.push(Condition {
                 kind: format!("Sandbox{}", c["type"].as_str().unwrap_or("")),

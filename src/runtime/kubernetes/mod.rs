@@ -8,6 +8,8 @@ mod exec;
 mod forward;
 mod health;
 pub mod names;
+mod pool;
+pub mod pool_objects;
 pub mod template;
 mod trim;
 mod watch;
@@ -44,6 +46,7 @@ pub struct KubernetesRuntime {
     /// Resolved on first use (the cluster may be unreachable when agentdeck starts).
     ready: OnceCell<(Version, Arc<Watches>)>,
     forwards: Arc<forward::Forwards>,
+    pools: pool::Pools,
 }
 
 /// A kube error as a runtime error an operator can act on.
@@ -123,6 +126,7 @@ impl KubernetesRuntime {
             context,
             ready: OnceCell::new(),
             forwards: Arc::new(forward::Forwards::default()),
+            pools: pool::Pools::default(),
         })
     }
 
@@ -359,7 +363,7 @@ impl SandboxRuntime for KubernetesRuntime {
             .sandboxes()
             .into_iter()
             .map(|(ns, name)| ListedSandbox {
-                session_id: names::session_of(&name),
+                session_id: watches.session_of(&(ns.clone(), name.clone())),
                 sandbox: SandboxRef {
                     runtime: "kubernetes".to_string(),
                     name: names::sandbox_ref(&ns, &name),
@@ -456,6 +460,8 @@ impl SandboxRuntime for KubernetesRuntime {
         let (ns, name) = key_of(sandbox)?;
         let (version, _) = self.ready().await?;
         self.forwards.close(&ns, &name);
+        // One taken from a warm pool goes with its claim.
+        self.release(&ns, &name).await?;
         match self
             .sandboxes(*version, &ns)
             .delete(&name, &DeleteParams::background())
@@ -478,5 +484,34 @@ impl SandboxRuntime for KubernetesRuntime {
 
     async fn check(&self) -> Vec<Check> {
         check::run(self).await
+    }
+
+    fn keeps_warm_pools(&self) -> bool {
+        true
+    }
+
+    async fn keep_warm(&self, pools: &[crate::runtime::WarmPool]) -> Result<(), RuntimeError> {
+        self.keep(pools).await
+    }
+
+    async fn claim_warm(
+        &self,
+        pool: &crate::runtime::WarmPool,
+        team: &str,
+        claim: &crate::bootstrap::handover::Claim,
+    ) -> Result<Option<SandboxRef>, RuntimeError> {
+        self.claim(pool, team, claim).await
+    }
+
+    async fn reclaim(
+        &self,
+        sandbox: &SandboxRef,
+        claim: &crate::bootstrap::handover::Claim,
+    ) -> Result<bool, RuntimeError> {
+        self.hand_over_again(sandbox, claim).await
+    }
+
+    async fn pool_health(&self) -> Vec<crate::model::PoolHealth> {
+        self.pools_health().await
     }
 }

@@ -58,16 +58,16 @@ impl Version {
 }
 
 /// Secret keys: env vars under `env.`, files under `file.N`.
-fn env_key(name: &str) -> String {
+pub(super) fn env_key(name: &str) -> String {
     format!("env.{name}")
 }
 
-fn file_key(index: usize) -> String {
+pub(super) fn file_key(index: usize) -> String {
     format!("file.{index}")
 }
 
 /// A relative path inside the working folder, refusing anything that could escape it.
-fn safe_path(path: &str) -> Result<&str, RuntimeError> {
+pub(super) fn safe_path(path: &str) -> Result<&str, RuntimeError> {
     let p = std::path::Path::new(path);
     let ok = !path.is_empty()
         && p.is_relative()
@@ -146,6 +146,35 @@ pub fn image_of(agent: &crate::config::AgentSpec) -> Result<&str, RuntimeError> 
         })
 }
 
+/// The container's resources as the agent asks for them.
+pub(super) fn resources(agent: &crate::config::AgentSpec) -> Value {
+    let r = &agent.resources;
+    let mut requests = serde_json::Map::new();
+    let mut limits = serde_json::Map::new();
+    if let Some(cpu) = &r.cpu {
+        requests.insert("cpu".into(), json!(cpu));
+    }
+    if let Some(memory) = &r.memory {
+        requests.insert("memory".into(), json!(memory));
+    }
+    if let Some(cpu) = &r.cpu_limit {
+        limits.insert("cpu".into(), json!(cpu));
+    }
+    if let Some(memory) = &r.memory_limit {
+        limits.insert("memory".into(), json!(memory));
+    }
+    json!({"requests": requests, "limits": limits})
+}
+
+/// The environment every sandbox's container gets besides its own (not secret).
+pub(super) fn fixed_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("HOME", format!("{WORKDIR}/home")),
+        ("OPENCODE_DISABLE_AUTOUPDATE", "1".to_string()),
+        ("OPENCODE_DISABLE_SHARE", "1".to_string()),
+    ]
+}
+
 /// The Sandbox object for `spec` in the given API version.
 pub fn sandbox(
     spec: &SandboxSpec,
@@ -166,12 +195,8 @@ pub fn sandbox(
             json!({"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": env_key(k)}}})
         })
         .collect();
-    for (k, v) in [
-        ("AGENTDECK_SESSION_ID", spec.session_id.to_string()),
-        ("HOME", format!("{WORKDIR}/home")),
-        ("OPENCODE_DISABLE_AUTOUPDATE", "1".to_string()),
-        ("OPENCODE_DISABLE_SHARE", "1".to_string()),
-    ] {
+    let session = [("AGENTDECK_SESSION_ID", spec.session_id.to_string())];
+    for (k, v) in session.into_iter().chain(fixed_env()) {
         env.push(json!({"name": k, "value": v}));
     }
 
@@ -184,29 +209,13 @@ pub fn sandbox(
         }));
     }
 
-    let r = &agent.resources;
-    let mut requests = serde_json::Map::new();
-    let mut limits = serde_json::Map::new();
-    if let Some(cpu) = &r.cpu {
-        requests.insert("cpu".into(), json!(cpu));
-    }
-    if let Some(memory) = &r.memory {
-        requests.insert("memory".into(), json!(memory));
-    }
-    if let Some(cpu) = &r.cpu_limit {
-        limits.insert("cpu".into(), json!(cpu));
-    }
-    if let Some(memory) = &r.memory_limit {
-        limits.insert("memory".into(), json!(memory));
-    }
-
     let mut container = json!({
         "name": CONTAINER,
         "image": image,
         "workingDir": WORKDIR,
         "ports": [{"name": "harness", "containerPort": port, "protocol": "TCP"}],
         "env": env,
-        "resources": {"requests": requests, "limits": limits},
+        "resources": resources(agent),
         // The harness asks for its password on every path, health included, and the password
         // must not be written into the Sandbox: ready means it listens; the core then checks
         // its health with the password.
@@ -310,6 +319,7 @@ mod tests {
             endpoint: EndpointMode::Auto,
             harness_port: 4096,
             service_account: Some("sandbox".into()),
+            bootstrap: crate::config::BootstrapBinary::Image(crate::config::AGENTDECK_IMAGE.into()),
         }
     }
 

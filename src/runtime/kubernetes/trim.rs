@@ -4,6 +4,7 @@
 //! kept whole for a thousand sandboxes, with their Sandboxes and Events, that was most of the
 //! cockpit's memory.
 
+use super::names;
 use super::watch::Object;
 use k8s_openapi::api::core::v1::{
     ContainerStatus, Event, ObjectReference, Pod, PodCondition, PodSpec, PodStatus,
@@ -29,8 +30,21 @@ fn short(text: Option<String>) -> Option<String> {
     })
 }
 
+/// The labels agentdeck reads: its own (session, agent, pool …) and how agent-sandbox launched
+/// a Sandbox.
+fn kept_labels(
+    labels: Option<std::collections::BTreeMap<String, String>>,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let kept: std::collections::BTreeMap<String, String> = labels?
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("agentdeck.dev/") || k == names::LABEL_LAUNCH_TYPE)
+        .collect();
+    (!kept.is_empty()).then_some(kept)
+}
+
 fn meta(m: ObjectMeta) -> ObjectMeta {
     ObjectMeta {
+        labels: kept_labels(m.labels),
         name: m.name,
         namespace: m.namespace,
         uid: m.uid,
@@ -61,6 +75,7 @@ pub(super) fn sandbox(o: DynamicObject) -> Object {
         "metadata": {
             "name": o.metadata.name,
             "namespace": o.metadata.namespace,
+            "labels": kept_labels(o.metadata.labels),
         },
         "spec": {
             "replicas": data["spec"]["replicas"],
@@ -140,11 +155,13 @@ mod tests {
     use crate::runtime::HealthPhase;
     use crate::runtime::kubernetes::health;
     use crate::runtime::kubernetes::template::Version;
+    use kube::ResourceExt;
 
     fn full_pod() -> Pod {
         serde_json::from_value(json!({
             "metadata": {"name": "ad-x", "namespace": "agentdeck", "uid": "u1",
-                "labels": {"app": "x"}, "annotations": {"big": "x".repeat(5000)},
+                "labels": {"app": "x", "agentdeck.dev/pool": "ad-pool-coder"},
+                "annotations": {"big": "x".repeat(5000)},
                 "managedFields": [{"manager": "kubelet", "operation": "Update",
                     "fieldsV1": {"f:status": {"f:phase": {}}}}]},
             "spec": {"nodeName": "node-1", "containers": [{"name": "agent", "image": "img",
@@ -204,6 +221,14 @@ mod tests {
             trimmed.status.as_ref().and_then(|s| s.pod_ip.as_deref()),
             Some("10.0.0.7")
         );
+        assert_eq!(
+            trimmed
+                .labels()
+                .get("agentdeck.dev/pool")
+                .map(String::as_str),
+            Some("ad-pool-coder")
+        );
+        assert!(!trimmed.labels().contains_key("app"));
         let size = |p: &Pod| serde_json::to_string(p).map(|s| s.len()).unwrap_or(0);
         assert!(
             size(&trimmed) * 10 < size(&whole),
@@ -218,6 +243,8 @@ mod tests {
         let whole: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
             "metadata": {"name": "ad-x", "namespace": "agentdeck",
+                "labels": {"agentdeck.dev/session": "s1", "agents.x-k8s.io/launch-type": "warm",
+                    "agents.x-k8s.io/claim-uid": "u"},
                 "managedFields": [{"manager": "agentdeck"}]},
             "spec": {"operatingMode": "Stopped", "podTemplate": {"spec": {"containers": [{"name": "agent"}]}}},
             "status": {"serviceFQDN": "ad-x.agentdeck.svc.cluster.local",
@@ -235,6 +262,10 @@ mod tests {
         assert_eq!(kept["status"]["conditions"][0]["reason"], "Stopped");
         assert!(kept["spec"].get("podTemplate").is_none());
         assert!(kept["metadata"].get("managedFields").is_none());
+        assert_eq!(
+            kept["metadata"]["labels"],
+            json!({"agentdeck.dev/session": "s1", "agents.x-k8s.io/launch-type": "warm"})
+        );
     }
 
     #[test]

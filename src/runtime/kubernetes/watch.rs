@@ -45,6 +45,28 @@ pub struct State {
     pub health: HashMap<Key, SandboxHealth>,
 }
 
+/// A pod of a warm pool, as watched.
+#[derive(Debug, Clone)]
+pub struct PoolPod {
+    pub pool: String,
+    /// The agent (as a label value).
+    pub agent: String,
+    pub fingerprint: String,
+    pub ready: bool,
+    /// Ended or being deleted: neither ready nor coming.
+    pub ended: bool,
+}
+
+/// The session a watched sandbox is for (see [`Watches::session_of`]).
+fn session_in(state: &State, key: &Key) -> Option<uuid::Uuid> {
+    state
+        .sandboxes
+        .get(key)
+        .and_then(|s| s["metadata"]["labels"][names::LABEL_SESSION].as_str())
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+        .or_else(|| names::session_of(&key.1))
+}
+
 /// Computes a sandbox's endpoint from what is known of it (the runtime decides how).
 pub type EndpointFn =
     dyn Fn(&Key, Option<&serde_json::Value>, Option<&Pod>) -> Option<String> + Send + Sync;
@@ -353,9 +375,19 @@ impl Watches {
                 }
             }
         }
-        for ((ns, name), health) in changed {
+        let sessions: Vec<Option<uuid::Uuid>> = match self.state.lock() {
+            Ok(state) => changed
+                .iter()
+                .map(|(key, _)| session_in(&state, key))
+                .collect(),
+            Err(_) => changed
+                .iter()
+                .map(|((_, name), _)| names::session_of(name))
+                .collect(),
+        };
+        for (((ns, name), health), session_id) in changed.into_iter().zip(sessions) {
             let _ = self.changes.send(HealthChange {
-                session_id: names::session_of(&name),
+                session_id,
                 sandbox: SandboxRef {
                     runtime: "kubernetes".to_string(),
                     name: names::sandbox_ref(&ns, &name),
@@ -372,6 +404,57 @@ impl Watches {
             return None;
         }
         state.health.get(key).cloned()
+    }
+
+    /// The session a sandbox is for: its label (a Sandbox taken from a warm pool has a name
+    /// of the pool's), else its name.
+    pub fn session_of(&self, key: &Key) -> Option<uuid::Uuid> {
+        let state = self.state.lock().ok()?;
+        session_in(&state, key)
+    }
+
+    /// A Sandbox's label, as watched.
+    pub fn sandbox_label(&self, key: &Key, label: &str) -> Option<String> {
+        let state = self.state.lock().ok()?;
+        state.sandboxes.get(key)?["metadata"]["labels"][label]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The pods of warm pools in `ns` not (yet) taken by a session.
+    pub fn pool_pods(&self, ns: &str) -> Vec<PoolPod> {
+        let Ok(state) = self.state.lock() else {
+            return Vec::new();
+        };
+        state
+            .pods
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .filter(|(key, _)| session_in(&state, key).is_none())
+            .filter_map(|(_, pod)| {
+                let labels = pod.metadata.labels.as_ref()?;
+                let status = pod.status.as_ref();
+                let condition = |kind: &str| {
+                    status
+                        .and_then(|s| s.conditions.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c.type_ == kind && c.status == "True")
+                };
+                let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+                Some(PoolPod {
+                    pool: labels.get(names::LABEL_POOL)?.clone(),
+                    agent: labels.get(names::LABEL_AGENT).cloned().unwrap_or_default(),
+                    fingerprint: labels
+                        .get(names::LABEL_FINGERPRINT)
+                        .cloned()
+                        .unwrap_or_default(),
+                    ready: condition("Ready") && pod.metadata.deletion_timestamp.is_none(),
+                    ended: matches!(phase, "Failed" | "Succeeded")
+                        || pod.metadata.deletion_timestamp.is_some(),
+                })
+            })
+            .collect()
     }
 
     pub fn pod_uid(&self, key: &Key) -> Option<String> {

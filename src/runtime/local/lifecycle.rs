@@ -92,11 +92,7 @@ impl LocalRuntime {
             monitor: Some(handle),
         });
         sandbox.commit(&mut state);
-        drop(state);
-        if why != Start::First {
-            // A warm pool's sandbox, claimed: its new bootstrap is handed the claim again.
-            self.hand_over_again(sandbox);
-        }
+        // A warm pool's sandbox started again takes the claim it kept (see `bootstrap`).
         Ok(())
     }
 

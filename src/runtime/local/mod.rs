@@ -361,6 +361,7 @@ impl SandboxRuntime for LocalRuntime {
     async fn claim_warm(
         &self,
         pool: &crate::runtime::WarmPool,
+        _team: &str,
         claim: &crate::bootstrap::handover::Claim,
     ) -> Result<Option<SandboxRef>, RuntimeError> {
         self.claim(pool, claim).await

@@ -2,8 +2,8 @@
 //! `agentdeck bootstrap` in front of its agent's harness ([`crate::bootstrap`]). A session
 //! claims a ready one: the claim (its password, gateway key and environment) is put in the
 //! sandbox's folder, readable by its owner only, and the sandbox is the session's once the
-//! bootstrap took it. The claim is kept there (mode 0600, like `launch.json`) so that a restart
-//! hands it over again.
+//! bootstrap took it. The bootstrap keeps the claim there (mode 0600, like `launch.json`), so
+//! that the sandbox started again is the session's at once.
 
 use super::LocalRuntime;
 use super::launch::LaunchSpec;
@@ -19,8 +19,6 @@ use uuid::Uuid;
 
 /// The bootstrap's hand-over folder in a sandbox's folder (left out of its git history).
 pub const HANDOVER_DIR: &str = ".agentdeck";
-/// The claim as last handed over, for a restart to hand over again.
-pub const SAVED_CLAIM: &str = "claim.saved";
 /// How long a bootstrap may take to take a claim before its sandbox is given up.
 const TAKE_WITHIN: Duration = Duration::from_secs(5);
 /// A failed pool sandbox is replaced no sooner than this after the last one started, so that
@@ -278,29 +276,6 @@ impl LocalRuntime {
         }
     }
 
-    /// Hands a claimed sandbox its claim again (after it was started again).
-    pub(super) fn hand_over_again(&self, sandbox: &Sandbox) {
-        let claimed = sandbox
-            .state()
-            .pool
-            .as_ref()
-            .is_some_and(|m| m.claimed_by.is_some());
-        if !claimed {
-            return;
-        }
-        let dir = sandbox.dir.join(HANDOVER_DIR);
-        match std::fs::read(dir.join(SAVED_CLAIM)) {
-            Ok(bytes) => {
-                if let Err(e) = handover::put(&dir, &bytes) {
-                    tracing::warn!(sandbox = %sandbox.id, error = %e, "cannot hand the claim over again");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(sandbox = %sandbox.id, error = %e, "the claim to hand over again is missing")
-            }
-        }
-    }
-
     pub(super) async fn pools(&self) -> Vec<PoolHealth> {
         let mut out: HashMap<String, PoolHealth> = HashMap::new();
         for u in self.unclaimed() {
@@ -353,11 +328,8 @@ impl LocalRuntime {
 
 /// Puts the claim in the sandbox's folder and waits until its bootstrap took it.
 async fn hand_over(dir: &std::path::Path, claim: &handover::Claim) -> Result<(), String> {
-    let bytes = claim.to_bytes();
-    let saved = dir.join(SAVED_CLAIM);
-    workdir::write_atomic(&saved, &bytes, true)
-        .map_err(|e| format!("cannot keep the claim in {}: {e}", saved.display()))?;
-    handover::put(dir, &bytes).map_err(|e| format!("cannot hand the claim over: {e}"))?;
+    handover::put(dir, &claim.to_bytes())
+        .map_err(|e| format!("cannot hand the claim over: {e}"))?;
     let deadline = Instant::now() + TAKE_WITHIN;
     while handover::waiting(dir) {
         if Instant::now() > deadline {

@@ -1,0 +1,507 @@
+//! Warm pools on Kubernetes: keeping each agent's pool objects (see [`super::pool_objects`])
+//! as the core wants them, claiming a warm sandbox for a session with a `SandboxClaim` and
+//! handing it the session's claim through `pods/exec` (`agentdeck hand-over`, the claim on its
+//! standard input: from agentdeck's memory to the pod's, stored nowhere), and how the pools
+//! are doing, from the watched pods.
+
+use super::names;
+use super::pool_objects::{self, Extension};
+use super::{KubernetesRuntime, classify, key_of, not_found};
+use crate::bootstrap::handover::Claim;
+use crate::runtime::{PoolHealth, RuntimeError, SandboxRef, WarmPool};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, AttachParams, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a claim may take to be given a sandbox (agent-sandbox waits up to 2 s for a warm
+/// one before it makes one cold).
+const BIND_WITHIN: Duration = Duration::from_secs(8);
+/// How long a claimed sandbox's bootstrap may take to take its claim.
+const HAND_OVER_WITHIN: Duration = Duration::from_secs(20);
+/// A pool's objects are applied again after this even when nothing changed (someone may have
+/// edited or deleted them).
+const REAPPLY: Duration = Duration::from_secs(300);
+/// After the cluster said it has no extensions, how long before asking again.
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+/// What this process knows of the pools it keeps and claims from.
+#[derive(Default)]
+pub struct Pools {
+    /// agent → (fingerprint, want, when applied)
+    applied: Mutex<HashMap<String, (String, usize, Instant)>>,
+    /// The pools wanted at the last sweep of pools no longer wanted, and when.
+    swept: Mutex<Option<(BTreeSet<String>, Instant)>>,
+    /// Until when the cluster is known to lack agent-sandbox's extensions, and what it said.
+    unavailable: Mutex<Option<(Instant, String)>>,
+    stats: Mutex<HashMap<String, Stats>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    claims: u64,
+    misses: u64,
+    last_claim: Option<Duration>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(super::MANAGER).force()
+}
+
+/// A 404 from an extension's API: the cluster does not serve it.
+fn no_extensions(e: &kube::Error) -> Option<RuntimeError> {
+    not_found(e).then(|| {
+        RuntimeError::Unavailable(format!(
+            "the cluster does not serve agent-sandbox's extensions ({}): warm pools need its \
+             extensions installed and its controller run with --extensions",
+            names::EXTENSIONS_GROUP
+        ))
+    })
+}
+
+impl KubernetesRuntime {
+    fn extension(&self, kind: Extension, ns: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), ns, &kind.api_resource())
+    }
+
+    fn stat(&self, agent: &str, f: impl FnOnce(&mut Stats)) {
+        f(lock(&self.pools.stats)
+            .entry(agent.to_string())
+            .or_default());
+    }
+
+    /// Keeps each pool's Secret, SandboxTemplate and SandboxWarmPool as `pools` say, and
+    /// removes the pools no longer wanted.
+    pub(super) async fn keep(&self, pools: &[WarmPool]) -> Result<(), RuntimeError> {
+        if let Some((until, why)) = lock(&self.pools.unavailable).clone()
+            && Instant::now() < until
+        {
+            return Err(RuntimeError::Unavailable(why));
+        }
+        let ns = self.config.namespace.clone();
+        for pool in pools {
+            let fresh =
+                lock(&self.pools.applied)
+                    .get(&pool.agent.id)
+                    .is_some_and(|(fp, want, at)| {
+                        *fp == pool.fingerprint && *want == pool.want && at.elapsed() < REAPPLY
+                    });
+            if fresh {
+                continue;
+            }
+            if let Err(e) = self.apply_pool(pool, &ns).await {
+                if let RuntimeError::Unavailable(why) = &e {
+                    *lock(&self.pools.unavailable) =
+                        Some((Instant::now() + UNAVAILABLE_BACKOFF, why.clone()));
+                }
+                return Err(e);
+            }
+            lock(&self.pools.applied).insert(
+                pool.agent.id.clone(),
+                (pool.fingerprint.clone(), pool.want, Instant::now()),
+            );
+        }
+        let wanted: BTreeSet<String> = pools
+            .iter()
+            .map(|p| names::pool_name(&p.agent.id))
+            .collect();
+        let sweep = match &*lock(&self.pools.swept) {
+            Some((last, at)) => *last != wanted || at.elapsed() > REAPPLY,
+            None => true,
+        };
+        if sweep {
+            self.sweep(&ns, &wanted).await?;
+            *lock(&self.pools.swept) = Some((wanted, Instant::now()));
+        }
+        Ok(())
+    }
+
+    async fn apply_pool(&self, pool: &WarmPool, ns: &str) -> Result<(), RuntimeError> {
+        let name = names::pool_name(&pool.agent.id);
+        let secret = pool_objects::secret(pool, ns)?;
+        let template = pool_objects::template(pool, &self.config, ns)?;
+        let warm_pool = pool_objects::warm_pool(pool, ns);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        secrets
+            .patch(
+                &names::secret_name(&name),
+                &apply_params(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .map_err(|e| classify("applying the warm pool's Secret", e))?;
+        self.extension(Extension::Template, ns)
+            .patch(&name, &apply_params(), &Patch::Apply(&template))
+            .await
+            .map_err(|e| {
+                no_extensions(&e).unwrap_or_else(|| classify("applying the SandboxTemplate", e))
+            })?;
+        self.extension(Extension::WarmPool, ns)
+            .patch(&name, &apply_params(), &Patch::Apply(&warm_pool))
+            .await
+            .map_err(|e| {
+                no_extensions(&e).unwrap_or_else(|| classify("applying the SandboxWarmPool", e))
+            })?;
+        tracing::info!(agent = %pool.agent.id, pool = %name, want = pool.want, fingerprint = %pool.fingerprint, "warm pool applied");
+        Ok(())
+    }
+
+    /// Deletes agentdeck's pools (with their templates and Secrets) that are not wanted now.
+    async fn sweep(&self, ns: &str, wanted: &BTreeSet<String>) -> Result<(), RuntimeError> {
+        let managed = ListParams::default().labels(&format!(
+            "{}={}",
+            names::LABEL_MANAGED,
+            names::MANAGED_BY
+        ));
+        let listed = match self.extension(Extension::WarmPool, ns).list(&managed).await {
+            Ok(list) => list,
+            Err(e) if not_found(&e) => return Ok(()), // no extensions: no pools to remove
+            Err(e) => return Err(classify("listing the warm pools", e)),
+        };
+        for pool in listed {
+            let Some(name) = pool.metadata.name.clone() else {
+                continue;
+            };
+            if wanted.contains(&name) {
+                continue;
+            }
+            tracing::info!(pool = %name, "removing a warm pool no agent wants");
+            lock(&self.pools.applied).retain(|agent, _| names::pool_name(agent) != name);
+            for kind in [Extension::WarmPool, Extension::Template] {
+                match self
+                    .extension(kind, ns)
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => return Err(classify("removing a warm pool", e)),
+                }
+            }
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+            match secrets
+                .delete(&names::secret_name(&name), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(classify("removing a warm pool's Secret", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A warm sandbox of `pool` for the session of `claim`, handed its claim; `None` when the
+    /// pool has none ready (the session starts cold, as a Sandbox of its own).
+    pub(super) async fn claim(
+        &self,
+        pool: &WarmPool,
+        team: &str,
+        claim: &Claim,
+    ) -> Result<Option<SandboxRef>, RuntimeError> {
+        let started = Instant::now();
+        let ns = self.config.namespace.clone();
+        let team_ns = self.config.namespace_for(team);
+        if team_ns != ns {
+            return Err(RuntimeError::Unavailable(format!(
+                "warm pools are kept in namespace {ns}, and team {team}'s sandboxes run in \
+                 {team_ns}"
+            )));
+        }
+        let (version, watches) = self.synced().await?;
+        let pool_name = names::pool_name(&pool.agent.id);
+        let fingerprint = names::label_value(&pool.fingerprint);
+        let ready = watches
+            .pool_pods(&ns)
+            .iter()
+            .any(|p| p.pool == pool_name && p.fingerprint == fingerprint && p.ready);
+        if !ready {
+            self.stat(&pool.agent.id, |s| s.misses += 1);
+            return Ok(None);
+        }
+
+        let claims = self.extension(Extension::Claim, &ns);
+        let claim_name = names::claim_name(claim.session);
+        let object = pool_objects::claim(claim.session, team, pool, &ns);
+        match claims.create(&Default::default(), &object).await {
+            Ok(_) => {}
+            // Made by an earlier try of this session's start: it is the same claim.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                return Err(
+                    no_extensions(&e).unwrap_or_else(|| classify("creating the SandboxClaim", e))
+                );
+            }
+        }
+
+        // The sandbox agent-sandbox gives the claim: one of the pool's, or one made cold.
+        let deadline = Instant::now() + BIND_WITHIN;
+        let bound = loop {
+            let current = claims
+                .get_opt(&claim_name)
+                .await
+                .map_err(|e| classify("reading the SandboxClaim", e))?;
+            let name = current
+                .as_ref()
+                .and_then(|c| c.data["status"]["sandbox"]["name"].as_str())
+                .filter(|n| !n.is_empty())
+                .map(str::to_string);
+            if name.is_some() || Instant::now() > deadline {
+                break name;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let sandboxes = self.sandboxes(version, &ns);
+        let warm = match &bound {
+            Some(name) => sandboxes
+                .get_opt(name)
+                .await
+                .map_err(|e| classify("reading the claimed Sandbox", e))?
+                .filter(|s| {
+                    s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(names::LABEL_LAUNCH_TYPE))
+                        .is_some_and(|t| t == "warm")
+                })
+                .and(bound.clone()),
+            None => None,
+        };
+        let Some(name) = warm else {
+            // Someone else's claim took the last one: this session starts cold as a Sandbox of
+            // its own (the one agent-sandbox made for the claim would wait for a hand-over).
+            tracing::info!(session = %claim.session, bound = ?bound, "the warm pool had none for the claim; starting cold");
+            self.drop_claim(&ns, &claim_name).await;
+            self.stat(&pool.agent.id, |s| s.misses += 1);
+            return Ok(None);
+        };
+
+        // The session's own labels on the Sandbox (not its pod template, which the claim's
+        // controller owns): agentdeck's watches see it from now on as the session's.
+        let labels = serde_json::json!({"metadata": {"labels":
+            pool_objects::session_labels(claim.session, team, &pool.agent.id)}});
+        sandboxes
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&labels))
+            .await
+            .map_err(|e| classify("labelling the claimed Sandbox", e))?;
+
+        if let Err(why) = self.hand_over(&ns, &name, claim).await {
+            tracing::warn!(session = %claim.session, sandbox = %name, %why, "a claimed sandbox did not take its claim; giving it up");
+            self.drop_claim(&ns, &claim_name).await;
+            return Err(RuntimeError::Failed(format!(
+                "the claimed sandbox {ns}/{name} did not take its claim: {why}"
+            )));
+        }
+        let took = started.elapsed();
+        self.stat(&pool.agent.id, |s| {
+            s.claims += 1;
+            s.last_claim = Some(took);
+        });
+        tracing::info!(session = %claim.session, sandbox = %name, ?took, "warm sandbox claimed");
+        Ok(Some(SandboxRef {
+            runtime: "kubernetes".to_string(),
+            name: names::sandbox_ref(&ns, &name),
+        }))
+    }
+
+    /// Hands the claim again to a sandbox taken from a pool whose pod was made again
+    /// (restarted, resumed): false for a sandbox made cold, which needs none.
+    pub(super) async fn hand_over_again(
+        &self,
+        sandbox: &SandboxRef,
+        claim: &Claim,
+    ) -> Result<bool, RuntimeError> {
+        let key = key_of(sandbox)?;
+        let (_, watches) = self.synced().await?;
+        let warm = watches
+            .sandbox_label(&key, names::LABEL_LAUNCH_TYPE)
+            .is_some();
+        if !warm {
+            return Ok(false);
+        }
+        self.hand_over(&key.0, &key.1, claim).await.map_err(|why| {
+            RuntimeError::Transient(format!(
+                "cannot hand sandbox {}/{} its session's claim again: {why}",
+                key.0, key.1
+            ))
+        })?;
+        Ok(true)
+    }
+
+    /// Runs `agentdeck hand-over` in the sandbox's pod once it runs, with the claim on its
+    /// standard input, until it says the bootstrap took it.
+    async fn hand_over(&self, ns: &str, name: &str, claim: &Claim) -> Result<(), String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let deadline = Instant::now() + HAND_OVER_WITHIN;
+        loop {
+            match self.hand_over_once(&pods, name, claim).await {
+                Ok(()) => return Ok(()),
+                Err(HandOver::Refused(why)) => return Err(why),
+                Err(HandOver::NotYet(why)) if Instant::now() > deadline => return Err(why),
+                Err(HandOver::NotYet(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    async fn hand_over_once(
+        &self,
+        pods: &Api<Pod>,
+        name: &str,
+        claim: &Claim,
+    ) -> Result<(), HandOver> {
+        let pod = pods
+            .get_opt(name)
+            .await
+            .map_err(|e| HandOver::NotYet(format!("cannot read its pod: {e}")))?;
+        // Not one being deleted (a restart): it may still run, holding the claim, and go.
+        let current = pod.filter(|p| p.metadata.deletion_timestamp.is_none());
+        let running = current
+            .and_then(|p| p.status?.container_statuses)
+            .into_iter()
+            .flatten()
+            .any(|c| c.name == names::CONTAINER && c.state.is_some_and(|s| s.running.is_some()));
+        if !running {
+            return Err(HandOver::NotYet("its pod is not running".into()));
+        }
+        let argv = vec![
+            pool_objects::program(&self.config),
+            "hand-over".to_string(),
+            "--dir".to_string(),
+            names::HANDOVER_DIR.to_string(),
+        ];
+        let params = AttachParams {
+            container: Some(names::CONTAINER.to_string()),
+            stdin: true,
+            stdout: false,
+            stderr: true,
+            tty: false,
+            ..AttachParams::default()
+        };
+        let mut process = pods
+            .exec(name, argv, &params)
+            .await
+            .map_err(|e| HandOver::NotYet(format!("pods/exec: {e}")))?;
+        let mut line = claim.to_bytes();
+        line.push(b'\n');
+        if let Some(mut stdin) = process.stdin() {
+            use tokio::io::AsyncWriteExt;
+            stdin
+                .write_all(&line)
+                .await
+                .map_err(|e| HandOver::NotYet(format!("cannot send the claim: {e}")))?;
+            let _ = stdin.flush().await;
+        }
+        let mut errors = String::new();
+        if let Some(stderr) = process.stderr() {
+            use tokio::io::AsyncReadExt;
+            let _ = stderr.take(4096).read_to_string(&mut errors).await;
+        }
+        let status = match process.take_status() {
+            Some(status) => status.await,
+            None => None,
+        };
+        let said = crate::sanitize::line(errors.trim());
+        match status.map(|s| super::exec::exit_of(&s)) {
+            Some(crate::runtime::ShellExit::Code(0)) => Ok(()),
+            Some(crate::runtime::ShellExit::Code(3)) => Err(HandOver::Refused(said)),
+            Some(crate::runtime::ShellExit::Code(code)) => Err(HandOver::NotYet(format!(
+                "agentdeck hand-over exited with {code}: {said}"
+            ))),
+            Some(crate::runtime::ShellExit::Failed(why)) => {
+                Err(HandOver::Refused(format!("{why} {said}")))
+            }
+            None => Err(HandOver::NotYet(
+                "the exec connection closed before it ended".into(),
+            )),
+        }
+    }
+
+    /// Deletes a claim (and so the Sandbox it holds); a failure is only logged (the
+    /// reconciler removes what no session owns).
+    async fn drop_claim(&self, ns: &str, name: &str) {
+        match self
+            .extension(Extension::Claim, ns)
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => {}
+            Err(e) => tracing::warn!(claim = %name, error = %e, "cannot delete a SandboxClaim"),
+        }
+    }
+
+    /// Deletes the claim of a Sandbox taken from a pool, if it is one (its Sandbox goes with
+    /// it; deleting only the Sandbox would make the claim take another).
+    pub(super) async fn release(&self, ns: &str, name: &str) -> Result<(), RuntimeError> {
+        let Some((_, watches)) = self.ready.get() else {
+            return Ok(());
+        };
+        let key = (ns.to_string(), name.to_string());
+        if watches
+            .sandbox_label(&key, names::LABEL_LAUNCH_TYPE)
+            .is_none()
+        {
+            return Ok(());
+        }
+        let Some(session) = watches.session_of(&key) else {
+            return Ok(());
+        };
+        match self
+            .extension(Extension::Claim, ns)
+            .delete(&names::claim_name(session), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(classify("deleting the SandboxClaim", e)),
+        }
+    }
+
+    /// How each pool is doing: its unclaimed pods ready and starting (as watched), and what
+    /// this process's claims found.
+    pub(super) async fn pools_health(&self) -> Vec<PoolHealth> {
+        let Ok((_, watches)) = self.synced().await else {
+            return Vec::new();
+        };
+        let mut out: HashMap<String, PoolHealth> = HashMap::new();
+        for pod in watches.pool_pods(&self.config.namespace) {
+            if pod.ended {
+                continue;
+            }
+            let entry = out.entry(pod.agent.clone()).or_insert_with(|| PoolHealth {
+                agent: pod.agent.clone(),
+                ..Default::default()
+            });
+            if pod.ready {
+                entry.ready += 1;
+            } else {
+                entry.starting += 1;
+            }
+        }
+        for (agent, stats) in lock(&self.pools.stats).iter() {
+            let entry = out.entry(agent.clone()).or_insert_with(|| PoolHealth {
+                agent: agent.clone(),
+                ..Default::default()
+            });
+            entry.claims = stats.claims;
+            entry.misses = stats.misses;
+            entry.last_claim_ms = stats.last_claim.map(|d| d.as_millis() as u64);
+        }
+        let mut out: Vec<PoolHealth> = out.into_values().collect();
+        out.sort_by(|a, b| a.agent.cmp(&b.agent));
+        out
+    }
+}
+
+enum HandOver {
+    /// Try again (the pod is not running yet, the connection broke, not taken in time).
+    NotYet(String),
+    /// It will not take it (claimed by another session, the program is missing).
+    Refused(String),
+}
