@@ -15,6 +15,11 @@
 //! `cargo bench --bench first_minute` (about 2 minutes): 12 sessions; FIRST_MINUTE_SESSIONS
 //! changes it. Under `cargo test --all-targets` it runs 2 sessions as a smoke test that fails if
 //! a phase is missing or a turn does not end. See BENCHMARKS.md.
+//!
+//! `FIRST_MINUTE_RUNTIME=kubernetes` runs the same on the test control plane
+//! (`eval "$(scripts/test-cluster.sh up)"`: its kubelet runs the namespace `agentdeck`), the
+//! warm agent's pool being agent-sandbox's SandboxWarmPool, reached through port-forwards as
+//! from an operator's machine.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -282,12 +287,47 @@ fn main() {
              [gateway]\nurl = \"{}\"\n[sessions]\nphase_timeout = \"90s\"\n",
             stack.gateway_url
         );
+        let kubernetes = std::env::var("FIRST_MINUTE_RUNTIME").as_deref() == Ok("kubernetes");
+        let text = if kubernetes {
+            format!(
+                "{text}[kubernetes]\nnamespace = \"agentdeck\"\nendpoint = \"port-forward\"\n\
+                 bootstrap_program = \"{}\"\n",
+                env!("CARGO_BIN_EXE_agentdeck")
+            )
+            .replace("[agents.coder]\n", "[agents.coder]\nimage = \"opencode:local\"\n")
+            .replace("[agents.pooled]\n", "[agents.pooled]\nimage = \"opencode:local\"\n")
+        } else {
+            text
+        };
         let mut config = config(&text, &db.url(), &root_path);
         config.local.root = root_path.join("sandboxes");
         config.local.program = Some(env!("CARGO_BIN_EXE_agentdeck").into());
-        let runtime: Arc<dyn agentdeck::runtime::SandboxRuntime> = Arc::new(
-            agentdeck::runtime::local::LocalRuntime::new(&config.local).expect("local runtime"),
-        );
+        let runtime: Arc<dyn agentdeck::runtime::SandboxRuntime> = if kubernetes {
+            let path = std::env::var("AGENTDECK_TEST_KUBECONFIG")
+                .expect("AGENTDECK_TEST_KUBECONFIG: eval \"$(scripts/test-cluster.sh up)\"");
+            let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("the kubeconfig");
+            let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .expect("a client configuration");
+            Arc::new(
+                agentdeck::runtime::kubernetes::KubernetesRuntime::with_client(
+                    kube_config,
+                    config.kubernetes.clone(),
+                    false,
+                )
+                .expect("the Kubernetes runtime"),
+            )
+        } else {
+            Arc::new(
+                agentdeck::runtime::local::LocalRuntime::new(&config.local)
+                    .expect("local runtime"),
+            )
+        };
+        let where_ = if kubernetes {
+            "test control plane"
+        } else {
+            "local runtime"
+        };
         let harness =
             Arc::new(agentdeck::harness::opencode::Opencode::new().expect("opencode client"));
         let core = Core::open(config, runtime.clone(), harness)
@@ -308,7 +348,7 @@ fn main() {
                 all.push(times);
             }
             println!(
-                "first_minute: local runtime, {how}, opencode + LiteLLM mock-gpt, {n} sessions one after another, from create:"
+                "first_minute: {where_}, {how}, opencode + LiteLLM mock-gpt, {n} sessions one after another, from create:"
             );
             for q in [0.5, 0.9] {
                 let mut out = Vec::new();

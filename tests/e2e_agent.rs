@@ -1723,9 +1723,9 @@ async fn a_warm_pool_hands_each_session_a_started_sandbox_with_its_own_secrets()
 /// by the tests' kubelet), the real opencode and LiteLLM: the core keeps the agent's
 /// SandboxTemplate and SandboxWarmPool; a session takes a ready sandbox with a SandboxClaim and
 /// hands it its password and env through `pods/exec`, so that no object of the cluster holds
-/// either; two sessions for one ready sandbox: one warm, one cold (a Sandbox of its own), each
-/// saying so; the pool refills; the warm session restarted (a new pod, a new bootstrap) is
-/// handed its claim again; ended, its claim and its Sandbox go.
+/// either; two sessions racing for one ready sandbox both answer; an emptied pool means a cold
+/// start (a Sandbox of its own, saying why); the warm session restarted (a new pod, a new
+/// bootstrap) is handed its claim again; ended, its claim and its Sandbox go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets() {
     use agentdeck::config::{BootstrapBinary, EndpointMode, KubernetesConfig, SandboxApiVersion};

@@ -221,7 +221,7 @@ pub fn sandbox(
         // its health with the password.
         "readinessProbe": {
             "tcpSocket": {"port": port},
-            "periodSeconds": 2,
+            "periodSeconds": 1,
             "failureThreshold": 3
         },
         "volumeMounts": mounts,
