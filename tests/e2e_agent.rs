@@ -1725,7 +1725,8 @@ async fn a_warm_pool_hands_each_session_a_started_sandbox_with_its_own_secrets()
 /// hands it its password and env through `pods/exec`, so that no object of the cluster holds
 /// either; two sessions racing for one ready sandbox both answer; an emptied pool means a cold
 /// start (a Sandbox of its own, saying why); the warm session restarted (a new pod, a new
-/// bootstrap) is handed its claim again; ended, its claim and its Sandbox go.
+/// bootstrap) is handed its claim again, and so is one whose pod someone else deleted (the
+/// conversation recovered); ended, its claim and its Sandbox go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets() {
     use agentdeck::config::{BootstrapBinary, EndpointMode, KubernetesConfig, SandboxApiVersion};
@@ -2024,7 +2025,37 @@ async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets(
     )
     .await;
 
-    // 5. Ended: its claim goes, and the Sandbox with it.
+    // 5. Its pod deleted by someone else (an eviction, a drain): the controller makes a new
+    // one, waiting for a claim; the session is handed its claim again, finds the harness has
+    // lost the conversation, and recovers it; the next message runs with the session's env.
+    eventually(TURN, "the session to be idle", || async {
+        use agentdeck::model::SessionStatus;
+        let s = core.get_session(session.id).await.ok()?;
+        (s.status == SessionStatus::Idle).then_some(())
+    })
+    .await;
+    let uid = pods.get(&name).await.unwrap().metadata.uid;
+    pods.delete(&name, &Default::default()).await.unwrap();
+    eventually(TURN, "a new pod", || async {
+        pods.get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .filter(|p| p.metadata.uid != uid)
+            .map(|_| ())
+    })
+    .await;
+    core.send_message(session.id, "run: echo evicted=$X")
+        .await
+        .unwrap();
+    answer_containing(
+        &core,
+        session.id,
+        "Ran it. Output: evicted=per-session-k8s-5e1",
+    )
+    .await;
+
+    // 6. Ended: its claim goes, and the Sandbox with it.
     core.end(session.id).await.unwrap();
     eventually(TURN, "the claim and its Sandbox to go", || async {
         let gone = claims

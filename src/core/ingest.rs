@@ -265,6 +265,20 @@ async fn catch_up_asks(
     }
 }
 
+/// Hands a session's warm sandbox its claim again, if it is one.
+async fn reclaim(
+    core: &Core,
+    session: &crate::model::Session,
+    sandbox: &crate::runtime::SandboxRef,
+) {
+    let Some(agent) = core.config().agents.get(&session.agent_id).cloned() else {
+        return;
+    };
+    if let Err(err) = core.hand_over_again(session.id, &agent, sandbox).await {
+        tracing::debug!(session = %session.id, %err, "cannot hand the claim over again yet");
+    }
+}
+
 /// Follows one session's harness until the session is no longer live, it is asked to `stop`
 /// (it writes what it has first), or its writes are refused because this core no longer holds
 /// the session (then at once).
@@ -310,6 +324,11 @@ async fn pump(core: Core, id: Uuid, writer: Writer, mut stop: watch::Receiver<bo
         let mut events = match core.harness().events(&endpoint).await {
             Ok(events) => events,
             Err(err) => {
+                if matches!(err, crate::harness::HarnessError::Refused(_)) {
+                    // Refused at the door: a warm pool's sandbox whose pod was made again
+                    // (an eviction, a drain) waits for its session's claim.
+                    reclaim(&core, &session, &sandbox).await;
+                }
                 tracing::debug!(session = %id, %err, "harness bus not reachable yet");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -326,6 +345,18 @@ async fn pump(core: Core, id: Uuid, writer: Writer, mut stop: watch::Receiver<bo
                 if let Err(err) = state.catch_up(&core, messages, true).await {
                     state.note_error(&err, "catching up with the harness failed");
                 }
+            }
+            Err(crate::harness::HarnessError::UnknownSession(why)) => {
+                // The harness no longer knows the conversation: its sandbox was made again
+                // (a pod replaced by an eviction or a drain) under the live session. A restart
+                // brings it back with the conversation replayed, and delivers what waits.
+                if !session.phase.in_transition() {
+                    tracing::warn!(session = %id, %why, "the harness lost the session's conversation; restarting the session to recover it");
+                    if let Err(err) = core.restart(id).await {
+                        tracing::warn!(session = %id, %err, "cannot restart the session to recover it");
+                    }
+                }
+                return;
             }
             Err(err) => tracing::debug!(session = %id, %err, "cannot list the harness's messages"),
         }

@@ -705,6 +705,23 @@ impl Core {
             .await;
         }
         let endpoint = self.endpoint_of(&session).await?;
+        // A harness that lost the conversation (its sandbox made again under the live session:
+        // an eviction, a drain) would take the prompt into nothing: the messages wait, and a
+        // restart brings the session back with the conversation replayed, then delivers them.
+        match self
+            .harness()
+            .has_session(&endpoint, &harness_session)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(session = %session.id, "the harness lost the session's conversation; restarting the session to recover it");
+                return self.restart(session.id).await.map(|_| ()).map_err(|e| {
+                    TaskError::retry(format!("cannot restart the session to recover it: {e}"))
+                });
+            }
+            Err(e) => return Err(TaskError::retry(format!("the harness: {e}"))),
+        }
         for message in pending {
             let config = self.config();
             let agent = config.agents.get(&session.agent_id);
@@ -750,6 +767,18 @@ impl Core {
                     return Err(TaskError::retry(format!(
                         "harness at {endpoint} unreachable: {reason}"
                     )));
+                }
+                // The harness lost the conversation (its sandbox was made again under the
+                // live session: an eviction, a drain): the message waits, and a restart brings
+                // the session back with the conversation replayed, then delivers it.
+                Err(crate::harness::HarnessError::UnknownSession(why)) => {
+                    tracing::warn!(session = %session.id, %why, "the harness lost the session's conversation; restarting the session to recover it");
+                    if let Err(e) = self.restart(session.id).await {
+                        return Err(TaskError::retry(format!(
+                            "cannot restart the session to recover it: {e}"
+                        )));
+                    }
+                    return Ok(());
                 }
                 Err(e) => {
                     self.store()
