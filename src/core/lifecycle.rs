@@ -411,10 +411,17 @@ impl Core {
             };
             let mut env = env::sandbox_env(&self.inner.container_env, &agent.env, &session_env);
             // A warm sandbox when the agent's pool has one ready; else one started now.
-            let (sandbox, launch) = match self
-                .claim_warm(id, &session.team, &agent, &password, &env)
-                .await
-            {
+            // A claim waits on the cluster (the controller binding it, the hand-over's exec):
+            // it holds no worker slot meanwhile either.
+            let claimed = super::worker::without_slot(self.claim_warm(
+                id,
+                &session.team,
+                &agent,
+                &password,
+                &env,
+            ))
+            .await;
+            let (sandbox, launch) = match claimed {
                 Ok(claimed) => claimed,
                 Err(cold) => {
                     env.extend(self.harness().auth_env(&password));
