@@ -60,15 +60,21 @@ type Term = ratatui::Terminal<quiet::Quiet<ratatui::backend::CrosstermBackend<St
 fn enter(mouse: bool) -> std::io::Result<Term> {
     crossterm::terminal::enable_raw_mode()?;
     let mut out = std::io::stdout();
-    crossterm::execute!(out, crossterm::terminal::EnterAlternateScreen)?;
+    // Cleared here, not with `Terminal::clear`: that asks the terminal where its cursor is,
+    // and after a shell the answer could be late or read by the input task (the cockpit then
+    // failed to come back, or came back on a blank screen showing the answer's `8;59`).
+    crossterm::execute!(
+        out,
+        crossterm::terminal::EnterAlternateScreen,
+        crossterm::terminal::Clear(crossterm::terminal::ClearType::All)
+    )?;
     if mouse {
         crossterm::execute!(out, crossterm::event::EnableMouseCapture)?;
     }
-    let mut term = ratatui::Terminal::new(quiet::Quiet::new(
-        ratatui::backend::CrosstermBackend::new(out),
-    ))?;
-    term.clear()?;
-    Ok(term)
+    // A new terminal's last frame is blank, as the screen now is: its first frame is whole.
+    ratatui::Terminal::new(quiet::Quiet::new(ratatui::backend::CrosstermBackend::new(
+        out,
+    )))
 }
 
 /// Puts the terminal back as it was. Safe to call more than once, and from the panic hook.
