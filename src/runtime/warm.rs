@@ -37,3 +37,49 @@ impl std::fmt::Debug for WarmPool {
 }
 
 pub use crate::model::PoolHealth;
+
+/// What a pool's claims found since this process started (each runtime counts its own).
+#[derive(Debug, Default, Clone)]
+pub struct ClaimStats {
+    pub claims: u64,
+    pub misses: u64,
+    /// How long the last claim took.
+    pub last_claim: Option<std::time::Duration>,
+}
+
+impl ClaimStats {
+    pub fn claimed(&mut self, took: std::time::Duration) {
+        self.claims += 1;
+        self.last_claim = Some(took);
+    }
+}
+
+/// Pools' health by agent as a runtime tallies it: each agent's entry, made on first use.
+#[derive(Default)]
+pub struct Tally(std::collections::HashMap<String, PoolHealth>);
+
+impl Tally {
+    pub fn agent(&mut self, agent: &str) -> &mut PoolHealth {
+        self.0
+            .entry(agent.to_string())
+            .or_insert_with(|| PoolHealth {
+                agent: agent.to_string(),
+                ..Default::default()
+            })
+    }
+
+    /// Writes what the claims of `agent`'s pool found.
+    pub fn claims(&mut self, agent: &str, stats: &ClaimStats) {
+        let pool = self.agent(agent);
+        pool.claims = stats.claims;
+        pool.misses = stats.misses;
+        pool.last_claim_ms = stats.last_claim.map(|d| d.as_millis() as u64);
+    }
+
+    /// The pools, by agent.
+    pub fn into_sorted(self) -> Vec<PoolHealth> {
+        let mut out: Vec<PoolHealth> = self.0.into_values().collect();
+        out.sort_by(|a, b| a.agent.cmp(&b.agent));
+        out
+    }
+}

@@ -8,6 +8,7 @@ use super::names;
 use super::pool_objects::{self, Extension};
 use super::{KubernetesRuntime, classify, key_of, not_found};
 use crate::bootstrap::handover::Claim;
+use crate::runtime::warm::{ClaimStats, Tally};
 use crate::runtime::{PoolHealth, RuntimeError, SandboxRef, WarmPool};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, AttachParams, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -36,14 +37,7 @@ pub struct Pools {
     swept: Mutex<Option<(BTreeSet<String>, Instant)>>,
     /// Until when the cluster is known to lack agent-sandbox's extensions, and what it said.
     unavailable: Mutex<Option<(Instant, String)>>,
-    stats: Mutex<HashMap<String, Stats>>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Stats {
-    claims: u64,
-    misses: u64,
-    last_claim: Option<Duration>,
+    stats: Mutex<HashMap<String, ClaimStats>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -70,7 +64,7 @@ impl KubernetesRuntime {
         Api::namespaced_with(self.client.clone(), ns, &kind.api_resource())
     }
 
-    fn stat(&self, agent: &str, f: impl FnOnce(&mut Stats)) {
+    fn stat(&self, agent: &str, f: impl FnOnce(&mut ClaimStats)) {
         f(lock(&self.pools.stats)
             .entry(agent.to_string())
             .or_default());
@@ -299,10 +293,7 @@ impl KubernetesRuntime {
             )));
         }
         let took = started.elapsed();
-        self.stat(&pool.agent.id, |s| {
-            s.claims += 1;
-            s.last_claim = Some(took);
-        });
+        self.stat(&pool.agent.id, |s| s.claimed(took));
         tracing::info!(session = %claim.session, sandbox = %name, ?took, "warm sandbox claimed");
         Ok(Some(SandboxRef {
             runtime: "kubernetes".to_string(),
@@ -469,33 +460,22 @@ impl KubernetesRuntime {
         let Ok((_, watches)) = self.synced().await else {
             return Vec::new();
         };
-        let mut out: HashMap<String, PoolHealth> = HashMap::new();
+        let mut out = Tally::default();
         for pod in watches.pool_pods(&self.config.namespace) {
             if pod.ended {
                 continue;
             }
-            let entry = out.entry(pod.agent.clone()).or_insert_with(|| PoolHealth {
-                agent: pod.agent.clone(),
-                ..Default::default()
-            });
+            let pool = out.agent(&pod.agent);
             if pod.ready {
-                entry.ready += 1;
+                pool.ready += 1;
             } else {
-                entry.starting += 1;
+                pool.starting += 1;
             }
         }
         for (agent, stats) in lock(&self.pools.stats).iter() {
-            let entry = out.entry(agent.clone()).or_insert_with(|| PoolHealth {
-                agent: agent.clone(),
-                ..Default::default()
-            });
-            entry.claims = stats.claims;
-            entry.misses = stats.misses;
-            entry.last_claim_ms = stats.last_claim.map(|d| d.as_millis() as u64);
+            out.claims(agent, stats);
         }
-        let mut out: Vec<PoolHealth> = out.into_values().collect();
-        out.sort_by(|a, b| a.agent.cmp(&b.agent));
-        out
+        out.into_sorted()
     }
 }
 

@@ -355,7 +355,7 @@ impl Watches {
                         let mut gone =
                             super::health::derive(self.version, None, None, &[], None, None);
                         gone.reason = Some("the Sandbox was deleted".to_string());
-                        changed.push((key.clone(), gone));
+                        changed.push((key.clone(), gone, names::session_of(&key.1)));
                     }
                     continue;
                 }
@@ -370,22 +370,13 @@ impl Watches {
                     state.health.get(key),
                 );
                 if state.health.get(key) != Some(&health) {
+                    let session = session_in(&state, key);
                     state.health.insert(key.clone(), health.clone());
-                    changed.push((key.clone(), health));
+                    changed.push((key.clone(), health, session));
                 }
             }
         }
-        let sessions: Vec<Option<uuid::Uuid>> = match self.state.lock() {
-            Ok(state) => changed
-                .iter()
-                .map(|(key, _)| session_in(&state, key))
-                .collect(),
-            Err(_) => changed
-                .iter()
-                .map(|((_, name), _)| names::session_of(name))
-                .collect(),
-        };
-        for (((ns, name), health), session_id) in changed.into_iter().zip(sessions) {
+        for ((ns, name), health, session_id) in changed {
             let _ = self.changes.send(HealthChange {
                 session_id,
                 sandbox: SandboxRef {

@@ -28,9 +28,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// What a pool did since this process started.
 #[derive(Debug, Default, Clone)]
 pub struct PoolStats {
-    pub claims: u64,
-    pub misses: u64,
-    pub last_claim: Option<Duration>,
+    pub found: crate::runtime::warm::ClaimStats,
     /// When one of its sandboxes last failed.
     pub last_failure: Option<Instant>,
 }
@@ -233,6 +231,7 @@ impl LocalRuntime {
                 self.stats()
                     .entry(pool.agent.id.clone())
                     .or_default()
+                    .found
                     .misses += 1;
                 return Ok(None);
             };
@@ -258,10 +257,11 @@ impl LocalRuntime {
             match hand_over(&sandbox.dir.join(HANDOVER_DIR), claim).await {
                 Ok(()) => {
                     let took = started.elapsed();
-                    let mut stats = self.stats();
-                    let stats = stats.entry(pool.agent.id.clone()).or_default();
-                    stats.claims += 1;
-                    stats.last_claim = Some(took);
+                    self.stats()
+                        .entry(pool.agent.id.clone())
+                        .or_default()
+                        .found
+                        .claimed(took);
                     tracing::info!(sandbox = %sandbox.id, session = %claim.session, ?took, "warm sandbox claimed");
                     return Ok(Some(sandbox.reference()));
                 }
@@ -277,17 +277,14 @@ impl LocalRuntime {
     }
 
     pub(super) async fn pools(&self) -> Vec<PoolHealth> {
-        let mut out: HashMap<String, PoolHealth> = HashMap::new();
+        let mut out = crate::runtime::warm::Tally::default();
         for u in self.unclaimed() {
             // One this process found running (and has not heard answer yet) is asked.
             let phase = match u.phase {
                 HealthPhase::Starting if self.says_warm(&u.sandbox).await => HealthPhase::Ready,
                 phase => phase,
             };
-            let pool = out.entry(u.agent.clone()).or_insert_with(|| PoolHealth {
-                agent: u.agent.clone(),
-                ..Default::default()
-            });
+            let pool = out.agent(&u.agent);
             match phase {
                 HealthPhase::Ready => pool.ready += 1,
                 HealthPhase::Failed | HealthPhase::Gone => {}
@@ -295,17 +292,9 @@ impl LocalRuntime {
             }
         }
         for (agent, stats) in self.stats().iter() {
-            let pool = out.entry(agent.clone()).or_insert_with(|| PoolHealth {
-                agent: agent.clone(),
-                ..Default::default()
-            });
-            pool.claims = stats.claims;
-            pool.misses = stats.misses;
-            pool.last_claim_ms = stats.last_claim.map(|d| d.as_millis() as u64);
+            out.claims(agent, &stats.found);
         }
-        let mut out: Vec<PoolHealth> = out.into_values().collect();
-        out.sort_by(|a, b| a.agent.cmp(&b.agent));
-        out
+        out.into_sorted()
     }
 }
 
