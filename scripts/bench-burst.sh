@@ -4,6 +4,7 @@
 #
 #   scripts/bench-burst.sh 200          # sessions per burst (default 200)
 #   CONCURRENCY=32 scripts/bench-burst.sh 200
+#   WARM=200 scripts/bench-burst.sh 200  # a warm pool of 200, full before the burst
 #
 # One `agentdeck serve` (release build, Postgres, the Kubernetes runtime, namespace burst-bench,
 # `[worker] concurrency` = $CONCURRENCY, default 4 as shipped) and a kubelet of this script's own
@@ -11,7 +12,10 @@
 # 2 MB a pod). N sessions are created at once through the REST API (16 requests in flight); then
 # each session's time from its creation to its phase `ready` (both as the database stamped them)
 # is read from the store. Prints the API's time to accept all N, create → ready p50/p90/p99/max,
-# and the burst's rate: N / (last ready − first created).
+# and the burst's rate: N / (last ready − first created). With WARM=W the agent keeps a warm pool
+# of W (agent-sandbox's SandboxWarmPool, each pod running the release `agentdeck bootstrap` in
+# front of the stand-in harness); the burst starts once all
+# W are ready, and how many sessions started warm and cold is printed too.
 # Needs: tmux is not needed; Postgres (scripts/ensure-postgres.sh), the test control plane (built by
 # scripts/test-cluster.sh on first use, ~11 min), curl, xargs.
 set -euo pipefail
@@ -19,6 +23,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$HERE"
 N=${1:-200}
 CONCURRENCY=${CONCURRENCY:-4}
+WARM=${WARM:-0}
 NS=burst-bench
 PORT=${BENCH_API_PORT:-3918}
 DB=agentdeck_burst_bench
@@ -58,6 +63,7 @@ kind = "kubernetes"
 [kubernetes]
 namespace = "$NS"
 endpoint = "pod-ip"
+bootstrap_program = "$BIN/agentdeck"
 
 [worker]
 concurrency = $CONCURRENCY
@@ -73,6 +79,7 @@ image = "stand-in"
 command = ["stand-in-harness", "serve", "--hostname", "{host}", "--port", "{port}"]
 idle_timeout = "24h"
 resources = { cpu = "10m", memory = "16Mi" }
+warm = $WARM
 EOF
 export KUBECONFIG=$KCFG XDG_STATE_HOME=$WORK/state XDG_DATA_HOME=$WORK/data XDG_CONFIG_HOME=$WORK/config
 psql -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null 2>&1
@@ -80,8 +87,18 @@ psql -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/d
 setsid "$BIN/agentdeck" --config "$WORK/config.toml" serve >"$WORK/serve.log" 2>&1 </dev/null &
 PIDS+=("$!")
 until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; do sleep 0.2; done
+if ((WARM > 0)); then
+  log "waiting for the warm pool's $WARM sandboxes to be ready"
+  filled=$((SECONDS + 1200))
+  until [[ $(curl -sf "http://127.0.0.1:$PORT/api/sandboxes" |
+    python3 -c 'import json,sys; print(sum(p["ready"] for p in json.load(sys.stdin)["pools"] if p["agent"] == "standin"))') -ge $WARM ]]; do
+    ((SECONDS < filled)) || { log "the warm pool did not fill in 20 min"; exit 1; }
+    sleep 1
+  done
+  log "the warm pool is full"
+fi
 
-log "creating $N sessions at once (worker concurrency $CONCURRENCY)"
+log "creating $N sessions at once (worker concurrency $CONCURRENCY, warm pool $WARM)"
 start=$(date +%s.%N)
 seq "$N" | xargs -P 16 -I{} curl -sf -o /dev/null -X POST "http://127.0.0.1:$PORT/api/sessions" \
   -H 'content-type: application/json' -d '{"agent_id": "standin"}'
@@ -109,6 +126,9 @@ psql -d "$DB" -tA -F' ' -c "
          percentile_cont(0.99) WITHIN GROUP (ORDER BY s),
          max(s),
          (SELECT extract(epoch FROM max(ready_at) - min(created_at)) FROM ready)
-  FROM took" | awk -v n="$N" -v accepted="$accepted" -v c="$CONCURRENCY" '{
-    printf "burst of %d sessions (worker concurrency %d): API accepted all in %.2fs; create -> ready p50 %.1fs p90 %.1fs p99 %.1fs max %.1fs; all ready %.1fs after the first was created: %.1f sessions/s\n",
-      $1, c, accepted, $2, $3, $4, $5, $6, n / $6 }'
+  FROM took" | awk -v n="$N" -v accepted="$accepted" -v c="$CONCURRENCY" -v w="$WARM" '{
+    printf "burst of %d sessions (worker concurrency %d, warm pool %d): API accepted all in %.2fs; create -> ready p50 %.1fs p90 %.1fs p99 %.1fs max %.1fs; all ready %.1fs after the first was created: %.1f sessions/s\n",
+      $1, c, w, accepted, $2, $3, $4, $5, $6, n / $6 }'
+psql -d "$DB" -tA -F' ' -c "
+  SELECT coalesce(payload->>'launch', '?'), count(*) FROM events
+  WHERE kind = 'session.launch' GROUP BY 1 ORDER BY 1" | awk '{ printf "launched %s: %d\n", $1, $2 }'

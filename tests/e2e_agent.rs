@@ -599,11 +599,7 @@ async fn a_session_on_kubernetes_talks_to_a_real_opencode() {
         .env("XDG_STATE_HOME", home.join(".local/state"))
         .env("XDG_CACHE_HOME", home.join(".cache"))
         .envs(from_secret)
-        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
-        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
-        .env("OPENCODE_DISABLE_SHARE", "1")
-        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1")
-        .env("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1")
+        .envs(agentdeck::runtime::OPENCODE_SWITCHES.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1549,7 +1545,8 @@ async fn ready_member(api: &Api, sandboxes: &std::path::Path, not: Option<&str>)
 /// warmed up) before it existed, and hands it its own secrets, which reach the agent's commands
 /// and no file but the sandbox's private hand-over; the pool refills; two sessions at once with
 /// one sandbox ready start one warm and one cold, each saying which; a claimed sandbox restarted
-/// is handed its claim again; a pool sandbox that dies before any claim is replaced.
+/// is handed its claim again; a pool sandbox that dies before any claim is replaced, and a session
+/// whose claimed sandbox dies before its claim reached it starts elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_pool_hands_each_session_a_started_sandbox_with_its_own_secrets() {
     let Some(stack) = common::stack::stack() else {
@@ -1708,6 +1705,56 @@ async fn a_warm_pool_hands_each_session_a_started_sandbox_with_its_own_secrets()
     let replacement = ready_member(&api, &sandboxes, Some(&waiting)).await;
     assert_ne!(replacement, waiting);
 
+    // 6. A claimed sandbox that dies before its claim reaches it (its bootstrap stopped, then
+    // killed, with the claim put in its folder): the session is not lost with it. It starts
+    // elsewhere, with its env; the dead sandbox is removed, and the pool refills. (Once its
+    // runtime heard the harness answer: one not heard yet is asked, and a stopped one cannot say.)
+    let record: Value = eventually(TURN, "the pool's sandbox to be heard ready", || async {
+        let record: Value = serde_json::from_slice(
+            &std::fs::read(sandboxes.join(&replacement).join("sandbox.json")).ok()?,
+        )
+        .ok()?;
+        let heard = record["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "Ready");
+        heard.then_some(record)
+    })
+    .await;
+    let pid = record["pid"].as_i64().unwrap() as i32;
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let (status, created) = api
+        .post(
+            "/api/sessions",
+            json!({"agent_id": "coder", "initial_prompt": "run: echo Y=$Y",
+                   "env_vars": {"Y": "per-session-d1e"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let orphan = created["id"].as_str().unwrap().to_string();
+    let put = sandboxes.join(&replacement).join(".agentdeck/claim.json");
+    eventually(
+        TURN,
+        "the claim to be put in the stopped sandbox",
+        || async { put.exists().then_some(()) },
+    )
+    .await;
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+    api.reply_containing(&orphan, "Ran it. Output: Y=per-session-d1e")
+        .await;
+    let session = api.get(&format!("/api/sessions/{orphan}")).await;
+    assert_ne!(session["sandbox_ref"], replacement.as_str(), "{session}");
+    eventually(TURN, "the dead sandbox to be removed", || async {
+        (!sandboxes.join(&replacement).exists()).then_some(())
+    })
+    .await;
+    ready_member(&api, &sandboxes, Some(&replacement)).await;
+
     // Warm sandboxes outlive `serve` (as every sandbox does): this test's go with it.
     drop(serve);
     for (_, record) in pool_sandboxes(&sandboxes) {
@@ -1723,7 +1770,8 @@ async fn a_warm_pool_hands_each_session_a_started_sandbox_with_its_own_secrets()
 /// by the tests' kubelet), the real opencode and LiteLLM: the core keeps the agent's
 /// SandboxTemplate and SandboxWarmPool; a session takes a ready sandbox with a SandboxClaim and
 /// hands it its password and env through `pods/exec`, so that no object of the cluster holds
-/// either; two sessions racing for one ready sandbox both answer; an emptied pool means a cold
+/// either; two sessions racing for one ready sandbox both answer; a claimed pod that dies before
+/// its claim reaches it is replaced and the claim handed to its successor; an emptied pool means a cold
 /// start (a Sandbox of its own, saying why); the warm session restarted (a new pod, a new
 /// bootstrap) is handed its claim again, and so is one whose pod someone else deleted (the
 /// conversation recovered); ended, its claim and its Sandbox go.
@@ -1758,13 +1806,33 @@ async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets(
     let db = TestDb::postgres().await;
     let root = tempfile::tempdir().unwrap();
     let harness_port = free_port();
+    // The agent's image as the test has it: agentdeck, whose hand-over the test can hold while
+    // it kills the claimed pod (step 3).
+    let hold = root.path().join("hold");
+    let held = root.path().join("held");
+    let wrapper = root.path().join("agentdeck-in-image");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = hand-over ] && [ -e '{hold}' ]; then\n\
+             \x20 : > '{held}'\n\
+             \x20 while [ -e '{hold}' ]; do sleep 0.05; done\n\
+             \x20 echo 'held by the test' >&2; exit 75\nfi\nexec '{program}' \"$@\"\n",
+            hold = hold.display(),
+            held = held.display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = wrapper.to_string_lossy().to_string();
     let text = format!(
         "[agents.coder]\nmodel = \"litellm/scripted\"\nimage = \"ghcr.io/example/opencode:1\"\n\
          warm = 1\n\
          command = [\"{opencode}\", \"serve\", \"--hostname\", \"{{host}}\", \"--port\", \"{{port}}\"]\n\
          [sessions]\nphase_timeout = \"90s\"\n\
          [kubernetes]\nnamespace = \"{namespace}\"\nendpoint = \"port-forward\"\n\
-         harness_port = {harness_port}\nbootstrap_program = \"{program}\"\n"
+         harness_port = {harness_port}\nbootstrap_program = \"{wrapper}\"\n"
     );
     let mut config = common::config_with(&text, db.url(), root.path());
     config.gateway.url = Some(stack.gateway_url.clone());
@@ -1777,7 +1845,7 @@ async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets(
         endpoint: EndpointMode::PortForward,
         harness_port,
         service_account: None,
-        bootstrap: BootstrapBinary::Path(program.to_string()),
+        bootstrap: BootstrapBinary::Path(wrapper.clone()),
     };
     assert_eq!(
         config.kubernetes, kconfig,
@@ -1929,7 +1997,57 @@ async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets(
     }
     assert!(launches.contains(&json!("warm")), "{launches:?}");
 
-    // 3. Another writer empties the pool (replicas 0): a session finds no sandbox ready and
+    // 3. The claimed pod dies before the claim reaches it (the test holds the hand-over, then
+    // deletes the pod): agent-sandbox makes the Sandbox's pod again, and the claim is handed to
+    // that one. The session is warm, on the sandbox it claimed, with its env.
+    std::fs::write(&hold, "").unwrap();
+    eventually(TURN, "the pool to refill", ready).await;
+    let orphan = core
+        .create_session(CreateSession {
+            agent_id: Some("coder".into()),
+            initial_prompt: Some("run: echo Y=$Y".into()),
+            env: std::collections::BTreeMap::from([(
+                "Y".to_string(),
+                "per-session-held-9c2".to_string(),
+            )]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually(TURN, "the hand-over to be held", || async {
+        held.exists().then_some(())
+    })
+    .await;
+    let claimed = claims
+        .get(&format!("ad-claim-{}", orphan.id))
+        .await
+        .unwrap()
+        .data["status"]["sandbox"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let uid = pods.get(&claimed).await.unwrap().metadata.uid;
+    pods.delete(&claimed, &Default::default()).await.unwrap();
+    eventually(TURN, "the claimed sandbox's new pod", || async {
+        pods.get_opt(&claimed)
+            .await
+            .ok()
+            .flatten()
+            .filter(|p| p.metadata.uid != uid)
+            .map(|_| ())
+    })
+    .await;
+    std::fs::remove_file(&hold).unwrap();
+    answer_containing(&core, orphan.id, "Ran it. Output: Y=per-session-held-9c2").await;
+    let launch = launch_of(orphan.id).await;
+    assert_eq!(launch["launch"], "warm", "{launch}");
+    assert_eq!(
+        launch["sandbox"],
+        format!("{namespace}/{claimed}").as_str(),
+        "{launch}"
+    );
+
+    // 4. Another writer empties the pool (replicas 0): a session finds no sandbox ready and
     // starts cold, as a Sandbox of its own with no claim, saying why. Then the pool is put
     // back.
     let pools: kube::Api<DynamicObject> = kube::Api::namespaced_with(
@@ -1997,7 +2115,7 @@ async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets(
     );
     scale(1).await;
 
-    // 4. The warm session restarted: a new pod whose bootstrap is handed the claim again.
+    // 5. The warm session restarted: a new pod whose bootstrap is handed the claim again.
     let uid = pods.get(&name).await.unwrap().metadata.uid;
     core.restart(session.id).await.unwrap();
     eventually(TURN, "a new pod", || async {
@@ -2025,7 +2143,7 @@ async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets(
     )
     .await;
 
-    // 5. Its pod deleted by someone else (an eviction, a drain): the controller makes a new
+    // 6. Its pod deleted by someone else (an eviction, a drain): the controller makes a new
     // one, waiting for a claim; the session is handed its claim again, finds the harness has
     // lost the conversation, and recovers it; the next message runs with the session's env.
     eventually(TURN, "the session to be idle", || async {
@@ -2055,7 +2173,7 @@ async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets(
     )
     .await;
 
-    // 6. Ended: its claim goes, and the Sandbox with it.
+    // 7. Ended: its claim goes, and the Sandbox with it.
     core.end(session.id).await.unwrap();
     eventually(TURN, "the claim and its Sandbox to go", || async {
         let gone = claims

@@ -20,6 +20,18 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
+/// opencode's switches that every sandbox's harness gets, on every runtime: nothing fetched or
+/// installed at start or on a first prompt (updates, the models.dev catalogue, language
+/// servers, its default auth plugins: the model is the gateway's, and a sandbox's egress may
+/// be closed, where each would wait for its timeout), and nothing shared.
+pub const OPENCODE_SWITCHES: &[(&str, &str)] = &[
+    ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
+    ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
+    ("OPENCODE_DISABLE_SHARE", "1"),
+    ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
+    ("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1"),
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The runtime cannot do this at all (not configured, not built, not allowed): retrying

@@ -19,8 +19,11 @@ use std::time::{Duration, Instant};
 /// How long a claim may take to be given a sandbox (agent-sandbox waits up to 2 s for a warm
 /// one before it makes one cold).
 const BIND_WITHIN: Duration = Duration::from_secs(8);
-/// How long a claimed sandbox's bootstrap may take to take its claim.
+/// How long a claimed sandbox's pod may take to take its claim; a pod made again meanwhile (the
+/// claimed one died before its claim reached it) is given as long again, ...
 const HAND_OVER_WITHIN: Duration = Duration::from_secs(20);
+/// ... up to this in all.
+const HAND_OVER_AT_MOST: Duration = Duration::from_secs(60);
 /// A pool's objects are applied again after this even when nothing changed (someone may have
 /// edited or deleted them).
 const REAPPLY: Duration = Duration::from_secs(300);
@@ -326,12 +329,23 @@ impl KubernetesRuntime {
     }
 
     /// Runs `agentdeck hand-over` in the sandbox's pod once it runs, with the claim on its
-    /// standard input, until it says the bootstrap took it.
+    /// standard input, until it says the bootstrap took it. A pod that dies first (deleted,
+    /// evicted) is made again by agent-sandbox, empty-handed: its successor is handed the claim.
     async fn hand_over(&self, ns: &str, name: &str, claim: &Claim) -> Result<(), String> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let deadline = Instant::now() + HAND_OVER_WITHIN;
+        let started = Instant::now();
+        let mut deadline = started + HAND_OVER_WITHIN;
+        let mut pod_seen: Option<String> = None;
         loop {
-            match self.hand_over_once(&pods, name, claim).await {
+            let (uid, tried) = self.hand_over_once(&pods, name, claim).await;
+            if uid.is_some() && uid != pod_seen {
+                if pod_seen.is_some() {
+                    tracing::info!(sandbox = %name, session = %claim.session, "the claimed sandbox has a new pod; handing the claim to it");
+                }
+                pod_seen = uid;
+                deadline = (Instant::now() + HAND_OVER_WITHIN).min(started + HAND_OVER_AT_MOST);
+            }
+            match tried {
                 Ok(()) => return Ok(()),
                 Err(HandOver::Refused(why)) => return Err(why),
                 Err(HandOver::NotYet(why)) if Instant::now() > deadline => return Err(why),
@@ -345,13 +359,41 @@ impl KubernetesRuntime {
         pods: &Api<Pod>,
         name: &str,
         claim: &Claim,
-    ) -> Result<(), HandOver> {
-        let pod = pods
-            .get_opt(name)
-            .await
-            .map_err(|e| HandOver::NotYet(format!("cannot read its pod: {e}")))?;
+    ) -> (Option<String>, Result<(), HandOver>) {
+        let pod = match pods.get_opt(name).await {
+            Ok(pod) => pod,
+            Err(e) => {
+                return (
+                    None,
+                    Err(HandOver::NotYet(format!("cannot read its pod: {e}"))),
+                );
+            }
+        };
         // Not one being deleted (a restart): it may still run, holding the claim, and go.
         let current = pod.filter(|p| p.metadata.deletion_timestamp.is_none());
+        let uid = current.as_ref().and_then(|p| p.metadata.uid.clone());
+        // An exec that never ends (a connection lost without a close) is tried again, as a
+        // broken one is.
+        let tried = tokio::time::timeout(
+            HAND_OVER_WITHIN,
+            self.exec_hand_over(pods, name, claim, current),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(HandOver::NotYet(format!(
+                "agentdeck hand-over did not end within {HAND_OVER_WITHIN:?}"
+            )))
+        });
+        (uid, tried)
+    }
+
+    async fn exec_hand_over(
+        &self,
+        pods: &Api<Pod>,
+        name: &str,
+        claim: &Claim,
+        current: Option<Pod>,
+    ) -> Result<(), HandOver> {
         let running = current
             .and_then(|p| p.status?.container_statuses)
             .into_iter()

@@ -168,11 +168,13 @@ pub(super) fn resources(agent: &crate::config::AgentSpec) -> Value {
 
 /// The environment every sandbox's container gets besides its own (not secret).
 pub(super) fn fixed_env() -> Vec<(&'static str, String)> {
-    vec![
-        ("HOME", format!("{WORKDIR}/home")),
-        ("OPENCODE_DISABLE_AUTOUPDATE", "1".to_string()),
-        ("OPENCODE_DISABLE_SHARE", "1".to_string()),
-    ]
+    let mut env = vec![("HOME", format!("{WORKDIR}/home"))];
+    env.extend(
+        crate::runtime::OPENCODE_SWITCHES
+            .iter()
+            .map(|(k, v)| (*k, v.to_string())),
+    );
+    env
 }
 
 /// The Sandbox object for `spec` in the given API version.
@@ -346,6 +348,23 @@ mod tests {
             ])
         );
         assert_eq!(c["resources"]["limits"]["memory"], "2Gi");
+        // opencode fetches and installs nothing at start or on a first prompt (a sandbox's
+        // egress may be closed, and each would wait for its timeout).
+        let env_value = |name: &str| {
+            c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].clone())
+        };
+        for name in [
+            "OPENCODE_DISABLE_MODELS_FETCH",
+            "OPENCODE_DISABLE_DEFAULT_PLUGINS",
+            "OPENCODE_DISABLE_LSP_DOWNLOAD",
+        ] {
+            assert_eq!(env_value(name), Some(json!("1")), "{name}");
+        }
         // Ready once it listens: the harness wants a password on every path, and that
         // password never goes into the Sandbox (no httpGet with an Authorization header).
         assert_eq!(c["readinessProbe"]["tcpSocket"]["port"], 4096);

@@ -12,15 +12,6 @@ pub const HOST: &str = "127.0.0.1";
 /// Where a program is looked for when the sandbox has no PATH (as execvp does).
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// opencode's switches for running with no network of its own.
-const OFFLINE_ENV: &[(&str, &str)] = &[
-    ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
-    ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
-    ("OPENCODE_DISABLE_SHARE", "1"),
-    ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
-    ("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1"),
-];
-
 /// What is needed to start (and later restart) a sandbox's agent, kept in `launch.json`
 /// (mode 0600: `env` may hold secrets) so that a later agentdeck can restart or resume it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,7 +115,7 @@ pub fn environment(
         env.insert(name.to_string(), path.clone().into_os_string());
     }
     env.insert("AGENTDECK_SESSION_ID".to_string(), session_id.into());
-    for (name, value) in OFFLINE_ENV {
+    for (name, value) in crate::runtime::OPENCODE_SWITCHES {
         env.insert(name.to_string(), OsString::from(value));
     }
     env

@@ -254,7 +254,7 @@ impl LocalRuntime {
                 state.event(false, "Claimed", format!("by session {}", claim.session));
                 sandbox.commit(&mut state);
             }
-            match hand_over(&sandbox.dir.join(HANDOVER_DIR), claim).await {
+            match hand_over(&sandbox, claim).await {
                 Ok(()) => {
                     let took = started.elapsed();
                     self.stats()
@@ -315,17 +315,27 @@ impl LocalRuntime {
     }
 }
 
-/// Puts the claim in the sandbox's folder and waits until its bootstrap took it.
-async fn hand_over(dir: &std::path::Path, claim: &handover::Claim) -> Result<(), String> {
-    handover::put(dir, &claim.to_bytes())
+/// Puts the claim in the sandbox's folder and waits until its bootstrap took it; gives up at
+/// once when the sandbox's process ends first (killed before its claim reached it).
+async fn hand_over(sandbox: &Sandbox, claim: &handover::Claim) -> Result<(), String> {
+    let dir = sandbox.dir.join(HANDOVER_DIR);
+    let generation = sandbox.state().running().map(|r| r.generation);
+    handover::put(&dir, &claim.to_bytes())
         .map_err(|e| format!("cannot hand the claim over: {e}"))?;
     let deadline = Instant::now() + TAKE_WITHIN;
-    while handover::waiting(dir) {
-        if Instant::now() > deadline {
-            let _ = std::fs::remove_file(dir.join(handover::CLAIM_FILE));
-            return Err(format!(
+    while handover::waiting(&dir) {
+        let why = if sandbox.state().running().map(|r| r.generation) != generation {
+            Some("its process ended before it took the claim".to_string())
+        } else if Instant::now() > deadline {
+            Some(format!(
                 "its bootstrap did not take the claim within {TAKE_WITHIN:?}"
-            ));
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let _ = std::fs::remove_file(dir.join(handover::CLAIM_FILE));
+            return Err(why);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
