@@ -1555,6 +1555,7 @@ async fn a_warm_pool_hands_each_session_a_started_sandbox_with_its_own_secrets()
     agentdeck::net::ensure_crypto();
     let db = TestDb::postgres().await;
     let root = tempfile::tempdir().unwrap();
+    let _sandboxes_go = common::KillUnder(root.path().to_path_buf());
     let port = free_port();
     let serve = start_serve_with(root.path(), db.url(), &stack, port, "warm = 1");
     let api = Api::answering(port).await;
@@ -1755,15 +1756,8 @@ async fn a_warm_pool_hands_each_session_a_started_sandbox_with_its_own_secrets()
     .await;
     ready_member(&api, &sandboxes, Some(&replacement)).await;
 
-    // Warm sandboxes outlive `serve` (as every sandbox does): this test's go with it.
+    // Sandboxes outlive `serve` (as every sandbox does): this test's go with it (`_sandboxes_go`).
     drop(serve);
-    for (_, record) in pool_sandboxes(&sandboxes) {
-        if let Some(pid) = record["pid"].as_i64() {
-            unsafe {
-                libc::kill(-(pid as i32), libc::SIGKILL);
-            }
-        }
-    }
 }
 
 /// Warm pools on the REAL control plane (agent-sandbox's controller with `--extensions`, pods run

@@ -61,6 +61,10 @@ pub(super) type TaskResult = Result<(), TaskError>;
 
 /// How often a sandbox coming up is looked at.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
+/// How often a harness coming up is asked whether it answers, and at most how many questions
+/// are open at once.
+const HARNESS_ASK: Duration = Duration::from_millis(250);
+const HARNESS_ASKS_OPEN: usize = 8;
 /// While a harness does not answer, how often a warm pool's sandbox is handed its claim again.
 const HAND_OVER_AGAIN: Duration = Duration::from_secs(3);
 
@@ -496,23 +500,41 @@ impl Core {
         .await?;
         let deadline = Instant::now() + self.config().sessions.phase_timeout;
         let answered = super::worker::without_slot(async {
+            use futures::StreamExt;
             let mut handed = Instant::now();
+            // A new question every HARNESS_ASK, whether or not the last ones were answered:
+            // opencode listens about half a second before it serves, and a connection made in
+            // that window waits for the question's whole time.
+            let mut asks = futures::stream::FuturesUnordered::new();
+            let mut every = tokio::time::interval(HARNESS_ASK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_error = None;
             loop {
-                match self.harness().health(&endpoint).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) if Instant::now() > deadline => return Err(e),
-                    Err(_) => {
+                tokio::select! {
+                    _ = every.tick(), if asks.len() < HARNESS_ASKS_OPEN => {
+                        if Instant::now() > deadline {
+                            return Err(last_error.unwrap_or_else(|| {
+                                crate::harness::HarnessError::Unreachable {
+                                    endpoint: endpoint.url.clone(),
+                                    reason: "no answer".into(),
+                                }
+                            }));
+                        }
                         // A warm pool's sandbox whose pod was made again meanwhile (it died
                         // just after its claim, or was being replaced when handed it) waits
                         // for its claim: handed again (a no-op for any other sandbox).
-                        if handed.elapsed() > HAND_OVER_AGAIN {
+                        if last_error.is_some() && handed.elapsed() > HAND_OVER_AGAIN {
                             handed = Instant::now();
                             if let Err(e) = self.hand_over_again(id, &agent, &sandbox).await {
                                 tracing::debug!(session = %id, error = %e, "cannot hand the claim over again yet");
                             }
                         }
-                        tokio::time::sleep(HEALTH_POLL).await
+                        asks.push(self.harness().health(&endpoint));
                     }
+                    Some(answer) = asks.next() => match answer {
+                        Ok(()) => return Ok(()),
+                        Err(e) => last_error = Some(e),
+                    },
                 }
             }
         })

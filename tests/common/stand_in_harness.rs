@@ -7,8 +7,10 @@
 //! - `GET /global/health`: healthy;
 //! - `POST /session`, `GET /session/{id}`: sessions it made (it forgets them when it restarts,
 //!   as opencode does);
-//! - `GET /session/{id}/message`: an empty conversation; a prompt (`prompt_async`, `message`) is
-//!   accepted and nothing happens; `abort` is accepted;
+//! - `GET /session/{id}/message`: an empty conversation until it is prompted (`prompt_async`,
+//!   `message`), then one empty assistant message, finished (no agent, no model call: enough
+//!   for a warm pool's bootstrap to end its warm-up turn); `abort` is accepted; `DELETE
+//!   /session/{id}` forgets it;
 //! - `GET /permission`, `GET /question`: nothing waits;
 //! - `GET /event`: a bus that says `server.connected`, then stays open and silent (a comment
 //!   every 30 s keeps it open through proxies).
@@ -27,12 +29,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Its sessions, and whether each was prompted.
 #[derive(Default)]
-struct Sessions(Mutex<HashSet<String>>);
+struct Sessions(Mutex<HashMap<String, bool>>);
 
 fn args() -> Result<(String, u16), String> {
     let mut host = "127.0.0.1".to_string();
@@ -61,13 +64,17 @@ fn args() -> Result<(String, u16), String> {
 async fn create(State(sessions): State<Arc<Sessions>>) -> Response {
     let id = format!("ses_{:016x}", rand::random::<u64>());
     if let Ok(mut s) = sessions.0.lock() {
-        s.insert(id.clone());
+        s.insert(id.clone(), false);
     }
     axum::Json(json!({"id": id, "title": "stand-in", "version": "stand-in"})).into_response()
 }
 
 async fn session(State(sessions): State<Arc<Sessions>>, Path(id): Path<String>) -> Response {
-    let known = sessions.0.lock().map(|s| s.contains(&id)).unwrap_or(false);
+    let known = sessions
+        .0
+        .lock()
+        .map(|s| s.contains_key(&id))
+        .unwrap_or(false);
     if known {
         axum::Json(json!({"id": id, "title": "stand-in"})).into_response()
     } else {
@@ -100,6 +107,46 @@ async fn events() -> Response {
         .into_response()
 }
 
+async fn prompted(
+    State(sessions): State<Arc<Sessions>>,
+    Path(id): Path<String>,
+) -> axum::Json<serde_json::Value> {
+    if let Ok(mut s) = sessions.0.lock()
+        && let Some(prompted) = s.get_mut(&id)
+    {
+        *prompted = true;
+    }
+    axum::Json(json!({}))
+}
+
+async fn messages(
+    State(sessions): State<Arc<Sessions>>,
+    Path(id): Path<String>,
+) -> axum::Json<serde_json::Value> {
+    let prompted = sessions
+        .0
+        .lock()
+        .map(|s| s.get(&id).copied().unwrap_or(false))
+        .unwrap_or(false);
+    if !prompted {
+        return axum::Json(json!([]));
+    }
+    axum::Json(json!([{
+        "info": {"id": "msg_stand_in", "sessionID": id, "role": "assistant",
+                 "time": {"created": 0, "completed": 0}},
+        "parts": []
+    }]))
+}
+
+async fn forget(State(sessions): State<Arc<Sessions>>, Path(id): Path<String>) -> axum::Json<bool> {
+    let known = sessions
+        .0
+        .lock()
+        .map(|mut s| s.remove(&id).is_some())
+        .unwrap_or(false);
+    axum::Json(known)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let (host, port) = match args() {
@@ -115,14 +162,14 @@ async fn main() {
             get(|| async { axum::Json(json!({"healthy": true, "version": "stand-in"})) }),
         )
         .route("/session", post(create))
-        .route("/session/{id}", get(session))
-        .route(
-            "/session/{id}/message",
-            get(|| async { axum::Json(json!([])) }).post(|| async { axum::Json(json!({})) }),
-        )
+        .route("/session/{id}", get(session).delete(forget))
+        .route("/session/{id}/message", get(messages).post(prompted))
         .route(
             "/session/{id}/prompt_async",
-            post(|| async { StatusCode::NO_CONTENT }),
+            post(|state, path| async {
+                let _ = prompted(state, path).await;
+                StatusCode::NO_CONTENT
+            }),
         )
         .route(
             "/session/{id}/abort",

@@ -29,7 +29,10 @@ const HAND_OVER_AT_MOST: Duration = Duration::from_secs(60);
 const REAPPLY: Duration = Duration::from_secs(300);
 /// After the cluster said it has no extensions, how long before asking again.
 const UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(60);
+/// A claim is looked at again after this at first, then half as long again each time up to
+/// [`POLL_MOST`]: a burst of claims does not ask the API server hundreds of times a second.
 const POLL: Duration = Duration::from_millis(50);
+const POLL_MOST: Duration = Duration::from_millis(400);
 
 /// What this process knows of the pools it keeps and claims from.
 #[derive(Default)]
@@ -239,6 +242,7 @@ impl KubernetesRuntime {
 
         // The sandbox agent-sandbox gives the claim: one of the pool's, or one made cold.
         let deadline = Instant::now() + BIND_WITHIN;
+        let mut poll = POLL;
         let bound = loop {
             let current = claims
                 .get_opt(&claim_name)
@@ -252,8 +256,10 @@ impl KubernetesRuntime {
             if name.is_some() || Instant::now() > deadline {
                 break name;
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 3 / 2).min(POLL_MOST);
         };
+        let bound_after = started.elapsed();
         let sandboxes = self.sandboxes(version, &ns);
         let warm = match &bound {
             Some(name) => sandboxes
@@ -288,6 +294,7 @@ impl KubernetesRuntime {
             .await
             .map_err(|e| classify("labelling the claimed Sandbox", e))?;
 
+        let labelled_after = started.elapsed();
         if let Err(why) = self.hand_over(&ns, &name, claim).await {
             tracing::warn!(session = %claim.session, sandbox = %name, %why, "a claimed sandbox did not take its claim; giving it up");
             self.drop_claim(&ns, &claim_name).await;
@@ -297,7 +304,7 @@ impl KubernetesRuntime {
         }
         let took = started.elapsed();
         self.stat(&pool.agent.id, |s| s.claimed(took));
-        tracing::info!(session = %claim.session, sandbox = %name, ?took, "warm sandbox claimed");
+        tracing::info!(session = %claim.session, sandbox = %name, ?took, ?bound_after, ?labelled_after, "warm sandbox claimed");
         Ok(Some(SandboxRef {
             runtime: "kubernetes".to_string(),
             name: names::sandbox_ref(&ns, &name),
