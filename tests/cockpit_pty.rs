@@ -316,6 +316,27 @@ fn read_only_and_no_color() {
     tmux.wait_for("EXITED 0", Duration::from_secs(60));
 }
 
+/// Something else writes over the cockpit's screen (line noise, a `wall`, a program on the same
+/// terminal): Ctrl-L draws it whole again, as a terminal program's users expect.
+#[test]
+fn ctrl_l_draws_a_garbled_screen_again() {
+    let root = tempfile::tempdir().unwrap();
+    let tmux = start(root.path(), None);
+    tmux.wait_for("Sessions", Duration::from_secs(60));
+    let tty = tmux.run(&["display-message", "-p", "-t", "deck", "#{pane_tty}"]);
+    // Written straight to the pane's terminal, over the cockpit's frame: the cockpit does not
+    // know, so its next frames leave the noise where nothing of theirs changed.
+    let noise = format!("\x1b[5;1H{}", "GARBLED-NOISE ".repeat(40));
+    std::fs::write(tty.trim(), noise).expect("write to the pane's tty");
+    tmux.wait_for("GARBLED-NOISE", Duration::from_secs(60));
+    tmux.keys(&["C-l"]);
+    tmux.wait_until("the screen whole again", Duration::from_secs(60), |s| {
+        !s.contains("GARBLED-NOISE") && s.contains("Sessions")
+    });
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", Duration::from_secs(60));
+}
+
 #[test]
 fn a_draft_outlives_a_dropped_connection() {
     let root = tempfile::tempdir().unwrap();

@@ -71,10 +71,26 @@ fn enter(mouse: bool) -> std::io::Result<Term> {
     if mouse {
         crossterm::execute!(out, crossterm::event::EnableMouseCapture)?;
     }
-    // A new terminal's last frame is blank, as the screen now is: its first frame is whole.
+    fresh_terminal()
+}
+
+/// A terminal for a blank screen: its last frame is blank, as the screen is, so its first
+/// frame is drawn whole.
+fn fresh_terminal() -> std::io::Result<Term> {
     ratatui::Terminal::new(quiet::Quiet::new(ratatui::backend::CrosstermBackend::new(
-        out,
+        std::io::stdout(),
     )))
+}
+
+/// Ctrl-L: the whole screen drawn again (line noise over SSH, another program that wrote over
+/// it): cleared, without asking the terminal anything, then a whole frame.
+fn redraw_whole(term: &mut Term) -> std::io::Result<()> {
+    crossterm::execute!(
+        std::io::stdout(),
+        crossterm::terminal::Clear(crossterm::terminal::ClearType::All)
+    )?;
+    *term = fresh_terminal()?;
+    Ok(())
 }
 
 /// Puts the terminal back as it was. Safe to call more than once, and from the panic hook.
@@ -216,6 +232,14 @@ pub async fn run(deck: Arc<dyn Deck>, options: Options) -> anyhow::Result<()> {
                 && k.modifiers.contains(KeyModifiers::CONTROL)
             {
                 suspend_self(&mut term, mouse)?;
+                app.dirty = true;
+                continue;
+            }
+            if let Msg::Key(k) = &msg
+                && k.code == KeyCode::Char('l')
+                && k.modifiers.contains(KeyModifiers::CONTROL)
+            {
+                redraw_whole(&mut term)?;
                 app.dirty = true;
                 continue;
             }
