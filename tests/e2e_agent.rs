@@ -2179,6 +2179,50 @@ async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets(
         gone.then_some(())
     })
     .await;
+
+    // 8. A claim left by a process that died before it labelled its Sandbox (made here by hand,
+    // for the session that just ended): the reconciler finds it by its labels and deletes it
+    // (after its grace of a minute), and the pool sandbox it held goes with it.
+    let mut orphan_claim = DynamicObject::new(
+        &format!("ad-claim-{}", session.id),
+        &Extension::Claim.api_resource(),
+    )
+    .within(&namespace);
+    orphan_claim.metadata.labels = Some(
+        agentdeck::runtime::kubernetes::pool_objects::session_labels(
+            session.id, "default", "coder",
+        ),
+    );
+    orphan_claim.data = json!({"spec": {"warmPoolRef": {"name": "ad-pool-coder"}}});
+    claims
+        .create(&Default::default(), &orphan_claim)
+        .await
+        .unwrap();
+    let held = eventually(TURN, "the orphan claim to be bound", || async {
+        let c = claims
+            .get_opt(&format!("ad-claim-{}", session.id))
+            .await
+            .ok()??;
+        c.data["status"]["sandbox"]["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+    })
+    .await;
+    eventually(
+        Duration::from_secs(180),
+        "the orphan claim and its Sandbox to go",
+        || async {
+            let gone = claims
+                .get_opt(&format!("ad-claim-{}", session.id))
+                .await
+                .ok()?
+                .is_none()
+                && sandboxes.get_opt(&held).await.ok()?.is_none();
+            gone.then_some(())
+        },
+    )
+    .await;
     worker.stop(Duration::from_secs(5)).await;
     drop(namespaces);
 }

@@ -27,7 +27,8 @@ pub const NEEDS: &[(&str, &str, &[&str])] = &[
     ("", "secrets", &["get", "create", "patch", "delete"]),
     ("", "events", &["list", "watch"]),
     // Warm pools (agent-sandbox's extensions): each agent's template and pool, kept by
-    // server-side apply, and a claim per session taken from one.
+    // server-side apply, and a claim per session taken from one (listed by the reconciler,
+    // which ends those of ended sessions whose Sandbox never got the session's labels).
     (
         names::EXTENSIONS_GROUP,
         "sandboxtemplates",
@@ -41,7 +42,7 @@ pub const NEEDS: &[(&str, &str, &[&str])] = &[
     (
         names::EXTENSIONS_GROUP,
         "sandboxclaims",
-        &["get", "create", "delete"],
+        &["get", "list", "create", "delete"],
     ),
 ];
 

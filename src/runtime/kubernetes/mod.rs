@@ -359,7 +359,7 @@ impl SandboxRuntime for KubernetesRuntime {
 
     async fn list(&self) -> Result<Vec<ListedSandbox>, RuntimeError> {
         let (_, watches) = self.synced().await?;
-        Ok(watches
+        let mut listed: Vec<ListedSandbox> = watches
             .sandboxes()
             .into_iter()
             .map(|(ns, name)| ListedSandbox {
@@ -369,7 +369,18 @@ impl SandboxRuntime for KubernetesRuntime {
                     name: names::sandbox_ref(&ns, &name),
                 },
             })
-            .collect())
+            .collect();
+        if self.keeps_warm_pools() {
+            let labelled = listed
+                .iter()
+                .filter_map(|l| {
+                    let (_, name) = key_of(&l.sandbox).ok()?;
+                    Some((name, l.session_id?))
+                })
+                .collect();
+            listed.extend(self.unlabelled_claims(&labelled).await);
+        }
+        Ok(listed)
     }
 
     async fn logs(
@@ -458,6 +469,10 @@ impl SandboxRuntime for KubernetesRuntime {
 
     async fn destroy(&self, sandbox: &SandboxRef) -> Result<(), RuntimeError> {
         let (ns, name) = key_of(sandbox)?;
+        if names::is_claim_name(&name) {
+            // A claim listed for want of a labelled Sandbox (see `list`).
+            return self.destroy_claim(&ns, &name).await;
+        }
         let (version, _) = self.ready().await?;
         self.forwards.close(&ns, &name);
         // One taken from a warm pool goes with its claim.

@@ -77,7 +77,15 @@ pub fn pool_name(agent: &str) -> String {
 /// meet with a new Sandbox names it after itself, and agentdeck gives such a claim up (that
 /// Sandbox goes with it) and makes the session's own.
 pub fn claim_name(session: Uuid) -> String {
-    format!("ad-claim-{session}")
+    format!("{CLAIM_PREFIX}{session}")
+}
+
+const CLAIM_PREFIX: &str = "ad-claim-";
+
+/// Whether a name is a session's SandboxClaim's (see [`claim_name`]).
+pub fn is_claim_name(name: &str) -> bool {
+    name.strip_prefix(CLAIM_PREFIX)
+        .is_some_and(|s| Uuid::parse_str(s).is_ok())
 }
 
 /// The session a sandbox name belongs to (a Sandbox made for it cold; one taken from a warm

@@ -9,12 +9,13 @@ use super::pool_objects::{self, Extension};
 use super::{KubernetesRuntime, classify, key_of, not_found};
 use crate::bootstrap::handover::Claim;
 use crate::runtime::warm::{ClaimStats, Tally};
-use crate::runtime::{PoolHealth, RuntimeError, SandboxRef, WarmPool};
+use crate::runtime::{ListedSandbox, PoolHealth, RuntimeError, SandboxRef, WarmPool};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, AttachParams, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// How long a claim may take to be given a sandbox (agent-sandbox waits up to 2 s for a warm
 /// one before it makes one cold).
@@ -495,6 +496,80 @@ impl KubernetesRuntime {
         match self
             .extension(Extension::Claim, ns)
             .delete(&names::claim_name(session), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(classify("deleting the SandboxClaim", e)),
+        }
+    }
+
+    /// Sessions' claims whose Sandbox does not carry the session's labels (the process that
+    /// claimed died before it labelled it), each listed under its claim's own name: the
+    /// reconciler then ends it with its session, as it does a sandbox ([`Self::destroy_claim`]).
+    /// None when the cluster serves no extensions.
+    pub(super) async fn unlabelled_claims(
+        &self,
+        labelled: &BTreeSet<(String, Uuid)>,
+    ) -> Vec<ListedSandbox> {
+        if lock(&self.pools.unavailable)
+            .as_ref()
+            .is_some_and(|(until, _)| Instant::now() < *until)
+        {
+            return Vec::new();
+        }
+        let ns = &self.config.namespace;
+        let managed = ListParams::default().labels(&format!(
+            "{}={}",
+            names::LABEL_MANAGED,
+            names::MANAGED_BY
+        ));
+        let claims = match self.extension(Extension::Claim, ns).list(&managed).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                if let Some(RuntimeError::Unavailable(why)) = no_extensions(&e) {
+                    *lock(&self.pools.unavailable) =
+                        Some((Instant::now() + UNAVAILABLE_BACKOFF, why));
+                } else {
+                    tracing::debug!(error = %e, "cannot list the SandboxClaims this pass");
+                }
+                return Vec::new();
+            }
+        };
+        claims
+            .into_iter()
+            .filter_map(|claim| {
+                let name = claim.metadata.name.clone()?;
+                let session = claim
+                    .metadata
+                    .labels
+                    .as_ref()?
+                    .get(names::LABEL_SESSION)
+                    .and_then(|s| Uuid::parse_str(s).ok())?;
+                let bound = claim.data["status"]["sandbox"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if labelled.contains(&(bound, session)) {
+                    return None; // listed (and ended) as its Sandbox
+                }
+                Some(ListedSandbox {
+                    session_id: Some(session),
+                    sandbox: SandboxRef {
+                        runtime: "kubernetes".to_string(),
+                        name: names::sandbox_ref(ns, &name),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Ends a claim listed by [`Self::unlabelled_claims`]: deleting it deletes the Sandbox it
+    /// holds.
+    pub(super) async fn destroy_claim(&self, ns: &str, name: &str) -> Result<(), RuntimeError> {
+        match self
+            .extension(Extension::Claim, ns)
+            .delete(name, &DeleteParams::background())
             .await
         {
             Ok(_) => Ok(()),
