@@ -1882,18 +1882,18 @@ async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets(
 
     // 1. The pool fills; a session takes its sandbox, with an env of its own.
     eventually(TURN, "the warm pool's sandbox to be ready", ready).await;
-    let session = core
-        .create_session(CreateSession {
+    // A session of `coder` whose first prompt echoes its env variable `name`, set to `value`.
+    let echoing = |name: &str, value: &str| {
+        let request = CreateSession {
             agent_id: Some("coder".into()),
-            initial_prompt: Some("run: echo X=$X".into()),
-            env: std::collections::BTreeMap::from([(
-                "X".to_string(),
-                "per-session-k8s-5e1".to_string(),
-            )]),
+            initial_prompt: Some(format!("run: echo {name}=${name}")),
+            env: std::collections::BTreeMap::from([(name.to_string(), value.to_string())]),
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        };
+        let core = core.clone();
+        async move { core.create_session(request).await.unwrap() }
+    };
+    let session = echoing("X", "per-session-k8s-5e1").await;
     answer_containing(&core, session.id, "Ran it. Output: X=per-session-k8s-5e1").await;
     let launch = launch_of(session.id).await;
     assert_eq!(launch["launch"], "warm", "{launch}");
@@ -1996,18 +1996,7 @@ async fn a_warm_pool_on_the_real_control_plane_hands_each_claim_its_own_secrets(
     // that one. The session is warm, on the sandbox it claimed, with its env.
     std::fs::write(&hold, "").unwrap();
     eventually(TURN, "the pool to refill", ready).await;
-    let orphan = core
-        .create_session(CreateSession {
-            agent_id: Some("coder".into()),
-            initial_prompt: Some("run: echo Y=$Y".into()),
-            env: std::collections::BTreeMap::from([(
-                "Y".to_string(),
-                "per-session-held-9c2".to_string(),
-            )]),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let orphan = echoing("Y", "per-session-held-9c2").await;
     eventually(TURN, "the hand-over to be held", || async {
         held.exists().then_some(())
     })
